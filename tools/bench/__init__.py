@@ -1,0 +1,1 @@
+"""audistill tools/bench."""
