@@ -1,0 +1,20 @@
+"""`audistill tools ...`: benchmarks, demo corpus, probes, reports.
+
+Each module listed in _MODULES defines `register(app)` adding its commands to `tools_app`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+tools_app = typer.Typer(no_args_is_help=True, help="Benchmarks, demo corpus, probes, reports.")
+
+_MODULES: tuple[str, ...] = ()
+
+
+def register(app: typer.Typer) -> None:
+    for name in _MODULES:
+        importlib.import_module(name).register(tools_app)
+    app.add_typer(tools_app, name="tools")
