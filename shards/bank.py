@@ -1,0 +1,305 @@
+"""A bank: its catalog, its codec states, and atomic shard commits.
+
+Commit protocol for a shard (one writer per shard):
+
+1. every file is written under a temporary name (``shards/.tmp-*``) and hashed there;
+2. the files are moved to their final names;
+3. the shard is re-opened as a reader would and checked against what was written;
+4. the commit record ``commits/NAME.json`` is written in one atomic write - the commit point;
+5. the catalog ``bank.json`` is updated by its one writer (``update_catalog=True``), or later
+   by :meth:`Bank.sync_catalog` when several processes wrote shards.
+
+A crash before step 4 leaves temporary or uncommitted files that no reader uses (readers go
+through the catalog), that ``verify`` reports, and that a re-run removes and rewrites.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from . import __version__
+from .catalog import Catalog, FieldRecord, ShardRecord, TeacherRecord
+from .errors import CatalogError, MissingDataError, ShardError
+from .fields import AUDIO, FieldSpec
+from .fs import BankFS
+from .layout_wds import WdsFieldAdder, WdsShardReader, WdsShardWriter
+from .layout_zarr import ZarrFieldAdder, ZarrShardReader, ZarrShardWriter, shard_dir
+from .segments import SAMPLE_RATE, check_key
+
+CATALOG = "bank.json"
+
+
+class Bank:
+    """A feature bank at ``root`` (a local path or an fsspec URL)."""
+
+    def __init__(self, root: str, storage_options: dict | None = None, *, _catalog: Catalog | None = None):
+        self.fs = BankFS(root, storage_options)
+        self.root = str(root)
+        self._catalog = _catalog
+
+    def __repr__(self) -> str:
+        return f"Bank({self.root!r})"
+
+    # -- open / create -----------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str, storage_options: dict | None = None) -> Bank:
+        bank = cls(root, storage_options)
+        bank.reload()
+        return bank
+
+    @classmethod
+    def create(cls, root: str, layout: str = "zarr", storage_options: dict | None = None) -> Bank:
+        """Open the bank at ``root``, creating an empty one of ``layout`` if none is there."""
+        bank = cls(root, storage_options)
+        if bank.fs.exists(CATALOG):
+            bank.reload()
+            if bank.catalog.layout != layout:
+                raise CatalogError(f"bank {root} has layout {bank.catalog.layout!r}, not {layout!r}")
+            return bank
+        bank._catalog = Catalog(layout=layout, created_by=f"audistill {__version__}")
+        bank.save_catalog()
+        return bank
+
+    def reload(self) -> None:
+        if not self.fs.exists(CATALOG):
+            raise CatalogError(f"{self.root} is not a bank: no {CATALOG} there")
+        self._catalog = Catalog.loads(self.fs.read_bytes(CATALOG), where=f"{self.root}/{CATALOG}")
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self.reload()
+        assert self._catalog is not None
+        return self._catalog
+
+    @property
+    def layout(self) -> str:
+        return self.catalog.layout
+
+    def save_catalog(self) -> None:
+        self.fs.write_bytes_atomic(CATALOG, self.catalog.dumps())
+
+    # -- teachers and codec state --------------------------------------------------------------
+    def register_teacher(self, rec: TeacherRecord, save: bool = True) -> TeacherRecord:
+        merged = self.catalog.add_teacher(rec)
+        if save:
+            self.save_catalog()
+        return merged
+
+    def save_codec_state(self, teacher: str, layer: int, state: dict[str, np.ndarray], save: bool = True) -> dict:
+        """Store a fitted codec state once per (teacher, layer); returns its {path, sha256}."""
+        import hashlib
+
+        check_key(teacher, "teacher name")
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in state.items()})
+        data = buf.getvalue()
+        ref = {"path": f"codec_state/{teacher}/L{int(layer):02d}.npz", "sha256": hashlib.sha256(data).hexdigest()}
+        rec = self.catalog.teacher(teacher)
+        old = rec.codec_state.get(str(layer))
+        if old and old["sha256"] != ref["sha256"]:
+            raise CatalogError(f"teacher {teacher!r} layer {layer} already has a different fitted codec state")
+        self.fs.write_bytes_atomic(ref["path"], data)
+        rec.codec_state[str(layer)] = ref
+        if save:
+            self.save_catalog()
+        return ref
+
+    def load_codec_state(self, teacher: str, layer: int) -> dict[str, np.ndarray] | None:
+        import hashlib
+
+        ref = self.catalog.teacher(teacher).codec_state.get(str(layer))
+        if ref is None:
+            return None
+        data = self.fs.read_bytes(ref["path"])
+        if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+            raise CatalogError(f"codec state {ref['path']} does not match its checksum")
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    # -- writing shards --------------------------------------------------------------------------
+    def is_committed(self, name: str) -> bool:
+        return name in self.catalog.shards or self.fs.exists(f"commits/{name}.json")
+
+    def field_spec(self, teacher: str, name: str | None = None, layers: list[int] | None = None) -> FieldSpec:
+        rec = self.catalog.teacher(teacher)
+        return FieldSpec(name=name or teacher, teacher=teacher, layers=sorted(layers if layers is not None else rec.layers),
+                         codec=rec.codec, dim=rec.dim)
+
+    @contextlib.contextmanager
+    def write_shard(self, name: str, teachers: list[str] | None = None, update_catalog: bool = True) -> Iterator:
+        """Write a new shard holding audio and ``teachers`` (all kept layers of each).
+
+        Yields a writer with ``add(segment, audio_int16, {teacher: {layer: parts} | None})``.
+        On a clean exit the shard is committed; on an exception nothing is committed and the
+        temporary files are removed.
+        """
+        check_key(name, "shard name")
+        if self.is_committed(name):
+            raise CatalogError(f"shard {name!r} is already committed in {self.root}")
+        self._remove_uncommitted(name)
+        fields = [FieldSpec(AUDIO)] + [self.field_spec(t) for t in (teachers or [])]
+        cls = ZarrShardWriter if self.layout == "zarr" else WdsShardWriter
+        writer = cls(self.fs, name, fields)
+        try:
+            yield writer
+            counts = writer.close()
+            record = self._commit_new(name, writer, fields, counts)
+        except BaseException:
+            writer.abort()
+            raise
+        if update_catalog:
+            self.catalog.shards[name] = record
+            self.save_catalog()
+        self.last_record = record
+
+    def _commit_new(self, name: str, writer, fields: list[FieldSpec], counts: dict) -> ShardRecord:
+        segs = writer.segments
+        spd: dict[str, float] = {}
+        for s in segs:
+            spd[s.domain] = spd.get(s.domain, 0.0) + s.num_samples / SAMPLE_RATE
+        frecs = {f.name: FieldRecord(f.name, f.teacher, list(f.layers), *counts[f.name]) for f in fields}
+        num_samples = counts[AUDIO][1] if self.layout == "zarr" else sum(s.num_samples for s in segs)
+        if self.layout == "zarr":
+            tmp_files = list(self.fs.walk_files(writer.tmp))
+            files = {f.replace(writer.tmp, writer.final, 1): self._file_entry(f) for f in tmp_files}
+            self.fs.move(writer.tmp, writer.final)
+        else:
+            moved = writer.commit()
+            files = {f: self._file_entry(f) for f in moved}
+        record = ShardRecord(name=name, layout=self.layout, num_segments=len(segs), num_samples=num_samples,
+                             seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time())
+        self._check_committed(record)
+        self.fs.write_bytes_atomic(f"commits/{name}.json", json.dumps(record.to_json()).encode())
+        return record
+
+    @contextlib.contextmanager
+    def add_field(self, shard: str, teacher: str, layers: list[int] | None = None,
+                  update_catalog: bool = True) -> Iterator:
+        """Add a teacher's layers to a committed shard without touching what is there.
+
+        Yields a writer with ``add(segment, {layer: parts} | None)``, called once per segment of
+        the shard, in the shard's order (``reader.segments``).
+        """
+        record = self.shard_record(shard)
+        have = record.layers_of(teacher)
+        layers = sorted(layers if layers is not None else self.catalog.teacher(teacher).layers)
+        dup = sorted(set(layers) & have)
+        if dup:
+            raise CatalogError(f"shard {shard!r} already holds teacher {teacher!r} layers {dup}")
+        k = len(record.teacher_fields(teacher))
+        fname = teacher if k == 0 and teacher not in record.fields else f"{teacher}-f{k + 1}"
+        spec = self.field_spec(teacher, fname, layers)
+        cls = ZarrFieldAdder if self.layout == "zarr" else WdsFieldAdder
+        adder = cls(self.fs, shard, spec, record.num_segments)
+        try:
+            yield adder
+            covered, frames = adder.close()
+            if self.layout == "zarr":
+                tmp_files = list(self.fs.walk_files(adder.tmp))
+                new_files = {f.replace(adder.tmp, adder.final, 1): self._file_entry(f) for f in tmp_files}
+                self.fs.move(adder.tmp, adder.final)
+            else:
+                new_files = {f: self._file_entry(f) for f in adder.commit()}
+        except BaseException:
+            adder.abort()
+            raise
+        record.fields[fname] = FieldRecord(fname, teacher, layers, covered, frames)
+        record.files.update(new_files)
+        self._check_committed(record)
+        self.fs.write_bytes_atomic(f"commits/{shard}.json", json.dumps(record.to_json()).encode())
+        if update_catalog:
+            self.catalog.shards[shard] = record
+            self.save_catalog()
+
+    def _file_entry(self, rel: str) -> dict:
+        return {"bytes": self.fs.size(rel), "sha256": self.fs.sha256(rel)}
+
+    def _check_committed(self, record: ShardRecord) -> None:
+        """Re-open the shard as a reader would and check it against its record."""
+        reader = self.shard_reader(record.name, record=record, check="none")
+        if len(reader.segments) != record.num_segments:
+            raise ShardError(f"wrote {record.num_segments} segments but {len(reader.segments)} read back",
+                             shard=record.name)
+        for f in record.fields.values():
+            if f.teacher is not None:
+                got = sum(reader.num_frames(f.name, i) for i in range(record.num_segments))
+                if got != f.num_frames:
+                    raise ShardError(f"field {f.name!r}: {f.num_frames} frames written, {got} read back",
+                                     shard=record.name)
+
+    def _remove_uncommitted(self, name: str) -> None:
+        """Remove what an earlier, crashed writer of this shard may have left."""
+        if self.layout == "zarr":
+            self.fs.remove(shard_dir(name))
+        else:
+            for f in self.fs.listdir("shards"):
+                if f.startswith(f"{name}.") and (f.endswith(".tar") or f.endswith(".json")):
+                    self.fs.remove(f"shards/{f}")
+
+    def remove_temporaries(self) -> list[str]:
+        """Delete temporary files of crashed writers (only safe when no writer is running)."""
+        gone = []
+        for f in self.fs.listdir("shards"):
+            if f.startswith(".tmp-"):
+                self.fs.remove(f"shards/{f}")
+                gone.append(f"shards/{f}")
+        if self.layout == "zarr":
+            for shard in self.catalog.shards:
+                for f in self.fs.listdir(shard_dir(shard)):
+                    if f.startswith(".tmp-"):
+                        self.fs.remove(f"{shard_dir(shard)}/{f}")
+                        gone.append(f"{shard_dir(shard)}/{f}")
+        return gone
+
+    # -- catalog from commit records ----------------------------------------------------------------
+    def commit_records(self) -> dict[str, ShardRecord]:
+        out = {}
+        for f in self.fs.listdir("commits"):
+            if f.endswith(".json") and not f.startswith("."):
+                rec = ShardRecord.from_json(json.loads(self.fs.read_bytes(f"commits/{f}")))
+                out[rec.name] = rec
+        return out
+
+    def sync_catalog(self) -> list[str]:
+        """Merge commit records written by other processes into the catalog; returns new shards."""
+        self.reload()
+        added = []
+        for name, rec in self.commit_records().items():
+            if self.catalog.shards.get(name) is None or self.catalog.shards[name].to_json() != rec.to_json():
+                self.catalog.shards[name] = rec
+                added.append(name)
+        if added:
+            self.save_catalog()
+        return added
+
+    # -- reading ---------------------------------------------------------------------------------
+    def shard_record(self, name: str) -> ShardRecord:
+        try:
+            return self.catalog.shards[name]
+        except KeyError:
+            raise MissingDataError(f"bank {self.root} has no committed shard {name!r}") from None
+
+    def shard_reader(self, name: str, record: ShardRecord | None = None, check: str = "size"):
+        """Open one shard. ``check``: "size" compares file sizes with the catalog (cheap, catches
+        truncation and missing files), "sha256" hashes every file, "none" trusts the files."""
+        record = record or self.shard_record(name)
+        if check != "none":
+            for rel, meta in record.files.items():
+                try:
+                    size = self.fs.size(rel)
+                except FileNotFoundError:
+                    raise ShardError(f"file {rel} is missing", shard=name) from None
+                if size != int(meta["bytes"]):
+                    raise ShardError(f"file {rel} has {size} bytes, the catalog says {meta['bytes']}", shard=name)
+                if check == "sha256" and self.fs.sha256(rel) != meta["sha256"]:
+                    raise ShardError(f"file {rel} does not match its sha256", shard=name)
+        if record.layout == "zarr":
+            return ZarrShardReader(self.fs, name)
+        return WdsShardReader(self.fs, name, list(record.fields))

@@ -1,0 +1,238 @@
+"""The catalog, ``bank.json``: the single source of truth for what a bank holds.
+
+Schema (version 1)::
+
+    {
+      "format": "audistill-bank", "schema_version": 1, "created_by": "audistill 0.1.0",
+      "sample_rate": 16000, "layout": "zarr" | "webdataset",
+      "teachers": {NAME: TeacherRecord},
+      "shards": {NAME: ShardRecord},
+      "stats": {TEACHER: {LAYER: {"count", "mean", "std", "absmax"}}}
+    }
+
+See docs/FORMAT.md for every field.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import CatalogError, SchemaError
+from .segments import SAMPLE_RATE, check_key
+
+FORMAT = "audistill-bank"
+SCHEMA_VERSION = 1
+LAYOUTS = ("zarr", "webdataset")
+
+
+@dataclass
+class TeacherRecord:
+    """Who produced a set of features, and how they are stored."""
+
+    name: str
+    source: str
+    dim: int
+    frame_rate: float
+    codec: dict  # {"name", "version", "config"}
+    layers: list[int] = field(default_factory=list)  # layers kept (hidden-state indices; 0 = input embeddings)
+    num_layers: int = 0  # hidden states the model has (so "sparse:K" is reproducible)
+    revision: str = ""
+    fingerprint: str = ""  # sha256 over the weights actually run
+    input_sample_rate: int = SAMPLE_RATE
+    domains: list[str] = field(default_factory=list)  # domains it was run on ([] = all)
+    home_domain: str = "unknown"
+    codec_state: dict = field(default_factory=dict)  # LAYER -> {"path", "sha256"} for fitted codecs
+    extra: dict = field(default_factory=dict)  # adapter details: dtype, frame policy, pooling ...
+
+    def __post_init__(self) -> None:
+        check_key(self.name, "teacher name")
+        if self.dim <= 0 or self.frame_rate <= 0:
+            raise CatalogError(f"teacher {self.name!r}: dim and frame_rate must be positive")
+
+    @property
+    def hop(self) -> float:
+        """Samples at 16 kHz per teacher frame (320 for 50 Hz)."""
+        return SAMPLE_RATE / self.frame_rate
+
+    def identity(self) -> tuple[str, str, str]:
+        return (self.source, self.revision, self.fingerprint)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> TeacherRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class FieldRecord:
+    """One unit of storage inside a shard: the audio, or some layers of one teacher."""
+
+    name: str
+    teacher: str | None = None  # None for the audio field
+    layers: list[int] = field(default_factory=list)
+    num_covered: int = 0  # segments that have this field
+    num_frames: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> FieldRecord:
+        return cls(**d)
+
+
+@dataclass
+class ShardRecord:
+    name: str
+    layout: str
+    num_segments: int
+    num_samples: int
+    seconds_per_domain: dict[str, float]
+    fields: dict[str, FieldRecord]
+    files: dict[str, dict]  # bank-relative path -> {"bytes", "sha256"}
+    committed_at: float = 0.0
+
+    @property
+    def bytes(self) -> int:
+        return sum(int(f["bytes"]) for f in self.files.values())
+
+    def teacher_fields(self, teacher: str) -> list[FieldRecord]:
+        return [f for f in self.fields.values() if f.teacher == teacher]
+
+    def layers_of(self, teacher: str) -> set[int]:
+        return {lay for f in self.teacher_fields(teacher) for lay in f.layers}
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["bytes"] = self.bytes
+        d["fields"] = {k: v.to_json() for k, v in self.fields.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> ShardRecord:
+        return cls(
+            name=d["name"],
+            layout=d["layout"],
+            num_segments=int(d["num_segments"]),
+            num_samples=int(d["num_samples"]),
+            seconds_per_domain=dict(d.get("seconds_per_domain", {})),
+            fields={k: FieldRecord.from_json(v) for k, v in d["fields"].items()},
+            files=dict(d["files"]),
+            committed_at=float(d.get("committed_at", 0.0)),
+        )
+
+
+@dataclass
+class Catalog:
+    layout: str
+    teachers: dict[str, TeacherRecord] = field(default_factory=dict)
+    shards: dict[str, ShardRecord] = field(default_factory=dict)
+    stats: dict[str, dict[str, dict]] = field(default_factory=dict)
+    sample_rate: int = SAMPLE_RATE
+    created_by: str = ""
+    config: dict = field(default_factory=dict)  # the resolved extraction config(s), for provenance
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise CatalogError(f"unknown layout {self.layout!r}; use one of {LAYOUTS}")
+
+    # -- teachers ----------------------------------------------------------------------------
+    def add_teacher(self, rec: TeacherRecord) -> TeacherRecord:
+        """Register a teacher, or merge layers/domains into an existing one of the same identity."""
+        old = self.teachers.get(rec.name)
+        if old is None:
+            self.teachers[rec.name] = rec
+            return rec
+        if old.identity() != rec.identity():
+            raise CatalogError(
+                f"teacher {rec.name!r} is already in the bank from {old.source!r} revision "
+                f"{old.revision!r} (weights {old.fingerprint[:12] or '?'}); refusing features from "
+                f"{rec.source!r} revision {rec.revision!r} (weights {rec.fingerprint[:12] or '?'}): "
+                "use another teacher name"
+            )
+        for attr in ("dim", "frame_rate", "codec"):
+            if getattr(old, attr) != getattr(rec, attr):
+                raise CatalogError(
+                    f"teacher {rec.name!r}: {attr} {getattr(rec, attr)!r} differs from the bank's "
+                    f"{getattr(old, attr)!r}"
+                )
+        old.layers = sorted(set(old.layers) | set(rec.layers))
+        old.domains = sorted(set(old.domains) | set(rec.domains)) if old.domains and rec.domains else []
+        old.codec_state.update(rec.codec_state)
+        return old
+
+    def teacher(self, name: str) -> TeacherRecord:
+        from .errors import MissingDataError
+
+        try:
+            return self.teachers[name]
+        except KeyError:
+            raise MissingDataError(
+                f"the bank has no teacher {name!r}; it has {sorted(self.teachers) or 'none'}"
+            ) from None
+
+    # -- totals ------------------------------------------------------------------------------
+    @property
+    def num_segments(self) -> int:
+        return sum(s.num_segments for s in self.shards.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.shards.values())
+
+    def seconds_per_domain(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in self.shards.values():
+            for d, sec in s.seconds_per_domain.items():
+                out[d] = out.get(d, 0.0) + sec
+        return out
+
+    # -- (de)serialization --------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "created_by": self.created_by,
+            "written_at": time.time(),
+            "sample_rate": self.sample_rate,
+            "layout": self.layout,
+            "teachers": {k: v.to_json() for k, v in sorted(self.teachers.items())},
+            "shards": {k: v.to_json() for k, v in sorted(self.shards.items())},
+            "stats": self.stats,
+            "config": self.config,
+        }
+
+    def dumps(self) -> bytes:
+        return json.dumps(self.to_json(), indent=1, sort_keys=False).encode()
+
+    @classmethod
+    def loads(cls, data: bytes, where: str = "bank.json") -> Catalog:
+        try:
+            d = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CatalogError(f"{where} is not valid JSON: {e}") from e
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise SchemaError(f"{where} is not an audistill bank catalog (format {d.get('format') if isinstance(d, dict) else None!r})")
+        version = d.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+            raise SchemaError(
+                f"{where} has schema version {version!r}; this audistill reads versions 1..{SCHEMA_VERSION}"
+                " - upgrade audistill to read this bank"
+            )
+        try:
+            return cls(
+                layout=d["layout"],
+                teachers={k: TeacherRecord.from_json(v) for k, v in d.get("teachers", {}).items()},
+                shards={k: ShardRecord.from_json(v) for k, v in d.get("shards", {}).items()},
+                stats=d.get("stats", {}),
+                sample_rate=int(d.get("sample_rate", SAMPLE_RATE)),
+                created_by=d.get("created_by", ""),
+                config=d.get("config", {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CatalogError(f"{where} is malformed: {e!r}") from e

@@ -1,0 +1,132 @@
+"""Where a bank's bytes live: a root on local disk or behind an fsspec URL.
+
+Every path is relative to the bank root and checked, so nothing built from ids, keys or a
+catalog can read or write outside the root. Whole-object writes are atomic: local files are
+written to a temporary name and renamed; object stores replace an object with a single PUT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from .errors import UnsafePathError
+
+_CHUNK = 4 << 20
+
+
+def check_relpath(rel: str) -> str:
+    """Normalize a bank-relative path; refuse absolute paths, '..', backslashes and empties."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        raise UnsafePathError(f"unsafe path in bank: {rel!r}")
+    norm = posixpath.normpath(rel)
+    if norm.startswith("/") or norm == ".." or norm.startswith("../") or norm == "." or ":" in norm.split("/")[0]:
+        raise UnsafePathError(f"path {rel!r} would leave the bank root")
+    return norm
+
+
+class BankFS:
+    """A bank root plus the few file operations the bank needs."""
+
+    def __init__(self, root: str, storage_options: dict | None = None):
+        self.url = str(root)
+        self.storage_options = dict(storage_options or {})
+        self.fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        self.root = path.rstrip("/") or "/"
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"BankFS({self.url!r})"
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{check_relpath(rel)}"
+
+    def url_of(self, rel: str) -> str:
+        """A URL (or local path) for ``rel`` that fsspec / zarr can open on their own."""
+        rel = check_relpath(rel)
+        if self.is_local:
+            return os.path.join(self.root, rel)
+        return f"{self.url.rstrip('/')}/{rel}"
+
+    # -- whole objects -----------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def write_bytes_atomic(self, rel: str, data: bytes) -> None:
+        target = self.path(rel)
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        if self.is_local:
+            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        else:  # one PUT replaces the object atomically on S3-like stores
+            self.fs.pipe_file(target, data)
+
+    def open(self, rel: str, mode: str = "rb", **kw):
+        if "w" in mode:
+            self.fs.makedirs(posixpath.dirname(self.path(rel)), exist_ok=True)
+        return self.fs.open(self.path(rel), mode, **kw)
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self.path(rel)))
+
+    def sha256(self, rel: str) -> str:
+        h = hashlib.sha256()
+        with self.fs.open(self.path(rel), "rb") as f:
+            while block := f.read(_CHUNK):
+                h.update(block)
+        return h.hexdigest()
+
+    # -- trees -------------------------------------------------------------------------------
+    def walk_files(self, rel: str) -> Iterator[str]:
+        """Bank-relative paths of every file under ``rel`` (a folder or a single file)."""
+        base = self.path(rel)
+        if not self.fs.exists(base):
+            return
+        if self.fs.isfile(base):
+            yield check_relpath(rel)
+            return
+        for p in sorted(self.fs.find(base)):
+            yield check_relpath(posixpath.relpath(_strip_proto(p), self.root))
+
+    def listdir(self, rel: str) -> list[str]:
+        base = self.path(rel)
+        if not self.fs.exists(base):
+            return []
+        return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in self.fs.ls(base, detail=False))
+
+    def remove(self, rel: str) -> None:
+        p = self.path(rel)
+        if self.fs.exists(p):
+            self.fs.rm(p, recursive=True)
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename a file or folder. Atomic on local disk; copy-then-delete on object stores."""
+        s, d = self.path(src), self.path(dst)
+        if self.fs.exists(d):
+            self.fs.rm(d, recursive=True)
+        if self.is_local:
+            os.makedirs(os.path.dirname(d), exist_ok=True)
+            os.replace(s, d)
+        else:
+            self.fs.mv(s, d, recursive=True)
+        self.fs.invalidate_cache()
+
+    def makedirs(self, rel: str) -> None:
+        self.fs.makedirs(self.path(rel), exist_ok=True)
+
+
+def _strip_proto(p: str) -> str:
+    return p.split("://", 1)[1] if "://" in p else p

@@ -1,0 +1,286 @@
+"""The Zarr v3 layout: one group per shard, one subgroup per field.
+
+    shards/NAME.zarr/                 group; attributes["audistill"] = {"shard", "segments": [...]}
+      audio/samples   int16 (S,)      all segments' 16 kHz audio, concatenated
+      audio/offsets   int64 (n+1,)    sample offsets: segment i is samples[offsets[i]:offsets[i+1]]
+      FIELD/                          group; attributes["audistill"] = field spec (teacher, layers, codec, dim)
+        offsets       int64 (n+1,)    frame offsets per segment (a segment the teacher skipped has 0 frames)
+        present       uint8 (n,)      1 where the teacher covered the segment
+        LNN/PART      (F, ...)        a codec's frame part, concatenated over segments
+        LNN/PART      (n, ...)        a codec's segment part, one row per segment
+
+Large arrays use Zarr's sharding codec (a few objects per array) with chunks of ~1 MiB, so a
+sequential read streams and a crop or a single layer reads only its chunks. Every chunk ends in
+a CRC32C, so flipped bytes are caught on read.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
+
+from .errors import ShardError
+from .fields import AUDIO, FieldSpec, check_parts, layer_key
+from .fs import BankFS
+from .segments import Segment
+
+_CHUNK_BYTES = 1 << 20
+_CHUNKS_PER_SHARD = 32
+
+
+def shard_dir(name: str) -> str:
+    return f"shards/{name}.zarr"
+
+
+def _store(fs: BankFS, rel: str, read_only: bool):
+    if fs.is_local:
+        return zarr.storage.LocalStore(fs.path(rel), read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(fs.url_of(rel), storage_options=fs.storage_options or None,
+                                             read_only=read_only)
+
+
+def zarr_compressors(cfg: dict) -> list:
+    cid = cfg.get("id")
+    if cid == "zstd":
+        comp = ZstdCodec(level=int(cfg.get("level", 3)), checksum=False)
+    elif cid == "blosc":
+        shuffle = [BloscShuffle.noshuffle, BloscShuffle.shuffle, BloscShuffle.bitshuffle][int(cfg.get("shuffle", 1))]
+        comp = BloscCodec(typesize=int(cfg.get("typesize", 1)), cname=cfg.get("cname", "zstd"),
+                          clevel=int(cfg.get("clevel", 5)), shuffle=shuffle)
+    elif cid in (None, "none"):
+        return [Crc32cCodec()]
+    else:
+        raise ShardError(f"no Zarr equivalent for compressor {cfg}")
+    return [comp, Crc32cCodec()]
+
+
+class _Appender:
+    """Appends rows to a 1-D or 2-D zarr array in whole shard-sized blocks (one object write each)."""
+
+    def __init__(self, group, name: str, dtype: str, trailing: tuple[int, ...], compressor: dict):
+        row_bytes = max(1, int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize)
+        self.chunk_rows = int(min(1 << 20, max(64, _CHUNK_BYTES // row_bytes)))
+        self.block_rows = self.chunk_rows * _CHUNKS_PER_SHARD
+        self.array = group.create_array(
+            name, shape=(0, *trailing), dtype=dtype, chunks=(self.chunk_rows, *trailing),
+            shards=(self.block_rows, *trailing), compressors=zarr_compressors(compressor),
+            fill_value=0, dimension_names=None,
+        )
+        self.trailing = trailing
+        self.dtype = np.dtype(dtype)
+        self.buffer: list[np.ndarray] = []
+        self.buffered = 0
+        self.written = 0
+
+    def append(self, rows: np.ndarray) -> None:
+        if rows.shape[0]:
+            self.buffer.append(rows)
+            self.buffered += rows.shape[0]
+        if self.buffered >= self.block_rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self.buffered:
+            return
+        data = np.concatenate(self.buffer, axis=0) if len(self.buffer) > 1 else self.buffer[0]
+        n = data.shape[0] if final else (data.shape[0] // self.block_rows) * self.block_rows
+        if n:
+            self.array.resize((self.written + n, *self.trailing))
+            self.array[self.written:self.written + n] = data[:n]
+            self.written += n
+        rest = data[n:]
+        self.buffer = [rest] if rest.shape[0] else []
+        self.buffered = rest.shape[0]
+
+    def close(self) -> None:
+        self._flush(final=True)
+
+
+def _small_array(group, name: str, data: np.ndarray) -> None:
+    group.create_array(name, data=data, chunks=data.shape if data.size else (1,) * data.ndim,
+                       compressors=zarr_compressors({"id": "zstd", "level": 3}))
+
+
+class ZarrFieldWriter:
+    """Writes one field group; segments arrive in shard order, ``None`` for a skipped one."""
+
+    def __init__(self, group, spec: FieldSpec):
+        self.spec = spec
+        self.group = group
+        group.attrs["audistill"] = spec.attrs()
+        self.offsets = [0]
+        self.present: list[int] = []
+        if spec.teacher is None:
+            self.samples = _Appender(group, "samples", "int16", (), {"id": "zstd", "level": 3})
+            return
+        self.specs = spec.part_specs()
+        self.frame_parts: dict[tuple[int, str], _Appender] = {}
+        self.segment_rows: dict[tuple[int, str], list[np.ndarray]] = {}
+        for layer in spec.layers:
+            lg = group.create_group(layer_key(layer))
+            for ps in self.specs:
+                if ps.kind == "frame":
+                    self.frame_parts[(layer, ps.name)] = _Appender(lg, ps.name, ps.dtype, ps.shape, ps.compressor)
+                else:
+                    self.segment_rows[(layer, ps.name)] = []
+
+    def add_audio(self, audio: np.ndarray) -> None:
+        audio = np.ascontiguousarray(audio, dtype=np.int16).reshape(-1)
+        self.samples.append(audio)
+        self.offsets.append(self.offsets[-1] + audio.shape[0])
+        self.present.append(1)
+
+    def add_layers(self, layers: dict | None, where: str) -> None:
+        """``layers``: {layer: parts} for every layer of the field, or None if not covered."""
+        if layers is None:
+            self.offsets.append(self.offsets[-1])
+            self.present.append(0)
+            for (layer, pname), rows in self.segment_rows.items():
+                ps = next(p for p in self.specs if p.name == pname)
+                rows.append(np.zeros((1, *ps.shape), dtype=ps.dtype))
+            return
+        missing = [x for x in self.spec.layers if x not in layers]
+        if missing:
+            raise ShardError(f"{where}: teacher {self.spec.teacher!r} layers {missing} missing")
+        frames = None
+        for layer in self.spec.layers:
+            parts, frames = check_parts(layers[layer], self.specs, frames, f"{where} layer {layer}")
+            for ps in self.specs:
+                if ps.kind == "frame":
+                    self.frame_parts[(layer, ps.name)].append(parts[ps.name])
+                else:
+                    self.segment_rows[(layer, ps.name)].append(parts[ps.name])
+        self.offsets.append(self.offsets[-1] + int(frames or 0))
+        self.present.append(1)
+
+    def close(self) -> tuple[int, int]:
+        if self.spec.teacher is None:
+            self.samples.close()
+        else:
+            for app in self.frame_parts.values():
+                app.close()
+            for (layer, pname), rows in self.segment_rows.items():
+                ps = next(p for p in self.specs if p.name == pname)
+                data = np.concatenate(rows) if rows else np.zeros((0, *ps.shape), dtype=ps.dtype)
+                _small_array(self.group[layer_key(layer)], pname, data)
+            _small_array(self.group, "present", np.asarray(self.present, dtype=np.uint8))
+        _small_array(self.group, "offsets", np.asarray(self.offsets, dtype=np.int64))
+        return sum(self.present), self.offsets[-1]
+
+
+class ZarrShardWriter:
+    """Writes a new shard into a temporary folder; :meth:`close` returns it for the commit."""
+
+    def __init__(self, fs: BankFS, name: str, fields: list[FieldSpec]):
+        self.fs, self.name = fs, name
+        self.tmp = f"shards/.tmp-{name}-{uuid.uuid4().hex[:8]}.zarr"
+        self.final = shard_dir(name)
+        self.root = zarr.open_group(_store(fs, self.tmp, read_only=False), mode="w", zarr_format=3)
+        self.writers = {f.name: ZarrFieldWriter(self.root.create_group(f.name), f) for f in fields}
+        self.segments: list[Segment] = []
+
+    def add(self, segment: Segment, audio: np.ndarray | None, features: dict[str, dict | None]) -> None:
+        where = f"shard {self.name!r} segment {segment.id!r}"
+        for fname, w in self.writers.items():
+            if fname == AUDIO:
+                w.add_audio(audio if audio is not None else np.zeros(0, np.int16))
+            else:
+                w.add_layers(features.get(w.spec.teacher), where)
+        self.segments.append(segment)
+
+    def close(self) -> dict[str, tuple[int, int]]:
+        counts = {name: w.close() for name, w in self.writers.items()}
+        self.root.attrs["audistill"] = {"shard": self.name, "segments": [s.to_json() for s in self.segments]}
+        return counts
+
+    def abort(self) -> None:
+        self.fs.remove(self.tmp)
+
+
+class ZarrFieldAdder:
+    """Adds one teacher field to a committed shard, under a temporary name first."""
+
+    def __init__(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int):
+        self.fs, self.shard, self.spec = fs, shard, spec
+        self.tmp = f"{shard_dir(shard)}/.tmp-{spec.name}-{uuid.uuid4().hex[:8]}"
+        self.final = f"{shard_dir(shard)}/{spec.name}"
+        group = zarr.open_group(_store(fs, self.tmp, read_only=False), mode="w", zarr_format=3)
+        self.writer = ZarrFieldWriter(group, spec)
+        self.num_segments = num_segments
+
+    def add(self, segment: Segment, layers: dict | None) -> None:
+        self.writer.add_layers(layers, f"shard {self.shard!r} segment {segment.id!r}")
+
+    def close(self) -> tuple[int, int]:
+        if len(self.writer.present) != self.num_segments:
+            raise ShardError(f"field {self.spec.name!r} got {len(self.writer.present)} segments, "
+                             f"shard has {self.num_segments}", shard=self.shard)
+        return self.writer.close()
+
+    def abort(self) -> None:
+        self.fs.remove(self.tmp)
+
+
+class ZarrShardReader:
+    """Reads one committed shard. All offsets are loaded at open; data is read on demand."""
+
+    def __init__(self, fs: BankFS, name: str):
+        self.name = name
+        try:
+            self.root = zarr.open_group(_store(fs, shard_dir(name), read_only=True), mode="r", zarr_format=3)
+            meta = self.root.attrs["audistill"]
+            self.segments = [Segment.from_json(s) for s in meta["segments"]]
+            self._fields: dict[str, dict] = {}
+        except Exception as e:  # noqa: BLE001 - any failure to open is a broken shard
+            raise ShardError(f"cannot open Zarr shard: {e}", shard=name) from e
+
+    def field(self, fname: str) -> dict:
+        f = self._fields.get(fname)
+        if f is None:
+            try:
+                g = self.root[fname]
+                spec = FieldSpec.from_attrs(g.attrs["audistill"])
+                f = {"group": g, "spec": spec, "offsets": g["offsets"][:]}
+                if spec.teacher is not None:
+                    f["present"] = g["present"][:]
+                    f["codec"] = spec.codec_obj()
+                    f["parts"] = spec.part_specs()
+                    f["arrays"] = {}
+            except Exception as e:  # noqa: BLE001
+                raise ShardError(f"cannot open field {fname!r}: {e}", shard=self.name) from e
+            self._fields[fname] = f
+        return f
+
+    def read_audio(self, i: int, start: int = 0, num: int | None = None) -> np.ndarray:
+        f = self.field(AUDIO)
+        a, b = int(f["offsets"][i]), int(f["offsets"][i + 1])
+        lo = a + start
+        hi = b if num is None else min(b, lo + num)
+        return f["group"]["samples"][lo:hi] if hi > lo else np.zeros(0, np.int16)
+
+    def covered(self, fname: str, i: int) -> bool:
+        return bool(self.field(fname)["present"][i])
+
+    def num_frames(self, fname: str, i: int) -> int:
+        off = self.field(fname)["offsets"]
+        return int(off[i + 1] - off[i])
+
+    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
+                   state: dict | None = None) -> np.ndarray:
+        f = self.field(fname)
+        codec = f["codec"]
+        a, b = int(f["offsets"][i]), int(f["offsets"][i + 1])
+        nf = (b - a - f0) if nf is None else nf
+        lo, hi = (a + f0, a + f0 + nf) if codec.row_independent else (a, b)
+        parts = {}
+        for ps in f["parts"]:
+            arr = f["arrays"].get((layer, ps.name))
+            if arr is None:
+                arr = f["arrays"][(layer, ps.name)] = f["group"][layer_key(layer)][ps.name]
+            parts[ps.name] = arr[i:i + 1] if ps.kind == "segment" else (
+                arr[lo:hi] if hi > lo else np.zeros((0, *ps.shape), dtype=ps.dtype))
+        x = codec.decode(parts, state)
+        return x if codec.row_independent else x[f0:f0 + nf]

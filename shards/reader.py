@@ -1,0 +1,187 @@
+"""Reading a bank: sequential per shard, random access by segment id, crops, chosen layers only."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator
+
+from .bank import Bank
+from .errors import BankError, MissingDataError, ShardError
+from .fields import AUDIO, SegmentData
+from .segments import Segment
+
+log = logging.getLogger(__name__)
+
+TeacherRequest = dict[str, list[int] | None] | Iterable[str] | None
+
+
+class BankReader:
+    """Reads segments of a bank with only the requested teachers and layers decoded.
+
+    ``teachers``: ``{name: [layers]}`` (``None`` = every kept layer), a list of names, or
+    ``None`` for every teacher. ``on_error``: ``"raise"`` raises :class:`ShardError` naming the
+    shard and segment; ``"skip"`` logs it, records it in ``self.errors`` and goes on.
+    """
+
+    def __init__(self, bank: Bank | str, teachers: TeacherRequest = None, *, audio: bool = True,
+                 shards: list[str] | None = None, on_error: str = "raise", check: str = "size",
+                 storage_options: dict | None = None):
+        self.bank = bank if isinstance(bank, Bank) else Bank.open(bank, storage_options)
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        self.on_error, self.check, self.audio = on_error, check, audio
+        cat = self.bank.catalog
+        self.shards = sorted(cat.shards) if shards is None else list(shards)
+        for s in self.shards:
+            self.bank.shard_record(s)
+        self.teachers = self._resolve(teachers)
+        self.errors: list[ShardError] = []
+        self._states: dict[tuple[str, int], dict | None] = {}
+        self._readers: dict[str, object] = {}
+        self._index: dict[str, tuple[str, int]] | None = None
+
+    def _resolve(self, request: TeacherRequest) -> dict[str, list[int]]:
+        cat = self.bank.catalog
+        if request is None:
+            request = {t: None for t in cat.teachers}
+        elif not isinstance(request, dict):
+            request = {t: None for t in request}
+        out, problems = {}, []
+        for name, layers in request.items():
+            if name not in cat.teachers:
+                problems.append(f"teacher {name!r} (the bank has {sorted(cat.teachers) or 'none'})")
+                continue
+            rec = cat.teachers[name]
+            want = sorted(rec.layers if layers is None else {int(x) for x in layers})
+            missing = [x for x in want if x not in rec.layers]
+            if missing:
+                problems.append(f"teacher {name!r} layers {missing} (kept: {rec.layers})")
+            for s in self.shards:
+                lacking = [x for x in want if x not in cat.shards[s].layers_of(name)]
+                if lacking and not missing:
+                    problems.append(f"teacher {name!r} layers {lacking} in shard {s!r}")
+                    break
+            out[name] = want
+        if problems:
+            raise MissingDataError(f"bank {self.bank.root} lacks: " + "; ".join(problems))
+        return out
+
+    # -- shards ---------------------------------------------------------------------------------
+    def reader(self, shard: str):
+        r = self._readers.get(shard)
+        if r is None:
+            r = self._readers[shard] = self.bank.shard_reader(shard, check=self.check)
+        return r
+
+    def segments(self, shard: str) -> list[Segment]:
+        return self.reader(shard).segments
+
+    def state(self, teacher: str, layer: int) -> dict | None:
+        key = (teacher, layer)
+        if key not in self._states:
+            self._states[key] = self.bank.load_codec_state(teacher, layer)
+        return self._states[key]
+
+    def _field_of(self, shard: str) -> dict[tuple[str, int], str]:
+        rec = self.bank.catalog.shards[shard]
+        return {(f.teacher, lay): f.name for f in rec.fields.values() if f.teacher for lay in f.layers}
+
+    def read(self, shard: str, i: int, crop: tuple[int, int] | None = None) -> SegmentData:
+        """Segment ``i`` of ``shard``; ``crop=(start_sample, num_samples)`` reads only that stretch
+        and the teacher frames that cover it (frame ``round(start / hop)`` onwards)."""
+        r = self.reader(shard)
+        seg = r.segments[i]
+        try:
+            return self._read(r, shard, i, seg, crop)
+        except ShardError as e:
+            if e.segment is None:
+                raise ShardError(str(e), shard=shard, segment=seg.id) from e
+            raise
+        except BankError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a decode failure is a broken shard
+            raise ShardError(f"cannot read segment: {type(e).__name__}: {e}", shard=shard, segment=seg.id) from e
+
+    def _read(self, r, shard: str, i: int, seg: Segment, crop) -> SegmentData:
+        start, num = (0, None) if crop is None else (int(crop[0]), int(crop[1]))
+        out = SegmentData(segment=seg, shard=shard, index=i, sample_start=start)
+        if self.audio:
+            out.audio = r.read_audio(i, start, num)
+        fields = self._field_of(shard)
+        for teacher, layers in self.teachers.items():
+            hop = self.bank.catalog.teachers[teacher].hop
+            feats = {}
+            for layer in layers:
+                fname = fields[(teacher, layer)]
+                if not r.covered(fname, i):
+                    break
+                total = r.num_frames(fname, i)
+                f0 = min(total, int(round(start / hop)))
+                nf = total - f0 if num is None else max(0, min(int(round(num / hop)), total - f0))
+                feats[layer] = r.read_layer(fname, layer, i, f0, nf, self.state(teacher, layer))
+                out.frame_start[teacher] = f0
+            if len(feats) == len(layers):
+                out.features[teacher] = feats
+        return out
+
+    def iter_shard(self, shard: str) -> Iterator[SegmentData]:
+        try:
+            n = len(self.segments(shard))
+        except ShardError as e:
+            if self.on_error == "raise":
+                raise
+            self._skip(e)
+            return
+        for i in range(n):
+            try:
+                yield self.read(shard, i)
+            except ShardError as e:
+                if self.on_error == "raise":
+                    raise
+                self._skip(e)
+
+    def _skip(self, e: ShardError) -> None:
+        log.warning("skipping: %s", e)
+        self.errors.append(e)
+
+    def __iter__(self) -> Iterator[SegmentData]:
+        for s in self.shards:
+            yield from self.iter_shard(s)
+
+    # -- random access ------------------------------------------------------------------------------
+    def locate(self, segment_id: str) -> tuple[str, int]:
+        if self._index is None:
+            self._index = {}
+            for s in self.shards:
+                for i, seg in enumerate(self.segments(s)):
+                    self._index[seg.id] = (s, i)
+        try:
+            return self._index[segment_id]
+        except KeyError:
+            raise MissingDataError(f"bank {self.bank.root} has no segment {segment_id!r}") from None
+
+    def get(self, segment_id: str, crop: tuple[int, int] | None = None) -> SegmentData:
+        shard, i = self.locate(segment_id)
+        return self.read(shard, i, crop)
+
+    def close(self) -> None:
+        for r in self._readers.values():
+            if hasattr(r, "close"):
+                r.close()
+        self._readers.clear()
+
+
+def crop_hop(hops: Iterable[float]) -> int:
+    """The least common multiple of the teachers' hops in samples: crops starting at a multiple
+    of it start on a frame boundary of every teacher."""
+    out = 1
+    for h in hops:
+        hi = int(round(h))
+        if abs(h - hi) > 1e-6:
+            raise MissingDataError(f"hop {h} samples is not whole; resample that teacher's frames instead")
+        out = out * hi // math.gcd(out, hi)
+    return out
+
+
+_ = AUDIO
