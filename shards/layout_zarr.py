@@ -138,7 +138,7 @@ class ZarrFieldWriter:
         if layers is None:
             self.offsets.append(self.offsets[-1])
             self.present.append(0)
-            for (layer, pname), rows in self.segment_rows.items():
+            for (_layer, pname), rows in self.segment_rows.items():
                 ps = next(p for p in self.specs if p.name == pname)
                 rows.append(np.zeros((1, *ps.shape), dtype=ps.dtype))
             return
