@@ -133,8 +133,10 @@ class Bank:
                          codec=rec.codec, dim=rec.dim)
 
     @contextlib.contextmanager
-    def write_shard(self, name: str, teachers: list[str] | None = None, update_catalog: bool = True) -> Iterator:
-        """Write a new shard holding audio and ``teachers`` (all kept layers of each).
+    def write_shard(self, name: str, teachers: list[str] | dict[str, list[int]] | None = None,
+                    update_catalog: bool = True) -> Iterator:
+        """Write a new shard holding audio and ``teachers`` (a list: all kept layers of each; a
+        dict: the given layers of each).
 
         Yields a writer with ``add(segment, audio_int16, {teacher: {layer: parts} | None})``.
         On a clean exit the shard is committed; on an exception nothing is committed and the
@@ -144,7 +146,9 @@ class Bank:
         if self.is_committed(name):
             raise CatalogError(f"shard {name!r} is already committed in {self.root}")
         self._remove_uncommitted(name)
-        fields = [FieldSpec(AUDIO)] + [self.field_spec(t) for t in (teachers or [])]
+        if not isinstance(teachers, dict):
+            teachers = {t: None for t in teachers or []}
+        fields = [FieldSpec(AUDIO)] + [self.field_spec(t, layers=lay) for t, lay in teachers.items()]
         cls = ZarrShardWriter if self.layout == "zarr" else WdsShardWriter
         writer = cls(self.fs, name, fields)
         try:

@@ -190,3 +190,7 @@ class BFloat16(Codec):
     def decode(self, parts, state=None):
         bits = np.asarray(parts["x"]).astype(np.uint32) << 16
         return bits.view(np.float32)
+
+
+# Integer and vector-quantizer codecs live in their own modules; importing them registers them.
+from . import codecs_quant as _codecs_quant  # noqa: E402,F401

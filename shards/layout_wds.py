@@ -253,22 +253,29 @@ class WdsShardReader:
     def num_frames(self, fname: str, i: int) -> int:
         return int(self.field(fname)["index"]["segments"][i]["frames"])
 
-    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
-                   state: dict | None = None) -> np.ndarray:
+    def read_parts(self, fname: str, layer: int, i: int, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
+        """The stored codec parts of segment ``i`` (frame rows ``lo:hi`` of it), undecoded."""
         f = self.field(fname)
         e = f["index"]["segments"][i]
         frames = int(e["frames"])
+        hi = frames if hi is None else hi
         parts = {}
         for ps in f["parts"]:
+            if e["members"] is None:
+                raise ShardError(f"field {fname!r} does not cover this segment", shard=self.name, segment=e["key"])
             data = self._member(fname, e["key"], e["members"][f"{layer_key(layer)}.{ps.name}.bin"])
             rows = 1 if ps.kind == "segment" else frames
-            parts[ps.name] = decompress(data, ps.compressor, ps.dtype, (rows, *ps.shape))
-        nf = frames - f0 if nf is None else nf
-        codec = f["codec"]
+            arr = decompress(data, ps.compressor, ps.dtype, (rows, *ps.shape))
+            parts[ps.name] = arr if ps.kind == "segment" else arr[lo:hi]
+        return parts
+
+    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
+                   state: dict | None = None) -> np.ndarray:
+        codec = self.field(fname)["codec"]
+        nf = self.num_frames(fname, i) - f0 if nf is None else nf
         if codec.row_independent:
-            parts = {p.name: (parts[p.name] if p.kind == "segment" else parts[p.name][f0:f0 + nf]) for p in f["parts"]}
-            return codec.decode(parts, state)
-        return codec.decode(parts, state)[f0:f0 + nf]
+            return codec.decode(self.read_parts(fname, layer, i, f0, f0 + nf), state)
+        return codec.decode(self.read_parts(fname, layer, i), state)[f0:f0 + nf]
 
     def close(self) -> None:
         for fh in self._files.values():

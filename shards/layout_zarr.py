@@ -268,19 +268,26 @@ class ZarrShardReader:
         off = self.field(fname)["offsets"]
         return int(off[i + 1] - off[i])
 
-    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
-                   state: dict | None = None) -> np.ndarray:
+    def read_parts(self, fname: str, layer: int, i: int, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
+        """The stored codec parts of segment ``i`` (frame rows ``lo:hi`` of it), undecoded."""
         f = self.field(fname)
-        codec = f["codec"]
         a, b = int(f["offsets"][i]), int(f["offsets"][i + 1])
-        nf = (b - a - f0) if nf is None else nf
-        lo, hi = (a + f0, a + f0 + nf) if codec.row_independent else (a, b)
+        hi = b - a if hi is None else hi
         parts = {}
         for ps in f["parts"]:
             arr = f["arrays"].get((layer, ps.name))
             if arr is None:
                 arr = f["arrays"][(layer, ps.name)] = f["group"][layer_key(layer)][ps.name]
-            parts[ps.name] = arr[i:i + 1] if ps.kind == "segment" else (
-                arr[lo:hi] if hi > lo else np.zeros((0, *ps.shape), dtype=ps.dtype))
-        x = codec.decode(parts, state)
-        return x if codec.row_independent else x[f0:f0 + nf]
+            if ps.kind == "segment":
+                parts[ps.name] = arr[i:i + 1]
+            else:
+                parts[ps.name] = arr[a + lo:a + hi] if hi > lo else np.zeros((0, *ps.shape), dtype=ps.dtype)
+        return parts
+
+    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
+                   state: dict | None = None) -> np.ndarray:
+        codec = self.field(fname)["codec"]
+        nf = self.num_frames(fname, i) - f0 if nf is None else nf
+        if codec.row_independent:
+            return codec.decode(self.read_parts(fname, layer, i, f0, f0 + nf), state)
+        return codec.decode(self.read_parts(fname, layer, i), state)[f0:f0 + nf]

@@ -1,11 +1,136 @@
-"""`audistill shards ...` commands."""
+"""`audistill shards ...`: inspect, verify, convert, export and summarize banks."""
 
 from __future__ import annotations
 
-import typer
+import json
+from typing import Annotated
 
-shards_app = typer.Typer(no_args_is_help=True, help="shards commands")
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .options import BankArg, JsonOpt
+
+shards_app = typer.Typer(no_args_is_help=True, help="Inspect, verify, convert and export feature banks.")
+console = Console(width=None if Console().is_terminal else 160)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(shards_app, name="shards")
+
+
+def _parse_layers(spec: str | None) -> list[int] | None:
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return None
+    try:
+        return sorted({int(x) for x in spec.split(",") if x.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"--layers takes comma-separated integers or 'all', not {spec!r}") from None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3f} GiB" if n >= 2**27 else f"{n / 2**20:.2f} MiB"
+
+
+@shards_app.command()
+def info(bank: BankArg, json_out: JsonOpt = False) -> None:
+    """Teachers, layers, codecs, hours per domain, segments, bytes and measured bits per value."""
+    from audistill.shards.info import bank_info
+
+    d = bank_info(bank)
+    if json_out:
+        print(json.dumps(d))
+        return
+    hours = ", ".join(f"{k} {v:.3f} h" for k, v in d["hours_per_domain"].items()) or "none"
+    console.print(f"[bold]{d['bank']}[/] layout {d['layout']}: {d['shards']} shards, {d['segments']} segments, "
+                  f"{d['hours']:.3f} h ({hours}), {_gib(d['bytes'])}")
+    table = Table("teacher", "layer", "codec", "dim", "rate Hz", "frames", "bytes", "bits/value", "home", "domains")
+    for name, t in d["teachers"].items():
+        for layer, lay in t["layers"].items():
+            bpv = "-" if lay["bits_per_value"] is None else f"{lay['bits_per_value']:.2f}"
+            table.add_row(name, layer, t["codec"]["name"], str(t["dim"]), f"{t['frame_rate']:g}", str(lay["frames"]),
+                          _gib(lay["bytes"]), bpv, t["home_domain"], ",".join(t["domains"]))
+    console.print(table)
+
+
+@shards_app.command()
+def verify(bank: BankArg, json_out: JsonOpt = False,
+           quick: Annotated[bool, typer.Option("--quick", help="Sizes only, no sha256.")] = False) -> None:
+    """Check every file against the catalog; exit 1 naming every broken shard."""
+    from audistill.shards.verify import verify_bank
+
+    report = verify_bank(bank, checksums=not quick)
+    if json_out:
+        print(json.dumps(report.to_json()))
+    else:
+        for shard, problems in report.broken.items():
+            for p in problems:
+                console.print(f"[red]BROKEN[/] {shard}: {p}", highlight=False)
+        status = "[green]intact[/]" if report.ok else f"[red]{len(report.broken)} broken[/]"
+        console.print(f"{report.bank}: {report.shards_checked} shards, {report.files_checked} files, "
+                      f"{_gib(report.bytes_checked)} checked: {status}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@shards_app.command()
+def convert(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank root.")],
+            to: Annotated[str, typer.Option("--to", help="zarr or webdataset")]) -> None:
+    """Copy a bank into the other layout, exactly (stored codec parts are copied, not re-encoded)."""
+    from audistill.shards.copy import copy_bank
+
+    if to not in ("zarr", "webdataset"):
+        raise typer.BadParameter("--to must be zarr or webdataset")
+    target = copy_bank(bank, out, layout=to, progress=lambda s: console.print(f"shard {s}", highlight=False))
+    console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
+
+
+@shards_app.command()
+def export(bank: BankArg, out: Annotated[str, typer.Argument(help="New, smaller bank root.")],
+           teacher: Annotated[list[str], typer.Option("--teacher", help="Teacher to keep (repeat).")],
+           layers: Annotated[str | None, typer.Option("--layers", help="Layers to keep, e.g. 3,6,9,12 (all teachers given).")] = None,
+           to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None) -> None:
+    """A smaller bank with only the teachers and layers one student needs (local or object store)."""
+    from audistill.shards.copy import copy_bank
+
+    want = {t: _parse_layers(layers) for t in teacher}
+    target = copy_bank(bank, out, layout=to, teachers=want,
+                       progress=lambda s: console.print(f"shard {s}", highlight=False))
+    console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
+
+
+@shards_app.command()
+def stats(bank: BankArg,
+          scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address, or threads/processes.")] = None,
+          json_out: JsonOpt = False) -> None:
+    """Per-layer channel mean / std / absmax over the whole bank (Dask), stored in the catalog."""
+    from audistill.shards.stats import compute_stats
+
+    s = compute_stats(bank, scheduler=scheduler)
+    if json_out:
+        print(json.dumps({t: {k: {"count": v["count"]} for k, v in d.items()} for t, d in s.items()}))
+        return
+    table = Table("teacher", "layer", "frames", "mean |mean|", "mean std", "max absmax")
+    for t, d in s.items():
+        for layer, v in d.items():
+            table.add_row(t, layer, str(v["count"]), f"{sum(abs(x) for x in v['mean']) / len(v['mean']):.4g}",
+                          f"{sum(v['std']) / len(v['std']):.4g}", f"{max(v['absmax']):.4g}")
+    console.print(table)
+
+
+@shards_app.command()
+def sync(bank: BankArg) -> None:
+    """Merge commit records of shards written by other processes (SLURM slices) into the catalog."""
+    from audistill.shards.bank import Bank
+
+    added = Bank.open(bank).sync_catalog()
+    console.print(f"{len(added)} shard(s) added to the catalog: {', '.join(added) or '-'}", highlight=False)
+
+
+@shards_app.command()
+def clean(bank: BankArg) -> None:
+    """Remove temporary files left by crashed writers (run only when no writer is running)."""
+    from audistill.shards.bank import Bank
+
+    gone = Bank.open(bank).remove_temporaries()
+    console.print(f"removed {len(gone)} temporary file(s)/folder(s)")

@@ -1,0 +1,257 @@
+"""Integer codecs: int8 per row / per channel, int4 groups, and int8 time-delta (``int8-delta``).
+
+Imported at the bottom of :mod:`codecs` so the codecs register. Encoding is vectorized torch
+(runs on the device the features live on), decoding is numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from .codecs import ZSTD, Codec, PartSpec, register_codec
+from .errors import CodecError
+
+F16_MAX = 65504.0
+
+
+def _safe(scale: torch.Tensor) -> torch.Tensor:
+    """Scale with zeros replaced by 1, so all-zero rows/channels/groups divide safely (to 0)."""
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def _scale_to(scale: torch.Tensor, dtype: str, codec: str) -> torch.Tensor:
+    """Cast a non-negative scale to its storage dtype; refuse float16 overflow instead of Inf."""
+    if dtype == "float16":
+        if scale.numel() and float(scale.max()) > F16_MAX:
+            raise CodecError(f"codec {codec}: scale exceeds the float16 range (use scale_dtype='float32')")
+        return scale.to(torch.float16)
+    return scale.float()
+
+
+@register_codec
+@dataclass(frozen=True)
+class Int8Row(Codec):
+    """int8 with one absmax scale per frame (row): robust to loud frames, blind to loud channels."""
+
+    name: ClassVar[str] = "int8-row"
+    scale_dtype: str = "float16"
+
+    def __post_init__(self):
+        if self.scale_dtype not in ("float16", "float32"):
+            raise ValueError("scale_dtype must be 'float16' or 'float32'")
+
+    def parts(self, dim):
+        return [PartSpec("q", "frame", "int8", (dim,), ZSTD),
+                PartSpec("scale", "frame", self.scale_dtype, (1,), ZSTD)]
+
+    def encode(self, x, state=None):
+        self.check_input(x)
+        x = x.float()
+        scale = _scale_to(x.abs().amax(dim=1, keepdim=True) / 127.0 if x.shape[0] else x.new_zeros(0, 1),
+                          self.scale_dtype, self.name)  # (T, 1)
+        q = torch.round(x / _safe(scale.float())).clamp_(-127, 127).to(torch.int8)
+        return {"q": q, "scale": scale}
+
+    def decode(self, parts, state=None):
+        q = np.asarray(parts["q"])
+        out = q.astype(np.float32)
+        out *= np.asarray(parts["scale"], dtype=np.float32)
+        return out
+
+
+@register_codec
+@dataclass(frozen=True)
+class Int8Channel(Codec):
+    """int8 with one absmax scale per channel per segment (a (1, D) segment part)."""
+
+    name: ClassVar[str] = "int8-channel"
+
+    def parts(self, dim):
+        return [PartSpec("q", "frame", "int8", (dim,), ZSTD),
+                PartSpec("scale", "segment", "float32", (dim,), ZSTD)]
+
+    def encode(self, x, state=None):
+        self.check_input(x)
+        x = x.float()
+        if x.shape[0] == 0:
+            return {"q": x.to(torch.int8), "scale": x.new_zeros(1, x.shape[1])}
+        scale = x.abs().amax(dim=0, keepdim=True) / 127.0  # (1, D)
+        q = torch.round(x / _safe(scale)).clamp_(-127, 127).to(torch.int8)
+        return {"q": q, "scale": scale}
+
+    def decode(self, parts, state=None):
+        out = np.asarray(parts["q"]).astype(np.float32)
+        out *= np.asarray(parts["scale"], dtype=np.float32).reshape(1, -1)
+        return out
+
+
+@register_codec
+@dataclass(frozen=True)
+class Int4Group(Codec):
+    """4-bit symmetric (-7..7) with a float16 absmax scale per group of ``group`` channels per frame.
+
+    Two values per byte: the low nibble holds the even channel. ``D`` is zero-padded to a multiple of
+    ``group``; the number of padded channels is stored as a (1, 1) segment part ``pad``.
+    """
+
+    name: ClassVar[str] = "int4-group"
+    group: int = 32
+
+    def __post_init__(self):
+        if self.group < 2 or self.group % 2:
+            raise ValueError("group must be an even number >= 2")
+
+    def _padded(self, dim: int) -> int:
+        return -(-dim // self.group) * self.group
+
+    def parts(self, dim):
+        dp = self._padded(dim)
+        return [PartSpec("q", "frame", "uint8", (dp // 2,), ZSTD),
+                PartSpec("scale", "frame", "float16", (dp // self.group,), ZSTD),
+                PartSpec("pad", "segment", "uint8", (1,), ZSTD)]
+
+    def encode(self, x, state=None):
+        self.check_input(x)
+        t, d = x.shape
+        dp = self._padded(d)
+        xp = torch.nn.functional.pad(x.float(), (0, dp - d)).reshape(t, dp // self.group, self.group)
+        scale = _scale_to(xp.abs().amax(dim=2) / 7.0, "float16", self.name)  # (T, G)
+        q = torch.round(xp / _safe(scale.float())[..., None]).clamp_(-7, 7).to(torch.int16) + 8
+        q = q.reshape(t, dp // 2, 2)
+        packed = (q[..., 0] | (q[..., 1] << 4)).to(torch.uint8)  # (T, Dp/2)
+        pad = torch.full((1, 1), dp - d, dtype=torch.uint8, device=x.device)
+        return {"q": packed, "scale": scale, "pad": pad}
+
+    def decode(self, parts, state=None):
+        packed = np.asarray(parts["q"])
+        scale = np.asarray(parts["scale"], dtype=np.float32)
+        pad = int(np.asarray(parts["pad"]).reshape(-1)[0])
+        t = packed.shape[0]
+        nib = np.empty((t, packed.shape[1], 2), np.int8)
+        np.bitwise_and(packed, 15, out=nib[..., 0], casting="unsafe")
+        np.right_shift(packed, 4, out=nib[..., 1], casting="unsafe")
+        nib -= 8
+        out = nib.reshape(t, -1, self.group).astype(np.float32)
+        out *= scale[..., None]
+        out = out.reshape(t, -1)
+        return out[:, : out.shape[1] - pad] if pad else out
+
+
+def _delta_fit_steps(sample: np.ndarray, target: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (center, step) for ``int8-delta`` meeting ``target`` relative L2 on ``sample``.
+
+    One uniform step ``s`` for all channels is the MSE-optimal choice; channels whose sample range
+    (times ``margin``) does not fit 255 levels get a larger step. ``s`` is then found by bisection so
+    the expected error sum_c step_c^2 / 12 equals target^2 * mean(x^2) per value.
+    """
+    x = np.asarray(sample, dtype=np.float64)
+    lo, hi = x.min(0), x.max(0)
+    center = (lo + hi) / 2
+    need = (hi - lo) * margin / 254.0  # smallest step that keeps the channel inside 255 levels
+    budget = target**2 * float(np.mean(x * x)) * 12.0 * x.shape[1]  # allowed sum of step^2
+    if budget <= 0:  # all-zero sample: any step is exact for zeros
+        return center.astype(np.float32), np.maximum(need, 1.0).astype(np.float32)
+    a, b = 0.0, np.sqrt(budget)
+    if float(np.sum(need**2)) >= budget:  # the range alone uses the budget: take the range steps
+        s = 0.0
+    else:
+        for _ in range(60):
+            s = (a + b) / 2
+            a, b = (s, b) if float(np.sum(np.maximum(s, need) ** 2)) <= budget else (a, s)
+        s = a
+    step = np.maximum(s, need)
+    step = np.where(step > 0, step, max(s, 1e-30))
+    return center.astype(np.float32), step.astype(np.float32)
+
+
+@register_codec
+@dataclass(frozen=True)
+class Int8Delta(Codec):
+    """Fitted uniform quantizer + time-delta int8, decoded by a chunked wrap-around prefix sum.
+
+    Fit (per teacher layer): a center and a step per channel; the step is chosen for a *target*
+    relative L2 error (not by absmax): one MSE-optimal uniform step, widened only for channels whose
+    range would not fit 255 levels. Encode: ``u = round((x - center) / (step * 2**shift)) + 128`` as
+    uint8, where the per-segment ``shift`` (a (1, D) uint8 segment part, all zero unless a segment
+    leaves the fitted range) keeps every value representable - nothing is clipped. Within chunks of
+    ``chunk`` frames each frame is stored as its difference to the previous frame modulo 256 (the
+    first frame of a chunk as is), so zstd sees small numbers; decoding is ``chunk - 1`` vectorized
+    uint8 additions over all chunks at once plus one multiply-add. A crop needs its chunk's start.
+    """
+
+    name: ClassVar[str] = "int8-delta"
+    needs_fit: ClassVar[bool] = True
+    row_independent: ClassVar[bool] = False
+    target: float = 0.0095
+    chunk: int = 64
+    margin: float = 1.05
+    level: int = 3
+
+    def __post_init__(self):
+        if not 0 < self.target < 1:
+            raise ValueError("target must be in (0, 1)")
+        if not 1 <= self.chunk <= 65536:
+            raise ValueError("chunk must be in [1, 65536]")
+        if self.margin < 1:
+            raise ValueError("margin must be >= 1")
+
+    def parts(self, dim):
+        return [PartSpec("d", "frame", "uint8", (dim,), {"id": "zstd", "level": self.level}),
+                PartSpec("shift", "segment", "uint8", (dim,), ZSTD)]
+
+    def fit(self, sample):
+        sample = np.asarray(sample, dtype=np.float32)
+        if sample.ndim != 2 or sample.shape[0] == 0 or not np.isfinite(sample).all():
+            raise CodecError(f"codec {self.name}: fit needs a finite, non-empty (N, D) sample")
+        center, step = _delta_fit_steps(sample, self.target, self.margin)
+        return {"center": center, "step": step}
+
+    def _state(self, state, x: torch.Tensor):
+        if not state or "center" not in state or "step" not in state:
+            raise CodecError(f"codec {self.name}: encode needs the fitted state (center, step)")
+        c = torch.as_tensor(state["center"], dtype=torch.float32, device=x.device)
+        s = torch.as_tensor(state["step"], dtype=torch.float32, device=x.device)
+        if c.shape != (x.shape[1],) or s.shape != (x.shape[1],):
+            raise CodecError(f"codec {self.name}: state is for dim {tuple(c.shape)}, features have dim {x.shape[1]}")
+        return c, s
+
+    def encode(self, x, state=None):
+        self.check_input(x)
+        x = x.float()
+        center, step = self._state(state, x)
+        t, d = x.shape
+        y = x - center  # (T, D)
+        peak = y.abs().amax(dim=0) if t else torch.zeros_like(step)
+        # smallest power-of-two widening keeping |y| / step_eff <= 127 (usually 0)
+        shift = torch.ceil(torch.log2(torch.clamp(peak / (127.0 * step), min=1.0))).clamp_(0, 100)
+        eff = step * torch.exp2(shift)
+        u = (torch.round(y / eff).clamp_(-127, 127) + 128).to(torch.int16)  # (T, D) in 1..255
+        prev = torch.zeros_like(u)
+        prev[1:] = u[:-1]
+        prev[:: self.chunk] = 0  # the first frame of each chunk is stored as is
+        dlt = torch.remainder(u - prev, 256).to(torch.uint8)
+        return {"d": dlt, "shift": shift.to(torch.uint8).reshape(1, d)}
+
+    def decode(self, parts, state=None):
+        if not state or "center" not in state or "step" not in state:
+            raise CodecError(f"codec {self.name}: decode needs the fitted state (center, step)")
+        u = np.array(parts["d"], dtype=np.uint8, copy=True)  # (T, D), becomes the levels in place
+        t, d = u.shape
+        k = self.chunk
+        full = t - t % k
+        if full:
+            blocks = u[:full].reshape(full // k, k, d)
+            for i in range(1, k):
+                np.add(blocks[:, i], blocks[:, i - 1], out=blocks[:, i])
+        for i in range(full + 1, t):
+            np.add(u[i], u[i - 1], out=u[i])
+        shift = np.asarray(parts["shift"]).reshape(-1).astype(np.float32)
+        eff = np.asarray(state["step"], dtype=np.float32) * np.exp2(shift)
+        base = np.asarray(state["center"], dtype=np.float32) - 128.0 * eff
+        out = np.multiply(u, eff, dtype=np.float32)
+        out += base
+        return out
