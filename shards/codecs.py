@@ -194,3 +194,4 @@ class BFloat16(Codec):
 
 # Integer and vector-quantizer codecs live in their own modules; importing them registers them.
 from . import codecs_quant as _codecs_quant  # noqa: E402,F401
+from . import codecs_vq as _codecs_vq  # noqa: E402,F401

@@ -168,6 +168,33 @@ def _delta_fit_steps(sample: np.ndarray, target: float, margin: float) -> tuple[
     return center.astype(np.float32), step.astype(np.float32)
 
 
+def _wrapping_prefix_sum(d: np.ndarray, block: int) -> np.ndarray:
+    """Cumulative sum modulo 256 along axis 0 of a (T, D) uint8 array (in place), fast in numpy.
+
+    ``np.cumsum(axis=0)`` walks one column at a time (~400 M values/s). Instead: prefix sums inside
+    blocks of ``block`` rows, all blocks at once (``block - 1`` wide vector additions), then the
+    running total of the block ends (a scan over T / block rows) is added to each following block.
+    """
+    u = d if d.flags.writeable and d.dtype == np.uint8 else np.array(d, dtype=np.uint8)
+    t, dim = u.shape
+    nb = -(-t // block)
+    if nb == 0:
+        return u
+    full = t - t % block
+    blocks = u[:full].reshape(full // block, block, dim)
+    for i in range(1, block):
+        np.add(blocks[:, i], blocks[:, i - 1], out=blocks[:, i])
+    for i in range(full + 1, t):  # the last, partial block
+        np.add(u[i], u[i - 1], out=u[i])
+    if nb > 1:
+        ends = np.cumsum(u[block - 1 :: block][: nb - 1], axis=0, dtype=np.uint8)  # (nb-1, D)
+        if full:
+            blocks[1:] += ends[: full // block - 1, None, :]
+        if full < t:
+            u[full:] += ends[-1]
+    return u
+
+
 @register_codec
 @dataclass(frozen=True)
 class Int8Delta(Codec):
@@ -177,25 +204,23 @@ class Int8Delta(Codec):
     relative L2 error (not by absmax): one MSE-optimal uniform step, widened only for channels whose
     range would not fit 255 levels. Encode: ``u = round((x - center) / (step * 2**shift)) + 128`` as
     uint8, where the per-segment ``shift`` (a (1, D) uint8 segment part, all zero unless a segment
-    leaves the fitted range) keeps every value representable - nothing is clipped. Within chunks of
-    ``chunk`` frames each frame is stored as its difference to the previous frame modulo 256 (the
-    first frame of a chunk as is), so zstd sees small numbers; decoding is ``chunk - 1`` vectorized
-    uint8 additions over all chunks at once plus one multiply-add. A crop needs its chunk's start.
+    leaves the fitted range) keeps every value representable - nothing is clipped. Each frame is
+    stored as its difference to the previous frame modulo 256 (the first frame as is), so zstd sees
+    small numbers. Decoding is a blocked wrap-around prefix sum (see :func:`_wrapping_prefix_sum`)
+    plus one multiply-add. A crop needs the frames from the segment start.
     """
 
     name: ClassVar[str] = "int8-delta"
     needs_fit: ClassVar[bool] = True
     row_independent: ClassVar[bool] = False
     target: float = 0.0095
-    chunk: int = 64
-    margin: float = 1.05
-    level: int = 3
+    margin: float = 1.0
+    level: int = 1
+    block: ClassVar[int] = 64  # decode blocking only; not part of the stored format
 
     def __post_init__(self):
         if not 0 < self.target < 1:
             raise ValueError("target must be in (0, 1)")
-        if not 1 <= self.chunk <= 65536:
-            raise ValueError("chunk must be in [1, 65536]")
         if self.margin < 1:
             raise ValueError("margin must be >= 1")
 
@@ -230,25 +255,18 @@ class Int8Delta(Codec):
         shift = torch.ceil(torch.log2(torch.clamp(peak / (127.0 * step), min=1.0))).clamp_(0, 100)
         eff = step * torch.exp2(shift)
         u = (torch.round(y / eff).clamp_(-127, 127) + 128).to(torch.int16)  # (T, D) in 1..255
-        prev = torch.zeros_like(u)
+        prev = torch.full_like(u, 128)  # the first frame is stored relative to the center
         prev[1:] = u[:-1]
-        prev[:: self.chunk] = 0  # the first frame of each chunk is stored as is
         dlt = torch.remainder(u - prev, 256).to(torch.uint8)
         return {"d": dlt, "shift": shift.to(torch.uint8).reshape(1, d)}
 
     def decode(self, parts, state=None):
         if not state or "center" not in state or "step" not in state:
             raise CodecError(f"codec {self.name}: decode needs the fitted state (center, step)")
-        u = np.array(parts["d"], dtype=np.uint8, copy=True)  # (T, D), becomes the levels in place
-        t, d = u.shape
-        k = self.chunk
-        full = t - t % k
-        if full:
-            blocks = u[:full].reshape(full // k, k, d)
-            for i in range(1, k):
-                np.add(blocks[:, i], blocks[:, i - 1], out=blocks[:, i])
-        for i in range(full + 1, t):
-            np.add(u[i], u[i - 1], out=u[i])
+        d = np.array(parts["d"], dtype=np.uint8, copy=True)
+        if len(d):
+            d[0] += 128  # the first frame is relative to the center level
+        u = _wrapping_prefix_sum(d, self.block)  # (T, D) levels
         shift = np.asarray(parts["shift"]).reshape(-1).astype(np.float32)
         eff = np.asarray(state["step"], dtype=np.float32) * np.exp2(shift)
         base = np.asarray(state["center"], dtype=np.float32) - 128.0 * eff
