@@ -1,0 +1,101 @@
+"""Batches by total duration with length bucketing, decoding in worker processes, padding.
+
+Within a shard, segments are sorted by length (longest first) and packed while
+``batch_size * longest <= batch_samples``, so a batch holds segments of similar length and
+little padding. Decoding happens in ``torch.utils.data.DataLoader`` worker processes while the
+main process runs the teachers on the previous batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .audio import load_segment
+from .errors import AudioError
+from .plan import ShardPlan
+
+
+def make_batches(lengths: list[int], batch_samples: int, max_batch: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length whose padded size fits ``batch_samples``."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        longest = lengths[cur[0]] if cur else lengths[i]
+        if cur and ((len(cur) + 1) * longest > batch_samples or len(cur) >= max_batch):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def equal_length_groups(lengths: list[int]) -> list[list[int]]:
+    """Positions grouped by identical length (for teachers that are not padding-invariant)."""
+    groups: dict[int, list[int]] = {}
+    for pos, n in enumerate(lengths):
+        groups.setdefault(n, []).append(pos)
+    return list(groups.values())
+
+
+def pad_batch(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()))  # (B, N)
+    for b, w in enumerate(waves):
+        out[b, : len(w)] = torch.from_numpy(w)
+    return out, lengths
+
+
+@dataclass
+class Decoded:
+    """One decoded batch: positions in the run's shard list and shard, waves, failures."""
+
+    shard: int
+    indices: list[int]
+    waves: dict[int, np.ndarray]  # shard index -> float32 16 kHz audio
+    failures: dict[int, str]  # shard index -> reason
+
+
+class _BatchDataset(Dataset):
+    def __init__(self, shards: list[ShardPlan], work: list[tuple[int, list[int]]], min_samples: int,
+                 storage_options: dict | None):
+        self.shards, self.work, self.min_samples, self.so = shards, work, min_samples, storage_options
+
+    def __len__(self) -> int:
+        return len(self.work)
+
+    def __getitem__(self, k: int) -> Decoded:
+        si, idx = self.work[k]
+        waves, fails = {}, {}
+        for i in idx:
+            ref = self.shards[si].segments[i]
+            try:
+                waves[i] = load_segment(ref.path, ref.member, ref.start, ref.end, self.min_samples, self.so)
+            except AudioError as e:
+                fails[i] = str(e)
+        return Decoded(si, idx, waves, fails)
+
+
+def _identity(x):
+    return x
+
+
+def decoded_batches(shards: list[ShardPlan], batch_samples: int, max_batch: int, min_samples: int,
+                    workers: int, storage_options: dict | None = None):
+    """Yield :class:`Decoded` batches of every shard, in shard order, decoded ``workers`` ahead."""
+    work = []
+    for si, sh in enumerate(shards):
+        for b in make_batches([s.num_samples for s in sh.segments], batch_samples, max_batch):
+            work.append((si, b))
+    ds = _BatchDataset(shards, work, min_samples, storage_options)
+    if workers <= 0:
+        yield from (ds[k] for k in range(len(ds)))
+        return
+    loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
+                        prefetch_factor=4, multiprocessing_context="fork")
+    yield from loader

@@ -1,0 +1,200 @@
+"""The extraction pipeline: decode once per shard, run every teacher, encode on device, write.
+
+Overlap: audio is decoded in DataLoader worker processes ahead of the teachers; each finished
+shard is handed to one writer thread (compression, hashing, commit) while the next shard's
+batches run on the device. At most one shard is being written while another is computed, so
+memory is bounded by the shard size, not by the corpus.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from audistill.shards.bank import Bank
+from audistill.shards.codecs import Codec
+
+from .audio import to_int16
+from .batching import Decoded, decoded_batches, equal_length_groups, pad_batch
+from .corpus import error_record
+from .encode import device_state, encode_batch, nonfinite_items
+from .plan import ShardPlan
+from .teachers import Teacher
+
+Progress = Callable[[int, float], None]  # (segments done, audio seconds done)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How shards are computed (flat parameters; the CLI's ExtractConfig builds it)."""
+
+    batch_seconds: float = 200.0
+    max_batch: int = 64
+    loader_workers: int = 2
+    min_seconds: float = 0.1
+    storage_options: dict | None = None
+
+
+@dataclass
+class TeacherTotals:
+    segments: int = 0
+    seconds: float = 0.0
+    frames: int = 0
+    values: int = 0
+    bytes: int = 0
+    forward_s: float = 0.0
+
+    def merge(self, o: TeacherTotals) -> None:
+        for k in ("segments", "seconds", "frames", "values", "bytes", "forward_s"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+
+
+@dataclass
+class ShardResult:
+    name: str
+    segments: int = 0
+    seconds: float = 0.0
+    errors: list[dict] = field(default_factory=list)
+    teachers: dict[str, TeacherTotals] = field(default_factory=dict)
+
+
+class _ShardState:
+    """What has been computed for one shard so far."""
+
+    def __init__(self, plan: ShardPlan, teachers: list[Teacher]):
+        self.plan = plan
+        self.audio: dict[int, np.ndarray] = {}
+        self.feats: dict[int, dict[str, dict | None]] = {}
+        self.failed: dict[int, str] = {}
+        self.batches_left = 0
+        self.result = ShardResult(plan.name, teachers={t.name: TeacherTotals() for t in teachers})
+
+
+def _run_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
+                 pos: list[int]) -> tuple[list[dict | None], int]:
+    """Parts per position in ``pos`` (None where the output was not finite) and frames kept."""
+    groups = [pos] if t.pad_invariant else [[pos[j] for j in g] for g in
+                                             equal_length_groups([int(lengths[p]) for p in pos])]
+    out: dict[int, dict | None] = {}
+    frames = 0
+    for g in groups:
+        idx = torch.tensor(g)
+        n = int(lengths[idx].max())
+        feats, flen = t.extract(wave[idx, :n], lengths[idx])  # {layer: (b, T, D)}, (b,)
+        bad = nonfinite_items(feats, flen)
+        keep = [j for j in range(len(g)) if not bad[j]]
+        parts = encode_batch(feats, flen, keep, codec, states)
+        for j, p in zip(keep, parts, strict=True):
+            out[g[j]] = p
+            frames += int(flen[j])
+        for j in range(len(g)):
+            out.setdefault(g[j], None)
+    return [out[p] for p in pos], frames
+
+
+def _process(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: dict[str, Codec],
+             states: dict[str, dict], device: torch.device) -> None:
+    for i, reason in batch.failures.items():
+        st.failed[i] = reason
+        ref = st.plan.segments[i]
+        st.result.errors.append(error_record(ref.id, ref.source if ref.member else ref.path, reason))
+    ok = [i for i in batch.indices if i in batch.waves]
+    if not ok:
+        return
+    wave, lengths = pad_batch([batch.waves[i] for i in ok])  # (B, N), (B,)
+    wave = wave.to(device, non_blocking=True)
+    for i in ok:
+        st.audio[i] = to_int16(batch.waves[i])
+        st.feats[i] = {}
+    for t in teachers:
+        pos = [b for b, i in enumerate(ok) if t.spec.runs_on(st.plan.segments[i].domain)]
+        for b, i in enumerate(ok):
+            if b not in pos:
+                st.feats[i][t.name] = None
+        if not pos:
+            continue
+        t0 = time.perf_counter()
+        parts, frames = _run_teacher(t, codecs[t.name], states[t.name], wave, lengths, pos)
+        tot = st.result.teachers[t.name]
+        tot.forward_s += time.perf_counter() - t0
+        for b, p in zip(pos, parts, strict=True):
+            i = ok[b]
+            st.feats[i][t.name] = p
+            if p is None:
+                ref = st.plan.segments[i]
+                st.result.errors.append(error_record(ref.id, ref.path, f"teacher {t.name}: NaN/Inf in its output"))
+            else:
+                tot.segments += 1
+                tot.seconds += int(lengths[b]) / 16000
+        tot.frames += frames
+        tot.values += frames * t.dim * len(t.layers)
+
+
+def write_shard(bank: Bank, st: _ShardState, teachers: list[Teacher], update_catalog: bool) -> ShardResult:
+    """Write one computed shard (every segment that decoded, in plan order) and commit it."""
+    res = st.result
+    with bank.write_shard(st.plan.name, teachers=[t.name for t in teachers], update_catalog=update_catalog) as w:
+        for i, ref in enumerate(st.plan.segments):
+            if i in st.audio:
+                audio = st.audio[i]
+                w.add(ref.segment(len(audio)), audio, st.feats[i])
+                res.segments += 1
+                res.seconds += len(audio) / 16000
+    rec = bank.last_record
+    for t in teachers:
+        res.teachers[t.name].bytes = field_bytes(rec, t.name)
+    return res
+
+
+def field_bytes(record, field_name: str) -> int:
+    """Stored bytes of one field of a committed shard (both layouts)."""
+    total = 0
+    for rel, meta in record.files.items():
+        parts = rel.split("/")
+        zarr_hit = len(parts) > 2 and parts[1].endswith(".zarr") and parts[2] == field_name
+        wds_hit = parts[-1].startswith(f"{record.name}.{field_name}.")
+        if zarr_hit or wds_hit:
+            total += int(meta["bytes"])
+    return total
+
+
+def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opts: RunOptions,
+               update_catalog: bool = True, progress: Progress | None = None) -> list[ShardResult]:
+    """Compute and commit ``shards`` (none of them committed yet) with ``teachers``."""
+    if not shards:
+        return []
+    device = teachers[0].device
+    codecs = {t.name: t.spec.make_codec() for t in teachers}
+    states = {t.name: {layer: device_state(bank.load_codec_state(t.name, layer), device) for layer in t.layers}
+              for t in teachers}
+    batch_samples = int(opts.batch_seconds * 16000)
+    min_samples = int(opts.min_seconds * 16000)
+    live: dict[int, _ShardState] = {}
+    results: list[ShardResult] = []
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as pool:
+        for si, sh in enumerate(shards):
+            live[si] = _ShardState(sh, teachers)
+        from .batching import make_batches
+
+        for si, sh in enumerate(shards):
+            live[si].batches_left = len(make_batches([s.num_samples for s in sh.segments], batch_samples,
+                                                     opts.max_batch))
+        for batch in decoded_batches(shards, batch_samples, opts.max_batch, min_samples, opts.loader_workers,
+                                     opts.storage_options):
+            st = live[batch.shard]
+            _process(batch, st, teachers, codecs, states, device)
+            st.batches_left -= 1
+            if progress is not None:
+                progress(len(batch.indices), sum(len(w) for w in batch.waves.values()) / 16000)
+            if st.batches_left == 0:
+                if pending is not None:
+                    results.append(pending.result())  # at most one shard in the writer
+                pending = pool.submit(write_shard, bank, live.pop(batch.shard), teachers, update_catalog)
+        if pending is not None:
+            results.append(pending.result())
+    return results

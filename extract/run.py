@@ -1,0 +1,255 @@
+"""One extraction run: plan, check, register, fit codecs, run shards, record errors, summarize.
+
+``extract(...)`` is what ``audistill extract`` calls. Nothing is written to the bank until the
+specs are valid, every teacher loads, and every teacher identity agrees with the bank's catalog.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from audistill.shards.bank import Bank
+from audistill.shards.errors import CatalogError
+
+from .corpus import plan_segments, scan_inputs
+from .errors import ExtractError, TooManyFailures
+from .pipeline import Progress, RunOptions, TeacherTotals, run_shards
+from .plan import ShardPlan, make_plan, plan_summary, slice_plan
+from .spec import TeacherSpec
+from .teachers import Teacher, load_teacher
+
+ERRORS_FILE = "errors.jsonl"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    layout: str = "zarr"
+    device: str = "auto"
+    max_seconds: float = 30.0
+    min_seconds: float = 0.1
+    shard_seconds: float = 3600.0
+    shard_segments: int = 10000
+    batch_seconds: float = 200.0
+    max_batch: int = 64
+    loader_workers: int = 2
+    max_failed: float = 0.01
+    domain: str = "unknown"
+    domain_map: dict = field(default_factory=dict)
+    dataset: str = ""
+    fit_seconds: float = 300.0
+    num_workers: int = 1
+    worker_index: int = 0
+    trust_remote_code: bool = False
+    storage_options: dict | None = None
+
+    def __post_init__(self) -> None:
+        errs = []
+        if self.layout not in ("zarr", "webdataset"):
+            errs.append(f"layout {self.layout!r} is not zarr or webdataset")
+        for k in ("max_seconds", "shard_seconds", "batch_seconds", "fit_seconds"):
+            if getattr(self, k) <= 0:
+                errs.append(f"{k} must be positive")
+        if not 0 <= self.min_seconds < self.max_seconds:
+            errs.append("need 0 <= min_seconds < max_seconds")
+        if not 0 <= self.max_failed <= 1:
+            errs.append("max_failed is a fraction in [0, 1]")
+        if self.num_workers < 1 or not 0 <= self.worker_index < self.num_workers:
+            errs.append(f"need 0 <= worker_index < num_workers (got {self.worker_index} of {self.num_workers})")
+        if self.max_batch < 1 or self.loader_workers < 0 or self.shard_segments < 1:
+            errs.append("max_batch and shard_segments must be >= 1, loader_workers >= 0")
+        if errs:
+            raise ExtractError("bad extraction settings: " + "; ".join(errs))
+
+    def run_options(self) -> RunOptions:
+        return RunOptions(self.batch_seconds, self.max_batch, self.loader_workers, self.min_seconds,
+                          self.storage_options)
+
+
+@dataclass
+class RunSummary:
+    bank: str
+    shards_planned: int = 0
+    shards_run: int = 0
+    shards_skipped: int = 0
+    segments_planned: int = 0
+    segments_written: int = 0
+    seconds: float = 0.0
+    failed: int = 0
+    wall_s: float = 0.0
+    teachers: dict[str, TeacherTotals] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+
+    @property
+    def failed_fraction(self) -> float:
+        return self.failed / max(1, self.segments_planned)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["failed_fraction"] = self.failed_fraction
+        d["errors"] = self.errors[:100]
+        return d
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def segment_seconds(specs: list[TeacherSpec], cfg: ExtractConfig) -> float:
+    """Segments are cut to the shortest window any teacher accepts."""
+    return min([cfg.max_seconds] + [s.max_seconds for s in specs])
+
+
+def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig) -> tuple[list[ShardPlan], list[dict]]:
+    items = scan_inputs(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options)
+    segs, errors = plan_segments(items, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options)
+    return make_plan(segs, cfg.shard_seconds, cfg.shard_segments), errors
+
+
+def load_teachers(specs: list[TeacherSpec], cfg: ExtractConfig) -> list[Teacher]:
+    device = resolve_device(cfg.device)
+    out = []
+    for s in specs:
+        if cfg.trust_remote_code and not s.trust_remote_code:
+            s = TeacherSpec(**{**s.__dict__, "trust_remote_code": True})
+        out.append(load_teacher(s, device))
+    return out
+
+
+def check_and_register(bank: Bank, teachers: list[Teacher], config: dict) -> None:
+    """Refuse (before writing anything) a teacher whose identity differs from the bank's."""
+    records = [t.record() for t in teachers]
+    trial = copy.deepcopy(bank.catalog)
+    for r in records:
+        trial.add_teacher(r)  # raises CatalogError on another revision / weights / codec
+    for r in records:
+        bank.register_teacher(r, save=False)
+    bank.catalog.config.setdefault("extract", {}).update(config)
+    bank.save_catalog()
+
+
+def append_errors(bank: Bank, records: list[dict]) -> None:
+    """Append error records to ``errors.jsonl`` (skipping ones already there)."""
+    if not records:
+        return
+    old = bank.fs.read_bytes(ERRORS_FILE).decode() if bank.fs.exists(ERRORS_FILE) else ""
+    seen = set()
+    for line in old.splitlines():
+        if line.strip():
+            d = json.loads(line)
+            seen.add((d.get("segment"), d.get("file"), d.get("reason")))
+    new = [r for r in records if (r["segment"], r["file"], r["reason"]) not in seen]
+    if new:
+        text = old + "".join(json.dumps(r) + "\n" for r in new)
+        bank.fs.write_bytes_atomic(ERRORS_FILE, text.encode())
+
+
+def fit_codecs(bank: Bank, teachers: list[Teacher], first: ShardPlan, cfg: ExtractConfig, max_rows: int = 100_000) -> None:
+    """Fit codecs that need it on the first shard's first ``fit_seconds`` (deterministic)."""
+    from .audio import load_segment
+    from .batching import pad_batch
+    from .errors import AudioError
+
+    need = [t for t in teachers if t.spec.make_codec().needs_fit
+            and any(bank.load_codec_state(t.name, layer) is None for layer in t.layers)]
+    if not need:
+        return
+    waves, total = [], 0.0
+    for ref in first.segments:
+        if total >= cfg.fit_seconds:
+            break
+        try:
+            waves.append(load_segment(ref.path, ref.member, ref.start, ref.end, int(cfg.min_seconds * 16000),
+                                      cfg.storage_options))
+            total += len(waves[-1]) / 16000
+        except AudioError:
+            continue
+    if not waves:
+        raise ExtractError(f"cannot fit codecs: no readable audio in shard {first.name}")
+    for t in need:
+        rows: dict[int, list[np.ndarray]] = {layer: [] for layer in t.layers}
+        for w in waves:
+            wave, lengths = pad_batch([w])
+            feats, flen = t.extract(wave, lengths)
+            for layer, x in feats.items():
+                rows[layer].append(x[0, : int(flen[0])].float().cpu().numpy())
+        codec = t.spec.make_codec()
+        rng = np.random.default_rng(0)
+        for layer, xs in rows.items():
+            sample = np.concatenate(xs)
+            if len(sample) > max_rows:
+                sample = sample[np.sort(rng.choice(len(sample), max_rows, replace=False))]
+            bank.save_codec_state(t.name, layer, codec.fit(sample))
+
+
+def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
+            progress_factory=None) -> RunSummary:
+    """Run every teacher over the corpus into the bank (this process's slice of the plan).
+
+    ``progress_factory(total_segments, total_seconds) -> Progress`` lets the CLI draw a bar.
+    """
+    t0 = time.perf_counter()
+    plan, plan_errors = build_plan(inputs, specs, cfg)
+    teachers = load_teachers(specs, cfg)
+    bank = Bank.create(bank_root, cfg.layout, cfg.storage_options)
+    try:
+        check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
+    except CatalogError as e:
+        raise ExtractError(str(e)) from e
+    single = cfg.num_workers == 1
+    if single:
+        bank.sync_catalog()
+        bank.remove_temporaries()
+    mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
+    todo = [sh for sh in mine if not bank.is_committed(sh.name)]
+    summary = RunSummary(bank.root, shards_planned=len(mine), shards_skipped=len(mine) - len(todo),
+                         segments_planned=sum(len(s.segments) for s in mine) + (len(plan_errors) if single else 0),
+                         teachers={t.name: TeacherTotals() for t in teachers})
+    if todo:
+        fit_codecs(bank, teachers, plan[0], cfg)
+    progress: Progress | None = None
+    if progress_factory is not None:
+        progress = progress_factory(sum(len(s.segments) for s in todo), sum(s.seconds for s in todo))
+    results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress)
+    errors = (plan_errors if single else []) + [e for r in results for e in r.errors]
+    append_errors(bank, errors)
+    summarize(summary, results, errors, t0)
+    return summary
+
+
+def summarize(summary: RunSummary, results, errors: list[dict], t0: float) -> RunSummary:
+    summary.shards_run = len(results)
+    summary.segments_written = sum(r.segments for r in results)
+    summary.seconds = sum(r.seconds for r in results)
+    summary.errors = errors
+    summary.failed = len({e["segment"] for e in errors})
+    for r in results:
+        for name, tot in r.teachers.items():
+            summary.teachers.setdefault(name, TeacherTotals()).merge(tot)
+    summary.wall_s = time.perf_counter() - t0
+    return summary
+
+
+def check_failures(summary: RunSummary, max_failed: float) -> None:
+    if summary.failed_fraction > max_failed:
+        raise TooManyFailures(f"{summary.failed} of {summary.segments_planned} segments failed "
+                              f"({summary.failed_fraction:.1%} > --max-failed {max_failed:.1%}); see errors.jsonl")
+
+
+def dry_run(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig) -> dict:
+    """The plan and estimated bytes per teacher/layer, without loading any model weights."""
+    from .estimate import estimate_bytes
+
+    plan, errors = build_plan(inputs, specs, cfg)
+    summary = plan_summary(slice_plan(plan, cfg.num_workers, cfg.worker_index))
+    per_domain = {d: h * 3600 for d, h in summary["hours_per_domain"].items()}
+    summary["unusable_inputs"] = len(errors)
+    summary["segment_seconds"] = segment_seconds(specs, cfg)
+    summary["teachers"] = {s.name: estimate_bytes(s, per_domain) for s in specs}
+    return summary

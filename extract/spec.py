@@ -1,0 +1,204 @@
+"""Teacher spec files (TOML or YAML): which teachers to run, on what, and how to store them.
+
+A file holds a list of teachers (``[[teacher]]`` tables in TOML, a ``teachers:`` list in YAML)::
+
+    [[teacher]]
+    name = "wavlm"                      # key-safe name in the bank
+    source = "microsoft/wavlm-base-plus"  # hub id or local folder (or a plugin's model name)
+    kind = "hf"                         # "hf" (transformers) or a plugin entry-point name
+    revision = ""                       # hub revision; recorded in the catalog
+    layers = "sparse:4"                 # "all", "sparse:K" or a list of hidden-state indices
+    dtype = "bf16"                      # run dtype on GPU: bf16 | fp16 | fp32 (CPU runs fp32)
+    max_seconds = 30.0
+    home_domain = "speech"
+    domains = ["speech"]                # domains it is run on; [] = all
+    frame_policy = "native"             # or "50hz" (resampled to the student's frame rate)
+    codec = "float16"
+    codec_params = {}
+    trust_remote_code = false
+    options = {}                        # adapter/plugin options
+
+Every problem in a file is reported at once in one :class:`SpecError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import tomllib
+from audistill.shards.codecs import get_codec
+from audistill.shards.errors import BankError
+from audistill.shards.segments import check_key
+
+from .errors import SpecError
+
+DTYPES = ("bf16", "fp16", "fp32")
+FRAME_POLICIES = ("native", "50hz")
+_SPARSE = re.compile(r"^sparse:(\d+)$")
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    name: str
+    source: str
+    kind: str = "hf"
+    revision: str = ""
+    layers: str | tuple[int, ...] = "all"
+    dtype: str = "bf16"
+    max_seconds: float = 30.0
+    home_domain: str = "unknown"
+    domains: tuple[str, ...] = ()
+    frame_policy: str = "native"
+    codec: str = "float16"
+    codec_params: dict = field(default_factory=dict)
+    trust_remote_code: bool = False
+    options: dict = field(default_factory=dict)
+
+    def runs_on(self, domain: str) -> bool:
+        """Whether this teacher is configured for ``domain`` (an empty list = every domain)."""
+        return not self.domains or domain in self.domains
+
+    def make_codec(self):
+        return get_codec(self.codec, **self.codec_params)
+
+    def to_json(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["layers"] = d["layers"] if isinstance(d["layers"], str) else list(d["layers"])
+        d["domains"] = list(d["domains"])
+        return d
+
+
+def resolve_layers(layers: str | tuple[int, ...] | list[int], num_blocks: int) -> list[int]:
+    """Hidden-state indices to keep for a model with ``num_blocks`` blocks (L; L+1 hidden states).
+
+    ``all`` = 0..L; ``sparse:K`` = floor(k*L/K) for k = 1..K (USAD's evenly spaced layers);
+    an explicit list is checked against 0..L.
+    """
+    if isinstance(layers, str):
+        if layers == "all":
+            return list(range(num_blocks + 1))
+        m = _SPARSE.match(layers)
+        if not m or not 1 <= int(m.group(1)) <= num_blocks:
+            raise SpecError(f"layers {layers!r}: use 'all', 'sparse:K' with 1 <= K <= {num_blocks}, or a list")
+        k = int(m.group(1))
+        return sorted({(i * num_blocks) // k for i in range(1, k + 1)})
+    bad = [x for x in layers if not 0 <= int(x) <= num_blocks]
+    if bad:
+        raise SpecError(f"layers {bad} out of range: the model has hidden states 0..{num_blocks}")
+    return sorted({int(x) for x in layers})
+
+
+def _check_layers(value, where: str, errs: list[str]) -> str | tuple[int, ...] | None:
+    if isinstance(value, str):
+        if value == "all" or _SPARSE.match(value) and int(value.split(":")[1]) >= 1:
+            return value
+        errs.append(f"{where}: layers {value!r} is not 'all', 'sparse:K' (K >= 1) or a list of ints")
+        return None
+    if isinstance(value, list) and value and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
+        return tuple(value)
+    errs.append(f"{where}: layers must be 'all', 'sparse:K' or a non-empty list of ints >= 0, not {value!r}")
+    return None
+
+
+_TYPES = {"name": str, "source": str, "kind": str, "revision": str, "dtype": str, "home_domain": str,
+          "frame_policy": str, "codec": str, "codec_params": dict, "trust_remote_code": bool,
+          "options": dict}
+
+
+def spec_from_dict(d: dict, where: str, errs: list[str]) -> TeacherSpec | None:
+    """Validate one teacher table, appending every problem to ``errs``; None when invalid."""
+    if not isinstance(d, dict):
+        errs.append(f"{where}: expected a table, got {type(d).__name__}")
+        return None
+    n0 = len(errs)
+    known = {f.name for f in fields(TeacherSpec)}
+    for k in sorted(set(d) - known):
+        errs.append(f"{where}: unknown key {k!r} (known: {', '.join(sorted(known))})")
+    for k in ("name", "source"):
+        if k not in d:
+            errs.append(f"{where}: missing {k!r}")
+    for k, t in _TYPES.items():
+        if k in d and not isinstance(d[k], t):
+            errs.append(f"{where}: {k} must be {t.__name__}, not {type(d[k]).__name__}")
+    kw = {k: v for k, v in d.items() if k in known}
+    if isinstance(d.get("name"), str):
+        try:
+            check_key(d["name"], "teacher name")
+        except BankError as e:
+            errs.append(f"{where}: {e}")
+    if "layers" in d:
+        kw["layers"] = _check_layers(d["layers"], where, errs)
+    if d.get("dtype", "bf16") not in DTYPES:
+        errs.append(f"{where}: dtype {d.get('dtype')!r} not in {DTYPES}")
+    if d.get("frame_policy", "native") not in FRAME_POLICIES:
+        errs.append(f"{where}: frame_policy {d.get('frame_policy')!r} not in {FRAME_POLICIES}")
+    ms = d.get("max_seconds", 30.0)
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or ms <= 0:
+        errs.append(f"{where}: max_seconds must be a positive number, not {ms!r}")
+    else:
+        kw["max_seconds"] = float(ms)
+    doms = d.get("domains", [])
+    if not isinstance(doms, list) or not all(isinstance(x, str) and x for x in doms):
+        errs.append(f"{where}: domains must be a list of names, not {doms!r}")
+    else:
+        kw["domains"] = tuple(doms)
+    if isinstance(d.get("codec", "float16"), str) and isinstance(d.get("codec_params", {}), dict):
+        try:
+            get_codec(d.get("codec", "float16"), **d.get("codec_params", {}))
+        except BankError as e:
+            errs.append(f"{where}: {e}")
+    if len(errs) > n0:
+        return None
+    return TeacherSpec(**kw)
+
+
+def parse_specs(data, where: str) -> list[TeacherSpec]:
+    """Teacher specs from parsed TOML/YAML data; every problem raised at once."""
+    if isinstance(data, dict):
+        tables = data.get("teacher", data.get("teachers"))
+        extra = sorted(set(data) - {"teacher", "teachers"})
+        if extra:
+            raise SpecError(f"{where}: unknown top-level key(s) {extra}; put teachers under [[teacher]]")
+    else:
+        tables = data
+    if not isinstance(tables, list) or not tables:
+        raise SpecError(f"{where}: no teachers: expected [[teacher]] tables (TOML) or a 'teachers:' list (YAML)")
+    errs: list[str] = []
+    specs = []
+    for i, d in enumerate(tables):
+        label = d.get("name") if isinstance(d, dict) and isinstance(d.get("name"), str) else f"#{i + 1}"
+        s = spec_from_dict(d, f"teacher {label}", errs)
+        if s is not None:
+            specs.append(s)
+    names = [s.name for s in specs]
+    for n in sorted({n for n in names if names.count(n) > 1}):
+        errs.append(f"teacher {n}: name used more than once")
+    if errs:
+        raise SpecError(f"{where}: {len(errs)} problem(s): " + "; ".join(errs))
+    return specs
+
+
+def load_teacher_specs(path: str | Path) -> list[TeacherSpec]:
+    """Read and validate a TOML (``.toml``) or YAML (``.yaml``/``.yml``) teacher spec file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"teacher spec file {p} does not exist")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise SpecError(f"{p}: use a .toml, .yaml or .yml teacher spec file")
+    except (tomllib.TOMLDecodeError, ValueError) as e:
+        if isinstance(e, SpecError):
+            raise
+        raise SpecError(f"{p} is not valid {p.suffix[1:].upper()}: {e}") from e
+    except Exception as e:  # yaml.YAMLError is not a ValueError
+        raise SpecError(f"{p} is not valid YAML: {e}") from e
+    return parse_specs(data, str(p))

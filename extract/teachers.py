@@ -1,0 +1,170 @@
+"""The teacher registry and the adapter contract shared by extraction and the online-teacher baseline.
+
+``load_teacher(spec, device)`` returns a :class:`Teacher`. ``spec.kind == "hf"`` goes through
+transformers (teachers_hf.py); any other kind is looked up in the ``audistill.teachers``
+entry-point group, whose entry points resolve to a factory ``(spec, device) -> Teacher``.
+
+Layer indexing: hidden state 0 is the embedding output before the first block, 1..L the blocks;
+``num_layers`` = L + 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from importlib.metadata import entry_points
+
+import torch
+import torch.nn.functional as F
+from audistill.shards.catalog import TeacherRecord
+from audistill.shards.segments import SAMPLE_RATE
+
+from .errors import TeacherError
+from .spec import TeacherSpec, resolve_layers
+
+ENTRY_POINT_GROUP = "audistill.teachers"
+STUDENT_RATE = 50.0
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes), in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def resample_frames(x: torch.Tensor, num: int) -> torch.Tensor:
+    """Linear resampling of one segment's frames ``(T, D)`` to ``(num, D)``."""
+    if x.shape[0] == num:
+        return x
+    y = F.interpolate(x.float().t()[None], size=num, mode="linear", align_corners=False)  # (1, D, num)
+    return y[0].t().to(x.dtype)
+
+
+class Teacher:
+    """Base of every adapter. Subclasses set the attributes in ``__init__`` and implement
+    ``_forward`` (the model on 16 kHz audio) and ``_native_frames``; ``extract`` adds no_grad,
+    autocast and the frame-rate policy.
+
+    Attributes: ``name``, ``spec``, ``device``, ``model`` (nn.Module, for the fingerprint),
+    ``native_rate`` (Hz of the model's frames), ``frame_rate`` (Hz of what ``extract`` returns),
+    ``dim``, ``num_layers`` (hidden states, L + 1), ``layers`` (kept), ``input_sample_rate``,
+    ``pad_invariant`` (padding a batch leaves each item's features unchanged; when False, the
+    pipeline only batches segments of equal length), ``extra`` (details for the catalog).
+    """
+
+    name: str
+    spec: TeacherSpec
+    device: torch.device
+    model: torch.nn.Module
+    native_rate: float
+    dim: int
+    num_layers: int
+    layers: list[int]
+    input_sample_rate: int = SAMPLE_RATE
+    pad_invariant: bool = True
+    extra: dict
+
+    def _setup(self, spec: TeacherSpec, device, model: torch.nn.Module, native_rate: float, dim: int,
+               num_layers: int, extra: dict | None = None) -> None:
+        self.name, self.spec, self.device = spec.name, spec, torch.device(device)
+        self.model, self.native_rate, self.dim, self.num_layers = model, float(native_rate), int(dim), int(num_layers)
+        self.layers = resolve_layers(spec.layers, num_layers - 1)
+        self.extra = dict(extra or {})
+        self._fingerprint: str | None = None
+
+    @property
+    def frame_rate(self) -> float:
+        return STUDENT_RATE if self.spec.frame_policy == "50hz" else self.native_rate
+
+    @property
+    def run_dtype(self) -> torch.dtype:
+        return _DTYPES[self.spec.dtype] if self.device.type == "cuda" else torch.float32
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.model)
+        return self._fingerprint
+
+    def record(self) -> TeacherRecord:
+        codec = self.spec.make_codec()
+        extra = {"kind": self.spec.kind, "dtype": self.spec.dtype, "frame_policy": self.spec.frame_policy,
+                 "native_frame_rate": self.native_rate, "layer_semantics": "0 = embedding output, 1..L = blocks",
+                 **self.extra}
+        return TeacherRecord(
+            name=self.name, source=self.spec.source, dim=self.dim, frame_rate=self.frame_rate,
+            codec=codec.record(), layers=list(self.layers), num_layers=self.num_layers,
+            revision=self.spec.revision, fingerprint=self.fingerprint(),
+            input_sample_rate=self.input_sample_rate, domains=sorted(self.spec.domains),
+            home_domain=self.spec.home_domain, extra=extra)
+
+    def num_frames(self, num_samples_16k: int) -> int:
+        if self.spec.frame_policy == "50hz":
+            return max(1, int(round(num_samples_16k * STUDENT_RATE / SAMPLE_RATE)))
+        return self._native_frames(int(num_samples_16k))
+
+    def _native_frames(self, num_samples_16k: int) -> int:
+        raise NotImplementedError
+
+    def _forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Kept layers ``{layer: (B, T, D)}`` at the native rate for 16 kHz ``wave`` (B, N)."""
+        raise NotImplementedError
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.run_dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.run_dtype)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def extract(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """Features of the kept layers for 16 kHz float32 ``wave`` (B, N) with valid ``lengths`` (B,).
+
+        Returns ``({layer: (B, T, D)}, frame_lengths (B,))``; frames past an item's length are padding.
+        """
+        wave = wave.to(self.device, torch.float32)
+        lengths = lengths.to("cpu", torch.long)
+        with self.autocast():
+            feats = self._forward(wave, lengths)
+        flen = torch.tensor([self.num_frames(int(n)) for n in lengths], dtype=torch.long)
+        if self.spec.frame_policy == "50hz":
+            feats = {k: self._to_50hz(v, lengths, flen) for k, v in feats.items()}
+        else:
+            t = int(flen.max()) if len(flen) else 0
+            feats = {k: v[:, :t] for k, v in feats.items()}
+        return feats, flen
+
+    def _to_50hz(self, x: torch.Tensor, lengths: torch.Tensor, flen: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(x.shape[0], int(flen.max()), x.shape[2])  # (B, T50, D)
+        for b in range(x.shape[0]):
+            native = self._native_frames(int(lengths[b]))
+            out[b, : int(flen[b])] = resample_frames(x[b, :native], int(flen[b]))
+        return out
+
+
+def plugin_names() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
+    """Build the teacher ``spec`` describes on ``device``; TeacherError when it cannot be loaded."""
+    if spec.kind == "hf":
+        from .teachers_hf import load_hf_teacher
+
+        return load_hf_teacher(spec, device)
+    eps = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec.kind]
+    if not eps:
+        raise TeacherError(f"teacher {spec.name!r}: no plugin {spec.kind!r} in entry-point group "
+                           f"{ENTRY_POINT_GROUP!r} (installed: {plugin_names() or 'none'}; 'hf' = transformers)")
+    try:
+        factory = eps[0].load()
+    except ImportError as e:
+        raise TeacherError(f"teacher {spec.name!r}: plugin {spec.kind!r} cannot be imported ({e}); "
+                           f"install its extra, e.g. pip install 'audistill[{spec.kind}]'") from e
+    teacher = factory(spec, device)
+    if not isinstance(teacher, Teacher):
+        raise TeacherError(f"plugin {spec.kind!r} returned {type(teacher).__name__}, not a Teacher")
+    return teacher
