@@ -1,0 +1,216 @@
+"""The bank loader: random aligned crops, batches by total seconds, deterministic and resumable.
+
+Scheme (no sample lost or repeated, whatever the shard count):
+
+1. Per epoch a *global plan* is built from the catalog's segment lists only (no feature is read):
+   shards in an order shuffled with ``(seed, epoch)``, each shard's segments in order, one crop
+   per segment (start a multiple of ``align_hop`` samples, drawn from the same generator), then a
+   shuffle buffer of ``shuffle_buffer`` items. Every rank computes the same plan.
+2. The plan is cut into *global batches* of at least ``batch_seconds`` of audio and at least
+   ``world * accum`` items (a short tail joins the batch before it).
+3. Item ``i`` of a global batch goes to micro-batch ``i % (world * accum)``; micro-batch
+   ``rank * accum + a`` is rank's ``a``-th accumulation step. So the split is at the item level:
+   every item goes to exactly one (rank, micro-batch) even when shards don't divide evenly.
+4. A rank's micro-batches ``j = start, start+1, ...`` go to data-loader worker
+   ``(j - start) % num_workers``, so the DataLoader's round-robin yields them in order ``j``.
+   Resuming = building the same plan and starting at the recorded ``j``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from audistill.shards.reader import BankReader
+
+from .augment import Augment
+
+
+@dataclass(frozen=True)
+class Item:
+    shard: str
+    index: int
+    start: int  # first sample of the crop
+    num: int  # samples in the crop
+    domain: str
+    uid: int  # position in the epoch's plan (seeds augmentation)
+
+
+def crop_length(crop_seconds: float, align_hop: int) -> int:
+    return max(align_hop, int(crop_seconds * 16000) // align_hop * align_hop)
+
+
+def epoch_items(segments: dict[str, list], crop_samples: int, align_hop: int, seed: int, epoch: int,
+                shuffle_buffer: int) -> list[Item]:
+    """The epoch's items in order: shuffled shards, aligned random crops, a shuffle buffer."""
+    rng = np.random.default_rng([seed, epoch, 7])
+    names = sorted(segments)
+    order = [names[i] for i in rng.permutation(len(names))]
+    stream = []
+    for s in order:
+        for i, seg in enumerate(segments[s]):
+            n = int(seg.num_samples)
+            if n > crop_samples:
+                start = int(rng.integers(0, (n - crop_samples) // align_hop + 1)) * align_hop
+                num = crop_samples
+            else:
+                start, num = 0, n
+            stream.append((s, i, start, num, seg.domain))
+    out, buf = [], []
+    for x in stream:
+        buf.append(x)
+        if len(buf) >= shuffle_buffer:
+            out.append(buf.pop(int(rng.integers(len(buf)))))
+    while buf:
+        out.append(buf.pop(int(rng.integers(len(buf)))))
+    return [Item(*x, uid=k) for k, x in enumerate(out)]
+
+
+def global_batches(items: list[Item], batch_seconds: float, min_items: int) -> list[list[Item]]:
+    out, cur, secs = [], [], 0.0
+    for it in items:
+        cur.append(it)
+        secs += it.num / 16000
+        if secs >= batch_seconds and len(cur) >= min_items:
+            out.append(cur)
+            cur, secs = [], 0.0
+    if cur:
+        if len(cur) < min_items and out:
+            out[-1].extend(cur)
+        else:
+            out.append(cur)
+    return out
+
+
+def rank_micro_batches(batches: list[list[Item]], rank: int, world: int, accum: int) -> list[tuple[list[Item], int]]:
+    """Rank's micro-batches in order (step s, accumulation a -> index s * accum + a), each with
+    the item count of its global batch (the loss normalizer)."""
+    parts = world * accum
+    return [(b[(rank * accum + a)::parts], len(b)) for b in batches for a in range(accum)]
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """Everything a worker needs to rebuild the plan (plain values: picklable for workers)."""
+
+    root: str
+    teachers: dict  # {name: [layers]} read from the bank; {} for online mode
+    shards: tuple
+    crop_samples: int
+    align_hop: int
+    batch_seconds: float
+    shuffle_buffer: int
+    seed: int
+    rank: int = 0
+    world: int = 1
+    accum: int = 1
+    storage_options: dict | None = None
+    full_audio: bool = False  # online mode: the whole segment's audio, the crop applied after the teacher
+    augment: dict | None = None
+
+
+def plan(spec: LoaderSpec, epoch: int, segments: dict[str, list]) -> list[tuple[list[Item], int]]:
+    items = epoch_items(segments, spec.crop_samples, spec.align_hop, spec.seed, epoch, spec.shuffle_buffer)
+    batches = global_batches(items, spec.batch_seconds, spec.world * spec.accum)
+    return rank_micro_batches(batches, spec.rank, spec.world, spec.accum)
+
+
+def catalog_segments(reader: BankReader) -> dict[str, list]:
+    return {s: reader.segments(s) for s in reader.shards}
+
+
+class BankBatches(torch.utils.data.IterableDataset):
+    """Yields this rank's micro-batches of ``epoch`` from index ``start`` on (see module doc)."""
+
+    def __init__(self, spec: LoaderSpec, epoch: int, start: int = 0):
+        super().__init__()
+        self.spec, self.epoch, self.start = spec, epoch, start
+        self._reader: BankReader | None = None
+
+    def __getstate__(self) -> dict:  # workers open their own reader
+        return {**self.__dict__, "_reader": None}
+
+    def reader(self) -> BankReader:
+        if self._reader is None:
+            s = self.spec
+            self._reader = BankReader(s.root, teachers=s.teachers, shards=list(s.shards),
+                                      storage_options=s.storage_options)
+        return self._reader
+
+    def micro_batches(self) -> list[tuple[list[Item], int]]:
+        return plan(self.spec, self.epoch, catalog_segments(self.reader()))
+
+    def __len__(self) -> int:
+        return max(0, len(self.micro_batches()) - self.start)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        mbs = self.micro_batches()
+        aug = Augment.from_dict(self.spec.augment) if self.spec.augment else None
+        for j in range(self.start, len(mbs)):
+            if (j - self.start) % nw == wid:
+                items, global_items = mbs[j]
+                yield {**self.collate(j, items, aug), "global_items": global_items}
+
+    def collate(self, j: int, items: list[Item], aug: Augment | None) -> dict:
+        r = self.reader()
+        datas = [r.read(it.shard, it.index, None if self.spec.full_audio else (it.start, it.num)) for it in items]
+        if self.spec.full_audio:
+            waves = [d.audio[it.start: it.start + it.num] for d, it in zip(datas, items, strict=True)]
+        else:
+            waves = [d.audio for d in datas]
+        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+        wave = torch.zeros(len(items), int(lengths.max()))  # (B, N)
+        for b, (w, it) in enumerate(zip(waves, items, strict=True)):
+            x = torch.from_numpy(w.astype(np.float32) / 32768.0)
+            if aug is not None:
+                x = aug(x, np.random.default_rng([self.spec.seed, self.epoch, it.uid, 11]))
+            wave[b, : len(x)] = x
+        out = {"index": j, "wave": wave, "lengths": lengths, "domains": [it.domain for it in items],
+               "ids": [d.segment.id for d in datas], "targets": {}, "target_lengths": {}, "present": {}}
+        if self.spec.full_audio:
+            full = [d.audio for d in datas]
+            flen = torch.tensor([len(a) for a in full], dtype=torch.long)
+            fw = torch.zeros(len(items), int(flen.max()))
+            for b, a in enumerate(full):
+                fw[b, : len(a)] = torch.from_numpy(a.astype(np.float32) / 32768.0)
+            out.update(full_wave=fw, full_lengths=flen, crop_start=torch.tensor([it.start for it in items]))
+        for name, layers in self.spec.teachers.items():
+            out["targets"][name], out["target_lengths"][name], out["present"][name] = stack_teacher(datas, name, layers)
+        return out
+
+
+def stack_teacher(datas, name: str, layers: list[int]):
+    """Pad one teacher's frames over a micro-batch; a segment the teacher skipped is zeros, absent."""
+    present = torch.tensor([name in d.features for d in datas])
+    dim = next((d.features[name][layers[0]].shape[1] for d in datas if name in d.features), 1)
+    tl = torch.tensor([d.features[name][layers[0]].shape[0] if name in d.features else 0 for d in datas])
+    feats = {}
+    for layer in layers:
+        z = torch.zeros(len(datas), max(1, int(tl.max())), dim)  # (B, T, D)
+        for b, d in enumerate(datas):
+            if name in d.features:
+                f = d.features[name][layer]
+                z[b, : f.shape[0]] = torch.from_numpy(f)
+        feats[layer] = z
+    return feats, tl, present
+
+
+def make_loader(spec: LoaderSpec, epoch: int, start: int, num_workers: int, prefetch: int, pin: bool):
+    ds = BankBatches(spec, epoch, start)
+    kw = {"prefetch_factor": prefetch, "persistent_workers": False} if num_workers > 0 else {}
+    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin, **kw)
+
+
+def num_micro_batches(spec: LoaderSpec, epoch: int, reader: BankReader) -> int:
+    return len(plan(spec, epoch, catalog_segments(reader)))
+
+
+def lcm(*xs: int) -> int:
+    out = 1
+    for x in xs:
+        out = out * x // math.gcd(out, x)
+    return out

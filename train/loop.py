@@ -1,0 +1,213 @@
+"""The training loop, top to bottom: setup, loop, checkpoint. No trainer classes.
+
+``train(cfg)`` runs one process's share; under torchrun every process calls it (DDP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from audistill.shards.bank import Bank
+from audistill.shards.reader import crop_hop
+from torch import nn
+
+from . import checkpoint, ddp
+from .config import RunConfig, resolved
+from .data import LoaderSpec, lcm, make_loader
+from .errors import CheckpointError, ConfigError
+from .export import student_state
+from .heads import Heads
+from .logs import RunLog
+from .losses import distill_loss
+from .model import Student, count_parameters
+from .sizes import student_config
+from .targets import TeacherInfo, open_reader, plan_targets
+
+
+class Distiller(nn.Module):
+    """Student + heads; ``forward(batch, norm)`` is the loss of one micro-batch."""
+
+    def __init__(self, student: Student, heads: Heads, infos: dict[str, TeacherInfo], omega: float):
+        super().__init__()
+        self.student, self.heads, self.omega = student, heads, omega
+        self.hops = {n: i.hop for n, i in infos.items()}
+        self.homes = {n: i.home for n, i in infos.items()}
+
+    def forward(self, batch: dict, norm: float):
+        hidden = self.student(batch["wave"], batch["lengths"])  # depth + 1 x (B, T, D)
+        s_len = batch["lengths"] // self.student.cfg.hop
+        return distill_loss(hidden, s_len, self.student.cfg.hop, self.heads, batch, self.hops, self.homes,
+                            self.omega, norm)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    nb = device.type == "cuda"
+    out = dict(batch)
+    for k in ("wave", "lengths", "full_wave", "full_lengths", "crop_start"):
+        if k in batch:
+            out[k] = batch[k].to(device, non_blocking=nb)
+    out["targets"] = {t: {la: z.to(device, non_blocking=nb) for la, z in d.items()} for t, d in batch["targets"].items()}
+    out["target_lengths"] = {t: v.to(device) for t, v in batch["target_lengths"].items()}
+    return out
+
+
+def lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
+def build(cfg: RunConfig, device: torch.device, online=None):
+    """Student, heads, teacher infos, reader-checked shards; stops early on any bank mismatch."""
+    scfg = student_config(cfg.student.size, dropout=cfg.student.dropout,
+                          **({"stride": cfg.student.stride} if cfg.student.stride else {}))
+    bank = Bank.open(cfg.bank.root, cfg.bank.storage_options or None)
+    catalog = bank.catalog if online is None else SimpleNamespace(teachers=online.records())
+    targets, infos = plan_targets(cfg.teachers, catalog, scfg.depth, cfg.run.stage)
+    val = list(cfg.bank.val_shards)
+    train_shards = list(cfg.bank.shards) or [s for s in sorted(bank.catalog.shards) if s not in val]
+    if not train_shards:
+        raise ConfigError(f"bank {cfg.bank.root} has no training shards")
+    if online is None:
+        open_reader(bank, infos, train_shards + val)  # every needed layer in every shard, or stop here
+    student = Student(scfg)
+    heads = Heads(targets, scfg.dim, {n: i.dim for n, i in infos.items()}, cfg.distill.head_hidden or None)
+    omega = 1.0 if cfg.run.stage == 2 else cfg.distill.omega
+    model = Distiller(student, heads, infos, omega).to(device)
+    return model, infos, train_shards, val
+
+
+def loader_spec(cfg: RunConfig, model: Distiller, infos, shards, d: ddp.Dist, online: bool) -> LoaderSpec:
+    hops = [i.hop for i in infos.values() if abs(i.hop - round(i.hop)) < 1e-6]
+    align = lcm(model.student.cfg.hop, crop_hop(hops))
+    aug = dataclasses.asdict(cfg.augment)
+    active = aug["gain_db"] or aug["noise_files"] or aug["time_mask_seconds"]
+    return LoaderSpec(root=cfg.bank.root, teachers={} if online else {n: list(i.layers) for n, i in infos.items()},
+                      shards=tuple(shards), crop_samples=int(cfg.data.crop_seconds * 16000) // align * align or align,
+                      align_hop=align, batch_seconds=cfg.data.batch_seconds, shuffle_buffer=cfg.data.shuffle_buffer,
+                      seed=cfg.run.seed, rank=d.rank, world=d.world, accum=cfg.data.grad_accum,
+                      storage_options=cfg.bank.storage_options or None, full_audio=online,
+                      augment=aug if active else None)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def init_from(model: Distiller, ckpt: str) -> None:
+    tensors = student_state(checkpoint.load_model_tensors(ckpt))
+    missing, unexpected = model.student.load_state_dict(tensors, strict=False)
+    if [k for k in missing if not k.startswith("mel.")] or unexpected:
+        raise CheckpointError(f"{ckpt}: student weights do not fit this student size")
+
+
+def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
+    """Train; returns a summary. ``stop_after`` ends after that many steps of this call (tests,
+    benchmarks); ``online`` (an ``online.OnlineTeachers``) computes targets in the loop."""
+    d, device = ddp.setup(cfg.run.device)
+    seed_all(cfg.run.seed)
+    model, infos, shards, val_shards = build(cfg, device, online)
+    ckpt_dir = cfg.run_dir / "checkpoints"
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.optim.warmup_steps, cfg.optim.max_steps))
+    step, epoch, micro = 0, 0, 0
+    last = checkpoint.latest(ckpt_dir) if cfg.run.resume else None
+    if last is not None:
+        state = checkpoint.restore(last, model, opt, sched)
+        step, epoch, micro = state["step"], state["data"]["epoch"], state["data"]["micro"]
+    elif cfg.run.init_from:
+        init_from(model, cfg.run.init_from)
+    net = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    spec = loader_spec(cfg, model, infos, shards, d, online is not None)
+    pin = device.type == "cuda"
+    log = RunLog(cfg.run_dir, d.main, cfg.log.tensorboard)
+    conf = resolved(cfg)
+    meta = {"student": model.student.cfg.to_json(), "targets": [dataclasses.asdict(t) for t in model.heads.targets],
+            "params": count_parameters(model.student)}
+    if d.main:
+        log.write("start", step, {"params": meta["params"], "world": d.world, "device": str(device)})
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.optim.bf16 else contextlib.nullcontext()
+    it = iter(make_loader(spec, epoch, micro, cfg.data.num_workers, cfg.data.prefetch, pin))
+    done, losses = 0, []
+    t_last, wait, secs, n_steps = time.perf_counter(), 0.0, 0.0, 0
+    while step < cfg.optim.max_steps and (stop_after is None or done < stop_after):
+        batches = []
+        for _ in range(cfg.data.grad_accum):
+            t0 = time.perf_counter()
+            try:
+                b = next(it)
+            except StopIteration:
+                epoch, micro = epoch + 1, 0
+                it = iter(make_loader(spec, epoch, 0, cfg.data.num_workers, cfg.data.prefetch, pin))
+                b = next(it)
+            wait += time.perf_counter() - t0
+            batches.append(to_device(b, device))
+        total, parts = 0.0, {}
+        for a, b in enumerate(batches):
+            if online is not None:
+                online.fill(b)
+            sync = net.no_sync() if d.world > 1 and a < len(batches) - 1 else contextlib.nullcontext()
+            with sync, amp:
+                loss, logs = net(b, b["global_items"] / d.world)
+            loss.backward()
+            total += float(loss.detach())
+            secs += float(b["lengths"].sum()) / 16000
+            for k, v in logs.items():
+                parts.setdefault(k, []).append(v)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step, done, micro, n_steps = step + 1, done + 1, micro + len(batches), n_steps + 1
+        loss_all = ddp.all_reduce_mean(total, d, device)
+        losses.append(loss_all)
+        if d.main and (step % cfg.log.every == 0 or step == 1):
+            dt = time.perf_counter() - t_last
+            audio = ddp.all_reduce_mean(secs, d, device) * d.world if d.world > 1 else secs
+            log.write("train", step, {"loss": loss_all, "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
+                                      "steps_per_s": n_steps / dt, "audio_h_per_s": audio / 3600 / dt,
+                                      "loader_wait_s": wait / n_steps, "epoch": epoch,
+                                      **{k: float(np.mean(v)) for k, v in parts.items()}})
+            t_last, wait, secs, n_steps = time.perf_counter(), 0.0, 0.0, 0
+        if val_shards and step % cfg.log.val_every == 0:
+            v = validate(model, cfg, infos, val_shards, d, device, amp, online)
+            if d.main:
+                log.write("val", step, v)
+        if step % cfg.log.ckpt_every == 0 or step == cfg.optim.max_steps or (stop_after is not None and done == stop_after):
+            if d.main:
+                checkpoint.save(ckpt_dir, step, model, opt, sched, {"epoch": epoch, "micro": micro}, conf, meta)
+    log.close()
+    return {"step": step, "losses": losses, "run_dir": str(cfg.run_dir), "rank": d.rank}
+
+
+@torch.no_grad()
+def validate(model: Distiller, cfg: RunConfig, infos, shards: list[str], d: ddp.Dist, device, amp, online) -> dict:
+    spec = loader_spec(cfg, model, infos, shards, d, online is not None)
+    spec = dataclasses.replace(spec, accum=1, augment=None, seed=cfg.run.seed + 1)
+    model.eval()
+    total, n = 0.0, 0
+    for b in make_loader(spec, 0, 0, 0, 2, False):
+        b = to_device(b, device)
+        if online is not None:
+            online.fill(b)
+        with amp:
+            loss, _ = model(b, 1.0)
+        total, n = total + float(loss), n + len(b["domains"])
+    model.train()
+    mean = ddp.all_reduce_mean(total, d, device) / max(1, ddp.all_reduce_mean(float(n), d, device))
+    return {"loss": mean}
