@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tarfile
 import uuid
 import zlib
@@ -29,6 +30,7 @@ from .fs import BankFS
 from .segments import Segment
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def tar_path(shard: str, fname: str) -> str:
@@ -145,10 +147,11 @@ class WdsFieldWriter:
         return [final_tar, final_index]
 
     def abort(self) -> None:
-        try:
-            self.file.close()
-        except Exception:  # noqa: BLE001 - best effort on an already failed write
-            pass
+        for close in (self.tar.close, self.file.close):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001 - the write already failed; removal matters
+                log.debug("closing %s after a failed write: %s", self.tmp_tar, e)
         self.fs.remove(self.tmp_tar)
         self.fs.remove(self.tmp_index)
 

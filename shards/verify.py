@@ -55,8 +55,7 @@ def verify_bank(root: str | Bank, *, checksums: bool = True, storage_options: di
             report.add(name, "no commit record (commits/NAME.json) for this cataloged shard")
         elif records[name].to_json() | {"committed_at": 0} != rec.to_json() | {"committed_at": 0}:
             report.add(name, "commit record disagrees with the catalog")
-        _check_files(bank, rec, report, checksums)
-        if name not in report.broken:
+        if _check_files(bank, rec, report, checksums):
             _check_structure(bank, rec, report)
     for name in sorted(set(records) - set(bank.catalog.shards)):
         report.add(name, "committed but not in the catalog (run `audistill shards sync`)")
@@ -74,7 +73,9 @@ def _commit_records(bank: Bank, report: VerifyReport) -> dict[str, ShardRecord]:
         return {}
 
 
-def _check_files(bank: Bank, rec: ShardRecord, report: VerifyReport, checksums: bool) -> None:
+def _check_files(bank: Bank, rec: ShardRecord, report: VerifyReport, checksums: bool) -> bool:
+    """True when every file of the shard is intact."""
+    before = len(report.broken.get(rec.name, []))
     for rel, meta in sorted(rec.files.items()):
         report.files_checked += 1
         if not bank.fs.exists(rel):
@@ -86,18 +87,21 @@ def _check_files(bank: Bank, rec: ShardRecord, report: VerifyReport, checksums: 
             report.add(rec.name, f"{rel}: {size} bytes, catalog says {meta['bytes']} (truncated or grown)")
         elif checksums and bank.fs.sha256(rel) != meta["sha256"]:
             report.add(rec.name, f"{rel}: sha256 mismatch (corrupted)")
+    return len(report.broken.get(rec.name, [])) == before
 
 
 def _check_structure(bank: Bank, rec: ShardRecord, report: VerifyReport) -> None:
     try:
         reader = bank.shard_reader(rec.name, record=rec, check="none")
-        if len(reader.segments) != rec.num_segments:
-            report.add(rec.name, f"{len(reader.segments)} segments in the shard, catalog says {rec.num_segments}")
+        n = len(reader.segments)
+        if n != rec.num_segments:
+            report.add(rec.name, f"{n} segments in the shard, catalog says {rec.num_segments}")
+            return
         for f in rec.fields.values():
             if f.teacher is None:
                 continue
-            frames = sum(reader.num_frames(f.name, i) for i in range(rec.num_segments))
-            covered = sum(reader.covered(f.name, i) for i in range(rec.num_segments))
+            frames = sum(reader.num_frames(f.name, i) for i in range(n))
+            covered = sum(reader.covered(f.name, i) for i in range(n))
             if (frames, covered) != (f.num_frames, f.num_covered):
                 report.add(rec.name, f"field {f.name!r}: {frames} frames / {covered} segments, catalog says "
                                      f"{f.num_frames} / {f.num_covered}")
