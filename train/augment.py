@@ -32,6 +32,7 @@ class Augment:
     def noises(self) -> list[np.ndarray]:
         if not self._noise and self.noise_files:
             import soundfile as sf
+
             from audistill.train.errors import ConfigError
 
             for f in self.noise_files:

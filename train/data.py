@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from audistill.shards.reader import BankReader
 
 from .augment import Augment

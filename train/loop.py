@@ -13,9 +13,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from torch import nn
+
 from audistill.shards.bank import Bank
 from audistill.shards.reader import crop_hop
-from torch import nn
 
 from . import checkpoint, ddp
 from .config import RunConfig, resolved
@@ -116,6 +117,10 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
     benchmarks); ``online`` (an ``online.OnlineTeachers``) computes targets in the loop."""
     d, device = ddp.setup(cfg.run.device)
     seed_all(cfg.run.seed)
+    if online is None and cfg.run.online_teachers:
+        from .online import OnlineTeachers
+
+        online = OnlineTeachers.from_spec_file(cfg.run.online_teachers, device)
     model, infos, shards, val_shards = build(cfg, device, online)
     ckpt_dir = cfg.run_dir / "checkpoints"
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]

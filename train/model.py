@@ -139,7 +139,7 @@ class Student(nn.Module):
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
         """``wave`` (B, N) float at 16 kHz, ``lengths`` (B,) samples -> depth + 1 tensors (B, T, D)."""
         t = wave.shape[1] // self.cfg.hop
-        x = self.front(self.mel(wave))[:, :t]  # (B, T, D)
+        x = self.ln(self.front(self.mel(wave))[:, :t])  # (B, T, D)
         pad = None
         if lengths is not None:
             frames = self.num_frames(lengths.to(x.device))
@@ -148,7 +148,7 @@ class Student(nn.Module):
                 pad = None
             else:
                 x = x.masked_fill(pad[..., None], 0.0)
-        x = self.pos(self.ln(x))
+        x = self.pos(x)
         buckets = relative_buckets(t, self.cfg.rel_buckets, self.cfg.rel_max_distance, x.device)
         hidden = [x]
         for blk in self.blocks:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from audistill.shards.bank import Bank
 from audistill.shards.catalog import TeacherRecord
-from audistill.shards.codecs import get_codec
+from audistill.shards.codecs import codec_from_record, get_codec
 from audistill.shards.segments import Segment, make_segment_id
 
 DOMAINS = ("speech", "music", "sound")
@@ -36,7 +37,7 @@ def synthetic_audio(num_samples: int, domain: str, rng: np.random.Generator) -> 
 def record_of(t, codec: str) -> TeacherRecord:
     return TeacherRecord(name=t.name, source=f"synthetic/{t.name}", dim=t.dim, frame_rate=float(t.frame_rate),
                          codec=get_codec(codec).record(), layers=list(t.layers), num_layers=t.num_layers,
-                         fingerprint=getattr(t, "fingerprint", ""), domains=list(getattr(t, "domains", [])),
+                         fingerprint=str(getattr(t, "fingerprint", "")), domains=list(getattr(t, "domains", [])),
                          home_domain=getattr(t, "home_domain", "unknown"))
 
 
@@ -47,9 +48,10 @@ def write_bank(root: str, teachers: list, num_shards: int = 2, segments_per_shar
                storage_options: dict | None = None) -> Bank:
     """A bank of ``num_shards`` shards named ``s000``... holding audio and every teacher's layers."""
     bank = Bank.create(root, layout=layout, storage_options=storage_options)
-    cod = get_codec(codec)
-    for t in teachers:
-        bank.register_teacher(record_of(t, codec))
+    recs = {t.name: t.record() if hasattr(t, "record") else record_of(t, codec) for t in teachers}
+    cods = {n: codec_from_record(r.codec) for n, r in recs.items()}
+    for r in recs.values():
+        bank.register_teacher(r)
     rng = np.random.default_rng(seed)
     k = 0
     for s in range(num_shards):
@@ -64,12 +66,13 @@ def write_bank(root: str, teachers: list, num_shards: int = 2, segments_per_shar
                 wave = torch.from_numpy(audio.astype(np.float32) / 32768).to(device)[None]
                 feats = {}
                 for t in teachers:
-                    doms = list(getattr(t, "domains", []))
+                    doms = recs[t.name].domains
                     if doms and dom not in doms:
                         feats[t.name] = None
                         continue
                     out, fl = t.extract(wave, torch.tensor([n], device=device))
-                    feats[t.name] = {la: cod.encode(out[la][0, : int(fl[0])].float(), None) for la in t.layers}
+                    feats[t.name] = {la: cods[t.name].encode(out[la][0, : int(fl[0])].float(), None)
+                                     for la in recs[t.name].layers}
                 w.add(seg, audio, feats)
                 k += 1
     return bank

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from audistill.train.synth import write_bank
 
 
@@ -36,16 +37,21 @@ class FrameTeacher:
         return out, fl
 
 
-@pytest.fixture
-def teachers():
+def make_teachers():
     return [FrameTeacher("tspeech", 50.0, 16, 5, home_domain="speech", seed=1),
             FrameTeacher("tmusic", 25.0, 12, 5, home_domain="music", domains=("music", "sound"), seed=2)]
 
 
 @pytest.fixture
-def tiny_bank(tmp_path, teachers):
-    root = str(tmp_path / "bank")
-    write_bank(root, teachers, num_shards=3, segments_per_shard=4, seconds=(1.5, 3.0))
+def teachers():
+    return make_teachers()
+
+
+@pytest.fixture(scope="session")
+def tiny_bank(tmp_path_factory):
+    """A 3-shard Zarr bank written by the two stand-in teachers (read-only for tests)."""
+    root = str(tmp_path_factory.mktemp("train") / "bank")
+    write_bank(root, make_teachers(), num_shards=3, segments_per_shard=4, seconds=(1.5, 3.0))
     return root
 
 
