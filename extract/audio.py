@@ -6,12 +6,14 @@ Every failure is an :class:`AudioError` with a short reason; the pipeline record
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
+
 from audistill.shards.segments import SAMPLE_RATE
 
 from .errors import AudioError
@@ -57,7 +59,10 @@ def _source(path: str, member: str | None, storage_options: dict | None):
             raise AudioError(f"member {member} missing from {path}") from None
     if is_url(path):
         return open_binary(path, storage_options)
-    return path.removeprefix("file://")
+    local = path.removeprefix("file://")
+    if not os.path.isfile(local):
+        raise FileNotFoundError(local)
+    return local
 
 
 def audio_info(path: str, member: str | None = None, storage_options: dict | None = None) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from audistill.shards.bank import Bank
 from audistill.shards.codecs import Codec
 
@@ -74,25 +75,44 @@ class _ShardState:
         self.result = ShardResult(plan.name, teachers={t.name: TeacherTotals() for t in teachers})
 
 
+def _forward_group(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
+                   g: list[int], out: dict[int, dict | None]) -> int:
+    """Run ``t`` on batch positions ``g``; on out-of-memory split the group in two and retry."""
+    idx = torch.tensor(g)
+    n = int(lengths[idx].max())
+    try:
+        feats, flen = t.extract(wave[idx, :n], lengths[idx])  # {layer: (b, T, D)}, (b,)
+        bad = nonfinite_items(feats, flen)
+        keep = [j for j in range(len(g)) if not bad[j]]
+        parts = encode_batch(feats, flen, keep, codec, states)
+    except torch.OutOfMemoryError:
+        if len(g) == 1:
+            raise
+        del_cache(t.device)
+        half = len(g) // 2
+        return (_forward_group(t, codec, states, wave, lengths, g[:half], out)
+                + _forward_group(t, codec, states, wave, lengths, g[half:], out))
+    frames = 0
+    for j in range(len(g)):
+        out[g[j]] = None
+    for j, p in zip(keep, parts, strict=True):
+        out[g[j]] = p
+        frames += int(flen[j])
+    return frames
+
+
+def del_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _run_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
                  pos: list[int]) -> tuple[list[dict | None], int]:
     """Parts per position in ``pos`` (None where the output was not finite) and frames kept."""
     groups = [pos] if t.pad_invariant else [[pos[j] for j in g] for g in
                                              equal_length_groups([int(lengths[p]) for p in pos])]
     out: dict[int, dict | None] = {}
-    frames = 0
-    for g in groups:
-        idx = torch.tensor(g)
-        n = int(lengths[idx].max())
-        feats, flen = t.extract(wave[idx, :n], lengths[idx])  # {layer: (b, T, D)}, (b,)
-        bad = nonfinite_items(feats, flen)
-        keep = [j for j in range(len(g)) if not bad[j]]
-        parts = encode_batch(feats, flen, keep, codec, states)
-        for j, p in zip(keep, parts, strict=True):
-            out[g[j]] = p
-            frames += int(flen[j])
-        for j in range(len(g)):
-            out.setdefault(g[j], None)
+    frames = sum(_forward_group(t, codec, states, wave, lengths, g, out) for g in groups)
     return [out[p] for p in pos], frames
 
 

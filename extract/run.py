@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+
 from audistill.shards.bank import Bank
 from audistill.shards.errors import CatalogError
 
@@ -216,7 +217,12 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     progress: Progress | None = None
     if progress_factory is not None:
         progress = progress_factory(sum(len(s.segments) for s in todo), sum(s.seconds for s in todo))
-    results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress)
+    try:
+        results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress)
+    finally:
+        stop = getattr(progress, "stop", None)
+        if stop is not None:
+            stop()
     errors = (plan_errors if single else []) + [e for r in results for e in r.errors]
     append_errors(bank, errors)
     summarize(summary, results, errors, t0)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import tomllib
+
 from audistill.shards.codecs import get_codec
 from audistill.shards.errors import BankError
 from audistill.shards.segments import check_key

@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 
 import torch
 import torch.nn.functional as F
+
 from audistill.shards.catalog import TeacherRecord
 from audistill.shards.segments import SAMPLE_RATE
 
@@ -75,6 +76,7 @@ class Teacher:
         self.model, self.native_rate, self.dim, self.num_layers = model, float(native_rate), int(dim), int(num_layers)
         self.layers = resolve_layers(spec.layers, num_layers - 1)
         self.extra = dict(extra or {})
+        self.revision = spec.revision
         self._fingerprint: str | None = None
 
     @property
@@ -98,7 +100,7 @@ class Teacher:
         return TeacherRecord(
             name=self.name, source=self.spec.source, dim=self.dim, frame_rate=self.frame_rate,
             codec=codec.record(), layers=list(self.layers), num_layers=self.num_layers,
-            revision=self.spec.revision, fingerprint=self.fingerprint(),
+            revision=self.revision, fingerprint=self.fingerprint(),
             input_sample_rate=self.input_sample_rate, domains=sorted(self.spec.domains),
             home_domain=self.spec.home_domain, extra=extra)
 
@@ -127,6 +129,8 @@ class Teacher:
         """
         wave = wave.to(self.device, torch.float32)
         lengths = lengths.to("cpu", torch.long)
+        mask = torch.arange(wave.shape[1], device=wave.device)[None] < lengths.to(wave.device)[:, None]
+        wave = wave * mask  # (B, N): exact zeros past each item's length
         with self.autocast():
             feats = self._forward(wave, lengths)
         flen = torch.tensor([self.num_frames(int(n)) for n in lengths], dtype=torch.long)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio
+
 from audistill.shards.segments import SAMPLE_RATE
 
 from .errors import TeacherError

@@ -1,11 +1,135 @@
-"""`audistill extract ...` commands."""
+"""`audistill extract CORPUS... --teachers SPEC --bank BANK`: every teacher once over a corpus.
+
+A thin wrapper around :func:`audistill.extract.run.extract` (or the Dask coordinator); it only
+parses flags, draws the progress bar and prints the summary table.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Annotated
+
 import typer
 
-extract_app = typer.Typer(no_args_is_help=True, help="extract commands")
+from audistill.tools.options import DeviceOpt, JsonOpt
+
+
+def _domain_map(pairs: list[str]) -> dict[str, str]:
+    from audistill.extract.errors import ExtractError
+
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ExtractError(f"--domain-map takes FOLDER=DOMAIN, not {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _progress_factory(console):
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    def make(total_segments: int, total_seconds: float):
+        bar = Progress(TextColumn("extract"), BarColumn(), TextColumn("{task.completed}/{task.total} segments"),
+                       TextColumn("{task.fields[hours]:.3f} h audio"), TextColumn("RTF x{task.fields[rtf]:.1f}"),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                       transient=False)
+        task = bar.add_task("extract", total=total_segments, hours=0.0, rtf=0.0)
+        state = {"t0": time.perf_counter(), "sec": 0.0}
+        bar.start()
+
+        def update(n: int, seconds: float) -> None:
+            state["sec"] += seconds
+            wall = max(1e-6, time.perf_counter() - state["t0"])
+            bar.update(task, advance=n, hours=state["sec"] / 3600, rtf=state["sec"] / wall)
+            if bar.tasks[0].completed >= total_segments:
+                bar.stop()
+
+        update.stop = bar.stop  # type: ignore[attr-defined]
+        return update
+
+    return make
+
+
+def _table(summary, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"extracted into {summary.bank}: {summary.segments_written} segments, "
+                    f"{summary.seconds / 3600:.3f} h, {summary.shards_run} shards run, "
+                    f"{summary.shards_skipped} already committed, {summary.failed} failed")
+    for col in ("teacher", "hours", "frames", "bytes", "bits/value", "audio s / s (forward)"):
+        t.add_column(col, justify="right" if col != "teacher" else "left")
+    for name, tot in summary.teachers.items():
+        bpv = 8 * tot.bytes / tot.values if tot.values else float("nan")
+        thr = tot.seconds / tot.forward_s if tot.forward_s else float("nan")
+        t.add_row(name, f"{tot.seconds / 3600:.4f}", f"{tot.frames}", f"{tot.bytes}", f"{bpv:.2f}", f"{thr:.1f}")
+    console.print(t)
+
+
+def extract_cmd(
+    corpus: Annotated[list[str], typer.Argument(help="Corpus inputs: folders, .jsonl/.csv manifests, .tar shards.")],
+    teachers: Annotated[str, typer.Option("--teachers", help="Teacher spec file (.toml or .yaml).")],
+    bank: Annotated[str, typer.Option("--bank", help="Bank root: local path or fsspec URL.")],
+    layout: Annotated[str, typer.Option("--layout", help="zarr or webdataset (new banks).")] = "zarr",
+    device: DeviceOpt = "auto",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and size estimates; run no model.")] = False,
+    domain: Annotated[str, typer.Option("--domain", help="Domain of folder inputs.")] = "unknown",
+    domain_map: Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DOMAIN (repeatable).")] = [],  # noqa: B006
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")] = "",
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Longest segment (s).")] = 30.0,
+    shard_hours: Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")] = 1.0,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch (s).")] = 200.0,
+    loader_workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
+    max_failed: Annotated[float, typer.Option("--max-failed", help="Failed fraction above which the run exits 1.")] = 0.01,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="Slices of the plan (SLURM arrays).")] = 1,
+    worker_index: Annotated[int, typer.Option("--worker-index", help="This process's slice.")] = 0,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="Dask scheduler address (tcp://...).")] = "",
+    dask: Annotated[bool, typer.Option("--dask", help="Run shards on a Dask LocalCluster.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="LocalCluster workers on CPU (GPU: one per GPU).")] = 2,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow hub models' own code.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every teacher once over CORPUS into the bank (resumable; committed shards are skipped)."""
+    from rich.console import Console
+
+    from audistill.extract.run import ExtractConfig, check_failures, extract
+    from audistill.extract.run import dry_run as plan_only
+    from audistill.extract.spec import load_teacher_specs
+
+    console = Console(stderr=as_json)
+    specs = load_teacher_specs(teachers)
+    cfg = ExtractConfig(layout=layout, device=device, max_seconds=max_seconds, shard_seconds=shard_hours * 3600,
+                        batch_seconds=batch_seconds, loader_workers=loader_workers, max_failed=max_failed,
+                        domain=domain, domain_map=_domain_map(domain_map), dataset=dataset,
+                        num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code)
+    if dry_run:
+        plan = plan_only(corpus, specs, cfg)
+        print(json.dumps(plan, indent=None if as_json else 1))
+        return
+    progress = None if as_json else _progress_factory(console)
+    if scheduler or dask:
+        from audistill.extract.dask_run import extract_dask
+
+        summary = extract_dask(corpus, specs, bank, cfg, scheduler=scheduler or None, workers=workers)
+    else:
+        summary = extract(corpus, specs, bank, cfg, progress_factory=progress)
+    if as_json:
+        print(json.dumps(summary.to_json()))
+    else:
+        _table(summary, console)
+    try:
+        check_failures(summary, max_failed)
+    except ValueError as e:
+        console.print(f"[red]audistill: {e}")
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(extract_app, name="extract")
+    app.command("extract")(extract_cmd)

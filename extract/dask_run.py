@@ -1,0 +1,118 @@
+"""Extraction on Dask distributed: one task per shard, the catalog written by the coordinator only.
+
+The coordinator (this process) plans, loads each teacher once to check and register its identity,
+fits codecs that need it, then submits every uncommitted shard as a task (retried on failure).
+Workers write and commit their shard with ``update_catalog=False``; the coordinator merges the
+commit records with ``bank.sync_catalog()`` at the end. ``scheduler=None`` starts a LocalCluster
+with one worker per visible GPU (each task uses ``cuda:<worker name>``), or ``workers`` CPU
+workers when there is no GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+from audistill.shards.bank import Bank
+from audistill.shards.errors import CatalogError
+
+from .errors import ExtractError
+from .pipeline import RunOptions, ShardResult, TeacherTotals, run_shards
+from .plan import ShardPlan
+from .run import (
+    ExtractConfig,
+    RunSummary,
+    append_errors,
+    build_plan,
+    check_and_register,
+    fit_codecs,
+    load_teachers,
+    resolve_device,
+    summarize,
+)
+from .spec import TeacherSpec
+from .teachers import Teacher, load_teacher
+
+_CACHE: dict[tuple, list[Teacher]] = {}
+_LOCK = threading.Lock()
+
+
+def _worker_device(device: str) -> str:
+    if device != "cuda":
+        return device
+    from distributed import get_worker
+
+    name = get_worker().name
+    idx = int(name) if str(name).isdigit() else 0
+    return f"cuda:{idx % max(1, torch.cuda.device_count())}"
+
+
+def _teachers(specs: tuple[TeacherSpec, ...], device: str) -> list[Teacher]:
+    key = (tuple(repr(s) for s in specs), device)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = [load_teacher(s, device) for s in specs]
+        return _CACHE[key]
+
+
+def shard_task(bank_root: str, storage_options: dict | None, shard: ShardPlan, specs: tuple[TeacherSpec, ...],
+               opts: RunOptions, device: str) -> ShardResult:
+    """Compute and commit one shard on a worker (no catalog write)."""
+    bank = Bank.open(bank_root, storage_options)
+    if bank.is_committed(shard.name):
+        return ShardResult(shard.name)
+    teachers = _teachers(specs, _worker_device(device))
+    return run_shards(bank, [shard], teachers, opts, update_catalog=False)[0]
+
+
+def _cluster(device: str, workers: int):
+    from distributed import LocalCluster
+
+    n = torch.cuda.device_count() if device == "cuda" else workers
+    return LocalCluster(n_workers=max(1, n), threads_per_worker=1, processes=device == "cuda",
+                        dashboard_address=None)
+
+
+def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
+                 scheduler: str | None = None, workers: int = 2, retries: int = 2) -> RunSummary:
+    """Run the whole plan on a Dask cluster (``scheduler`` address, or a LocalCluster)."""
+    from distributed import Client
+
+    t0 = time.perf_counter()
+    plan, plan_errors = build_plan(inputs, specs, cfg)
+    teachers = load_teachers(specs, cfg)
+    bank = Bank.create(bank_root, cfg.layout, cfg.storage_options)
+    try:
+        check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
+    except CatalogError as e:
+        raise ExtractError(str(e)) from e
+    bank.sync_catalog()
+    bank.remove_temporaries()
+    todo = [sh for sh in plan if not bank.is_committed(sh.name)]
+    if todo:
+        fit_codecs(bank, teachers, plan[0], cfg)
+    device = resolve_device(cfg.device).split(":")[0]
+    run_specs = tuple(t.spec for t in teachers)
+    del teachers
+    summary = RunSummary(bank.root, shards_planned=len(plan), shards_skipped=len(plan) - len(todo),
+                         segments_planned=sum(len(s.segments) for s in plan) + len(plan_errors),
+                         teachers={s.name: TeacherTotals() for s in specs})
+    cluster = None if scheduler else _cluster(device, workers)
+    results, errors = [], list(plan_errors)
+    with Client(scheduler or cluster) as client:
+        futures = [client.submit(shard_task, bank.root, cfg.storage_options, sh, run_specs, cfg.run_options(),
+                                 device, key=f"extract-{sh.name}", retries=retries, pure=False) for sh in todo]
+        for sh, fut in zip(todo, futures, strict=True):
+            try:
+                results.append(fut.result())
+            except Exception as e:  # noqa: BLE001 - a shard that failed every retry is recorded, the rest go on
+                errors += [{"segment": s.id, "file": s.path, "reason": f"shard {sh.name} failed: {e}",
+                            "time": time.time()} for s in sh.segments]
+    if cluster is not None:
+        cluster.close()
+    bank.sync_catalog()
+    errors += [e for r in results for e in r.errors]
+    append_errors(bank, errors)
+    return summarize(summary, results, errors, t0)

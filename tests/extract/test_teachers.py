@@ -1,0 +1,120 @@
+import math
+
+import pytest
+import torch
+
+from audistill.extract.errors import TeacherError
+from audistill.extract.pipeline import _run_teacher
+from audistill.extract.spec import TeacherSpec
+from audistill.extract.teachers import load_teacher
+
+LENGTHS = [16000, 23456, 8000, 23456]
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(LENGTHS)
+    wave = torch.randn(len(LENGTHS), max(LENGTHS), generator=g) * 0.1  # (B, N)
+    return wave * (torch.arange(wave.shape[1])[None] < lengths[:, None]), lengths
+
+
+def _teacher(tiny_dir, kind, **kw):
+    return load_teacher(TeacherSpec(name=kind, source=str(tiny_dir(kind)), **kw))
+
+
+@pytest.mark.parametrize("kind", ["wavlm", "wav2vec2", "hubert", "data2vec", "whisper", "ast"])
+def test_batched_equals_one_at_a_time(tiny_dir, kind):
+    """Through the pipeline's grouping (equal lengths for teachers that are not padding-invariant)."""
+    t = _teacher(tiny_dir, kind, layers="all", codec="float32")
+    wave, lengths = _batch()
+    codec = t.spec.make_codec()
+    batched, _ = _run_teacher(t, codec, {}, wave, lengths, list(range(len(LENGTHS))))
+    for b, n in enumerate(LENGTHS):
+        feats, flen = t.extract(wave[b:b + 1, :n], lengths[b:b + 1])
+        assert int(flen[0]) == t.num_frames(n) == batched[b][t.layers[0]]["x"].shape[0]
+        for layer in t.layers:
+            torch.testing.assert_close(torch.from_numpy(batched[b][layer]["x"]), feats[layer][0, : int(flen[0])],
+                                       atol=2e-4, rtol=1e-4)
+
+
+def test_padding_invariance_flags(tiny_dir):
+    assert _teacher(tiny_dir, "wavlm").pad_invariant
+    assert not _teacher(tiny_dir, "hubert").pad_invariant  # group-norm feature encoder
+    assert not _teacher(tiny_dir, "data2vec").pad_invariant
+
+
+def test_wav2vec2_family_frames_and_layers(tiny_dir):
+    t = _teacher(tiny_dir, "wavlm", layers="sparse:2")
+    assert (t.num_layers, t.layers, t.frame_rate, t.dim) == (4, [1, 3], 50.0, 32)
+    assert t.num_frames(32000) == 99  # as the real models: 2 s -> 99 frames
+    feats, flen = t.extract(*_batch())
+    assert sorted(feats) == [1, 3] and flen.tolist() == [t.num_frames(n) for n in LENGTHS]
+
+
+def test_whisper_keeps_only_frames_covering_real_audio(tiny_dir):
+    t = _teacher(tiny_dir, "whisper", layers="all")
+    assert (t.frame_rate, t.num_layers) == (50.0, 3)
+    feats, flen = t.extract(*_batch())
+    assert flen.tolist() == [math.ceil(n / 320) for n in LENGTHS] == [50, 74, 25, 74]
+    assert feats[2].shape[1] == 74  # not 1500
+    full = t.model(t.fe([_batch()[0][2, :8000].numpy()], sampling_rate=16000, return_tensors="pt")["input_features"],
+                   output_hidden_states=True).hidden_states[2]
+    assert full.shape[1] == 1500
+    torch.testing.assert_close(feats[2][2, :25], full[0, :25], atol=1e-5, rtol=1e-5)
+
+
+def test_ast_mean_over_frequency_patches(tiny_dir):
+    t = _teacher(tiny_dir, "ast", layers=[2])
+    assert t.frame_rate == 10.0 and (t.f_dim, t.t_dim) == (12, 101)
+    wave, lengths = _batch()
+    feats, flen = t.extract(wave, lengths)
+    x = t.fe([wave[0, :16000].numpy()], sampling_rate=16000, return_tensors="pt")["input_values"]
+    tokens = t.model(x, output_hidden_states=True).hidden_states[2][0]  # (2 + 12*101, D)
+    col = torch.stack([tokens[2 + f * 101 + 3] for f in range(12)]).mean(0)  # column t = 3
+    torch.testing.assert_close(feats[2][0, 3], col, atol=1e-5, rtol=1e-5)
+    assert flen.tolist() == [9, 13, 4, 13]  # columns whose 16-frame patch starts inside the audio
+
+
+def test_record_identity_and_fingerprint(tiny_dir, tmp_path):
+    from tiny_models import make_tiny
+
+    a = _teacher(tiny_dir, "wavlm", layers="sparse:2", codec="bfloat16", domains=("speech",),
+                 home_domain="speech").record()
+    assert (a.layers, a.num_layers, a.dim, a.frame_rate, a.domains, a.home_domain) == ([1, 3], 4, 32, 50.0,
+                                                                                     ["speech"], "speech")
+    assert a.codec["name"] == "bfloat16" and len(a.fingerprint) == 64
+    b = _teacher(tiny_dir, "wavlm").record()
+    assert a.fingerprint == b.fingerprint
+    other = make_tiny("wavlm", tmp_path / "w2", seed=1)
+    c = load_teacher(TeacherSpec(name="wavlm", source=str(other))).record()
+    assert c.fingerprint != a.fingerprint
+
+
+def test_50hz_frame_policy(tiny_dir):
+    t = _teacher(tiny_dir, "ast", layers=[1], frame_policy="50hz")
+    feats, flen = t.extract(*_batch())
+    assert t.frame_rate == 50.0 and flen.tolist() == [50, 73, 25, 73] and feats[1].shape[1] == 73
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(TeacherError, match="does not exist"):
+        load_teacher(TeacherSpec(name="x", source=str(tmp_path / "nothing")))
+    with pytest.raises(TeacherError, match="no plugin"):
+        load_teacher(TeacherSpec(name="x", source="y", kind="no-such-plugin"))
+
+
+def test_oom_splits_the_batch(tiny_dir, monkeypatch):
+    t = _teacher(tiny_dir, "wavlm", layers=[3], codec="float32")
+    real = t.extract
+    calls = []
+
+    def small_only(wave, lengths):
+        calls.append(len(lengths))
+        if len(lengths) > 1:
+            raise torch.OutOfMemoryError("fake")
+        return real(wave, lengths)
+
+    monkeypatch.setattr(t, "extract", small_only)
+    wave, lengths = _batch()
+    parts, frames = _run_teacher(t, t.spec.make_codec(), {}, wave, lengths, [0, 1, 2, 3])
+    assert calls[0] == 4 and all(p is not None for p in parts) and frames == sum(t.num_frames(n) for n in LENGTHS)
