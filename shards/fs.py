@@ -56,7 +56,13 @@ class BankFS:
 
     # -- whole objects -----------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
+        self._fresh()
         return self.fs.exists(self.path(rel))
+
+    def _fresh(self) -> None:
+        """Other writers (Zarr's own store, other processes) change the tree: drop listing caches."""
+        if not self.is_local:
+            self.fs.invalidate_cache()
 
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
@@ -93,6 +99,7 @@ class BankFS:
     def walk_files(self, rel: str) -> Iterator[str]:
         """Bank-relative paths of every file under ``rel`` (a folder or a single file)."""
         base = self.path(rel)
+        self._fresh()
         if not self.fs.exists(base):
             return
         if self.fs.isfile(base):
@@ -103,6 +110,7 @@ class BankFS:
 
     def listdir(self, rel: str) -> list[str]:
         base = self.path(rel)
+        self._fresh()
         if not self.fs.exists(base):
             return []
         return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in self.fs.ls(base, detail=False))
@@ -115,14 +123,21 @@ class BankFS:
     def move(self, src: str, dst: str) -> None:
         """Rename a file or folder. Atomic on local disk; copy-then-delete on object stores."""
         s, d = self.path(src), self.path(dst)
+        self._fresh()
         if self.fs.exists(d):
             self.fs.rm(d, recursive=True)
         if self.is_local:
             os.makedirs(os.path.dirname(d), exist_ok=True)
             os.replace(s, d)
-        else:
-            self.fs.mv(s, d, recursive=True)
-        self.fs.invalidate_cache()
+        elif self.fs.isfile(s):
+            self.fs.copy(s, d)
+            self.fs.rm(s)
+        else:  # object stores have no folders: copy every object, then delete the sources
+            for p in self.fs.find(s):
+                p = _strip_proto(p)
+                self.fs.copy(p, d + p[len(s):])
+            self.fs.rm(s, recursive=True)
+        self._fresh()
 
     def makedirs(self, rel: str) -> None:
         self.fs.makedirs(self.path(rel), exist_ok=True)

@@ -224,11 +224,35 @@ class ZarrFieldAdder:
         self.fs.remove(self.tmp)
 
 
-class ZarrShardReader:
-    """Reads one committed shard. All offsets are loaded at open; data is read on demand."""
+class _RowWindow:
+    """Reads rows of one array through a window of whole chunks, so a sequential pass over
+    consecutive segments decodes each chunk once (a crop outside the window reads just its chunks)."""
 
-    def __init__(self, fs: BankFS, name: str):
+    def __init__(self, array, readahead_chunks: int):
+        self.array = array
+        self.chunk = int(array.chunks[0]) if array.ndim else 1
+        self.readahead = readahead_chunks
+        self.lo = self.hi = 0
+        self.data = None
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        if hi <= lo:
+            return np.zeros((0, *self.array.shape[1:]), dtype=self.array.dtype)
+        if self.data is None or lo < self.lo or hi > self.hi:
+            start = (lo // self.chunk) * self.chunk
+            stop = max(hi, start + self.readahead * self.chunk)
+            stop = min(self.array.shape[0], -(-stop // self.chunk) * self.chunk)
+            self.data, self.lo, self.hi = self.array[start:stop], start, stop
+        return self.data[lo - self.lo:hi - self.lo]
+
+
+class ZarrShardReader:
+    """Reads one committed shard. All offsets are loaded at open; data is read on demand through
+    per-array windows of ``readahead_chunks`` chunks (sequential reads decode each chunk once)."""
+
+    def __init__(self, fs: BankFS, name: str, readahead_chunks: int = 8):
         self.name = name
+        self.readahead = readahead_chunks
         try:
             self.root = zarr.open_group(_store(fs, shard_dir(name), read_only=True), mode="r", zarr_format=3)
             meta = self.root.attrs["audistill"]
@@ -259,7 +283,10 @@ class ZarrShardReader:
         a, b = int(f["offsets"][i]), int(f["offsets"][i + 1])
         lo = a + start
         hi = b if num is None else min(b, lo + num)
-        return f["group"]["samples"][lo:hi] if hi > lo else np.zeros(0, np.int16)
+        win = f.get("window")
+        if win is None:
+            win = f["window"] = _RowWindow(f["group"]["samples"], self.readahead)
+        return win.rows(lo, hi).copy()
 
     def covered(self, fname: str, i: int) -> bool:
         return bool(self.field(fname)["present"][i])
@@ -275,13 +302,11 @@ class ZarrShardReader:
         hi = b - a if hi is None else hi
         parts = {}
         for ps in f["parts"]:
-            arr = f["arrays"].get((layer, ps.name))
-            if arr is None:
-                arr = f["arrays"][(layer, ps.name)] = f["group"][layer_key(layer)][ps.name]
-            if ps.kind == "segment":
-                parts[ps.name] = arr[i:i + 1]
-            else:
-                parts[ps.name] = arr[a + lo:a + hi] if hi > lo else np.zeros((0, *ps.shape), dtype=ps.dtype)
+            win = f["arrays"].get((layer, ps.name))
+            if win is None:
+                arr = f["group"][layer_key(layer)][ps.name]
+                win = f["arrays"][(layer, ps.name)] = _RowWindow(arr, self.readahead if ps.kind == "frame" else 1 << 30)
+            parts[ps.name] = win.rows(i, i + 1) if ps.kind == "segment" else win.rows(a + lo, a + hi)
         return parts
 
     def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,

@@ -43,6 +43,7 @@ def s3_bucket(s3_server, monkeypatch):
     """A fresh bucket; returns (url_prefix, storage_options)."""
     import uuid
 
+    import boto3
     import s3fs
 
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -50,7 +51,7 @@ def s3_bucket(s3_server, monkeypatch):
         monkeypatch.setenv(k, v)
     opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_server, "region_name": "us-east-1"}}
     bucket = f"bank-{uuid.uuid4().hex[:10]}"
-    fs = s3fs.S3FileSystem(**opts)
-    fs.mkdir(bucket)
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)
     s3fs.S3FileSystem.clear_instance_cache()
     return f"s3://{bucket}", opts

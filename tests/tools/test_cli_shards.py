@@ -1,0 +1,69 @@
+"""`audistill shards ...` end to end through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ..shards.helpers import make_bank
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audistill.tools.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def bank_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "bank"
+    make_bank(root, "zarr")
+    return str(root)
+
+
+def test_info_json_is_one_object_with_measured_bits(bank_root):
+    r = cli("shards", "info", bank_root, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["segments"] == 8 and d["shards"] == 2
+    assert set(d["hours_per_domain"]) == {"speech", "music", "sound", "unknown"}
+    bits = d["teachers"]["speechy"]["layers"]["1"]["bits_per_value"]
+    assert 8 < bits < 40  # float32 + blosc on noisy data: measured, not assumed
+
+
+def test_info_table(bank_root):
+    r = cli("shards", "info", bank_root)
+    assert r.returncode == 0 and "speechy" in r.stdout and "bits/value" in r.stdout
+
+
+def test_verify_exit_codes_name_the_broken_shard(tmp_path):
+    make_bank(tmp_path / "b", "webdataset")
+    assert cli("shards", "verify", str(tmp_path / "b")).returncode == 0
+    tar = tmp_path / "b" / "shards" / "shard-00001.soundy.tar"
+    tar.write_bytes(tar.read_bytes()[:-700])
+    r = cli("shards", "verify", str(tmp_path / "b"), "--json")
+    assert r.returncode == 1
+    assert list(json.loads(r.stdout)["broken"]) == ["shard-00001"]
+
+
+def test_convert_export_stats_round(tmp_path, bank_root):
+    wds = str(tmp_path / "wds")
+    assert cli("shards", "convert", bank_root, wds, "--to", "webdataset").returncode == 0
+    out = str(tmp_path / "small")
+    r = cli("shards", "export", wds, out, "--teacher", "speechy", "--layers", "1,3")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(cli("shards", "info", out, "--json").stdout)
+    assert list(info["teachers"]) == ["speechy"] and info["teachers"]["speechy"]["layers_kept"] == [1, 3]
+    r = cli("shards", "stats", out, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["speechy"]["3"]["count"] > 0
+    assert cli("shards", "verify", out).returncode == 0
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path, bank_root):
+    r = cli("shards", "info", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not a bank" in r.stderr
+    r = cli("shards", "export", bank_root, str(tmp_path / "x"), "--teacher", "ghost")
+    assert r.returncode == 2 and "ghost" in r.stderr and "Traceback" not in r.stderr
