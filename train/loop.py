@@ -181,9 +181,9 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
         step, done, micro, n_steps = step + 1, done + 1, micro + len(batches), n_steps + 1
         loss_all = ddp.all_reduce_mean(total, d, device)
         losses.append(loss_all)
-        if d.main and (step % cfg.log.every == 0 or step == 1):
+        if step % cfg.log.every == 0 or step == 1:
             dt = time.perf_counter() - t_last
-            audio = ddp.all_reduce_mean(secs, d, device) * d.world if d.world > 1 else secs
+            audio = ddp.all_reduce_mean(secs, d, device) * d.world  # every rank takes part
             log.write("train", step, {"loss": loss_all, "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
                                       "steps_per_s": n_steps / dt, "audio_h_per_s": audio / 3600 / dt,
                                       "loader_wait_s": wait / n_steps, "epoch": epoch,
