@@ -71,3 +71,74 @@ def _copy_shard(reader: BankReader, target: Bank, shard: str, wanted: dict[str, 
 
 
 _ = AUDIO
+
+
+def recode_bank(src: str | Bank, dst: str, codec: str, *, codec_config: dict | None = None,
+                layout: str | None = None, teachers: dict[str, list[int] | None] | None = None,
+                fit_frames: int = 20000, seed: int = 0, src_options: dict | None = None,
+                dst_options: dict | None = None, progress: Callable[[str], None] | None = None) -> Bank:
+    """Copy ``src`` to ``dst`` with every teacher layer re-encoded by another codec.
+
+    Decodes the stored features and encodes them again (lossy codecs lose what they lose;
+    from a float32 bank this equals encoding the teacher output directly). Fitted codecs are
+    fitted per (teacher, layer) on up to ``fit_frames`` frames drawn deterministically from
+    the bank.
+    """
+    import numpy as np
+    import torch
+
+    from .codecs import get_codec
+
+    source = src if isinstance(src, Bank) else Bank.open(src, src_options)
+    reader = BankReader(source, teachers, audio=True, check="size")
+    wanted = reader.teachers
+    new = get_codec(codec, **(codec_config or {}))
+    target = Bank.create(dst, layout or source.layout, dst_options)
+    states: dict[tuple[str, int], dict | None] = {}
+    for name, layers in wanted.items():
+        rec = type(source.catalog.teachers[name]).from_json(source.catalog.teachers[name].to_json())
+        rec.layers, rec.codec, rec.codec_state = list(layers), new.record(), {}
+        rec.extra = {**rec.extra, "recoded_from": source.catalog.teachers[name].codec}
+        target.register_teacher(rec, save=False)
+        for layer in layers:
+            st = new.fit(_sample_frames(reader, name, layer, fit_frames, seed)) if new.needs_fit else None
+            if st:
+                target.save_codec_state(name, layer, st, save=False)
+            states[(name, layer)] = st
+    target.catalog.stats.update({t: {str(k): v for k, v in source.catalog.stats.get(t, {}).items()
+                                     if int(k) in wanted[t]} for t in wanted if t in source.catalog.stats})
+    target.catalog.config.setdefault("recoded_from", []).append({"bank": source.root, "codec": new.record()})
+    target.save_catalog()
+    tstates = {k: (None if v is None else {a: torch.from_numpy(np.asarray(b)) for a, b in v.items()})
+               for k, v in states.items()}
+    for shard in reader.shards:
+        if target.is_committed(shard):
+            continue
+        if progress:
+            progress(shard)
+        with target.write_shard(shard, wanted) as w:
+            for sd in reader.iter_shard(shard):
+                feats = {t: ({lay: new.encode(torch.from_numpy(x), tstates[(t, lay)]) for lay, x in sd.features[t].items()}
+                             if t in sd.features else None) for t in wanted}
+                w.add(sd.segment, sd.audio, feats)
+    return target
+
+
+def _sample_frames(reader: BankReader, teacher: str, layer: int, limit: int, seed: int):
+    """Up to ``limit`` frames of one layer, spread over the whole bank, deterministically."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    chunks, total = [], 0
+    sub = BankReader(reader.bank, {teacher: [layer]}, audio=False, check="none")
+    for sd in sub:
+        x = sd.features.get(teacher, {}).get(layer)
+        if x is not None and len(x):
+            chunks.append(x)
+            total += len(x)
+    if not chunks:
+        raise MissingDataError(f"no frames of teacher {teacher!r} layer {layer} to fit the codec on")
+    allx = np.concatenate(chunks)
+    if total > limit:
+        allx = allx[np.sort(rng.choice(total, size=limit, replace=False))]
+    return allx

@@ -100,6 +100,31 @@ def export(bank: BankArg, out: Annotated[str, typer.Argument(help="New, smaller 
 
 
 @shards_app.command()
+def recode(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank root.")],
+           codec: Annotated[str, typer.Option("--codec", help="Codec of the new bank (see `shards codecs`).")],
+           teacher: Annotated[list[str] | None, typer.Option("--teacher", help="Teacher to keep (repeat; default all).")] = None,
+           to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None) -> None:
+    """Copy a bank with its features re-encoded by another codec (fitted codecs are fitted here)."""
+    from audistill.shards.copy import recode_bank
+
+    target = recode_bank(bank, out, codec, layout=to, teachers={t: None for t in teacher} if teacher else None,
+                         progress=lambda s: console.print(f"shard {s}", highlight=False))
+    console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
+
+
+@shards_app.command()
+def codecs() -> None:
+    """List the feature codecs this audistill knows."""
+    from audistill.shards.codecs import _REGISTRY
+
+    table = Table("codec", "version", "lossless", "fitted", "about")
+    for name, cls in sorted(_REGISTRY.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        table.add_row(name, str(cls.version), "yes" if cls.lossless else "", "yes" if cls.needs_fit else "", doc)
+    console.print(table)
+
+
+@shards_app.command()
 def stats(bank: BankArg,
           scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address, or threads/processes.")] = None,
           json_out: JsonOpt = False) -> None:

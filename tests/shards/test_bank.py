@@ -248,3 +248,21 @@ def test_stats_on_a_distributed_local_cluster(tmp_path):
         stats = compute_stats(str(tmp_path / "b"), scheduler=cluster.scheduler_address)
     local = compute_stats(str(tmp_path / "b"), save=False)
     np.testing.assert_allclose(stats["soundy"]["4"]["std"], local["soundy"]["4"]["std"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("codec", [c for c in ("float16", "mvq") if c in codec_names()])
+def test_recode_equals_encoding_the_originals(tmp_path, codec):
+    _, truth = make_bank(tmp_path / "a", "zarr", codec="float32", shards=1)
+    from audistill.shards.copy import recode_bank
+
+    out = recode_bank(str(tmp_path / "a"), str(tmp_path / "b"), codec, layout="webdataset")
+    assert out.catalog.teachers["speechy"].codec["name"] == codec
+    c = get_codec(codec)
+    for sd in BankReader(out):
+        for t, layers in sd.features.items():
+            for layer, x in layers.items():
+                st = out.load_codec_state(t, layer)
+                tst = None if st is None else {k: torch.from_numpy(v) for k, v in st.items()}
+                parts = c.encode(torch.from_numpy(truth[sd.segment.id][2][t][layer]), tst)
+                want = c.decode({k: v.numpy() for k, v in parts.items()}, st)
+                np.testing.assert_array_equal(x, want)
