@@ -143,7 +143,7 @@ class Int4Group(Codec):
         nib -= 8
         out = nib.reshape(t, scale.shape[1], self.group).astype(np.float32)
         out *= scale[..., None]
-        out = out.reshape(t, -1)
+        out = out.reshape(t, scale.shape[1] * self.group)
         return out[:, : out.shape[1] - pad] if pad else out
 
 
