@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from .checkpoint import load_model_tensors, read_state
 from .errors import CheckpointError
 from .model import Student, StudentConfig
-from .sizes import student_config
+from .sizes import depth_upscale, student_config, upscale_layers
 
 FORMAT = "audistill-student"
 
@@ -68,6 +68,30 @@ class StudentEncoder:
 def student_state(model_tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The student's weights out of a training checkpoint (keys 'student.*')."""
     return {k[len("student."):]: v for k, v in model_tensors.items() if k.startswith("student.")}
+
+
+def student_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Student tensors of an exported folder or a training checkpoint folder."""
+    p = Path(path)
+    if (p / "student.safetensors").exists():
+        return load_file(str(p / "student.safetensors"))
+    return student_state(load_model_tensors(p))
+
+
+def student_config_of(path: str | Path) -> StudentConfig:
+    p = Path(path)
+    if (p / "config.json").exists():
+        return StudentConfig.from_json(json.loads((p / "config.json").read_text())["student"])
+    return StudentConfig.from_json(read_state(p)["student"])
+
+
+def upscale(src: str | Path, out: str | Path, keep: int = 24) -> Path:
+    """Depth up-scaling (XLarge -> XXLarge): an exported student of ``2 * keep`` blocks made of
+    the first and the last ``keep`` blocks of ``src`` (a checkpoint or exported folder)."""
+    cfg = student_config_of(src)
+    tensors = depth_upscale(student_weights(src), cfg.depth, keep)
+    new = StudentConfig.from_json({**cfg.to_json(), "depth": 2 * keep})
+    return write_student(out, new, tensors, {"upscaled_from": str(src), "blocks": upscale_layers(cfg.depth, keep)})
 
 
 def export(ckpt: str | Path, out: str | Path) -> Path:

@@ -22,7 +22,7 @@ from . import checkpoint, ddp
 from .config import RunConfig, resolved
 from .data import LoaderSpec, lcm, make_loader
 from .errors import CheckpointError, ConfigError
-from .export import student_state
+from .export import student_weights
 from .heads import Heads
 from .logs import RunLog
 from .losses import distill_loss
@@ -106,7 +106,8 @@ def seed_all(seed: int) -> None:
 
 
 def init_from(model: Distiller, ckpt: str) -> None:
-    tensors = student_state(checkpoint.load_model_tensors(ckpt))
+    """Student weights from a training checkpoint or an exported student folder (e.g. upscaled)."""
+    tensors = student_weights(ckpt)
     missing, unexpected = model.student.load_state_dict(tensors, strict=False)
     if [k for k in missing if not k.startswith("mel.")] or unexpected:
         raise CheckpointError(f"{ckpt}: student weights do not fit this student size")
