@@ -11,9 +11,10 @@ Scheme (no sample lost or repeated, whatever the shard count):
 3. Item ``i`` of a global batch goes to micro-batch ``i % (world * accum)``; micro-batch
    ``rank * accum + a`` is rank's ``a``-th accumulation step. So the split is at the item level:
    every item goes to exactly one (rank, micro-batch) even when shards don't divide evenly.
-4. A rank's micro-batches ``j = start, start+1, ...`` go to data-loader worker
-   ``(j - start) % num_workers``, so the DataLoader's round-robin yields them in order ``j``.
-   Resuming = building the same plan and starting at the recorded ``j``.
+4. The loader streams epoch after epoch without restarting its workers: the k-th micro-batch it
+   yields (counting from where it started) is made by worker ``k % num_workers``, so the
+   DataLoader's round-robin returns them in plan order. Each batch carries ``(epoch, index)``;
+   resuming = building the same plans and starting after the last consumed ``(epoch, index)``.
 """
 
 from __future__ import annotations
@@ -123,11 +124,11 @@ def catalog_segments(reader: BankReader) -> dict[str, list]:
 
 
 class BankBatches(torch.utils.data.IterableDataset):
-    """Yields this rank's micro-batches of ``epoch`` from index ``start`` on (see module doc)."""
+    """This rank's micro-batches from ``(epoch, start)`` on, for ``epochs`` epochs (None: endless)."""
 
-    def __init__(self, spec: LoaderSpec, epoch: int, start: int = 0):
+    def __init__(self, spec: LoaderSpec, epoch: int, start: int = 0, epochs: int | None = 1):
         super().__init__()
-        self.spec, self.epoch, self.start = spec, epoch, start
+        self.spec, self.epoch, self.start, self.epochs = spec, epoch, start, epochs
         self._reader: BankReader | None = None
 
     def __getstate__(self) -> dict:  # workers open their own reader
@@ -140,23 +141,27 @@ class BankBatches(torch.utils.data.IterableDataset):
                                       storage_options=s.storage_options)
         return self._reader
 
-    def micro_batches(self) -> list[tuple[list[Item], int]]:
-        return plan(self.spec, self.epoch, catalog_segments(self.reader()))
-
-    def __len__(self) -> int:
-        return max(0, len(self.micro_batches()) - self.start)
+    def micro_batches(self, epoch: int | None = None) -> list[tuple[list[Item], int]]:
+        return plan(self.spec, self.epoch if epoch is None else epoch, catalog_segments(self.reader()))
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        mbs = self.micro_batches()
         aug = Augment.from_dict(self.spec.augment) if self.spec.augment else None
-        for j in range(self.start, len(mbs)):
-            if (j - self.start) % nw == wid:
-                items, global_items = mbs[j]
-                yield {**self.collate(j, items, aug), "global_items": global_items}
+        k, e = 0, self.epoch
+        while self.epochs is None or e < self.epoch + self.epochs:
+            mbs = self.micro_batches(e)
+            if not mbs:
+                return
+            for j in range(self.start if e == self.epoch else 0, len(mbs)):
+                if k % nw == wid:
+                    items, global_items = mbs[j]
+                    yield {**self.collate(e, j, items, aug), "global_items": global_items,
+                           "epoch_batches": len(mbs)}
+                k += 1
+            e += 1
 
-    def collate(self, j: int, items: list[Item], aug: Augment | None) -> dict:
+    def collate(self, epoch: int, j: int, items: list[Item], aug: Augment | None) -> dict:
         r = self.reader()
         datas = [r.read(it.shard, it.index, None if self.spec.full_audio else (it.start, it.num)) for it in items]
         if self.spec.full_audio:
@@ -168,9 +173,9 @@ class BankBatches(torch.utils.data.IterableDataset):
         for b, (w, it) in enumerate(zip(waves, items, strict=True)):
             x = torch.from_numpy(w.astype(np.float32) / 32768.0)
             if aug is not None:
-                x = aug(x, np.random.default_rng([self.spec.seed, self.epoch, it.uid, 11]))
+                x = aug(x, np.random.default_rng([self.spec.seed, epoch, it.uid, 11]))
             wave[b, : len(x)] = x
-        out = {"index": j, "wave": wave, "lengths": lengths, "domains": [it.domain for it in items],
+        out = {"epoch": epoch, "index": j, "wave": wave, "lengths": lengths, "domains": [it.domain for it in items],
                "ids": [d.segment.id for d in datas], "targets": {}, "target_lengths": {}, "present": {}}
         if self.spec.full_audio:
             full = [d.audio for d in datas]
@@ -200,8 +205,9 @@ def stack_teacher(datas, name: str, layers: list[int]):
     return feats, tl, present
 
 
-def make_loader(spec: LoaderSpec, epoch: int, start: int, num_workers: int, prefetch: int, pin: bool):
-    ds = BankBatches(spec, epoch, start)
+def make_loader(spec: LoaderSpec, epoch: int, start: int, num_workers: int, prefetch: int, pin: bool,
+                epochs: int | None = 1):
+    ds = BankBatches(spec, epoch, start, epochs)
     kw = {"prefetch_factor": prefetch, "persistent_workers": False} if num_workers > 0 else {}
     return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin, **kw)
 

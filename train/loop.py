@@ -20,7 +20,7 @@ from audistill.shards.reader import crop_hop
 
 from . import checkpoint, ddp
 from .config import RunConfig, resolved
-from .data import LoaderSpec, lcm, make_loader
+from .data import BankBatches, LoaderSpec, lcm, make_loader
 from .errors import CheckpointError, ConfigError
 from .export import student_weights
 from .heads import Heads
@@ -148,20 +148,21 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
     if d.main:
         log.write("start", step, {"params": meta["params"], "world": d.world, "device": str(device)})
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.optim.bf16 else contextlib.nullcontext()
-    it = iter(make_loader(spec, epoch, micro, cfg.data.num_workers, cfg.data.prefetch, pin))
+    if not BankBatches(spec, 0).micro_batches():
+        raise ConfigError(f"no training data: the shards {shards[:3]}... hold no segments")
+    it = iter(make_loader(spec, epoch, micro, cfg.data.num_workers, cfg.data.prefetch, pin, epochs=None))
+    times: dict[str, list[float]] = {"step": [], "wait": [], "audio": []}
     done, losses = 0, []
     t_last, wait, secs, n_steps = time.perf_counter(), 0.0, 0.0, 0
     while step < cfg.optim.max_steps and (stop_after is None or done < stop_after):
-        batches = []
+        batches, t_step = [], time.perf_counter()
         for _ in range(cfg.data.grad_accum):
             t0 = time.perf_counter()
-            try:
-                b = next(it)
-            except StopIteration:
-                epoch, micro = epoch + 1, 0
-                it = iter(make_loader(spec, epoch, 0, cfg.data.num_workers, cfg.data.prefetch, pin))
-                b = next(it)
-            wait += time.perf_counter() - t0
+            b = next(it)
+            dt_wait = time.perf_counter() - t0
+            wait += dt_wait
+            times["wait"].append(dt_wait)
+            epoch, micro = b["epoch"], b["index"] + 1
             batches.append(to_device(b, device))
         total, parts = 0.0, {}
         for a, b in enumerate(batches):
@@ -179,7 +180,9 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        step, done, micro, n_steps = step + 1, done + 1, micro + len(batches), n_steps + 1
+        step, done, n_steps = step + 1, done + 1, n_steps + 1
+        times["step"].append(time.perf_counter() - t_step)
+        times["audio"].append(sum(float(b["lengths"].sum()) for b in batches) / 16000 * d.world)
         loss_all = ddp.all_reduce_mean(total, d, device)
         losses.append(loss_all)
         if step % cfg.log.every == 0 or step == 1:
@@ -198,7 +201,8 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
             if d.main:
                 checkpoint.save(ckpt_dir, step, model, opt, sched, {"epoch": epoch, "micro": micro}, conf, meta)
     log.close()
-    return {"step": step, "losses": losses, "run_dir": str(cfg.run_dir), "rank": d.rank}
+    return {"step": step, "losses": losses, "run_dir": str(cfg.run_dir), "rank": d.rank,
+            "step_seconds": times["step"], "wait_seconds": times["wait"], "audio_seconds": times["audio"]}
 
 
 @torch.no_grad()

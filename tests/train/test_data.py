@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -55,13 +57,16 @@ def test_batches_by_seconds():
 def test_loader_workers_yield_in_plan_order_and_resume(tiny_bank):
     sp = spec(root=tiny_bank, teachers={"tspeech": [1, 4], "tmusic": [2]}, shards=("s000", "s001", "s002"),
               batch_seconds=2.5)
-    ds = BankBatches(sp, 0)
-    n = len(ds)
+    n = len(BankBatches(sp, 0).micro_batches())
     order = [b["index"] for b in make_loader(sp, 0, 0, 2, 2, False)]
     assert order == list(range(n))
     resumed = list(make_loader(sp, 0, 3, 2, 2, False))
     assert [b["index"] for b in resumed] == list(range(3, n))
     alone = list(make_loader(sp, 0, 0, 0, 2, False))
+    # an endless stream goes on into the next epoch without restarting the workers
+    stream = make_loader(sp, 0, n - 1, 2, 2, False, epochs=None)
+    two = [(b["epoch"], b["index"]) for b in itertools.islice(stream, 3)]
+    assert two == [(0, n - 1), (1, 0), (1, 1)]
     torch.testing.assert_close(resumed[0]["wave"], alone[3]["wave"])
     b = alone[0]
     assert b["wave"].shape[0] == len(b["domains"]) == b["lengths"].shape[0]
