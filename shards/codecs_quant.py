@@ -57,7 +57,7 @@ class Int8Row(Codec):
     def encode(self, x, state=None):
         self.check_input(x)
         x = x.float()
-        scale = _scale_to(x.abs().amax(dim=1, keepdim=True) / 127.0 if x.shape[0] else x.new_zeros(0, 1),
+        scale = _scale_to(x.abs().amax(dim=1, keepdim=True) * (1.0 / 127.0) if x.shape[0] else x.new_zeros(0, 1),
                           self.scale_dtype, self.name)  # (T, 1)
         q = torch.round(x / _safe(scale.float())).clamp_(-127, 127).to(torch.int8)
         return {"q": q, "scale": scale}
@@ -85,7 +85,7 @@ class Int8Channel(Codec):
         x = x.float()
         if x.shape[0] == 0:
             return {"q": x.to(torch.int8), "scale": x.new_zeros(1, x.shape[1])}
-        scale = x.abs().amax(dim=0, keepdim=True) / 127.0  # (1, D)
+        scale = x.abs().amax(dim=0, keepdim=True) * (1.0 / 127.0)  # (1, D); same op on CPU and CUDA
         q = torch.round(x / _safe(scale)).clamp_(-127, 127).to(torch.int8)
         return {"q": q, "scale": scale}
 
@@ -125,7 +125,7 @@ class Int4Group(Codec):
         t, d = x.shape
         dp = self._padded(d)
         xp = torch.nn.functional.pad(x.float(), (0, dp - d)).reshape(t, dp // self.group, self.group)
-        scale = _scale_to(xp.abs().amax(dim=2) / 7.0, "float16", self.name)  # (T, G)
+        scale = _scale_to(xp.abs().amax(dim=2) * (1.0 / 7.0), "float16", self.name)  # (T, G)
         q = torch.round(xp / _safe(scale.float())[..., None]).clamp_(-7, 7).to(torch.int16) + 8
         q = q.reshape(t, dp // 2, 2)
         packed = (q[..., 0] | (q[..., 1] << 4)).to(torch.uint8)  # (T, Dp/2)

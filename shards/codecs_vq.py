@@ -113,8 +113,9 @@ class MultiVQ(Codec):
     def _state(self, state, dim: int, device):
         if not state or "codebooks" not in state:
             raise CodecError("codec mvq: encode needs the fitted state (codebooks, mean, dim)")
-        if int(np.asarray(state["dim"]).reshape(-1)[0]) != dim:
-            raise CodecError(f"codec mvq: state fitted for dim {int(state['dim'][0])}, features have dim {dim}")
+        fitted = int(torch.as_tensor(state["dim"]).reshape(-1)[0])  # numpy, CPU or CUDA state
+        if fitted != dim:
+            raise CodecError(f"codec mvq: state fitted for dim {fitted}, features have dim {dim}")
         cb = torch.as_tensor(state["codebooks"], dtype=torch.float32, device=device)
         if cb.shape[0] != self.codebooks:
             raise CodecError(f"codec mvq: state has {cb.shape[0]} codebooks, codec has {self.codebooks}")

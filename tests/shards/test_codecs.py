@@ -239,4 +239,6 @@ def test_encode_on_cuda_matches_cpu(feats):
         cpu = codec.encode(x, state_t)
         gpu = codec.encode(x.cuda(), {k: v.cuda() for k, v in state_t.items()})
         for k in cpu:
-            assert torch.equal(cpu[k], gpu[k].cpu()) or name == "mvq", (name, k)
+            same = (cpu[k] == gpu[k].cpu()).float().mean().item()
+            # mvq's frame norm is a float reduction (order differs on CUDA); all else is bit-exact
+            assert same == 1.0 or (name == "mvq" and k == "norm" and same > 0.99), (name, k, same)
