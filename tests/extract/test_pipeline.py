@@ -1,0 +1,165 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import write_wav
+
+from audistill.extract.errors import ExtractError, TooManyFailures
+from audistill.extract.run import ExtractConfig, check_failures, dry_run, extract
+from audistill.extract.spec import TeacherSpec
+from audistill.extract.teachers import Teacher, load_teacher
+from audistill.shards.bank import Bank
+from audistill.shards.reader import BankReader
+from audistill.shards.verify import verify_bank
+
+DOMAINS = {"speech": "speech", "music": "music"}
+
+
+def _cfg(**kw):
+    base = dict(max_seconds=2.0, shard_seconds=5.0, domain_map=DOMAINS, loader_workers=0, batch_seconds=8.0)
+    return ExtractConfig(**{**base, **kw})
+
+
+def _specs(tiny_dir):
+    return [TeacherSpec(name="wavlm", source=str(tiny_dir("wavlm")), layers="sparse:2", domains=("speech",),
+                        home_domain="speech", codec="float32"),
+            TeacherSpec(name="hubert", source=str(tiny_dir("hubert")), layers=[0, 3], codec="float16")]
+
+
+@pytest.mark.parametrize("layout", ["zarr", "webdataset"])
+def test_bank_features_equal_direct_extraction(tiny_dir, corpus, tmp_path, layout):
+    specs = _specs(tiny_dir)
+    s = extract([str(corpus)], specs, str(tmp_path / "bank"), _cfg(layout=layout, loader_workers=2))
+    assert s.failed == 0 and s.segments_written == s.segments_planned > 6 and s.shards_run > 1
+    assert verify_bank(str(tmp_path / "bank")).ok
+    bank = Bank.open(str(tmp_path / "bank"))
+    assert bank.catalog.teachers["wavlm"].domains == ["speech"] and bank.catalog.teachers["hubert"].domains == []
+    teachers = {sp.name: load_teacher(sp) for sp in specs}
+    reader = BankReader(bank)
+    seen = 0
+    for sd in reader:
+        seen += 1
+        seg = sd.segment
+        assert sd.audio.dtype == np.int16 and len(sd.audio) == seg.num_samples
+        wave, _ = _reference_audio(seg, corpus)
+        assert np.abs(sd.audio / 32767 - wave).max() < 1e-4
+        assert ("wavlm" in sd.features) == (seg.domain == "speech")  # domain-aware skipping
+        for name, feats in sd.features.items():
+            t = teachers[name]
+            ref, flen = t.extract(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+            tol = 1e-4 if name == "wavlm" else 2e-3
+            for layer, x in feats.items():
+                np.testing.assert_allclose(x, ref[layer][0, : int(flen[0])].numpy(), atol=tol, rtol=tol)
+    assert seen == s.segments_written
+
+
+def _reference_audio(seg, corpus):
+    """The segment decoded by hand: soundfile, mono, resampled with torchaudio."""
+    import torchaudio
+
+    path = corpus / seg.source.split("/", 1)[1]
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    x = x.mean(1)
+    first = int(round(seg.start * sr))
+    x = x[first: None if seg.end is None else int(round(seg.end * sr))]
+    if sr != 16000:
+        x = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x)), sr, 16000).numpy()
+    return x, sr
+
+
+def test_rerun_skips_committed_shards(tiny_dir, corpus, tmp_path):
+    specs = _specs(tiny_dir)[:1]
+    a = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg())
+    before = json.loads((tmp_path / "b" / "bank.json").read_text())["shards"]
+    b = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg())
+    assert a.shards_run == b.shards_skipped > 0 and b.shards_run == 0
+    assert json.loads((tmp_path / "b" / "bank.json").read_text())["shards"] == before
+
+
+def test_corrupt_inputs_are_recorded_and_the_run_goes_on(tiny_dir, tmp_path):
+    c = tmp_path / "c" / "speech"
+    write_wav(c / "good1.wav", 1.0)
+    write_wav(c / "good2.wav", 1.5, seed=3)
+    (c / "garbage.wav").write_bytes(b"RIFF\x00\x00 this is not audio")
+    (c / "empty.flac").write_bytes(b"")
+    sf.write(c / "zero.wav", np.zeros(0, np.float32), 16000)
+    write_wav(c / "tiny.wav", 0.01)
+    nan = np.full(16000, 0.1, np.float32)
+    nan[100] = np.nan
+    sf.write(c / "nan.wav", nan, 16000, subtype="FLOAT")
+    truncated = (c / "good2.wav").read_bytes()
+    (c / "truncated.wav").write_bytes(truncated[:60])
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "missing", "path": str(tmp_path / "gone.wav"), "domain": "speech"}) + "\n")
+    s = extract([str(tmp_path / "c"), str(manifest)], _specs(tiny_dir)[:1], str(tmp_path / "bank"),
+                _cfg(domain="speech"))
+    assert s.segments_written == 2
+    reasons = {e["file"].rsplit("/", 1)[-1]: e["reason"] for e in map(json.loads, (tmp_path / "bank" / "errors.jsonl").open())}
+    assert set(reasons) == {"garbage.wav", "empty.flac", "zero.wav", "tiny.wav", "nan.wav", "truncated.wav", "gone.wav"}
+    assert "NaN" in reasons["nan.wav"] and "too short" in reasons["tiny.wav"] and reasons["gone.wav"] == "file not found"
+    assert "empty" in reasons["zero.wav"]
+    assert s.failed == 7 and s.failed_fraction == 7 / 9
+    with pytest.raises(TooManyFailures):
+        check_failures(s, 0.01)
+    assert verify_bank(str(tmp_path / "bank")).ok
+
+
+class _NaNTeacher(Teacher):
+    """Returns NaN for segments shorter than a second (a teacher that blows up on some inputs)."""
+
+    def __init__(self, spec):
+        super()._setup(spec, "cpu", torch.nn.Linear(1, 4), 50.0, 4, 2)
+
+    def _native_frames(self, n):
+        return max(1, n // 320)
+
+    def _forward(self, wave, lengths):
+        t = max(self._native_frames(int(n)) for n in lengths)
+        x = torch.ones(wave.shape[0], t, 4)
+        for b, n in enumerate(lengths):
+            if n < 16000:
+                x[b, 0, 0] = float("nan")
+        return {k: x for k in self.layers}
+
+
+def test_nan_teacher_outputs_are_recorded_never_stored(tmp_path, monkeypatch):
+    import audistill.extract.run as run_mod
+
+    write_wav(tmp_path / "c" / "short.wav", 0.5)
+    write_wav(tmp_path / "c" / "long.wav", 1.5)
+    monkeypatch.setattr(run_mod, "load_teacher", lambda spec, device: _NaNTeacher(spec))
+    spec = TeacherSpec(name="nanny", source="test", layers="all")
+    s = extract([str(tmp_path / "c")], [spec], str(tmp_path / "bank"), _cfg())
+    assert s.segments_written == 2 and s.teachers["nanny"].segments == 1
+    got = {sd.segment.source.rsplit("/", 1)[-1]: sorted(sd.features) for sd in BankReader(str(tmp_path / "bank"))}
+    assert got == {"short.wav": [], "long.wav": ["nanny"]}
+    (err,) = [json.loads(x) for x in (tmp_path / "bank" / "errors.jsonl").open()]
+    assert "NaN" in err["reason"] and "nanny" in err["reason"]
+
+
+def test_another_revision_is_refused_and_nothing_written(tiny_dir, corpus, tmp_path):
+    from tiny_models import make_tiny
+
+    spec = _specs(tiny_dir)[0]
+    extract([str(corpus)], [spec], str(tmp_path / "bank"), _cfg())
+    before = (tmp_path / "bank" / "bank.json").read_bytes()
+    other = make_tiny("wavlm", tmp_path / "other", seed=7)
+    with pytest.raises(ExtractError, match="refusing"):
+        extract([str(corpus)], [TeacherSpec(**{**spec.__dict__, "source": str(other)})], str(tmp_path / "bank"),
+                _cfg(shard_seconds=3.0))
+    assert (tmp_path / "bank" / "bank.json").read_bytes() == before
+
+
+def test_dry_run_plans_without_loading_weights(tiny_dir, corpus, tmp_path, monkeypatch):
+    import audistill.extract.run as run_mod
+
+    monkeypatch.setattr(run_mod, "load_teacher", None)  # would fail if called
+    plan = dry_run([str(corpus)], _specs(tiny_dir), _cfg())
+    assert plan["shards"] > 1 and set(plan["hours_per_domain"]) == {"speech", "music"}
+    w, h = plan["teachers"]["wavlm"], plan["teachers"]["hubert"]
+    assert w["seconds"] == pytest.approx(plan["hours_per_domain"]["speech"] * 3600)
+    assert h["bits_per_value"] == 16.0 and w["bits_per_value"] == 32.0 and w["layers"] == [1, 3]
+    assert h["bytes"] == pytest.approx(h["frames"] * 32 * 2 * 2)
+    assert not (tmp_path / "bank").exists()
