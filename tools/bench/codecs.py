@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -254,7 +255,7 @@ def _parse_codec(spec: str | tuple[str, dict]) -> Codec:
 
 
 def run_codec_bench(features: dict[str, np.ndarray], codecs: list | tuple = DEFAULT_CODECS, *,
-                    segment_frames: int = 150, fit_fraction: float = 0.5, fit_frames: int = 8000,
+                    segment_frames: int = 500, fit_fraction: float = 0.5, fit_frames: int = 8000,
                     repeats: int = 3, baselines: bool = True, target: Target = Target()) -> dict:
     """Measure every codec (and the baselines) on ``features``; returns one JSON-able dict.
 
@@ -293,6 +294,9 @@ def run_codec_bench(features: dict[str, np.ndarray], codecs: list | tuple = DEFA
              and r["bits"] < lil["bits"] and r["rel_l2"] < lil["rel_l2"]]
     return {
         "layers": {k: list(v.shape) for k, v in features.items()},
+        # other processes on the machine slow the speeds down; the load says how busy it was
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "cpu_count": os.cpu_count(),
         "held_out_values": int(sum(sum(s.size for s in segs) for _, segs in layers.values())),
         "segment_frames": segment_frames,
         "target": asdict(target),
@@ -312,7 +316,8 @@ def _table(report: dict):
     tg = report["target"]
     table = Table(title=f"codecs on {report.get('source', '?')} features, {report['held_out_values']:,} held-out values, "
                         f"segments of {report['segment_frames']} frames; target: <= {tg['bits']} bits, "
-                        f"rel L2 <= {tg['rel_l2']}, decode >= {tg['decode_mvps']:.0f} M/s (one core)")
+                        f"rel L2 <= {tg['rel_l2']}, decode >= {tg['decode_mvps']:.0f} M/s (one core); "
+                        f"load {report.get('load_avg_1min') or 0:.1f} on {report.get('cpu_count')} cores")
     for col in ("codec", "bits/value", "rel L2", "chan err", "cosine", "enc M/s", "dec M/s", "target"):
         table.add_column(col, justify="left" if col == "codec" else "right")
 
@@ -336,7 +341,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Option("auto", "--source", help="real | synthetic | auto (real when installed)."),
         max_frames: int = typer.Option(20000, "--max-frames", help="Frames per layer (half fit, half measured)."),
         codecs: str = typer.Option(",".join(DEFAULT_CODECS), "--codecs", help="Comma-separated codec names."),
-        segment_frames: int = typer.Option(150, "--segment-frames", help="Frames per stored segment."),
+        segment_frames: int = typer.Option(500, "--segment-frames", help="Frames per stored segment (500 = 10 s at 50 Hz)."),
         repeats: int = typer.Option(3, "--repeats", help="Timing repeats (best is kept)."),
         require_target: bool = typer.Option(False, "--require-target",
                                             help="Exit 1 unless some codec meets the target."),
