@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .audio import load_segment
+from .audio import load_segment, to_int16
 from .errors import AudioError
 from .plan import ShardPlan
 
@@ -53,12 +53,24 @@ def pad_batch(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class Decoded:
-    """One decoded batch: positions in the run's shard list and shard, waves, failures."""
+    """One decoded batch, padded in the worker: positions in the run's shard list and shard."""
 
     shard: int
-    indices: list[int]
-    waves: dict[int, np.ndarray]  # shard index -> float32 16 kHz audio
+    indices: list[int]  # every shard index of the batch (decoded or failed)
+    ok: list[int]  # shard indices that decoded, in the order of ``wave``'s rows
+    wave: torch.Tensor | None  # (B, N) float32 16 kHz, zero-padded
+    lengths: torch.Tensor | None  # (B,)
+    audio: dict[int, np.ndarray]  # shard index -> int16 audio (what the bank stores)
     failures: dict[int, str]  # shard index -> reason
+
+    def pin_memory(self) -> Decoded:
+        if self.wave is not None:
+            self.wave = self.wave.pin_memory()
+        return self
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.lengths is None else float(self.lengths.sum()) / 16000
 
 
 class _BatchDataset(Dataset):
@@ -78,7 +90,9 @@ class _BatchDataset(Dataset):
                 waves[i] = load_segment(ref.path, ref.member, ref.start, ref.end, self.min_samples, self.so)
             except AudioError as e:
                 fails[i] = str(e)
-        return Decoded(si, idx, waves, fails)
+        ok = [i for i in idx if i in waves]
+        wave, lengths = pad_batch([waves[i] for i in ok]) if ok else (None, None)
+        return Decoded(si, idx, ok, wave, lengths, {i: to_int16(waves[i]) for i in ok}, fails)
 
 
 def _identity(x):
@@ -86,7 +100,7 @@ def _identity(x):
 
 
 def decoded_batches(shards: list[ShardPlan], batch_samples: int, max_batch: int, min_samples: int,
-                    workers: int, storage_options: dict | None = None):
+                    workers: int, storage_options: dict | None = None, pin_memory: bool = False):
     """Yield :class:`Decoded` batches of every shard, in shard order, decoded ``workers`` ahead."""
     work = []
     for si, sh in enumerate(shards):
@@ -97,5 +111,5 @@ def decoded_batches(shards: list[ShardPlan], batch_samples: int, max_batch: int,
         yield from (ds[k] for k in range(len(ds)))
         return
     loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
-                        prefetch_factor=4, multiprocessing_context="fork")
+                        prefetch_factor=4, multiprocessing_context="fork", pin_memory=pin_memory)
     yield from loader

@@ -8,6 +8,7 @@ memory is bounded by the shard size, not by the corpus.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,10 +18,10 @@ import numpy as np
 import torch
 
 from audistill.shards.bank import Bank
+from audistill.shards.catalog import ShardRecord
 from audistill.shards.codecs import Codec
 
-from .audio import to_int16
-from .batching import Decoded, decoded_batches, equal_length_groups, pad_batch
+from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
 from .corpus import error_record
 from .encode import device_state, encode_batch, nonfinite_items
 from .plan import ShardPlan
@@ -38,6 +39,7 @@ class RunOptions:
     loader_workers: int = 2
     min_seconds: float = 0.1
     storage_options: dict | None = None
+    writers: int = 2  # shards compressed and written at the same time
 
 
 @dataclass
@@ -122,13 +124,12 @@ def _process(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: d
         st.failed[i] = reason
         ref = st.plan.segments[i]
         st.result.errors.append(error_record(ref.id, ref.source if ref.member else ref.path, reason))
-    ok = [i for i in batch.indices if i in batch.waves]
+    ok = batch.ok
     if not ok:
         return
-    wave, lengths = pad_batch([batch.waves[i] for i in ok])  # (B, N), (B,)
-    wave = wave.to(device, non_blocking=True)
+    wave, lengths = batch.wave.to(device, non_blocking=True), batch.lengths  # (B, N), (B,)
     for i in ok:
-        st.audio[i] = to_int16(batch.waves[i])
+        st.audio[i] = batch.audio[i]
         st.feats[i] = {}
     for t in teachers:
         pos = [b for b, i in enumerate(ok) if t.spec.runs_on(st.plan.segments[i].domain)]
@@ -154,20 +155,23 @@ def _process(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: d
         tot.values += frames * t.dim * len(t.layers)
 
 
-def write_shard(bank: Bank, st: _ShardState, teachers: list[Teacher], update_catalog: bool) -> ShardResult:
-    """Write one computed shard (every segment that decoded, in plan order) and commit it."""
+def write_shard(bank: Bank, st: _ShardState, teachers: list[Teacher]) -> tuple[ShardResult, ShardRecord]:
+    """Write one computed shard (every segment that decoded, in plan order) and commit it.
+
+    Runs in a writer thread, so it never touches the catalog (the caller adds the record).
+    """
     res = st.result
-    with bank.write_shard(st.plan.name, teachers=[t.name for t in teachers], update_catalog=update_catalog) as w:
+    with bank.write_shard(st.plan.name, teachers=[t.name for t in teachers], update_catalog=False) as w:
         for i, ref in enumerate(st.plan.segments):
             if i in st.audio:
                 audio = st.audio[i]
                 w.add(ref.segment(len(audio)), audio, st.feats[i])
                 res.segments += 1
                 res.seconds += len(audio) / 16000
-    rec = bank.last_record
+    rec = ShardRecord.from_json(json.loads(bank.fs.read_bytes(f"commits/{st.plan.name}.json")))
     for t in teachers:
         res.teachers[t.name].bytes = field_bytes(rec, t.name)
-    return res
+    return res, rec
 
 
 def field_bytes(record, field_name: str) -> int:
@@ -193,28 +197,32 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
               for t in teachers}
     batch_samples = int(opts.batch_seconds * 16000)
     min_samples = int(opts.min_seconds * 16000)
-    live: dict[int, _ShardState] = {}
+    live = {si: _ShardState(sh, teachers) for si, sh in enumerate(shards)}
+    for si, sh in enumerate(shards):
+        live[si].batches_left = len(make_batches([s.num_samples for s in sh.segments], batch_samples, opts.max_batch))
     results: list[ShardResult] = []
-    pending: Future | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as pool:
-        for si, sh in enumerate(shards):
-            live[si] = _ShardState(sh, teachers)
-        from .batching import make_batches
+    pending: list[Future] = []
+    batches = decoded_batches(shards, batch_samples, opts.max_batch, min_samples, opts.loader_workers,
+                              opts.storage_options, pin_memory=device.type == "cuda")
 
-        for si, sh in enumerate(shards):
-            live[si].batches_left = len(make_batches([s.num_samples for s in sh.segments], batch_samples,
-                                                     opts.max_batch))
-        for batch in decoded_batches(shards, batch_samples, opts.max_batch, min_samples, opts.loader_workers,
-                                     opts.storage_options):
+    def done(fut: Future) -> None:
+        res, rec = fut.result()
+        results.append(res)
+        if update_catalog:  # only this thread writes the catalog
+            bank.catalog.shards[rec.name] = rec
+            bank.save_catalog()
+
+    with ThreadPoolExecutor(max_workers=opts.writers, thread_name_prefix="shard-writer") as pool:
+        for batch in batches:
             st = live[batch.shard]
             _process(batch, st, teachers, codecs, states, device)
             st.batches_left -= 1
             if progress is not None:
-                progress(len(batch.indices), sum(len(w) for w in batch.waves.values()) / 16000)
+                progress(len(batch.indices), batch.seconds)
             if st.batches_left == 0:
-                if pending is not None:
-                    results.append(pending.result())  # at most one shard in the writer
-                pending = pool.submit(write_shard, bank, live.pop(batch.shard), teachers, update_catalog)
-        if pending is not None:
-            results.append(pending.result())
+                while len(pending) >= opts.writers:  # bounded memory: at most `writers` shards queued
+                    done(pending.pop(0))
+                pending.append(pool.submit(write_shard, bank, live.pop(batch.shard), teachers))
+        while pending:
+            done(pending.pop(0))
     return results

@@ -38,6 +38,7 @@ class ExtractConfig:
     batch_seconds: float = 200.0
     max_batch: int = 64
     loader_workers: int = 2
+    writers: int = 2
     max_failed: float = 0.01
     domain: str = "unknown"
     domain_map: dict = field(default_factory=dict)
@@ -61,14 +62,14 @@ class ExtractConfig:
             errs.append("max_failed is a fraction in [0, 1]")
         if self.num_workers < 1 or not 0 <= self.worker_index < self.num_workers:
             errs.append(f"need 0 <= worker_index < num_workers (got {self.worker_index} of {self.num_workers})")
-        if self.max_batch < 1 or self.loader_workers < 0 or self.shard_segments < 1:
-            errs.append("max_batch and shard_segments must be >= 1, loader_workers >= 0")
+        if self.max_batch < 1 or self.loader_workers < 0 or self.shard_segments < 1 or self.writers < 1:
+            errs.append("max_batch, shard_segments and writers must be >= 1, loader_workers >= 0")
         if errs:
             raise ExtractError("bad extraction settings: " + "; ".join(errs))
 
     def run_options(self) -> RunOptions:
         return RunOptions(self.batch_seconds, self.max_batch, self.loader_workers, self.min_seconds,
-                          self.storage_options)
+                          self.storage_options, self.writers)
 
 
 @dataclass
@@ -82,6 +83,7 @@ class RunSummary:
     seconds: float = 0.0
     failed: int = 0
     wall_s: float = 0.0
+    run_s: float = 0.0  # computing and writing shards (no planning, no model loading)
     teachers: dict[str, TeacherTotals] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
 
@@ -217,12 +219,14 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     progress: Progress | None = None
     if progress_factory is not None:
         progress = progress_factory(sum(len(s.segments) for s in todo), sum(s.seconds for s in todo))
+    t_run = time.perf_counter()
     try:
         results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress)
     finally:
         stop = getattr(progress, "stop", None)
         if stop is not None:
             stop()
+    summary.run_s = time.perf_counter() - t_run
     errors = (plan_errors if single else []) + [e for r in results for e in r.errors]
     append_errors(bank, errors)
     summarize(summary, results, errors, t0)

@@ -87,6 +87,7 @@ def extract_cmd(
     shard_hours: Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")] = 1.0,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch (s).")] = 200.0,
     loader_workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
+    writers: Annotated[int, typer.Option("--writers", help="Shards compressed and written at once.")] = 2,
     max_failed: Annotated[float, typer.Option("--max-failed", help="Failed fraction above which the run exits 1.")] = 0.01,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Slices of the plan (SLURM arrays).")] = 1,
     worker_index: Annotated[int, typer.Option("--worker-index", help="This process's slice.")] = 0,
@@ -106,7 +107,7 @@ def extract_cmd(
     console = Console(stderr=as_json)
     specs = load_teacher_specs(teachers)
     cfg = ExtractConfig(layout=layout, device=device, max_seconds=max_seconds, shard_seconds=shard_hours * 3600,
-                        batch_seconds=batch_seconds, loader_workers=loader_workers, max_failed=max_failed,
+                        batch_seconds=batch_seconds, loader_workers=loader_workers, writers=writers, max_failed=max_failed,
                         domain=domain, domain_map=_domain_map(domain_map), dataset=dataset,
                         num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code)
     if dry_run:

@@ -1,0 +1,269 @@
+"""`audistill tools bench-extract`: extraction throughput against its two baselines, in one run.
+
+On the same audio and the same model:
+
+(a) bare teacher forward on pre-decoded, pre-batched audio already on the device;
+(b) the full extraction (``audistill extract``'s library call: plan, decode in workers, forward,
+    encode on device, compress, write, commit), timed from the first shard to the last commit;
+(c) a naive loop in the style of fairseq's ``dump_hubert_feature.py``: one utterance at a time,
+    float32, one ``.npy`` per layer and utterance.
+
+Reports audio-seconds per second for each, (b)/(a) and (b)/(c) against the targets
+(b >= 0.85 (a), b >= 3 (c); the targets are GPU targets) and the extractor's peak RSS on a
+corpus and on one 10x larger (separate processes). Random weights give the same speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+MODELS = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128,
+                 conv_dim=(32, 32, 32), conv_stride=(5, 4, 16), conv_kernel=(10, 8, 16),
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4),
+    "wavlm-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "wavlm-large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+}
+
+
+def make_model(name: str, out: Path) -> Path:
+    """A WavLM-shaped model with random weights, saved like a hub checkpoint."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    torch.manual_seed(0)
+    cfg = WavLMConfig(**MODELS[name], feat_extract_norm="layer", do_stable_layer_norm=True)
+    WavLMModel(cfg).save_pretrained(out)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(out)
+    return out
+
+
+def make_corpus(out: Path, minutes: float, seed: int = 0) -> list[Path]:
+    """16 kHz int16 WAV files of 2-20 s (seeded) adding up to ``minutes``."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    files, total, i = [], 0.0, 0
+    while total < minutes * 60:
+        sec = float(rng.uniform(2.0, 20.0))
+        x = (rng.standard_normal(int(sec * 16000)) * 0.1).astype(np.float32)
+        f = out / f"clip{i:05d}.wav"
+        sf.write(f, x, 16000, subtype="PCM_16")
+        files.append(f)
+        total += sec
+        i += 1
+    return files
+
+
+def _spec(model_dir: Path, dtype: str, layers: str, codec: str):
+    from audistill.extract.spec import TeacherSpec
+
+    return TeacherSpec(name="wavlm", source=str(model_dir), layers=layers, dtype=dtype, codec=codec)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bare_forward(spec, files: list[Path], device: str, batch_seconds: float, max_batch: int) -> float:
+    """(a): audio-seconds per second of the teacher alone on batches already on the device."""
+    import soundfile as sf
+
+    from audistill.extract.batching import make_batches, pad_batch
+    from audistill.extract.teachers import load_teacher
+
+    t = load_teacher(spec, device)
+    waves = [sf.read(f, dtype="float32")[0] for f in files]
+    batches = []
+    for idx in make_batches([len(w) for w in waves], int(batch_seconds * 16000), max_batch):
+        wave, lengths = pad_batch([waves[i] for i in idx])
+        batches.append((wave.to(device), lengths))
+    t.extract(*batches[0])  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    for wave, lengths in batches:
+        t.extract(wave, lengths)
+    _sync(device)
+    return sum(len(w) for w in waves) / 16000 / (time.perf_counter() - t0)
+
+
+def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: float, workers: int,
+                 shard_seconds: float = 120.0) -> dict:
+    """(b): the extraction library call behind ``audistill extract`` (small shards, so the last
+    shard's write - not overlapped with compute - is a small part of a short benchmark)."""
+    from audistill.extract.run import ExtractConfig, extract
+
+    cfg = ExtractConfig(device=device, batch_seconds=batch_seconds, loader_workers=workers,
+                        shard_seconds=shard_seconds)
+    s = extract([str(corpus)], [spec], str(bank), cfg)
+    tot = s.teachers["wavlm"]
+    return {"sps": s.seconds / s.run_s, "sps_with_startup": s.seconds / s.wall_s, "seconds": s.seconds,
+            "bytes": tot.bytes, "bits_per_value": 8 * tot.bytes / max(1, tot.values), "failed": s.failed}
+
+
+def naive_loop(spec, files: list[Path], out: Path, device: str, max_seconds: float) -> float:
+    """(c): one utterance at a time, float32, one .npy per layer (fairseq dump_hubert_feature style)."""
+    import soundfile as sf
+    import torch
+
+    from audistill.extract.spec import TeacherSpec
+    from audistill.extract.teachers import load_teacher
+
+    t = load_teacher(TeacherSpec(**{**spec.__dict__, "dtype": "fp32"}), device)
+    out.mkdir(parents=True, exist_ok=True)
+    done = 0.0
+    t0 = time.perf_counter()
+    for i, f in enumerate(files):
+        x, _ = sf.read(f, dtype="float32")
+        wave = torch.from_numpy(x)[None].to(device)
+        feats, flen = t.extract(wave, torch.tensor([len(x)]))
+        for layer, h in feats.items():
+            np.save(out / f"{i:05d}_L{layer:02d}.npy", h[0, : int(flen[0])].float().cpu().numpy())
+        done += len(x) / 16000
+        if done >= max_seconds:
+            break
+    return done / (time.perf_counter() - t0)
+
+
+def rss_child(model_dir: str, corpus: str, bank: str, device: str, dtype: str, layers: str, codec: str,
+              batch_seconds: float, workers: int) -> None:
+    """Run one extraction and print its peak RSS (this process and its decode workers), in MB."""
+    s = full_extract(_spec(Path(model_dir), dtype, layers, codec), Path(corpus), Path(bank), device,
+                     batch_seconds, workers)
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": me, "peak_worker_rss_mb": kids, "seconds": s["seconds"]}))
+
+
+def _rss(model_dir: Path, corpus: Path, bank: Path, args: dict) -> dict:
+    code = (f"from audistill.tools.bench.extract import rss_child; rss_child({str(model_dir)!r}, {str(corpus)!r}, "
+            f"{str(bank)!r}, **{args!r})")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"RSS run failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _rss_corpora(files: list[Path], root: Path, minutes: float) -> tuple[Path, Path]:
+    """A base corpus of about ``minutes`` and one 10x larger (links to the same files, new names)."""
+    base, big = root / "rss_base", root / "rss_big"
+    total, chosen = 0.0, []
+    for f in files:
+        if total >= minutes * 60:
+            break
+        chosen.append(f)
+        total += os.path.getsize(f) / 32000
+    for k in range(10):
+        for f in chosen:
+            for d in ([base] if k == 0 else []) + [big / f"copy{k}"]:
+                d.mkdir(parents=True, exist_ok=True)
+                (d / f.name).symlink_to(f)
+    return base, big
+
+
+def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", minutes: float = 2.0,
+              layers: str = "sparse:4", codec: str = "float16", batch_seconds: float = 200.0, max_batch: int = 64,
+              workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5, rss: bool = True) -> dict:
+    import torch
+
+    from audistill.extract.run import resolve_device
+
+    device = resolve_device(device)
+    with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        model_dir = make_model(model, tmp / "model")
+        files = make_corpus(tmp / "corpus", minutes)
+        setup_s = time.perf_counter() - t0
+        spec = _spec(model_dir, dtype, layers, codec)
+        a = bare_forward(spec, files, device, batch_seconds, max_batch)
+        b = full_extract(spec, tmp / "corpus", tmp / "bank", device, batch_seconds, workers)
+        c = naive_loop(spec, files, tmp / "naive", device, naive_minutes * 60)
+        out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+               "model": model, "dtype": dtype if device.startswith("cuda") else "fp32", "layers": layers,
+               "codec": codec, "audio_seconds": b["seconds"], "batch_seconds": batch_seconds,
+               "loader_workers": workers, "setup_s": setup_s,
+               "a_bare_forward_sps": a, "b_extract_sps": b["sps"], "b_extract_sps_with_startup": b["sps_with_startup"],
+               "c_naive_sps": c, "b_over_a": b["sps"] / a, "b_over_c": b["sps"] / c,
+               "bits_per_value": b["bits_per_value"], "failed": b["failed"],
+               "audio_hours_per_device_hour": b["sps"]}
+        out["target_b_ge_0.85a"] = out["b_over_a"] >= 0.85
+        out["target_b_ge_3c"] = out["b_over_c"] >= 3.0
+        if rss:
+            base, big = _rss_corpora(files, tmp, rss_minutes)
+            args = dict(device=device, dtype=dtype, layers=layers, codec=codec, batch_seconds=batch_seconds,
+                        workers=workers)
+            out["rss_base"] = _rss(model_dir, base, tmp / "rss_bank1", args)
+            out["rss_10x"] = _rss(model_dir, big, tmp / "rss_bank2", args)
+    return out
+
+
+def _table(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"bench-extract: {r['model']} on {r['gpu'] or r['device']} ({r['dtype']}, layers {r['layers']}, "
+                    f"codec {r['codec']}), {r['audio_seconds'] / 60:.1f} min of audio")
+    for col in ("path", "audio s / s", "vs (b)", "target", "met"):
+        t.add_column(col)
+    t.add_row("(a) bare forward", f"{r['a_bare_forward_sps']:.1f}", f"(b)/(a) = {r['b_over_a']:.2f}", ">= 0.85",
+              "yes" if r["target_b_ge_0.85a"] else "NO")
+    t.add_row("(b) audistill extract", f"{r['b_extract_sps']:.1f}",
+              f"with startup {r['b_extract_sps_with_startup']:.1f}", "", "")
+    t.add_row("(c) naive loop", f"{r['c_naive_sps']:.1f}", f"(b)/(c) = {r['b_over_c']:.2f}", ">= 3",
+              "yes" if r["target_b_ge_3c"] else "NO")
+    Console().print(t)
+    print(f"audio hours per device hour: {r['audio_hours_per_device_hour']:.0f}; "
+          f"bits/value stored: {r['bits_per_value']:.2f}")
+    if "rss_base" in r:
+        print(f"peak RSS: {r['rss_base']['seconds'] / 60:.1f} min corpus {r['rss_base']['peak_rss_mb']:.0f} MB "
+              f"(workers {r['rss_base']['peak_worker_rss_mb']:.0f} MB); 10x corpus {r['rss_10x']['peak_rss_mb']:.0f} MB "
+              f"(workers {r['rss_10x']['peak_worker_rss_mb']:.0f} MB)")
+    if not r["device"].startswith("cuda"):
+        print("note: the targets are GPU targets; this is a CPU run")
+
+
+def bench_extract(
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    model: Annotated[str, typer.Option("--model", help="tiny | wavlm-base | wavlm-large (random weights).")] = "tiny",
+    dtype: Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp32 (GPU; CPU runs fp32).")] = "bf16",
+    minutes: Annotated[float, typer.Option("--minutes", help="Minutes of audio in the corpus.")] = 2.0,
+    layers: Annotated[str, typer.Option("--layers", help="Kept layers: all, sparse:K.")] = "sparse:4",
+    codec: Annotated[str, typer.Option("--codec", help="Stored codec.")] = "float16",
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch.")] = 200.0,
+    workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
+    naive_minutes: Annotated[float, typer.Option("--naive-minutes", help="Audio for the naive loop.")] = 1.0,
+    rss_minutes: Annotated[float, typer.Option("--rss-minutes", help="Base corpus of the RSS check (0: skip).")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a target is missed.")] = False,
+) -> None:
+    """Extraction throughput: bare forward vs full extract vs naive loop, and peak RSS."""
+    if model not in MODELS:
+        raise typer.BadParameter(f"--model must be one of {sorted(MODELS)}")
+    r = run_bench(device, model, dtype, minutes, layers, codec, batch_seconds, 64, workers, naive_minutes,
+                  rss_minutes, rss=rss_minutes > 0)
+    if as_json:
+        print(json.dumps(r))
+    else:
+        _table(r)
+    if strict and not (r["target_b_ge_0.85a"] and r["target_b_ge_3c"]):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench-extract")(bench_extract)
