@@ -35,7 +35,8 @@ def _kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     centers = [x[ar, first]]  # each (C, S)
     best = ((x - centers[0][:, None]) ** 2).sum(-1)  # (C, N)
     for _ in range(1, k):
-        weights = best + 1e-12 if bool((best.sum(1) > 0).all()) else best + 1.0
+        # a codebook whose points all sit on chosen centers (constant data) samples uniformly
+        weights = torch.where(best.sum(1, keepdim=True) > 0, best, torch.ones_like(best))
         pick = torch.multinomial(weights, 1, generator=gen)[:, 0]
         centers.append(x[ar, pick])
         best = torch.minimum(best, ((x - centers[-1][:, None]) ** 2).sum(-1))
@@ -141,7 +142,9 @@ class MultiVQ(Codec):
         c, _, s = cb.shape
         flat = cb.reshape(c * K, s)
         idx = codes.astype(np.intp) + np.arange(c, dtype=np.intp) * K  # (T, C)
-        out = flat[idx].reshape(codes.shape[0], c * s)[:, :dim]
+        out = flat[idx].reshape(codes.shape[0], c * s)
+        if out.shape[1] != dim:
+            out = np.ascontiguousarray(out[:, :dim])
         if self.normalize:
             out *= np.asarray(parts["norm"], dtype=np.float32)
         out += np.asarray(state["mean"], dtype=np.float32)
