@@ -176,6 +176,10 @@ def _rss_corpora(files: list[Path], root: Path, minutes: float) -> tuple[Path, P
     return base, big
 
 
+def _log(msg: str) -> None:
+    print(f"[bench-extract] {msg}", file=sys.stderr, flush=True)
+
+
 def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", minutes: float = 2.0,
               layers: str = "sparse:4", codec: str = "float16", batch_seconds: float = 200.0, max_batch: int = 64,
               workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5, rss: bool = True) -> dict:
@@ -191,9 +195,13 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         files = make_corpus(tmp / "corpus", minutes)
         setup_s = time.perf_counter() - t0
         spec = _spec(model_dir, dtype, layers, codec)
+        _log(f"setup {setup_s:.1f} s, {len(files)} files")
         a = bare_forward(spec, files, device, batch_seconds, max_batch)
+        _log(f"(a) bare forward {a:.1f} audio s/s")
         b = full_extract(spec, tmp / "corpus", tmp / "bank", device, batch_seconds, workers)
+        _log(f"(b) extract {b}")
         c = naive_loop(spec, files, tmp / "naive", device, naive_minutes * 60)
+        _log(f"(c) naive {c:.1f} audio s/s")
         out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
                "model": model, "dtype": dtype if device.startswith("cuda") else "fp32", "layers": layers,
                "codec": codec, "audio_seconds": b["seconds"], "batch_seconds": batch_seconds,
@@ -209,7 +217,9 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
             args = dict(device=device, dtype=dtype, layers=layers, codec=codec, batch_seconds=batch_seconds,
                         workers=workers)
             out["rss_base"] = _rss(model_dir, base, tmp / "rss_bank1", args)
+            _log(f"rss base {out['rss_base']}")
             out["rss_10x"] = _rss(model_dir, big, tmp / "rss_bank2", args)
+            _log(f"rss 10x {out['rss_10x']}")
     return out
 
 
