@@ -82,7 +82,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # holds p despite rounding
 
 
 def cluster_bootstrap_interval(correct: np.ndarray, total: np.ndarray, seed: int, reps: int = 2000

@@ -1,0 +1,209 @@
+"""Linear probes: accuracy on separable data, chance on shuffled labels, frame-label mapping,
+confidence intervals, seeded determinism, the manifest API end to end and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import typer
+from typer.testing import CliRunner
+
+from audistill.tools import probe as probe_mod
+from audistill.tools import probe_linear as lin
+from audistill.tools.probe import Encoder, ProbeError, probe_manifest, probe_utterance
+
+SR = 16000
+
+
+class SpectrumEncoder:
+    """A tiny fake encoder at 50 Hz: layer 0 = log band energies of 20 ms frames, layer 1 = a
+    fixed random projection of layer 0, layer 2 = noise that ignores the input."""
+
+    num_layers = 3
+    frame_rate = 50.0
+
+    def __init__(self, dim: int = 24):
+        g = torch.Generator().manual_seed(0)
+        self.proj = torch.randn(dim, dim, generator=g) / dim**0.5
+        self.dim = dim
+
+    def layers(self, wave: torch.Tensor) -> list[torch.Tensor]:
+        hop = SR // 50
+        t = len(wave) // hop
+        frames = wave[: t * hop].reshape(t, hop)  # (T, 320)
+        spec = torch.fft.rfft(frames * torch.hann_window(hop), dim=1).abs() ** 2  # (T, 161)
+        bands = torch.stack([b.sum(1) for b in torch.tensor_split(spec, self.dim, dim=1)], 1)  # (T, D)
+        h0 = (bands + 1e-8).log()
+        noise = torch.randn(t, self.dim, generator=torch.Generator().manual_seed(len(wave)))
+        return [h0, torch.tanh(h0 @ self.proj / 10), noise]
+
+
+def tone(freq: float, dur: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(dur * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6)) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    """Tones whose band is the label (utterance task 'band'); two-tone clips that switch at a
+    known time (frame task 'band'); a few unlabeled frames between them."""
+    root = tmp_path_factory.mktemp("probe")
+    rng = np.random.default_rng(0)
+    bands = {"low": 300.0, "mid": 1200.0, "high": 4000.0}
+    recs = []
+    for i in range(45):
+        lab = list(bands)[i % 3]
+        x = tone(bands[lab] * rng.uniform(0.9, 1.1), rng.uniform(0.8, 1.5), rng)
+        recs.append({"id": f"u{i}", "path": f"u{i}.wav", "labels": {"band": lab}})
+        sf.write(str(root / f"u{i}.wav"), x, SR)
+    for i in range(12):
+        a, b = rng.choice(list(bands), 2, replace=False)
+        cut = rng.uniform(0.6, 1.4)
+        x = np.concatenate([tone(bands[a], cut, rng), np.zeros(int(0.2 * SR), np.float32), tone(bands[b], 2.0 - cut, rng)])
+        recs.append({"id": f"f{i}", "path": f"f{i}.wav", "labels": {},
+                     "frame_labels": {"band": [[0.0, cut, a], [cut + 0.2, 2.2, b]]}})
+        sf.write(str(root / f"f{i}.wav"), x, SR)
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return root / "manifest.jsonl"
+
+
+def clusters(n: int, n_classes: int, seed: int, L: int = 3, D: int = 16) -> tuple[torch.Tensor, list[str]]:
+    """(N, L, D): only layer 1 carries the class (separable means); other layers are noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % n_classes
+    x = torch.randn(n, L, D, generator=g)
+    centres = torch.randn(n_classes, D, generator=g) * 4
+    x[:, 1] += centres[y]
+    return x, [f"c{int(v)}" for v in y]
+
+
+def test_separable_data_is_learned_and_the_right_layer_weighted():
+    x, labels = clusters(150, 5, seed=0)
+    r = probe_utterance(x, labels, seed=0)
+    assert r["accuracy"] >= 0.9
+    assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
+    assert int(np.argmax(r["layer_weights"])) == 1
+    assert (r["n_train"], r["n_val"], r["n_test"]) == (90, 30, 30)
+    assert r["chance"] == pytest.approx(0.2)
+
+
+def test_shuffled_labels_give_chance():
+    x, labels = clusters(300, 5, seed=1)
+    shuffled = list(np.random.default_rng(0).permutation(labels))
+    r = probe_utterance(x, shuffled, seed=0)
+    assert r["accuracy"] < 0.4
+    assert r["ci95"][0] < 0.2 + 0.05  # the interval reaches down to chance (1/5)
+
+
+def test_one_layer_probe_sees_only_that_layer():
+    x, labels = clusters(150, 5, seed=2)
+    good = probe_utterance(x[:, 1:2], labels, seed=0)
+    bad = probe_utterance(x[:, 0:1], labels, seed=0)
+    assert good["accuracy"] >= 0.9 and bad["accuracy"] < 0.5 and good["layer_weights"] == [1.0]
+
+
+def test_frame_targets_use_frame_centres():
+    idx = {"a": 0, "b": 1}
+    y = lin.frame_targets([[0.0, 0.5, "a"], [0.55, 1.0, "b"], [1.0, 1.1, "unknown"]], 12, 10.0, idx)
+    # centres 0.05, 0.15, ..., 1.15: 0.45 -> a; 0.55 -> b (start inclusive); 0.95 -> b; 1.05/1.15 -> none
+    assert y.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, -1, -1]
+    assert lin.frame_targets([], 3, 50.0, idx).tolist() == [-1, -1, -1]
+
+
+def test_splits_are_stratified_disjoint_and_seeded():
+    labels = np.array(["a"] * 10 + ["b"] * 7 + ["c"] * 2)
+    tr, va, te = lin.stratified_split(labels, seed=0)
+    assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
+    assert set(np.concatenate([tr, va, te])) == set(range(17))  # class c (2 items) left out
+    for part in (tr, va, te):
+        assert set(labels[part]) == {"a", "b"}
+    again = lin.stratified_split(labels, seed=0)
+    assert all((p == q).all() for p, q in zip((tr, va, te), again, strict=True))
+    other = lin.stratified_split(labels, seed=1)
+    assert not all(np.array_equal(p, q) for p, q in zip((tr, va, te), other, strict=True))
+
+
+def test_intervals_contain_the_estimate():
+    for correct, n in ((0, 10), (7, 10), (10, 10), (55, 100)):
+        lo, hi = lin.wilson_interval(correct, n)
+        assert 0 <= lo <= correct / n <= hi <= 1
+    lo, hi = lin.wilson_interval(50, 100)
+    assert (lo, hi) == pytest.approx((0.404, 0.596), abs=1e-3)
+    correct = np.array([8.0, 5.0, 9.0, 2.0, 7.0])
+    total = np.array([10.0, 10.0, 10.0, 10.0, 10.0])
+    lo, hi = lin.cluster_bootstrap_interval(correct, total, seed=0)
+    assert lo <= correct.sum() / total.sum() <= hi and hi - lo > 0.1
+
+
+def test_probe_manifest_end_to_end(manifest):
+    enc = SpectrumEncoder()
+    assert isinstance(enc, Encoder)
+    r = probe_manifest(enc, manifest, seed=0)
+    assert set(r["tasks"]) == {"band", "frame_band"}
+    utt, frm = r["tasks"]["band"], r["tasks"]["frame_band"]
+    assert utt["accuracy"] >= 0.9 and utt["n_classes"] == 3 and utt["n_test"] == 9
+    assert frm["level"] == "frame" and frm["accuracy"] >= 0.9
+    assert frm["ci95"][0] <= frm["accuracy"] <= frm["ci95"][1]
+    assert frm["n_test_frames"] > 0 and frm["n_train"] + frm["n_val"] + frm["n_test"] == 12
+    assert r["tasks"]["band"]["layer_weights"][2] < 0.5  # the noise layer is not the one used
+    # determinism: same seed, same everything; the layer-2 (noise) probe is near chance
+    assert probe_manifest(enc, manifest, seed=0) == r
+    noise = probe_manifest(enc, manifest, tasks=["band"], layer=2, seed=0)["tasks"]["band"]
+    assert noise["accuracy"] <= 0.67
+
+
+def test_feature_cache_runs_the_encoder_once_per_clip(manifest):
+    calls = []
+
+    class Counting(SpectrumEncoder):
+        def layers(self, wave):
+            calls.append(len(wave))
+            return super().layers(wave)
+
+    enc = Counting()
+    cache = probe_mod.FeatureCache(enc, manifest.parent)
+    probe_manifest(enc, manifest, tasks=["band"], cache=cache)
+    probe_manifest(enc, manifest, tasks=["band"], layer=0, seed=1, cache=cache)
+    assert len(calls) == 45
+
+
+def test_bad_requests_raise(manifest):
+    with pytest.raises(ProbeError, match="unknown task"):
+        probe_manifest(SpectrumEncoder(), manifest, tasks=["nope"])
+    with pytest.raises(ProbeError, match="layer"):
+        probe_manifest(SpectrumEncoder(), manifest, tasks=["band"], layer=7)
+
+
+def cli_app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """test root"""
+
+    probe_mod.register(app)
+    return app
+
+
+def test_cli_probe(manifest, monkeypatch):
+    monkeypatch.setattr(probe_mod, "_load_random_student", lambda size, seed, device: SpectrumEncoder())
+    runner = CliRunner()
+    res = runner.invoke(cli_app(), ["probe", str(manifest), "--random-student", "tiny", "--task", "band", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert doc["encoder"] == {"kind": "random-student", "value": "tiny"} and doc["tasks"]["band"]["accuracy"] >= 0.9
+    res = runner.invoke(cli_app(), ["probe", str(manifest), "--random-student", "tiny", "--layer", "0"])
+    assert res.exit_code == 0 and "band" in res.stdout and "95% CI" in res.stdout
+
+
+def test_cli_needs_exactly_one_encoder(manifest):
+    runner = CliRunner()
+    res = runner.invoke(cli_app(), ["probe", str(manifest)])
+    assert res.exit_code == 2 and "exactly one" in res.output
+    res = runner.invoke(cli_app(), ["probe", str(manifest), "--student", "a", "--random-student", "b"])
+    assert res.exit_code == 2 and "exactly one" in res.output
