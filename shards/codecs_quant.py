@@ -209,6 +209,11 @@ def _wrapping_prefix_sum(d: np.ndarray, block: int) -> np.ndarray:
     return u
 
 
+SHIFT_UNIT = 8  # int8-delta widens a channel's step in steps of 2**(1/8): at most 9% more error
+# the widening factors as float32, identical in the torch encoder and the numpy decoder
+SHIFT_FACTORS = np.exp2(np.arange(256) / SHIFT_UNIT).astype(np.float32)
+
+
 @register_codec
 @dataclass(frozen=True)
 class Int8Delta(Codec):
@@ -217,9 +222,10 @@ class Int8Delta(Codec):
     Fit (per teacher layer): a center and a step per channel; the step is chosen for a *target*
     relative L2 error (not by absmax): one MSE-optimal uniform step, narrowed for quiet channels so
     none has a relative error above ``chan_target``, widened only for channels whose range would not
-    fit 255 levels. Encode: ``u = round((x - center) / (step * 2**shift)) + 128`` as
-    uint8, where the per-segment ``shift`` (a (1, D) uint8 segment part, all zero unless a segment
-    leaves the fitted range) keeps every value representable - nothing is clipped. Each frame is
+    fit 255 levels. Encode: ``u = round((x - center) / (step * 2**(shift / 8))) + 128`` as uint8,
+    where the per-segment ``shift`` (a (1, D) uint8 segment part, all zero unless a segment leaves
+    the fitted range) widens a channel's step just enough (by <= 9 %) to keep every value
+    representable; only values beyond 2**31 times the fitted range would clip. Each frame is
     stored as its difference to the previous frame modulo 256 (the first frame as is), so zstd sees
     small numbers. Decoding is a blocked wrap-around prefix sum (see :func:`_wrapping_prefix_sum`)
     plus one multiply-add. A crop needs the frames from the segment start.
@@ -268,9 +274,10 @@ class Int8Delta(Codec):
         t, d = x.shape
         y = x - center  # (T, D)
         peak = y.abs().amax(dim=0) if t else torch.zeros_like(step)
-        # smallest power-of-two widening keeping |y| / step_eff <= 127 (usually 0)
-        shift = torch.ceil(torch.log2(torch.clamp(peak / (127.0 * step), min=1.0))).clamp_(0, 100)
-        eff = step * torch.exp2(shift)
+        # smallest widening by 2**(shift / SHIFT_UNIT) keeping |y| / step_eff <= 127 (usually 0)
+        need = torch.log2(torch.clamp(peak / (127.0 * step), min=1.0)) * SHIFT_UNIT
+        shift = torch.ceil(need * (1 - 1e-6)).clamp_(0, 255).long()
+        eff = step * torch.as_tensor(SHIFT_FACTORS, device=x.device)[shift]
         u = (torch.round(y / eff).clamp_(-127, 127) + 128).to(torch.int16)  # (T, D) in 1..255
         prev = torch.full_like(u, 128)  # the first frame is stored relative to the center
         prev[1:] = u[:-1]
@@ -285,8 +292,8 @@ class Int8Delta(Codec):
             d[0] += 128  # the first frame is relative to the center level
         block = max(4, min(32, int(0.7 * np.sqrt(len(d)))))  # measured: ~8 for 150 frames, ~16 for 500
         u = _wrapping_prefix_sum(d, block)  # (T, D) levels
-        shift = np.asarray(parts["shift"]).reshape(-1).astype(np.float32)
-        eff = np.asarray(state["step"], dtype=np.float32) * np.exp2(shift)
+        shift = np.asarray(parts["shift"]).reshape(-1)
+        eff = np.asarray(state["step"], dtype=np.float32) * SHIFT_FACTORS[shift]
         base = np.asarray(state["center"], dtype=np.float32) - 128.0 * eff
         out = np.multiply(u, eff, dtype=np.float32)
         out += base
