@@ -45,34 +45,48 @@ def record_of(t, codec: str) -> TeacherRecord:
 def write_bank(root: str, teachers: list, num_shards: int = 2, segments_per_shard: int = 4,
                seconds: tuple[float, float] = (2.0, 4.0), layout: str = "zarr", codec: str = "float32",
                domains: tuple[str, ...] = DOMAINS, seed: int = 0, device: str = "cpu",
-               storage_options: dict | None = None) -> Bank:
-    """A bank of ``num_shards`` shards named ``s000``... holding audio and every teacher's layers."""
+               storage_options: dict | None = None, unique: int | None = None, cache: list | None = None) -> Bank:
+    """A bank of ``num_shards`` shards named ``s000``... holding audio and every teacher's layers.
+
+    ``unique``: only that many distinct segments are made and run through the teachers; later
+    segments repeat them under new ids (a cheap way to make a bank 10x larger). ``cache``: a list
+    that collects the segments made (and, when already filled, supplies them: no teacher runs)."""
     bank = Bank.create(root, layout=layout, storage_options=storage_options)
     recs = {t.name: t.record() if hasattr(t, "record") else record_of(t, codec) for t in teachers}
     cods = {n: codec_from_record(r.codec) for n, r in recs.items()}
     for r in recs.values():
         bank.register_teacher(r)
     rng = np.random.default_rng(seed)
-    k = 0
+    k, made = 0, ([] if cache is None else cache)
     for s in range(num_shards):
         with bank.write_shard(f"s{s:03d}", teachers=[t.name for t in teachers]) as w:
             for _ in range(segments_per_shard):
-                n = int(rng.uniform(*seconds) * 16000)
-                dom = domains[k % len(domains)]
-                audio = synthetic_audio(n, dom, rng)
+                if unique is not None and (k >= unique or k < len(made)):
+                    dom, audio, feats = made[k % unique]
+                else:
+                    dom, audio, feats = _make_one(teachers, recs, cods, domains[k % len(domains)], seconds, rng, device)
+                    if unique is not None or cache is not None:
+                        made.append((dom, audio, feats))
+                n = len(audio)
                 src = f"synthetic://{k}"
                 seg = Segment(make_segment_id(src, 0.0, n / 16000), src, 0.0, n / 16000, domain=dom,
                               dataset="synthetic", num_samples=n)
-                wave = torch.from_numpy(audio.astype(np.float32) / 32768).to(device)[None]
-                feats = {}
-                for t in teachers:
-                    doms = recs[t.name].domains
-                    if doms and dom not in doms:
-                        feats[t.name] = None
-                        continue
-                    out, fl = t.extract(wave, torch.tensor([n], device=device))
-                    feats[t.name] = {la: cods[t.name].encode(out[la][0, : int(fl[0])].float(), None)
-                                     for la in recs[t.name].layers}
                 w.add(seg, audio, feats)
                 k += 1
     return bank
+
+
+def _make_one(teachers, recs, cods, dom: str, seconds, rng, device):
+    n = int(rng.uniform(*seconds) * 16000)
+    audio = synthetic_audio(n, dom, rng)
+    wave = torch.from_numpy(audio.astype(np.float32) / 32768).to(device)[None]
+    feats = {}
+    for t in teachers:
+        doms = recs[t.name].domains
+        if doms and dom not in doms:
+            feats[t.name] = None
+            continue
+        out, fl = t.extract(wave, torch.tensor([n], device=device))
+        feats[t.name] = {la: {k: v.cpu() for k, v in cods[t.name].encode(out[la][0, : int(fl[0])].float(), None).items()}
+                         for la in recs[t.name].layers}
+    return dom, audio, feats

@@ -1,0 +1,256 @@
+"""`audistill tools bench-train`: training from the bank vs with the teachers run online.
+
+In one run, with the same student and teachers (random transformers models of realistic shapes,
+made from a config; nothing is downloaded):
+
+(a) training steps/s and audio-seconds/s reading targets from a synthetic bank;
+(b) the same training with the teachers run in the loop on the same segments (same crops);
+(c) the data loader alone with N workers (micro-batches/s) against the rate (a) consumes;
+(d) the trainer's peak RSS on the bank and on a bank 10x larger (fresh processes).
+
+Targets: (a)/(b) > 1; the loader with <= 4 workers keeps up with (a); peak RSS on the 10x bank
+within 20 % of the base bank's. Each is reported met / not met.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from audistill.tools.options import DeviceOpt, JsonOpt
+
+from .common import emit
+
+
+@dataclass(frozen=True)
+class Preset:
+    teachers: tuple  # (name, hidden, blocks, heads, hz, home)
+    segments: int
+    seconds: float
+    crop: float
+    batch_seconds: float
+    steps: int
+    online_steps: int
+    workers: tuple
+
+
+PRESETS = {
+    "tiny": Preset((("speechy", 64, 4, 2, 50, "speech"), ("soundy", 96, 4, 2, 25, "sound")), 16, 3.0, 2.0, 8.0,
+                   6, 4, (0, 1, 2)),
+    "gpu": Preset((("wavlm_base_plus", 768, 12, 12, 50, "speech"), ("sound25hz", 1024, 12, 16, 25, "sound")), 48,
+                  10.0, 5.0, 120.0, 14, 8, (1, 2, 4)),
+}
+
+
+def _make_teacher_folder(root: Path, name: str, hidden: int, blocks: int, heads: int, hz: int,
+                         conv: int = 512) -> Path:
+    """A random-weight WavLM (50 Hz) or wav2vec2 (25 Hz: one more stride-2 conv) saved offline."""
+    import torch
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Model,
+        WavLMConfig,
+        WavLMModel,
+    )
+
+    torch.manual_seed(len(name))
+    common = dict(hidden_size=hidden, num_hidden_layers=blocks, num_attention_heads=heads,
+                  intermediate_size=4 * hidden, feat_extract_norm="layer", do_stable_layer_norm=True)
+    if hz == 50:
+        model = WavLMModel(WavLMConfig(**common, conv_dim=(conv,) * 7))
+    else:
+        model = Wav2Vec2Model(Wav2Vec2Config(**common, conv_dim=(conv,) * 8, conv_stride=(5, 2, 2, 2, 2, 2, 2, 2),
+                                             conv_kernel=(10, 3, 3, 3, 3, 2, 2, 2)))
+    out = root / name
+    model.save_pretrained(out)
+    Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True).save_pretrained(out)
+    return out
+
+
+def _teachers(preset: Preset, root: Path, device: str, codec: str):
+    from audistill.extract.spec import TeacherSpec
+    from audistill.extract.teachers import load_teacher
+
+    out = []
+    for name, hidden, blocks, heads, hz, home in preset.teachers:
+        folder = _make_teacher_folder(root, name, hidden, blocks, heads, hz, 512 if hidden >= 512 else 32)
+        spec = TeacherSpec(name=name, source=str(folder), kind="hf", layers="sparse:4", dtype="bf16",
+                           home_domain=home, codec=codec)
+        out.append(load_teacher(spec, device))
+    return out
+
+
+def _config(bank: str, run_dir: Path, size: str, device: str, preset: Preset, workers: int, names) -> dict:
+    return {
+        "run": {"name": "bench", "out_dir": str(run_dir), "device": device, "resume": False},
+        "student": {"size": size},
+        "bank": {"root": bank},
+        "data": {"crop_seconds": preset.crop, "batch_seconds": preset.batch_seconds, "num_workers": workers,
+                 "shuffle_buffer": 64},
+        "teachers": [{"name": n, "num_targets": 4} for n in names],
+        "optim": {"lr": 1e-4, "warmup_steps": 0, "max_steps": 10**6},
+        "log": {"every": 10**6, "val_every": 10**6, "ckpt_every": 10**6, "tensorboard": False},
+    }
+
+
+def _rates(out: dict, skip: int) -> dict:
+    st, au, wt = out["step_seconds"][skip:], out["audio_seconds"][skip:], out["wait_seconds"]
+    total = sum(st)
+    return {"steps": len(st), "steps_per_s": len(st) / total, "audio_s_per_s": sum(au) / total,
+            "loader_wait_frac": sum(wt[skip:]) / total}
+
+
+def _loader_rate(cfg, workers: int, batches: int) -> float:
+    import torch
+
+    from audistill.train import ddp, loop
+    from audistill.train.data import make_loader
+
+    model, infos, shards, _ = loop.build(cfg, torch.device("cpu"))
+    spec = loop.loader_spec(cfg, model, infos, shards, ddp.Dist(), False)
+    it = iter(make_loader(spec, 0, 0, workers, 4, False, epochs=None))
+    for _ in range(max(1, workers)):  # start-up: every worker's first batch
+        next(it)
+    t0 = time.perf_counter()
+    for _ in itertools.islice(it, batches):
+        pass
+    return batches / (time.perf_counter() - t0)
+
+
+def rss_probe(cfg_json: str, steps: int) -> None:
+    """Run in a fresh process: a few training steps, then print the trainer's peak RSS (MB) and
+    its children's largest ru_maxrss (data-loader workers; at least the trainer's RSS at fork)."""
+    import resource
+
+    from audistill.train.config import from_dict
+    from audistill.train.loop import train
+
+    train(from_dict(json.loads(cfg_json)), stop_after=steps)
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across exec)
+    status = Path("/proc/self/status").read_text() if Path("/proc/self/status").exists() else ""
+    hwm = [int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:")]
+    me = hwm[0] / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"rss_mb": me, "worker_rss_mb": kids}))
+
+
+def _rss(raws: list[dict], steps: int) -> list[dict]:
+    """Peak RSS of fresh trainer processes, one per config, run side by side."""
+    procs = []
+    for raw in raws:
+        code = f"from audistill.tools.bench.train import rss_probe; rss_probe({json.dumps(json.dumps(raw))}, {steps})"
+        procs.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    out = []
+    for p in procs:
+        so, se = p.communicate(timeout=300)
+        if p.returncode != 0:
+            raise RuntimeError(f"RSS probe failed: {se[-2000:]}")
+        out.append(json.loads(so.strip().splitlines()[-1]))
+    return out
+
+
+def run_bench(size: str, device: str, workers: tuple | None = None, steps: int | None = None,
+              codec: str = "float16") -> dict:
+    import torch
+
+    from audistill.train.config import from_dict
+    from audistill.train.loop import train
+    from audistill.train.online import OnlineTeachers
+    from audistill.train.synth import write_bank
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    preset = PRESETS["tiny" if size == "tiny" else "gpu"]
+    workers = workers or preset.workers
+    n_steps = steps or preset.steps
+    res: dict = {"size": size, "device": device, "codec": codec, "torch": torch.__version__,
+                 "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None, "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        teachers = _teachers(preset, tmp / "models", device, codec)
+        names = [t.name for t in teachers]
+        shards = 4
+        per = preset.segments // shards
+        made: list = []  # the 10x bank repeats the base bank's segments under new ids
+        write_bank(str(tmp / "bank"), teachers, shards, per, (preset.seconds * 0.8, preset.seconds * 1.2),
+                   codec=codec, device=device, cache=made)
+        write_bank(str(tmp / "bank10"), teachers, shards * 10, per, (preset.seconds * 0.8, preset.seconds * 1.2),
+                   codec=codec, device=device, unique=len(made), cache=made)
+        res["setup_s"] = time.perf_counter() - t0
+        res["bank_minutes"] = preset.segments * preset.seconds / 60
+        res["teachers"] = [{"name": t.name, "dim": t.dim, "hz": t.frame_rate, "layers": list(t.layers)} for t in teachers]
+        nw = min(4, os.cpu_count() or 1) if device.startswith("cuda") else min(2, os.cpu_count() or 1)
+        raw = _config(str(tmp / "bank"), tmp / "runs", size, device, preset, nw, names)
+        skip = 3
+        cached = train(from_dict(raw), stop_after=n_steps + skip)
+        res["cached"] = _rates(cached, skip)
+        res["batch_seconds"] = preset.batch_seconds
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        raw_o = {**raw, "run": {**raw["run"], "name": "bench_online"}}
+        online = train(from_dict(raw_o), stop_after=preset.online_steps + 2, online=OnlineTeachers(teachers))
+        res["online"] = _rates(online, 2)
+        res["cached_over_online"] = res["cached"]["steps_per_s"] / res["online"]["steps_per_s"]
+        res["loader"] = {str(w): _loader_rate(from_dict(raw), w, 3 * max(1, w) + 3) for w in workers}
+        need = res["cached"]["steps_per_s"]  # micro-batches/s the trainer consumed (grad_accum = 1)
+        best = max(v for k, v in res["loader"].items() if int(k) <= 4)
+        res["loader_needed_batches_per_s"] = need
+        res["loader_best_le4_workers"] = best
+        rss_raw = {**raw, "student": {"size": "tiny"}, "run": {**raw["run"], "device": "cpu", "name": "rss"}}
+        res["rss_base"], res["rss_10x"] = _rss([rss_raw, {**rss_raw, "bank": {"root": str(tmp / "bank10")}}], 3)
+        res["rss_growth"] = res["rss_10x"]["rss_mb"] / res["rss_base"]["rss_mb"] - 1
+        res["targets"] = {"cached_faster_than_online": res["cached_over_online"] > 1.0,
+                          "loader_keeps_up_le4_workers": best >= need,
+                          "rss_flat_10x_bank": res["rss_growth"] <= 0.20}
+    return res
+
+
+def _table(r: dict) -> Table:
+    t = Table(title=f"bench-train: {r['size']} student on {r['gpu'] or r['device']} ({r['codec']} bank, "
+                    f"{r['bank_minutes']:.1f} min audio, {r['batch_seconds']:.0f} s/step)")
+    for c in ("measure", "value", "note"):
+        t.add_column(c)
+    c, o = r["cached"], r["online"]
+    t.add_row("(a) from bank: steps/s", f"{c['steps_per_s']:.3f}", f"{c['audio_s_per_s']:.0f} audio-s/s, "
+              f"loader wait {100 * c['loader_wait_frac']:.0f} %")
+    t.add_row("(b) teachers online: steps/s", f"{o['steps_per_s']:.3f}", f"{o['audio_s_per_s']:.0f} audio-s/s")
+    t.add_row("(a)/(b)", f"{r['cached_over_online']:.2f}x", "met" if r["targets"]["cached_faster_than_online"] else "NOT met")
+    for w, v in r["loader"].items():
+        t.add_row(f"(c) loader alone, {w} workers", f"{v:.2f} batches/s", f"{v / max(1, int(w)):.2f} per worker")
+    t.add_row("(c) needed by (a)", f"{r['loader_needed_batches_per_s']:.2f} batches/s",
+              "keeps up" if r["targets"]["loader_keeps_up_le4_workers"] else "I/O bound: NOT met")
+    t.add_row("(d) peak RSS, bank", f"{r['rss_base']['rss_mb']:.0f} MB", f"worker {r['rss_base']['worker_rss_mb']:.0f} MB")
+    t.add_row("(d) peak RSS, 10x bank", f"{r['rss_10x']['rss_mb']:.0f} MB",
+              f"{100 * r['rss_growth']:+.1f} % ({'met' if r['targets']['rss_flat_10x_bank'] else 'NOT met'})")
+    return t
+
+
+def bench_train(size: Annotated[str, typer.Option("--size", help="Student size: tiny (CPU) ... base, large.")] = "tiny",
+                device: DeviceOpt = "auto",
+                workers: Annotated[str, typer.Option("--workers", help="Loader worker counts to try, e.g. 1,2,4.")] = "",
+                steps: Annotated[int, typer.Option("--steps", help="Timed steps from the bank (0 = preset).")] = 0,
+                codec: Annotated[str, typer.Option("--codec", help="Bank codec.")] = "float16",
+                as_json: JsonOpt = False) -> None:
+    """Training throughput from the bank vs teachers online, the loader alone, RSS vs bank size."""
+    ws = tuple(int(x) for x in workers.split(",")) if workers else None
+    r = run_bench(size, device, ws, steps or None, codec)
+    emit(r, None if as_json else _table(r), as_json,
+         [f"targets: {json.dumps(r['targets'])}; RSS probes use a tiny student on the CPU (data path only)"])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench-train")(bench_train)
