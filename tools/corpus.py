@@ -50,8 +50,7 @@ DEBIAN_PACKAGES = (
 )
 PYPI_PACKAGES = ("mido",)
 
-DEFAULT_MINUTES = 12.0
-_BASE_MINUTES = 13.0  # about what the base counts below amount to
+DEFAULT_MINUTES = 13.0  # the base counts below come to about this much audio
 
 # (task name, level, key in labels / frame_labels, domain)
 TASKS = (
@@ -107,14 +106,14 @@ class Counts:
     def for_minutes(cls, minutes: float) -> Counts:
         if not minutes > 0:
             raise ValueError(f"minutes must be > 0, got {minutes}")
-        s = minutes / _BASE_MINUTES
+        s = minutes / DEFAULT_MINUTES
 
         def mult(x: float, m: int, floor: int) -> int:
             return max(floor, m * int(round(x / m)))
 
-        return cls(words=mult(120 * s, 40, 40), language_per_class=max(3, round(12 * s)),
-                   activity=max(4, round(16 * s)), notes=mult(120 * s, 24, 48),
-                   melodies=mult(24 * s, 8, 8), sound_per_class=max(5, round(20 * s)))
+        return cls(words=mult(120 * s, 40, 40), language_per_class=max(3, round(10 * s)),
+                   activity=max(4, round(24 * s)), notes=mult(120 * s, 24, 48),
+                   melodies=mult(32 * s, 8, 8), sound_per_class=max(5, round(16 * s)))
 
 
 def _collect(counts: Counts, seed: int, tmp: Path, progress: Progress | None) -> tuple[list[src.Clip], list[str]]:
