@@ -7,7 +7,8 @@ recorded drum/ambient/UI samples) plus:
 * ``manifest.jsonl``: one clip per line: ``id``, ``path`` (relative), ``domain``, ``dataset``,
   ``duration``, ``labels`` (task key -> label) and ``frame_labels`` (task key -> list of
   ``[start_s, end_s, label]``; frames that no interval covers carry no label),
-  plus ``source`` (where the audio came from);
+  plus ``source`` (where the audio came from) and ``group`` (clips of one group are variants of
+  one recording or utterance: keep a group on one side of a train/test split);
 * ``tasks.json``: every probe task (name, level, key, labels with counts, number of clips) and
   the ``fallbacks`` taken because something was missing on this machine.
 
@@ -144,6 +145,7 @@ def _record(clip: src.Clip) -> dict:
         "labels": dict(sorted(clip.labels.items())),
         "frame_labels": {k: [[a, b, lab] for a, b, lab in v] for k, v in sorted(clip.frame_labels.items())},
         "source": clip.source,
+        "group": clip.group or clip.key,
     }
 
 

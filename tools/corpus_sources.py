@@ -80,6 +80,7 @@ class Clip:
     labels: dict[str, str]
     frame_labels: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
     source: str = ""
+    group: str = ""  # clips of one group are variants of one recording; "" = the clip alone
 
 
 def safe(text: str) -> str:
@@ -155,7 +156,8 @@ def make_words(n: int, rng: np.random.Generator, tmp: Path) -> tuple[list[Clip],
         if len(voices) >= 2:
             labels["voice"] = voice_label(*voices[v])
         clips.append(Clip(f"speech-word-{k:05d}", "speech", voices[v][0].split("-")[0], _finish(x, rng),
-                          labels, source=f"{voices[v][0]}:{voices[v][1]}:{WORDS[w]}"))
+                          labels, source=f"{voices[v][0]}:{voices[v][1]}:{WORDS[w]}",
+                          group=safe(f"{voices[v][0]}-{voices[v][1]}-{WORDS[w]}")))
     return clips, notes
 
 
@@ -445,7 +447,8 @@ def make_sounds(n_per: int, rng: np.random.Generator) -> tuple[list[Clip], list[
                 cache[f] = au.load_mono(f, max_seconds=8.0)
             x = _cut_sound(cache[f], rng)
             clips.append(Clip(f"sound-{cat}-{j:04d}", "sound", ds, _finish(x, rng),
-                              {"sound_category": cat, "domain": "sound"}, source=f"{ds}/{f.name}"))
+                              {"sound_category": cat, "domain": "sound"}, source=f"{ds}/{f.name}",
+                              group=safe(f"{ds}-{f.stem}")))
     return clips, notes
 
 

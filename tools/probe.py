@@ -149,10 +149,12 @@ def _select(x: torch.Tensor, layer: str | int, num_layers: int) -> torch.Tensor:
 # Probes
 
 
-def probe_utterance(x: torch.Tensor, labels: list[str], *, seed: int = 0, **fit) -> dict:
-    """Utterance-level probe on pooled features x (N, L, D) with one label per item."""
+def probe_utterance(x: torch.Tensor, labels: list[str], *, groups: list[str] | None = None, seed: int = 0,
+                    **fit) -> dict:
+    """Utterance-level probe on pooled features x (N, L, D) with one label per item; items that
+    share a group (variants of one recording) stay in one split."""
     y_all = np.asarray(labels)
-    tr, va, te = lin.stratified_split(y_all, seed)
+    tr, va, te = lin.stratified_split(y_all, seed, groups=None if groups is None else np.asarray(groups))
     classes = sorted(set(y_all[tr]))
     if len(classes) < 2:
         raise ProbeError("need 2+ labels with 3+ clips each")
@@ -243,7 +245,8 @@ def probe_manifest(encoder: Encoder, manifest_path: str | Path, tasks: list[str]
         recs = [r for r in used if _has(r, task)]
         if task.level == "utterance":
             x = _select(torch.stack([cache.pooled[r["id"]] for r in recs]), layer, encoder.num_layers)
-            results[task.name] = probe_utterance(x, [r["labels"][task.key] for r in recs], seed=seed)
+            results[task.name] = probe_utterance(x, [r["labels"][task.key] for r in recs],
+                                                 groups=[r.get("group", r["id"]) for r in recs], seed=seed)
         else:
             results[task.name] = _probe_frame_task(cache, recs, task, layer, encoder, seed)
     return {"manifest": str(manifest_path), "layer": layer, "seed": seed, "num_layers": encoder.num_layers,

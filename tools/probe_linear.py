@@ -24,23 +24,35 @@ FRACTIONS = (0.6, 0.2, 0.2)  # train, validation, test
 # Splits
 
 
-def stratified_split(labels: np.ndarray, seed: int, fractions: tuple[float, float, float] = FRACTIONS
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices (train, val, test), stratified by label; each class with 3+ items gets at least one
-    item in every split. Classes with fewer than 3 items are left out of all three."""
+def stratified_split(labels: np.ndarray, seed: int, fractions: tuple[float, float, float] = FRACTIONS,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices (train, val, test), stratified by label. With ``groups``, items of one group (variants
+    of one recording) land in one split. Each class with 3+ groups (items when no groups) gets at
+    least one in every split; classes with fewer than 3 items are left out of all three, and a
+    class with 3+ items but fewer than 3 groups is split by item."""
+    labels = np.asarray(labels)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
     rng = np.random.default_rng(seed)
     parts: tuple[list[int], list[int], list[int]] = ([], [], [])
     for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n = len(idx)
-        if n < 3:
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 3:
             continue
-        n_test = max(1, int(round(n * fractions[2])))
-        n_val = max(1, int(round(n * fractions[1])))
-        n_val = min(n_val, n - n_test - 1)
-        parts[2].extend(idx[:n_test])
-        parts[1].extend(idx[n_test : n_test + n_val])
-        parts[0].extend(idx[n_test + n_val :])
+        g = groups[idx] if len(np.unique(groups[idx])) >= 3 else np.arange(len(idx))
+        members = {k: idx[g == k] for k in np.unique(g)}
+        order = rng.permutation(len(members))
+        keys = [list(members)[i] for i in order]
+        want = (max(1, int(round(len(idx) * fractions[2]))), max(1, int(round(len(idx) * fractions[1]))))
+        left = len(keys)
+        for part, target in ((2, want[0]), (1, want[1])):
+            taken = 0
+            while keys and taken < target and left > (2 if part == 2 else 1):
+                m = members[keys.pop(0)]
+                parts[part].extend(m)
+                taken += len(m)
+                left -= 1
+        for k in keys:
+            parts[0].extend(members[k])
     return tuple(np.sort(np.asarray(p, dtype=np.int64)) for p in parts)  # type: ignore[return-value]
 
 

@@ -43,6 +43,7 @@ def test_manifest_is_valid(tiny):
     assert len(set(ids)) == len(ids)
     for r in recs:
         assert SAFE.match(r["id"]), r["id"]
+        assert SAFE.match(r["group"]), r["group"]
         assert r["domain"] in ("speech", "music", "sound")
         assert r["labels"]["domain"] == r["domain"]
         assert isinstance(r["dataset"], str) and r["dataset"]
@@ -55,6 +56,10 @@ def test_manifest_is_valid(tiny):
                 assert 0 <= a < b <= r["duration"] + 1e-6 and isinstance(lab, str)
                 assert nxt is None or nxt[0] >= b - 1e-6  # sorted, not overlapping
     assert not (root.parent / "demo.partial").exists()
+    label_of_group: dict[tuple[str, str], str] = {}
+    for r in recs:  # a group (variants of one recording) never spans two labels of a task
+        for k, v in r["labels"].items():
+            assert label_of_group.setdefault((r["group"], k), v) == v, (r["group"], k)
 
 
 def test_audio_is_16k_mono_finite_and_matches_duration(tiny):

@@ -128,6 +128,19 @@ def test_splits_are_stratified_disjoint_and_seeded():
     assert not all(np.array_equal(p, q) for p, q in zip((tr, va, te), other, strict=True))
 
 
+def test_groups_stay_in_one_split():
+    labels = np.array(["a"] * 12 + ["b"] * 12 + ["c"] * 4)
+    groups = np.array([f"a{i // 3}" for i in range(12)] + [f"b{i // 2}" for i in range(12)] + ["c0"] * 2 + ["c1"] * 2)
+    tr, va, te = lin.stratified_split(labels, seed=0, groups=groups)
+    split_of = {}
+    for name, part in (("train", tr), ("val", va), ("test", te)):
+        assert set(labels[part]) == {"a", "b", "c"}
+        for g in groups[part]:
+            assert split_of.setdefault(g, name) == name or g.startswith("c"), g  # c: 2 groups -> by item
+    assert len(tr) + len(va) + len(te) == 28
+    assert any(not np.array_equal(p, q) for p, q in zip((tr, va, te), lin.stratified_split(labels, seed=0), strict=True))
+
+
 def test_intervals_contain_the_estimate():
     for correct, n in ((0, 10), (7, 10), (10, 10), (55, 100)):
         lo, hi = lin.wilson_interval(correct, n)
