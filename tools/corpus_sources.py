@@ -133,13 +133,13 @@ def synthesize(engine: str, voice: str, text: str, speed: float, tmp: Path) -> n
 def make_words(n: int, rng: np.random.Generator, tmp: Path) -> tuple[list[Clip], list[str]]:
     """Spoken command words, each by one of several synthetic voices: labels word and voice."""
     voices = available_voices()
+    if not voices:
+        return [], ["no speech synthesizer (espeak-ng, flite): word and voice tasks skipped"]
     notes = []
     missing = sorted({eng for eng, _ in VOICES} - {eng for eng, _ in voices})
     if missing:
         notes.append(f"speech synthesizer(s) not found: {', '.join(missing)}; "
                      f"word/voice tasks use {len(voices)} voice(s) only")
-    if len(voices) < 1:
-        return [], notes + ["no speech synthesizer: word and voice tasks skipped"]
     pairs = _balanced_pairs(n, len(WORDS), len(voices))
     speeds = rng.uniform(0.85, 1.2, size=n)
 
