@@ -119,6 +119,8 @@ class FeatureCache:
             hs = self.encoder.layers(load_wave(self.root / rec["path"]))
         if len(hs) != self.encoder.num_layers:
             raise ProbeError(f"encoder returned {len(hs)} layers, says num_layers={self.encoder.num_layers}")
+        if len({h.shape[-1] for h in hs}) != 1:
+            raise ProbeError(f"encoder layers differ in width {[h.shape[-1] for h in hs]}; probes need one width")
         t = min(h.shape[0] for h in hs)
         if t == 0:
             raise ProbeError(f"encoder returned no frames for clip {rec['id']!r}")
