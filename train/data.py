@@ -111,6 +111,8 @@ class LoaderSpec:
     storage_options: dict | None = None
     full_audio: bool = False  # online mode: the whole segment's audio, the crop applied after the teacher
     augment: dict | None = None
+    readahead_chunks: int | None = None  # Zarr read-ahead window in chunks (None: the reader's default)
+    max_open_shards: int = 4  # shard readers kept open per worker (their windows hold decoded chunks)
 
 
 def plan(spec: LoaderSpec, epoch: int, segments: dict[str, list]) -> list[tuple[list[Item], int]]:
@@ -130,9 +132,10 @@ class BankBatches(torch.utils.data.IterableDataset):
         super().__init__()
         self.spec, self.epoch, self.start, self.epochs = spec, epoch, start, epochs
         self._reader: BankReader | None = None
+        self._open: set[str] = set()
 
     def __getstate__(self) -> dict:  # workers open their own reader
-        return {**self.__dict__, "_reader": None}
+        return {**self.__dict__, "_reader": None, "_open": set()}
 
     def reader(self) -> BankReader:
         if self._reader is None:
@@ -161,9 +164,27 @@ class BankBatches(torch.utils.data.IterableDataset):
                 k += 1
             e += 1
 
+    def open_shard(self, shard: str) -> None:
+        """Open (or reuse) a shard reader with a small read-ahead window; when more than
+        ``max_open_shards`` were opened, close them all first so memory stays bounded whatever
+        the bank's size (windows of decoded chunks live in each shard reader)."""
+        if shard in self._open:
+            return
+        if len(self._open) >= self.spec.max_open_shards:
+            self.reader().close()
+            self._open.clear()
+        sr = self.reader().reader(shard)
+        if self.spec.readahead_chunks is not None and hasattr(sr, "readahead"):
+            sr.readahead = self.spec.readahead_chunks
+        self._open.add(shard)
+
     def collate(self, epoch: int, j: int, items: list[Item], aug: Augment | None) -> dict:
         r = self.reader()
-        datas = [r.read(it.shard, it.index, None if self.spec.full_audio else (it.start, it.num)) for it in items]
+        datas = [None] * len(items)
+        for k in sorted(range(len(items)), key=lambda k: (items[k].shard, items[k].index)):  # read in shard order
+            it = items[k]
+            self.open_shard(it.shard)
+            datas[k] = r.read(it.shard, it.index, None if self.spec.full_audio else (it.start, it.num))
         if self.spec.full_audio:
             waves = [d.audio[it.start: it.start + it.num] for d, it in zip(datas, items, strict=True)]
         else:
