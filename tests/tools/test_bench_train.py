@@ -1,0 +1,27 @@
+"""bench-train runs end to end on the CPU with a tiny student and prints one JSON object."""
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from audistill.tools.bench.train import register
+
+
+def test_bench_train_tiny_cpu_json():
+    app = typer.Typer()
+    register(app)
+
+    @app.command("other")
+    def other() -> None:  # a second command, so bench-train is addressed by name
+        """Unused."""
+
+    r = CliRunner().invoke(app, ["bench-train", "--size", "tiny", "--device", "cpu", "--workers", "0,1",
+                                 "--steps", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output.strip().splitlines()[-1])
+    assert doc["cached"]["steps"] == 2 and doc["cached"]["steps_per_s"] > 0 and doc["online"]["steps_per_s"] > 0
+    assert set(doc["loader"]) == {"0", "1"} and all(v > 0 for v in doc["loader"].values())
+    assert doc["rss_base"]["rss_mb"] > 0 and doc["rss_10x"]["rss_mb"] > 0
+    assert set(doc["targets"]) == {"cached_faster_than_online", "loader_keeps_up_le4_workers", "rss_flat_10x_bank"}
+    assert all(isinstance(v, bool) for v in doc["targets"].values())
