@@ -68,8 +68,11 @@ def shard_task(bank_root: str, storage_options: dict | None, shard: ShardPlan, s
 
 
 def _cluster(device: str, workers: int):
+    import dask
     from distributed import LocalCluster
 
+    # Worker processes start decode (and, on CUDA, writer) processes of their own.
+    dask.config.set({"distributed.worker.daemon": False})
     n = torch.cuda.device_count() if device == "cuda" else workers
     return LocalCluster(n_workers=max(1, n), threads_per_worker=1, processes=device == "cuda",
                         dashboard_address=None)

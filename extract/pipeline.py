@@ -1,17 +1,18 @@
 """The extraction pipeline: decode once per shard, run every teacher, encode on device, write.
 
-Overlap: audio is decoded in DataLoader worker processes ahead of the teachers; each finished
-shard is handed to one writer thread (compression, hashing, commit) while the next shard's
-batches run on the device. At most one shard is being written while another is computed, so
-memory is bounded by the shard size, not by the corpus.
-"""
+Overlap: audio is decoded and padded in DataLoader worker processes ahead of the teachers; each
+finished shard goes to a pool of writers (compression, hashing, commit) while the next shard's
+batches run on the device. On CUDA the writers are processes, so their Python work never holds
+the GIL the teachers' kernel launches need. At most ``writers`` shards wait or are being written
+while another is computed, so memory is bounded by the shard size, not by the corpus."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +41,9 @@ class RunOptions:
     min_seconds: float = 0.1
     storage_options: dict | None = None
     writers: int = 2  # shards compressed and written at the same time
+    # Write in processes (no GIL shared with the teachers' kernel launches) or threads; "auto" =
+    # processes on CUDA, threads on CPU.
+    writer_kind: str = "auto"
 
 
 @dataclass
@@ -155,13 +159,13 @@ def _process(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: d
         tot.values += frames * t.dim * len(t.layers)
 
 
-def write_shard(bank: Bank, st: _ShardState, teachers: list[Teacher]) -> tuple[ShardResult, ShardRecord]:
+def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[ShardResult, ShardRecord]:
     """Write one computed shard (every segment that decoded, in plan order) and commit it.
 
-    Runs in a writer thread, so it never touches the catalog (the caller adds the record).
+    Runs in a writer thread or process, so it never touches the catalog (the caller adds the record).
     """
     res = st.result
-    with bank.write_shard(st.plan.name, teachers=[t.name for t in teachers], update_catalog=False) as w:
+    with bank.write_shard(st.plan.name, teachers=teachers, update_catalog=False) as w:
         for i, ref in enumerate(st.plan.segments):
             if i in st.audio:
                 audio = st.audio[i]
@@ -170,8 +174,20 @@ def write_shard(bank: Bank, st: _ShardState, teachers: list[Teacher]) -> tuple[S
                 res.seconds += len(audio) / 16000
     rec = ShardRecord.from_json(json.loads(bank.fs.read_bytes(f"commits/{st.plan.name}.json")))
     for t in teachers:
-        res.teachers[t.name].bytes = field_bytes(rec, t.name)
+        res.teachers[t].bytes = field_bytes(rec, t)
     return res, rec
+
+
+def write_shard_in_process(root: str, storage_options: dict | None, st: _ShardState,
+                           teachers: list[str]) -> tuple[ShardResult, ShardRecord]:
+    return write_shard(Bank.open(root, storage_options), st, teachers)
+
+
+def _writer_pool(opts: RunOptions, device: torch.device):
+    kind = opts.writer_kind if opts.writer_kind != "auto" else ("process" if device.type == "cuda" else "thread")
+    if kind == "process":
+        return ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn")), True
+    return ThreadPoolExecutor(max_workers=opts.writers, thread_name_prefix="shard-writer"), False
 
 
 def field_bytes(record, field_name: str) -> int:
@@ -212,7 +228,9 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
             bank.catalog.shards[rec.name] = rec
             bank.save_catalog()
 
-    with ThreadPoolExecutor(max_workers=opts.writers, thread_name_prefix="shard-writer") as pool:
+    names = [t.name for t in teachers]
+    pool, in_process = _writer_pool(opts, device)
+    with pool:
         for batch in batches:
             st = live[batch.shard]
             _process(batch, st, teachers, codecs, states, device)
@@ -222,7 +240,9 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
             if st.batches_left == 0:
                 while len(pending) >= opts.writers:  # bounded memory: at most `writers` shards queued
                     done(pending.pop(0))
-                pending.append(pool.submit(write_shard, bank, live.pop(batch.shard), teachers))
+                st = live.pop(batch.shard)
+                pending.append(pool.submit(write_shard_in_process, bank.root, opts.storage_options, st, names)
+                               if in_process else pool.submit(write_shard, bank, st, names))
         while pending:
             done(pending.pop(0))
     return results

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -38,7 +39,8 @@ class ExtractConfig:
     batch_seconds: float = 200.0
     max_batch: int = 64
     loader_workers: int = 2
-    writers: int = 2
+    writers: int = 0  # 0 = auto: min(8, cores / 2) on CUDA, 2 on CPU
+    writer_kind: str = "auto"  # process | thread | auto (processes on CUDA)
     max_failed: float = 0.01
     domain: str = "unknown"
     domain_map: dict = field(default_factory=dict)
@@ -58,18 +60,24 @@ class ExtractConfig:
                 errs.append(f"{k} must be positive")
         if not 0 <= self.min_seconds < self.max_seconds:
             errs.append("need 0 <= min_seconds < max_seconds")
+        if self.writer_kind not in ("auto", "process", "thread"):
+            errs.append(f"writer_kind {self.writer_kind!r} is not auto, process or thread")
         if not 0 <= self.max_failed <= 1:
             errs.append("max_failed is a fraction in [0, 1]")
         if self.num_workers < 1 or not 0 <= self.worker_index < self.num_workers:
             errs.append(f"need 0 <= worker_index < num_workers (got {self.worker_index} of {self.num_workers})")
-        if self.max_batch < 1 or self.loader_workers < 0 or self.shard_segments < 1 or self.writers < 1:
-            errs.append("max_batch, shard_segments and writers must be >= 1, loader_workers >= 0")
+        if self.max_batch < 1 or self.loader_workers < 0 or self.shard_segments < 1 or self.writers < 0:
+            errs.append("max_batch and shard_segments must be >= 1, writers and loader_workers >= 0")
         if errs:
             raise ExtractError("bad extraction settings: " + "; ".join(errs))
 
     def run_options(self) -> RunOptions:
+        writers = self.writers
+        if writers == 0:
+            cuda = resolve_device(self.device).startswith("cuda")
+            writers = min(8, max(2, (os.cpu_count() or 2) // 2)) if cuda else 2
         return RunOptions(self.batch_seconds, self.max_batch, self.loader_workers, self.min_seconds,
-                          self.storage_options, self.writers)
+                          self.storage_options, writers, self.writer_kind)
 
 
 @dataclass

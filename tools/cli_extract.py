@@ -87,7 +87,7 @@ def extract_cmd(
     shard_hours: Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")] = 1.0,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch (s).")] = 200.0,
     loader_workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
-    writers: Annotated[int, typer.Option("--writers", help="Shards compressed and written at once.")] = 2,
+    writers: Annotated[int, typer.Option("--writers", help="Shards written at once (0: auto).")] = 0,
     max_failed: Annotated[float, typer.Option("--max-failed", help="Failed fraction above which the run exits 1.")] = 0.01,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Slices of the plan (SLURM arrays).")] = 1,
     worker_index: Annotated[int, typer.Option("--worker-index", help="This process's slice.")] = 0,

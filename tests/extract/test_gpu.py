@@ -44,4 +44,4 @@ def test_cuda_bank_matches_cpu_bank(tiny_dir, corpus, tmp_path):
     assert g.keys() == c.keys() and len(g) > 5
     for k in g:
         for layer in (1, 3):
-            np.testing.assert_allclose(g[k]["w"][layer], c[k]["w"][layer], atol=2e-3, rtol=2e-3)
+            np.testing.assert_allclose(g[k]["w"][layer], c[k]["w"][layer], atol=1e-2, rtol=1e-2)  # cuDNN / TF32 vs CPU

@@ -71,7 +71,8 @@ def _reference_audio(seg, corpus):
 
 def test_rerun_skips_committed_shards(tiny_dir, corpus, tmp_path):
     specs = _specs(tiny_dir)[:1]
-    a = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg())
+    a = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg(writer_kind="process", writers=2))
+    assert verify_bank(str(tmp_path / "b")).ok and a.segments_written == a.segments_planned
     before = json.loads((tmp_path / "b" / "bank.json").read_text())["shards"]
     b = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg())
     assert a.shards_run == b.shards_skipped > 0 and b.shards_run == 0

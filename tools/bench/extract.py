@@ -103,13 +103,13 @@ def bare_forward(spec, files: list[Path], device: str, batch_seconds: float, max
 
 
 def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: float, workers: int,
-                 shard_seconds: float = 120.0) -> dict:
+                 shard_seconds: float = 120.0, writers: int = 0, writer_kind: str = "auto") -> dict:
     """(b): the extraction library call behind ``audistill extract`` (small shards, so the last
     shard's write - not overlapped with compute - is a small part of a short benchmark)."""
     from audistill.extract.run import ExtractConfig, extract
 
     cfg = ExtractConfig(device=device, batch_seconds=batch_seconds, loader_workers=workers,
-                        shard_seconds=shard_seconds)
+                        shard_seconds=shard_seconds, writers=writers, writer_kind=writer_kind)
     s = extract([str(corpus)], [spec], str(bank), cfg)
     tot = s.teachers["wavlm"]
     return {"sps": s.seconds / s.run_s, "sps_with_startup": s.seconds / s.wall_s, "seconds": s.seconds,
@@ -141,10 +141,10 @@ def naive_loop(spec, files: list[Path], out: Path, device: str, max_seconds: flo
 
 
 def rss_child(model_dir: str, corpus: str, bank: str, device: str, dtype: str, layers: str, codec: str,
-              batch_seconds: float, workers: int) -> None:
-    """Run one extraction and print its peak RSS (this process and its decode workers), in MB."""
+              batch_seconds: float, workers: int, writers: int, writer_kind: str) -> None:
+    """Run one extraction and print its peak RSS (this process; its decode/writer processes), in MB."""
     s = full_extract(_spec(Path(model_dir), dtype, layers, codec), Path(corpus), Path(bank), device,
-                     batch_seconds, workers)
+                     batch_seconds, workers, writers=writers, writer_kind=writer_kind)
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"peak_rss_mb": me, "peak_worker_rss_mb": kids, "seconds": s["seconds"]}))
@@ -182,7 +182,8 @@ def _log(msg: str) -> None:
 
 def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", minutes: float = 2.0,
               layers: str = "sparse:4", codec: str = "float16", batch_seconds: float = 200.0, max_batch: int = 64,
-              workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5, rss: bool = True) -> dict:
+              workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5, rss: bool = True,
+              writers: int = 0, writer_kind: str = "auto") -> dict:
     import torch
 
     from audistill.extract.run import resolve_device
@@ -198,14 +199,16 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         _log(f"setup {setup_s:.1f} s, {len(files)} files")
         a = bare_forward(spec, files, device, batch_seconds, max_batch)
         _log(f"(a) bare forward {a:.1f} audio s/s")
-        b = full_extract(spec, tmp / "corpus", tmp / "bank", device, batch_seconds, workers)
+        b = full_extract(spec, tmp / "corpus", tmp / "bank", device, batch_seconds, workers, writers=writers,
+                         writer_kind=writer_kind)
         _log(f"(b) extract {b}")
         c = naive_loop(spec, files, tmp / "naive", device, naive_minutes * 60)
         _log(f"(c) naive {c:.1f} audio s/s")
         out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
                "model": model, "dtype": dtype if device.startswith("cuda") else "fp32", "layers": layers,
                "codec": codec, "audio_seconds": b["seconds"], "batch_seconds": batch_seconds,
-               "loader_workers": workers, "setup_s": setup_s,
+               "loader_workers": workers, "writers": writers or "auto", "writer_kind": writer_kind,
+               "setup_s": setup_s,
                "a_bare_forward_sps": a, "b_extract_sps": b["sps"], "b_extract_sps_with_startup": b["sps_with_startup"],
                "c_naive_sps": c, "b_over_a": b["sps"] / a, "b_over_c": b["sps"] / c,
                "bits_per_value": b["bits_per_value"], "failed": b["failed"],
@@ -215,7 +218,7 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         if rss:
             base, big = _rss_corpora(files, tmp, rss_minutes)
             args = dict(device=device, dtype=dtype, layers=layers, codec=codec, batch_seconds=batch_seconds,
-                        workers=workers)
+                        workers=workers, writers=writers, writer_kind=writer_kind)
             out["rss_base"] = _rss(model_dir, base, tmp / "rss_bank1", args)
             _log(f"rss base {out['rss_base']}")
             out["rss_10x"] = _rss(model_dir, big, tmp / "rss_bank2", args)
@@ -258,6 +261,8 @@ def bench_extract(
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch.")] = 200.0,
     workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
     naive_minutes: Annotated[float, typer.Option("--naive-minutes", help="Audio for the naive loop.")] = 1.0,
+    writers: Annotated[int, typer.Option("--writers", help="Shard writers (0: auto).")] = 0,
+    writer_kind: Annotated[str, typer.Option("--writer-kind", help="auto | process | thread.")] = "auto",
     rss_minutes: Annotated[float, typer.Option("--rss-minutes", help="Base corpus of the RSS check (0: skip).")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a target is missed.")] = False,
@@ -266,7 +271,7 @@ def bench_extract(
     if model not in MODELS:
         raise typer.BadParameter(f"--model must be one of {sorted(MODELS)}")
     r = run_bench(device, model, dtype, minutes, layers, codec, batch_seconds, 64, workers, naive_minutes,
-                  rss_minutes, rss=rss_minutes > 0)
+                  rss_minutes, rss=rss_minutes > 0, writers=writers, writer_kind=writer_kind)
     if as_json:
         print(json.dumps(r))
     else:
