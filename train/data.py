@@ -217,12 +217,12 @@ def stack_teacher(datas, name: str, layers: list[int]):
     tl = torch.tensor([d.features[name][layers[0]].shape[0] if name in d.features else 0 for d in datas])
     feats = {}
     for layer in layers:
-        z = torch.zeros(len(datas), max(1, int(tl.max())), dim)  # (B, T, D)
+        z = np.zeros((len(datas), max(1, int(tl.max())), dim), np.float32)  # (B, T, D)
         for b, d in enumerate(datas):
             if name in d.features:
                 f = d.features[name][layer]
-                z[b, : f.shape[0]] = torch.from_numpy(f)
-        feats[layer] = z
+                z[b, : f.shape[0]] = f
+        feats[layer] = torch.from_numpy(z)
     return feats, tl, present
 
 

@@ -13,7 +13,8 @@ from .conftest import tiny_config
 def test_tiny_student_trains_and_loss_falls(tiny_bank, tmp_path):
     cfg = from_dict(tiny_config(tiny_bank, str(tmp_path / "runs"), **{"optim.max_steps": 14,
                                                                     "bank.val_shards": ["s002"],
-                                                                    "log.val_every": 7}))
+                                                                    "log.val_every": 7,
+                                                                    "log.tensorboard": True}))
     out = train(cfg)
     losses = out["losses"]
     assert len(losses) == 14
@@ -21,6 +22,7 @@ def test_tiny_student_trains_and_loss_falls(tiny_bank, tmp_path):
     rows = read_log(cfg.run_dir)
     assert {"loss/tspeech__L02", "loss/tmusic__L04", "steps_per_s", "audio_h_per_s", "loader_wait_s"} <= set(rows[-1])
     assert len(read_log(cfg.run_dir, "val")) == 2
+    assert list((cfg.run_dir / "tb").glob("events.out.tfevents.*"))
     ckpt = sorted((cfg.run_dir / "checkpoints").glob("ckpt-*"))[-1]
     state = json.loads((ckpt / "state.json").read_text())
     assert state["config"]["student"]["size"] == "tiny" and state["step"] == 14
