@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .align import align
-from .heads import Heads, Target
+from .heads import Heads
 from .weights import domain_weights
 
 
@@ -49,6 +49,3 @@ def distill_loss(hidden: list[torch.Tensor], s_len: torch.Tensor, student_hop: i
         total = total + (w[:, m] * per).sum()
     return total / norm, logs
 
-
-def targets_of(heads: Heads) -> list[Target]:
-    return heads.targets
