@@ -8,11 +8,12 @@ import sys
 import time
 
 import pytest
-from conftest import make_corpus
 
 from audistill.shards.bank import Bank
 from audistill.shards.reader import BankReader
 from audistill.shards.verify import verify_bank
+
+from .conftest import make_corpus
 
 CLI = [sys.executable, "-c", "from audistill.tools.cli import main; main()", "extract"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}

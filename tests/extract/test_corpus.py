@@ -6,12 +6,13 @@ import tarfile
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import make_corpus, write_wav
 
 from audistill.extract.corpus import plan_segments, scan_inputs
 from audistill.extract.errors import CorpusError
 from audistill.extract.plan import make_plan, slice_plan
 from audistill.shards.segments import check_key
+
+from .conftest import make_corpus, write_wav
 
 
 def _ids(inputs, **kw):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_wav
 
 from audistill.extract.errors import ExtractError, TooManyFailures
 from audistill.extract.run import ExtractConfig, check_failures, dry_run, extract
@@ -13,6 +12,8 @@ from audistill.extract.teachers import Teacher, load_teacher
 from audistill.shards.bank import Bank
 from audistill.shards.reader import BankReader
 from audistill.shards.verify import verify_bank
+
+from .conftest import write_wav
 
 DOMAINS = {"speech": "speech", "music": "music"}
 
@@ -141,7 +142,7 @@ def test_nan_teacher_outputs_are_recorded_never_stored(tmp_path, monkeypatch):
 
 
 def test_another_revision_is_refused_and_nothing_written(tiny_dir, corpus, tmp_path):
-    from tiny_models import make_tiny
+    from .tiny_models import make_tiny
 
     spec = _specs(tiny_dir)[0]
     extract([str(corpus)], [spec], str(tmp_path / "bank"), _cfg())
@@ -164,3 +165,11 @@ def test_dry_run_plans_without_loading_weights(tiny_dir, corpus, tmp_path, monke
     assert h["bits_per_value"] == 16.0 and w["bits_per_value"] == 32.0 and w["layers"] == [1, 3]
     assert h["bytes"] == pytest.approx(h["frames"] * 32 * 2 * 2)
     assert not (tmp_path / "bank").exists()
+
+
+def test_bank_on_an_fsspec_url(tiny_dir, corpus):
+    """Nothing in extraction assumes a local bank (memory:// stands in for s3://)."""
+    root = f"memory://bank-{id(corpus)}"
+    s = extract([str(corpus)], _specs(tiny_dir)[:1], root, _cfg())
+    assert s.segments_written == s.segments_planned and verify_bank(root).ok
+    assert len(list(BankReader(root))) == s.segments_written

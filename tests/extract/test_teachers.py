@@ -76,7 +76,7 @@ def test_ast_mean_over_frequency_patches(tiny_dir):
 
 
 def test_record_identity_and_fingerprint(tiny_dir, tmp_path):
-    from tiny_models import make_tiny
+    from .tiny_models import make_tiny
 
     a = _teacher(tiny_dir, "wavlm", layers="sparse:2", codec="bfloat16", domains=("speech",),
                  home_domain="speech").record()

@@ -1,0 +1,29 @@
+"""bench-extract on CPU with the tiny model: the three paths run and the targets are reported."""
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from audistill.tools.bench.extract import register
+
+
+def test_bench_extract_cli_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def _other():  # a second command keeps typer from collapsing the app into one command
+        pass
+
+    r = CliRunner().invoke(app, ["bench-extract", "--model", "tiny", "--device", "cpu", "--minutes", "0.2",
+                                 "--naive-minutes", "0.05", "--rss-minutes", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    for k in ("a_bare_forward_sps", "b_extract_sps", "c_naive_sps"):
+        assert out[k] > 0
+    assert out["b_over_a"] == out["b_extract_sps"] / out["a_bare_forward_sps"]
+    assert out["b_over_c"] == out["b_extract_sps"] / out["c_naive_sps"]
+    assert isinstance(out["target_b_ge_0.85a"], bool) and isinstance(out["target_b_ge_3c"], bool)
+    assert out["audio_seconds"] >= 12 and out["failed"] == 0 and 8 < out["bits_per_value"] <= 16
