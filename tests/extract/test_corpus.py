@@ -85,3 +85,15 @@ def test_slices_cover_the_plan_exactly_once(tmp_path):
     ids = [s.id for sh in plan for s in sh.segments]
     assert ids == [s.id for s in segs]
     assert all(sh.seconds <= 3.0 or len(sh.segments) == 1 for sh in plan)
+
+
+def test_formats_rates_and_channels_decode_to_16k_mono(tmp_path):
+    from audistill.extract.audio import load_segment
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((44100, 2)) * 0.1).astype(np.float32)
+    for name, kw in (("a.ogg", {"format": "OGG", "subtype": "VORBIS"}), ("a.mp3", {"format": "MP3"}),
+                     ("a.flac", {}), ("a.wav", {"subtype": "PCM_24"})):
+        sf.write(tmp_path / name, x, 44100, **kw)
+        y = load_segment(str(tmp_path / name), None, 0.25, 0.75, 100)
+        assert y.dtype == np.float32 and y.ndim == 1 and len(y) == 8000, name
