@@ -73,6 +73,24 @@ def _table(summary, console) -> None:
     console.print(t)
 
 
+def _plan_table(plan: dict, console) -> None:
+    from rich.table import Table
+
+    doms = ", ".join(f"{d} {h:.3f} h" for d, h in plan["hours_per_domain"].items())
+    console.print(f"plan: {plan['shards']} shards, {plan['segments']} segments, {plan['hours']:.3f} h ({doms}); "
+                  f"segments up to {plan['segment_seconds']} s; {plan['unusable_inputs']} unusable inputs")
+    t = Table(title="estimated storage (codec parts before lossless compression: an upper bound)")
+    for col in ("teacher", "hours", "frame rate", "dim", "layers", "bits/value", "bytes/layer", "bytes"):
+        t.add_column(col, justify="left" if col in ("teacher", "layers") else "right")
+    for name, e in plan["teachers"].items():
+        if "dim" not in e:
+            t.add_row(name, f"{e['seconds'] / 3600:.3f}", "?", "?", "?", "?", "?", e.get("note", "?"))
+            continue
+        t.add_row(name, f"{e['seconds'] / 3600:.3f}", f"{e['frame_rate']:g}", str(e["dim"]), str(e["layers"]),
+                  f"{e['bits_per_value']:.1f}", f"{e['bytes_per_layer']:.3g}", f"{e['bytes']:.3g}")
+    console.print(t)
+
+
 def extract_cmd(
     corpus: Annotated[list[str], typer.Argument(help="Corpus inputs: folders, .jsonl/.csv manifests, .tar shards.")],
     teachers: Annotated[str, typer.Option("--teachers", help="Teacher spec file (.toml or .yaml).")],
@@ -112,7 +130,10 @@ def extract_cmd(
                         num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code)
     if dry_run:
         plan = plan_only(corpus, specs, cfg)
-        print(json.dumps(plan, indent=None if as_json else 1))
+        if as_json:
+            print(json.dumps(plan))
+        else:
+            _plan_table(plan, console)
         return
     progress = None if as_json else _progress_factory(console)
     if scheduler or dask:
