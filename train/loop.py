@@ -138,7 +138,9 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
         init_from(model, cfg.run.init_from)
     net = model
     if d.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        top = max(t.student_layer for t in model.heads.targets)  # blocks above the top target get no gradient
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                                  find_unused_parameters=top < model.student.cfg.depth)
     spec = loader_spec(cfg, model, infos, shards, d, online is not None)
     pin = device.type == "cuda"
     log = RunLog(cfg.run_dir, d.main, cfg.log.tensorboard)
