@@ -11,7 +11,14 @@ import typer
 
 tools_app = typer.Typer(no_args_is_help=True, help="Benchmarks, demo corpus, probes, reports.")
 
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = (
+    "audistill.tools.bench.codecs",
+    "audistill.tools.bench.reads",
+    "audistill.tools.bench.extract",
+    "audistill.tools.bench.train",
+    "audistill.tools.corpus",
+    "audistill.tools.probe",
+)
 
 
 def register(app: typer.Typer) -> None:
