@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import torch
 
@@ -64,6 +65,8 @@ def shard_task(bank_root: str, storage_options: dict | None, shard: ShardPlan, s
     if bank.is_committed(shard.name):
         return ShardResult(shard.name)
     teachers = _teachers(specs, _worker_device(device))
+    # One shard per task: write it in this worker's thread rather than spawning a writer process.
+    opts = replace(opts, writers=1, writer_kind="thread")
     return run_shards(bank, [shard], teachers, opts, update_catalog=False)[0]
 
 
