@@ -30,6 +30,7 @@ from .run import (
     check_and_register,
     fit_codecs,
     load_teachers,
+    plan_work,
     resolve_device,
     summarize,
 )
@@ -59,15 +60,16 @@ def _teachers(specs: tuple[TeacherSpec, ...], device: str) -> list[Teacher]:
 
 
 def shard_task(bank_root: str, storage_options: dict | None, shard: ShardPlan, specs: tuple[TeacherSpec, ...],
-               opts: RunOptions, device: str) -> ShardResult:
-    """Compute and commit one shard on a worker (no catalog write)."""
+               opts: RunOptions, device: str, add: dict[str, list[int]] | None = None) -> ShardResult:
+    """Compute and commit one shard (or add teachers to a committed one) on a worker (no catalog write)."""
     bank = Bank.open(bank_root, storage_options)
-    if bank.is_committed(shard.name):
+    if add is None and bank.is_committed(shard.name):
         return ShardResult(shard.name)
     teachers = _teachers(specs, _worker_device(device))
     # One shard per task: write it in this worker's thread rather than spawning a writer process.
     opts = replace(opts, writers=1, writer_kind="thread")
-    return run_shards(bank, [shard], teachers, opts, update_catalog=False)[0]
+    return run_shards(bank, [shard], teachers, opts, update_catalog=False,
+                      add=None if add is None else {shard.name: add})[0]
 
 
 def _cluster(device: str, workers: int):
@@ -96,20 +98,21 @@ def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cf
         raise ExtractError(str(e)) from e
     bank.sync_catalog()
     bank.remove_temporaries()
-    todo = [sh for sh in plan if not bank.is_committed(sh.name)]
+    todo, add, skipped = plan_work(bank, plan, teachers)
     if todo:
         fit_codecs(bank, teachers, plan[0], cfg)
     device = resolve_device(cfg.device).split(":")[0]
     run_specs = tuple(t.spec for t in teachers)
     del teachers
-    summary = RunSummary(bank.root, shards_planned=len(plan), shards_skipped=len(plan) - len(todo),
+    summary = RunSummary(bank.root, shards_planned=len(plan), shards_skipped=skipped,
                          segments_planned=sum(len(s.segments) for s in plan) + len(plan_errors),
                          teachers={s.name: TeacherTotals() for s in specs})
     cluster = None if scheduler else _cluster(device, workers)
     results, errors = [], list(plan_errors)
     with Client(scheduler or cluster) as client:
         futures = [client.submit(shard_task, bank.root, cfg.storage_options, sh, run_specs, cfg.run_options(),
-                                 device, key=f"extract-{sh.name}", retries=retries, pure=False) for sh in todo]
+                                 device, add.get(sh.name), key=f"extract-{sh.name}", retries=retries, pure=False)
+                   for sh in todo]
         for sh, fut in zip(todo, futures, strict=True):
             try:
                 results.append(fut.result())

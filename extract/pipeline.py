@@ -72,8 +72,10 @@ class ShardResult:
 class _ShardState:
     """What has been computed for one shard so far."""
 
-    def __init__(self, plan: ShardPlan, teachers: list[Teacher]):
+    def __init__(self, plan: ShardPlan, teachers: list[Teacher], add: dict[str, list[int]] | None = None):
         self.plan = plan
+        self.teachers = [t.name for t in teachers]
+        self.add = add  # None: a new shard; else {teacher: layers} to add to the committed shard
         self.audio: dict[int, np.ndarray] = {}
         self.feats: dict[int, dict[str, dict | None]] = {}
         self.failed: dict[int, str] = {}
@@ -136,6 +138,8 @@ def _process(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: d
         st.audio[i] = batch.audio[i]
         st.feats[i] = {}
     for t in teachers:
+        if t.name not in st.teachers:
+            continue
         pos = [b for b, i in enumerate(ok) if t.spec.runs_on(st.plan.segments[i].domain)]
         for b, i in enumerate(ok):
             if b not in pos:
@@ -178,9 +182,29 @@ def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[Shard
     return res, rec
 
 
-def write_shard_in_process(root: str, storage_options: dict | None, st: _ShardState,
-                           teachers: list[str]) -> tuple[ShardResult, ShardRecord]:
-    return write_shard(Bank.open(root, storage_options), st, teachers)
+def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
+    """Add teachers (or more layers of one) to a committed shard, segment by segment in its order."""
+    res = st.result
+    assert st.add is not None
+    for name, layers in st.add.items():
+        with bank.add_field(st.plan.name, name, layers=layers, update_catalog=False) as a:
+            for i, ref in enumerate(st.plan.segments):
+                parts = st.feats.get(i, {}).get(name)
+                a.add(ref.segment(), None if parts is None else {k: parts[k] for k in layers})
+    res.segments = len(st.audio)
+    res.seconds = sum(len(x) for x in st.audio.values()) / 16000
+    rec = ShardRecord.from_json(json.loads(bank.fs.read_bytes(f"commits/{st.plan.name}.json")))
+    for name in st.add:
+        res.teachers[name].bytes = sum(field_bytes(rec, f.name) for f in rec.teacher_fields(name))
+    return res, rec
+
+
+def _write(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
+    return write_shard(bank, st, st.teachers) if st.add is None else add_fields(bank, st)
+
+
+def write_shard_in_process(root: str, storage_options: dict | None, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
+    return _write(Bank.open(root, storage_options), st)
 
 
 def _writer_pool(opts: RunOptions, device: torch.device):
@@ -203,8 +227,10 @@ def field_bytes(record, field_name: str) -> int:
 
 
 def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opts: RunOptions,
-               update_catalog: bool = True, progress: Progress | None = None) -> list[ShardResult]:
-    """Compute and commit ``shards`` (none of them committed yet) with ``teachers``."""
+               update_catalog: bool = True, progress: Progress | None = None,
+               add: dict[str, dict[str, list[int]]] | None = None) -> list[ShardResult]:
+    """Compute and commit ``shards`` with ``teachers``. Shards named in ``add`` are committed
+    already: only the teachers/layers ``add[shard]`` lists are computed and added to them."""
     if not shards:
         return []
     device = teachers[0].device
@@ -213,7 +239,11 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
               for t in teachers}
     batch_samples = int(opts.batch_seconds * 16000)
     min_samples = int(opts.min_seconds * 16000)
-    live = {si: _ShardState(sh, teachers) for si, sh in enumerate(shards)}
+    add = add or {}
+    live = {}
+    for si, sh in enumerate(shards):
+        subset = [t for t in teachers if sh.name not in add or t.name in add[sh.name]]
+        live[si] = _ShardState(sh, subset, add.get(sh.name))
     for si, sh in enumerate(shards):
         live[si].batches_left = len(make_batches([s.num_samples for s in sh.segments], batch_samples, opts.max_batch))
     results: list[ShardResult] = []
@@ -228,7 +258,6 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
             bank.catalog.shards[rec.name] = rec
             bank.save_catalog()
 
-    names = [t.name for t in teachers]
     pool, in_process = _writer_pool(opts, device)
     with pool:
         for batch in batches:
@@ -241,8 +270,8 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
                 while len(pending) >= opts.writers:  # bounded memory: at most `writers` shards queued
                     done(pending.pop(0))
                 st = live.pop(batch.shard)
-                pending.append(pool.submit(write_shard_in_process, bank.root, opts.storage_options, st, names)
-                               if in_process else pool.submit(write_shard, bank, st, names))
+                pending.append(pool.submit(write_shard_in_process, bank.root, opts.storage_options, st)
+                               if in_process else pool.submit(_write, bank, st))
         while pending:
             done(pending.pop(0))
     return results

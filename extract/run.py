@@ -145,6 +145,33 @@ def check_and_register(bank: Bank, teachers: list[Teacher], config: dict) -> Non
     bank.save_catalog()
 
 
+def plan_work(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher]
+              ) -> tuple[list[ShardPlan], dict[str, dict[str, list[int]]], int]:
+    """What to run: new shards, committed shards lacking some teachers' layers (with those
+    layers, restricted to the segments the shard holds), and how many need nothing."""
+    records = bank.commit_records() if any(bank.is_committed(sh.name) for sh in shards) else {}
+    todo, add, skipped = [], {}, 0
+    for sh in shards:
+        rec = records.get(sh.name) or bank.catalog.shards.get(sh.name)
+        if rec is None:
+            todo.append(sh)
+            continue
+        need = {t.name: [x for x in t.layers if x not in rec.layers_of(t.name)] for t in teachers}
+        need = {k: v for k, v in need.items() if v}
+        if not need:
+            skipped += 1
+            continue
+        ids = [s.id for s in bank.shard_reader(sh.name, record=rec, check="none").segments]
+        by_id = {r.id: r for r in sh.segments}
+        lost = [i for i in ids if i not in by_id]
+        if lost:
+            raise ExtractError(f"shard {sh.name} holds segments the corpus no longer has ({lost[:3]}...); "
+                               "cannot add teachers to it from this corpus")
+        todo.append(ShardPlan(sh.name, tuple(by_id[i] for i in ids)))
+        add[sh.name] = need
+    return todo, add, skipped
+
+
 def append_errors(bank: Bank, records: list[dict]) -> None:
     """Append error records to ``errors.jsonl`` (skipping ones already there)."""
     if not records:
@@ -218,8 +245,8 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
         bank.sync_catalog()
         bank.remove_temporaries()
     mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
-    todo = [sh for sh in mine if not bank.is_committed(sh.name)]
-    summary = RunSummary(bank.root, shards_planned=len(mine), shards_skipped=len(mine) - len(todo),
+    todo, add, skipped = plan_work(bank, mine, teachers)
+    summary = RunSummary(bank.root, shards_planned=len(mine), shards_skipped=skipped,
                          segments_planned=sum(len(s.segments) for s in mine) + (len(plan_errors) if single else 0),
                          teachers={t.name: TeacherTotals() for t in teachers})
     if todo:
@@ -229,7 +256,8 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
         progress = progress_factory(sum(len(s.segments) for s in todo), sum(s.seconds for s in todo))
     t_run = time.perf_counter()
     try:
-        results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress)
+        results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress,
+                             add=add)
     finally:
         stop = getattr(progress, "stop", None)
         if stop is not None:

@@ -24,10 +24,9 @@ Every problem in a file is reported at once in one :class:`SpecError`.
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import tomllib
 
 from audistill.shards.codecs import get_codec
 from audistill.shards.errors import BankError

@@ -173,3 +173,28 @@ def test_bank_on_an_fsspec_url(tiny_dir, corpus):
     s = extract([str(corpus)], _specs(tiny_dir)[:1], root, _cfg())
     assert s.segments_written == s.segments_planned and verify_bank(root).ok
     assert len(list(BankReader(root))) == s.segments_written
+
+
+def test_a_new_teacher_is_added_to_committed_shards(tiny_dir, corpus, tmp_path):
+    """Re-running with one more teacher (and more layers of an old one) adds fields, rewrites nothing."""
+    wavlm, hubert = _specs(tiny_dir)
+    root = str(tmp_path / "bank")
+    first = extract([str(corpus)], [wavlm], root, _cfg())
+    files_before = {n: dict(r.files) for n, r in Bank.open(root).catalog.shards.items()}
+    more = TeacherSpec(**{**wavlm.__dict__, "layers": (0, 1, 3)})
+    s = extract([str(corpus)], [more, hubert], root, _cfg())
+    assert s.shards_run == first.shards_run and s.shards_skipped == 0 and s.failed == 0
+    bank = Bank.open(root)
+    assert bank.catalog.teachers["wavlm"].layers == [0, 1, 3] and "hubert" in bank.catalog.teachers
+    for name, files in files_before.items():
+        assert all(bank.catalog.shards[name].files[f] == meta for f, meta in files.items())
+    assert verify_bank(root).ok
+    ref = str(tmp_path / "ref")
+    extract([str(corpus)], [more, hubert], ref, _cfg())
+    for a, b in zip(BankReader(root), BankReader(ref), strict=True):
+        assert a.segment == b.segment and sorted(a.features) == sorted(b.features)
+        for t in a.features:
+            for layer in a.features[t]:
+                np.testing.assert_array_equal(a.features[t][layer], b.features[t][layer])
+    again = extract([str(corpus)], [more, hubert], root, _cfg())
+    assert again.shards_run == 0 and again.shards_skipped == s.shards_run
