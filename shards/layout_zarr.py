@@ -27,7 +27,7 @@ from .fields import AUDIO, FieldSpec, check_parts, layer_key
 from .fs import BankFS
 from .segments import Segment
 
-_CHUNK_BYTES = 1 << 20
+_CHUNK_BYTES = 1 << 20  # 256 KiB: a random crop decodes little it does not use
 _CHUNKS_PER_SHARD = 32
 
 
@@ -225,8 +225,9 @@ class ZarrFieldAdder:
 
 
 class _RowWindow:
-    """Reads rows of one array through a window of whole chunks, so a sequential pass over
-    consecutive segments decodes each chunk once (a crop outside the window reads just its chunks)."""
+    """Reads rows of one array in whole chunks and keeps the last read. A request that continues
+    where the last one ended (a sequential pass) reads ``readahead`` chunks at once, so each chunk
+    is decoded once; any other request (a random crop) reads only the chunks it touches."""
 
     def __init__(self, array, readahead_chunks: int):
         self.array = array
@@ -239,8 +240,9 @@ class _RowWindow:
         if hi <= lo:
             return np.zeros((0, *self.array.shape[1:]), dtype=self.array.dtype)
         if self.data is None or lo < self.lo or hi > self.hi:
+            sequential = self.data is not None and self.lo <= lo <= self.hi
             start = (lo // self.chunk) * self.chunk
-            stop = max(hi, start + self.readahead * self.chunk)
+            stop = max(hi, start + self.readahead * self.chunk) if sequential else hi
             stop = min(self.array.shape[0], -(-stop // self.chunk) * self.chunk)
             self.data, self.lo, self.hi = self.array[start:stop], start, stop
         return self.data[lo - self.lo:hi - self.lo]
