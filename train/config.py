@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from .errors import ConfigError
 
