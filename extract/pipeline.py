@@ -4,7 +4,10 @@ Overlap: audio is decoded and padded in DataLoader worker processes ahead of the
 finished shard goes to a pool of writers (compression, hashing, commit) while the next shard's
 batches run on the device. On CUDA the writers are processes, so their Python work never holds
 the GIL the teachers' kernel launches need. At most ``writers`` shards wait or are being written
-while another is computed, so memory is bounded by the shard size, not by the corpus."""
+while another is computed, so memory is bounded by the shard size, not by the corpus.
+
+A committed shard that lacks some teachers (or layers) is run again with just those teachers, on
+the segments it holds, and they are added with ``bank.add_field`` - nothing committed is rewritten."""
 
 from __future__ import annotations
 
@@ -207,10 +210,22 @@ def write_shard_in_process(root: str, storage_options: dict | None, st: _ShardSt
     return _write(Bank.open(root, storage_options), st)
 
 
+def _die_with_parent() -> None:
+    """Writer processes get SIGKILL when the extractor dies (Linux), so a killed run leaves no
+    orphan finishing a shard while the re-run rewrites it."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
 def _writer_pool(opts: RunOptions, device: torch.device):
     kind = opts.writer_kind if opts.writer_kind != "auto" else ("process" if device.type == "cuda" else "thread")
     if kind == "process":
-        return ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn")), True
+        return ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn"),
+                                   initializer=_die_with_parent), True
     return ThreadPoolExecutor(max_workers=opts.writers, thread_name_prefix="shard-writer"), False
 
 
