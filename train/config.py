@@ -76,6 +76,9 @@ class TeacherSection:
 class DistillSection:
     omega: float = 10.0
     head_hidden: int = 0  # 0 = the student's width
+    # Standardize each target channel with the bank's per-layer statistics (`audistill shards
+    # stats`), so teachers of very different scales weigh alike in the L1 term.
+    normalize_targets: bool = False
 
 
 @dataclass(frozen=True)

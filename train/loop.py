@@ -34,13 +34,30 @@ from .targets import TeacherInfo, open_reader, plan_targets
 class Distiller(nn.Module):
     """Student + heads; ``forward(batch, norm)`` is the loss of one micro-batch."""
 
-    def __init__(self, student: Student, heads: Heads, infos: dict[str, TeacherInfo], omega: float):
+    def __init__(self, student: Student, heads: Heads, infos: dict[str, TeacherInfo], omega: float,
+                 target_stats: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] | None = None):
         super().__init__()
         self.student, self.heads, self.omega = student, heads, omega
         self.hops = {n: i.hop for n, i in infos.items()}
         self.homes = {n: i.home for n, i in infos.items()}
+        self.normalized = sorted(target_stats or {})
+        for (t, layer), (mean, std) in (target_stats or {}).items():
+            self.register_buffer(f"tmean__{t}__{layer}", mean, persistent=False)
+            self.register_buffer(f"tstd__{t}__{layer}", std, persistent=False)
+
+    def normalize(self, batch: dict) -> dict:
+        """Targets standardized per channel with the bank's statistics (when configured)."""
+        if not self.normalized:
+            return batch
+        targets = {t: dict(d) for t, d in batch["targets"].items()}
+        for t, layer in self.normalized:
+            if t in targets and layer in targets[t]:
+                mean, std = getattr(self, f"tmean__{t}__{layer}"), getattr(self, f"tstd__{t}__{layer}")
+                targets[t][layer] = (targets[t][layer] - mean) / std  # (B, T, Dt)
+        return {**batch, "targets": targets}
 
     def forward(self, batch: dict, norm: float):
+        batch = self.normalize(batch)
         hidden = self.student(batch["wave"], batch["lengths"])  # depth + 1 x (B, T, D)
         s_len = batch["lengths"] // self.student.cfg.hop
         return distill_loss(hidden, s_len, self.student.cfg.hop, self.heads, batch, self.hops, self.homes,
@@ -82,8 +99,25 @@ def build(cfg: RunConfig, device: torch.device, online=None):
     student = Student(scfg)
     heads = Heads(targets, scfg.dim, {n: i.dim for n, i in infos.items()}, cfg.distill.head_hidden or None)
     omega = 1.0 if cfg.run.stage == 2 else cfg.distill.omega
-    model = Distiller(student, heads, infos, omega).to(device)
+    stats = target_stats(bank, targets, cfg.bank.root) if cfg.distill.normalize_targets else None
+    model = Distiller(student, heads, infos, omega, stats).to(device)
     return model, infos, train_shards, val
+
+
+def target_stats(bank: Bank, targets, root: str) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel mean and std of every target layer from the catalog; all missing ones named at once."""
+    out, missing = {}, []
+    for tgt in targets:
+        s = bank.catalog.stats.get(tgt.teacher, {}).get(str(tgt.teacher_layer))
+        if s is None:
+            missing.append(f"{tgt.teacher} layer {tgt.teacher_layer}")
+            continue
+        std = torch.tensor(s["std"], dtype=torch.float32).clamp(min=1e-5)
+        out[(tgt.teacher, tgt.teacher_layer)] = (torch.tensor(s["mean"], dtype=torch.float32), std)
+    if missing:
+        raise ConfigError(f"distill.normalize_targets needs statistics the bank lacks ({', '.join(missing)}): "
+                          f"run `audistill shards stats {root}` first")
+    return out
 
 
 def loader_spec(cfg: RunConfig, model: Distiller, infos, shards, d: ddp.Dist, online: bool) -> LoaderSpec:

@@ -70,3 +70,32 @@ def test_stage2_distills_final_layer_from_stage1_checkpoint(tiny_bank, tmp_path)
     rows = read_log(from_dict(raw).run_dir)
     assert [k for k in rows[-1] if k.startswith("loss/")] == ["loss/tspeech__L04"]
     assert len(out["losses"]) == 2
+
+
+def test_normalized_targets_use_bank_statistics(tiny_bank, tmp_path):
+    import shutil
+
+    from audistill.shards.bank import Bank
+    from audistill.shards.stats import compute_stats
+    from audistill.train.loop import build
+
+    tiny_bank = str(shutil.copytree(tiny_bank, tmp_path / "bank"))  # the fixture's bank stays as it is
+    raw = tiny_config(tiny_bank, str(tmp_path / "n"), **{"optim.max_steps": 2, "distill.normalize_targets": True})
+    bank = Bank.open(tiny_bank)
+    if bank.catalog.stats:  # start from a bank without statistics
+        bank.catalog.stats = {}
+        bank.save_catalog()
+    with pytest.raises(ConfigError, match="shards stats"):
+        train(from_dict(raw))
+    compute_stats(tiny_bank)
+    cfg = from_dict(raw)
+    import torch
+
+    model = build(cfg, torch.device("cpu"))[0]
+    stats = Bank.open(tiny_bank).catalog.stats
+    (t, layer) = model.normalized[0]
+    mean = torch.tensor(stats[t][str(layer)]["mean"])
+    z = mean + 2 * torch.tensor(stats[t][str(layer)]["std"])
+    out = model.normalize({"targets": {t: {layer: z[None, None]}}})
+    assert torch.allclose(out["targets"][t][layer], torch.full_like(z, 2.0)[None, None], atol=1e-3)
+    assert len(train(cfg)["losses"]) == 2
