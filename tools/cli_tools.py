@@ -25,3 +25,4 @@ def register(app: typer.Typer) -> None:
     for name in _MODULES:
         importlib.import_module(name).register(tools_app)
     app.add_typer(tools_app, name="tools")
+    importlib.import_module("audistill.tools.demo").register(app)  # `audistill demo`, the main job

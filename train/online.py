@@ -35,24 +35,43 @@ class OnlineTeachers:
         doms = list(getattr(spec, "domains", None) or getattr(t, "domains", []) or [])
         return not doms or domain in doms
 
+    @staticmethod
+    def groups(t, lengths: list[int], present: list[bool]) -> list[list[int]]:
+        """Batch items to run together: only covered items; items of equal length together for a
+        teacher whose output depends on padding (as extraction batches it), else all at once."""
+        idx = [b for b in range(len(lengths)) if present[b]]
+        if getattr(t, "pad_invariant", True):
+            return [idx] if idx else []
+        by_len: dict[int, list[int]] = {}
+        for b in idx:
+            by_len.setdefault(lengths[b], []).append(b)
+        return list(by_len.values())
+
     @torch.no_grad()
     def fill(self, batch: dict) -> None:
         """Put ``targets`` / ``target_lengths`` / ``present`` into a full-audio batch (see data.py)."""
         wave, lengths = batch["full_wave"], batch["full_lengths"]  # (B, N), (B,)
         starts, nums = batch["crop_start"].tolist(), batch["lengths"].tolist()
         device = batch["wave"].device
+        n_items = len(starts)
         for name, t in self.teachers.items():
-            feats, fl = t.extract(wave, lengths)  # {layer: (B, T, D)}, (B,)
             hop = 16000 / t.frame_rate
-            f0 = [min(int(fl[b]), int(round(starts[b] / hop))) for b in range(len(starts))]
-            nf = [max(0, min(int(round(nums[b] / hop)), int(fl[b]) - f0[b])) for b in range(len(starts))]
             present = torch.tensor([self.covers(t, d) for d in batch["domains"]])
+            f0, nf = [0] * n_items, [0] * n_items
+            crops: dict[int, dict[int, torch.Tensor]] = {}
+            for group in self.groups(t, lengths.tolist(), present.tolist()):
+                longest = int(lengths[group].max())
+                feats, fl = t.extract(wave[group, :longest], lengths[group])  # {layer: (G, T, D)}, (G,)
+                for g, b in enumerate(group):
+                    f0[b] = min(int(fl[g]), int(round(starts[b] / hop)))
+                    nf[b] = max(0, min(int(round(nums[b] / hop)), int(fl[g]) - f0[b]))
+                    crops[b] = {layer: z[g, f0[b]: f0[b] + nf[b]].float() for layer, z in feats.items()}
             out = {}
-            for layer, z in feats.items():
-                y = z.new_zeros(z.shape[0], max(1, max(nf)), z.shape[2]).float()  # (B, T, D)
-                for b in range(z.shape[0]):
-                    if present[b]:
-                        y[b, : nf[b]] = z[b, f0[b]: f0[b] + nf[b]].float()
+            for layer in t.layers:
+                dim = next((c[layer].shape[-1] for c in crops.values()), t.dim)
+                y = torch.zeros(n_items, max(1, max(nf)), dim)  # (B, T, D)
+                for b, c in crops.items():
+                    y[b, : nf[b]] = c[layer].cpu()
                 out[layer] = y.to(device)
             batch["targets"][name] = out
             batch["target_lengths"][name] = torch.tensor(nf, device=device) * present.to(device)

@@ -15,6 +15,8 @@ from .model import StudentConfig
 
 SIZES: dict[str, StudentConfig] = {
     "tiny": StudentConfig(dim=64, depth=2, heads=4, conv_channels=16, pos_kernel=16, pos_groups=4, rel_buckets=32),
+    # A student that trains on a 2-core CPU in minutes (the built-in demo), ~1 M parameters.
+    "mini": StudentConfig(dim=128, depth=4, heads=4, conv_channels=32, pos_kernel=32, pos_groups=8, rel_buckets=32),
     "small": StudentConfig(dim=384, depth=12, heads=6, conv_channels=160),
     "base": StudentConfig(dim=768, depth=12, heads=12, conv_channels=256),
     "large": StudentConfig(dim=1024, depth=24, heads=16, conv_channels=512),

