@@ -151,11 +151,11 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
     """Train; returns a summary. ``stop_after`` ends after that many steps of this call (tests,
     benchmarks); ``online`` (an ``online.OnlineTeachers``) computes targets in the loop."""
     d, device = ddp.setup(cfg.run.device)
-    seed_all(cfg.run.seed)
     if online is None and cfg.run.online_teachers:
         from .online import OnlineTeachers
 
         online = OnlineTeachers.from_spec_file(cfg.run.online_teachers, device)
+    seed_all(cfg.run.seed)  # after loading teachers (which may draw random numbers): same init as cached
     model, infos, shards, val_shards = build(cfg, device, online)
     ckpt_dir = cfg.run_dir / "checkpoints"
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
