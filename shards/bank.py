@@ -139,8 +139,8 @@ class Bank:
         dict: the given layers of each).
 
         Yields a writer with ``add(segment, audio_int16, {teacher: {layer: parts} | None})``.
-        On a clean exit the shard is committed; on an exception nothing is committed and the
-        temporary files are removed.
+        On a clean exit the shard is committed and ``writer.record`` holds its commit record; on an
+        exception nothing is committed and the temporary files are removed.
         """
         check_key(name, "shard name")
         if self.is_committed(name):
@@ -158,6 +158,7 @@ class Bank:
         except BaseException:
             writer.abort()
             raise
+        writer.record = record  # this shard's commit record (safe with several writers at once)
         if update_catalog:
             self.catalog.shards[name] = record
             self.save_catalog()

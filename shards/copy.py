@@ -118,7 +118,7 @@ def recode_bank(src: str | Bank, dst: str, codec: str, *, codec_config: dict | N
             progress(shard)
         with target.write_shard(shard, wanted) as w:
             for sd in reader.iter_shard(shard):
-                feats = {t: ({lay: new.encode(torch.from_numpy(x), tstates[(t, lay)]) for lay, x in sd.features[t].items()}
+                feats = {t: ({lay: new.encode(torch.tensor(x), tstates[(t, lay)]) for lay, x in sd.features[t].items()}
                              if t in sd.features else None) for t in wanted}
                 w.add(sd.segment, sd.audio, feats)
     return target

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,24 +39,26 @@ from audistill.shards.verify import verify_bank
 
 Say = Callable[[str], None]
 
-CODECS = (("float32", {}), ("int8-delta", {}), ("int8-channel", {}), ("int4-group", {}), ("mvq", {}))
+# float32 (reference), int8 (delta-coded, the low-bit codec), 4-bit groups, product VQ.
+CODECS = ("float32", "int8-delta", "int4-group", "mvq")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """Knobs of the demo; the defaults fit 15 minutes on 2 CPU cores."""
 
-    minutes: float = 8.0  # corpus size
+    minutes: float = 12.0  # corpus size
     seed: int = 0
     device: str = "cpu"
     student: str = "mini"
-    steps: int = 300  # per training run
-    batch_seconds: float = 24.0
+    steps: int = 200  # per training run
+    batch_seconds: float = 16.0
     crop_seconds: float = 2.0
     lr: float = 2e-3
-    online_steps: int = 12  # the cached-vs-online pair
-    codecs: tuple = tuple(name for name, _ in CODECS)
+    online_steps: int = 6  # the cached-vs-online pair
+    codecs: tuple = CODECS
     shard_minutes: float = 1.0
+    fit_frames: int = 8000  # frames a fitted codec (VQ, int8-delta) is fitted on, per layer
     probe_seed: int = 0
 
 
@@ -153,7 +156,8 @@ def extract_bank(manifest: Path, spec: Path, bank: Path, cfg: DemoConfig, say: S
     from audistill.extract.spec import load_teacher_specs
 
     specs = load_teacher_specs(spec)
-    ecfg = ExtractConfig(layout="zarr", device=cfg.device, shard_seconds=cfg.shard_minutes * 60,
+    # WebDataset: the layout the trainer reads fastest (whole short segments per member)
+    ecfg = ExtractConfig(layout="webdataset", device=cfg.device, shard_seconds=cfg.shard_minutes * 60,
                          batch_seconds=60.0, loader_workers=1, max_failed=0.05)
     summary = extract([str(manifest)], specs, str(bank), ecfg, progress_factory=_extract_progress(say))
     if summary.failed:
@@ -178,7 +182,7 @@ def _extract_progress(say: Say):
     return make
 
 
-def make_codec_banks(f32: Path, out: Path, codecs: tuple, say: Say) -> dict[str, Path]:
+def make_codec_banks(f32: Path, out: Path, codecs: tuple, fit_frames: int, say: Say) -> dict[str, Path]:
     from audistill.shards.copy import recode_bank
 
     banks = {"float32": f32}
@@ -188,7 +192,7 @@ def make_codec_banks(f32: Path, out: Path, codecs: tuple, say: Say) -> dict[str,
         dst = out / f"bank-{name}"
         if not (dst / "bank.json").exists() or not Bank.open(str(dst)).catalog.shards:
             say(f"re-encoding the float32 bank as {name}")
-            recode_bank(str(f32), str(dst), name)
+            recode_bank(str(f32), str(dst), name, fit_frames=fit_frames)
         banks[name] = dst
     return banks
 
@@ -233,6 +237,7 @@ def run_training(raw: dict, say: Say, label: str) -> dict:
     from audistill.train.loop import train
 
     cfg = from_dict(raw)
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)  # every demo run trains from scratch
     t0 = time.perf_counter()
     res = train(cfg)
     wall = time.perf_counter() - t0
@@ -363,12 +368,19 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     say("[3/6] extracting every teacher once into a float32 bank")
     manifest = shuffled_manifest(corpus, cfg.seed)
     f32 = out / "bank-float32"
-    results["extract"] = timer.run("extract", extract_bank, manifest, spec, f32, cfg, say)
+    summary_file = out / "extract_summary.json"
+    if summary_file.exists() and (f32 / "bank.json").exists():
+        say("  (the bank is already there: reusing it)")
+        results["extract"] = json.loads(summary_file.read_text())
+    else:
+        shutil.rmtree(f32, ignore_errors=True)
+        results["extract"] = timer.run("extract", extract_bank, manifest, spec, f32, cfg, say)
+        summary_file.write_text(json.dumps(results["extract"], default=_json_default))
     timer.run("stats", compute_stats, str(f32))
     report = verify_bank(str(f32))
     if not report.ok:
         raise RuntimeError(f"the float32 bank does not verify: {report.broken}")
-    banks = timer.run("recode", make_codec_banks, f32, out, cfg.codecs, say)
+    banks = timer.run("recode", make_codec_banks, f32, out, cfg.codecs, cfg.fit_frames, say)
     for name, root in banks.items():
         if name != "float32":
             compute_stats(str(root))
@@ -399,6 +411,7 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
         raw = json.loads(json.dumps(base))
         raw["run"]["name"] = f"pair-{mode}"
         raw["optim"]["max_steps"] = cfg.online_steps
+        raw["optim"]["warmup_steps"] = min(raw["optim"]["warmup_steps"], cfg.online_steps)
         raw["log"].update({"every": 1, "val_every": 10**9, "ckpt_every": 10**9})
         if mode == "online":
             raw["run"]["online_teachers"] = str(spec)
@@ -462,5 +475,5 @@ def register(app) -> None:
 
 def quick_config() -> DemoConfig:
     """A run of a minute or two: the whole pipeline, tiny numbers."""
-    return DemoConfig(minutes=1.0, steps=12, batch_seconds=12.0, online_steps=3, shard_minutes=0.5, student="tiny",
-                      codecs=("float32", "int8-delta", "int4-group", "mvq"))
+    return DemoConfig(minutes=1.0, steps=10, batch_seconds=12.0, online_steps=2, shard_minutes=0.5, student="tiny",
+                      fit_frames=2000)

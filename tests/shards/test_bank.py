@@ -40,6 +40,7 @@ def test_float32_round_trip_is_exact(tmp_path, layout):
     bank, truth = make_bank(tmp_path / "b", layout, codec="float32")
     assert assert_matches(BankReader(str(tmp_path / "b")), truth) == len(truth) == 8
     assert bank.catalog.num_segments == 8
+    assert bank.last_record.name == "shard-00001" and bank.last_record.num_segments == 4
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -204,6 +205,7 @@ def test_unusual_but_safe_ids_round_trip(tmp_path):
     with bank.write_shard("s", ["t"]) as w:
         for sid in ids:
             w.add(Segment(sid, "x", num_samples=320), np.arange(320, dtype=np.int16), {"t": {0: codec.encode(torch.ones(1, 2))}})
+    assert w.record.name == "s" and w.record.num_segments == len(ids)
     got = [sd.segment.id for sd in BankReader(bank)]
     assert got == ids
     assert all(p.startswith("shards/") for p in bank.catalog.shards["s"].files)
