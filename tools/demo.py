@@ -310,7 +310,7 @@ def bank_teacher_probe(bank_root: Path, teacher: str, manifest: Path, seed: int)
         feats = sd.features.get(teacher)
         if not feats:
             continue
-        h = torch.stack([torch.from_numpy(feats[la]) for la in sorted(feats)])  # (L, T, D)
+        h = torch.stack([torch.tensor(feats[la]) for la in sorted(feats)])  # (L, T, D)
         if h.shape[1] == 0:
             continue
         cache.pooled[sd.segment.source] = h.mean(1)
