@@ -17,19 +17,15 @@ from dataclasses import replace
 import torch
 
 from audistill.shards.bank import Bank
-from audistill.shards.errors import CatalogError
 
-from .errors import ExtractError
 from .pipeline import RunOptions, ShardResult, TeacherTotals, run_shards
 from .plan import ShardPlan
 from .run import (
     ExtractConfig,
     RunSummary,
     append_errors,
-    build_plan,
-    check_and_register,
     fit_codecs,
-    load_teachers,
+    open_run,
     plan_work,
     resolve_device,
     summarize,
@@ -89,13 +85,7 @@ def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cf
     from distributed import Client
 
     t0 = time.perf_counter()
-    plan, plan_errors = build_plan(inputs, specs, cfg)
-    teachers = load_teachers(specs, cfg)
-    bank = Bank.create(bank_root, cfg.layout, cfg.storage_options)
-    try:
-        check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
-    except CatalogError as e:
-        raise ExtractError(str(e)) from e
+    plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg)
     bank.sync_catalog()
     bank.remove_temporaries()
     todo, add, skipped = plan_work(bank, plan, teachers)

@@ -226,13 +226,9 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], first: ShardPlan, cfg: Extra
             bank.save_codec_state(t.name, layer, codec.fit(sample))
 
 
-def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
-            progress_factory=None) -> RunSummary:
-    """Run every teacher over the corpus into the bank (this process's slice of the plan).
-
-    ``progress_factory(total_segments, total_seconds) -> Progress`` lets the CLI draw a bar.
-    """
-    t0 = time.perf_counter()
+def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig):
+    """Plan the corpus, load the teachers, open the bank and register them (a different revision
+    of a teacher already in the bank is refused here, before anything is written)."""
     plan, plan_errors = build_plan(inputs, specs, cfg)
     teachers = load_teachers(specs, cfg)
     bank = Bank.create(bank_root, cfg.layout, cfg.storage_options)
@@ -240,6 +236,17 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
         check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
     except CatalogError as e:
         raise ExtractError(str(e)) from e
+    return plan, plan_errors, teachers, bank
+
+
+def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
+            progress_factory=None) -> RunSummary:
+    """Run every teacher over the corpus into the bank (this process's slice of the plan).
+
+    ``progress_factory(total_segments, total_seconds) -> Progress`` lets the CLI draw a bar.
+    """
+    t0 = time.perf_counter()
+    plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg)
     single = cfg.num_workers == 1
     if single:
         bank.sync_catalog()

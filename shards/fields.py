@@ -103,3 +103,17 @@ class SegmentData:
     features: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     sample_start: int = 0
     frame_start: dict[str, int] = field(default_factory=dict)
+
+
+class LayerDecoder:
+    """``read_layer`` for both layouts' shard readers, on top of their ``read_parts``."""
+
+    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
+                   state: dict | None = None) -> np.ndarray:
+        """Decoded float32 frames ``f0:f0+nf`` of segment ``i``; a codec whose rows depend on earlier
+        rows (time-delta) decodes the segment from its start."""
+        codec = self.field(fname)["codec"]
+        nf = self.num_frames(fname, i) - f0 if nf is None else nf
+        if codec.row_independent:
+            return codec.decode(self.read_parts(fname, layer, i, f0, f0 + nf), state)
+        return codec.decode(self.read_parts(fname, layer, i), state)[f0:f0 + nf]

@@ -25,7 +25,7 @@ import numcodecs
 import numpy as np
 
 from .errors import ShardError
-from .fields import AUDIO, FieldSpec, check_parts, layer_key
+from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
 from .segments import Segment
 
@@ -206,7 +206,7 @@ class WdsFieldAdder:
         self.writer.abort()
 
 
-class WdsShardReader:
+class WdsShardReader(LayerDecoder):
     """Reads a committed WebDataset shard through its field indexes (ranged reads)."""
 
     def __init__(self, fs: BankFS, name: str, field_names: list[str]):
@@ -271,14 +271,6 @@ class WdsShardReader:
             arr = decompress(data, ps.compressor, ps.dtype, (rows, *ps.shape))
             parts[ps.name] = arr if ps.kind == "segment" else arr[lo:hi]
         return parts
-
-    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
-                   state: dict | None = None) -> np.ndarray:
-        codec = self.field(fname)["codec"]
-        nf = self.num_frames(fname, i) - f0 if nf is None else nf
-        if codec.row_independent:
-            return codec.decode(self.read_parts(fname, layer, i, f0, f0 + nf), state)
-        return codec.decode(self.read_parts(fname, layer, i), state)[f0:f0 + nf]
 
     def close(self) -> None:
         for fh in self._files.values():

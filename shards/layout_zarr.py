@@ -23,7 +23,7 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 
 from .errors import ShardError
-from .fields import AUDIO, FieldSpec, check_parts, layer_key
+from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
 from .segments import Segment
 
@@ -248,7 +248,7 @@ class _RowWindow:
         return self.data[lo - self.lo:hi - self.lo]
 
 
-class ZarrShardReader:
+class ZarrShardReader(LayerDecoder):
     """Reads one committed shard. All offsets are loaded at open; data is read on demand through
     per-array windows of ``readahead_chunks`` chunks (sequential reads decode each chunk once)."""
 
@@ -311,10 +311,3 @@ class ZarrShardReader:
             parts[ps.name] = win.rows(i, i + 1) if ps.kind == "segment" else win.rows(a + lo, a + hi)
         return parts
 
-    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
-                   state: dict | None = None) -> np.ndarray:
-        codec = self.field(fname)["codec"]
-        nf = self.num_frames(fname, i) - f0 if nf is None else nf
-        if codec.row_independent:
-            return codec.decode(self.read_parts(fname, layer, i, f0, f0 + nf), state)
-        return codec.decode(self.read_parts(fname, layer, i), state)[f0:f0 + nf]
