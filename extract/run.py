@@ -198,25 +198,32 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], first: ShardPlan, cfg: Extra
             and any(bank.load_codec_state(t.name, layer) is None for layer in t.layers)]
     if not need:
         return
-    waves, total = [], 0.0
+    waves, total = [], 0.0  # (domain, wave)
     for ref in first.segments:
         if total >= cfg.fit_seconds:
             break
         try:
-            waves.append(load_segment(ref.path, ref.member, ref.start, ref.end, int(cfg.min_seconds * 16000),
-                                      cfg.storage_options))
-            total += len(waves[-1]) / 16000
+            waves.append((ref.domain, load_segment(ref.path, ref.member, ref.start, ref.end,
+                                                   int(cfg.min_seconds * 16000), cfg.storage_options)))
+            total += len(waves[-1][1]) / 16000
         except AudioError:
             continue
     if not waves:
         raise ExtractError(f"cannot fit codecs: no readable audio in shard {first.name}")
     for t in need:
+        doms = set(t.spec.domains)
+        mine = [w for d, w in waves if not doms or d in doms] or [w for _, w in waves]  # its domains if present
         rows: dict[int, list[np.ndarray]] = {layer: [] for layer in t.layers}
-        for w in waves:
+        for w in mine:
             wave, lengths = pad_batch([w])
             feats, flen = t.extract(wave, lengths)
-            for layer, x in feats.items():
-                rows[layer].append(x[0, : int(flen[0])].float().cpu().numpy())
+            xs = {layer: x[0, : int(flen[0])].float().cpu().numpy() for layer, x in feats.items()}
+            if all(np.isfinite(x).all() for x in xs.values()):  # NaN/Inf outputs are recorded later, never fitted
+                for layer, x in xs.items():
+                    rows[layer].append(x)
+        if not any(len(x) for xs in rows.values() for x in xs):
+            raise ExtractError(f"cannot fit the {t.spec.codec} codec of teacher {t.name!r}: no finite features "
+                               f"in the first {total:.0f} s of shard {first.name}")
         codec = t.spec.make_codec()
         rng = np.random.default_rng(0)
         for layer, xs in rows.items():
