@@ -14,7 +14,6 @@ Long recordings are cut into pieces of ``max_seconds`` (the last one shorter; a 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import time
@@ -191,6 +190,3 @@ def plan_segments(items: list[Item], max_seconds: float = 30.0, min_seconds: flo
         seen.add(s.id)
         unique.append(s)
     return unique, errors
-
-
-_ = io

@@ -11,7 +11,6 @@ the segments it holds, and they are added with ``bank.add_field`` - nothing comm
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import time
 from collections.abc import Callable
@@ -179,7 +178,7 @@ def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[Shard
                 w.add(ref.segment(len(audio)), audio, st.feats[i])
                 res.segments += 1
                 res.seconds += len(audio) / 16000
-    rec = ShardRecord.from_json(json.loads(bank.fs.read_bytes(f"commits/{st.plan.name}.json")))
+    rec = w.record
     for t in teachers:
         res.teachers[t].bytes = field_bytes(rec, t)
     return res, rec
@@ -189,14 +188,15 @@ def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
     """Add teachers (or more layers of one) to a committed shard, segment by segment in its order."""
     res = st.result
     assert st.add is not None
+    rec = None
     for name, layers in st.add.items():
         with bank.add_field(st.plan.name, name, layers=layers, update_catalog=False) as a:
             for i, ref in enumerate(st.plan.segments):
                 parts = st.feats.get(i, {}).get(name)
                 a.add(ref.segment(), None if parts is None else {k: parts[k] for k in layers})
+        rec = a.record
     res.segments = len(st.audio)
     res.seconds = sum(len(x) for x in st.audio.values()) / 16000
-    rec = ShardRecord.from_json(json.loads(bank.fs.read_bytes(f"commits/{st.plan.name}.json")))
     for name in st.add:
         res.teachers[name].bytes = sum(field_bytes(rec, f.name) for f in rec.teacher_fields(name))
     return res, rec

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-import torch
-
 from .spec import TeacherSpec
 from .teachers import Teacher
 
@@ -50,4 +48,3 @@ def _describe(spec: TeacherSpec) -> dict:
 
 
 load_fcpe.describe = _describe  # type: ignore[attr-defined]
-_ = torch

@@ -219,6 +219,7 @@ class Bank:
         record.files.update(new_files)
         self._check_committed(record)
         self.fs.write_bytes_atomic(f"commits/{shard}.json", json.dumps(record.to_json()).encode())
+        adder.record = record  # this shard's updated commit record
         if update_catalog:
             self.catalog.shards[shard] = record
             self.save_catalog()

@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 from .bank import Bank
 from .errors import CatalogError, MissingDataError
-from .fields import AUDIO
 from .reader import BankReader
 
 
@@ -69,8 +68,6 @@ def _copy_shard(reader: BankReader, target: Bank, shard: str, wanted: dict[str, 
                 feats[teacher] = {lay: r.read_parts(fields[(teacher, lay)], lay, i) for lay in layers}
             w.add(seg, r.read_audio(i), feats)
 
-
-_ = AUDIO
 
 
 def recode_bank(src: str | Bank, dst: str, codec: str, *, codec_config: dict | None = None,

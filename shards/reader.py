@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 
 from .bank import Bank
 from .errors import BankError, MissingDataError, ShardError
-from .fields import AUDIO, SegmentData
+from .fields import SegmentData
 from .segments import Segment
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,12 @@ class BankReader:
         shard, i = self.locate(segment_id)
         return self.read(shard, i, crop)
 
+    def release(self, shard: str) -> None:
+        """Close one shard's reader (its read-ahead windows); it reopens on the next read."""
+        r = self._readers.pop(shard, None)
+        if r is not None and hasattr(r, "close"):
+            r.close()
+
     def close(self) -> None:
         for r in self._readers.values():
             if hasattr(r, "close"):
@@ -183,5 +189,3 @@ def crop_hop(hops: Iterable[float]) -> int:
         out = out * hi // math.gcd(out, hi)
     return out
 
-
-_ = AUDIO

@@ -20,6 +20,7 @@ Scheme (no sample lost or repeated, whatever the shard count):
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,10 +133,11 @@ class BankBatches(torch.utils.data.IterableDataset):
         super().__init__()
         self.spec, self.epoch, self.start, self.epochs = spec, epoch, start, epochs
         self._reader: BankReader | None = None
-        self._open: set[str] = set()
+        self._open: OrderedDict[str, None] = OrderedDict()  # shard readers open, least recent first
+        self._segments: dict[str, list] | None = None
 
     def __getstate__(self) -> dict:  # workers open their own reader
-        return {**self.__dict__, "_reader": None, "_open": set()}
+        return {**self.__dict__, "_reader": None, "_open": OrderedDict(), "_segments": None}
 
     def reader(self) -> BankReader:
         if self._reader is None:
@@ -145,7 +147,12 @@ class BankBatches(torch.utils.data.IterableDataset):
         return self._reader
 
     def micro_batches(self, epoch: int | None = None) -> list[tuple[list[Item], int]]:
-        return plan(self.spec, self.epoch if epoch is None else epoch, catalog_segments(self.reader()))
+        if self._segments is None:  # committed shards never change: read their segment lists once
+            self._segments = catalog_segments(self.reader())
+            for shard in self.reader().shards:  # listing opened them all; keep only the LRU's
+                if shard not in self._open:
+                    self.reader().release(shard)
+        return plan(self.spec, self.epoch if epoch is None else epoch, self._segments)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -165,18 +172,19 @@ class BankBatches(torch.utils.data.IterableDataset):
             e += 1
 
     def open_shard(self, shard: str) -> None:
-        """Open (or reuse) a shard reader with a small read-ahead window; when more than
-        ``max_open_shards`` were opened, close them all first so memory stays bounded whatever
-        the bank's size (windows of decoded chunks live in each shard reader)."""
+        """Open (or reuse) a shard reader with a small read-ahead window; at most
+        ``max_open_shards`` stay open, the least recently used is closed first, so memory stays
+        bounded whatever the bank's size (windows of decoded chunks live in each shard reader)."""
         if shard in self._open:
+            self._open.move_to_end(shard)
             return
         if len(self._open) >= self.spec.max_open_shards:
-            self.reader().close()
-            self._open.clear()
+            old, _ = self._open.popitem(last=False)
+            self.reader().release(old)
         sr = self.reader().reader(shard)
         if self.spec.readahead_chunks is not None and hasattr(sr, "readahead"):
             sr.readahead = self.spec.readahead_chunks
-        self._open.add(shard)
+        self._open[shard] = None
 
     def collate(self, epoch: int, j: int, items: list[Item], aug: Augment | None) -> dict:
         r = self.reader()
