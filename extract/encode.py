@@ -1,8 +1,11 @@
-"""Teacher outputs -> codec parts per segment, encoded on the teacher's device before the copy.
+"""Teacher outputs -> codec parts per segment, encoded on the teacher's device, copied to host
+while the device runs on.
 
-Codecs whose parts are all frame rows and whose rows decode independently are run once per
-layer over the valid frames of the whole batch ``(sum T_b, D)``; the others once per segment.
-NaN/Inf in a segment's valid frames (any kept layer) marks that segment failed for the teacher.
+Each kept layer of a batch ``(B, T, D)`` is encoded in one :meth:`Codec.encode_padded` call, which
+also flags (on the device, without a sync) the items with a frame the codec refuses: NaN/Inf or
+beyond its range. On CUDA the parts and flags are then copied into pinned host memory with
+``non_blocking`` copies and an event is recorded, so the host can launch the next batch's forward
+before it waits for this one (:meth:`Encoded.result`). On the CPU the same code runs synchronously.
 """
 
 from __future__ import annotations
@@ -13,47 +16,48 @@ import torch
 from audistill.shards.codecs import Codec
 
 
-def valid_mask(flen: torch.Tensor, t: int, device) -> torch.Tensor:
-    return torch.arange(t, device=device)[None] < flen.to(device)[:, None]  # (B, T)
+class Encoded:
+    """One teacher's encoded batch (or OOM-split group), on its way to host memory."""
 
+    def __init__(self, codec: Codec, feats: dict[int, torch.Tensor], flen: list[int], states: dict[int, dict | None]):
+        self.flen = flen
+        device = next(iter(feats.values())).device if feats else torch.device("cpu")
+        cuda = device.type == "cuda"
+        parts, oks = {}, []
+        for layer, x in feats.items():  # x: (B, T, D)
+            parts[layer], ok = codec.encode_padded(x, flen, states.get(layer))
+            oks.append(ok)
+        ok = torch.stack(oks).all(0) if oks else torch.ones(len(flen), dtype=torch.bool)
+        self.kinds = {p.name: p.kind for p in codec.parts(next(iter(feats.values())).shape[2])} if feats else {}
+        self.host = {layer: {k: _to_host(v, cuda) for k, v in p.items()} for layer, p in parts.items()}
+        self.ok = _to_host(ok, cuda)
+        self.event = None
+        if cuda:
+            self.event = torch.cuda.Event()
+            self.event.record()
 
-def nonfinite_items(feats: dict[int, torch.Tensor], flen: torch.Tensor) -> list[bool]:
-    """Per batch item: True when any kept layer has NaN/Inf in its valid frames (one sync)."""
-    flags = []
-    for x in feats.values():  # (B, T, D)
-        mask = valid_mask(flen, x.shape[1], x.device)
-        flags.append(((~torch.isfinite(x)).any(-1) & mask).any(1))  # (B,)
-    return torch.stack(flags).any(0).cpu().tolist()
-
-
-def _batchable(codec: Codec, dim: int) -> bool:
-    return codec.row_independent and all(p.kind == "frame" for p in codec.parts(dim))
-
-
-def _host(parts: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in parts.items()}
-
-
-def encode_batch(feats: dict[int, torch.Tensor], flen: torch.Tensor, keep: list[int], codec: Codec,
-                 states: dict[int, dict | None]) -> list[dict[int, dict[str, np.ndarray]]]:
-    """Parts ``[{layer: {part: array}}]`` for the batch positions in ``keep`` (in that order)."""
-    out: list[dict[int, dict]] = [{} for _ in keep]
-    if not keep:
+    def result(self) -> list[dict[int, dict[str, np.ndarray]] | None]:
+        """Per item: ``{layer: {part: array}}`` (own copies, not views of the staging buffers), or
+        None where the codec refused a frame. Waits for this batch's copies only."""
+        if self.event is not None:
+            self.event.synchronize()
+        ok = self.ok.tolist()
+        host = {layer: {k: v.numpy() for k, v in p.items()} for layer, p in self.host.items()}
+        out: list[dict | None] = []
+        for b, n in enumerate(self.flen):
+            if not ok[b]:
+                out.append(None)
+                continue
+            out.append({layer: {k: np.array(v[b, :n] if self.kinds[k] == "frame" else v[b]) for k, v in p.items()}
+                        for layer, p in host.items()})
         return out
-    lens = [int(flen[b]) for b in keep]
-    for layer, x in feats.items():  # x: (B, T, D)
-        x = x.float()
-        state = states.get(layer)
-        if _batchable(codec, x.shape[2]):
-            rows = torch.cat([x[b, :n] for b, n in zip(keep, lens, strict=True)])  # (sum T, D)
-            parts = _host(codec.encode(rows, state))
-            bounds = np.cumsum([0] + lens)
-            for j in range(len(keep)):
-                out[j][layer] = {k: v[bounds[j]: bounds[j + 1]] for k, v in parts.items()}
-        else:
-            for j, (b, n) in enumerate(zip(keep, lens, strict=True)):
-                out[j][layer] = _host(codec.encode(x[b, :n], state))
-    return out
+
+
+def _to_host(x: torch.Tensor, cuda: bool) -> torch.Tensor:
+    if not cuda:
+        return x.detach()
+    out = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    return out.copy_(x.detach(), non_blocking=True)
 
 
 def device_state(state: dict[str, np.ndarray] | None, device) -> dict[str, torch.Tensor] | None:

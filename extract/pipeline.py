@@ -1,6 +1,9 @@
 """The extraction pipeline: decode once per shard, run every teacher, encode on device, write.
 
-Overlap: audio is decoded and padded in DataLoader worker processes ahead of the teachers; each
+Overlap: audio is decoded and padded in DataLoader worker processes ahead of the teachers. Each
+batch's teachers are launched and their outputs encoded and queued for copy to host without a
+device sync; the previous batch is collected (waiting for its copies only) after the next one is
+launched, so the device never idles while the host splits, checks and hands on results. Each
 finished shard goes to a pool of writers (compression, hashing, commit) while the next shard's
 batches run on the device. On CUDA the writers are processes, so their Python work never holds
 the GIL the teachers' kernel launches need. At most ``writers`` shards wait or are being written
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,11 +30,13 @@ from audistill.shards.codecs import Codec
 
 from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
 from .corpus import error_record
-from .encode import device_state, encode_batch, nonfinite_items
+from .encode import Encoded, device_state
 from .plan import ShardPlan
 from .teachers import Teacher
 
 Progress = Callable[[int, float], None]  # (segments done, audio seconds done)
+PIPELINE_DEPTH = 1  # batches launched on the device ahead of the one being collected
+CATALOG_SAVE_S = 30.0  # the catalog is saved at most this often during a run, and at its end
 
 
 @dataclass(frozen=True)
@@ -85,30 +91,21 @@ class _ShardState:
         self.result = ShardResult(plan.name, teachers={t.name: TeacherTotals() for t in teachers})
 
 
-def _forward_group(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
-                   g: list[int], out: dict[int, dict | None]) -> int:
-    """Run ``t`` on batch positions ``g``; on out-of-memory split the group in two and retry."""
+def _launch_group(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
+                  g: list[int]) -> list[tuple[list[int], Encoded]]:
+    """Run ``t`` on batch positions ``g`` and start encoding; on out-of-memory split ``g`` in two."""
     idx = torch.tensor(g)
     n = int(lengths[idx].max())
     try:
-        feats, flen = t.extract(wave[idx, :n], lengths[idx])  # {layer: (b, T, D)}, (b,)
-        bad = nonfinite_items(feats, flen)
-        keep = [j for j in range(len(g)) if not bad[j]]
-        parts = encode_batch(feats, flen, keep, codec, states)
+        feats, flen = t.extract(wave[idx, :n], lengths[idx])  # {layer: (b, T, D)}, (b,) on the host
+        return [(g, Encoded(codec, feats, flen.tolist(), states))]
     except torch.OutOfMemoryError:
         if len(g) == 1:
             raise
         del_cache(t.device)
         half = len(g) // 2
-        return (_forward_group(t, codec, states, wave, lengths, g[:half], out)
-                + _forward_group(t, codec, states, wave, lengths, g[half:], out))
-    frames = 0
-    for j in range(len(g)):
-        out[g[j]] = None
-    for j, p in zip(keep, parts, strict=True):
-        out[g[j]] = p
-        frames += int(flen[j])
-    return frames
+        return (_launch_group(t, codec, states, wave, lengths, g[:half])
+                + _launch_group(t, codec, states, wave, lengths, g[half:]))
 
 
 def del_cache(device: torch.device) -> None:
@@ -116,25 +113,50 @@ def del_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _run_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
-                 pos: list[int]) -> tuple[list[dict | None], int]:
-    """Parts per position in ``pos`` (None where the output was not finite) and frames kept."""
+def _launch_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
+                    pos: list[int]) -> list[tuple[list[int], Encoded]]:
     groups = [pos] if t.pad_invariant else [[pos[j] for j in g] for g in
                                              equal_length_groups([int(lengths[p]) for p in pos])]
+    return [x for g in groups for x in _launch_group(t, codec, states, wave, lengths, g)]
+
+
+def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int]) -> tuple[list[dict | None], int]:
+    """Parts per position in ``pos`` (None where the codec refused the output) and frames kept."""
     out: dict[int, dict | None] = {}
-    frames = sum(_forward_group(t, codec, states, wave, lengths, g, out) for g in groups)
+    frames = 0
+    for g, enc in launched:
+        for p, parts, n in zip(g, enc.result(), enc.flen, strict=True):
+            out[p] = parts
+            frames += n if parts is not None else 0
     return [out[p] for p in pos], frames
 
 
-def _process(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: dict[str, Codec],
-             states: dict[str, dict], device: torch.device) -> None:
+def _run_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
+                 pos: list[int]) -> tuple[list[dict | None], int]:
+    """Synchronous: parts per position in ``pos`` (None where not representable) and frames kept."""
+    return _collect(_launch_teacher(t, codec, states, wave, lengths, pos), pos)
+
+
+@dataclass
+class _Launched:
+    """A batch whose teachers have been launched; its results are collected one batch later."""
+
+    batch: Decoded
+    st: _ShardState
+    work: list[tuple[Teacher, list[int], list]]  # (teacher, batch positions, launched groups)
+    launch_s: dict[str, float]
+
+
+def _launch(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: dict[str, Codec],
+            states: dict[str, dict], device: torch.device) -> _Launched:
     for i, reason in batch.failures.items():
         st.failed[i] = reason
         ref = st.plan.segments[i]
         st.result.errors.append(error_record(ref.id, ref.source if ref.member else ref.path, reason))
     ok = batch.ok
+    out = _Launched(batch, st, [], {})
     if not ok:
-        return
+        return out
     wave, lengths = batch.wave.to(device, non_blocking=True), batch.lengths  # (B, N), (B,)
     for i in ok:
         st.audio[i] = batch.audio[i]
@@ -149,15 +171,26 @@ def _process(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: d
         if not pos:
             continue
         t0 = time.perf_counter()
-        parts, frames = _run_teacher(t, codecs[t.name], states[t.name], wave, lengths, pos)
+        out.work.append((t, pos, _launch_teacher(t, codecs[t.name], states[t.name], wave, lengths, pos)))
+        out.launch_s[t.name] = time.perf_counter() - t0
+    return out
+
+
+def _finish(job: _Launched) -> None:
+    st, ok, lengths = job.st, job.batch.ok, job.batch.lengths
+    for t, pos, launched in job.work:
+        t0 = time.perf_counter()
+        parts, frames = _collect(launched, pos)
         tot = st.result.teachers[t.name]
-        tot.forward_s += time.perf_counter() - t0
+        tot.forward_s += job.launch_s[t.name] + time.perf_counter() - t0
         for b, p in zip(pos, parts, strict=True):
             i = ok[b]
             st.feats[i][t.name] = p
             if p is None:
                 ref = st.plan.segments[i]
-                st.result.errors.append(error_record(ref.id, ref.path, f"teacher {t.name}: NaN/Inf in its output"))
+                st.result.errors.append(error_record(
+                    ref.id, ref.path, f"teacher {t.name}: NaN/Inf (or values beyond codec {t.spec.codec}'s range) "
+                                      "in its output"))
             else:
                 tot.segments += 1
                 tot.seconds += int(lengths[b]) / 16000
@@ -221,11 +254,21 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
+def _warm_writer() -> None:
+    """Runs once in each writer process as the run starts: the imports (torch, zarr, numcodecs)
+    take seconds, which would otherwise stall the first shards' writes - and the loop behind them."""
+    import numcodecs  # noqa: F401
+    import zarr  # noqa: F401
+
+
 def _writer_pool(opts: RunOptions, device: torch.device):
     kind = opts.writer_kind if opts.writer_kind != "auto" else ("process" if device.type == "cuda" else "thread")
     if kind == "process":
-        return ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn"),
-                                   initializer=_die_with_parent), True
+        pool = ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn"),
+                                   initializer=_die_with_parent)
+        for _ in range(opts.writers):  # start every writer now (the pool starts them one per waiting task)
+            pool.submit(_warm_writer)
+        return pool, True
     return ThreadPoolExecutor(max_workers=opts.writers, thread_name_prefix="shard-writer"), False
 
 
@@ -263,30 +306,51 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
         live[si].batches_left = len(make_batches([s.num_samples for s in sh.segments], batch_samples, opts.max_batch))
     results: list[ShardResult] = []
     pending: list[Future] = []
-    batches = decoded_batches(shards, batch_samples, opts.max_batch, min_samples, opts.loader_workers,
-                              opts.storage_options, pin_memory=device.type == "cuda")
+
+    saved = [time.monotonic()]
 
     def done(fut: Future) -> None:
         res, rec = fut.result()
         results.append(res)
         if update_catalog:  # only this thread writes the catalog
             bank.catalog.shards[rec.name] = rec
-            bank.save_catalog()
+            # commits/NAME.json (written with the shard) is the record of truth and a re-run merges
+            # it in (sync_catalog); rewriting the whole catalog after every shard would cost
+            # O(shards^2) bytes over a long run
+            if time.monotonic() - saved[0] >= CATALOG_SAVE_S:
+                bank.save_catalog()
+                saved[0] = time.monotonic()
 
-    pool, in_process = _writer_pool(opts, device)
-    with pool:
-        for batch in batches:
-            st = live[batch.shard]
-            _process(batch, st, teachers, codecs, states, device)
-            st.batches_left -= 1
-            if progress is not None:
-                progress(len(batch.indices), batch.seconds)
-            if st.batches_left == 0:
-                while len(pending) >= opts.writers:  # bounded memory: at most `writers` shards queued
-                    done(pending.pop(0))
-                st = live.pop(batch.shard)
-                pending.append(pool.submit(write_shard_in_process, bank.root, opts.storage_options, st)
-                               if in_process else pool.submit(_write, bank, st))
-        while pending:
-            done(pending.pop(0))
+    def finish(job: _Launched) -> None:
+        _finish(job)
+        st = job.st
+        st.batches_left -= 1
+        if progress is not None:
+            progress(len(job.batch.indices), job.batch.seconds)
+        if st.batches_left == 0:
+            while len(pending) >= opts.writers:  # bounded memory: at most `writers` shards queued
+                done(pending.pop(0))
+            live.pop(job.batch.shard)
+            pending.append(pool.submit(write_shard_in_process, bank.root, opts.storage_options, st)
+                           if in_process else pool.submit(_write, bank, st))
+
+    pool, in_process = _writer_pool(opts, device)  # writer processes start while the loader does
+    batches = decoded_batches(shards, batch_samples, opts.max_batch, min_samples, opts.loader_workers,
+                              opts.storage_options, pin_memory=device.type == "cuda")
+    inflight: deque[_Launched] = deque()
+    try:
+        with pool:
+            for batch in batches:
+                # launch this batch, then collect the previous one: its copies to host and the
+                # host-side work overlap this batch's forward on the device
+                inflight.append(_launch(batch, live[batch.shard], teachers, codecs, states, device))
+                while len(inflight) > PIPELINE_DEPTH:
+                    finish(inflight.popleft())
+            while inflight:
+                finish(inflight.popleft())
+            while pending:
+                done(pending.pop(0))
+    finally:
+        if update_catalog and results:
+            bank.save_catalog()
     return results

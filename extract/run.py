@@ -233,11 +233,16 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], first: ShardPlan, cfg: Extra
             bank.save_codec_state(t.name, layer, codec.fit(sample))
 
 
-def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig):
-    """Plan the corpus, load the teachers, open the bank and register them (a different revision
-    of a teacher already in the bank is refused here, before anything is written)."""
+def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
+             teachers: list[Teacher] | None = None):
+    """Plan the corpus, load the teachers (unless given, loaded from ``specs``), open the bank and
+    register them (a different revision of a teacher already in the bank is refused here, before
+    anything is written)."""
     plan, plan_errors = build_plan(inputs, specs, cfg)
-    teachers = load_teachers(specs, cfg)
+    if teachers is None:
+        teachers = load_teachers(specs, cfg)
+    elif [t.spec for t in teachers] != list(specs):
+        raise ExtractError("the teachers given do not match the specs given")
     bank = Bank.create(bank_root, cfg.layout, cfg.storage_options)
     try:
         check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
@@ -247,13 +252,14 @@ def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: E
 
 
 def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
-            progress_factory=None) -> RunSummary:
+            progress_factory=None, teachers: list[Teacher] | None = None) -> RunSummary:
     """Run every teacher over the corpus into the bank (this process's slice of the plan).
 
     ``progress_factory(total_segments, total_seconds) -> Progress`` lets the CLI draw a bar.
+    ``teachers``: already loaded teachers for ``specs`` (same order), e.g. to reuse one model.
     """
     t0 = time.perf_counter()
-    plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg)
+    plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg, teachers)
     single = cfg.num_workers == 1
     if single:
         bank.sync_catalog()

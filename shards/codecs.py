@@ -75,7 +75,55 @@ class Codec:
         return {}
 
     def encode(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Parts of one segment ``(T, D)``; CodecError on NaN/Inf or values the codec cannot represent."""
+        self.check_input(x)
+        if x.numel() and not bool(self.rows_ok(x, state).all()):
+            raise CodecError(f"codec {self.name}: {self.range_error}")
+        return self._encode(x, state)
+
+    # What ``rows_ok`` refuses besides NaN/Inf, for the error message.
+    range_error: ClassVar[str] = "features contain NaN or Inf"
+
+    def _encode(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """The codec's arithmetic on checked input: no validation, no host synchronization."""
         raise NotImplementedError
+
+    def rows_ok(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``(..., T)`` bool: frames the codec represents (finite, within its range). No sync."""
+        return torch.isfinite(x).all(-1)
+
+    def encode_padded(self, x: torch.Tensor, lengths: list[int], state: dict[str, torch.Tensor] | None = None
+                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Encode a padded batch ``(B, T, D)`` with valid frame counts ``lengths`` without any host sync.
+
+        Returns ``(parts, ok)``: frame parts shaped ``(B, T, ...)``, segment parts ``(B, 1, ...)``
+        (item ``b``'s parts are ``[b, :lengths[b]]`` and ``[b]``, equal to ``encode(x[b, :n])``),
+        and ``ok`` ``(B,)`` bool on the device: False where an item has a frame ``encode`` would
+        refuse (its parts are then meaningless). Padding frames never affect valid ones.
+        """
+        b, t, d = x.shape
+        x = x.float()
+        mask = torch.arange(t, device=x.device)[None] < torch.as_tensor(lengths, device=x.device)[:, None]  # (B, T)
+        good = self.rows_ok(x, state) | ~mask
+        x = torch.where((good & mask)[..., None], x, 0.0)  # refused frames and padding -> 0
+        ok = good.all(1)
+        specs = self.parts(d)
+        if self.row_independent and all(p.kind == "frame" for p in specs):
+            rows = self._encode(x.reshape(b * t, d), state)
+            return {k: v.reshape(b, t, *v.shape[1:]) for k, v in rows.items()}, ok
+        return self._encode_items(x, lengths, state), ok
+
+    def _encode_items(self, x: torch.Tensor, lengths: list[int], state) -> dict[str, torch.Tensor]:
+        """``encode_padded``'s fallback: one ``_encode`` per item, assembled into padded parts."""
+        b, t, _ = x.shape
+        out: dict[str, torch.Tensor] = {}
+        for i, n in enumerate(lengths):
+            for k, v in self._encode(x[i, :n], state).items():
+                if k not in out:
+                    kind = next(p.kind for p in self.parts(x.shape[2]) if p.name == k)
+                    out[k] = v.new_zeros((b, t if kind == "frame" else 1, *v.shape[1:]))
+                out[k][i, : v.shape[0]] = v
+        return out
 
     def decode(self, parts: dict[str, np.ndarray], state: dict[str, np.ndarray] | None = None) -> np.ndarray:
         raise NotImplementedError
@@ -145,8 +193,7 @@ class Float32(Codec):
     def parts(self, dim: int) -> list[PartSpec]:
         return [PartSpec("x", "frame", "float32", (dim,), blosc_shuffle(4, "shuffle"))]
 
-    def encode(self, x, state=None):
-        self.check_input(x)
+    def _encode(self, x, state=None):
         return {"x": x.float()}
 
     def decode(self, parts, state=None):
@@ -163,10 +210,12 @@ class Float16(Codec):
     def parts(self, dim: int) -> list[PartSpec]:
         return [PartSpec("x", "frame", "float16", (dim,), blosc_shuffle(2, "shuffle"))]
 
-    def encode(self, x, state=None):
-        self.check_input(x)
-        if x.numel() and float(x.abs().max()) > 65504.0:
-            raise CodecError("codec float16: features exceed the float16 range (use bfloat16 or int8)")
+    range_error: ClassVar[str] = "features exceed the float16 range (use bfloat16 or int8)"
+
+    def rows_ok(self, x, state=None):
+        return (x.abs() <= 65504.0).all(-1)  # NaN compares False
+
+    def _encode(self, x, state=None):
         return {"x": x.to(torch.float16)}
 
     def decode(self, parts, state=None):
@@ -183,8 +232,7 @@ class BFloat16(Codec):
     def parts(self, dim: int) -> list[PartSpec]:
         return [PartSpec("x", "frame", "uint16", (dim,), blosc_shuffle(2, "bitshuffle"))]
 
-    def encode(self, x, state=None):
-        self.check_input(x)
+    def _encode(self, x, state=None):
         return {"x": x.to(torch.bfloat16).view(torch.int16).view(torch.uint16)}
 
     def decode(self, parts, state=None):

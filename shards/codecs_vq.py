@@ -92,9 +92,7 @@ class MultiVQ(Codec):
         y = x - mean
         if not self.normalize:
             return y, None
-        norm = y.norm(dim=1, keepdim=True)  # (N, 1)
-        if norm.numel() and float(norm.max()) > 65504.0:
-            raise CodecError("codec mvq: frame norms exceed the float16 range")
+        norm = y.norm(dim=1, keepdim=True)  # (N, 1); encode's rows_ok has refused norms beyond float16
         norm = norm.to(torch.float16).float()
         return y / torch.where(norm > 0, norm, torch.ones_like(norm)), norm
 
@@ -122,8 +120,16 @@ class MultiVQ(Codec):
             raise CodecError(f"codec mvq: state has {cb.shape[0]} codebooks, codec has {self.codebooks}")
         return cb, torch.as_tensor(state["mean"], dtype=torch.float32, device=device)
 
-    def encode(self, x, state=None):
-        self.check_input(x)
+    range_error: ClassVar[str] = "frame norms exceed the float16 range"
+
+    def rows_ok(self, x, state=None):
+        ok = torch.isfinite(x).all(-1)
+        if self.normalize:
+            _, mean = self._state(state, x.shape[-1], x.device)
+            ok &= (x.float() - mean).norm(dim=-1) <= 65504.0
+        return ok
+
+    def _encode(self, x, state=None):
         x = x.float()
         cb, mean = self._state(state, x.shape[1], x.device)
         y, norm = self._prepare(x, mean)

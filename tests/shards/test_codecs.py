@@ -242,3 +242,36 @@ def test_encode_on_cuda_matches_cpu(feats):
             same = (cpu[k] == gpu[k].cpu()).float().mean().item()
             # mvq's frame norm is a float reduction (order differs on CUDA); all else is bit-exact
             assert same == 1.0 or (name == "mvq" and k == "norm" and same > 0.99), (name, k, same)
+
+
+@pytest.mark.parametrize(("name", "config", "bound"), CASES, ids=IDS)
+def test_encode_padded_equals_per_segment_encode(feats, name, config, bound):
+    """Extraction's batched, sync-free path: item b's slice of the padded parts is exactly what
+    encode() gives for that segment alone; padding (even NaN) never leaks in; items with a frame
+    encode() refuses come back not ok, and their neighbours are untouched."""
+    codec = get_codec(name, **config)
+    state, state_t = _fit(codec, feats[:600])
+    lengths = [150, 0, 97, 150, 1, 40]
+    x = torch.full((len(lengths), 150, feats.shape[1]), float("nan"))  # NaN padding
+    at = 600
+    for b, n in enumerate(lengths):
+        x[b, :n] = torch.from_numpy(feats[at: at + n])
+        at += n
+    x[5, 7, 3] = float("inf")  # item 5 holds a non-finite frame
+    parts, ok = codec.encode_padded(x, lengths, state_t)
+    assert ok.tolist() == [True, True, True, True, True, False]
+    kinds = {p.name: p.kind for p in codec.parts(feats.shape[1])}
+    for b, n in enumerate(lengths[:5]):
+        ref = codec.encode(x[b, :n], state_t)
+        for k, v in ref.items():
+            got = parts[k][b, :n] if kinds[k] == "frame" else parts[k][b]
+            assert got.dtype == v.dtype and got.shape == v.shape, (k, got.shape, v.shape)
+            assert torch.equal(got, v), (name, k, b)
+
+
+def test_encode_padded_flags_out_of_range_items():
+    x = torch.ones(3, 4, 2)
+    x[1, 2, 0] = 1e6  # beyond float16
+    x[2, 3, 1] = 1e6  # in item 2's padding: ignored
+    _, ok = get_codec("float16").encode_padded(x, [4, 4, 3])
+    assert ok.tolist() == [True, False, True]
