@@ -26,11 +26,11 @@ import torch
 
 from audistill.shards.bank import Bank
 from audistill.shards.catalog import ShardRecord
-from audistill.shards.codecs import Codec
+from audistill.shards.codecs import Codec, host_to_device
 
 from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
 from .corpus import error_record
-from .encode import Encoded, device_state
+from .encode import Encoded, device_state, materialize
 from .plan import ShardPlan
 from .teachers import Teacher
 
@@ -97,7 +97,8 @@ def _launch_group(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, le
     idx = torch.tensor(g)
     n = int(lengths[idx].max())
     try:
-        feats, flen = t.extract(wave[idx, :n], lengths[idx])  # {layer: (b, T, D)}, (b,) on the host
+        rows = wave[: len(g)] if g == list(range(len(g))) else wave.index_select(0, host_to_device(idx, wave.device))
+        feats, flen = t.extract(rows[:, :n], lengths[idx])  # {layer: (b, T, D)}, (b,) on the host
         return [(g, Encoded(codec, feats, flen.tolist(), states))]
     except torch.OutOfMemoryError:
         if len(g) == 1:
@@ -120,12 +121,13 @@ def _launch_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, 
     return [x for g in groups for x in _launch_group(t, codec, states, wave, lengths, g)]
 
 
-def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int]) -> tuple[list[dict | None], int]:
+def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int], shared: bool = False
+             ) -> tuple[list[dict | None], int]:
     """Parts per position in ``pos`` (None where the codec refused the output) and frames kept."""
     out: dict[int, dict | None] = {}
     frames = 0
     for g, enc in launched:
-        for p, parts, n in zip(g, enc.result(), enc.flen, strict=True):
+        for p, parts, n in zip(g, enc.result(shared), enc.flen, strict=True):
             out[p] = parts
             frames += n if parts is not None else 0
     return [out[p] for p in pos], frames
@@ -176,11 +178,11 @@ def _launch(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: di
     return out
 
 
-def _finish(job: _Launched) -> None:
+def _finish(job: _Launched, shared: bool) -> None:
     st, ok, lengths = job.st, job.batch.ok, job.batch.lengths
     for t, pos, launched in job.work:
         t0 = time.perf_counter()
-        parts, frames = _collect(launched, pos)
+        parts, frames = _collect(launched, pos, shared)
         tot = st.result.teachers[t.name]
         tot.forward_s += job.launch_s[t.name] + time.perf_counter() - t0
         for b, p in zip(pos, parts, strict=True):
@@ -208,7 +210,7 @@ def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[Shard
         for i, ref in enumerate(st.plan.segments):
             if i in st.audio:
                 audio = st.audio[i]
-                w.add(ref.segment(len(audio)), audio, st.feats[i])
+                w.add(ref.segment(len(audio)), audio, materialize(st.feats[i]))
                 res.segments += 1
                 res.seconds += len(audio) / 16000
     rec = w.record
@@ -225,7 +227,7 @@ def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
     for name, layers in st.add.items():
         with bank.add_field(st.plan.name, name, layers=layers, update_catalog=False) as a:
             for i, ref in enumerate(st.plan.segments):
-                parts = st.feats.get(i, {}).get(name)
+                parts = (materialize(st.feats.get(i)) or {}).get(name)
                 a.add(ref.segment(), None if parts is None else {k: parts[k] for k in layers})
         rec = a.record
     res.segments = len(st.audio)
@@ -322,7 +324,7 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
                 saved[0] = time.monotonic()
 
     def finish(job: _Launched) -> None:
-        _finish(job)
+        _finish(job, shared=in_process)
         st = job.st
         st.batches_left -= 1
         if progress is not None:

@@ -103,7 +103,7 @@ class Codec:
         """
         b, t, d = x.shape
         x = x.float()
-        mask = torch.arange(t, device=x.device)[None] < torch.as_tensor(lengths, device=x.device)[:, None]  # (B, T)
+        mask = torch.arange(t, device=x.device)[None] < host_to_device(lengths, x.device)[:, None]  # (B, T)
         good = self.rows_ok(x, state) | ~mask
         x = torch.where((good & mask)[..., None], x, 0.0)  # refused frames and padding -> 0
         ok = good.all(1)
@@ -133,6 +133,17 @@ class Codec:
             raise CodecError(f"codec {self.name}: expected (frames, dim) features, got shape {tuple(x.shape)}")
         if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
             raise CodecError(f"codec {self.name}: features contain NaN or Inf")
+
+
+def host_to_device(x, device) -> torch.Tensor:
+    """A small host tensor (or list) on ``device`` without a stream sync: a plain ``.to("cuda")``
+    from pageable memory waits for every kernel queued before it, which would stop the host from
+    running ahead of the device. Through pinned memory the copy is queued like a kernel."""
+    x = torch.as_tensor(x)
+    device = torch.device(device)
+    if device.type != "cuda" or x.device.type == "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 _REGISTRY: dict[str, type[Codec]] = {}

@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .codecs import ZSTD, Codec, PartSpec, register_codec
+from .codecs import ZSTD, Codec, PartSpec, host_to_device, register_codec
 from .errors import CodecError
 
 F16_MAX = 65504.0
@@ -220,6 +220,16 @@ SHIFT_UNIT = 8  # int8-delta widens a channel's step in steps of 2**(1/8): at mo
 SHIFT_FACTORS = np.exp2(np.arange(256) / SHIFT_UNIT).astype(np.float32)
 
 
+_FACTORS_ON: dict[torch.device, torch.Tensor] = {}
+
+
+def _shift_factors(device: torch.device) -> torch.Tensor:
+    """SHIFT_FACTORS on ``device``, copied there once (a copy per call would sync the stream)."""
+    if device not in _FACTORS_ON:
+        _FACTORS_ON[device] = torch.as_tensor(SHIFT_FACTORS, device=device)
+    return _FACTORS_ON[device]
+
+
 @register_codec
 @dataclass(frozen=True)
 class Int8Delta(Codec):
@@ -281,7 +291,7 @@ class Int8Delta(Codec):
         # one vectorized pass over the batch (the per-item fallback would launch ~15 kernels per item)
         b, t, d = x.shape
         x = x.float()
-        mask = torch.arange(t, device=x.device)[None] < torch.as_tensor(lengths, device=x.device)[:, None]
+        mask = torch.arange(t, device=x.device)[None] < host_to_device(lengths, x.device)[:, None]
         good = self.rows_ok(x, state) | ~mask
         ok = good.all(1)
         return self._encode_batch(x, (good & mask)[..., None], state), ok
@@ -298,7 +308,7 @@ class Int8Delta(Codec):
         # smallest widening by 2**(shift / SHIFT_UNIT) keeping |y| / step_eff <= 127 (usually 0)
         need = torch.log2(torch.clamp(peak / (127.0 * step), min=1.0)) * SHIFT_UNIT
         shift = torch.ceil(need * (1 - 1e-6)).clamp_(0, 255).long()  # (B, D)
-        eff = step * torch.as_tensor(SHIFT_FACTORS, device=x.device)[shift]  # (B, D)
+        eff = step * _shift_factors(x.device)[shift]  # (B, D)
         u = (torch.round(y / eff[:, None]).clamp_(-127, 127) + 128).to(torch.int16)  # (B, T, D) in 1..255
         prev = torch.full_like(u, 128)  # the first frame is stored relative to the center
         prev[:, 1:] = u[:, :-1]

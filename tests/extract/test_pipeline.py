@@ -29,10 +29,12 @@ def _specs(tiny_dir):
             TeacherSpec(name="hubert", source=str(tiny_dir("hubert")), layers=[0, 3], codec="float16")]
 
 
-@pytest.mark.parametrize("layout", ["zarr", "webdataset"])
-def test_bank_features_equal_direct_extraction(tiny_dir, corpus, tmp_path, layout):
+@pytest.mark.parametrize(("layout", "writer_kind"), [("zarr", "thread"), ("webdataset", "thread"), ("zarr", "process")])
+def test_bank_features_equal_direct_extraction(tiny_dir, corpus, tmp_path, layout, writer_kind):
+    """Process writers get each batch part through shared memory (encode.Rows): same content."""
     specs = _specs(tiny_dir)
-    s = extract([str(corpus)], specs, str(tmp_path / "bank"), _cfg(layout=layout, loader_workers=2))
+    s = extract([str(corpus)], specs, str(tmp_path / "bank"), _cfg(layout=layout, loader_workers=2,
+                                                                     writer_kind=writer_kind))
     assert s.failed == 0 and s.segments_written == s.segments_planned > 6 and s.shards_run > 1
     assert verify_bank(str(tmp_path / "bank")).ok
     bank = Bank.open(str(tmp_path / "bank"))
@@ -182,7 +184,7 @@ def test_a_new_teacher_is_added_to_committed_shards(tiny_dir, corpus, tmp_path):
     first = extract([str(corpus)], [wavlm], root, _cfg())
     files_before = {n: dict(r.files) for n, r in Bank.open(root).catalog.shards.items()}
     more = TeacherSpec(**{**wavlm.__dict__, "layers": (0, 1, 3)})
-    s = extract([str(corpus)], [more, hubert], root, _cfg())
+    s = extract([str(corpus)], [more, hubert], root, _cfg(writer_kind="process", writers=2))  # shared-memory path
     assert s.shards_run == first.shards_run and s.shards_skipped == 0 and s.failed == 0
     bank = Bank.open(root)
     assert bank.catalog.teachers["wavlm"].layers == [0, 1, 3] and "hubert" in bank.catalog.teachers
