@@ -36,19 +36,23 @@ class Encoded:
             self.event = torch.cuda.Event()
             self.event.record()
 
-    def result(self, shared: bool = False) -> list[dict[int, dict] | None]:
-        """Per item: ``{layer: {part: array}}``, or None where the codec refused a frame. Waits for
-        this batch's copies only.
+    def result(self, mode: str = "arrays") -> list[dict[int, dict] | None]:
+        """Per item: ``{layer: {part: ...}}``, or None where the codec refused a frame. Waits for
+        this batch's copies only. Never hands out views of the (reused) staging buffers.
 
-        The arrays are the item's own copies, never views of the staging buffers. ``shared``: each
-        part is instead a :class:`Rows` reference into one shared-memory copy of the whole batch
-        part, so handing a shard to a writer process sends a file descriptor per batch part, not
-        the bytes (pickling them would cost the main process ~1.3 ms per MB)."""
+        ``mode``: "arrays" - each item's own numpy copies (simple, but one copy per item and part
+        under the GIL); "rows" - :class:`Rows` references into one copy of each batch part, made
+        by torch without the GIL (for writer threads); "shared" - the same, with the batch copy in
+        shared memory, so handing a shard to a writer process sends a file descriptor per batch
+        part instead of pickled bytes (~1.3 ms per MB of main-process time)."""
         if self.event is not None:
             self.event.synchronize()
         ok = self.ok.tolist()
-        if shared:
+        if mode == "shared":
             host = {layer: {k: torch.empty(v.shape, dtype=v.dtype).share_memory_().copy_(v) for k, v in p.items()}
+                    for layer, p in self.host.items()}
+        elif mode == "rows":
+            host = {layer: {k: torch.empty(v.shape, dtype=v.dtype).copy_(v) if self.event is not None else v for k, v in p.items()}
                     for layer, p in self.host.items()}
         else:
             host = {layer: {k: v.numpy() for k, v in p.items()} for layer, p in self.host.items()}
@@ -58,7 +62,7 @@ class Encoded:
                 out.append(None)
                 continue
             m = {k: (n if kind == "frame" else None) for k, kind in self.kinds.items()}
-            if shared:
+            if mode != "arrays":
                 out.append({layer: {k: Rows(v, b, m[k]) for k, v in p.items()} for layer, p in host.items()})
             else:
                 out.append({layer: {k: np.array(v[b, :n] if m[k] is not None else v[b]) for k, v in p.items()}

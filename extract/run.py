@@ -40,7 +40,7 @@ class ExtractConfig:
     max_batch: int = 64
     loader_workers: int = 2
     writers: int = 0  # 0 = auto: min(8, cores / 2) on CUDA, 2 on CPU
-    writer_kind: str = "auto"  # process | thread | auto (processes on CUDA)
+    writer_kind: str = "auto"  # process | thread | auto (= thread)
     max_failed: float = 0.01
     domain: str = "unknown"
     domain_map: dict = field(default_factory=dict)

@@ -34,10 +34,13 @@ def test_cuda_batched_equals_single(tiny_dir, dtype, tol):
             np.testing.assert_allclose(parts[b][layer]["x"], ref, atol=tol, rtol=tol)
 
 
-def test_cuda_bank_matches_cpu_bank(tiny_dir, corpus, tmp_path):
+@pytest.mark.parametrize("writer_kind", ["thread", "process"])
+def test_cuda_bank_matches_cpu_bank(tiny_dir, corpus, tmp_path, writer_kind):
+    """Pinned staging + async copies (Encoded), handed to writer threads (Rows) or processes
+    (shared memory), give the CPU run's bank."""
     spec = TeacherSpec(name="w", source=str(tiny_dir("wavlm")), layers=[1, 3], dtype="fp32", codec="float32")
     cfg = dict(max_seconds=2.0, shard_seconds=5.0, loader_workers=2)
-    extract([str(corpus)], [spec], str(tmp_path / "gpu"), ExtractConfig(device="cuda", **cfg))
+    extract([str(corpus)], [spec], str(tmp_path / "gpu"), ExtractConfig(device="cuda", writer_kind=writer_kind, **cfg))
     extract([str(corpus)], [spec], str(tmp_path / "cpu"), ExtractConfig(device="cpu", **cfg))
     g = {sd.segment.id: sd.features for sd in BankReader(str(tmp_path / "gpu"))}
     c = {sd.segment.id: sd.features for sd in BankReader(str(tmp_path / "cpu"))}

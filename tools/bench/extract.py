@@ -37,6 +37,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from audistill.extract.spec import DEFAULT_CODEC
+
 MODELS = {
     "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128,
                  conv_dim=(32, 32, 32), conv_stride=(5, 4, 16), conv_kernel=(10, 8, 16),
@@ -252,7 +254,7 @@ def _log(msg: str) -> None:
 
 
 def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", minutes: float = 2.0,
-              layers: str = "sparse:4", codecs: tuple[str, ...] = ("float16",), batch_seconds: float = 200.0,
+              layers: str = "sparse:4", codecs: tuple[str, ...] = (DEFAULT_CODEC,), batch_seconds: float = 200.0,
               max_batch: int = 64, workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5,
               rss: bool = True, writers: int = 0, writer_kinds: tuple[str, ...] = ("auto",),
               shard_seconds: float = 600.0, ceiling: bool = True) -> dict:
@@ -368,7 +370,7 @@ def bench_extract(
     dtype: Annotated[str, typer.Option("--dtype", help="bf16 | fp16 | fp32 (GPU; CPU runs fp32).")] = "bf16",
     minutes: Annotated[float, typer.Option("--minutes", help="Minutes of audio in the corpus.")] = 2.0,
     layers: Annotated[str, typer.Option("--layers", help="Kept layers: all, sparse:K.")] = "sparse:4",
-    codec: Annotated[str, typer.Option("--codec", help="Stored codec; a comma list runs (b) for each.")] = "float16",
+    codec: Annotated[str, typer.Option("--codec", help="Stored codec; a comma list runs (b) for each.")] = DEFAULT_CODEC,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch.")] = 200.0,
     shard_seconds: Annotated[float, typer.Option("--shard-seconds", help="Audio per shard in (b).")] = 600.0,
     workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
