@@ -10,6 +10,8 @@ before it waits for this one (:meth:`Encoded.result`). On the CPU the same code 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -45,8 +47,10 @@ class Encoded:
         by torch without the GIL (for writer threads); "shared" - the same, with the batch copy in
         shared memory, so handing a shard to a writer process sends a file descriptor per batch
         part instead of pickled bytes (~1.3 ms per MB of main-process time)."""
+        t0 = time.perf_counter()
         if self.event is not None:
             self.event.synchronize()
+        self.wait_s = time.perf_counter() - t0  # the host waited this long for the device
         ok = self.ok.tolist()
         if mode == "shared":
             host = {layer: {k: torch.empty(v.shape, dtype=v.dtype).share_memory_().copy_(v) for k, v in p.items()}

@@ -14,6 +14,7 @@ the segments it holds, and they are added with ``bank.add_field`` - nothing comm
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
 from collections import deque
@@ -121,8 +122,8 @@ def _launch_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, 
     return [x for g in groups for x in _launch_group(t, codec, states, wave, lengths, g)]
 
 
-def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int], mode: str = "arrays"
-             ) -> tuple[list[dict | None], int]:
+def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int], mode: str = "arrays",
+             timers: dict[str, float] | None = None) -> tuple[list[dict | None], int]:
     """Parts per position in ``pos`` (None where the codec refused the output) and frames kept."""
     out: dict[int, dict | None] = {}
     frames = 0
@@ -130,6 +131,8 @@ def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int], mode: st
         for p, parts, n in zip(g, enc.result(mode), enc.flen, strict=True):
             out[p] = parts
             frames += n if parts is not None else 0
+        if timers is not None:
+            timers["device_wait"] = timers.get("device_wait", 0.0) + enc.wait_s
     return [out[p] for p in pos], frames
 
 
@@ -178,11 +181,11 @@ def _launch(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: di
     return out
 
 
-def _finish(job: _Launched, mode: str) -> None:
+def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None) -> None:
     st, ok, lengths = job.st, job.batch.ok, job.batch.lengths
     for t, pos, launched in job.work:
         t0 = time.perf_counter()
-        parts, frames = _collect(launched, pos, mode)
+        parts, frames = _collect(launched, pos, mode, timers)
         tot = st.result.teachers[t.name]
         tot.forward_s += job.launch_s[t.name] + time.perf_counter() - t0
         for b, p in zip(pos, parts, strict=True):
@@ -290,11 +293,18 @@ def field_bytes(record, field_name: str) -> int:
 
 def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opts: RunOptions,
                update_catalog: bool = True, progress: Progress | None = None,
-               add: dict[str, dict[str, list[int]]] | None = None) -> list[ShardResult]:
+               add: dict[str, dict[str, list[int]]] | None = None,
+               timers: dict[str, float] | None = None) -> list[ShardResult]:
     """Compute and commit ``shards`` with ``teachers``. Shards named in ``add`` are committed
-    already: only the teachers/layers ``add[shard]`` lists are computed and added to them."""
+    already: only the teachers/layers ``add[shard]`` lists are computed and added to them.
+
+    ``timers`` (if given) gets the seconds this thread spent per stage - where a run's time goes:
+    ``loader`` (waiting for decoded audio), ``launch`` (queueing forwards and encodes; a model
+    that syncs inside its forward shows up here), ``device_wait`` (waiting for the device),
+    ``collect`` (host-side hand-over, without device_wait), ``writers`` (waiting for shard writers)."""
     if not shards:
         return []
+    clock = _StageClock(timers)
     device = teachers[0].device
     codecs = {t.name: t.spec.make_codec() for t in teachers}
     states = {t.name: {layer: device_state(bank.load_codec_state(t.name, layer), device) for layer in t.layers}
@@ -314,7 +324,8 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     saved = [time.monotonic()]
 
     def done(fut: Future) -> None:
-        res, rec = fut.result()
+        with clock("writers"):
+            res, rec = fut.result()
         results.append(res)
         if update_catalog:  # only this thread writes the catalog
             bank.catalog.shards[rec.name] = rec
@@ -326,7 +337,8 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
                 saved[0] = time.monotonic()
 
     def finish(job: _Launched) -> None:
-        _finish(job, "shared" if in_process else "rows")
+        with clock("collect"):
+            _finish(job, "shared" if in_process else "rows", timers)
         st = job.st
         st.batches_left -= 1
         if progress is not None:
@@ -344,10 +356,11 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     inflight: deque[_Launched] = deque()
     try:
         with pool:
-            for batch in batches:
+            for batch in clock.iterate("loader", batches):
                 # launch this batch, then collect the previous one: its copies to host and the
                 # host-side work overlap this batch's forward on the device
-                inflight.append(_launch(batch, live[batch.shard], teachers, codecs, states, device))
+                with clock("launch"):
+                    inflight.append(_launch(batch, live[batch.shard], teachers, codecs, states, device))
                 while len(inflight) > PIPELINE_DEPTH:
                     finish(inflight.popleft())
             while inflight:
@@ -357,4 +370,32 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     finally:
         if update_catalog and results:
             bank.save_catalog()
+        if timers is not None:  # collect's figure included the device waits
+            timers["collect"] = timers.get("collect", 0.0) - timers.get("device_wait", 0.0)
     return results
+
+
+class _StageClock:
+    """Adds wall seconds per stage into a dict (nothing when there is none)."""
+
+    def __init__(self, timers: dict[str, float] | None):
+        self.timers = timers
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.timers is not None:
+                self.timers[stage] = self.timers.get(stage, 0.0) + time.perf_counter() - t0
+
+    def iterate(self, stage: str, it):
+        it = iter(it)
+        while True:
+            with self(stage):
+                try:
+                    x = next(it)
+                except StopIteration:
+                    return
+            yield x

@@ -92,6 +92,7 @@ class RunSummary:
     failed: int = 0
     wall_s: float = 0.0
     run_s: float = 0.0  # computing and writing shards (no planning, no model loading)
+    stages: dict[str, float] = field(default_factory=dict)  # run_s split by stage (run_shards' timers)
     teachers: dict[str, TeacherTotals] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
 
@@ -277,7 +278,7 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     t_run = time.perf_counter()
     try:
         results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress,
-                             add=add)
+                             add=add, timers=summary.stages)
     finally:
         stop = getattr(progress, "stop", None)
         if stop is not None:

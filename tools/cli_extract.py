@@ -71,6 +71,17 @@ def _table(summary, console) -> None:
         thr = tot.seconds / tot.forward_s if tot.forward_s else float("nan")
         t.add_row(name, f"{tot.seconds / 3600:.4f}", f"{tot.frames}", f"{tot.bytes}", f"{bpv:.2f}", f"{thr:.1f}")
     console.print(t)
+    if summary.stages and summary.run_s > 0:
+        console.print(stages_line(summary.stages, summary.run_s))
+
+
+def stages_line(stages: dict[str, float], run_s: float) -> str:
+    """Where the extraction loop's time went: the stage that dominates is the bottleneck
+    (device_wait = the device; writers = compression/writing; loader = decoding; launch/collect =
+    the host's own work)."""
+    order = ("device_wait", "launch", "collect", "loader", "writers")
+    parts = [f"{k} {stages[k]:.1f} s ({stages[k] / run_s:.0%})" for k in order if k in stages]
+    return f"run {run_s:.1f} s: " + ", ".join(parts)
 
 
 def _plan_table(plan: dict, console) -> None:

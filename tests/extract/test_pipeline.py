@@ -36,6 +36,8 @@ def test_bank_features_equal_direct_extraction(tiny_dir, corpus, tmp_path, layou
     s = extract([str(corpus)], specs, str(tmp_path / "bank"), _cfg(layout=layout, loader_workers=2,
                                                                      writer_kind=writer_kind))
     assert s.failed == 0 and s.segments_written == s.segments_planned > 6 and s.shards_run > 1
+    assert set(s.stages) == {"loader", "launch", "device_wait", "collect", "writers"}
+    assert all(v >= 0 for v in s.stages.values()) and sum(s.stages.values()) <= s.run_s  # one thread's split
     assert verify_bank(str(tmp_path / "bank")).ok
     bank = Bank.open(str(tmp_path / "bank"))
     assert bank.catalog.teachers["wavlm"].domains == ["speech"] and bank.catalog.teachers["hubert"].domains == []

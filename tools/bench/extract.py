@@ -18,8 +18,10 @@ corpus and on one 10x larger (separate processes). Random weights give the same 
 (b) and (d) are the steady pace of the extraction loop (first to last collected batch), which is
 what a long job runs at; the end-to-end figures of the same runs (with worker start-up and the
 wait for the last shard's write, which a short benchmark over-weights) are reported next to it.
-(b) can run several variants in one go (``--codec a,b``, ``--writer-kind process,thread``); the
-first is the headline the targets are judged on.
+(b) can run several variants in one go (``--codec a,b``, ``--writer-kind thread,process``,
+``--writers 4,8``); the first is the headline the targets are judged on. A stage split of the
+loop's time (``stages``: device wait, launch, collect, loader, writers) comes with every run and
+names the bottleneck.
 """
 
 from __future__ import annotations
@@ -153,7 +155,8 @@ def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: flo
     return {"sps": steady if steady is not None else s.seconds / s.run_s, "steady": steady is not None,
             "sps_run": s.seconds / s.run_s, "sps_with_startup": s.seconds / s.wall_s,
             "seconds": s.seconds, "bytes": tot.bytes, "bits_per_value": 8 * tot.bytes / max(1, tot.values),
-            "failed": s.failed, "codec": spec.codec, "writer_kind": writer_kind, "writers": cfg.run_options().writers}
+            "failed": s.failed, "codec": spec.codec, "writer_kind": writer_kind, "writers": cfg.run_options().writers,
+            "run_s": s.run_s, "stages": s.stages}
 
 
 def null_teacher(t):
@@ -256,7 +259,7 @@ def _log(msg: str) -> None:
 def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", minutes: float = 2.0,
               layers: str = "sparse:4", codecs: tuple[str, ...] = (DEFAULT_CODEC,), batch_seconds: float = 200.0,
               max_batch: int = 64, workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5,
-              rss: bool = True, writers: int = 0, writer_kinds: tuple[str, ...] = ("auto",),
+              rss: bool = True, writers: tuple[int, ...] = (0,), writer_kinds: tuple[str, ...] = ("auto",),
               shard_seconds: float = 600.0, ceiling: bool = True) -> dict:
     """(a), (b) for every (codec, writer kind) - the first is the headline - (c), the host-side
     ceiling (d) with the first variant, and peak RSS of a corpus and a 10x corpus."""
@@ -282,18 +285,19 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         variants = []
         for codec in codecs:
             for kind in writer_kinds:
-                sp = _spec(model_dir, dtype, layers, codec)
-                bank = tmp / "bank"
-                v = full_extract(sp, tmp / "corpus", bank, device, batch_seconds, workers, shard_seconds,
-                                 writers, kind, teacher=_with_spec(teacher, sp))
-                shutil.rmtree(bank)
-                variants.append(v)
-                _log(f"(b) extract {v}")
+                for nw in writers:
+                    sp = _spec(model_dir, dtype, layers, codec)
+                    bank = tmp / "bank"
+                    v = full_extract(sp, tmp / "corpus", bank, device, batch_seconds, workers, shard_seconds,
+                                     nw, kind, teacher=_with_spec(teacher, sp))
+                    shutil.rmtree(bank)
+                    variants.append(v)
+                    _log(f"(b) extract {v}")
         b = variants[0]
         d = None
         if ceiling:
             d = full_extract(spec, tmp / "corpus", tmp / "bank", device, batch_seconds, workers, shard_seconds,
-                             writers, writer_kinds[0], teacher=null_teacher(teacher))
+                             writers[0], writer_kinds[0], teacher=null_teacher(teacher))
             shutil.rmtree(tmp / "bank")
             _log(f"(d) host-side ceiling {d}")
         del teacher
@@ -315,7 +319,7 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         if rss:
             base, big = _rss_corpora(files, tmp, rss_minutes)
             args = dict(device=device, dtype=dtype, layers=layers, codec=codecs[0], batch_seconds=batch_seconds,
-                        workers=workers, writers=writers, writer_kind=writer_kinds[0])
+                        workers=workers, writers=writers[0], writer_kind=writer_kinds[0])
             out["rss_base"] = _rss(model_dir, base, tmp / "rss_bank1", args)
             _log(f"rss base {out['rss_base']}")
             out["rss_10x"] = _rss(model_dir, big, tmp / "rss_bank2", args)
@@ -343,6 +347,10 @@ def _table(r: dict) -> None:
         t.add_row("(d) extract, teacher that costs nothing", f"{r['d_ceiling_sps']:.1f}",
                   f"(d)/(a) = {r['d_ceiling_sps'] / r['a_bare_forward_sps']:.2f}", "", "")
     Console().print(t)
+    from audistill.tools.cli_extract import stages_line
+
+    for v in r["variants"]:
+        print(f"(b) {v['codec']}, {v['writers']} {v['writer_kind']} writers: {stages_line(v['stages'], v['run_s'])}")
     print("(b), (d): steady pace of the extraction loop, first to last batch"
           f"{'' if r['variants'][0]['steady'] else ' (too few batches here: run time instead)'}. The same runs end to end "
           f"(start-up and the last shard's write included): (b) {r['b_extract_sps_with_startup']:.1f} audio s/s, "
@@ -375,7 +383,7 @@ def bench_extract(
     shard_seconds: Annotated[float, typer.Option("--shard-seconds", help="Audio per shard in (b).")] = 600.0,
     workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
     naive_minutes: Annotated[float, typer.Option("--naive-minutes", help="Audio for the naive loop.")] = 1.0,
-    writers: Annotated[int, typer.Option("--writers", help="Shard writers (0: auto).")] = 0,
+    writers: Annotated[str, typer.Option("--writers", help="Shard writers (0: auto); a comma list runs (b) for each.")] = "0",
     writer_kind: Annotated[str, typer.Option(
         "--writer-kind", help="auto | process | thread; a comma list runs (b) for each.")] = "auto",
     ceiling: Annotated[bool, typer.Option("--ceiling/--no-ceiling",
@@ -391,8 +399,12 @@ def bench_extract(
         raise typer.BadParameter(f"--model must be one of {sorted(MODELS)}")
     codecs = _csv(codec, tuple(codec_names()), "--codec")
     kinds = _csv(writer_kind, ("auto", "process", "thread"), "--writer-kind")
+    try:
+        nws = tuple(int(x) for x in _csv(writers, None, "--writers"))
+    except ValueError:
+        raise typer.BadParameter(f"--writers: {writers!r} is not a comma list of integers") from None
     r = run_bench(device, model, dtype, minutes, layers, codecs, batch_seconds, 64, workers, naive_minutes,
-                  rss_minutes, rss=rss_minutes > 0, writers=writers, writer_kinds=kinds, shard_seconds=shard_seconds,
+                  rss_minutes, rss=rss_minutes > 0, writers=nws, writer_kinds=kinds, shard_seconds=shard_seconds,
                   ceiling=ceiling)
     if as_json:
         print(json.dumps(r))
