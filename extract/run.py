@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,6 +27,7 @@ from .spec import TeacherSpec
 from .teachers import Teacher, load_teacher
 
 ERRORS_FILE = "errors.jsonl"
+ERRORS_DIR = "errors.d"  # one file per slice run (--num-workers > 1), merged into ERRORS_FILE
 
 
 @dataclass(frozen=True)
@@ -173,9 +175,17 @@ def plan_work(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher]
     return todo, add, skipped
 
 
-def append_errors(bank: Bank, records: list[dict]) -> None:
-    """Append error records to ``errors.jsonl`` (skipping ones already there)."""
+def append_errors(bank: Bank, records: list[dict], part: str | None = None) -> None:
+    """Append error records to ``errors.jsonl`` (skipping ones already there).
+
+    ``part``: write them instead to ``errors.d/PART.jsonl``, a file of their own - what parallel
+    slices do, since appending to one file is a read-modify-write that would lose records when
+    two slices finish together. :func:`merge_errors` (run by ``audistill shards sync`` and by
+    every single-process extraction as it starts) folds the parts into ``errors.jsonl``."""
     if not records:
+        return
+    if part is not None:
+        bank.fs.write_bytes_atomic(f"{ERRORS_DIR}/{part}.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
         return
     old = bank.fs.read_bytes(ERRORS_FILE).decode() if bank.fs.exists(ERRORS_FILE) else ""
     seen = set()
@@ -187,6 +197,17 @@ def append_errors(bank: Bank, records: list[dict]) -> None:
     if new:
         text = old + "".join(json.dumps(r) + "\n" for r in new)
         bank.fs.write_bytes_atomic(ERRORS_FILE, text.encode())
+
+
+def merge_errors(bank: Bank) -> int:
+    """Fold the error files of parallel slices (``errors.d/``) into ``errors.jsonl`` and remove
+    them; returns how many parts were merged. Run it when no slice is running."""
+    parts = [p for p in bank.fs.walk_files(ERRORS_DIR) if p.endswith(".jsonl")]
+    for p in parts:
+        text = bank.fs.read_bytes(p).decode()
+        append_errors(bank, [json.loads(line) for line in text.splitlines() if line.strip()])
+        bank.fs.remove(p)
+    return len(parts)
 
 
 def fit_codecs(bank: Bank, teachers: list[Teacher], first: ShardPlan, cfg: ExtractConfig, max_rows: int = 100_000) -> None:
@@ -264,11 +285,14 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     single = cfg.num_workers == 1
     if single:
         bank.sync_catalog()
+        merge_errors(bank)
         bank.remove_temporaries()
+    # inputs unusable at planning time are seen by every slice; the first records them
+    plan_errors = plan_errors if cfg.worker_index == 0 else []
     mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
     todo, add, skipped = plan_work(bank, mine, teachers)
     summary = RunSummary(bank.root, shards_planned=len(mine), shards_skipped=skipped,
-                         segments_planned=sum(len(s.segments) for s in mine) + (len(plan_errors) if single else 0),
+                         segments_planned=sum(len(s.segments) for s in mine) + len(plan_errors),
                          teachers={t.name: TeacherTotals() for t in teachers})
     if todo:
         fit_codecs(bank, teachers, plan[0], cfg)
@@ -284,8 +308,9 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
         if stop is not None:
             stop()
     summary.run_s = time.perf_counter() - t_run
-    errors = (plan_errors if single else []) + [e for r in results for e in r.errors]
-    append_errors(bank, errors)
+    errors = plan_errors + [e for r in results for e in r.errors]
+    append_errors(bank, errors, None if single else
+                  f"slice-{cfg.worker_index:05d}-of-{cfg.num_workers:05d}-{uuid.uuid4().hex[:8]}")
     summarize(summary, results, errors, t0)
     return summary
 

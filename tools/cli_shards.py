@@ -145,11 +145,16 @@ def stats(bank: BankArg,
 
 @shards_app.command()
 def sync(bank: BankArg) -> None:
-    """Merge commit records of shards written by other processes (SLURM slices) into the catalog."""
+    """Merge commit records of shards written by other processes (SLURM slices) into the catalog,
+    and the slices' error files (errors.d/) into errors.jsonl. Run it when no slice is running."""
+    from audistill.extract.run import merge_errors
     from audistill.shards.bank import Bank
 
-    added = Bank.open(bank).sync_catalog()
-    console.print(f"{len(added)} shard(s) added to the catalog: {', '.join(added) or '-'}", highlight=False)
+    b = Bank.open(bank)
+    added = b.sync_catalog()
+    merged = merge_errors(b)
+    console.print(f"{len(added)} shard(s) added to the catalog: {', '.join(added) or '-'}; "
+                  f"{merged} slice error file(s) merged into errors.jsonl", highlight=False)
 
 
 @shards_app.command()

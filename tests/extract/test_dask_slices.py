@@ -48,3 +48,31 @@ def test_slices_cover_the_corpus_exactly_once(specs, corpus, tmp_path):
     assert verify_bank(str(tmp_path / "sl")).ok
     assert _content(str(tmp_path / "sl")) == _content(str(tmp_path / "one"))
     assert bank.catalog.num_segments == single.segments_written
+
+
+def test_slices_record_every_error_without_racing(specs, corpus, tmp_path):
+    """Each slice writes its errors to a file of its own (appending to one errors.jsonl from
+    parallel slices is a read-modify-write that loses records); `shards sync` merges them, and
+    the inputs unusable at planning time are recorded once (by slice 0)."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from audistill.tools.cli import app
+
+    bad = tmp_path / "with_garbage"
+    shutil.copytree(corpus, bad)
+    (bad / "speech" / "garbage.wav").write_bytes(b"RIFF\x00\x00 this is not audio")  # unusable when planned
+    root = tmp_path / "sl"
+    runs = [extract([str(bad)], specs, str(root), _cfg(num_workers=3, worker_index=i)) for i in range(3)]
+    assert sum(r.failed for r in runs) == 1 and runs[0].failed == 1
+    parts = sorted((root / "errors.d").glob("slice-*.jsonl"))
+    assert len(parts) == 1 and parts[0].name.startswith("slice-00000-of-00003-")
+    assert not (root / "errors.jsonl").exists()
+    r = CliRunner().invoke(app, ["shards", "sync", str(root)])
+    assert r.exit_code == 0 and "1 slice error file(s) merged" in " ".join(r.output.split()), r.output
+    recs = [json.loads(x) for x in (root / "errors.jsonl").read_text().splitlines()]
+    assert [x["file"].endswith("garbage.wav") for x in recs] == [True]
+    assert not list((root / "errors.d").glob("*.jsonl"))
+    assert verify_bank(str(root)).ok
