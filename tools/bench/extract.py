@@ -15,9 +15,9 @@ Reports audio-seconds per second for each, (b)/(a) and (b)/(c) against the targe
 (b >= 0.85 (a), b >= 3 (c); the targets are GPU targets) and the extractor's peak RSS on a
 corpus and on one 10x larger (separate processes). Random weights give the same speed.
 
-(b) and (d) are the steady pace of the extraction loop (first to last collected batch), which is
-what a long job runs at; the end-to-end figures of the same runs (with worker start-up and the
-wait for the last shard's write, which a short benchmark over-weights) are reported next to it.
+(b) and (d) are the pace from the first collected batch to the last shard committed, which is
+what a long job runs at; the end-to-end figures of the same runs (with model loading and worker
+start-up, which a short benchmark over-weights) are reported next to it.
 (b) can run several variants in one go (``--codec a,b``, ``--writer-kind thread,process``,
 ``--writers 4,8``); the first is the headline the targets are judged on. A stage split of the
 loop's time (``stages``: device wait, launch, collect, loader, writers) comes with every run and
@@ -127,11 +127,13 @@ class _Clock:
         self.stopped = time.perf_counter()
 
     def steady_sps(self) -> float | None:
-        """Audio seconds per second between the first and the last collected batch: the rate a long
-        job runs at (no model/worker start-up, no wait for the last shard's write)."""
-        if len(self.marks) < 3:
+        """Audio seconds per second from the first collected batch to the last shard committed:
+        the rate a long job runs at, without its one-time start-up (model, loader and writer
+        processes, the first batch). Every shard's write is inside the window - a pace up to the
+        last *batch* would leave the writers' backlog out."""
+        if len(self.marks) < 3 or not self.stopped:
             return None  # too few batches for a pace
-        return sum(s for _, s in self.marks[1:]) / (self.marks[-1][0] - self.marks[0][0])
+        return sum(s for _, s in self.marks[1:]) / (self.stopped - self.marks[0][0])
 
 
 def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: float, workers: int,
@@ -351,9 +353,9 @@ def _table(r: dict) -> None:
 
     for v in r["variants"]:
         print(f"(b) {v['codec']}, {v['writers']} {v['writer_kind']} writers: {stages_line(v['stages'], v['run_s'])}")
-    print("(b), (d): steady pace of the extraction loop, first to last batch"
+    print("(b), (d): pace from the first collected batch to the last shard committed"
           f"{'' if r['variants'][0]['steady'] else ' (too few batches here: run time instead)'}. The same runs end to end "
-          f"(start-up and the last shard's write included): (b) {r['b_extract_sps_with_startup']:.1f} audio s/s, "
+          f"(model loading and worker start-up included): (b) {r['b_extract_sps_with_startup']:.1f} audio s/s, "
           f"without model loading and planning {r['b_extract_sps_run']:.1f}.")
     print(f"audio hours per device hour: {r['audio_hours_per_device_hour']:.0f}")
     if "rss_base" in r:
