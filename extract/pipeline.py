@@ -31,7 +31,7 @@ from audistill.shards.codecs import Codec, host_to_device
 
 from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
 from .corpus import error_record
-from .encode import Encoded, device_state, materialize
+from .encode import Encoded, HostBlocks, device_state, materialize
 from .plan import ShardPlan
 from .teachers import Teacher
 
@@ -123,14 +123,18 @@ def _launch_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, 
 
 
 def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int], mode: str = "arrays",
-             timers: dict[str, float] | None = None) -> tuple[list[dict | None], int]:
-    """Parts per position in ``pos`` (None where the codec refused the output) and frames kept."""
+             timers: dict[str, float] | None = None, blocks: HostBlocks | None = None,
+             taken: list | None = None) -> tuple[list[dict | None], int]:
+    """Parts per position in ``pos`` (None where the codec refused the output) and frames kept.
+    Host blocks taken from ``blocks`` are appended to ``taken``."""
     out: dict[int, dict | None] = {}
     frames = 0
     for g, enc in launched:
-        for p, parts, n in zip(g, enc.result(mode), enc.flen, strict=True):
+        for p, parts, n in zip(g, enc.result(mode, blocks), enc.flen, strict=True):
             out[p] = parts
             frames += n if parts is not None else 0
+        if taken is not None:
+            taken.extend(enc.taken)
         if timers is not None:
             timers["device_wait"] = timers.get("device_wait", 0.0) + enc.wait_s
     return [out[p] for p in pos], frames
@@ -181,11 +185,12 @@ def _launch(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: di
     return out
 
 
-def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None) -> None:
+def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None, blocks: HostBlocks | None = None,
+            taken: list | None = None) -> None:
     st, ok, lengths = job.st, job.batch.ok, job.batch.lengths
     for t, pos, launched in job.work:
         t0 = time.perf_counter()
-        parts, frames = _collect(launched, pos, mode, timers)
+        parts, frames = _collect(launched, pos, mode, timers, blocks, taken)
         tot = st.result.teachers[t.name]
         tot.forward_s += job.launch_s[t.name] + time.perf_counter() - t0
         for b, p in zip(pos, parts, strict=True):
@@ -319,13 +324,16 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     for si, sh in enumerate(shards):
         live[si].batches_left = len(make_batches([s.num_samples for s in sh.segments], batch_samples, opts.max_batch))
     results: list[ShardResult] = []
-    pending: list[Future] = []
+    pending: list[tuple[Future, list]] = []  # (write, host blocks to give back when it is done)
+    taken: dict[int, list] = {}  # shard -> host blocks its batches hold
 
     saved = [time.monotonic()]
 
-    def done(fut: Future) -> None:
+    def done(item: tuple[Future, list]) -> None:
+        fut, held = item
         with clock("writers"):
             res, rec = fut.result()
+        host_blocks.give(held)  # the shard is written: its blocks may be refilled
         results.append(res)
         if update_catalog:  # only this thread writes the catalog
             bank.catalog.shards[rec.name] = rec
@@ -338,7 +346,7 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
 
     def finish(job: _Launched) -> None:
         with clock("collect"):
-            _finish(job, "shared" if in_process else "rows", timers)
+            _finish(job, "shared" if in_process else "rows", timers, host_blocks, taken.setdefault(job.batch.shard, []))
         st = job.st
         st.batches_left -= 1
         if progress is not None:
@@ -347,10 +355,12 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
             while len(pending) >= opts.writers:  # bounded memory: at most `writers` shards queued
                 done(pending.pop(0))
             live.pop(job.batch.shard)
-            pending.append(pool.submit(write_shard_in_process, bank.root, opts.storage_options, st)
-                           if in_process else pool.submit(_write, bank, st))
+            fut = (pool.submit(write_shard_in_process, bank.root, opts.storage_options, st)
+                   if in_process else pool.submit(_write, bank, st))
+            pending.append((fut, taken.pop(job.batch.shard, [])))
 
     pool, in_process = _writer_pool(opts, device)  # writer processes start while the loader does
+    host_blocks = HostBlocks(shared=in_process)
     batches = decoded_batches(shards, batch_samples, opts.max_batch, min_samples, opts.loader_workers,
                               opts.storage_options, pin_memory=device.type == "cuda")
     inflight: deque[_Launched] = deque()
