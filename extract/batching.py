@@ -60,7 +60,9 @@ class Decoded:
     ok: list[int]  # shard indices that decoded, in the order of ``wave``'s rows
     wave: torch.Tensor | None  # (B, N) float32 16 kHz, zero-padded
     lengths: torch.Tensor | None  # (B,)
-    audio: dict[int, np.ndarray]  # shard index -> int16 audio (what the bank stores)
+    # (B, N) int16, rows as ``wave``'s: the audio the bank stores. A tensor, so it travels from the
+    # decode workers (and on to writer processes) as shared memory, not as pickled bytes.
+    pcm: torch.Tensor | None
     failures: dict[int, str]  # shard index -> reason
 
     def pin_memory(self) -> Decoded:
@@ -92,7 +94,8 @@ class _BatchDataset(Dataset):
                 fails[i] = str(e)
         ok = [i for i in idx if i in waves]
         wave, lengths = pad_batch([waves[i] for i in ok]) if ok else (None, None)
-        return Decoded(si, idx, ok, wave, lengths, {i: to_int16(waves[i]) for i in ok}, fails)
+        pcm = torch.from_numpy(to_int16(wave.numpy())) if ok else None  # padding stays 0
+        return Decoded(si, idx, ok, wave, lengths, pcm, fails)
 
 
 def _identity(x):

@@ -31,7 +31,7 @@ from audistill.shards.codecs import Codec, host_to_device
 
 from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
 from .corpus import error_record
-from .encode import Encoded, HostBlocks, device_state, materialize
+from .encode import Encoded, HostBlocks, Rows, device_state, materialize
 from .plan import ShardPlan
 from .teachers import Teacher
 
@@ -85,7 +85,7 @@ class _ShardState:
         self.plan = plan
         self.teachers = [t.name for t in teachers]
         self.add = add  # None: a new shard; else {teacher: layers} to add to the committed shard
-        self.audio: dict[int, np.ndarray] = {}
+        self.audio: dict[int, Rows | np.ndarray] = {}  # int16 audio per decoded segment
         self.feats: dict[int, dict[str, dict | None]] = {}
         self.failed: dict[int, str] = {}
         self.batches_left = 0
@@ -167,8 +167,8 @@ def _launch(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: di
     if not ok:
         return out
     wave, lengths = batch.wave.to(device, non_blocking=True), batch.lengths  # (B, N), (B,)
-    for i in ok:
-        st.audio[i] = batch.audio[i]
+    for b, i in enumerate(ok):
+        st.audio[i] = Rows(batch.pcm, b, int(lengths[b]))
         st.feats[i] = {}
     for t in teachers:
         if t.name not in st.teachers:
@@ -208,6 +208,10 @@ def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None, b
         tot.values += frames * t.dim * len(t.layers)
 
 
+def _array(x: Rows | np.ndarray) -> np.ndarray:
+    return x.array() if isinstance(x, Rows) else x
+
+
 def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[ShardResult, ShardRecord]:
     """Write one computed shard (every segment that decoded, in plan order) and commit it.
 
@@ -217,7 +221,7 @@ def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[Shard
     with bank.write_shard(st.plan.name, teachers=teachers, update_catalog=False) as w:
         for i, ref in enumerate(st.plan.segments):
             if i in st.audio:
-                audio = st.audio[i]
+                audio = _array(st.audio[i])
                 w.add(ref.segment(len(audio)), audio, materialize(st.feats[i]))
                 res.segments += 1
                 res.seconds += len(audio) / 16000
@@ -239,7 +243,7 @@ def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
                 a.add(ref.segment(), None if parts is None else {k: parts[k] for k in layers})
         rec = a.record
     res.segments = len(st.audio)
-    res.seconds = sum(len(x) for x in st.audio.values()) / 16000
+    res.seconds = sum(len(_array(x)) for x in st.audio.values()) / 16000
     for name in st.add:
         res.teachers[name].bytes = sum(field_bytes(rec, f.name) for f in rec.teacher_fields(name))
     return res, rec
@@ -269,6 +273,23 @@ def _warm_writer() -> None:
     take seconds, which would otherwise stall the first shards' writes - and the loop behind them."""
     import numcodecs  # noqa: F401
     import zarr  # noqa: F401
+
+
+def _raise_fd_limit() -> None:
+    """Shared-memory tensors (decoded audio from the loader, batch blocks for writer processes)
+    each hold a file descriptor while their shard waits to be written: lift the soft limit on
+    open files to the hard one, as DataLoader users are told to."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):  # e.g. above the kernel's nr_open: keep what we have
+            pass
 
 
 def _writer_pool(opts: RunOptions, device: torch.device):
@@ -359,6 +380,7 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
                    if in_process else pool.submit(_write, bank, st))
             pending.append((fut, taken.pop(job.batch.shard, [])))
 
+    _raise_fd_limit()
     pool, in_process = _writer_pool(opts, device)  # writer processes start while the loader does
     host_blocks = HostBlocks(shared=in_process)
     batches = decoded_batches(shards, batch_samples, opts.max_batch, min_samples, opts.loader_workers,

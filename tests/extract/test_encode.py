@@ -1,31 +1,43 @@
-"""HostBlocks: recycled host memory for batch parts, reused only after it is given back."""
+"""HostBlocks: recycled host memory for batch parts, reused only after it is given back; carve."""
 
 import pytest
 import torch
 
-from audistill.extract.encode import HostBlocks
+from audistill.extract.encode import HostBlocks, carve
 
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_blocks_are_reused_only_after_they_are_given_back(shared):
     pool = HostBlocks(shared=shared)
-    a, sa = pool.take((4, 300, 1024), torch.uint8)
-    assert a.shape == (4, 300, 1024) and a.dtype == torch.uint8 and a.is_shared() == shared
+    sa = pool.take(1_200_000)
+    a = carve(sa, 0, (4, 300, 1000), torch.uint8)
+    assert a.is_shared() == shared and sa.nbytes() == 2 << 20  # whole MiB
     a.fill_(7)
-    b, sb = pool.take((4, 300, 1024), torch.uint8)  # `a` is still held: a new block
+    sb = pool.take(1_200_000)  # `sa` is still held: a new block
     assert pool.allocated == 2 and sb.data_ptr() != sa.data_ptr()
     pool.give([sa])
-    c, sc = pool.take((4, 280, 512), torch.int16)  # fits in a's block (at most 2x its size): reused
-    assert pool.allocated == 2 and sc.data_ptr() == sa.data_ptr() and c.shape == (4, 280, 512) and c.dtype == torch.int16
+    sc = pool.take(1_100_000)  # fits in sa (at most about twice the size): reused
+    assert pool.allocated == 2 and sc.data_ptr() == sa.data_ptr()
     pool.give([sb])
-    tiny, _ = pool.take((1, 10, 16), torch.uint8)  # far smaller than any free block: its own
-    assert pool.allocated == 3 and tiny.numel() == 160
-    empty, none = pool.take((0, 5), torch.float32)
-    assert empty.shape == (0, 5) and none is None
+    assert pool.take(1000).nbytes() == 1 << 20 and pool.allocated == 3  # far smaller: a block of its own
+    assert pool.take(0) is None
+
+
+def test_parts_carved_from_one_block_do_not_overlap():
+    pool = HostBlocks(shared=False)
+    s = pool.take(3 * 64 + 4 * 6)
+    x = carve(s, 0, (2, 3), torch.float32)
+    y = carve(s, 64, (5,), torch.uint8)
+    z = carve(s, 128, (3, 2), torch.int16)
+    x.fill_(1.5), y.fill_(9), z.fill_(-3)
+    assert x.sum() == 9 and y.sum() == 45 and z.sum() == -18
+    with pytest.raises(AssertionError):
+        carve(s, 2, (1,), torch.float32)  # misaligned
+    assert carve(None, 0, (0, 4), torch.float16).shape == (0, 4)
 
 
 def test_free_list_is_bounded():
     pool = HostBlocks(shared=False, max_free=2)
-    held = [pool.take((1 << 20,), torch.uint8)[1] for _ in range(5)]
+    held = [pool.take(1 << 20) for _ in range(5)]
     pool.give(held)
     assert len(pool.free) == 2
