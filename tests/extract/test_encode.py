@@ -41,3 +41,36 @@ def test_free_list_is_bounded():
     held = [pool.take(1 << 20) for _ in range(5)]
     pool.give(held)
     assert len(pool.free) == 2
+
+
+class _DoneEvent:  # what a CUDA event is once its copies have finished
+    def synchronize(self):
+        pass
+
+
+@pytest.mark.parametrize("mode", ["rows", "shared"])
+def test_staged_results_equal_arrays_and_take_one_block(mode):
+    """The CUDA hand-over (staged parts copied into one recycled block per batch, items as Rows)
+    gives exactly the per-item arrays; refused items are None."""
+    from audistill.extract.encode import Encoded, Rows
+    from audistill.shards.codecs import get_codec
+
+    codec = get_codec("int8-row")
+    g = torch.Generator().manual_seed(0)
+    feats = {1: torch.randn(3, 50, 16, generator=g), 4: torch.randn(3, 50, 16, generator=g)}
+    feats[4][2, 3, 0] = float("nan")  # item 2 is refused
+    flen = [50, 31, 12]
+    ref = Encoded(codec, feats, flen, {}).result("arrays")
+    enc = Encoded(codec, feats, flen, {})
+    enc.event = _DoneEvent()  # as on CUDA: the parts are staged and must be copied out
+    pool = HostBlocks(shared=mode == "shared")
+    got = enc.result(mode, pool)
+    assert len(enc.taken) == 1 and pool.allocated == 1
+    assert got[2] is None and ref[2] is None
+    for a, b in zip(ref[:2], got[:2], strict=True):
+        for layer in a:
+            for k in a[layer]:
+                assert isinstance(b[layer][k], Rows)
+                arr = b[layer][k].array()
+                assert arr.dtype == a[layer][k].dtype and (arr == a[layer][k]).all()
+                assert b[layer][k].block.is_shared() == (mode == "shared")
