@@ -18,8 +18,9 @@ corpus and on one 10x larger (separate processes). Random weights give the same 
 (b) and (d) are the pace from the first collected batch to the last shard committed, which is
 what a long job runs at; the end-to-end figures of the same runs (with model loading and worker
 start-up, which a short benchmark over-weights) are reported next to it.
-(b) can run several variants in one go (``--codec a,b``, ``--writer-kind thread,process``,
-``--writers 4,8``); the first is the headline the targets are judged on. A stage split of the
+(b) can run several variants in one go (``--batch-seconds 200,600``, ``--codec a,b``,
+``--writer-kind thread,process``, ``--writers 4,8``; (a) runs per batch size); the first is the
+headline the targets are judged on. A stage split of the
 loop's time (``stages``: device wait, launch, collect, loader, writers) comes with every run and
 names the bottleneck.
 """
@@ -259,12 +260,14 @@ def _log(msg: str) -> None:
 
 
 def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", minutes: float = 2.0,
-              layers: str = "sparse:4", codecs: tuple[str, ...] = (DEFAULT_CODEC,), batch_seconds: float = 200.0,
+              layers: str = "sparse:4", codecs: tuple[str, ...] = (DEFAULT_CODEC,),
+              batch_seconds: tuple[float, ...] = (200.0,),
               max_batch: int = 64, workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5,
               rss: bool = True, writers: tuple[int, ...] = (0,), writer_kinds: tuple[str, ...] = ("auto",),
               shard_seconds: float = 600.0, ceiling: bool = True) -> dict:
-    """(a), (b) for every (codec, writer kind) - the first is the headline - (c), the host-side
-    ceiling (d) with the first variant, and peak RSS of a corpus and a 10x corpus."""
+    """(a) per batch size, (b) for every (batch size, codec, writer kind, writers) - the first is
+    the headline - (c), the host-side ceiling (d) with the first variant, and peak RSS of a corpus
+    and a 10x corpus."""
     import shutil
 
     import torch
@@ -282,23 +285,28 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         spec = _spec(model_dir, dtype, layers, codecs[0])
         teacher = load_teacher(spec, device)
         _log(f"setup {setup_s:.1f} s, {len(files)} files")
-        a = bare_forward(teacher, files, device, batch_seconds, max_batch)
-        _log(f"(a) bare forward {a:.1f} audio s/s")
+        a_by = {}
+        for bs in batch_seconds:
+            a_by[bs] = bare_forward(teacher, files, device, bs, max_batch)
+            _log(f"(a) bare forward, {bs:g} s batches: {a_by[bs]:.1f} audio s/s")
         variants = []
-        for codec in codecs:
-            for kind in writer_kinds:
-                for nw in writers:
-                    sp = _spec(model_dir, dtype, layers, codec)
-                    bank = tmp / "bank"
-                    v = full_extract(sp, tmp / "corpus", bank, device, batch_seconds, workers, shard_seconds,
-                                     nw, kind, teacher=_with_spec(teacher, sp))
-                    shutil.rmtree(bank)
-                    variants.append(v)
-                    _log(f"(b) extract {v}")
+        for bs in batch_seconds:
+            for codec in codecs:
+                for kind in writer_kinds:
+                    for nw in writers:
+                        sp = _spec(model_dir, dtype, layers, codec)
+                        bank = tmp / "bank"
+                        v = full_extract(sp, tmp / "corpus", bank, device, bs, workers, shard_seconds,
+                                         nw, kind, teacher=_with_spec(teacher, sp))
+                        shutil.rmtree(bank)
+                        v.update(batch_seconds=bs, a_sps=a_by[bs], b_over_a=v["sps"] / a_by[bs])
+                        variants.append(v)
+                        _log(f"(b) extract {v}")
         b = variants[0]
+        a = a_by[batch_seconds[0]]
         d = None
         if ceiling:
-            d = full_extract(spec, tmp / "corpus", tmp / "bank", device, batch_seconds, workers, shard_seconds,
+            d = full_extract(spec, tmp / "corpus", tmp / "bank", device, batch_seconds[0], workers, shard_seconds,
                              writers[0], writer_kinds[0], teacher=null_teacher(teacher))
             shutil.rmtree(tmp / "bank")
             _log(f"(d) host-side ceiling {d}")
@@ -307,10 +315,10 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         _log(f"(c) naive {c:.1f} audio s/s")
         out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
                "cpus": os.cpu_count(), "model": model, "dtype": dtype if device.startswith("cuda") else "fp32",
-               "layers": layers, "codec": b["codec"], "audio_seconds": b["seconds"], "batch_seconds": batch_seconds,
+               "layers": layers, "codec": b["codec"], "audio_seconds": b["seconds"], "batch_seconds": batch_seconds[0],
                "shard_seconds": shard_seconds, "loader_workers": workers, "writers": b["writers"],
                "writer_kind": b["writer_kind"], "setup_s": setup_s,
-               "a_bare_forward_sps": a, "b_extract_sps": b["sps"], "b_extract_sps_run": b["sps_run"],
+               "a_bare_forward_sps": a, "a_by_batch_seconds": a_by, "b_extract_sps": b["sps"], "b_extract_sps_run": b["sps_run"],
                "b_extract_sps_with_startup": b["sps_with_startup"], "c_naive_sps": c,
                "d_ceiling_sps": d["sps"] if d else None,
                "b_over_a": b["sps"] / a, "b_over_c": b["sps"] / c,
@@ -320,7 +328,7 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         out["target_b_ge_3c"] = out["b_over_c"] >= 3.0
         if rss:
             base, big = _rss_corpora(files, tmp, rss_minutes)
-            args = dict(device=device, dtype=dtype, layers=layers, codec=codecs[0], batch_seconds=batch_seconds,
+            args = dict(device=device, dtype=dtype, layers=layers, codec=codecs[0], batch_seconds=batch_seconds[0],
                         workers=workers, writers=writers[0], writer_kind=writer_kinds[0])
             out["rss_base"] = _rss(model_dir, base, tmp / "rss_bank1", args)
             _log(f"rss base {out['rss_base']}")
@@ -337,11 +345,13 @@ def _table(r: dict) -> None:
                     f"{r['audio_seconds'] / 60:.1f} min of audio, {r['cpus']} CPUs")
     for col in ("path", "audio s / s", "ratio", "target", "met"):
         t.add_column(col)
-    t.add_row("(a) bare forward", f"{r['a_bare_forward_sps']:.1f}", "", "", "")
+    for bs, a in r["a_by_batch_seconds"].items():
+        t.add_row(f"(a) bare forward, {bs:g} s batches", f"{a:.1f}", "", "", "")
     for i, v in enumerate(r["variants"]):
         head = i == 0
-        t.add_row(f"(b) extract, {v['codec']}, {v['writers']} {v['writer_kind']} writers, {v['bits_per_value']:.2f} bits",
-                  f"{v['sps']:.1f}", f"(b)/(a) = {v['sps'] / r['a_bare_forward_sps']:.2f}",
+        t.add_row(f"(b) extract, {v['batch_seconds']:g} s batches, {v['codec']}, {v['writers']} {v['writer_kind']} "
+                  f"writers, {v['bits_per_value']:.2f} bits",
+                  f"{v['sps']:.1f}", f"(b)/(a) = {v['b_over_a']:.2f}",
                   ">= 0.85" if head else "", ("yes" if r["target_b_ge_0.85a"] else "NO") if head else "")
     t.add_row("(c) naive loop", f"{r['c_naive_sps']:.1f}", f"(b)/(c) = {r['b_over_c']:.2f}", ">= 3",
               "yes" if r["target_b_ge_3c"] else "NO")
@@ -352,7 +362,7 @@ def _table(r: dict) -> None:
     from audistill.tools.cli_extract import stages_line
 
     for v in r["variants"]:
-        print(f"(b) {v['codec']}, {v['writers']} {v['writer_kind']} writers: {stages_line(v['stages'], v['run_s'])}")
+        print(f"(b) {v['batch_seconds']:g} s, {v['codec']}, {v['writers']} {v['writer_kind']} writers: {stages_line(v['stages'], v['run_s'])}")
     print("(b), (d): pace from the first collected batch to the last shard committed"
           f"{'' if r['variants'][0]['steady'] else ' (too few batches here: run time instead)'}. The same runs end to end "
           f"(model loading and worker start-up included): (b) {r['b_extract_sps_with_startup']:.1f} audio s/s, "
@@ -381,7 +391,8 @@ def bench_extract(
     minutes: Annotated[float, typer.Option("--minutes", help="Minutes of audio in the corpus.")] = 2.0,
     layers: Annotated[str, typer.Option("--layers", help="Kept layers: all, sparse:K.")] = "sparse:4",
     codec: Annotated[str, typer.Option("--codec", help="Stored codec; a comma list runs (b) for each.")] = DEFAULT_CODEC,
-    batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch.")] = 200.0,
+    batch_seconds: Annotated[str, typer.Option(
+        "--batch-seconds", help="Padded audio per batch; a comma list runs (a) and (b) for each.")] = "200",
     shard_seconds: Annotated[float, typer.Option("--shard-seconds", help="Audio per shard in (b).")] = 600.0,
     workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
     naive_minutes: Annotated[float, typer.Option("--naive-minutes", help="Audio for the naive loop.")] = 1.0,
@@ -403,9 +414,10 @@ def bench_extract(
     kinds = _csv(writer_kind, ("auto", "process", "thread"), "--writer-kind")
     try:
         nws = tuple(int(x) for x in _csv(writers, None, "--writers"))
+        bss = tuple(float(x) for x in _csv(batch_seconds, None, "--batch-seconds"))
     except ValueError:
-        raise typer.BadParameter(f"--writers: {writers!r} is not a comma list of integers") from None
-    r = run_bench(device, model, dtype, minutes, layers, codecs, batch_seconds, 64, workers, naive_minutes,
+        raise typer.BadParameter("--writers and --batch-seconds take comma lists of numbers") from None
+    r = run_bench(device, model, dtype, minutes, layers, codecs, bss, 64, workers, naive_minutes,
                   rss_minutes, rss=rss_minutes > 0, writers=nws, writer_kinds=kinds, shard_seconds=shard_seconds,
                   ceiling=ceiling)
     if as_json:
