@@ -131,7 +131,7 @@ class HostBlocks:
 
     GRAIN = 1 << 20  # block sizes are whole MiB
 
-    def __init__(self, shared: bool, max_free: int = 64):
+    def __init__(self, shared: bool, max_free: int = 32):
         self.shared, self.max_free = shared, max_free
         self.free: list[torch.UntypedStorage] = []
         self.lock = threading.Lock()
