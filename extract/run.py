@@ -43,6 +43,7 @@ class ExtractConfig:
     loader_workers: int = 2
     writers: int = 0  # 0 = auto: min(8, cores / 2) on CUDA, 2 on CPU
     writer_kind: str = "auto"  # process | thread | auto (= thread)
+    switch_interval_ms: float = 0.0  # GIL switch interval during the run (0: Python's default)
     max_failed: float = 0.01
     domain: str = "unknown"
     domain_map: dict = field(default_factory=dict)
@@ -62,6 +63,8 @@ class ExtractConfig:
                 errs.append(f"{k} must be positive")
         if not 0 <= self.min_seconds < self.max_seconds:
             errs.append("need 0 <= min_seconds < max_seconds")
+        if not 0 <= self.switch_interval_ms <= 100:
+            errs.append("switch_interval_ms must be in [0, 100]")
         if self.writer_kind not in ("auto", "process", "thread"):
             errs.append(f"writer_kind {self.writer_kind!r} is not auto, process or thread")
         if not 0 <= self.max_failed <= 1:
@@ -79,7 +82,7 @@ class ExtractConfig:
             cuda = resolve_device(self.device).startswith("cuda")
             writers = min(8, max(2, (os.cpu_count() or 2) // 2)) if cuda else 2
         return RunOptions(self.batch_seconds, self.max_batch, self.loader_workers, self.min_seconds,
-                          self.storage_options, writers, self.writer_kind)
+                          self.storage_options, writers, self.writer_kind, self.switch_interval_ms)
 
 
 @dataclass

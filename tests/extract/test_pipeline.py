@@ -76,7 +76,13 @@ def _reference_audio(seg, corpus):
 
 def test_rerun_skips_committed_shards(tiny_dir, corpus, tmp_path):
     specs = _specs(tiny_dir)[:1]
-    a = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg(writer_kind="process", writers=2))
+    import sys
+
+    before_interval = sys.getswitchinterval()
+    a = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg(writer_kind="process", writers=2, switch_interval_ms=1))
+    assert sys.getswitchinterval() == before_interval  # the run's GIL switch interval is undone
+    with pytest.raises(ExtractError, match="switch_interval_ms"):
+        _cfg(switch_interval_ms=-1)
     assert verify_bank(str(tmp_path / "b")).ok and a.segments_written == a.segments_planned
     before = json.loads((tmp_path / "b" / "bank.json").read_text())["shards"]
     b = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg())

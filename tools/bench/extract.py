@@ -19,7 +19,8 @@ corpus and on one 10x larger (separate processes). Random weights give the same 
 what a long job runs at; the end-to-end figures of the same runs (with model loading and worker
 start-up, which a short benchmark over-weights) are reported next to it.
 (b) can run several variants in one go (``--batch-seconds 200,600``, ``--codec a,b``,
-``--writer-kind thread,process``, ``--writers 4,8``; (a) runs per batch size); the first is the
+``--writer-kind thread,process``, ``--writers 4,8``, ``--switch-interval-ms 0,1``; (a) runs per
+batch size); the first is the
 headline the targets are judged on. A stage split of the
 loop's time (``stages``: device wait, launch, collect, loader, writers) comes with every run and
 names the bottleneck.
@@ -138,13 +139,15 @@ class _Clock:
 
 
 def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: float, workers: int,
-                 shard_seconds: float = 600.0, writers: int = 0, writer_kind: str = "auto", teacher=None) -> dict:
+                 shard_seconds: float = 600.0, writers: int = 0, writer_kind: str = "auto", teacher=None,
+                 switch_interval_ms: float = 0.0) -> dict:
     """(b): the extraction library call behind ``audistill extract`` (plan, decode in workers,
     forward, encode on device, compress, write, commit). ``teacher``: the loaded model to reuse."""
     from audistill.extract.run import ExtractConfig, extract
 
     cfg = ExtractConfig(device=device, batch_seconds=batch_seconds, loader_workers=workers,
-                        shard_seconds=shard_seconds, writers=writers, writer_kind=writer_kind)
+                        shard_seconds=shard_seconds, writers=writers, writer_kind=writer_kind,
+                        switch_interval_ms=switch_interval_ms)
     clocks: list[_Clock] = []
 
     def clock(n: int, sec: float) -> _Clock:
@@ -159,7 +162,7 @@ def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: flo
             "sps_run": s.seconds / s.run_s, "sps_with_startup": s.seconds / s.wall_s,
             "seconds": s.seconds, "bytes": tot.bytes, "bits_per_value": 8 * tot.bytes / max(1, tot.values),
             "failed": s.failed, "codec": spec.codec, "writer_kind": writer_kind, "writers": cfg.run_options().writers,
-            "run_s": s.run_s, "stages": s.stages}
+            "run_s": s.run_s, "stages": s.stages, "switch_interval_ms": switch_interval_ms}
 
 
 def null_teacher(t):
@@ -264,7 +267,7 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
               batch_seconds: tuple[float, ...] = (200.0,),
               max_batch: int = 64, workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5,
               rss: bool = True, writers: tuple[int, ...] = (0,), writer_kinds: tuple[str, ...] = ("auto",),
-              shard_seconds: float = 600.0, ceiling: bool = True) -> dict:
+              shard_seconds: float = 600.0, ceiling: bool = True, switch_ms: tuple[float, ...] = (0.0,)) -> dict:
     """(a) per batch size, (b) for every (batch size, codec, writer kind, writers) - the first is
     the headline - (c), the host-side ceiling (d) with the first variant, and peak RSS of a corpus
     and a 10x corpus."""
@@ -294,20 +297,21 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
             for codec in codecs:
                 for kind in writer_kinds:
                     for nw in writers:
-                        sp = _spec(model_dir, dtype, layers, codec)
-                        bank = tmp / "bank"
-                        v = full_extract(sp, tmp / "corpus", bank, device, bs, workers, shard_seconds,
-                                         nw, kind, teacher=_with_spec(teacher, sp))
-                        shutil.rmtree(bank)
-                        v.update(batch_seconds=bs, a_sps=a_by[bs], b_over_a=v["sps"] / a_by[bs])
-                        variants.append(v)
-                        _log(f"(b) extract {v}")
+                        for si in switch_ms:
+                            sp = _spec(model_dir, dtype, layers, codec)
+                            bank = tmp / "bank"
+                            v = full_extract(sp, tmp / "corpus", bank, device, bs, workers, shard_seconds,
+                                             nw, kind, teacher=_with_spec(teacher, sp), switch_interval_ms=si)
+                            shutil.rmtree(bank)
+                            v.update(batch_seconds=bs, a_sps=a_by[bs], b_over_a=v["sps"] / a_by[bs])
+                            variants.append(v)
+                            _log(f"(b) extract {v}")
         b = variants[0]
         a = a_by[batch_seconds[0]]
         d = None
         if ceiling:
             d = full_extract(spec, tmp / "corpus", tmp / "bank", device, batch_seconds[0], workers, shard_seconds,
-                             writers[0], writer_kinds[0], teacher=null_teacher(teacher))
+                             writers[0], writer_kinds[0], teacher=null_teacher(teacher), switch_interval_ms=switch_ms[0])
             shutil.rmtree(tmp / "bank")
             _log(f"(d) host-side ceiling {d}")
         del teacher
@@ -349,8 +353,9 @@ def _table(r: dict) -> None:
         t.add_row(f"(a) bare forward, {bs:g} s batches", f"{a:.1f}", "", "", "")
     for i, v in enumerate(r["variants"]):
         head = i == 0
+        si = f", GIL switch {v['switch_interval_ms']:g} ms" if v["switch_interval_ms"] else ""
         t.add_row(f"(b) extract, {v['batch_seconds']:g} s batches, {v['codec']}, {v['writers']} {v['writer_kind']} "
-                  f"writers, {v['bits_per_value']:.2f} bits",
+                  f"writers{si}, {v['bits_per_value']:.2f} bits",
                   f"{v['sps']:.1f}", f"(b)/(a) = {v['b_over_a']:.2f}",
                   ">= 0.85" if head else "", ("yes" if r["target_b_ge_0.85a"] else "NO") if head else "")
     t.add_row("(c) naive loop", f"{r['c_naive_sps']:.1f}", f"(b)/(c) = {r['b_over_c']:.2f}", ">= 3",
@@ -399,6 +404,8 @@ def bench_extract(
     writers: Annotated[str, typer.Option("--writers", help="Shard writers (0: auto); a comma list runs (b) for each.")] = "0",
     writer_kind: Annotated[str, typer.Option(
         "--writer-kind", help="auto | process | thread; a comma list runs (b) for each.")] = "auto",
+    switch_ms: Annotated[str, typer.Option(
+        "--switch-interval-ms", help="GIL switch interval during (b), ms (0: Python's 5); a comma list runs each.")] = "0",
     ceiling: Annotated[bool, typer.Option("--ceiling/--no-ceiling",
                                           help="Also run (d): extraction with a teacher that costs nothing.")] = True,
     rss_minutes: Annotated[float, typer.Option("--rss-minutes", help="Base corpus of the RSS check (0: skip).")] = 0.5,
@@ -415,11 +422,12 @@ def bench_extract(
     try:
         nws = tuple(int(x) for x in _csv(writers, None, "--writers"))
         bss = tuple(float(x) for x in _csv(batch_seconds, None, "--batch-seconds"))
+        sis = tuple(float(x) for x in _csv(switch_ms, None, "--switch-interval-ms"))
     except ValueError:
         raise typer.BadParameter("--writers and --batch-seconds take comma lists of numbers") from None
     r = run_bench(device, model, dtype, minutes, layers, codecs, bss, 64, workers, naive_minutes,
                   rss_minutes, rss=rss_minutes > 0, writers=nws, writer_kinds=kinds, shard_seconds=shard_seconds,
-                  ceiling=ceiling)
+                  ceiling=ceiling, switch_ms=sis)
     if as_json:
         print(json.dumps(r))
     else:
