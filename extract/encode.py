@@ -24,14 +24,14 @@ class Encoded:
 
     def __init__(self, codec: Codec, feats: dict[int, torch.Tensor], flen: list[int], states: dict[int, dict | None]):
         self.flen = flen
-        device = next(iter(feats.values())).device if feats else torch.device("cpu")
-        cuda = device.type == "cuda"
+        first = next(iter(feats.values()), None)  # (B, T, D)
+        cuda = first is not None and first.device.type == "cuda"
         parts, oks = {}, []
         for layer, x in feats.items():  # x: (B, T, D)
             parts[layer], ok = codec.encode_padded(x, flen, states.get(layer))
             oks.append(ok)
         ok = torch.stack(oks).all(0) if oks else torch.ones(len(flen), dtype=torch.bool)
-        self.kinds = {p.name: p.kind for p in codec.parts(next(iter(feats.values())).shape[2])} if feats else {}
+        self.kinds = {p.name: p.kind for p in codec.parts(first.shape[2])} if first is not None else {}
         self.host = {layer: {k: _to_host(v, cuda) for k, v in p.items()} for layer, p in parts.items()}
         self.ok = _to_host(ok, cuda)
         self.event = None
@@ -58,23 +58,18 @@ class Encoded:
         self.wait_s = time.perf_counter() - t0  # the host waited this long for the device
         ok = self.ok.tolist()
         self.taken: list[torch.UntypedStorage] = []
-        if mode in ("rows", "shared"):
-            host = self._copy_all(mode == "shared", blocks)
-        else:
-            host = {layer: {k: v.numpy() for k, v in p.items()} for layer, p in self.host.items()}
+        host = self.host if mode == "arrays" else self._copy_all(mode == "shared", blocks)
         out: list[dict | None] = []
         for b, n in enumerate(self.flen):
             if not ok[b]:
                 out.append(None)
                 continue
             m = {k: (n if kind == "frame" else None) for k, kind in self.kinds.items()}
-            if mode != "arrays":
-                out.append({layer: {k: Rows(v, b, m[k]) for k, v in p.items()} for layer, p in host.items()})
-            else:
-                out.append({layer: {k: np.array(v[b, :n] if m[k] is not None else v[b]) for k, v in p.items()}
-                            for layer, p in host.items()})
+            rows = {layer: {k: Rows(v, b, m[k]) for k, v in p.items()} for layer, p in host.items()}
+            if mode == "arrays":  # own copies: nothing may point into the staging buffers
+                rows = {layer: {k: np.array(r.array()) for k, r in p.items()} for layer, p in rows.items()}
+            out.append(rows)
         return out
-
 
     def _copy_all(self, shared: bool, blocks: HostBlocks | None) -> dict[int, dict[str, torch.Tensor]]:
         """Every part out of the staging buffers (CUDA) - or as is on the CPU, where nothing is
@@ -181,12 +176,15 @@ class Rows:
         return x.numpy()
 
 
+def as_array(x: Rows | np.ndarray) -> np.ndarray:
+    return x.array() if isinstance(x, Rows) else x
+
+
 def materialize(feats: dict | None) -> dict | None:
     """``{teacher: {layer: {part: Rows | array}} | None}`` with every :class:`Rows` as an array."""
     if feats is None:
         return None
-    return {t: None if f is None else {layer: {k: v.array() if isinstance(v, Rows) else v for k, v in p.items()}
-                                       for layer, p in f.items()}
+    return {t: None if f is None else {layer: {k: as_array(v) for k, v in p.items()} for layer, p in f.items()}
             for t, f in feats.items()}
 
 

@@ -23,18 +23,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
 from audistill.shards.bank import Bank
 from audistill.shards.catalog import ShardRecord
-from audistill.shards.codecs import Codec, host_to_device
+from audistill.shards.codecs import Codec
+from audistill.shards.devices import host_to_device
 
 from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
 from .corpus import error_record
-from .encode import Encoded, HostBlocks, Rows, device_state, materialize
+from .encode import Encoded, HostBlocks, Rows, as_array, device_state, materialize
 from .plan import ShardPlan
 from .teachers import Teacher
 
@@ -73,8 +74,8 @@ class TeacherTotals:
     forward_s: float = 0.0
 
     def merge(self, o: TeacherTotals) -> None:
-        for k in ("segments", "seconds", "frames", "values", "bytes", "forward_s"):
-            setattr(self, k, getattr(self, k) + getattr(o, k))
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(o, f.name))
 
 
 @dataclass
@@ -216,10 +217,6 @@ def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None, b
         tot.values += frames * t.dim * len(t.layers)
 
 
-def _array(x: Rows | np.ndarray) -> np.ndarray:
-    return x.array() if isinstance(x, Rows) else x
-
-
 def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[ShardResult, ShardRecord]:
     """Write one computed shard (every segment that decoded, in plan order) and commit it.
 
@@ -229,7 +226,7 @@ def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[Shard
     with bank.write_shard(st.plan.name, teachers=teachers, update_catalog=False) as w:
         for i, ref in enumerate(st.plan.segments):
             if i in st.audio:
-                audio = _array(st.audio[i])
+                audio = as_array(st.audio[i])
                 w.add(ref.segment(len(audio)), audio, materialize(st.feats[i]))
                 res.segments += 1
                 res.seconds += len(audio) / 16000
@@ -251,7 +248,7 @@ def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
                 a.add(ref.segment(), None if parts is None else {k: parts[k] for k in layers})
         rec = a.record
     res.segments = len(st.audio)
-    res.seconds = sum(len(_array(x)) for x in st.audio.values()) / 16000
+    res.seconds = sum(len(as_array(x)) for x in st.audio.values()) / 16000
     for name in st.add:
         res.teachers[name].bytes = sum(field_bytes(rec, f.name) for f in rec.teacher_fields(name))
     return res, rec

@@ -206,9 +206,9 @@ def merge_errors(bank: Bank) -> int:
     """Fold the error files of parallel slices (``errors.d/``) into ``errors.jsonl`` and remove
     them; returns how many parts were merged. Run it when no slice is running."""
     parts = [p for p in bank.fs.walk_files(ERRORS_DIR) if p.endswith(".jsonl")]
+    records = [json.loads(line) for p in parts for line in bank.fs.read_bytes(p).decode().splitlines() if line.strip()]
+    append_errors(bank, records)  # one rewrite of errors.jsonl for all parts, before any part goes
     for p in parts:
-        text = bank.fs.read_bytes(p).decode()
-        append_errors(bank, [json.loads(line) for line in text.splitlines() if line.strip()])
         bank.fs.remove(p)
     return len(parts)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from audistill.shards.catalog import TeacherRecord
-from audistill.shards.codecs import host_to_device
+from audistill.shards.devices import length_mask
 from audistill.shards.segments import SAMPLE_RATE
 
 from .errors import TeacherError
@@ -130,7 +130,7 @@ class Teacher:
         """
         wave = wave.to(self.device, torch.float32)
         lengths = lengths.to("cpu", torch.long)
-        mask = torch.arange(wave.shape[1], device=wave.device)[None] < host_to_device(lengths, wave.device)[:, None]
+        mask = length_mask(lengths, wave.shape[1], wave.device)
         wave = wave * mask  # (B, N): exact zeros past each item's length
         with self.autocast():
             feats = self._forward(wave, lengths)

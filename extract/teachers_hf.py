@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from audistill.shards.codecs import host_to_device
+from audistill.shards.devices import length_mask
 from audistill.shards.segments import SAMPLE_RATE
 
 from .errors import TeacherError
@@ -113,7 +113,7 @@ class Wav2Vec2Teacher(Teacher):
     def _forward(self, wave, lengths):
         x = _resample(wave, self.input_sample_rate)  # (B, N')
         lens = torch.tensor([min(self._in_len(int(n)), x.shape[1]) for n in lengths])
-        mask = torch.arange(x.shape[1], device=x.device)[None] < host_to_device(lens, x.device)[:, None]  # (B, N')
+        mask = length_mask(lens, x.shape[1], x.device)  # (B, N')
         if self.normalize:
             m = mask.float()
             cnt = m.sum(1, keepdim=True).clamp(min=1)

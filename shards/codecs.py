@@ -28,6 +28,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
+from .devices import length_mask
 from .errors import CodecError
 
 PartKind = Literal["frame", "segment"]
@@ -101,17 +102,22 @@ class Codec:
         and ``ok`` ``(B,)`` bool on the device: False where an item has a frame ``encode`` would
         refuse (its parts are then meaningless). Padding frames never affect valid ones.
         """
-        b, t, d = x.shape
         x = x.float()
-        mask = torch.arange(t, device=x.device)[None] < host_to_device(lengths, x.device)[:, None]  # (B, T)
+        mask = length_mask(lengths, x.shape[1], x.device)  # (B, T)
         good = self.rows_ok(x, state) | ~mask
-        x = torch.where((good & mask)[..., None], x, 0.0)  # refused frames and padding -> 0
-        ok = good.all(1)
-        specs = self.parts(d)
-        if self.row_independent and all(p.kind == "frame" for p in specs):
+        return self._encode_padded(x, good & mask, lengths, state), good.all(1)
+
+    def _encode_padded(self, x: torch.Tensor, valid: torch.Tensor, lengths: list[int], state
+                       ) -> dict[str, torch.Tensor]:
+        """``encode_padded``'s parts; ``valid`` (B, T) marks the frames to encode (the others -
+        padding, refused frames - must not affect them). By default they are zeroed and the batch
+        is encoded as rows (row-independent frame-only codecs) or item by item."""
+        b, t, d = x.shape
+        x = torch.where(valid[..., None], x, 0.0)
+        if self.row_independent and all(p.kind == "frame" for p in self.parts(d)):
             rows = self._encode(x.reshape(b * t, d), state)
-            return {k: v.reshape(b, t, *v.shape[1:]) for k, v in rows.items()}, ok
-        return self._encode_items(x, lengths, state), ok
+            return {k: v.reshape(b, t, *v.shape[1:]) for k, v in rows.items()}
+        return self._encode_items(x, lengths, state)
 
     def _encode_items(self, x: torch.Tensor, lengths: list[int], state) -> dict[str, torch.Tensor]:
         """``encode_padded``'s fallback: one ``_encode`` per item, assembled into padded parts."""
@@ -133,17 +139,6 @@ class Codec:
             raise CodecError(f"codec {self.name}: expected (frames, dim) features, got shape {tuple(x.shape)}")
         if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
             raise CodecError(f"codec {self.name}: features contain NaN or Inf")
-
-
-def host_to_device(x, device) -> torch.Tensor:
-    """A small host tensor (or list) on ``device`` without a stream sync: a plain ``.to("cuda")``
-    from pageable memory waits for every kernel queued before it, which would stop the host from
-    running ahead of the device. Through pinned memory the copy is queued like a kernel."""
-    x = torch.as_tensor(x)
-    device = torch.device(device)
-    if device.type != "cuda" or x.device.type == "cuda":
-        return x.to(device)
-    return x.pin_memory().to(device, non_blocking=True)
 
 
 _REGISTRY: dict[str, type[Codec]] = {}

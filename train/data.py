@@ -197,25 +197,30 @@ class BankBatches(torch.utils.data.IterableDataset):
             waves = [d.audio[it.start: it.start + it.num] for d, it in zip(datas, items, strict=True)]
         else:
             waves = [d.audio for d in datas]
-        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-        wave = torch.zeros(len(items), int(lengths.max()))  # (B, N)
-        for b, (w, it) in enumerate(zip(waves, items, strict=True)):
-            x = torch.from_numpy(w.astype(np.float32) / 32768.0)
-            if aug is not None:
-                x = aug(x, np.random.default_rng([self.spec.seed, epoch, it.uid, 11]))
-            wave[b, : len(x)] = x
+        augment = None if aug is None else (
+            lambda b, x: aug(x, np.random.default_rng([self.spec.seed, epoch, items[b].uid, 11])))
+        wave, lengths = pad_pcm(waves, augment)
         out = {"epoch": epoch, "index": j, "wave": wave, "lengths": lengths, "domains": [it.domain for it in items],
                "ids": [d.segment.id for d in datas], "targets": {}, "target_lengths": {}, "present": {}}
         if self.spec.full_audio:
-            full = [d.audio for d in datas]
-            flen = torch.tensor([len(a) for a in full], dtype=torch.long)
-            fw = torch.zeros(len(items), int(flen.max()))
-            for b, a in enumerate(full):
-                fw[b, : len(a)] = torch.from_numpy(a.astype(np.float32) / 32768.0)
+            fw, flen = pad_pcm([d.audio for d in datas])
             out.update(full_wave=fw, full_lengths=flen, crop_start=torch.tensor([it.start for it in items]))
         for name, layers in self.spec.teachers.items():
             out["targets"][name], out["target_lengths"][name], out["present"][name] = stack_teacher(datas, name, layers)
         return out
+
+
+def pad_pcm(pcm: list[np.ndarray], fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """int16 segments as one zero-padded float batch ``(B, N)`` in [-1, 1) and their lengths;
+    ``fn(b, x)`` (e.g. augmentation) transforms item ``b`` first."""
+    lengths = torch.tensor([len(a) for a in pcm], dtype=torch.long)
+    wave = torch.zeros(len(pcm), int(lengths.max()))
+    for b, a in enumerate(pcm):
+        x = torch.from_numpy(a.astype(np.float32) / 32768.0)
+        if fn is not None:
+            x = fn(b, x)
+        wave[b, : len(x)] = x
+    return wave, lengths
 
 
 def stack_teacher(datas, name: str, layers: list[int]):

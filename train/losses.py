@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from audistill.shards.devices import length_mask
+
 from .align import align
 from .heads import Heads
 from .weights import domain_weights
@@ -16,7 +18,7 @@ def l1_cos(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> t
     mean|pred - target| - log sigmoid(cos(pred, target))."""
     pred, target = pred.float(), target.float()
     per_frame = (pred - target).abs().mean(-1) - F.logsigmoid(F.cosine_similarity(pred, target, dim=-1))  # (B, T)
-    mask = torch.arange(pred.shape[1], device=pred.device)[None, :] < lengths[:, None].to(pred.device)
+    mask = length_mask(lengths, pred.shape[1], pred.device)
     return (per_frame * mask).sum(1) / lengths.to(pred.device).clamp(min=1)
 
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audistill.shards.devices import length_mask
+
 from .features import HOP, N_MELS, LogMel
 
 
@@ -143,7 +145,7 @@ class Student(nn.Module):
         pad = None
         if lengths is not None:
             frames = self.num_frames(lengths.to(x.device))
-            pad = torch.arange(t, device=x.device)[None, :] >= frames[:, None]  # (B, T)
+            pad = ~length_mask(frames, t, x.device)  # (B, T)
             if not bool(pad.any()):
                 pad = None
             else:
