@@ -85,6 +85,11 @@ class ShardResult:
     seconds: float = 0.0
     errors: list[dict] = field(default_factory=list)
     teachers: dict[str, TeacherTotals] = field(default_factory=dict)
+    # audio samples the device ran, padding included (the batches' B x N), and real ones: their
+    # ratio is how much of the device's work was real audio (length bucketing within the shard)
+    padded_samples: int = 0
+    real_samples: int = 0
+    committed_at: float = 0.0  # time.time() when the shard was committed (writers may be processes)
 
 
 class _ShardState:
@@ -176,6 +181,8 @@ def _launch(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: di
     if not ok:
         return out
     wave, lengths = batch.wave.to(device, non_blocking=True), batch.lengths  # (B, N), (B,)
+    st.result.padded_samples += wave.numel()
+    st.result.real_samples += int(lengths.sum())
     for b, i in enumerate(ok):
         st.audio[i] = Rows(batch.pcm, b, int(lengths[b]))
         st.feats[i] = {}
@@ -255,7 +262,9 @@ def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
 
 
 def _write(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
-    return write_shard(bank, st, st.teachers) if st.add is None else add_fields(bank, st)
+    res, rec = write_shard(bank, st, st.teachers) if st.add is None else add_fields(bank, st)
+    res.committed_at = time.time()
+    return res, rec
 
 
 def write_shard_in_process(root: str, storage_options: dict | None, st: _ShardState) -> tuple[ShardResult, ShardRecord]:

@@ -98,6 +98,9 @@ class RunSummary:
     wall_s: float = 0.0
     run_s: float = 0.0  # computing and writing shards (no planning, no model loading)
     stages: dict[str, float] = field(default_factory=dict)  # run_s split by stage (run_shards' timers)
+    padded_samples: int = 0  # samples the device ran (padding included) and real ones, over every batch
+    real_samples: int = 0
+    commits: list[tuple[float, float]] = field(default_factory=list)  # (time.time(), audio s) per shard run
     teachers: dict[str, TeacherTotals] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
 
@@ -105,10 +108,28 @@ class RunSummary:
     def failed_fraction(self) -> float:
         return self.failed / max(1, self.segments_planned)
 
+    @property
+    def padding_efficiency(self) -> float | None:
+        """Real audio / audio the device ran: what length bucketing within shards left as padding."""
+        return self.real_samples / self.padded_samples if self.padded_samples else None
+
+    def pace_sps(self) -> float | None:
+        """Audio seconds per second from the first shard committed to the last: the rate a long job
+        runs at, free of start-up (models, worker processes, the first shard's batches) and of the
+        last shard's write. None with fewer than three shards."""
+        if len(self.commits) < 3:
+            return None
+        times = sorted(self.commits)
+        span = times[-1][0] - times[0][0]
+        return sum(sec for _, sec in times[1:]) / span if span > 0 else None
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["failed_fraction"] = self.failed_fraction
+        d["padding_efficiency"] = self.padding_efficiency
+        d["pace_sps"] = self.pace_sps()
         d["errors"] = self.errors[:100]
+        del d["commits"]  # one per shard: the figures above summarize them
         return d
 
 
@@ -324,6 +345,9 @@ def summarize(summary: RunSummary, results, errors: list[dict], t0: float) -> Ru
     summary.seconds = sum(r.seconds for r in results)
     summary.errors = errors
     summary.failed = len({e["segment"] for e in errors})
+    summary.padded_samples = sum(r.padded_samples for r in results)
+    summary.real_samples = sum(r.real_samples for r in results)
+    summary.commits = [(r.committed_at, r.seconds) for r in results if r.committed_at]
     for r in results:
         for name, tot in r.teachers.items():
             summary.teachers.setdefault(name, TeacherTotals()).merge(tot)

@@ -73,6 +73,11 @@ def _table(summary, console) -> None:
     console.print(t)
     if summary.stages and summary.run_s > 0:
         console.print(stages_line(summary.stages, summary.run_s))
+    eff, pace = summary.padding_efficiency, summary.pace_sps()
+    if eff is not None:
+        console.print(f"batches: {eff:.1%} of the audio the device ran was real (the rest padding; length "
+                      "bucketing is per shard, so larger --shard-hours pads less)"
+                      + (f"; steady pace {pace:.1f} audio s/s (first to last shard committed)" if pace else ""))
 
 
 def stages_line(stages: dict[str, float], run_s: float) -> str:

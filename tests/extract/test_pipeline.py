@@ -38,6 +38,13 @@ def test_bank_features_equal_direct_extraction(tiny_dir, corpus, tmp_path, layou
     assert s.failed == 0 and s.segments_written == s.segments_planned > 6 and s.shards_run > 1
     assert set(s.stages) == {"loader", "launch", "device_wait", "collect", "writers"}
     assert all(v >= 0 for v in s.stages.values()) and sum(s.stages.values()) <= s.run_s  # one thread's split
+    # every decoded sample went through the device once, padding on top
+    assert s.real_samples == round(s.seconds * 16000) and s.padded_samples >= s.real_samples
+    assert 0 < s.padding_efficiency <= 1
+    # one commit time per shard (stamped by the writer, thread or process), within the run
+    assert len(s.commits) == s.shards_run and sum(sec for _, sec in s.commits) == pytest.approx(s.seconds)
+    assert s.shards_run >= 3 and s.pace_sps() > 0
+    json.dumps(s.to_json())
     assert verify_bank(str(tmp_path / "bank")).ok
     bank = Bank.open(str(tmp_path / "bank"))
     assert bank.catalog.teachers["wavlm"].domains == ["speech"] and bank.catalog.teachers["hubert"].domains == []
@@ -208,3 +215,15 @@ def test_a_new_teacher_is_added_to_committed_shards(tiny_dir, corpus, tmp_path):
                 np.testing.assert_array_equal(a.features[t][layer], b.features[t][layer])
     again = extract([str(corpus)], [more, hubert], root, _cfg())
     assert again.shards_run == 0 and again.shards_skipped == s.shards_run
+
+
+def test_pace_runs_from_the_first_commit_to_the_last():
+    """Neither start-up nor the first shard's batches count: audio of shards 2..N over the time
+    from commit 1 to commit N, in commit-time order (writers may finish out of plan order)."""
+    from audistill.extract.run import RunSummary
+
+    s = RunSummary("b", commits=[(114.0, 100.0), (110.0, 3600.0), (112.0, 50.0)])
+    assert s.pace_sps() == pytest.approx((50.0 + 100.0) / 4.0)
+    assert RunSummary("b", commits=[(1.0, 5.0), (2.0, 5.0)]).pace_sps() is None  # too few shards
+    assert RunSummary("b").padding_efficiency is None
+    assert RunSummary("b", padded_samples=400, real_samples=300).padding_efficiency == 0.75

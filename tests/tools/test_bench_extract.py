@@ -26,4 +26,7 @@ def test_bench_extract_cli_json(tmp_path, monkeypatch):
     assert out["b_over_a"] == out["b_extract_sps"] / out["a_bare_forward_sps"]
     assert out["b_over_c"] == out["b_extract_sps"] / out["c_naive_sps"]
     assert isinstance(out["target_b_ge_0.85a"], bool) and isinstance(out["target_b_ge_3c"], bool)
+    assert 0 < out["variants"][0]["padding_efficiency"] <= 1
+    assert all(0 < e <= 1 for e in out["a_padding_efficiency"].values())
+    assert out["variants"][0]["pace"] in ("batches", "run")  # one shard: no commit-to-commit pace
     assert out["audio_seconds"] >= 12 and out["failed"] == 0 and 2 < out["bits_per_value"] <= 10  # int8-delta

@@ -15,15 +15,22 @@ Reports audio-seconds per second for each, (b)/(a) and (b)/(c) against the targe
 (b >= 0.85 (a), b >= 3 (c); the targets are GPU targets) and the extractor's peak RSS on a
 corpus and on one 10x larger (separate processes). Random weights give the same speed.
 
-(b) and (d) are the pace from the first collected batch to the last shard committed, which is
-what a long job runs at; the end-to-end figures of the same runs (with model loading and worker
-start-up, which a short benchmark over-weights) are reported next to it.
+(b) and (d) run extract's defaults, 1 h shards included, and are the pace from the first shard
+committed to the last (``RunSummary.pace_sps``), which is what a long job runs at: no start-up
+(model loading, worker processes, the first shard's batches) and no drain (the last shard's write,
+which a 100 000-hour job pays once). Give the corpus at least three shards' worth (``--minutes
+180`` and up; a shorter run falls back to first batch -> last commit). The end-to-end figures of
+the same runs are reported next to it.
+
+(a) buckets lengths over the whole corpus, (b) within each shard (a shard is the unit of work and
+its content must not depend on its neighbours), so (b)'s batches carry more padding - the share of
+real audio in each is reported (``padding_efficiency``); small shards cost device time.
+
 (b) can run several variants in one go (``--batch-seconds 200,600``, ``--codec a,b``,
 ``--writer-kind thread,process``, ``--writers 4,8``, ``--switch-interval-ms 0,1``; (a) runs per
-batch size); the first is the
-headline the targets are judged on. A stage split of the
-loop's time (``stages``: device wait, launch, collect, loader, writers) comes with every run and
-names the bottleneck.
+batch size); the first is the headline the targets are judged on. A stage split of the loop's time
+(``stages``: device wait, launch, collect, loader, writers) comes with every run and names the
+bottleneck.
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from audistill.extract.run import ExtractConfig
 from audistill.extract.spec import DEFAULT_CODEC
+
+SHARD_SECONDS = ExtractConfig.shard_seconds  # (b) runs extract's default shard size
 
 MODELS = {
     "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128,
@@ -65,19 +75,22 @@ def make_model(name: str, out: Path) -> Path:
 
 
 def make_corpus(out: Path, minutes: float, seed: int = 0) -> list[Path]:
-    """16 kHz int16 WAV files of 2-20 s (seeded) adding up to ``minutes``."""
+    """16 kHz int16 WAV files of 2-20 s (seeded) adding up to ``minutes``: windows at random
+    offsets of one minute of noise, so a corpus of many hours is written at disk speed."""
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
+    pool = (rng.standard_normal(60 * 16000) * 0.1).astype(np.float32)
+    pool = np.concatenate([pool, pool[: 20 * 16000]])  # any window of up to 20 s fits
     out.mkdir(parents=True, exist_ok=True)
     files, total, i = [], 0.0, 0
     while total < minutes * 60:
-        sec = float(rng.uniform(2.0, 20.0))
-        x = (rng.standard_normal(int(sec * 16000)) * 0.1).astype(np.float32)
+        n = int(float(rng.uniform(2.0, 20.0)) * 16000)
+        at = int(rng.integers(0, 60 * 16000))
         f = out / f"clip{i:05d}.wav"
-        sf.write(f, x, 16000, subtype="PCM_16")
+        sf.write(f, pool[at: at + n], 16000, subtype="PCM_16")
         files.append(f)
-        total += sec
+        total += n / 16000
         i += 1
     return files
 
@@ -95,8 +108,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bare_forward(t, files: list[Path], device: str, batch_seconds: float, max_batch: int) -> float:
-    """(a): audio-seconds per second of the teacher alone on batches already on the device."""
+def bare_forward(t, files: list[Path], device: str, batch_seconds: float, max_batch: int) -> tuple[float, float]:
+    """(a): audio-seconds per second of the teacher alone on batches already on the device, and the
+    share of real audio in those batches (bucketed over the whole corpus: less padding than (b),
+    which buckets within each shard)."""
     import soundfile as sf
 
     from audistill.extract.batching import make_batches, pad_batch
@@ -112,7 +127,8 @@ def bare_forward(t, files: list[Path], device: str, batch_seconds: float, max_ba
     for wave, lengths in batches:
         t.extract(wave, lengths)
     _sync(device)
-    return sum(len(w) for w in waves) / 16000 / (time.perf_counter() - t0)
+    real = sum(len(w) for w in waves)
+    return real / 16000 / (time.perf_counter() - t0), real / sum(w.numel() for w, _ in batches)
 
 
 class _Clock:
@@ -129,17 +145,16 @@ class _Clock:
         self.stopped = time.perf_counter()
 
     def steady_sps(self) -> float | None:
-        """Audio seconds per second from the first collected batch to the last shard committed:
-        the rate a long job runs at, without its one-time start-up (model, loader and writer
-        processes, the first batch). Every shard's write is inside the window - a pace up to the
-        last *batch* would leave the writers' backlog out."""
+        """Audio seconds per second from the first collected batch to the last shard committed
+        (the fallback when a run commits fewer than three shards): without the one-time start-up
+        (model, loader and writer processes, the first batch), with every shard's write."""
         if len(self.marks) < 3 or not self.stopped:
             return None  # too few batches for a pace
         return sum(s for _, s in self.marks[1:]) / (self.stopped - self.marks[0][0])
 
 
 def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: float, workers: int,
-                 shard_seconds: float = 600.0, writers: int = 0, writer_kind: str = "auto", teacher=None,
+                 shard_seconds: float = SHARD_SECONDS, writers: int = 0, writer_kind: str = "auto", teacher=None,
                  switch_interval_ms: float = 0.0) -> dict:
     """(b): the extraction library call behind ``audistill extract`` (plan, decode in workers,
     forward, encode on device, compress, write, commit). ``teacher``: the loaded model to reuse."""
@@ -157,8 +172,11 @@ def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: flo
     s = extract([str(corpus)], [spec], str(bank), cfg, progress_factory=clock,
                 teachers=None if teacher is None else [teacher])
     tot = s.teachers[spec.name]
-    steady = clocks[0].steady_sps()
-    return {"sps": steady if steady is not None else s.seconds / s.run_s, "steady": steady is not None,
+    pace = s.pace_sps()
+    steady = pace if pace is not None else clocks[0].steady_sps()
+    return {"sps": steady if steady is not None else s.seconds / s.run_s,
+            "pace": "commits" if pace is not None else "batches" if steady is not None else "run",
+            "padding_efficiency": s.padding_efficiency, "shards": s.shards_run,
             "sps_run": s.seconds / s.run_s, "sps_with_startup": s.seconds / s.wall_s,
             "seconds": s.seconds, "bytes": tot.bytes, "bits_per_value": 8 * tot.bytes / max(1, tot.values),
             "failed": s.failed, "codec": spec.codec, "writer_kind": writer_kind, "writers": cfg.run_options().writers,
@@ -267,7 +285,7 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
               batch_seconds: tuple[float, ...] = (200.0,),
               max_batch: int = 64, workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5,
               rss: bool = True, writers: tuple[int, ...] = (0,), writer_kinds: tuple[str, ...] = ("auto",),
-              shard_seconds: float = 600.0, ceiling: bool = True, switch_ms: tuple[float, ...] = (0.0,)) -> dict:
+              shard_seconds: float = SHARD_SECONDS, ceiling: bool = True, switch_ms: tuple[float, ...] = (0.0,)) -> dict:
     """(a) per batch size, (b) for every (batch size, codec, writer kind, writers) - the first is
     the headline - (c), the host-side ceiling (d) with the first variant, and peak RSS of a corpus
     and a 10x corpus."""
@@ -288,10 +306,10 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         spec = _spec(model_dir, dtype, layers, codecs[0])
         teacher = load_teacher(spec, device)
         _log(f"setup {setup_s:.1f} s, {len(files)} files")
-        a_by = {}
+        a_by, a_eff = {}, {}
         for bs in batch_seconds:
-            a_by[bs] = bare_forward(teacher, files, device, bs, max_batch)
-            _log(f"(a) bare forward, {bs:g} s batches: {a_by[bs]:.1f} audio s/s")
+            a_by[bs], a_eff[bs] = bare_forward(teacher, files, device, bs, max_batch)
+            _log(f"(a) bare forward, {bs:g} s batches: {a_by[bs]:.1f} audio s/s, {a_eff[bs]:.1%} real audio")
         variants = []
         for bs in batch_seconds:
             for codec in codecs:
@@ -322,7 +340,7 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
                "layers": layers, "codec": b["codec"], "audio_seconds": b["seconds"], "batch_seconds": batch_seconds[0],
                "shard_seconds": shard_seconds, "loader_workers": workers, "writers": b["writers"],
                "writer_kind": b["writer_kind"], "setup_s": setup_s,
-               "a_bare_forward_sps": a, "a_by_batch_seconds": a_by, "b_extract_sps": b["sps"], "b_extract_sps_run": b["sps_run"],
+               "a_bare_forward_sps": a, "a_by_batch_seconds": a_by, "a_padding_efficiency": a_eff, "b_extract_sps": b["sps"], "b_extract_sps_run": b["sps_run"],
                "b_extract_sps_with_startup": b["sps_with_startup"], "c_naive_sps": c,
                "d_ceiling_sps": d["sps"] if d else None,
                "b_over_a": b["sps"] / a, "b_over_c": b["sps"] / c,
@@ -350,12 +368,14 @@ def _table(r: dict) -> None:
     for col in ("path", "audio s / s", "ratio", "target", "met"):
         t.add_column(col)
     for bs, a in r["a_by_batch_seconds"].items():
-        t.add_row(f"(a) bare forward, {bs:g} s batches", f"{a:.1f}", "", "", "")
+        t.add_row(f"(a) bare forward, {bs:g} s batches, {r['a_padding_efficiency'][bs]:.1%} real audio",
+                  f"{a:.1f}", "", "", "")
     for i, v in enumerate(r["variants"]):
         head = i == 0
         si = f", GIL switch {v['switch_interval_ms']:g} ms" if v["switch_interval_ms"] else ""
-        t.add_row(f"(b) extract, {v['batch_seconds']:g} s batches, {v['codec']}, {v['writers']} {v['writer_kind']} "
-                  f"writers{si}, {v['bits_per_value']:.2f} bits",
+        eff = f", {v['padding_efficiency']:.1%} real audio" if v["padding_efficiency"] else ""
+        t.add_row(f"(b) extract, {v['batch_seconds']:g} s batches{eff}, {v['codec']}, {v['writers']} "
+                  f"{v['writer_kind']} writers{si}, {v['bits_per_value']:.2f} bits",
                   f"{v['sps']:.1f}", f"(b)/(a) = {v['b_over_a']:.2f}",
                   ">= 0.85" if head else "", ("yes" if r["target_b_ge_0.85a"] else "NO") if head else "")
     t.add_row("(c) naive loop", f"{r['c_naive_sps']:.1f}", f"(b)/(c) = {r['b_over_c']:.2f}", ">= 3",
@@ -368,8 +388,10 @@ def _table(r: dict) -> None:
 
     for v in r["variants"]:
         print(f"(b) {v['batch_seconds']:g} s, {v['codec']}, {v['writers']} {v['writer_kind']} writers: {stages_line(v['stages'], v['run_s'])}")
-    print("(b), (d): pace from the first collected batch to the last shard committed"
-          f"{'' if r['variants'][0]['steady'] else ' (too few batches here: run time instead)'}. The same runs end to end "
+    how = {"commits": "from the first shard committed to the last",
+           "batches": "from the first collected batch to the last shard committed (fewer than 3 shards)",
+           "run": "over the whole run (too few batches for a pace)"}[r["variants"][0]["pace"]]
+    print(f"(b), (d): pace {how}, {r['shard_seconds']:g} s shards. The same runs end to end "
           f"(model loading and worker start-up included): (b) {r['b_extract_sps_with_startup']:.1f} audio s/s, "
           f"without model loading and planning {r['b_extract_sps_run']:.1f}.")
     print(f"audio hours per device hour: {r['audio_hours_per_device_hour']:.0f}")
@@ -398,7 +420,7 @@ def bench_extract(
     codec: Annotated[str, typer.Option("--codec", help="Stored codec; a comma list runs (b) for each.")] = DEFAULT_CODEC,
     batch_seconds: Annotated[str, typer.Option(
         "--batch-seconds", help="Padded audio per batch; a comma list runs (a) and (b) for each.")] = "200",
-    shard_seconds: Annotated[float, typer.Option("--shard-seconds", help="Audio per shard in (b).")] = 600.0,
+    shard_seconds: Annotated[float, typer.Option("--shard-seconds", help="Audio per shard in (b) (extract's default).")] = SHARD_SECONDS,
     workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
     naive_minutes: Annotated[float, typer.Option("--naive-minutes", help="Audio for the naive loop.")] = 1.0,
     writers: Annotated[str, typer.Option("--writers", help="Shard writers (0: auto); a comma list runs (b) for each.")] = "0",
