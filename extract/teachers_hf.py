@@ -13,6 +13,11 @@
   Columns advance ``time_stride`` fbank frames of 10 ms, so the frame rate is
   ``100 / time_stride`` Hz (10 Hz for the released models); only columns whose patch starts
   inside the real audio are kept.
+
+Whisper's log-mel and AST's Kaldi fbank are computed on the teacher's device, for the whole
+padded batch, in float32 (outside autocast): the same computation as their transformers feature
+extractors (tested equal), without the host round trip those take (a device sync per batch, which
+would stall the extraction pipeline's overlap, plus per-item host work).
 """
 
 from __future__ import annotations
@@ -140,17 +145,35 @@ class WhisperTeacher(Teacher):
         encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
         super()._setup(spec, device, encoder.to(device), SAMPLE_RATE / self.hop, config.d_model,
                        config.encoder_layers + 1, {"model_type": "whisper", "window_samples": self.window})
+        self._mel: torch.Tensor | None = None  # (n_mels, n_fft/2 + 1) on the device, made on first use
+        if getattr(self.fe, "do_normalize", False):
+            raise TeacherError(f"teacher {spec.name!r}: a Whisper feature extractor with do_normalize is not "
+                               "supported (the released models do not normalize)")
 
     def _native_frames(self, num_samples_16k: int) -> int:
         return max(1, min(self.max_frames, -(-num_samples_16k // self.hop)))
 
     def _forward(self, wave, lengths):
-        arrays = [wave[b, : min(int(n), self.window)].float().cpu().numpy() for b, n in enumerate(lengths)]
-        dev = str(self.device) if self.device.type == "cuda" else "cpu"
-        feats = self.fe(arrays, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=dev)
-        mel = feats["input_features"].to(self.device)  # (B, n_mels, 3000)
-        hs = self.model(mel, output_hidden_states=True).hidden_states
+        hs = self.model(self.log_mel(wave), output_hidden_states=True).hidden_states
         return {k: hs[k] for k in self.layers}
+
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """``WhisperFeatureExtractor`` on the device: (B, N) 16 kHz audio, zero past each item's
+        length, -> (B, n_mels, 3000) for the 30 s window (cut or zero-padded to it)."""
+        fe = self.fe
+        if self._mel is None or self._mel.device != wave.device:
+            self._mel = torch.from_numpy(np.asarray(fe.mel_filters, dtype=np.float32)).T.contiguous().to(wave.device)
+            self._hann = torch.hann_window(fe.n_fft, device=wave.device)
+        with torch.autocast(wave.device.type, enabled=False):
+            x = wave[:, : self.window].float()
+            x = torch.nn.functional.pad(x, (0, self.window - x.shape[1]))
+            if fe.dither:
+                x = x + fe.dither * torch.randn_like(x)
+            stft = torch.stft(x, fe.n_fft, fe.hop_length, window=self._hann, return_complex=True)
+            mel = self._mel @ (stft[..., :-1].abs() ** 2)  # (B, n_mels, 3000)
+            log = mel.clamp(min=1e-10).log10()
+            log = torch.maximum(log, log.amax(dim=(1, 2), keepdim=True) - 8.0)  # per item
+            return (log + 4.0) / 4.0
 
 
 class ASTTeacher(Teacher):
@@ -168,6 +191,44 @@ class ASTTeacher(Teacher):
                        config.num_hidden_layers + 1,
                        {"model_type": "ast", "pooling": "mean over frequency patches",
                         "freq_patches": self.f_dim, "time_patches": self.t_dim})
+        self._banks: torch.Tensor | None = None  # (n_fft/2 + 1, mel) on the device, made on first use
+
+    # torchaudio.compliance.kaldi.fbank as ASTFeatureExtractor calls it: 25 ms Hanning windows every
+    # 10 ms (snip_edges), DC offset removed, pre-emphasis 0.97, 512-point power spectrum, Kaldi mel
+    # banks from 20 Hz, log with a float-epsilon floor, no dither, no energy.
+    WIN, HOP, NFFT, PREEMPH = 400, 160, 512, 0.97
+
+    def fbank(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``ASTFeatureExtractor`` on the device for a whole batch: (B, N) 16 kHz audio, zero past
+        each item's ``lengths``, -> (B, max_length, mel): each item's frames (those that fit in its
+        real audio), zero-padded or cut to ``max_length``, then normalized."""
+        from torchaudio.compliance import kaldi
+
+        dev = wave.device
+        if self._banks is None or self._banks.device != dev:
+            banks, _ = kaldi.get_mel_banks(self.fe.num_mel_bins, self.NFFT, float(SAMPLE_RATE), 20.0, 0.0,
+                                           100.0, -500.0, 1.0)  # (mel, NFFT/2)
+            self._banks = torch.nn.functional.pad(banks, (0, 1)).T.contiguous().to(dev, torch.float32)
+            self._window = torch.hann_window(self.WIN, periodic=False, device=dev)
+        with torch.autocast(dev.type, enabled=False):
+            x = wave.float()
+            if x.shape[1] < self.WIN:
+                x = torch.nn.functional.pad(x, (0, self.WIN - x.shape[1]))
+            frames = x.unfold(1, self.WIN, self.HOP)  # (B, M, WIN)
+            frames = frames - frames.mean(2, keepdim=True)
+            prev = torch.cat([frames[..., :1], frames[..., :-1]], dim=2)
+            frames = (frames - self.PREEMPH * prev) * self._window
+            spec = torch.fft.rfft(frames, n=self.NFFT).abs().pow(2)  # (B, M, NFFT/2 + 1)
+            fb = (spec @ self._banks).clamp_min(torch.finfo(torch.float32).eps).log()  # (B, M, mel)
+            counts = torch.tensor([max(0, 1 + (int(n) - self.WIN) // self.HOP) if int(n) >= self.WIN else 0
+                                   for n in lengths])
+            keep = length_mask(counts, fb.shape[1], dev)  # frames that fit in each item's audio
+            fb = fb * keep[..., None]
+            fb = fb[:, : self.max_len]
+            fb = torch.nn.functional.pad(fb, (0, 0, 0, self.max_len - fb.shape[1]))
+            if self.fe.do_normalize:
+                fb = (fb - self.fe.mean) / (self.fe.std * 2)
+            return fb
 
     def _native_frames(self, num_samples_16k: int) -> int:
         fbank = max(0, 1 + (num_samples_16k - 400) // 160) if num_samples_16k >= 400 else 0
@@ -176,10 +237,7 @@ class ASTTeacher(Teacher):
         return max(1, min(self.t_dim, cols))
 
     def _forward(self, wave, lengths):
-        arrays = [np.asarray(wave[b, : int(n)].float().cpu().numpy()) for b, n in enumerate(lengths)]
-        feats = self.fe(arrays, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        x = feats["input_values"].to(self.device)  # (B, max_length, mel)
-        hs = self.model(x, output_hidden_states=True).hidden_states
+        hs = self.model(self.fbank(wave, lengths), output_hidden_states=True).hidden_states
         out = {}
         for k in self.layers:
             h = hs[k][:, -self.f_dim * self.t_dim:]  # (B, F*T, D): special tokens dropped

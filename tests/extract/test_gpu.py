@@ -48,3 +48,24 @@ def test_cuda_bank_matches_cpu_bank(tiny_dir, corpus, tmp_path, writer_kind):
     for k in g:
         for layer in (1, 3):
             np.testing.assert_allclose(g[k]["w"][layer], c[k]["w"][layer], atol=1e-2, rtol=1e-2)  # cuDNN / TF32 vs CPU
+
+
+@pytest.mark.parametrize("kind", ["whisper", "ast"])
+def test_cuda_spectrogram_teachers_equal_cpu(tiny_dir, kind):
+    """Whisper's log-mel and AST's fbank run on the device (no host round trip, even under bf16
+    autocast they are float32) and give the CPU features."""
+    spec = TeacherSpec(name=kind, source=str(tiny_dir(kind)), layers="all", dtype="bf16", codec="float32")
+    gpu, cpu = load_teacher(spec, "cuda"), load_teacher(spec, "cpu")
+    lengths = torch.tensor([16000, 23456, 8000])
+    wave = torch.randn(3, 23456, generator=torch.Generator().manual_seed(0)) * 0.1
+    wave = wave * (torch.arange(23456)[None] < lengths[:, None])
+    with gpu.autocast():
+        fg = gpu.log_mel(wave.cuda()) if kind == "whisper" else gpu.fbank(wave.cuda(), lengths)
+    fc = cpu.log_mel(wave) if kind == "whisper" else cpu.fbank(wave, lengths)
+    assert fg.dtype == torch.float32
+    np.testing.assert_allclose(fg.cpu().numpy(), fc.numpy(), atol=1e-3, rtol=1e-3)
+    feats, flen = gpu.extract(wave.cuda(), lengths)
+    ref, rflen = cpu.extract(wave, lengths)
+    assert flen.tolist() == rflen.tolist()
+    for layer in gpu.layers:
+        np.testing.assert_allclose(feats[layer].float().cpu().numpy(), ref[layer].numpy(), atol=0.15, rtol=0.15)

@@ -63,6 +63,37 @@ def test_whisper_keeps_only_frames_covering_real_audio(tiny_dir):
     torch.testing.assert_close(feats[2][2, :25], full[0, :25], atol=1e-5, rtol=1e-5)
 
 
+def test_whisper_log_mel_on_the_device_equals_the_feature_extractor(tiny_dir):
+    """The batched device log-mel is WhisperFeatureExtractor's, item by item (its own 30 s padding
+    and per-item max - 8 floor), for items shorter than, and cut at, the window."""
+    t = _teacher(tiny_dir, "whisper")
+    wave, lengths = _batch(seed=3)
+    long = torch.randn(1, t.window + 5000, generator=torch.Generator().manual_seed(1)) * 0.1  # cut at 30 s
+    wave = torch.cat([torch.nn.functional.pad(wave, (0, long.shape[1] - wave.shape[1])), long])
+    lengths = torch.cat([lengths, torch.tensor([long.shape[1]])])
+    ours = t.log_mel(wave * (torch.arange(wave.shape[1])[None] < lengths[:, None]))
+    ref = t.fe([wave[b, : int(n)].numpy() for b, n in enumerate(lengths)], sampling_rate=16000,
+               return_tensors="pt")["input_features"]
+    assert ours.shape == ref.shape == (5, 80, 3000)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)  # bit-identical on the CPU here
+
+
+def test_ast_fbank_on_the_device_equals_the_feature_extractor(tiny_dir):
+    """The batched device Kaldi fbank is ASTFeatureExtractor's (torchaudio's kaldi.fbank per item,
+    zero-padded to max_length, normalized), also for an item longer than max_length frames."""
+    t = _teacher(tiny_dir, "ast")
+    wave, lengths = _batch(seed=4)
+    n_long = 160 * (t.max_len + 40) + 400  # > max_length frames: cut
+    long = torch.randn(1, n_long, generator=torch.Generator().manual_seed(2)) * 0.1
+    wave = torch.cat([torch.nn.functional.pad(wave, (0, n_long - wave.shape[1])), long])
+    lengths = torch.cat([lengths, torch.tensor([n_long])])
+    ours = t.fbank(wave * (torch.arange(wave.shape[1])[None] < lengths[:, None]), lengths)
+    ref = t.fe([wave[b, : int(n)].numpy() for b, n in enumerate(lengths)], sampling_rate=16000,
+               return_tensors="pt")["input_values"]
+    assert ours.shape == ref.shape == (5, t.max_len, 128)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)  # bit-identical on the CPU here
+
+
 def test_ast_mean_over_frequency_patches(tiny_dir):
     t = _teacher(tiny_dir, "ast", layers=[2])
     assert t.frame_rate == 10.0 and (t.f_dim, t.t_dim) == (12, 101)
