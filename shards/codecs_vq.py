@@ -112,7 +112,8 @@ class MultiVQ(Codec):
     def _state(self, state, dim: int, device):
         if not state or "codebooks" not in state:
             raise CodecError("codec mvq: encode needs the fitted state (codebooks, mean, dim)")
-        fitted = int(torch.as_tensor(state["dim"]).reshape(-1)[0])  # numpy, CPU or CUDA state
+        # the fitted dim from the mean's shape: reading state["dim"] from a device would sync
+        fitted = tuple(state["mean"].shape)[-1]
         if fitted != dim:
             raise CodecError(f"codec mvq: state fitted for dim {fitted}, features have dim {dim}")
         cb = torch.as_tensor(state["codebooks"], dtype=torch.float32, device=device)
