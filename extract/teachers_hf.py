@@ -14,6 +14,13 @@
   ``100 / time_stride`` Hz (10 Hz for the released models); only columns whose patch starts
   inside the real audio are kept.
 
+WavLM's attention: transformers runs it through ``F.multi_head_attention_forward`` with
+``need_weights=True`` (materializing and head-averaging every (T, T) weight matrix, which nobody
+reads here). The loaded model's attention modules are given the same call with
+``need_weights=False``, which PyTorch runs as fused scaled-dot-product attention with the gated
+relative-position bias as the mask: the same function (tested equal to float rounding), 14 % less
+time for a 4-layer base-width model on 20 s batches on the CPU.
+
 Whisper's log-mel and AST's Kaldi fbank are computed on the teacher's device, for the whole
 padded batch, in float32 (outside autocast): the same computation as their transformers feature
 extractors (tested equal), without the host round trip those take (a device sync per batch, which
@@ -107,6 +114,8 @@ class Wav2Vec2Teacher(Teacher):
         # convolutions carry padding into real frames: both are batched by equal length only.
         self.pad_invariant = (getattr(config, "feat_extract_norm", "layer") != "group" and self.use_mask
                               and config.model_type != "data2vec-audio")
+        if config.model_type == "wavlm":
+            fused_wavlm_attention(self.model)
 
     def _in_len(self, n16k: int) -> int:
         return int(math.ceil(n16k * self.input_sample_rate / SAMPLE_RATE))
@@ -130,6 +139,40 @@ class Wav2Vec2Teacher(Teacher):
         out = self.model(x, attention_mask=mask.long() if self.use_mask else None, output_hidden_states=True)
         hs = out.hidden_states
         return {k: hs[k] for k in self.layers}
+
+
+def fused_wavlm_attention(model: torch.nn.Module) -> int:
+    """Give every WavLM attention module of ``model`` :func:`_wavlm_attention` (no weights kept);
+    returns how many. Modules not shaped as expected keep transformers' own."""
+    from transformers.models.wavlm import modeling_wavlm
+
+    need = ("embed_dim", "num_heads", "dropout", "q_proj", "k_proj", "v_proj", "out_proj", "torch_multi_head_self_attention")
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, modeling_wavlm.WavLMAttention) and all(hasattr(mod, a) for a in need):
+            mod.torch_multi_head_self_attention = _wavlm_attention.__get__(mod)
+            n += 1
+    return n
+
+
+def _wavlm_attention(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+                     gated_position_bias: torch.Tensor) -> tuple[torch.Tensor, None]:
+    """transformers' ``WavLMAttention.torch_multi_head_self_attention`` without the attention
+    weights: ``F.multi_head_attention_forward`` then runs fused scaled-dot-product attention."""
+    import torch.nn.functional as F
+
+    query = hidden_states.transpose(0, 1)  # (T, B, D)
+    pad = None
+    if attention_mask is not None:  # padding keys, as an additive mask of the bias's dtype
+        pad = torch.zeros(attention_mask.shape, dtype=gated_position_bias.dtype, device=attention_mask.device)
+        pad = pad.masked_fill_(attention_mask.ne(1), float("-inf"))
+    out, _ = F.multi_head_attention_forward(
+        query, query, query, self.embed_dim, self.num_heads, torch.empty([0]),
+        torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)), None, None, False, self.dropout,
+        self.out_proj.weight, self.out_proj.bias, self.training, pad, need_weights=False,
+        attn_mask=gated_position_bias, use_separate_proj_weight=True, q_proj_weight=self.q_proj.weight,
+        k_proj_weight=self.k_proj.weight, v_proj_weight=self.v_proj.weight)
+    return out.transpose(0, 1), None
 
 
 class WhisperTeacher(Teacher):

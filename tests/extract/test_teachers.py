@@ -37,6 +37,25 @@ def test_batched_equals_one_at_a_time(tiny_dir, kind):
                                        atol=2e-4, rtol=1e-4)
 
 
+def test_wavlm_fused_attention_equals_transformers(tiny_dir):
+    """The WavLM teacher's attention without weights (fused SDPA) gives transformers' eager
+    attention's features, padding masks included; every layer has it."""
+    from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+
+    t = _teacher(tiny_dir, "wavlm", layers="all")
+    mods = [m for m in t.model.modules() if isinstance(m, WavLMAttention)]
+    assert len(mods) == t.num_layers - 1 and all("torch_multi_head_self_attention" in vars(m) for m in mods)
+    wave, lengths = _batch()
+    fused, flen = t.extract(wave, lengths)
+    for m in mods:
+        del m.torch_multi_head_self_attention  # back to transformers' own method
+    eager, flen2 = t.extract(wave, lengths)
+    assert flen.tolist() == flen2.tolist()
+    for layer in t.layers:
+        for b, n in enumerate(flen.tolist()):
+            torch.testing.assert_close(fused[layer][b, :n], eager[layer][b, :n], atol=1e-5, rtol=1e-5)
+
+
 def test_padding_invariance_flags(tiny_dir):
     assert _teacher(tiny_dir, "wavlm").pad_invariant
     assert not _teacher(tiny_dir, "hubert").pad_invariant  # group-norm feature encoder
