@@ -120,7 +120,8 @@ def extract_cmd(
     max_seconds: Annotated[float, typer.Option("--max-seconds", help="Longest segment (s).")] = 30.0,
     shard_hours: Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")] = 1.0,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch (s).")] = 200.0,
-    loader_workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
+    loader_workers: Annotated[int | None, typer.Option(
+        "--loader-workers", help="Decode processes (default: 2 on CPU, cores/3 up to 8 on CUDA).")] = None,
     writers: Annotated[int, typer.Option("--writers", help="Shards written at once (0: auto).")] = 0,
     max_failed: Annotated[float, typer.Option("--max-failed", help="Failed fraction above which the run exits 1.")] = 0.01,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Slices of the plan (SLURM arrays).")] = 1,

@@ -153,7 +153,7 @@ class _Clock:
         return sum(s for _, s in self.marks[1:]) / (self.stopped - self.marks[0][0])
 
 
-def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: float, workers: int,
+def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: float, workers: int | None,
                  shard_seconds: float = SHARD_SECONDS, writers: int = 0, writer_kind: str = "auto", teacher=None,
                  switch_interval_ms: float = 0.0) -> dict:
     """(b): the extraction library call behind ``audistill extract`` (plan, decode in workers,
@@ -180,6 +180,7 @@ def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: flo
             "sps_run": s.seconds / s.run_s, "sps_with_startup": s.seconds / s.wall_s,
             "seconds": s.seconds, "bytes": tot.bytes, "bits_per_value": 8 * tot.bytes / max(1, tot.values),
             "failed": s.failed, "codec": spec.codec, "writer_kind": writer_kind, "writers": cfg.run_options().writers,
+            "loader_workers": cfg.run_options().loader_workers,
             "run_s": s.run_s, "stages": s.stages, "switch_interval_ms": switch_interval_ms}
 
 
@@ -241,7 +242,7 @@ def naive_loop(spec, files: list[Path], out: Path, device: str, max_seconds: flo
 
 
 def rss_child(model_dir: str, corpus: str, bank: str, device: str, dtype: str, layers: str, codec: str,
-              batch_seconds: float, workers: int, writers: int, writer_kind: str) -> None:
+              batch_seconds: float, workers: int | None, writers: int, writer_kind: str) -> None:
     """Run one extraction and print its peak RSS (this process; its decode/writer processes), in MB."""
     s = full_extract(_spec(Path(model_dir), dtype, layers, codec), Path(corpus), Path(bank), device,
                      batch_seconds, workers, 120.0, writers=writers, writer_kind=writer_kind)
@@ -283,7 +284,7 @@ def _log(msg: str) -> None:
 def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", minutes: float = 2.0,
               layers: str = "sparse:4", codecs: tuple[str, ...] = (DEFAULT_CODEC,),
               batch_seconds: tuple[float, ...] = (200.0,),
-              max_batch: int = 64, workers: int = 2, naive_minutes: float = 1.0, rss_minutes: float = 0.5,
+              max_batch: int = 64, workers: int | None = None, naive_minutes: float = 1.0, rss_minutes: float = 0.5,
               rss: bool = True, writers: tuple[int, ...] = (0,), writer_kinds: tuple[str, ...] = ("auto",),
               shard_seconds: float = SHARD_SECONDS, ceiling: bool = True, switch_ms: tuple[float, ...] = (0.0,)) -> dict:
     """(a) per batch size, (b) for every (batch size, codec, writer kind, writers) - the first is
@@ -338,7 +339,7 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
                "cpus": os.cpu_count(), "model": model, "dtype": dtype if device.startswith("cuda") else "fp32",
                "layers": layers, "codec": b["codec"], "audio_seconds": b["seconds"], "batch_seconds": batch_seconds[0],
-               "shard_seconds": shard_seconds, "loader_workers": workers, "writers": b["writers"],
+               "shard_seconds": shard_seconds, "loader_workers": b["loader_workers"], "writers": b["writers"],
                "writer_kind": b["writer_kind"], "setup_s": setup_s,
                "a_bare_forward_sps": a, "a_by_batch_seconds": a_by, "a_padding_efficiency": a_eff, "b_extract_sps": b["sps"], "b_extract_sps_run": b["sps_run"],
                "b_extract_sps_with_startup": b["sps_with_startup"], "c_naive_sps": c,
@@ -364,7 +365,7 @@ def _table(r: dict) -> None:
     from rich.table import Table
 
     t = Table(title=f"bench-extract: {r['model']} on {r['gpu'] or r['device']} ({r['dtype']}, layers {r['layers']}), "
-                    f"{r['audio_seconds'] / 60:.1f} min of audio, {r['cpus']} CPUs")
+                    f"{r['audio_seconds'] / 60:.1f} min of audio, {r['cpus']} CPUs, {r['loader_workers']} decode workers")
     for col in ("path", "audio s / s", "ratio", "target", "met"):
         t.add_column(col)
     for bs, a in r["a_by_batch_seconds"].items():
@@ -421,7 +422,8 @@ def bench_extract(
     batch_seconds: Annotated[str, typer.Option(
         "--batch-seconds", help="Padded audio per batch; a comma list runs (a) and (b) for each.")] = "200",
     shard_seconds: Annotated[float, typer.Option("--shard-seconds", help="Audio per shard in (b) (extract's default).")] = SHARD_SECONDS,
-    workers: Annotated[int, typer.Option("--loader-workers", help="Decode processes.")] = 2,
+    workers: Annotated[int | None, typer.Option(
+        "--loader-workers", help="Decode processes (default: extract's).")] = None,
     naive_minutes: Annotated[float, typer.Option("--naive-minutes", help="Audio for the naive loop.")] = 1.0,
     writers: Annotated[str, typer.Option("--writers", help="Shard writers (0: auto); a comma list runs (b) for each.")] = "0",
     writer_kind: Annotated[str, typer.Option(
