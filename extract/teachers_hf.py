@@ -162,15 +162,19 @@ def _wavlm_attention(self, hidden_states: torch.Tensor, attention_mask: torch.Te
     import torch.nn.functional as F
 
     query = hidden_states.transpose(0, 1)  # (T, B, D)
+    # the masks in the dtype the projections run in (autocast's), as fused attention wants them
+    dev = hidden_states.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden_states.dtype
+    bias = gated_position_bias.to(dtype)
     pad = None
-    if attention_mask is not None:  # padding keys, as an additive mask of the bias's dtype
-        pad = torch.zeros(attention_mask.shape, dtype=gated_position_bias.dtype, device=attention_mask.device)
+    if attention_mask is not None:  # padding keys, as an additive mask
+        pad = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
         pad = pad.masked_fill_(attention_mask.ne(1), float("-inf"))
     out, _ = F.multi_head_attention_forward(
         query, query, query, self.embed_dim, self.num_heads, torch.empty([0]),
         torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)), None, None, False, self.dropout,
         self.out_proj.weight, self.out_proj.bias, self.training, pad, need_weights=False,
-        attn_mask=gated_position_bias, use_separate_proj_weight=True, q_proj_weight=self.q_proj.weight,
+        attn_mask=bias, use_separate_proj_weight=True, q_proj_weight=self.q_proj.weight,
         k_proj_weight=self.k_proj.weight, v_proj_weight=self.v_proj.weight)
     return out.transpose(0, 1), None
 
