@@ -5,9 +5,8 @@ batch's teachers are launched and their outputs encoded and queued for copy to h
 device sync; the previous batch is collected (waiting for its copies only) after the next one is
 launched, so the device never idles while the host splits, checks and hands on results. Each
 finished shard goes to a pool of writers (compression, hashing, commit) while the next shard's
-batches run on the device. Writers are threads by default (measured faster than processes on a
-16-core H200 host); ``writer_kind="process"`` runs them in processes fed through shared memory.
-At most ``writers`` shards wait or are being written while another is computed, so memory is
+batches run on the device. Writers are processes fed through shared memory on CUDA and threads on
+the CPU by default (see :func:`resolve_writer_kind`). At most ``writers`` shards wait or are being written while another is computed, so memory is
 bounded by the shard size, not by the corpus. Batch parts reach the writers through recycled
 host blocks (:class:`~.encode.HostBlocks`), given back when their shard is written.
 
@@ -54,8 +53,8 @@ class RunOptions:
     min_seconds: float = 0.1
     storage_options: dict | None = None
     writers: int = 2  # shards compressed and written at the same time
-    # Write in threads or in processes (fed through shared memory); "auto" = threads, measured
-    # faster (see _writer_pool).
+    # Write in threads or in processes (fed through shared memory); "auto": processes on CUDA,
+    # threads on the CPU (resolve_writer_kind says why)
     writer_kind: str = "auto"
     # The GIL switch interval during the run, in ms (0: leave Python's 5 ms). Writer and loader
     # threads wait up to one interval for the GIL whenever the main thread is busy launching
@@ -306,10 +305,28 @@ def _raise_fd_limit() -> None:
             pass
 
 
+def resolve_writer_kind(kind: str, device: torch.device | str) -> str:
+    """``auto`` -> processes on CUDA, threads on the CPU.
+
+    Writing a shard through zarr holds the GIL for ~0.6 ms per audio second (asyncio and codec
+    plumbing per 1 MiB chunk; py-spy --gil, int8-delta, WavLM-Large shape, 4 layers, on the 2-core
+    dev machine). At the ~1400 audio s/s a GPU run needs, writer threads would hold the GIL most
+    of the time, and the main thread - which launches every kernel of the forward with the GIL
+    held - waits for it in 5 ms slices. Writer processes leave ~0.02 ms per audio second of GIL
+    to other threads of the main process. On the CPU a run goes ~100 audio s/s, the GIL is free
+    enough, and threads spare the writer processes' start-up (imports, seconds each).
+
+    History: an H200 run (a284e2c) measured threads 17-18 % faster, when feeding processes meant
+    copying every batch part into fresh shared memory (0.9 GB/s, page faults) in the main thread;
+    parts now go through recycled shared blocks (:class:`~.encode.HostBlocks`, ~17 GB/s).
+    ``tools/bench/gpu-session.sh`` measures both kinds side by side on the next GPU run."""
+    if kind != "auto":
+        return kind
+    return "process" if torch.device(device).type == "cuda" else "thread"
+
+
 def _writer_pool(opts: RunOptions, device: torch.device):
-    # auto = threads: on an H200 with 16 cores, thread writers beat process writers by 17-18 % for
-    # both float16 and int8-delta (bench-extract, 4 h of audio, WavLM-Large shape)
-    kind = "thread" if opts.writer_kind == "auto" else opts.writer_kind
+    kind = resolve_writer_kind(opts.writer_kind, device)
     if kind == "process":
         pool = ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn"),
                                    initializer=_die_with_parent)

@@ -123,6 +123,8 @@ def extract_cmd(
     loader_workers: Annotated[int | None, typer.Option(
         "--loader-workers", help="Decode processes (default: 2 on CPU, cores/3 up to 8 on CUDA).")] = None,
     writers: Annotated[int, typer.Option("--writers", help="Shards written at once (0: auto).")] = 0,
+    writer_kind: Annotated[str, typer.Option(
+        "--writer-kind", help="auto (processes on CUDA, threads on CPU) | process | thread.")] = "auto",
     max_failed: Annotated[float, typer.Option("--max-failed", help="Failed fraction above which the run exits 1.")] = 0.01,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Slices of the plan (SLURM arrays).")] = 1,
     worker_index: Annotated[int, typer.Option("--worker-index", help="This process's slice.")] = 0,
@@ -142,7 +144,8 @@ def extract_cmd(
     console = Console(stderr=as_json)
     specs = load_teacher_specs(teachers)
     cfg = ExtractConfig(layout=layout, device=device, max_seconds=max_seconds, shard_seconds=shard_hours * 3600,
-                        batch_seconds=batch_seconds, loader_workers=loader_workers, writers=writers, max_failed=max_failed,
+                        batch_seconds=batch_seconds, loader_workers=loader_workers, writers=writers,
+                        writer_kind=writer_kind, max_failed=max_failed,
                         domain=domain, domain_map=_domain_map(domain_map), dataset=dataset,
                         num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code)
     if dry_run:

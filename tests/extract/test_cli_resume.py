@@ -57,6 +57,11 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
     bad.write_text('[[teacher]]\nname = "x"\n')
     code, _, err = _main([str(tmp_path), "--teachers", str(bad), "--bank", str(tmp_path / "bank")], capsys, monkeypatch)
     assert code == 2 and "missing 'source'" in err
+    good = _spec(tmp_path, lambda kind: tmp_path)
+    code, _, err = _main([str(tmp_path), "--teachers", str(good), "--bank", str(tmp_path / "bank"),
+                          "--writer-kind", "fibers"], capsys, monkeypatch)
+    assert code == 2 and "writer_kind 'fibers'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bank").exists()
 
 
 def test_cli_dry_run_and_resume_after_sigkill(tmp_path, tiny_dir, capsys, monkeypatch):

@@ -15,9 +15,10 @@ cd "$(dirname "$0")/../.."
 
 WHEELS="zarr numcodecs donfig google-crc32c webdataset braceexpand dask distributed partd locket zict tblib
         soundfile cffi pycparser fsspec"
-# 10 h of audio = 10 one-hour shards, enough for a commit-to-commit pace; (b) per writer kind
+# 10 h of audio = 10 one-hour shards, enough for a commit-to-commit pace; (b) with the default
+# writers (processes on CUDA) as the headline, then with threads
 DEFAULT_ARGS=(--device cuda --model wavlm-large --dtype bf16 --minutes 600 --loader-workers 6
-              --batch-seconds 200 --codec int8-delta --writer-kind thread,process --switch-interval-ms 0
+              --batch-seconds 200 --codec int8-delta --writer-kind auto,thread --switch-interval-ms 0
               --naive-minutes 3 --rss-minutes 5 --json)
 
 case "${1:-}" in
