@@ -6,8 +6,8 @@ device sync; the previous batch is collected (waiting for its copies only) after
 launched, so the device never idles while the host splits, checks and hands on results. Each
 finished shard goes to a pool of writers (compression, hashing, commit) while the next shard's
 batches run on the device. Writers are processes fed through shared memory on CUDA and threads on
-the CPU by default (see :func:`resolve_writer_kind`). At most ``writers`` shards wait or are being written while another is computed, so memory is
-bounded by the shard size, not by the corpus. Batch parts reach the writers through recycled
+the CPU by default (see :func:`resolve_writer_kind`). At most ``writers`` shards wait or are being
+written while another is computed, so memory is bounded by the shard size, not by the corpus. Batch parts reach the writers through recycled
 host blocks (:class:`~.encode.HostBlocks`), given back when their shard is written.
 
 A committed shard that lacks some teachers (or layers) is run again with just those teachers, on
