@@ -7,8 +7,9 @@ launched, so the device never idles while the host splits, checks and hands on r
 finished shard goes to a pool of writers (compression, hashing, commit) while the next shard's
 batches run on the device. Writers are processes fed through shared memory on CUDA and threads on
 the CPU by default (see :func:`resolve_writer_kind`). At most ``writers`` shards wait or are being
-written while another is computed, so memory is bounded by the shard size, not by the corpus. Batch parts reach the writers through recycled
-host blocks (:class:`~.encode.HostBlocks`), given back when their shard is written.
+written while another is computed, so memory is bounded by the shard size, not by the corpus.
+Batch parts reach the writers through recycled host blocks (:class:`~.encode.HostBlocks`), given
+back when their shard is written.
 
 A committed shard that lacks some teachers (or layers) is run again with just those teachers, on
 the segments it holds, and they are added with ``bank.add_field`` - nothing committed is rewritten."""
