@@ -147,8 +147,12 @@ class HostBlocks:
         return new_block(-(-nbytes // self.GRAIN) * self.GRAIN, self.shared)
 
     def give(self, storages: list[torch.UntypedStorage]) -> None:
-        """Blocks whose shard is written: free for reuse (the largest ``max_free`` are kept)."""
+        """Blocks whose shard is written: free for reuse. The largest are kept, as many as the
+        most one shard has given back (at least ``max_free``): the next shard needs about as many
+        (one per batch and teacher - more with OOM splits or equal-length groups), so a smaller cap
+        would send its copies to fresh pages, while idle memory stays within one shard's parts."""
         with self.lock:
+            self.max_free = max(self.max_free, len(storages))
             self.free.extend(storages)
             if len(self.free) > self.max_free:
                 self.free.sort(key=lambda s: s.nbytes(), reverse=True)

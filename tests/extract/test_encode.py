@@ -36,11 +36,18 @@ def test_parts_carved_from_one_block_do_not_overlap():
     assert carve(None, 0, (0, 4), torch.float16).shape == (0, 4)
 
 
-def test_free_list_is_bounded():
+def test_free_list_is_bounded_by_one_shards_blocks():
+    """A shard's blocks are all kept for the next shard, but the free list never grows past the
+    most one shard gave back (nor below max_free)."""
     pool = HostBlocks(shared=False, max_free=2)
-    held = [pool.take(1 << 20) for _ in range(5)]
-    pool.give(held)
-    assert len(pool.free) == 2
+    for _ in range(3):  # shards of 5 batches, one block each, the second kind of shard bigger
+        pool.give([pool.take(1 << 20) for _ in range(5)])
+        assert len(pool.free) == 5
+    assert pool.allocated == 5  # the later shards reused every block
+    pool.give([pool.take(1 << 20) for _ in range(2)] + [pool.take(3 << 20) for _ in range(4)])
+    assert len(pool.free) == 6 and pool.allocated == 9
+    pool.give([pool.take(8 << 20)])  # a lone large batch: still at most 6 free, the largest kept
+    assert len(pool.free) == 6 and max(s.nbytes() for s in pool.free) == 8 << 20
 
 
 class _DoneEvent:  # what a CUDA event is once its copies have finished
