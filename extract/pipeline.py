@@ -17,6 +17,7 @@ the segments it holds, and they are added with ``bank.add_field`` - nothing comm
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 import sys
 import time
@@ -36,9 +37,11 @@ from audistill.shards.devices import host_to_device
 from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
 from .corpus import error_record
 from .encode import Encoded, HostBlocks, Rows, as_array, device_state, materialize
+from .errors import ExtractError
 from .plan import ShardPlan
 from .teachers import Teacher
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int, float], None]  # (segments done, audio seconds done)
 PIPELINE_DEPTH = 1  # batches launched on the device ahead of the one being collected
 CATALOG_SAVE_S = 30.0  # the catalog is saved at most this often during a run, and at its end
@@ -326,8 +329,42 @@ def resolve_writer_kind(kind: str, device: torch.device | str) -> str:
     return "process" if torch.device(device).type == "cuda" else "thread"
 
 
-def _writer_pool(opts: RunOptions, device: torch.device):
+SHM = "/dev/shm"
+
+
+def shared_bytes_needed(teachers: list[Teacher], codecs: dict[str, Codec], shard_seconds: float, writers: int) -> int:
+    """Shared memory that writer processes need at most: the encoded parts of ``writers`` shards
+    being written, one being computed and one shard's blocks kept free for reuse."""
+    per_second = 0.0
+    for t in teachers:
+        for ps in codecs[t.name].parts(t.dim):
+            if ps.kind == "frame":
+                per_second += t.frame_rate * len(t.layers) * np.dtype(ps.dtype).itemsize * int(np.prod(ps.shape))
+    return int((writers + 2) * shard_seconds * per_second)
+
+
+def shared_bytes_free(path: str = SHM) -> int | None:
+    """Free bytes of the shared-memory file system (None where there is none, e.g. not Linux)."""
+    import os
+
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _writer_pool(opts: RunOptions, device: torch.device, shared_needed: int = 0):
     kind = resolve_writer_kind(opts.writer_kind, device)
+    free = shared_bytes_free() if kind == "process" else None
+    if free is not None and free < shared_needed:
+        gib = f"{shared_needed / 2**30:.1f} GiB of shared memory, {SHM} has {free / 2**30:.1f} GiB free"
+        if opts.writer_kind == "process":
+            raise ExtractError(f"writer processes need up to {gib}: enlarge it (docker run --shm-size ...), "
+                               "use --writer-kind thread, or smaller shards / fewer writers")
+        log.warning("writing shards in threads, not processes: processes would need up to %s "
+                    "(docker: --shm-size)", gib)
+        kind = "thread"
     if kind == "process":
         pool = ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn"),
                                    initializer=_die_with_parent)
@@ -352,14 +389,16 @@ def field_bytes(record, field_name: str) -> int:
 def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opts: RunOptions,
                update_catalog: bool = True, progress: Progress | None = None,
                add: dict[str, dict[str, list[int]]] | None = None,
-               timers: dict[str, float] | None = None) -> list[ShardResult]:
+               timers: dict[str, float] | None = None, facts: dict | None = None) -> list[ShardResult]:
     """Compute and commit ``shards`` with ``teachers``. Shards named in ``add`` are committed
     already: only the teachers/layers ``add[shard]`` lists are computed and added to them.
 
     ``timers`` (if given) gets the seconds this thread spent per stage - where a run's time goes:
     ``loader`` (waiting for decoded audio), ``launch`` (queueing forwards and encodes; a model
     that syncs inside its forward shows up here), ``device_wait`` (waiting for the device),
-    ``collect`` (host-side hand-over, without device_wait), ``writers`` (waiting for shard writers)."""
+    ``collect`` (host-side hand-over, without device_wait), ``writers`` (waiting for shard writers).
+    ``facts`` (if given) gets how the run was set up: ``writer_kind`` (after ``auto`` and the
+    shared-memory check)."""
     if not shards:
         return []
     clock = _StageClock(timers)
@@ -413,10 +452,13 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
             pending.append((fut, taken.pop(job.batch.shard, [])))
 
     _raise_fd_limit()
+    needed = shared_bytes_needed(teachers, codecs, max(sh.seconds for sh in shards), opts.writers)
+    pool, in_process = _writer_pool(opts, device, needed)  # writer processes start while the loader does
+    if facts is not None:
+        facts["writer_kind"] = "process" if in_process else "thread"
     old_interval = sys.getswitchinterval()
     if opts.switch_interval_ms > 0:
         sys.setswitchinterval(opts.switch_interval_ms / 1000)
-    pool, in_process = _writer_pool(opts, device)  # writer processes start while the loader does
     host_blocks = HostBlocks(shared=in_process)
     batches = decoded_batches(shards, batch_samples, opts.max_batch, min_samples, opts.loader_workers,
                               opts.storage_options, pin_memory=device.type == "cuda")

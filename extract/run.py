@@ -103,6 +103,7 @@ class RunSummary:
     wall_s: float = 0.0
     run_s: float = 0.0  # computing and writing shards (no planning, no model loading)
     stages: dict[str, float] = field(default_factory=dict)  # run_s split by stage (run_shards' timers)
+    writer_kind: str = ""  # how shards were written: process | thread ("" when none ran)
     padded_samples: int = 0  # samples the device ran (padding included) and real ones, over every batch
     real_samples: int = 0
     commits: list[tuple[float, float]] = field(default_factory=list)  # (time.time(), audio s) per shard run
@@ -329,14 +330,16 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     if progress_factory is not None:
         progress = progress_factory(sum(len(s.segments) for s in todo), sum(s.seconds for s in todo))
     t_run = time.perf_counter()
+    facts: dict = {}
     try:
         results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress,
-                             add=add, timers=summary.stages)
+                             add=add, timers=summary.stages, facts=facts)
     finally:
         stop = getattr(progress, "stop", None)
         if stop is not None:
             stop()
     summary.run_s = time.perf_counter() - t_run
+    summary.writer_kind = facts.get("writer_kind", "")
     errors = plan_errors + [e for r in results for e in r.errors]
     append_errors(bank, errors, None if single else
                   f"slice-{cfg.worker_index:05d}-of-{cfg.num_workers:05d}-{uuid.uuid4().hex[:8]}")

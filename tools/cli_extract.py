@@ -72,7 +72,7 @@ def _table(summary, console) -> None:
         t.add_row(name, f"{tot.seconds / 3600:.4f}", f"{tot.frames}", f"{tot.bytes}", f"{bpv:.2f}", f"{thr:.1f}")
     console.print(t)
     if summary.stages and summary.run_s > 0:
-        console.print(stages_line(summary.stages, summary.run_s))
+        console.print(stages_line(summary.stages, summary.run_s) + f"; shards written by {summary.writer_kind} writers")
     eff, pace = summary.padding_efficiency, summary.pace_sps()
     if eff is not None:
         console.print(f"batches: {eff:.1%} of the audio the device ran was real (the rest padding; length "

@@ -36,6 +36,7 @@ def test_bank_features_equal_direct_extraction(tiny_dir, corpus, tmp_path, layou
     s = extract([str(corpus)], specs, str(tmp_path / "bank"), _cfg(layout=layout, loader_workers=2,
                                                                      writer_kind=writer_kind))
     assert s.failed == 0 and s.segments_written == s.segments_planned > 6 and s.shards_run > 1
+    assert s.writer_kind == writer_kind
     assert set(s.stages) == {"loader", "launch", "device_wait", "collect", "writers"}
     assert all(v >= 0 for v in s.stages.values()) and sum(s.stages.values()) <= s.run_s  # one thread's split
     # every decoded sample went through the device once, padding on top
@@ -252,3 +253,24 @@ def test_writers_are_processes_on_cuda_and_threads_on_the_cpu():
     assert resolve_writer_kind("auto", "cuda") == resolve_writer_kind("auto", torch.device("cuda:1")) == "process"
     assert resolve_writer_kind("auto", "cpu") == "thread"
     assert resolve_writer_kind("thread", "cuda") == "thread" and resolve_writer_kind("process", "cpu") == "process"
+
+
+def test_writer_processes_need_enough_shared_memory(tiny_dir, corpus, tmp_path, monkeypatch, caplog):
+    """auto falls back to threads, with a warning, where /dev/shm is too small for the shards in
+    flight (docker's default is 64 MB); an explicit --writer-kind process is refused up front."""
+    import concurrent.futures
+
+    import audistill.extract.pipeline as pipeline
+    from audistill.extract.pipeline import RunOptions, _writer_pool, shared_bytes_needed
+
+    spec = _specs(tiny_dir)[0]  # float32 parts: dim 32, 2 layers, 50 Hz
+    t = load_teacher(spec)
+    assert shared_bytes_needed([t], {t.name: t.spec.make_codec()}, 5.0, 2) == (2 + 2) * 5 * 50 * 2 * 4 * 32
+    monkeypatch.setattr(pipeline, "shared_bytes_free", lambda path=pipeline.SHM: 1000)
+    pool, in_process = _writer_pool(RunOptions(writers=2), torch.device("cuda"), 5000)
+    with pool:
+        assert not in_process and isinstance(pool, concurrent.futures.ThreadPoolExecutor)
+    assert "shared memory" in caplog.text
+    with pytest.raises(ExtractError, match="shared memory"):
+        extract([str(corpus)], [spec], str(tmp_path / "b"), _cfg(writer_kind="process", writers=2))
+    assert not Bank.open(str(tmp_path / "b")).catalog.shards  # nothing committed

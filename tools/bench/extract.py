@@ -158,8 +158,7 @@ def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: flo
                  switch_interval_ms: float = 0.0) -> dict:
     """(b): the extraction library call behind ``audistill extract`` (plan, decode in workers,
     forward, encode on device, compress, write, commit). ``teacher``: the loaded model to reuse."""
-    from audistill.extract.pipeline import resolve_writer_kind
-    from audistill.extract.run import ExtractConfig, extract, resolve_device
+    from audistill.extract.run import ExtractConfig, extract
 
     cfg = ExtractConfig(device=device, batch_seconds=batch_seconds, loader_workers=workers,
                         shard_seconds=shard_seconds, writers=writers, writer_kind=writer_kind,
@@ -180,7 +179,7 @@ def full_extract(spec, corpus: Path, bank: Path, device: str, batch_seconds: flo
             "padding_efficiency": s.padding_efficiency, "shards": s.shards_run,
             "sps_run": s.seconds / s.run_s, "sps_with_startup": s.seconds / s.wall_s,
             "seconds": s.seconds, "bytes": tot.bytes, "bits_per_value": 8 * tot.bytes / max(1, tot.values),
-            "failed": s.failed, "codec": spec.codec, "writer_kind": resolve_writer_kind(writer_kind, resolve_device(device)),
+            "failed": s.failed, "codec": spec.codec, "writer_kind": s.writer_kind,
             "writers": cfg.run_options().writers,
             "loader_workers": cfg.run_options().loader_workers,
             "run_s": s.run_s, "stages": s.stages, "switch_interval_ms": switch_interval_ms}
