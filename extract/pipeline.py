@@ -37,7 +37,6 @@ from audistill.shards.devices import host_to_device
 from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
 from .corpus import error_record
 from .encode import Encoded, HostBlocks, Rows, as_array, device_state, materialize
-from .errors import ExtractError
 from .plan import ShardPlan
 from .teachers import Teacher
 
@@ -332,15 +331,30 @@ def resolve_writer_kind(kind: str, device: torch.device | str) -> str:
 SHM = "/dev/shm"
 
 
-def shared_bytes_needed(teachers: list[Teacher], codecs: dict[str, Codec], shard_seconds: float, writers: int) -> int:
-    """Shared memory that writer processes need at most: the encoded parts of ``writers`` shards
-    being written, one being computed and one shard's blocks kept free for reuse."""
+@dataclass(frozen=True)
+class SharedNeed:
+    """Shared memory (``/dev/shm``) a run holds at most, in bytes."""
+
+    audio: int  # decoded audio from the decode workers: their prefetched batches, and each shard's
+    # int16 audio until it is written
+    features: int  # encoded teacher parts of the shards in flight, when writers are processes
+
+
+def shared_bytes_needed(teachers: list[Teacher], codecs: dict[str, Codec], shard_seconds: float,
+                        opts: RunOptions) -> SharedNeed:
+    """What :class:`SharedNeed` a run of ``opts`` over shards of up to ``shard_seconds`` holds:
+    ``writers`` shards being written, one being computed and (features) one shard's blocks kept
+    for reuse; the decode workers' prefetch (4 batches each, float32 + int16 audio)."""
     per_second = 0.0
     for t in teachers:
         for ps in codecs[t.name].parts(t.dim):
             if ps.kind == "frame":
                 per_second += t.frame_rate * len(t.layers) * np.dtype(ps.dtype).itemsize * int(np.prod(ps.shape))
-    return int((writers + 2) * shard_seconds * per_second)
+    in_flight = (opts.writers + 2) * shard_seconds
+    audio = 0
+    if opts.loader_workers > 0:
+        audio = int(in_flight * 16000 * 2 + opts.loader_workers * 4 * opts.batch_seconds * 16000 * 6)
+    return SharedNeed(audio, int(in_flight * per_second))
 
 
 def shared_bytes_free(path: str = SHM) -> int | None:
@@ -354,17 +368,30 @@ def shared_bytes_free(path: str = SHM) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def _writer_pool(opts: RunOptions, device: torch.device, shared_needed: int = 0):
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _writer_pool(opts: RunOptions, device: torch.device, need: SharedNeed | None = None):
+    """The writer pool, after checking shared memory against ``need`` (an upper bound: it assumes
+    the writers' queue full): ``auto`` writers fall back to threads where processes would not fit;
+    any other shortfall is warned about - running out mid-way is a bus error in a decode worker
+    or no space for a batch block (the run stops; committed shards stay and a re-run resumes)."""
     kind = resolve_writer_kind(opts.writer_kind, device)
-    free = shared_bytes_free() if kind == "process" else None
-    if free is not None and free < shared_needed:
-        gib = f"{shared_needed / 2**30:.1f} GiB of shared memory, {SHM} has {free / 2**30:.1f} GiB free"
-        if opts.writer_kind == "process":
-            raise ExtractError(f"writer processes need up to {gib}: enlarge it (docker run --shm-size ...), "
-                               "use --writer-kind thread, or smaller shards / fewer writers")
-        log.warning("writing shards in threads, not processes: processes would need up to %s "
-                    "(docker: --shm-size)", gib)
-        kind = "thread"
+    free = shared_bytes_free() if need is not None else None
+    if free is not None:
+        fix = "enlarge it (docker run --shm-size ...) or use smaller shards / fewer writers"
+        if kind == "process" and free < need.audio + need.features:
+            msg = (f"writer processes may hold up to {_gib(need.audio + need.features)} of shared memory, "
+                   f"{SHM} has {_gib(free)} free")
+            if opts.writer_kind == "auto":
+                log.warning("writing shards in threads, not processes: %s", msg)
+                kind = "thread"
+            else:
+                log.warning("%s: %s, or --writer-kind thread", msg, fix)
+        if free < need.audio:
+            log.warning("decode workers pass audio through shared memory, up to %s; %s has %s free: %s, or "
+                        "fewer --loader-workers", _gib(need.audio), SHM, _gib(free), fix)
     if kind == "process":
         pool = ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn"),
                                    initializer=_die_with_parent)
@@ -452,8 +479,8 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
             pending.append((fut, taken.pop(job.batch.shard, [])))
 
     _raise_fd_limit()
-    needed = shared_bytes_needed(teachers, codecs, max(sh.seconds for sh in shards), opts.writers)
-    pool, in_process = _writer_pool(opts, device, needed)  # writer processes start while the loader does
+    need = shared_bytes_needed(teachers, codecs, max(sh.seconds for sh in shards), opts)
+    pool, in_process = _writer_pool(opts, device, need)  # writer processes start while the loader does
     if facts is not None:
         facts["writer_kind"] = "process" if in_process else "thread"
     old_interval = sys.getswitchinterval()
