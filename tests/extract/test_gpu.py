@@ -69,3 +69,49 @@ def test_cuda_spectrogram_teachers_equal_cpu(tiny_dir, kind):
     assert flen.tolist() == rflen.tolist()
     for layer in gpu.layers:
         np.testing.assert_allclose(feats[layer].float().cpu().numpy(), ref[layer].numpy(), atol=0.15, rtol=0.15)
+
+
+def _fitted_state(codec, t, wave, lengths):
+    """A fitted codec state on the device (int8-delta, mvq), from this batch's features."""
+    from audistill.extract.encode import device_state
+
+    if not codec.needs_fit:
+        return {}
+    feats, flen = t.extract(wave, lengths)
+    out = {}
+    for layer, x in feats.items():
+        rows = torch.cat([x[b, : int(n)] for b, n in enumerate(flen)]).float().cpu().numpy()
+        out[layer] = device_state(codec.fit(rows), "cuda")
+    return out
+
+
+@pytest.mark.parametrize("kind,codec", [("wavlm", "int8-delta"), ("wavlm", "float16"), ("wavlm", "mvq"),
+                                        ("hubert", "int8-delta"), ("whisper", "int8-delta"), ("ast", "float16")])
+def test_launching_a_batch_never_syncs(tiny_dir, kind, codec):
+    """The host must run ahead of the device: queueing a batch's forward, its encode and its copy
+    to pinned host memory may not wait for the device (torch's sync debug mode raises on any
+    synchronizing call: item(), nonzero, a pageable copy, ...). Collecting it afterwards gives the
+    synchronous result."""
+    from audistill.extract.pipeline import _collect, _launch_teacher
+
+    t = load_teacher(TeacherSpec(name=kind, source=str(tiny_dir(kind)), layers="all", dtype="bf16", codec=codec),
+                     "cuda")
+    c = t.spec.make_codec()
+    lengths = torch.tensor([16000, 23456, 8000, 23456])
+    wave = torch.randn(4, 23456, generator=torch.Generator().manual_seed(0)) * 0.1
+    wave = (wave * (torch.arange(23456)[None] < lengths[:, None])).cuda()
+    states = _fitted_state(c, t, wave, lengths)
+    pos = [0, 1, 2, 3]
+    ref, _ = _collect(_launch_teacher(t, c, states, wave, lengths, pos), pos)  # warm-up: lazy inits may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        launched = _launch_teacher(t, c, states, wave, lengths, pos)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    parts, _ = _collect(launched, pos)
+    for a, b in zip(parts, ref, strict=True):
+        assert (a is None) == (b is None)
+        for layer in (a or {}):
+            for k in a[layer]:
+                np.testing.assert_array_equal(a[layer][k], b[layer][k])
