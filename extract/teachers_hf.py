@@ -179,6 +179,14 @@ def _wavlm_attention(self, hidden_states: torch.Tensor, attention_mask: torch.Te
     return out.transpose(0, 1), None
 
 
+def _check_rate(spec: TeacherSpec, fe) -> None:
+    """Spectrogram teachers compute their extractor's features from 16 kHz audio themselves."""
+    rate = int(getattr(fe, "sampling_rate", SAMPLE_RATE) or SAMPLE_RATE)
+    if rate != SAMPLE_RATE:
+        raise TeacherError(f"teacher {spec.name!r}: its feature extractor expects {rate} Hz audio; "
+                           f"only {SAMPLE_RATE} Hz is supported for this model type")
+
+
 class WhisperTeacher(Teacher):
     """Whisper encoder: 30 s window, 50 Hz, keep ceil(n/320) frames."""
 
@@ -196,6 +204,7 @@ class WhisperTeacher(Teacher):
         if getattr(self.fe, "do_normalize", False):
             raise TeacherError(f"teacher {spec.name!r}: a Whisper feature extractor with do_normalize is not "
                                "supported (the released models do not normalize)")
+        _check_rate(spec, self.fe)
 
     def _native_frames(self, num_samples_16k: int) -> int:
         return max(1, min(self.max_frames, -(-num_samples_16k // self.hop)))
@@ -239,6 +248,7 @@ class ASTTeacher(Teacher):
                        {"model_type": "ast", "pooling": "mean over frequency patches",
                         "freq_patches": self.f_dim, "time_patches": self.t_dim})
         self._banks: torch.Tensor | None = None  # (n_fft/2 + 1, mel) on the device, made on first use
+        _check_rate(spec, self.fe)
 
     # torchaudio.compliance.kaldi.fbank as ASTFeatureExtractor calls it: 25 ms Hanning windows every
     # 10 ms (snip_edges), DC offset removed, pre-emphasis 0.97, 512-point power spectrum, Kaldi mel
@@ -267,8 +277,7 @@ class ASTTeacher(Teacher):
             frames = (frames - self.PREEMPH * prev) * self._window
             spec = torch.fft.rfft(frames, n=self.NFFT).abs().pow(2)  # (B, M, NFFT/2 + 1)
             fb = (spec @ self._banks).clamp_min(torch.finfo(torch.float32).eps).log()  # (B, M, mel)
-            counts = torch.tensor([max(0, 1 + (int(n) - self.WIN) // self.HOP) if int(n) >= self.WIN else 0
-                                   for n in lengths])
+            counts = torch.tensor([1 + (int(n) - self.WIN) // self.HOP if int(n) >= self.WIN else 0 for n in lengths])
             keep = length_mask(counts, fb.shape[1], dev)  # frames that fit in each item's audio
             fb = fb * keep[..., None]
             fb = fb[:, : self.max_len]

@@ -153,6 +153,21 @@ def test_load_errors(tmp_path):
         load_teacher(TeacherSpec(name="x", source="y", kind="no-such-plugin"))
 
 
+@pytest.mark.parametrize("kind", ["whisper", "ast"])
+def test_spectrogram_teachers_refuse_a_feature_extractor_at_another_rate(tiny_dir, tmp_path, kind):
+    """Their features are computed from 16 kHz audio on the device, so an extractor for another
+    rate is refused at load time (transformers would refuse it at the first call)."""
+    import json
+    import shutil
+
+    d = tmp_path / kind
+    shutil.copytree(tiny_dir(kind), d)
+    cfg = json.loads((d / "preprocessor_config.json").read_text())
+    (d / "preprocessor_config.json").write_text(json.dumps({**cfg, "sampling_rate": 24000}))
+    with pytest.raises(TeacherError, match="expects 24000 Hz"):
+        load_teacher(TeacherSpec(name=kind, source=str(d)))
+
+
 def test_oom_splits_the_batch(tiny_dir, monkeypatch):
     t = _teacher(tiny_dir, "wavlm", layers=[3], codec="float32")
     real = t.extract
