@@ -312,6 +312,9 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         for bs in batch_seconds:
             a_by[bs], a_eff[bs] = bare_forward(teacher, files, device, bs, max_batch)
             _log(f"(a) bare forward, {bs:g} s batches: {a_by[bs]:.1f} audio s/s, {a_eff[bs]:.1%} real audio")
+        # a variant that fails is recorded and the others still run (a GPU session is short); the
+        # command then exits 1
+        errors: list[str] = []
         variants = []
         for bs in batch_seconds:
             for codec in codecs:
@@ -319,20 +322,25 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
                     for nw in writers:
                         for si in switch_ms:
                             sp = _spec(model_dir, dtype, layers, codec)
-                            bank = tmp / "bank"
-                            v = full_extract(sp, tmp / "corpus", bank, device, bs, workers, shard_seconds,
-                                             nw, kind, teacher=_with_spec(teacher, sp), switch_interval_ms=si)
-                            shutil.rmtree(bank)
-                            v.update(batch_seconds=bs, a_sps=a_by[bs], b_over_a=v["sps"] / a_by[bs])
-                            variants.append(v)
-                            _log(f"(b) extract {v}")
+                            what = f"(b) {bs:g} s batches, {codec}, {nw or 'auto'} {kind} writers, switch {si:g} ms"
+                            v = _attempt(what, errors, full_extract, sp, tmp / "corpus", tmp / "bank", device, bs,
+                                         workers, shard_seconds, nw, kind, teacher=_with_spec(teacher, sp),
+                                         switch_interval_ms=si)
+                            shutil.rmtree(tmp / "bank", ignore_errors=True)
+                            if v is not None:
+                                v.update(batch_seconds=bs, a_sps=a_by[bs], b_over_a=v["sps"] / a_by[bs])
+                                variants.append(v)
+                                _log(f"(b) extract {v}")
+        if not variants:
+            raise RuntimeError("every (b) variant failed: " + " | ".join(errors))
         b = variants[0]
-        a = a_by[batch_seconds[0]]
+        a = a_by[b["batch_seconds"]]
         d = None
         if ceiling:
-            d = full_extract(spec, tmp / "corpus", tmp / "bank", device, batch_seconds[0], workers, shard_seconds,
-                             writers[0], writer_kinds[0], teacher=null_teacher(teacher), switch_interval_ms=switch_ms[0])
-            shutil.rmtree(tmp / "bank")
+            d = _attempt("(d) host-side ceiling", errors, full_extract, spec, tmp / "corpus", tmp / "bank", device,
+                         batch_seconds[0], workers, shard_seconds, writers[0], writer_kinds[0],
+                         teacher=null_teacher(teacher), switch_interval_ms=switch_ms[0])
+            shutil.rmtree(tmp / "bank", ignore_errors=True)
             _log(f"(d) host-side ceiling {d}")
         del teacher
         c = naive_loop(spec, files, tmp / "naive", device, naive_minutes * 60)
@@ -347,18 +355,31 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
                "d_ceiling_sps": d["sps"] if d else None,
                "b_over_a": b["sps"] / a, "b_over_c": b["sps"] / c,
                "bits_per_value": b["bits_per_value"], "failed": b["failed"],
-               "audio_hours_per_device_hour": b["sps"], "variants": variants}
+               "audio_hours_per_device_hour": b["sps"], "variants": variants, "errors": errors}
         out["target_b_ge_0.85a"] = out["b_over_a"] >= 0.85
         out["target_b_ge_3c"] = out["b_over_c"] >= 3.0
         if rss:
             base, big = _rss_corpora(files, tmp, rss_minutes)
             args = dict(device=device, dtype=dtype, layers=layers, codec=codecs[0], batch_seconds=batch_seconds[0],
                         workers=workers, writers=writers[0], writer_kind=writer_kinds[0])
-            out["rss_base"] = _rss(model_dir, base, tmp / "rss_bank1", args)
-            _log(f"rss base {out['rss_base']}")
-            out["rss_10x"] = _rss(model_dir, big, tmp / "rss_bank2", args)
-            _log(f"rss 10x {out['rss_10x']}")
+            base_rss = _attempt("RSS, base corpus", errors, _rss, model_dir, base, tmp / "rss_bank1", args)
+            big_rss = _attempt("RSS, 10x corpus", errors, _rss, model_dir, big, tmp / "rss_bank2", args)
+            if base_rss is not None and big_rss is not None:
+                out["rss_base"], out["rss_10x"] = base_rss, big_rss
+                _log(f"rss base {base_rss}, 10x {big_rss}")
     return out
+
+
+def _attempt(what: str, errors: list[str], fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or None with the failure logged and added to ``errors``."""
+    import traceback
+
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - recorded, reported and turned into exit 1 by the command
+        _log(f"{what} FAILED: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+        errors.append(f"{what}: {type(e).__name__}: {e}")
+        return None
 
 
 def _table(r: dict) -> None:
@@ -457,6 +478,9 @@ def bench_extract(
         print(json.dumps(r))
     else:
         _table(r)
+    if r["errors"]:
+        print("failed: " + " | ".join(r["errors"]), file=sys.stderr)
+        raise typer.Exit(1)
     if strict and not (r["target_b_ge_0.85a"] and r["target_b_ge_3c"]):
         raise typer.Exit(1)
 
