@@ -1,0 +1,45 @@
+"""The Zarr layout's own shard-object encoder writes what zarr-python writes, byte for byte."""
+
+import numpy as np
+import pytest
+import zarr
+
+from audistill.shards.layout_zarr import _Appender, zarr_compressors
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+CASES = [  # (dtype, trailing, compressor, rows, zero rows [lo, hi))
+    ("uint8", (96,), {"id": "zstd", "level": 3}, 5000, (0, 0)),
+    ("int16", (), {"id": "zstd", "level": 3}, 3 * (1 << 19) * 32 // 16 + 12345, (600_000, 1_300_000)),
+    ("float16", (40,), {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1, "typesize": 2}, 30_000, (0, 14_000)),
+    ("float32", (8,), {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 2, "typesize": 4}, 100, (0, 0)),
+    ("uint16", (3,), {"id": "none"}, 70_000, (0, 0)),
+    ("int8", (16,), {"id": "zstd", "level": 3}, 4000, (0, 4000)),  # all fill: no object at all
+]
+
+
+@pytest.mark.parametrize("dtype,trailing,comp,rows,zeros", CASES)
+def test_shard_objects_equal_zarr_python(tmp_path, dtype, trailing, comp, rows, zeros):
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal((rows, *trailing)) * 50).astype(dtype)
+    data[zeros[0]:zeros[1]] = 0  # whole fill-value chunks are not stored
+    ours = zarr.open_group(str(tmp_path / "ours"), mode="w", zarr_format=3)
+    app = _Appender(ours, "x", dtype, trailing, comp)
+    for lo in range(0, rows, 7777):  # appended in pieces: whole objects, then the rest at close
+        app.append(data[lo:lo + 7777])
+    app.close()
+    ref = zarr.open_group(str(tmp_path / "ref"), mode="w", zarr_format=3)
+    arr = ref.create_array("x", shape=(rows, *trailing), dtype=dtype, chunks=(app.chunk_rows, *trailing),
+                           shards=(app.block_rows, *trailing), compressors=zarr_compressors(comp), fill_value=0,
+                           dimension_names=None)
+    arr[:] = data
+    files = _files(tmp_path / "ours")
+    assert files == _files(tmp_path / "ref")  # metadata and every shard object
+    objects = [k for k in files if "/c/" in k]
+    assert len(objects) == (0 if zeros == (0, rows) else -(-rows // app.block_rows))
+    back = zarr.open_group(str(tmp_path / "ours"), mode="r")["x"]
+    assert back.shape == data.shape
+    np.testing.assert_array_equal(back[:], data)
