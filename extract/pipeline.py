@@ -311,13 +311,15 @@ def _raise_fd_limit() -> None:
 def resolve_writer_kind(kind: str, device: torch.device | str) -> str:
     """``auto`` -> processes on CUDA, threads on the CPU.
 
-    Writing a shard through zarr holds the GIL for ~0.6 ms per audio second (asyncio and codec
-    plumbing per 1 MiB chunk; py-spy --gil, int8-delta, WavLM-Large shape, 4 layers, on the 2-core
-    dev machine). At the ~1400 audio s/s a GPU run needs, writer threads would hold the GIL most
-    of the time, and the main thread - which launches every kernel of the forward with the GIL
-    held - waits for it in 5 ms slices. Writer processes leave ~0.02 ms per audio second of GIL
-    to other threads of the main process. On the CPU a run goes ~100 audio s/s, the GIL is free
-    enough, and threads spare the writer processes' start-up (imports, seconds each).
+    A writer thread holds the GIL while it runs zarr's Python (metadata, small arrays, store
+    calls) and assembles shard objects: ~0.2 ms per audio second with 1 h shards, int8-delta,
+    WavLM-Large shape, 4 layers (py-spy --gil on the 2-core dev machine; ~0.6 ms with 600 s shards
+    before shard objects were encoded without zarr's per-chunk asyncio path). At the ~1400 audio
+    s/s a GPU run needs, that is a third of the GIL or more, taken from the main thread, which
+    launches every kernel of the forward with the GIL held and waits for it in 5 ms slices.
+    Writer processes leave ~0.02 ms per audio second of GIL to the main process's other threads.
+    On the CPU a run goes ~100 audio s/s, the GIL is free enough, and threads spare the writer
+    processes' start-up (imports, seconds each).
 
     History: an H200 run (a284e2c) measured threads 17-18 % faster, when feeding processes meant
     copying every batch part into fresh shared memory (0.9 GB/s, page faults) in the main thread;
