@@ -39,7 +39,7 @@ class Encoded:
             self.event = torch.cuda.Event()
             self.event.record()
 
-    def result(self, mode: str = "arrays", blocks: HostBlocks | None = None) -> list[dict[int, dict] | None]:
+    def result(self, mode: str = "arrays", block: BatchBlock | None = None) -> list[dict[int, dict] | None]:
         """Per item: ``{layer: {part: ...}}``, or None where the codec refused a frame. Waits for
         this batch's copies only. Never hands out views of the (reused) staging buffers.
 
@@ -47,18 +47,20 @@ class Encoded:
         under the GIL); "rows" - :class:`Rows` references into one copy of each batch part, made
         by torch without the GIL (for writer threads); "shared" - the same, with the batch copy in
         shared memory, so handing a shard to a writer process sends a file descriptor per batch
-        part instead of pickled bytes (~1.3 ms per MB of main-process time).
+        instead of pickled bytes (~1.3 ms per MB of main-process time).
 
-        ``blocks`` (modes "rows" and "shared"): the host memory for the batch copies comes from
-        this pool; the storages taken are listed in ``self.taken``, to be given back once the
-        shard holding them is written."""
+        ``block`` (modes "rows" and "shared", when :meth:`copy_bytes` is not 0): where the copies
+        go - one :class:`BatchBlock` serves every teacher and group of a batch. Without one, a
+        block of fresh memory is made."""
         t0 = time.perf_counter()
         if self.event is not None:
             self.event.synchronize()
         self.wait_s = time.perf_counter() - t0  # the host waited this long for the device
         ok = self.ok.tolist()
-        self.taken: list[torch.UntypedStorage] = []
-        host = self.host if mode == "arrays" else self._copy_all(mode == "shared", blocks)
+        host = self.host
+        if mode != "arrays" and self.copy_bytes(mode):
+            block = block if block is not None else BatchBlock(None, mode == "shared", self.copy_bytes(mode))
+            host = {layer: {k: block.carve(v) for k, v in p.items()} for layer, p in self.host.items()}
         out: list[dict | None] = []
         for b, n in enumerate(self.flen):
             if not ok[b]:
@@ -71,25 +73,31 @@ class Encoded:
             out.append(rows)
         return out
 
-    def _copy_all(self, shared: bool, blocks: HostBlocks | None) -> dict[int, dict[str, torch.Tensor]]:
-        """Every part out of the staging buffers (CUDA) - or as is on the CPU, where nothing is
-        staged - into one host block of its own (shared memory when ``shared``): one block per
-        batch keeps the number of shared-memory file descriptors low."""
-        if self.event is None and not shared:
-            return self.host
-        items = [(layer, k, v) for layer, p in self.host.items() for k, v in p.items()]
-        sizes = [_aligned(v.numel() * v.element_size()) for _, _, v in items]
-        if blocks is not None and blocks.shared == shared:
-            storage = blocks.take(sum(sizes))
-            if storage is not None:
-                self.taken.append(storage)
-        else:
-            storage = new_block(sum(sizes), shared)
-        out: dict[int, dict[str, torch.Tensor]] = {}
-        at = 0
-        for (layer, k, v), size in zip(items, sizes, strict=True):
-            out.setdefault(layer, {})[k] = carve(storage, at, tuple(v.shape), v.dtype).copy_(v)
-            at += size
+    def copy_bytes(self, mode: str) -> int:
+        """Host bytes :meth:`result` copies its parts into in ``mode``: on CUDA (out of the reused
+        staging buffers) or for writer processes (into shared memory); 0 when the parts are handed
+        on as they are (the CPU, writer threads) or copied per item ("arrays")."""
+        if mode == "arrays" or (self.event is None and mode != "shared"):
+            return 0
+        return sum(_aligned(v.numel() * v.element_size()) for p in self.host.values() for v in p.values())
+
+
+class BatchBlock:
+    """One host block for the parts of a whole batch - every teacher and group - carved in turn:
+    one take from :class:`HostBlocks` and, for writer processes, one shared-memory file
+    descriptor per batch. ``recycled``: the storage came from ``blocks`` and must be given back
+    once the shard holding the batch is written."""
+
+    def __init__(self, blocks: HostBlocks | None, shared: bool, nbytes: int):
+        self.recycled = blocks is not None and blocks.shared == shared
+        self.storage = blocks.take(nbytes) if self.recycled else new_block(nbytes, shared)
+        self.recycled = self.recycled and self.storage is not None
+        self.at = 0
+
+    def carve(self, like: torch.Tensor) -> torch.Tensor:
+        """A copy of ``like`` in the next free bytes of the block."""
+        out = carve(self.storage, self.at, tuple(like.shape), like.dtype).copy_(like)
+        self.at += _aligned(like.numel() * like.element_size())
         return out
 
 

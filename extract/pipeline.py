@@ -36,7 +36,7 @@ from audistill.shards.devices import host_to_device
 
 from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
 from .corpus import error_record
-from .encode import Encoded, HostBlocks, Rows, as_array, device_state, materialize
+from .encode import BatchBlock, Encoded, HostBlocks, Rows, as_array, device_state, materialize
 from .plan import ShardPlan
 from .teachers import Teacher
 
@@ -139,18 +139,16 @@ def _launch_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, 
 
 
 def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int], mode: str = "arrays",
-             timers: dict[str, float] | None = None, blocks: HostBlocks | None = None,
-             taken: list | None = None) -> tuple[list[dict | None], int]:
-    """Parts per position in ``pos`` (None where the codec refused the output) and frames kept.
-    Host blocks taken from ``blocks`` are appended to ``taken``."""
+             timers: dict[str, float] | None = None, block: BatchBlock | None = None
+             ) -> tuple[list[dict | None], int]:
+    """Parts per position in ``pos`` (None where the codec refused the output) and frames kept;
+    copies (see :meth:`Encoded.result`) go to ``block``."""
     out: dict[int, dict | None] = {}
     frames = 0
     for g, enc in launched:
-        for p, parts, n in zip(g, enc.result(mode, blocks), enc.flen, strict=True):
+        for p, parts, n in zip(g, enc.result(mode, block), enc.flen, strict=True):
             out[p] = parts
             frames += n if parts is not None else 0
-        if taken is not None:
-            taken.extend(enc.taken)
         if timers is not None:
             timers["device_wait"] = timers.get("device_wait", 0.0) + enc.wait_s
     return [out[p] for p in pos], frames
@@ -205,10 +203,16 @@ def _launch(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: di
 
 def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None, blocks: HostBlocks | None = None,
             taken: list | None = None) -> None:
+    """Collect a launched batch into its shard's state. The parts of every teacher and group of
+    the batch that need a host copy share one block from ``blocks``; it is appended to ``taken``."""
     st, ok, lengths = job.st, job.batch.ok, job.batch.lengths
+    need = sum(enc.copy_bytes(mode) for _, _, launched in job.work for _, enc in launched)
+    block = BatchBlock(blocks, mode == "shared", need) if need else None
+    if block is not None and block.recycled and taken is not None:
+        taken.append(block.storage)
     for t, pos, launched in job.work:
         t0 = time.perf_counter()
-        parts, frames = _collect(launched, pos, mode, timers, blocks, taken)
+        parts, frames = _collect(launched, pos, mode, timers, block)
         tot = st.result.teachers[t.name]
         tot.forward_s += job.launch_s[t.name] + time.perf_counter() - t0
         for b, p in zip(pos, parts, strict=True):

@@ -56,28 +56,33 @@ class _DoneEvent:  # what a CUDA event is once its copies have finished
 
 
 @pytest.mark.parametrize("mode", ["rows", "shared"])
-def test_staged_results_equal_arrays_and_take_one_block(mode):
-    """The CUDA hand-over (staged parts copied into one recycled block per batch, items as Rows)
-    gives exactly the per-item arrays; refused items are None."""
-    from audistill.extract.encode import Encoded, Rows
+def test_staged_results_equal_arrays_and_share_one_block_per_batch(mode):
+    """The CUDA hand-over (staged parts of every teacher of a batch copied into one recycled
+    block, items as Rows) gives exactly the per-item arrays; refused items are None."""
+    from audistill.extract.encode import BatchBlock, Encoded, Rows
     from audistill.shards.codecs import get_codec
 
-    codec = get_codec("int8-row")
     g = torch.Generator().manual_seed(0)
     feats = {1: torch.randn(3, 50, 16, generator=g), 4: torch.randn(3, 50, 16, generator=g)}
     feats[4][2, 3, 0] = float("nan")  # item 2 is refused
     flen = [50, 31, 12]
-    ref = Encoded(codec, feats, flen, {}).result("arrays")
-    enc = Encoded(codec, feats, flen, {})
-    enc.event = _DoneEvent()  # as on CUDA: the parts are staged and must be copied out
+    teachers = [(get_codec("int8-row"), feats), (get_codec("float16"), {2: torch.randn(3, 50, 8, generator=g)})]
+    refs = [Encoded(c, f, flen, {}).result("arrays") for c, f in teachers]
+    encs = [Encoded(c, f, flen, {}) for c, f in teachers]
+    for enc in encs:
+        enc.event = _DoneEvent()  # as on CUDA: the parts are staged and must be copied out
     pool = HostBlocks(shared=mode == "shared")
-    got = enc.result(mode, pool)
-    assert len(enc.taken) == 1 and pool.allocated == 1
-    assert got[2] is None and ref[2] is None
-    for a, b in zip(ref[:2], got[:2], strict=True):
-        for layer in a:
-            for k in a[layer]:
-                assert isinstance(b[layer][k], Rows)
-                arr = b[layer][k].array()
-                assert arr.dtype == a[layer][k].dtype and (arr == a[layer][k]).all()
-                assert b[layer][k].block.is_shared() == (mode == "shared")
+    block = BatchBlock(pool, mode == "shared", sum(enc.copy_bytes(mode) for enc in encs))
+    assert block.recycled and pool.allocated == 1
+    for enc, ref in zip(encs, refs, strict=True):
+        got = enc.result(mode, block)
+        assert (got[2] is None) == (ref[2] is None) == (enc is encs[0])
+        for a, b in zip(ref, got, strict=True):
+            for layer in a or {}:
+                for k in a[layer]:
+                    r = b[layer][k]
+                    assert isinstance(r, Rows) and r.block.untyped_storage().data_ptr() == block.storage.data_ptr()
+                    arr = r.array()
+                    assert arr.dtype == a[layer][k].dtype and (arr == a[layer][k]).all()
+                    assert r.block.is_shared() == (mode == "shared")
+    assert block.at == sum(enc.copy_bytes(mode) for enc in encs) <= block.storage.nbytes()  # carved in turn
