@@ -173,7 +173,8 @@ class Bank:
         num_samples = counts[AUDIO][1] if self.layout == "zarr" else sum(s.num_samples for s in segs)
         if self.layout == "zarr":
             tmp_files = list(self.fs.walk_files(writer.tmp))
-            files = {f.replace(writer.tmp, writer.final, 1): self._file_entry(f) for f in tmp_files}
+            known = writer.known_files()  # data objects, hashed as written: not read back
+            files = {f.replace(writer.tmp, writer.final, 1): known.get(f) or self._file_entry(f) for f in tmp_files}
             self.fs.move(writer.tmp, writer.final)
         else:
             moved = writer.commit()
@@ -208,7 +209,9 @@ class Bank:
             covered, frames = adder.close()
             if self.layout == "zarr":
                 tmp_files = list(self.fs.walk_files(adder.tmp))
-                new_files = {f.replace(adder.tmp, adder.final, 1): self._file_entry(f) for f in tmp_files}
+                known = adder.known_files()
+                new_files = {f.replace(adder.tmp, adder.final, 1): known.get(f) or self._file_entry(f)
+                             for f in tmp_files}
                 self.fs.move(adder.tmp, adder.final)
             else:
                 new_files = {f: self._file_entry(f) for f in adder.commit()}

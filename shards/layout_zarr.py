@@ -22,6 +22,7 @@ a shard writer's time next to the compression itself.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 
 import numpy as np
@@ -133,6 +134,9 @@ class _Appender:
             fill_value=0, dimension_names=None,
         )
         self.compressor = numcodecs_compressor(compressor)
+        # {store-relative path: {"bytes", "sha256"}} of the objects this appender wrote, hashed
+        # from memory so the commit need not read them back (on object storage: download them)
+        self.files: dict[str, dict] = {}
         self.trailing = trailing
         self.dtype = np.dtype(dtype)
         self.buffer: list[np.ndarray] = []
@@ -172,8 +176,9 @@ class _Appender:
                                       self.compressor)
             if obj is not None:
                 key = self.array.metadata.encode_chunk_key((first + k,) + (0,) * len(self.trailing))
-                puts.append(sp.store.set(f"{sp.path}/{key}" if sp.path else key,
-                                         default_buffer_prototype().buffer.from_array_like(obj)))
+                path = f"{sp.path}/{key}" if sp.path else key
+                self.files[path] = {"bytes": int(obj.size), "sha256": hashlib.sha256(obj).hexdigest()}
+                puts.append(sp.store.set(path, default_buffer_prototype().buffer.from_array_like(obj)))
 
         async def _all():
             await asyncio.gather(*puts)
@@ -242,6 +247,9 @@ class ZarrFieldWriter:
         self.offsets.append(self.offsets[-1] + int(frames or 0))
         self.present.append(1)
 
+    def appenders(self) -> list[_Appender]:
+        return [self.samples] if self.spec.teacher is None else list(self.frame_parts.values())
+
     def close(self) -> tuple[int, int]:
         if self.spec.teacher is None:
             self.samples.close()
@@ -282,6 +290,11 @@ class ZarrShardWriter:
         self.root.attrs["audistill"] = {"shard": self.name, "segments": [s.to_json() for s in self.segments]}
         return counts
 
+    def known_files(self) -> dict[str, dict]:
+        """Bank-relative path -> {"bytes", "sha256"} of the data objects written, hashed as they
+        were written (the commit reads back only the small files)."""
+        return {f"{self.tmp}/{path}": e for w in self.writers.values() for a in w.appenders() for path, e in a.files.items()}
+
     def abort(self) -> None:
         self.fs.remove(self.tmp)
 
@@ -299,6 +312,10 @@ class ZarrFieldAdder:
 
     def add(self, segment: Segment, layers: dict | None) -> None:
         self.writer.add_layers(layers, f"shard {self.shard!r} segment {segment.id!r}")
+
+    def known_files(self) -> dict[str, dict]:
+        """As :meth:`ZarrShardWriter.known_files`."""
+        return {f"{self.tmp}/{path}": e for a in self.writer.appenders() for path, e in a.files.items()}
 
     def close(self) -> tuple[int, int]:
         if len(self.writer.present) != self.num_segments:

@@ -43,3 +43,41 @@ def test_shard_objects_equal_zarr_python(tmp_path, dtype, trailing, comp, rows, 
     back = zarr.open_group(str(tmp_path / "ours"), mode="r")["x"]
     assert back.shape == data.shape
     np.testing.assert_array_equal(back[:], data)
+
+
+def test_commit_hashes_data_objects_as_written_not_by_reading_them_back(tmp_path, monkeypatch):
+    """A commit record's size and sha256 of each shard object come from the bytes as they were
+    written (on object storage, reading back would download the shard again); only small files
+    (metadata, offsets) are read. The records are right: verify recomputes every one."""
+    import re
+
+    import torch
+
+    from audistill.shards.bank import Bank
+    from audistill.shards.catalog import TeacherRecord
+    from audistill.shards.codecs import get_codec
+    from audistill.shards.fs import BankFS
+    from audistill.shards.verify import verify_bank
+
+    from .helpers import make_bank
+
+    big = re.compile(r"/(samples|L\d+/x)/c/")  # appended arrays (audio, frame parts); offsets etc. are small
+    read_back: list[str] = []
+    real = BankFS.sha256
+    monkeypatch.setattr(BankFS, "sha256", lambda self, rel: (read_back.append(rel), real(self, rel))[1])
+    bank, _ = make_bank(tmp_path / "b", "zarr")
+    objects = [p for rec in bank.catalog.shards.values() for p in rec.files if big.search(p)]
+    assert objects and not [p for p in read_back if big.search(p)]
+    assert read_back  # the small files still are
+    shard = sorted(bank.catalog.shards)[0]
+    bank.register_teacher(TeacherRecord(name="late", source="t/late", dim=4, frame_rate=50,
+                                        codec=get_codec("float16").record(), layers=[2], num_layers=3))
+    read_back.clear()
+    with bank.add_field(shard, "late") as a:  # a field added to a committed shard: the same
+        for seg in bank.shard_reader(shard).segments:
+            a.add(seg, {2: get_codec("float16").encode(torch.randn(seg.num_samples // 320, 4))})
+    added = [p for p in Bank.open(str(tmp_path / "b")).catalog.shards[shard].files if "/late/" in p and big.search(p)]
+    assert added and not [p for p in read_back if big.search(p)]
+    monkeypatch.undo()
+    report = verify_bank(str(tmp_path / "b"))
+    assert report.ok, report
