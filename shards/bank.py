@@ -178,7 +178,8 @@ class Bank:
             self.fs.move(writer.tmp, writer.final)
         else:
             moved = writer.commit()
-            files = {f: self._file_entry(f) for f in moved}
+            known = writer.known_files()  # the tars, hashed as written: not read back
+            files = {f: known.get(f) or self._file_entry(f) for f in moved}
         record = ShardRecord(name=name, layout=self.layout, num_segments=len(segs), num_samples=num_samples,
                              seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time())
         self._check_committed(record)
@@ -214,7 +215,8 @@ class Bank:
                              for f in tmp_files}
                 self.fs.move(adder.tmp, adder.final)
             else:
-                new_files = {f: self._file_entry(f) for f in adder.commit()}
+                known = adder.known_files()
+                new_files = {f: known.get(f) or self._file_entry(f) for f in adder.commit()}
         except BaseException:
             adder.abort()
             raise

@@ -14,6 +14,7 @@ later is a new tar (+ index); nothing existing is rewritten.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -80,6 +81,23 @@ class _TarWriter:
         self.tar.close()
 
 
+class _HashingWriter:
+    """A write-only file that hashes what goes through it (the commit records the tar's size and
+    sha256 without reading it back - from object storage, a second download)."""
+
+    def __init__(self, file):
+        self.file, self.sha = file, hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.bytes += len(data)
+        return self.file.write(data)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class WdsFieldWriter:
     """Streams one field's tar to ``tmp_tar`` and keeps its index in memory (small)."""
 
@@ -88,7 +106,7 @@ class WdsFieldWriter:
         tag = uuid.uuid4().hex[:8]
         self.tmp_tar = f"shards/.tmp-{shard}.{spec.name}.{tag}.tar"
         self.tmp_index = f"shards/.tmp-{shard}.{spec.name}.{tag}.json"
-        self.file = fs.open(self.tmp_tar, "wb")
+        self.file = _HashingWriter(fs.open(self.tmp_tar, "wb"))
         self.tar = _TarWriter(self.file)
         self.specs = [] if spec.teacher is None else spec.part_specs()
         self.entries: list[dict] = []
@@ -146,6 +164,10 @@ class WdsFieldWriter:
         self.fs.move(self.tmp_index, final_index)
         return [final_tar, final_index]
 
+    def known_files(self) -> dict[str, dict]:
+        """{final tar path: {"bytes", "sha256"}}, hashed as it was written (after :meth:`close`)."""
+        return {tar_path(self.shard, self.spec.name): {"bytes": self.file.bytes, "sha256": self.file.sha.hexdigest()}}
+
     def abort(self) -> None:
         for close in (self.tar.close, self.file.close):
             try:
@@ -179,6 +201,9 @@ class WdsShardWriter:
             files += w.commit()
         return files
 
+    def known_files(self) -> dict[str, dict]:
+        return {k: v for w in self.writers.values() for k, v in w.known_files().items()}
+
     def abort(self) -> None:
         for w in self.writers.values():
             w.abort()
@@ -201,6 +226,9 @@ class WdsFieldAdder:
 
     def commit(self) -> list[str]:
         return self.writer.commit()
+
+    def known_files(self) -> dict[str, dict]:
+        return self.writer.known_files()
 
     def abort(self) -> None:
         self.writer.abort()

@@ -1,4 +1,5 @@
-"""The Zarr layout's own shard-object encoder writes what zarr-python writes, byte for byte."""
+"""Writing shards: the Zarr layout's own shard-object encoder writes what zarr-python writes, byte for
+byte; commits hash data as written."""
 
 import numpy as np
 import pytest
@@ -45,10 +46,12 @@ def test_shard_objects_equal_zarr_python(tmp_path, dtype, trailing, comp, rows, 
     np.testing.assert_array_equal(back[:], data)
 
 
-def test_commit_hashes_data_objects_as_written_not_by_reading_them_back(tmp_path, monkeypatch):
-    """A commit record's size and sha256 of each shard object come from the bytes as they were
-    written (on object storage, reading back would download the shard again); only small files
-    (metadata, offsets) are read. The records are right: verify recomputes every one."""
+@pytest.mark.parametrize("layout", ["zarr", "webdataset"])
+def test_commit_hashes_data_as_written_not_by_reading_it_back(tmp_path, monkeypatch, layout):
+    """A commit record's size and sha256 of each data file (Zarr shard objects, WebDataset tars)
+    come from the bytes as they were written (on object storage, reading back would download the
+    shard again); only small files (metadata, offsets, indexes) are read. The records are right:
+    verify recomputes every one."""
     import re
 
     import torch
@@ -61,11 +64,12 @@ def test_commit_hashes_data_objects_as_written_not_by_reading_them_back(tmp_path
 
     from .helpers import make_bank
 
-    big = re.compile(r"/(samples|L\d+/x)/c/")  # appended arrays (audio, frame parts); offsets etc. are small
+    # appended arrays (audio, frame parts; offsets etc. are small) / the tars (indexes are small)
+    big = re.compile(r"/(samples|L\d+/x)/c/" if layout == "zarr" else r"\.tar$")
     read_back: list[str] = []
     real = BankFS.sha256
     monkeypatch.setattr(BankFS, "sha256", lambda self, rel: (read_back.append(rel), real(self, rel))[1])
-    bank, _ = make_bank(tmp_path / "b", "zarr")
+    bank, _ = make_bank(tmp_path / "b", layout)
     objects = [p for rec in bank.catalog.shards.values() for p in rec.files if big.search(p)]
     assert objects and not [p for p in read_back if big.search(p)]
     assert read_back  # the small files still are
@@ -76,7 +80,7 @@ def test_commit_hashes_data_objects_as_written_not_by_reading_them_back(tmp_path
     with bank.add_field(shard, "late") as a:  # a field added to a committed shard: the same
         for seg in bank.shard_reader(shard).segments:
             a.add(seg, {2: get_codec("float16").encode(torch.randn(seg.num_samples // 320, 4))})
-    added = [p for p in Bank.open(str(tmp_path / "b")).catalog.shards[shard].files if "/late/" in p and big.search(p)]
+    added = [p for p in Bank.open(str(tmp_path / "b")).catalog.shards[shard].files if "late" in p and big.search(p)]
     assert added and not [p for p in read_back if big.search(p)]
     monkeypatch.undo()
     report = verify_bank(str(tmp_path / "b"))
