@@ -284,3 +284,12 @@ def test_runs_check_shared_memory_first(tiny_dir, corpus, tmp_path, monkeypatch,
     s = extract([str(corpus)], [spec], str(tmp_path / "b"), _cfg(writer_kind="process", writers=2, loader_workers=1))
     assert s.writer_kind == "process" and s.shards_run > 1  # as asked, warned about
     assert "may hold up to" in caplog.text and "--writer-kind thread" in caplog.text
+
+
+def test_catalog_saves_take_at_most_a_small_share_of_the_run():
+    """Every 30 s while a save is cheap; once bank.json is large (a 10 000-shard catalog took 7 s
+    to write), no more often than keeps saving under 5 % of the loop's time."""
+    from audistill.extract.pipeline import catalog_save_due
+
+    assert not catalog_save_due(29.0, 0.1) and catalog_save_due(30.0, 0.1)
+    assert not catalog_save_due(100.0, 7.0) and catalog_save_due(140.0, 7.0)
