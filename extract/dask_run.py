@@ -16,9 +16,7 @@ from dataclasses import replace
 
 import torch
 
-from audistill.shards.bank import Bank
-
-from .pipeline import RunOptions, ShardResult, TeacherTotals, run_shards
+from .pipeline import RunOptions, ShardResult, TeacherTotals, open_bank_cached, run_shards
 from .plan import ShardPlan
 from .run import (
     ExtractConfig,
@@ -58,7 +56,7 @@ def _teachers(specs: tuple[TeacherSpec, ...], device: str) -> list[Teacher]:
 def shard_task(bank_root: str, storage_options: dict | None, shard: ShardPlan, specs: tuple[TeacherSpec, ...],
                opts: RunOptions, device: str, add: dict[str, list[int]] | None = None) -> ShardResult:
     """Compute and commit one shard (or add teachers to a committed one) on a worker (no catalog write)."""
-    bank = Bank.open(bank_root, storage_options)
+    bank = open_bank_cached(bank_root, storage_options)
     if add is None and bank.is_committed(shard.name):
         return ShardResult(shard.name)
     teachers = _teachers(specs, _worker_device(device))

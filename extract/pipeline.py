@@ -283,8 +283,29 @@ def _write(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
     return res, rec
 
 
+_BANKS: dict[str, tuple[tuple, Bank]] = {}  # per process: root -> (bank.json stamp, the opened bank)
+
+
+def open_bank_cached(root: str, storage_options: dict | None = None) -> Bank:
+    """The bank at ``root``, opened once per process and re-opened only when ``bank.json``
+    changes (size, mtime / ETag): a writer process or Dask worker writes many shards, and parsing
+    the catalog for each would cost more than the shard (~1 s at 10 000 shards, ~100 MB)."""
+    from audistill.shards.bank import CATALOG
+
+    key = f"{root}\0{sorted((storage_options or {}).items())!r}"
+    probe = Bank(root, storage_options)
+    info = probe.fs.fs.info(probe.fs.path(CATALOG))
+    stamp = (info.get("size"), info.get("mtime") or info.get("LastModified"), info.get("ETag"))
+    hit = _BANKS.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    bank = Bank.open(root, storage_options)
+    _BANKS[key] = (stamp, bank)
+    return bank
+
+
 def write_shard_in_process(root: str, storage_options: dict | None, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
-    return _write(Bank.open(root, storage_options), st)
+    return _write(open_bank_cached(root, storage_options), st)
 
 
 def _die_with_parent() -> None:

@@ -293,3 +293,25 @@ def test_catalog_saves_take_at_most_a_small_share_of_the_run():
 
     assert not catalog_save_due(29.0, 0.1) and catalog_save_due(30.0, 0.1)
     assert not catalog_save_due(100.0, 7.0) and catalog_save_due(140.0, 7.0)
+
+
+def test_writer_processes_open_the_bank_once_until_its_catalog_changes(tiny_dir, corpus, tmp_path, monkeypatch):
+    """A writer process (or Dask worker) re-parses bank.json only when it changed, not per shard:
+    at 10 000 shards the catalog is ~100 MB and takes ~1 s to parse."""
+    import os
+    import time
+
+    import audistill.extract.pipeline as pipeline
+
+    root = str(tmp_path / "b")
+    extract([str(corpus)], _specs(tiny_dir)[:1], root, _cfg())
+    opened = []
+    real = Bank.open
+    monkeypatch.setattr(Bank, "open", classmethod(lambda cls, r, so=None: (opened.append(r), real(r, so))[1]))
+    pipeline._BANKS.clear()
+    a = pipeline.open_bank_cached(root)
+    assert pipeline.open_bank_cached(root) is a and len(opened) == 1
+    a.save_catalog()  # bank.json rewritten (by the main process, say): the next call re-opens
+    os.utime(os.path.join(root, "bank.json"), (time.time() + 5, time.time() + 5))
+    b = pipeline.open_bank_cached(root)
+    assert b is not a and len(opened) == 2 and b.catalog.teachers.keys() == a.catalog.teachers.keys()
