@@ -86,7 +86,7 @@ def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cf
     plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg)
     bank.sync_catalog()
     bank.remove_temporaries()
-    todo, add, skipped = plan_work(bank, plan, teachers)
+    todo, add, skipped = plan_work(bank, plan, teachers, synced=True)
     if todo:
         fit_codecs(bank, teachers, plan[0], cfg)
     device = resolve_device(cfg.device).split(":")[0]

@@ -178,11 +178,18 @@ def check_and_register(bank: Bank, teachers: list[Teacher], config: dict) -> Non
     bank.save_catalog()
 
 
-def plan_work(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher]
+def plan_work(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], synced: bool = False
               ) -> tuple[list[ShardPlan], dict[str, dict[str, list[int]]], int]:
     """What to run: new shards, committed shards lacking some teachers' layers (with those
-    layers, restricted to the segments the shard holds), and how many need nothing."""
-    records = bank.commit_records() if any(bank.is_committed(sh.name) for sh in shards) else {}
+    layers, restricted to the segments the shard holds), and how many need nothing.
+
+    ``synced``: the catalog was just merged with ``commits/`` (``sync_catalog``), so it is the
+    record of what is committed - no second pass over every commit record (at 100 000 shards on
+    object storage, as many GETs)."""
+    if synced:
+        records = bank.catalog.shards
+    else:
+        records = bank.commit_records() if any(bank.is_committed(sh.name) for sh in shards) else {}
     todo, add, skipped = [], {}, 0
     for sh in shards:
         rec = records.get(sh.name) or bank.catalog.shards.get(sh.name)
@@ -320,7 +327,7 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     # inputs unusable at planning time are seen by every slice; the first records them
     plan_errors = plan_errors if cfg.worker_index == 0 else []
     mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
-    todo, add, skipped = plan_work(bank, mine, teachers)
+    todo, add, skipped = plan_work(bank, mine, teachers, synced=single)
     summary = RunSummary(bank.root, shards_planned=len(mine), shards_skipped=skipped,
                          segments_planned=sum(len(s.segments) for s in mine) + len(plan_errors),
                          teachers={t.name: TeacherTotals() for t in teachers})

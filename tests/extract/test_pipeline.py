@@ -82,7 +82,7 @@ def _reference_audio(seg, corpus):
     return x, sr
 
 
-def test_rerun_skips_committed_shards(tiny_dir, corpus, tmp_path):
+def test_rerun_skips_committed_shards(tiny_dir, corpus, tmp_path, monkeypatch):
     specs = _specs(tiny_dir)[:1]
     import sys
 
@@ -93,8 +93,12 @@ def test_rerun_skips_committed_shards(tiny_dir, corpus, tmp_path):
         _cfg(switch_interval_ms=-1)
     assert verify_bank(str(tmp_path / "b")).ok and a.segments_written == a.segments_planned
     before = json.loads((tmp_path / "b" / "bank.json").read_text())["shards"]
+    passes = []
+    real = Bank.commit_records
+    monkeypatch.setattr(Bank, "commit_records", lambda self: (passes.append(1), real(self))[1])
     b = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg())
     assert a.shards_run == b.shards_skipped > 0 and b.shards_run == 0
+    assert len(passes) == 1  # the start-up sync reads commits/ once; planning uses the synced catalog
     assert json.loads((tmp_path / "b" / "bank.json").read_text())["shards"] == before
 
 
