@@ -39,9 +39,10 @@ class Item:
     end: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SegmentRef:
-    """A planned segment: where its audio is, and the bank Segment it becomes."""
+    """A planned segment: where its audio is, and the bank Segment it becomes. Slotted: every
+    process holds the whole plan (~320 bytes a segment, ~370 without slots)."""
 
     id: str
     source: str
