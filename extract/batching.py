@@ -102,13 +102,16 @@ def _identity(x):
     return x
 
 
-def decoded_batches(shards: list[ShardPlan], batch_samples: int, max_batch: int, min_samples: int,
-                    workers: int, storage_options: dict | None = None, pin_memory: bool = False):
-    """Yield :class:`Decoded` batches of every shard, in shard order, decoded ``workers`` ahead."""
-    work = []
-    for si, sh in enumerate(shards):
-        for b in make_batches([s.num_samples for s in sh.segments], batch_samples, max_batch):
-            work.append((si, b))
+def batch_work(shards: list[ShardPlan], batch_samples: int, max_batch: int) -> list[tuple[int, list[int]]]:
+    """Every batch of a run, in shard order: (position of the shard in ``shards``, segment indices)."""
+    return [(si, b) for si, sh in enumerate(shards)
+            for b in make_batches([s.num_samples for s in sh.segments], batch_samples, max_batch)]
+
+
+def decoded_batches(shards: list[ShardPlan], work: list[tuple[int, list[int]]], min_samples: int, workers: int,
+                    storage_options: dict | None = None, pin_memory: bool = False):
+    """Yield :class:`Decoded` batches of ``work`` (:func:`batch_work`), in order, decoded
+    ``workers`` ahead."""
     ds = _BatchDataset(shards, work, min_samples, storage_options)
     if workers <= 0:
         yield from (ds[k] for k in range(len(ds)))

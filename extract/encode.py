@@ -58,8 +58,9 @@ class Encoded:
         self.wait_s = time.perf_counter() - t0  # the host waited this long for the device
         ok = self.ok.tolist()
         host = self.host
-        if mode != "arrays" and self.copy_bytes(mode):
-            block = block if block is not None else BatchBlock(None, mode == "shared", self.copy_bytes(mode))
+        need = self.copy_bytes(mode)
+        if need:
+            block = block if block is not None else BatchBlock(None, mode == "shared", need)
             host = {layer: {k: block.carve(v) for k, v in p.items()} for layer, p in self.host.items()}
         out: list[dict | None] = []
         for b, n in enumerate(self.flen):
@@ -89,9 +90,9 @@ class BatchBlock:
     once the shard holding the batch is written."""
 
     def __init__(self, blocks: HostBlocks | None, shared: bool, nbytes: int):
-        self.recycled = blocks is not None and blocks.shared == shared
-        self.storage = blocks.take(nbytes) if self.recycled else new_block(nbytes, shared)
-        self.recycled = self.recycled and self.storage is not None
+        pooled = blocks is not None and blocks.shared == shared
+        self.storage = blocks.take(nbytes) if pooled else new_block(nbytes, shared)
+        self.recycled = pooled and self.storage is not None
         self.at = 0
 
     def carve(self, like: torch.Tensor) -> torch.Tensor:

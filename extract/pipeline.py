@@ -34,7 +34,7 @@ from audistill.shards.catalog import ShardRecord
 from audistill.shards.codecs import Codec
 from audistill.shards.devices import host_to_device
 
-from .batching import Decoded, decoded_batches, equal_length_groups, make_batches
+from .batching import Decoded, batch_work, decoded_batches, equal_length_groups
 from .corpus import error_record
 from .encode import BatchBlock, Encoded, HostBlocks, Rows, as_array, device_state, materialize
 from .plan import ShardPlan
@@ -291,10 +291,11 @@ def open_bank_cached(root: str, storage_options: dict | None = None) -> Bank:
     changes (size, mtime / ETag): a writer process or Dask worker writes many shards, and parsing
     the catalog for each would cost more than the shard (~1 s at 10 000 shards, ~100 MB)."""
     from audistill.shards.bank import CATALOG
+    from audistill.shards.fs import BankFS
 
     key = f"{root}\0{sorted((storage_options or {}).items())!r}"
-    probe = Bank(root, storage_options)
-    info = probe.fs.fs.info(probe.fs.path(CATALOG))
+    fs = BankFS(root, storage_options)
+    info = fs.fs.info(fs.path(CATALOG))
     stamp = (info.get("size"), info.get("mtime") or info.get("LastModified"), info.get("ETag"))
     hit = _BANKS.get(key)
     if hit is not None and hit[0] == stamp:
@@ -477,8 +478,9 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     for si, sh in enumerate(shards):
         subset = [t for t in teachers if sh.name not in add or t.name in add[sh.name]]
         live[si] = _ShardState(sh, subset, add.get(sh.name))
-    for si, sh in enumerate(shards):
-        live[si].batches_left = len(make_batches([s.num_samples for s in sh.segments], batch_samples, opts.max_batch))
+    work = batch_work(shards, batch_samples, opts.max_batch)
+    for si, _ in work:
+        live[si].batches_left += 1
     results: list[ShardResult] = []
     pending: list[tuple[Future, list]] = []  # (write, host blocks to give back when it is done)
     taken: dict[int, list] = {}  # shard -> host blocks its batches hold
@@ -525,8 +527,8 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     if opts.switch_interval_ms > 0:
         sys.setswitchinterval(opts.switch_interval_ms / 1000)
     host_blocks = HostBlocks(shared=in_process)
-    batches = decoded_batches(shards, batch_samples, opts.max_batch, min_samples, opts.loader_workers,
-                              opts.storage_options, pin_memory=device.type == "cuda")
+    batches = decoded_batches(shards, work, min_samples, opts.loader_workers, opts.storage_options,
+                              pin_memory=device.type == "cuda")
     inflight: deque[_Launched] = deque()
     try:
         with pool:

@@ -200,7 +200,8 @@ class WhisperTeacher(Teacher):
         encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
         super()._setup(spec, device, encoder.to(device), SAMPLE_RATE / self.hop, config.d_model,
                        config.encoder_layers + 1, {"model_type": "whisper", "window_samples": self.window})
-        self._mel: torch.Tensor | None = None  # (n_mels, n_fft/2 + 1) on the device, made on first use
+        self._mel = torch.from_numpy(np.asarray(self.fe.mel_filters, dtype=np.float32)).T.contiguous().to(self.device)
+        self._hann = torch.hann_window(self.fe.n_fft, device=self.device)
         if getattr(self.fe, "do_normalize", False):
             raise TeacherError(f"teacher {spec.name!r}: a Whisper feature extractor with do_normalize is not "
                                "supported (the released models do not normalize)")
@@ -217,9 +218,6 @@ class WhisperTeacher(Teacher):
         """``WhisperFeatureExtractor`` on the device: (B, N) 16 kHz audio, zero past each item's
         length, -> (B, n_mels, 3000) for the 30 s window (cut or zero-padded to it)."""
         fe = self.fe
-        if self._mel is None or self._mel.device != wave.device:
-            self._mel = torch.from_numpy(np.asarray(fe.mel_filters, dtype=np.float32)).T.contiguous().to(wave.device)
-            self._hann = torch.hann_window(fe.n_fft, device=wave.device)
         with torch.autocast(wave.device.type, enabled=False):
             x = wave[:, : self.window].float()
             x = torch.nn.functional.pad(x, (0, self.window - x.shape[1]))
@@ -247,7 +245,12 @@ class ASTTeacher(Teacher):
                        config.num_hidden_layers + 1,
                        {"model_type": "ast", "pooling": "mean over frequency patches",
                         "freq_patches": self.f_dim, "time_patches": self.t_dim})
-        self._banks: torch.Tensor | None = None  # (n_fft/2 + 1, mel) on the device, made on first use
+        from torchaudio.compliance import kaldi
+
+        banks, _ = kaldi.get_mel_banks(self.fe.num_mel_bins, self.NFFT, float(SAMPLE_RATE), 20.0, 0.0,
+                                       100.0, -500.0, 1.0)  # (mel, NFFT/2)
+        self._banks = torch.nn.functional.pad(banks, (0, 1)).T.contiguous().to(self.device, torch.float32)
+        self._window = torch.hann_window(self.WIN, periodic=False, device=self.device)
         _check_rate(spec, self.fe)
 
     # torchaudio.compliance.kaldi.fbank as ASTFeatureExtractor calls it: 25 ms Hanning windows every
@@ -259,14 +262,7 @@ class ASTTeacher(Teacher):
         """``ASTFeatureExtractor`` on the device for a whole batch: (B, N) 16 kHz audio, zero past
         each item's ``lengths``, -> (B, max_length, mel): each item's frames (those that fit in its
         real audio), zero-padded or cut to ``max_length``, then normalized."""
-        from torchaudio.compliance import kaldi
-
         dev = wave.device
-        if self._banks is None or self._banks.device != dev:
-            banks, _ = kaldi.get_mel_banks(self.fe.num_mel_bins, self.NFFT, float(SAMPLE_RATE), 20.0, 0.0,
-                                           100.0, -500.0, 1.0)  # (mel, NFFT/2)
-            self._banks = torch.nn.functional.pad(banks, (0, 1)).T.contiguous().to(dev, torch.float32)
-            self._window = torch.hann_window(self.WIN, periodic=False, device=dev)
         with torch.autocast(dev.type, enabled=False):
             x = wave.float()
             if x.shape[1] < self.WIN:

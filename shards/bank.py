@@ -172,14 +172,11 @@ class Bank:
         frecs = {f.name: FieldRecord(f.name, f.teacher, list(f.layers), *counts[f.name]) for f in fields}
         num_samples = counts[AUDIO][1] if self.layout == "zarr" else sum(s.num_samples for s in segs)
         if self.layout == "zarr":
-            tmp_files = list(self.fs.walk_files(writer.tmp))
-            known = writer.known_files()  # data objects, hashed as written: not read back
-            files = {f.replace(writer.tmp, writer.final, 1): known.get(f) or self._file_entry(f) for f in tmp_files}
+            files = self._file_entries({f.replace(writer.tmp, writer.final, 1): f
+                                        for f in self.fs.walk_files(writer.tmp)}, writer.known_files())
             self.fs.move(writer.tmp, writer.final)
         else:
-            moved = writer.commit()
-            known = writer.known_files()  # the tars, hashed as written: not read back
-            files = {f: known.get(f) or self._file_entry(f) for f in moved}
+            files = self._file_entries({f: f for f in writer.commit()}, writer.known_files())
         record = ShardRecord(name=name, layout=self.layout, num_segments=len(segs), num_samples=num_samples,
                              seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time())
         self._check_committed(record)
@@ -209,14 +206,11 @@ class Bank:
             yield adder
             covered, frames = adder.close()
             if self.layout == "zarr":
-                tmp_files = list(self.fs.walk_files(adder.tmp))
-                known = adder.known_files()
-                new_files = {f.replace(adder.tmp, adder.final, 1): known.get(f) or self._file_entry(f)
-                             for f in tmp_files}
+                new_files = self._file_entries({f.replace(adder.tmp, adder.final, 1): f
+                                                for f in self.fs.walk_files(adder.tmp)}, adder.known_files())
                 self.fs.move(adder.tmp, adder.final)
             else:
-                known = adder.known_files()
-                new_files = {f: known.get(f) or self._file_entry(f) for f in adder.commit()}
+                new_files = self._file_entries({f: f for f in adder.commit()}, adder.known_files())
         except BaseException:
             adder.abort()
             raise
@@ -231,6 +225,12 @@ class Bank:
 
     def _file_entry(self, rel: str) -> dict:
         return {"bytes": self.fs.size(rel), "sha256": self.fs.sha256(rel)}
+
+    def _file_entries(self, paths: dict[str, str], known: dict[str, dict]) -> dict[str, dict]:
+        """{final path: {"bytes", "sha256"}} for ``paths`` ({final path: where the file is now}).
+        Files the writer hashed as it wrote them (``known``, by final path) are not read back:
+        on object storage that would download the shard again."""
+        return {final: known.get(final) or self._file_entry(now) for final, now in paths.items()}
 
     def _check_committed(self, record: ShardRecord) -> None:
         """Re-open the shard as a reader would and check it against its record."""

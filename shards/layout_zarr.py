@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import uuid
 
+import numcodecs
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
@@ -73,20 +74,6 @@ def _crc32c(data) -> bytes:
     return np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()
 
 
-def numcodecs_compressor(cfg: dict):
-    """The numcodecs codec that :func:`zarr_compressors` configures (None: no compression)."""
-    import numcodecs
-
-    if cfg.get("id") in (None, "none"):
-        return None
-    if cfg["id"] == "zstd":
-        return numcodecs.Zstd(level=int(cfg.get("level", 3)), checksum=False)
-    if cfg["id"] == "blosc":
-        return numcodecs.Blosc(cname=cfg.get("cname", "zstd"), clevel=int(cfg.get("clevel", 5)),
-                               shuffle=int(cfg.get("shuffle", 1)), typesize=int(cfg.get("typesize", 1)))
-    raise ShardError(f"no Zarr equivalent for compressor {cfg}")
-
-
 def encode_shard_object(block: np.ndarray, chunk_rows: int, chunks: int, compressor) -> np.ndarray | None:
     """One object of a Zarr v3 array sharded along rows, as uint8: ``block`` (at most ``chunk_rows *
     chunks`` rows; the array's last object may hold fewer) as inner chunks of ``chunk_rows`` rows,
@@ -133,7 +120,8 @@ class _Appender:
             shards=(self.block_rows, *trailing), compressors=zarr_compressors(compressor),
             fill_value=0, dimension_names=None,
         )
-        self.compressor = numcodecs_compressor(compressor)
+        # the numcodecs codec zarr_compressors configures (typesize explicit: chunks go in as bytes)
+        self.compressor = None if compressor.get("id") in (None, "none") else numcodecs.get_codec(compressor)
         # {store-relative path: {"bytes", "sha256"}} of the objects this appender wrote, hashed
         # from memory so the commit need not read them back (on object storage: download them)
         self.files: dict[str, dict] = {}
@@ -265,6 +253,10 @@ class ZarrFieldWriter:
         return sum(self.present), self.offsets[-1]
 
 
+def _known_files(root: str, appenders: list[_Appender]) -> dict[str, dict]:
+    return {f"{root}/{path}": e for a in appenders for path, e in a.files.items()}
+
+
 class ZarrShardWriter:
     """Writes a new shard into a temporary folder; :meth:`close` returns it for the commit."""
 
@@ -291,9 +283,9 @@ class ZarrShardWriter:
         return counts
 
     def known_files(self) -> dict[str, dict]:
-        """Bank-relative path -> {"bytes", "sha256"} of the data objects written, hashed as they
-        were written (the commit reads back only the small files)."""
-        return {f"{self.tmp}/{path}": e for w in self.writers.values() for a in w.appenders() for path, e in a.files.items()}
+        """Final bank-relative path -> {"bytes", "sha256"} of the data objects written, hashed as
+        they were written (the commit reads back only the small files)."""
+        return _known_files(self.final, [a for w in self.writers.values() for a in w.appenders()])
 
     def abort(self) -> None:
         self.fs.remove(self.tmp)
@@ -315,7 +307,7 @@ class ZarrFieldAdder:
 
     def known_files(self) -> dict[str, dict]:
         """As :meth:`ZarrShardWriter.known_files`."""
-        return {f"{self.tmp}/{path}": e for a in self.writer.appenders() for path, e in a.files.items()}
+        return _known_files(self.final, self.writer.appenders())
 
     def close(self) -> tuple[int, int]:
         if len(self.writer.present) != self.num_segments:
