@@ -6,6 +6,7 @@ Every failure is an :class:`AudioError` with a short reason; the pipeline record
 from __future__ import annotations
 
 import io
+import math
 import os
 import tarfile
 
@@ -77,13 +78,19 @@ def audio_info(path: str, member: str | None = None, storage_options: dict | Non
 
 
 def read_audio(path: str, member: str | None = None, start: float = 0.0, end: float | None = None,
-               storage_options: dict | None = None) -> tuple[np.ndarray, int]:
-    """Decode ``[start, end)`` seconds as float32 mono ``(N,)`` at the file's own rate."""
+               storage_options: dict | None = None, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode ``[start, end)`` seconds as float32 mono ``(N,)`` at the file's own rate.
+
+    ``max_seconds``: read at most one frame more than that (enough to tell a longer file; a
+    wrongly declared duration must not decode hours of audio)."""
     try:
         with sf.SoundFile(_source(path, member, storage_options)) as f:
             sr = f.samplerate
             first = int(round(start * sr))
             count = -1 if end is None else max(0, int(round(end * sr)) - first)
+            if max_seconds is not None:
+                cap = int(math.ceil(max_seconds * sr)) + 1
+                count = cap if count < 0 else min(count, cap)
             if first:
                 f.seek(min(first, f.frames))
             x = f.read(frames=count, dtype="float32", always_2d=True)  # (N, C)
@@ -118,7 +125,16 @@ def to_int16(x: np.ndarray) -> np.ndarray:
 
 
 def load_segment(path: str, member: str | None, start: float, end: float | None, min_samples: int,
-                 storage_options: dict | None = None) -> np.ndarray:
-    """One segment as float32 mono 16 kHz, checked (AudioError on any problem)."""
-    x, sr = read_audio(path, member, start, end, storage_options)
-    return check_audio(to_16k(x, sr), min_samples)
+                 storage_options: dict | None = None, max_samples: int | None = None) -> np.ndarray:
+    """One segment as float32 mono 16 kHz, checked (AudioError on any problem).
+
+    ``max_samples``: the longest segment the teachers take (their window). A planned segment is
+    never longer, unless its length came from a manifest's ``duration`` that is wrong: that is
+    an error, not audio silently cut to the window or features that cover only part of it."""
+    x, sr = read_audio(path, member, start, end, storage_options,
+                       None if max_samples is None else max_samples / SAMPLE_RATE)
+    y = check_audio(to_16k(x, sr), min_samples)
+    if max_samples is not None and y.size > max_samples:
+        raise AudioError(f"longer than the teachers' {max_samples / SAMPLE_RATE:g} s window, so longer than any planned "
+                         "segment (is a manifest's duration for this file wrong?)")
+    return y

@@ -77,8 +77,9 @@ class Decoded:
 
 class _BatchDataset(Dataset):
     def __init__(self, shards: list[ShardPlan], work: list[tuple[int, list[int]]], min_samples: int,
-                 storage_options: dict | None):
+                 storage_options: dict | None, max_samples: int | None = None):
         self.shards, self.work, self.min_samples, self.so = shards, work, min_samples, storage_options
+        self.max_samples = max_samples
 
     def __len__(self) -> int:
         return len(self.work)
@@ -89,7 +90,8 @@ class _BatchDataset(Dataset):
         for i in idx:
             ref = self.shards[si].segments[i]
             try:
-                waves[i] = load_segment(ref.path, ref.member, ref.start, ref.end, self.min_samples, self.so)
+                waves[i] = load_segment(ref.path, ref.member, ref.start, ref.end, self.min_samples, self.so,
+                                        self.max_samples)
             except AudioError as e:
                 fails[i] = str(e)
         ok = [i for i in idx if i in waves]
@@ -109,10 +111,10 @@ def batch_work(shards: list[ShardPlan], batch_samples: int, max_batch: int) -> l
 
 
 def decoded_batches(shards: list[ShardPlan], work: list[tuple[int, list[int]]], min_samples: int, workers: int,
-                    storage_options: dict | None = None, pin_memory: bool = False):
+                    storage_options: dict | None = None, pin_memory: bool = False, max_samples: int | None = None):
     """Yield :class:`Decoded` batches of ``work`` (:func:`batch_work`), in order, decoded
-    ``workers`` ahead."""
-    ds = _BatchDataset(shards, work, min_samples, storage_options)
+    ``workers`` ahead. Segments longer than ``max_samples`` fail (see :func:`load_segment`)."""
+    ds = _BatchDataset(shards, work, min_samples, storage_options, max_samples)
     if workers <= 0:
         yield from (ds[k] for k in range(len(ds)))
         return

@@ -527,8 +527,9 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     if opts.switch_interval_ms > 0:
         sys.setswitchinterval(opts.switch_interval_ms / 1000)
     host_blocks = HostBlocks(shared=in_process)
+    window = int(round(min(t.spec.max_seconds for t in teachers) * 16000))  # longest input every teacher takes
     batches = decoded_batches(shards, work, min_samples, opts.loader_workers, opts.storage_options,
-                              pin_memory=device.type == "cuda")
+                              pin_memory=device.type == "cuda", max_samples=window)
     inflight: deque[_Launched] = deque()
     try:
         with pool:

@@ -258,12 +258,13 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], first: ShardPlan, cfg: Extra
     if not need:
         return
     waves, total = [], 0.0  # (domain, wave)
+    window = int(round(min(t.spec.max_seconds for t in teachers) * 16000))
     for ref in first.segments:
         if total >= cfg.fit_seconds:
             break
         try:
             waves.append((ref.domain, load_segment(ref.path, ref.member, ref.start, ref.end,
-                                                   int(cfg.min_seconds * 16000), cfg.storage_options)))
+                                                   int(cfg.min_seconds * 16000), cfg.storage_options, window)))
             total += len(waves[-1][1]) / 16000
         except AudioError:
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -173,5 +174,48 @@ def extract_cmd(
         raise typer.Exit(1) from None
 
 
+def manifest_cmd(
+    corpus: Annotated[list[str], typer.Argument(help="Corpus inputs: folders, .jsonl/.csv manifests, .tar shards.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The manifest to write (.jsonl).")],
+    domain: Annotated[str, typer.Option("--domain", help="Domain of folder inputs.")] = "unknown",
+    domain_map: Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DOMAIN (repeatable).")] = [],  # noqa: B006
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")] = "",
+    probe_workers: Annotated[int, typer.Option("--probe-workers", help="Threads reading file headers.")] = 16,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read every file's length once and write a manifest with durations (same ids as CORPUS):
+    `audistill extract` plans from it without opening a file, in every slice and re-run."""
+    from rich.console import Console
+
+    from audistill.extract.corpus import manifest_rows, probe_items, scan_inputs
+    from audistill.extract.errors import CorpusError
+
+    console = Console(stderr=True)
+    if out.suffix != ".jsonl":
+        raise CorpusError(f"--out {out}: write the manifest as .jsonl")
+    t0 = time.perf_counter()
+    items = scan_inputs(corpus, domain, _domain_map(domain_map), dataset)
+    items, errors = probe_items(items, workers=probe_workers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w") as f:
+        for row in manifest_rows(items, out.parent):
+            f.write(json.dumps(row) + "\n")
+    tmp.replace(out)  # all or nothing: a killed run leaves no manifest that looks complete
+    hours = sum(it.duration or 0.0 for it in items) / 3600
+    result = {"manifest": str(out), "items": len(items), "hours": hours, "unreadable": len(errors),
+              "seconds": time.perf_counter() - t0, "errors": errors[:100]}
+    if as_json:
+        print(json.dumps(result))
+        return
+    console.print(f"wrote {out}: {len(items)} recordings, {hours:.3f} h, in {result['seconds']:.1f} s")
+    if errors:
+        console.print(f"[yellow]{len(errors)} unreadable (kept without a duration: extract records them in the bank's "
+                      "errors), e.g.:")
+        for e in errors[:5]:
+            console.print(f"  {e['file']}: {e['reason']}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("extract")(extract_cmd)
+    app.command("manifest")(manifest_cmd)

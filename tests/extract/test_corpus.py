@@ -97,3 +97,123 @@ def test_formats_rates_and_channels_decode_to_16k_mono(tmp_path):
         sf.write(tmp_path / name, x, 44100, **kw)
         y = load_segment(str(tmp_path / name), None, 0.25, 0.75, 100)
         assert y.dtype == np.float32 and y.ndim == 1 and len(y) == 8000, name
+
+
+def _tar_of(path, names_seconds):
+    with tarfile.open(path, "w") as tf:
+        for name, seconds in names_seconds:
+            buf = io.BytesIO()
+            sf.write(buf, np.zeros(int(seconds * 16000), np.float32), 16000, format="FLAC")
+            info = tarfile.TarInfo(name)
+            info.size = len(buf.getvalue())
+            tf.addfile(info, io.BytesIO(buf.getvalue()))
+    return path
+
+
+def _manifest_cli(args, capsys, monkeypatch):
+    import sys
+
+    from audistill.tools.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["audistill", "manifest", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_written_manifest_plans_the_same_shards_without_opening_a_file(tmp_path, capsys, monkeypatch):
+    import audistill.extract.corpus as corpus_mod
+
+    root = make_corpus(tmp_path / "corpus")
+    write_wav(root / "speech" / "long.wav", 7.3, sr=44100)  # cut into pieces
+    (root / "speech" / "broken.wav").write_bytes(b"RIFF not audio")
+    tar = _tar_of(tmp_path / "audio-000.tar", [("a.flac", 1.25), ("b.flac", 0.5)])
+    inputs = [str(root), str(tar)]
+    want_segs, want_errs = _ids(inputs, max_seconds=2.0)
+    out = tmp_path / "lists" / "corpus.jsonl"
+    code, stdout, _ = _manifest_cli([*inputs, "-o", str(out), "--domain-map", "speech=speech",
+                                     "--domain-map", "music=music", "--json"], capsys, monkeypatch)
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["items"] == 9 + 2 + 2 and result["unreadable"] == 1
+    assert result["errors"][0]["file"].endswith("broken.wav")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum("duration" in r for r in rows) == len(rows) - 1  # the unreadable file stays, without a duration
+
+    opened = []
+    real_info = corpus_mod.audio_info
+    monkeypatch.setattr(corpus_mod, "audio_info", lambda *a, **k: opened.append(a[0]) or real_info(*a, **k))
+    got_segs, got_errs = plan_segments(scan_inputs([str(out)]), max_seconds=2.0)
+    assert [o.rsplit("/", 1)[-1] for o in opened] == ["broken.wav"]  # only the file without a duration
+    assert [(s.id, s.num_samples, s.start, s.end, s.domain, s.member) for s in got_segs] == [
+        (s.id, s.num_samples, s.start, s.end, s.domain, s.member) for s in want_segs]
+    assert [sh.name for sh in make_plan(got_segs, 3.0)] == [sh.name for sh in make_plan(want_segs, 3.0)]
+    assert [(e["segment"], e["reason"]) for e in got_errs] == [(e["segment"], e["reason"]) for e in want_errs]
+    assert any(s.end == 7.3 for s in got_segs)  # the 44.1 kHz file's last piece ends exactly where probing said
+
+    moved = tmp_path / "elsewhere"  # the manifest's paths are relative to it: corpus and manifest move together
+    shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("elsewhere"))
+    moved_segs, _ = plan_segments(scan_inputs([str(moved / "lists" / "corpus.jsonl")]), max_seconds=2.0)
+    assert [s.id for s in moved_segs] == [s.id for s in want_segs]
+    assert all(s.path.startswith(str(moved)) for s in moved_segs)
+
+    code, _, err = _manifest_cli([str(root), "-o", str(tmp_path / "m.csv")], capsys, monkeypatch)
+    assert code == 2 and ".jsonl" in err and not (tmp_path / "m.csv").exists()
+
+
+def test_slow_storage_is_probed_by_threads_with_the_same_result(tmp_path, monkeypatch):
+    import threading
+
+    import audistill.extract.corpus as corpus_mod
+
+    root = make_corpus(tmp_path / "c", 20, 6)
+    (root / "speech" / "zz-broken.wav").write_bytes(b"junk")
+    items = scan_inputs([str(root)])
+    seq = plan_segments(items, max_seconds=1.0, probe_workers=1)
+    threads = set()
+    real_info = corpus_mod.audio_info
+
+    def recording(*a, **k):
+        threads.add(threading.current_thread().name)
+        return real_info(*a, **k)
+
+    monkeypatch.setattr(corpus_mod, "audio_info", recording)
+    monkeypatch.setattr(corpus_mod, "LATENCY_BOUND_S", 0.0)  # every store counts as slow
+    par = plan_segments(items, max_seconds=1.0, probe_workers=2)
+    assert any(t.startswith("audistill-probe") for t in threads)
+    assert [s.id for s in par[0]] == [s.id for s in seq[0]] and par[0] == seq[0]
+    assert [e["reason"] for e in par[1]] == [e["reason"] for e in seq[1]] and len(seq[1]) == 1
+    threads.clear()
+    monkeypatch.setattr(corpus_mod, "LATENCY_BOUND_S", 10.0)  # a fast disk: no threads
+    assert plan_segments(items, max_seconds=1.0, probe_workers=2)[0] == seq[0]
+    assert threads == {threading.current_thread().name}
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"duration": "long"}, "duration 'long' is not a number"),
+    ({"duration": -1}, "must be a finite number"),
+    ({"duration": 0}, "duration 0"),
+    ({"start": 2, "end": 1}, "end 1.0 is not after start 2.0"),
+    ({"end": "nan"}, "must be a finite number"),
+])
+def test_bad_manifest_numbers_are_refused_naming_the_row(tmp_path, row, message):
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"id": "ok", "path": "a.wav"}) + "\n" + json.dumps({"id": "x", "path": "a.wav", **row}) + "\n")
+    with pytest.raises(CorpusError, match="row 2") as e:
+        scan_inputs([str(m)])
+    assert message in str(e.value)
+
+
+def test_audio_longer_than_the_window_is_refused_without_decoding_it_all(tmp_path):
+    from audistill.extract.audio import load_segment
+    from audistill.extract.errors import AudioError
+
+    p = write_wav(tmp_path / "a.wav", 5.0, sr=22050)
+    assert len(load_segment(str(p), None, 0.0, None, 100, max_samples=80000)) == 80000  # exactly the window
+    with pytest.raises(AudioError, match="longer than the teachers' 2 s window"):
+        load_segment(str(p), None, 0.0, None, 100, max_samples=32000)
+    assert len(load_segment(str(p), None, 1.0, 3.0, 100, max_samples=32000)) == 32000
