@@ -78,17 +78,24 @@ class Decoded:
 class _BatchDataset(Dataset):
     def __init__(self, shards: list[ShardPlan], work: list[tuple[int, list[int]]], min_samples: int,
                  storage_options: dict | None, max_samples: int | None = None):
-        self.shards, self.work, self.min_samples, self.so = shards, work, min_samples, storage_options
+        self.shards, self.min_samples, self.so = shards, min_samples, storage_options
         self.max_samples = max_samples
+        # the batches as flat arrays, not a list of lists of ints: forked decode workers read them
+        # without touching (and so copying) a Python object per segment
+        self.shard_of = np.array([si for si, _ in work], dtype=np.int64)
+        self.ends = np.cumsum([len(idx) for _, idx in work], dtype=np.int64)
+        self.flat = np.array([i for _, idx in work for i in idx], dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.work)
+        return len(self.shard_of)
 
     def __getitem__(self, k: int) -> Decoded:
-        si, idx = self.work[k]
+        si = int(self.shard_of[k])
+        idx = self.flat[(self.ends[k - 1] if k else 0): self.ends[k]].tolist()
         waves, fails = {}, {}
+        refs = self.shards[si].segments
         for i in idx:
-            ref = self.shards[si].segments[i]
+            ref = refs[i]
             try:
                 waves[i] = load_segment(ref.path, ref.member, ref.start, ref.end, self.min_samples, self.so,
                                         self.max_samples)

@@ -22,11 +22,13 @@ Long recordings are cut into pieces of ``max_seconds`` (the last one shorter; a 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -41,7 +43,7 @@ SLOW_PROBE_S = 60.0  # planning slower than this suggests writing a manifest wit
 LATENCY_BOUND_S = 0.0005  # reading a header slower than this: storage latency, which threads overlap
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One recording (or a window of one) named by the corpus."""
 
@@ -96,30 +98,41 @@ def error_record(segment: str | None, file: str, reason: str) -> dict:
     return {"segment": segment, "file": file, "reason": reason, "time": time.time()}
 
 
-def _dir_items(root: Path, domain: str, domain_map: dict[str, str], dataset: str) -> list[Item]:
-    items = []
-    for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.suffix.lower() not in AUDIO_EXTENSIONS:
+def _walk_sorted(folder: str) -> Iterator[str]:
+    """Files under ``folder`` in the order of ``sorted(Path(folder).rglob("*"))``, streamed: every
+    folder's entries sorted by name, sub-folders entered where they sort (not through symlinks,
+    as rglob). A sorted rglob holds a Path per file, ~10 GB for 36 million files."""
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            yield from _walk_sorted(e.path)
+        elif e.is_file():
+            yield e.path
+
+
+def _dir_items(root: Path, domain: str, domain_map: dict[str, str], dataset: str) -> Iterator[Item]:
+    base = str(root)
+    for path in _walk_sorted(base):
+        if os.path.splitext(path)[1].lower() not in AUDIO_EXTENSIONS:
             continue
-        rel = p.relative_to(root)
+        rel = Path(path[len(base) + 1:] if path.startswith(base + os.sep) else os.path.relpath(path, base))
         dom = next((domain_map[d] for d in rel.parts[:-1] if d in domain_map), domain)
-        items.append(Item(source=f"{root.name}/{rel.as_posix()}", path=str(p), domain=dom,
-                          dataset=dataset or root.name))
-    return items
+        yield Item(source=f"{root.name}/{rel.as_posix()}", path=str(root / rel), domain=dom,
+                   dataset=dataset or root.name)
 
 
-def _manifest_rows(path: str) -> list[dict]:
+def _manifest_rows(path: str) -> Iterator[dict]:
     with open(path, newline="") as f:
         if path.endswith(".csv"):
-            return list(csv.DictReader(f))
-        rows = []
+            yield from csv.DictReader(f)
+            return
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    yield json.loads(line)
                 except json.JSONDecodeError as e:
                     raise CorpusError(f"{path} line {n} is not JSON: {e}") from e
-        return rows
 
 
 def _number(row: dict, key: str, where: str) -> float | None:
@@ -135,9 +148,8 @@ def _number(row: dict, key: str, where: str) -> float | None:
     return x
 
 
-def _manifest_items(path: str, domain: str, dataset: str) -> list[Item]:
+def _manifest_items(path: str, domain: str, dataset: str) -> Iterator[Item]:
     base = Path(path).parent
-    items = []
     for n, row in enumerate(_manifest_rows(path), 1):
         where = f"{path} row {n}"
         loc = row.get("path") or row.get("url")
@@ -151,10 +163,9 @@ def _manifest_items(path: str, domain: str, dataset: str) -> list[Item]:
             raise CorpusError(f"{where}: end {end} is not after start {start}")
         if duration == 0:
             raise CorpusError(f"{where}: duration 0 (leave it out to read the length from the file)")
-        items.append(Item(source=str(row.get("id") or loc), path=full, member=row.get("member") or None,
-                          domain=row.get("domain") or domain, dataset=row.get("dataset") or dataset,
-                          start=start, end=end, duration=duration))
-    return items
+        yield Item(source=str(row.get("id") or loc), path=full, member=row.get("member") or None,
+                   domain=row.get("domain") or domain, dataset=row.get("dataset") or dataset,
+                   start=start, end=end, duration=duration)
 
 
 def _tar_items(url: str, domain: str, dataset: str, storage_options: dict | None) -> list[Item]:
@@ -176,23 +187,40 @@ def _tar_items(url: str, domain: str, dataset: str, storage_options: dict | None
     return items
 
 
-def scan_inputs(inputs: list[str], domain: str = "unknown", domain_map: dict[str, str] | None = None,
-                dataset: str = "", storage_options: dict | None = None) -> list[Item]:
-    """Items of every input (directories, manifests, tars), in a deterministic order."""
-    items: list[Item] = []
+def iter_items(inputs: list[str], domain: str = "unknown", domain_map: dict[str, str] | None = None,
+               dataset: str = "", storage_options: dict | None = None) -> Iterator[Item]:
+    """Items of every input (directories, manifests, tars), in a deterministic order, streamed
+    (a corpus of millions of files is never held as objects). Inputs are checked first."""
+    kinds = []
     for inp in inputs:
         low = inp.lower()
         if low.endswith(".tar") or low.endswith(".tar.gz") or low.endswith(".tgz"):
-            items += _tar_items(inp, domain, dataset, storage_options)
+            kinds.append("tar")
         elif low.endswith(".jsonl") or low.endswith(".csv"):
             if not Path(inp).is_file():
                 raise CorpusError(f"manifest {inp} does not exist")
-            items += _manifest_items(inp, domain, dataset)
+            kinds.append("manifest")
         elif Path(inp).is_dir():
-            items += _dir_items(Path(inp), domain, domain_map or {}, dataset)
+            kinds.append("dir")
         else:
             raise CorpusError(f"corpus input {inp}: not a directory, .jsonl/.csv manifest or .tar")
-    return items
+    return _iter_items(inputs, kinds, domain, domain_map or {}, dataset, storage_options)
+
+
+def _iter_items(inputs, kinds, domain, domain_map, dataset, storage_options) -> Iterator[Item]:
+    for inp, kind in zip(inputs, kinds, strict=True):
+        if kind == "tar":
+            yield from _tar_items(inp, domain, dataset, storage_options)
+        elif kind == "manifest":
+            yield from _manifest_items(inp, domain, dataset)
+        else:
+            yield from _dir_items(Path(inp), domain, domain_map, dataset)
+
+
+def scan_inputs(inputs: list[str], domain: str = "unknown", domain_map: dict[str, str] | None = None,
+                dataset: str = "", storage_options: dict | None = None) -> list[Item]:
+    """Every item of :func:`iter_items`, as a list."""
+    return list(iter_items(inputs, domain, domain_map, dataset, storage_options))
 
 
 def split_item(item: Item, total: float, max_seconds: float, min_seconds: float) -> list[SegmentRef]:
@@ -264,37 +292,58 @@ def probe_lengths(items: list[Item], storage_options: dict | None = None, worker
     return out  # type: ignore[return-value]
 
 
-def plan_segments(items: list[Item], max_seconds: float = 30.0, min_seconds: float = 0.1,
-                  storage_options: dict | None = None, probe_workers: int = 16
-                  ) -> tuple[list[SegmentRef], list[dict]]:
-    """Segments of every item (reading headers only, unless declared) and error records for
-    unusable items."""
-    segs: list[SegmentRef] = []
-    errors: list[dict] = []
-    t0 = time.perf_counter()
-    lengths = probe_lengths(items, storage_options, probe_workers)
-    probed = sum(1 for it in items if it.duration is None)
-    took = time.perf_counter() - t0
+def iter_segments(items: Iterable[Item], errors: list[dict], max_seconds: float = 30.0, min_seconds: float = 0.1,
+                  storage_options: dict | None = None, probe_workers: int = 16, chunk: int = 4096
+                  ) -> Iterator[SegmentRef]:
+    """Segments of every item, in order, streamed (items are probed ``chunk`` at a time); an
+    error record is appended to ``errors`` for every unusable item and repeated segment."""
+    seen: set[int] = set()  # 16-byte digests of the ids yielded: ~70 bytes a segment, not ~110 for the id
+    probed, took = 0, 0.0
+    for part in _chunks(items, chunk):
+        t0 = time.perf_counter()
+        lengths = probe_lengths(part, storage_options, probe_workers)
+        took += time.perf_counter() - t0
+        probed += sum(1 for it in part if it.duration is None)
+        for item, got in zip(part, lengths, strict=True):
+            try:
+                if isinstance(got, AudioError):
+                    raise got
+                segs = split_item(item, got, max_seconds, min_seconds)
+            except AudioError as e:
+                errors.append(error_record(make_segment_id(item.source, item.start, item.end),
+                                           item.source if item.member else item.path, str(e)))
+                continue
+            for s in segs:
+                key = int.from_bytes(hashlib.blake2b(s.id.encode(), digest_size=16).digest(), "little")
+                if key in seen:
+                    errors.append(error_record(s.id, s.path, "duplicate segment (same source and offsets)"))
+                    continue
+                seen.add(key)
+                yield s
     if took > SLOW_PROBE_S:
         log.warning("read the length of %d files in %.0f s before planning; every run and slice does this "
                     "again - `audistill manifest` writes it into a manifest once", probed, took)
-    for item, got in zip(items, lengths, strict=True):
-        try:
-            if isinstance(got, AudioError):
-                raise got
-            segs += split_item(item, got, max_seconds, min_seconds)
-        except AudioError as e:
-            errors.append(error_record(make_segment_id(item.source, item.start, item.end),
-                                       item.source if item.member else item.path, str(e)))
-    seen: set[str] = set()
-    unique = []
-    for s in segs:
-        if s.id in seen:
-            errors.append(error_record(s.id, s.path, "duplicate segment (same source and offsets)"))
-            continue
-        seen.add(s.id)
-        unique.append(s)
-    return unique, errors
+
+
+def _chunks(items: Iterable[Item], n: int) -> Iterator[list[Item]]:
+    part: list[Item] = []
+    for it in items:
+        part.append(it)
+        if len(part) >= n:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
+def plan_segments(items: Iterable[Item], max_seconds: float = 30.0, min_seconds: float = 0.1,
+                  storage_options: dict | None = None, probe_workers: int = 16
+                  ) -> tuple[list[SegmentRef], list[dict]]:
+    """Segments of every item (reading headers only, unless declared) and error records for
+    unusable items, as lists (:func:`iter_segments` streams them)."""
+    errors: list[dict] = []
+    segs = list(iter_segments(items, errors, max_seconds, min_seconds, storage_options, probe_workers))
+    return segs, errors
 
 
 def probe_items(items: list[Item], storage_options: dict | None = None, workers: int = 16
@@ -313,14 +362,39 @@ def probe_items(items: list[Item], storage_options: dict | None = None, workers:
     return out, errors
 
 
-def manifest_rows(items: list[Item], manifest_dir: str | Path | None = None) -> list[dict]:
-    """Manifest rows of ``items``; local paths relative to ``manifest_dir`` (where the manifest is
-    written, which :func:`scan_inputs` resolves them against), so the corpus and its manifest can
-    move together."""
-    rows = []
-    for it in items:
-        row = it.to_row()
-        if manifest_dir is not None and not is_url(it.path):
-            row["path"] = os.path.relpath(Path(it.path.removeprefix("file://")).absolute(), Path(manifest_dir).absolute())
-        rows.append(row)
-    return rows
+def manifest_row(item: Item, manifest_dir: str | Path | None = None) -> dict:
+    """``item`` as a manifest row; a local path relative to ``manifest_dir`` (where the manifest
+    is written, which :func:`scan_inputs` resolves it against), so the corpus and its manifest
+    can move together."""
+    row = item.to_row()
+    if manifest_dir is not None and not is_url(item.path):
+        row["path"] = os.path.relpath(Path(item.path.removeprefix("file://")).absolute(), Path(manifest_dir).absolute())
+    return row
+
+
+def write_manifest(inputs: list[str], out: str | Path, domain: str = "unknown",
+                   domain_map: dict[str, str] | None = None, dataset: str = "", storage_options: dict | None = None,
+                   probe_workers: int = 16, chunk: int = 4096) -> dict:
+    """Probe every item of ``inputs`` once and write them, with durations, as a JSONL manifest at
+    ``out`` (streamed; written under a temporary name and renamed, so a killed run leaves no
+    manifest that looks complete). Returns items, hours, the unreadable ones' error records."""
+    out = Path(out)
+    if out.suffix != ".jsonl":
+        raise CorpusError(f"manifest {out}: write it as .jsonl")
+    items = iter_items(inputs, domain, domain_map, dataset, storage_options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    count, seconds, errors = 0, 0.0, []
+    try:
+        with open(tmp, "w") as f:
+            for part in _chunks(items, chunk):
+                done, errs = probe_items(part, storage_options, probe_workers)
+                errors += errs
+                for it in done:
+                    f.write(json.dumps(manifest_row(it, out.parent)) + "\n")
+                    count += 1
+                    seconds += it.duration or 0.0
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"manifest": str(out), "items": count, "hours": seconds / 3600, "unreadable": len(errors), "errors": errors}

@@ -93,7 +93,7 @@ def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cf
     run_specs = tuple(t.spec for t in teachers)
     del teachers
     summary = RunSummary(bank.root, shards_planned=len(plan), shards_skipped=skipped,
-                         segments_planned=sum(len(s.segments) for s in plan) + len(plan_errors),
+                         segments_planned=sum(s.count for s in plan) + len(plan_errors),
                          teachers={s.name: TeacherTotals() for s in specs})
     cluster = None if scheduler else _cluster(device, workers)
     results, errors = [], list(plan_errors)

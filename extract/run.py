@@ -19,7 +19,7 @@ import torch
 from audistill.shards.bank import Bank
 from audistill.shards.errors import CatalogError
 
-from .corpus import plan_segments, scan_inputs
+from .corpus import iter_items, iter_segments
 from .errors import ExtractError, TooManyFailures
 from .pipeline import Progress, RunOptions, TeacherTotals, run_shards
 from .plan import ShardPlan, make_plan, plan_summary, slice_plan
@@ -151,8 +151,10 @@ def segment_seconds(specs: list[TeacherSpec], cfg: ExtractConfig) -> float:
 
 
 def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig) -> tuple[list[ShardPlan], list[dict]]:
-    items = scan_inputs(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options)
-    segs, errors = plan_segments(items, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options)
+    """The shard plan, streamed from the inputs: only the packed shards are held (see ShardPlan)."""
+    errors: list[dict] = []
+    items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options)
+    segs = iter_segments(items, errors, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options)
     return make_plan(segs, cfg.shard_seconds, cfg.shard_segments), errors
 
 
@@ -207,7 +209,7 @@ def plan_work(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], sync
         if lost:
             raise ExtractError(f"shard {sh.name} holds segments the corpus no longer has ({lost[:3]}...); "
                                "cannot add teachers to it from this corpus")
-        todo.append(ShardPlan(sh.name, tuple(by_id[i] for i in ids)))
+        todo.append(ShardPlan.of(sh.name, (by_id[i] for i in ids)))
         add[sh.name] = need
     return todo, add, skipped
 
@@ -330,13 +332,13 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
     todo, add, skipped = plan_work(bank, mine, teachers, synced=single)
     summary = RunSummary(bank.root, shards_planned=len(mine), shards_skipped=skipped,
-                         segments_planned=sum(len(s.segments) for s in mine) + len(plan_errors),
+                         segments_planned=sum(s.count for s in mine) + len(plan_errors),
                          teachers={t.name: TeacherTotals() for t in teachers})
     if todo:
         fit_codecs(bank, teachers, plan[0], cfg)
     progress: Progress | None = None
     if progress_factory is not None:
-        progress = progress_factory(sum(len(s.segments) for s in todo), sum(s.seconds for s in todo))
+        progress = progress_factory(sum(s.count for s in todo), sum(s.seconds for s in todo))
     t_run = time.perf_counter()
     facts: dict = {}
     try:

@@ -187,28 +187,18 @@ def manifest_cmd(
     `audistill extract` plans from it without opening a file, in every slice and re-run."""
     from rich.console import Console
 
-    from audistill.extract.corpus import manifest_rows, probe_items, scan_inputs
-    from audistill.extract.errors import CorpusError
+    from audistill.extract.corpus import write_manifest
 
     console = Console(stderr=True)
-    if out.suffix != ".jsonl":
-        raise CorpusError(f"--out {out}: write the manifest as .jsonl")
     t0 = time.perf_counter()
-    items = scan_inputs(corpus, domain, _domain_map(domain_map), dataset)
-    items, errors = probe_items(items, workers=probe_workers)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w") as f:
-        for row in manifest_rows(items, out.parent):
-            f.write(json.dumps(row) + "\n")
-    tmp.replace(out)  # all or nothing: a killed run leaves no manifest that looks complete
-    hours = sum(it.duration or 0.0 for it in items) / 3600
-    result = {"manifest": str(out), "items": len(items), "hours": hours, "unreadable": len(errors),
-              "seconds": time.perf_counter() - t0, "errors": errors[:100]}
+    result = write_manifest(corpus, out, domain, _domain_map(domain_map), dataset, probe_workers=probe_workers)
+    result["seconds"] = time.perf_counter() - t0
+    errors = result["errors"]
+    result["errors"] = errors[:100]
     if as_json:
         print(json.dumps(result))
         return
-    console.print(f"wrote {out}: {len(items)} recordings, {hours:.3f} h, in {result['seconds']:.1f} s")
+    console.print(f"wrote {out}: {result['items']} recordings, {result['hours']:.3f} h, in {result['seconds']:.1f} s")
     if errors:
         console.print(f"[yellow]{len(errors)} unreadable (kept without a duration: extract records them in the bank's "
                       "errors), e.g.:")

@@ -217,3 +217,35 @@ def test_audio_longer_than_the_window_is_refused_without_decoding_it_all(tmp_pat
     with pytest.raises(AudioError, match="longer than the teachers' 2 s window"):
         load_segment(str(p), None, 0.0, None, 100, max_samples=32000)
     assert len(load_segment(str(p), None, 1.0, 3.0, 100, max_samples=32000)) == 32000
+
+
+def test_folders_are_walked_in_sorted_rglob_order_without_listing_them_first(tmp_path):
+    from audistill.extract.corpus import _walk_sorted
+
+    root = tmp_path / "c"
+    names = ["a.wav", "a/x.wav", "a-b/y.wav", "a b.wav", "A/z.wav", "a/b/c/d.wav", "a.d/e.wav", "b/a.wav", "ab.wav",
+             "a/.hidden.wav", "Z.wav", "é/ü.wav", "a0/1.wav"]
+    for n in names:
+        (root / n).parent.mkdir(parents=True, exist_ok=True)
+        (root / n).write_bytes(b"x")
+    (root / "link").symlink_to(root / "b", target_is_directory=True)  # rglob does not walk into linked folders
+    (root / "linked.wav").symlink_to(root / "ab.wav")  # but lists linked files
+    want = [str(p) for p in sorted(root.rglob("*")) if p.is_file()]
+    assert list(_walk_sorted(str(root))) == want and len(want) == len(names) + 1
+
+
+def test_shards_are_stored_packed_and_give_back_the_same_segments(tmp_path):
+    import pickle
+
+    from audistill.extract.corpus import Item, split_item
+    from audistill.extract.plan import ShardPlan
+
+    odd = Item(source="c/spk\udce9/ünï code.wav", path="/x/spk\udce9/ünï code.wav", domain="speech", dataset="d")
+    segs = split_item(odd, 100.0, 30.0, 0.1) + split_item(Item("t#k", "t.tar", "k.flac", "music"), 2.5, 30.0, 0.1)
+    plan = make_plan(segs, shard_seconds=60.0)
+    assert [len(sh.segments) for sh in plan] == [sh.count for sh in plan] == [2, 3]
+    assert [s for sh in plan for s in sh.segments] == segs  # strings (lone surrogates too), floats, None, ints
+    assert plan[0].seconds == 60.0 and plan[1].seconds == 42.5
+    again = make_plan(list(segs), shard_seconds=60.0)
+    assert again == plan and pickle.loads(pickle.dumps(plan[0])) == plan[0]
+    assert len(pickle.dumps(plan[0])) < 400  # what a writer process or Dask worker is sent
