@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from audistill.tools.options import DeviceOpt, JsonOpt
+from audistill.tools.options import DeviceOpt, JsonOpt, StorageOpt, parse_storage_options
 
 
 def _domain_map(pairs: list[str]) -> dict[str, str]:
@@ -133,6 +133,7 @@ def extract_cmd(
     dask: Annotated[bool, typer.Option("--dask", help="Run shards on a Dask LocalCluster.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="LocalCluster workers on CPU (GPU: one per GPU).")] = 2,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow hub models' own code.")] = False,
+    storage_options: StorageOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Run every teacher once over CORPUS into the bank (resumable; committed shards are skipped)."""
@@ -148,7 +149,8 @@ def extract_cmd(
                         batch_seconds=batch_seconds, loader_workers=loader_workers, writers=writers,
                         writer_kind=writer_kind, max_failed=max_failed,
                         domain=domain, domain_map=_domain_map(domain_map), dataset=dataset,
-                        num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code)
+                        num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code,
+                        storage_options=parse_storage_options(storage_options))
     if dry_run:
         plan = plan_only(corpus, specs, cfg)
         if as_json:
@@ -181,6 +183,7 @@ def manifest_cmd(
     domain_map: Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DOMAIN (repeatable).")] = [],  # noqa: B006
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")] = "",
     probe_workers: Annotated[int, typer.Option("--probe-workers", help="Threads reading file headers.")] = 16,
+    storage_options: StorageOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Read every file's length once and write a manifest with durations (same ids as CORPUS):
@@ -191,7 +194,8 @@ def manifest_cmd(
 
     console = Console(stderr=True)
     t0 = time.perf_counter()
-    result = write_manifest(corpus, out, domain, _domain_map(domain_map), dataset, probe_workers=probe_workers)
+    result = write_manifest(corpus, out, domain, _domain_map(domain_map), dataset,
+                            parse_storage_options(storage_options), probe_workers)
     result["seconds"] = time.perf_counter() - t0
     errors = result["errors"]
     result["errors"] = errors[:100]

@@ -34,3 +34,42 @@ def test_extract_into_s3_equals_local(tiny_dir, corpus, tmp_path, s3_bucket, lay
     assert verify_bank(root, storage_options=opts).ok
     assert Bank.open(root, opts).catalog.num_segments == local.segments_written
     assert _content(root, opts) == _content(str(tmp_path / "local"))
+
+
+def test_cli_takes_storage_options_as_json_or_a_file(tiny_dir, corpus, tmp_path, s3_bucket, monkeypatch, capsys):
+    import json
+    import sys
+
+    import s3fs
+
+    from audistill.tools.cli import main
+
+    prefix, opts = s3_bucket
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the server is reachable only through --storage-options
+    s3fs.S3FileSystem.clear_instance_cache()
+    spec = tmp_path / "t.toml"
+    spec.write_text(f'[[teacher]]\nname = "wavlm"\nsource = "{tiny_dir("wavlm")}"\nlayers = [1]\ncodec = "float16"\n')
+    (tmp_path / "so.json").write_text(json.dumps(opts))
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["audistill", "extract", str(corpus), "--teachers", str(spec), "--json",
+                                          "--loader-workers", "0", "--max-seconds", "2", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = run("--bank", f"{prefix}/a", "--storage-options", f"@{tmp_path / 'so.json'}")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["segments_written"] > 0 and summary["failed"] == 0
+    assert verify_bank(f"{prefix}/a", storage_options=opts).ok
+    code, out, err = run("--bank", f"{prefix}/b", "--storage-options", json.dumps(opts))
+    assert code == 0 and _content(f"{prefix}/b", opts) == _content(f"{prefix}/a", opts)
+    for bad, says in (("[1, 2]", "must be a JSON object"), ("{key:", "is not JSON"), ("@/no/such.json", "cannot read")):
+        code, _, err = run("--bank", str(tmp_path / "local"), "--storage-options", bad)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "local").exists()
