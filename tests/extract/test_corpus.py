@@ -238,7 +238,6 @@ def test_shards_are_stored_packed_and_give_back_the_same_segments(tmp_path):
     import pickle
 
     from audistill.extract.corpus import Item, split_item
-    from audistill.extract.plan import ShardPlan
 
     odd = Item(source="c/spk\udce9/ünï code.wav", path="/x/spk\udce9/ünï code.wav", domain="speech", dataset="d")
     segs = split_item(odd, 100.0, 30.0, 0.1) + split_item(Item("t#k", "t.tar", "k.flac", "music"), 2.5, 30.0, 0.1)
