@@ -9,7 +9,7 @@ done by ``probe_workers`` threads) unless a manifest row gives ``duration``: the
 length in seconds. At 10k-100k hours that is millions of opens before the first batch, in every
 slice and on every re-run, so ``audistill manifest`` probes a corpus once and writes a
 manifest with durations (and the same ids) that every later run plans from without opening a
-file. A declared duration is trusted for planning; the loader refuses audio longer than the
+file; ``audistill plan`` goes one step further and stores the shard plan itself (planfile.py). A declared duration is trusted for planning; the loader refuses audio longer than the
 teachers' window, so a wrong one is recorded as an error, never stored cut or mismatched.
 
 Sources are written so they do not depend on where the corpus is mounted: a directory's files

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -79,7 +79,7 @@ def make_plan(segments: Iterable[SegmentRef], shard_seconds: float = 3600.0, sha
     return out
 
 
-def slice_plan(plan: list[ShardPlan], num_workers: int = 1, worker_index: int = 0) -> list[ShardPlan]:
+def slice_plan(plan: Sequence[ShardPlan], num_workers: int = 1, worker_index: int = 0) -> list[ShardPlan]:
     """The shards worker ``worker_index`` of ``num_workers`` runs (round robin: every shard once)."""
     if num_workers < 1 or not 0 <= worker_index < num_workers:
         raise ValueError(f"need 0 <= worker_index < num_workers, got {worker_index} of {num_workers}")

@@ -11,6 +11,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ from .corpus import iter_items, iter_segments
 from .errors import ExtractError, TooManyFailures
 from .pipeline import Progress, RunOptions, TeacherTotals, run_shards
 from .plan import ShardPlan, make_plan, plan_summary, slice_plan
+from .planfile import PlanFile
 from .spec import TeacherSpec
 from .teachers import Teacher, load_teacher
 
@@ -56,6 +58,7 @@ class ExtractConfig:
     worker_index: int = 0
     trust_remote_code: bool = False
     storage_options: dict | None = None
+    plan_file: str | None = None  # a plan written by `audistill plan`, instead of corpus inputs
 
     def __post_init__(self) -> None:
         errs = []
@@ -150,12 +153,44 @@ def segment_seconds(specs: list[TeacherSpec], cfg: ExtractConfig) -> float:
     return min([cfg.max_seconds] + [s.max_seconds for s in specs])
 
 
-def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig) -> tuple[list[ShardPlan], list[dict]]:
-    """The shard plan, streamed from the inputs: only the packed shards are held (see ShardPlan)."""
+def plan_settings(specs: list[TeacherSpec], cfg: ExtractConfig) -> dict:
+    """What the plan depends on besides the inputs (a plan file records them, and is refused by a
+    run whose settings differ)."""
+    return {"segment_seconds": segment_seconds(specs, cfg), "min_seconds": cfg.min_seconds,
+            "shard_seconds": cfg.shard_seconds, "shard_segments": cfg.shard_segments, "domain": cfg.domain,
+            "domain_map": dict(sorted(cfg.domain_map.items())), "dataset": cfg.dataset}
+
+
+def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig
+               ) -> tuple[Sequence[ShardPlan], list[dict]]:
+    """The shard plan, streamed from the inputs: only the packed shards are held (see ShardPlan).
+    With ``cfg.plan_file`` (and no inputs), the plan in that file (``audistill plan``), whose
+    shards are read when used: a slice reads only its own."""
+    if cfg.plan_file:
+        if inputs:
+            raise ExtractError("give corpus inputs or a plan file, not both")
+        pf = PlanFile(cfg.plan_file, cfg.storage_options)
+        pf.check(plan_settings(specs, cfg))
+        return pf, list(pf.errors)
+    if not inputs:
+        raise ExtractError("no corpus inputs (folders, manifests, tars) and no plan file")
     errors: list[dict] = []
     items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options)
     segs = iter_segments(items, errors, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options)
     return make_plan(segs, cfg.shard_seconds, cfg.shard_segments), errors
+
+
+def plan_to_file(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig, out: str) -> dict:
+    """Plan the corpus and write the plan file ``out`` (what ``audistill plan`` does); returns the
+    plan's summary."""
+    from .planfile import write_plan_file
+
+    plan, errors = build_plan(inputs, specs, cfg)
+    write_plan_file(out, plan, errors, {**plan_settings(specs, cfg), "inputs": list(inputs)}, cfg.storage_options)
+    summary = plan_summary(plan)
+    summary["unusable_inputs"] = len(errors)
+    summary["plan_file"] = out
+    return summary
 
 
 def load_teachers(specs: list[TeacherSpec], cfg: ExtractConfig) -> list[Teacher]:

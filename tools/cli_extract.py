@@ -109,9 +109,12 @@ def _plan_table(plan: dict, console) -> None:
 
 
 def extract_cmd(
-    corpus: Annotated[list[str], typer.Argument(help="Corpus inputs: folders, .jsonl/.csv manifests, .tar shards.")],
     teachers: Annotated[str, typer.Option("--teachers", help="Teacher spec file (.toml or .yaml).")],
     bank: Annotated[str, typer.Option("--bank", help="Bank root: local path or fsspec URL.")],
+    corpus: Annotated[list[str] | None, typer.Argument(
+        help="Corpus inputs: folders, .jsonl/.csv manifests, .tar shards (or --plan).")] = None,
+    plan_file: Annotated[str, typer.Option(
+        "--plan", help="A plan file from `audistill plan` instead of CORPUS: slices read only their shards.")] = "",
     layout: Annotated[str, typer.Option("--layout", help="zarr or webdataset (new banks).")] = "zarr",
     device: DeviceOpt = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and size estimates; run no model.")] = False,
@@ -150,7 +153,8 @@ def extract_cmd(
                         writer_kind=writer_kind, max_failed=max_failed,
                         domain=domain, domain_map=_domain_map(domain_map), dataset=dataset,
                         num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code,
-                        storage_options=parse_storage_options(storage_options))
+                        storage_options=parse_storage_options(storage_options), plan_file=plan_file or None)
+    corpus = corpus or []
     if dry_run:
         plan = plan_only(corpus, specs, cfg)
         if as_json:
@@ -210,6 +214,39 @@ def manifest_cmd(
             console.print(f"  {e['file']}: {e['reason']}")
 
 
+def plan_cmd(
+    corpus: Annotated[list[str], typer.Argument(help="Corpus inputs: folders, .jsonl/.csv manifests, .tar shards.")],
+    teachers: Annotated[str, typer.Option("--teachers", help="Teacher spec file (their windows cut segments).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="The plan file to write (path or fsspec URL).")],
+    domain: Annotated[str, typer.Option("--domain", help="Domain of folder inputs.")] = "unknown",
+    domain_map: Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DOMAIN (repeatable).")] = [],  # noqa: B006
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")] = "",
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Longest segment (s).")] = 30.0,
+    shard_hours: Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")] = 1.0,
+    storage_options: StorageOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan CORPUS once into a plan file: `audistill extract --plan FILE` then starts without
+    reading the corpus, each slice reading only its own shards (no model is loaded here)."""
+    from rich.console import Console
+
+    from audistill.extract.run import ExtractConfig, plan_to_file
+    from audistill.extract.spec import load_teacher_specs
+
+    specs = load_teacher_specs(teachers)
+    cfg = ExtractConfig(max_seconds=max_seconds, shard_seconds=shard_hours * 3600, domain=domain,
+                        domain_map=_domain_map(domain_map), dataset=dataset,
+                        storage_options=parse_storage_options(storage_options))
+    summary = plan_to_file(corpus, specs, cfg, out)
+    if as_json:
+        print(json.dumps(summary))
+        return
+    doms = ", ".join(f"{d} {h:.3f} h" for d, h in summary["hours_per_domain"].items())
+    Console().print(f"wrote {out}: {summary['shards']} shards, {summary['segments']} segments, "
+                    f"{summary['hours']:.3f} h ({doms}); {summary['unusable_inputs']} unusable inputs")
+
+
 def register(app: typer.Typer) -> None:
     app.command("extract")(extract_cmd)
+    app.command("plan")(plan_cmd)
     app.command("manifest")(manifest_cmd)

@@ -27,4 +27,4 @@ def test_bench_plan_cli_prints_json():
                                    "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["files"] == 300 and out["memory_ratio"] > 3
+    assert out["files"] == 300 and out["memory_ratio"] > 3 and out["slice_start_speedup"] > 0

@@ -7,6 +7,8 @@ Writes ``--files`` short flac files in a temporary folder (200 a speaker folder)
   network filesystem or object store, simulated: the threads overlap the waiting);
 * writes a manifest with durations once (``audistill manifest``) and plans from it, opening no
   file;
+* a slice's start: planning from the manifest against reading its shards from a plan file
+  (``audistill plan``);
 * the memory the plan holds per segment (tracemalloc, a manifest of 2-17 s clips in 1 h
   shards): packed shards as ``extract`` keeps them, next to the same segments as Python objects
   (what a plan was before packing), and the peak while planning.
@@ -31,6 +33,8 @@ import typer
 from rich.table import Table
 
 from .common import emit
+
+SLICES = 10  # the slice whose start is timed: one of ten
 
 
 def _write_files(root: Path, n: int) -> None:
@@ -84,8 +88,21 @@ def _memory(folder: Path, segments: int) -> dict:
     as_objects = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     del objects
+    # a slice's start: planning the corpus itself, against reading its shards from a plan file
+    from audistill.extract.planfile import PlanFile, write_plan_file
+
+    write_plan_file(str(folder / "memory.plan"), plan, [], {})
+    t0 = time.perf_counter()
+    make_plan(iter_segments(iter_items([str(manifest)]), []), 3600)[3::SLICES]
+    from_manifest = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mine = PlanFile(str(folder / "memory.plan"))[3::SLICES]
+    from_file = time.perf_counter() - t0
+    if [sh.name for sh in mine] != [sh.name for sh in plan[3::SLICES]]:
+        raise RuntimeError("the plan file gave other shards")
     return {"segments": segments, "shards": len(plan), "packed_b": packed / segments,
-            "objects_b": as_objects / segments, "peak_b": peak / segments}
+            "objects_b": as_objects / segments, "peak_b": peak / segments,
+            "slice_start_manifest_s": from_manifest, "slice_start_plan_file_s": from_file}
 
 
 def run_plan_bench(files: int = 20000, probe_workers: int = 16, latency_ms: float = 2.0,
@@ -128,7 +145,8 @@ def run_plan_bench(files: int = 20000, probe_workers: int = 16, latency_ms: floa
             "manifest_speedup": rows["local_one"] / rows["manifest"],
             "slow_thread_speedup": rows["slow_one"] / rows["slow_threads"],
             "local_thread_cost": rows["local_threads"] / rows["local_one"],
-            "bytes_per_segment": mem, "memory_ratio": mem["objects_b"] / mem["packed_b"]}
+            "bytes_per_segment": mem, "memory_ratio": mem["objects_b"] / mem["packed_b"],
+            "slice_start_speedup": mem["slice_start_manifest_s"] / mem["slice_start_plan_file_s"]}
 
 
 def register(app: typer.Typer) -> None:
@@ -160,6 +178,9 @@ def register(app: typer.Typer) -> None:
             f"plan memory per segment ({m['segments']} segments of 2-17 s, {m['shards']} 1 h shards): "
             f"{m['packed_b']:.0f} B packed (as extract holds it) vs {m['objects_b']:.0f} B "
             f"as objects ({r['memory_ratio']:.1f}x); peak while planning {m['peak_b']:.0f} B",
+            f"a slice's start (1 of {SLICES}, {m['segments']} segments): planning from the manifest "
+            f"{m['slice_start_manifest_s']:.2f} s, reading its shards from a plan file {m['slice_start_plan_file_s']:.3f} s "
+            f"({r['slice_start_speedup']:.0f}x)",
             "at 36 million segments (100k hours of 10 s clips): "
             f"{m['packed_b'] * 36e6 / 1e9:.1f} GB packed vs {m['objects_b'] * 36e6 / 1e9:.1f} GB as objects; "
             f"reading headers {us['local_one'] * 36e6 / 1e6 / 60:.0f} min here, "
