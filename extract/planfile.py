@@ -130,24 +130,38 @@ class PlanFile(Sequence[ShardPlan]):
         for start in range(0, len(self), 256):
             yield from self._read(range(start, min(len(self), start + 256)))
 
-    def _read(self, which) -> list[ShardPlan]:
+    def _blobs(self, which) -> list[bytes]:
+        rows = [self.index[i] for i in which]
+        starts = [int(r["offset"]) for r in rows]
+        ends = [int(r["offset"]) + int(r["length"]) for r in rows]
+        if is_url(self.path):  # ranged reads of just these blobs, concurrent where the store allows
+            import fsspec
+
+            fs, p = fsspec.core.url_to_fs(self.path, **(self.so or {}))
+            return fs.cat_ranges([p] * len(rows), starts, ends) if rows else []
         out = []
-        with _open(self.path, "rb", self.so) as f:
-            for i in which:
-                row = self.index[i]
-                f.seek(int(row["offset"]))
-                blob = f.read(int(row["length"]))
-                name = row["name"].decode()
-                sh = ShardPlan(name, blob, int(row["count"]), int(row["samples"]))
-                try:
-                    ids = [s.id for s in sh.segments]
-                except Exception as e:  # noqa: BLE001 - zlib / JSON errors of a damaged blob
-                    raise PlanFileError(f"plan file {self.path}: shard {name} is damaged ({e})") from None
-                digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:8]
-                if len(ids) != sh.count or not name.endswith(f"-{digest}"):
-                    raise PlanFileError(f"plan file {self.path}: shard {name} does not hold the segments its name "
-                                        "says (damaged or edited)")
-                out.append(sh)
+        with open(self.path.removeprefix("file://"), "rb") as f:
+            for a, b in zip(starts, ends, strict=True):
+                f.seek(a)
+                out.append(f.read(b - a))
+        return out
+
+    def _read(self, which) -> list[ShardPlan]:
+        which = list(which)
+        out = []
+        for i, blob in zip(which, self._blobs(which), strict=True):
+            row = self.index[i]
+            name = row["name"].decode()
+            sh = ShardPlan(name, blob, int(row["count"]), int(row["samples"]))
+            try:
+                ids = [s.id for s in sh.segments]
+            except Exception as e:  # noqa: BLE001 - zlib / JSON errors of a damaged blob
+                raise PlanFileError(f"plan file {self.path}: shard {name} is damaged ({e})") from None
+            digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:8]
+            if len(ids) != sh.count or not name.endswith(f"-{digest}"):
+                raise PlanFileError(f"plan file {self.path}: shard {name} does not hold the segments its name "
+                                    "says (damaged or edited)")
+            out.append(sh)
         return out
 
     def check(self, params: dict) -> None:

@@ -73,3 +73,24 @@ def test_cli_takes_storage_options_as_json_or_a_file(tiny_dir, corpus, tmp_path,
         code, _, err = run("--bank", str(tmp_path / "local"), "--storage-options", bad)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "local").exists()
+
+
+def test_a_plan_file_on_the_object_store_is_read_by_ranges(corpus, s3_bucket, monkeypatch):
+    import fsspec
+
+    from audistill.extract.planfile import PlanFile
+    from audistill.extract.run import build_plan, plan_to_file
+
+    prefix, opts = s3_bucket
+    cfg = ExtractConfig(max_seconds=1.0, shard_seconds=3.0, storage_options=opts)
+    spec = TeacherSpec(name="w", source="/unused")
+    plan_to_file([str(corpus)], [spec], cfg, f"{prefix}/plans/c.plan")
+    want, _ = build_plan([str(corpus)], [spec], ExtractConfig(max_seconds=1.0, shard_seconds=3.0))
+    ranges = []
+    fs = fsspec.core.url_to_fs(f"{prefix}/plans/c.plan", **opts)[0]  # the cached instance PlanFile gets too
+    real = fs.cat_ranges
+    monkeypatch.setattr(fs, "cat_ranges", lambda paths, starts, ends, **kw:
+                        ranges.extend(zip(starts, ends, strict=True)) or real(paths, starts, ends, **kw))
+    pf = PlanFile(f"{prefix}/plans/c.plan", opts)
+    assert list(pf[1::2]) == list(want[1::2]) and len(ranges) == len(want[1::2]) > 1
+    assert sum(b - a for a, b in ranges) == sum(len(sh.packed) for sh in want[1::2])  # only those shards' bytes
