@@ -271,11 +271,13 @@ class Bank:
 
     # -- catalog from commit records ----------------------------------------------------------------
     def commit_records(self) -> dict[str, ShardRecord]:
+        """Every commit record (read concurrently on object stores: a bank of 100 000 shards is
+        as many small objects, which one GET after another would take most of an hour to read)."""
+        names = [f"commits/{f}" for f in self.fs.listdir("commits") if f.endswith(".json") and not f.startswith(".")]
         out = {}
-        for f in self.fs.listdir("commits"):
-            if f.endswith(".json") and not f.startswith("."):
-                rec = ShardRecord.from_json(json.loads(self.fs.read_bytes(f"commits/{f}")))
-                out[rec.name] = rec
+        for _, data in self.fs.read_many(names):
+            rec = ShardRecord.from_json(json.loads(data))
+            out[rec.name] = rec
         return out
 
     def sync_catalog(self) -> list[str]:

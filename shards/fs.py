@@ -67,6 +67,20 @@ class BankFS:
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
 
+    def read_many(self, rels: list[str], batch: int = 1000) -> Iterator[tuple[str, bytes]]:
+        """``(rel, bytes)`` of every ``rel``, in order, fetched ``batch`` at a time: one request
+        after another on a local disk, concurrently on an object store (fsspec's ``cat`` of many
+        paths), where one GET after another costs ~20-50 ms each."""
+        for i in range(0, len(rels), batch):
+            part = rels[i: i + batch]
+            if self.is_local or len(part) == 1:
+                yield from ((r, self.read_bytes(r)) for r in part)
+                continue
+            got = self.fs.cat([self.path(r) for r in part], on_error="raise")
+            by_path = {_strip_proto(k): v for k, v in got.items()}
+            for r in part:
+                yield r, by_path[_strip_proto(self.path(r))]
+
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         target = self.path(rel)
         self.fs.makedirs(posixpath.dirname(target), exist_ok=True)

@@ -39,3 +39,29 @@ def test_team_pulls_only_what_it_needs_from_s3(s3_bucket, tmp_path):
     reader = BankReader(str(tmp_path / "mine"))
     assert assert_matches(reader, truth) == 8
     assert mine.catalog.bytes < Bank.open(shared, opts).catalog.bytes
+
+
+def test_commit_records_are_read_many_at_a_time_in_order(s3_bucket, tmp_path, monkeypatch):
+    from audistill.shards.fs import BankFS
+
+    prefix, opts = s3_bucket
+    fs = BankFS(f"{prefix}/many", opts)
+    local = BankFS(str(tmp_path / "many"))
+    rels = [f"commits/s-{i:03d}.json" for i in range(7)]
+    for i, r in enumerate(rels):
+        fs.write_bytes_atomic(r, f"record {i}".encode() * (i + 1))
+        local.write_bytes_atomic(r, f"record {i}".encode() * (i + 1))
+    calls = []
+    real = fs.fs.cat
+    monkeypatch.setattr(fs.fs, "cat", lambda paths, **kw: calls.append(len(paths)) or real(paths, **kw))
+    got = list(fs.read_many(list(reversed(rels)), batch=3))
+    assert got == [(r, f"record {int(r[10:13])}".encode() * (int(r[10:13]) + 1)) for r in reversed(rels)]
+    assert calls == [3, 3]  # and the last one alone, by a plain read
+    assert list(local.read_many(rels, batch=3)) == [(r, fs.read_bytes(r)) for r in rels]
+    with pytest.raises(FileNotFoundError):
+        list(fs.read_many(["commits/s-000.json", "commits/gone.json"]))
+
+    root = f"{prefix}/bank"
+    make_bank(root, "zarr", storage_options=opts, shards=3, per_shard=2)
+    bank = Bank.open(root, opts)
+    assert sorted(bank.commit_records()) == sorted(bank.catalog.shards) and len(bank.catalog.shards) == 3
