@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .options import BankArg, JsonOpt
+from .options import BankArg, JsonOpt, StorageOpt, parse_storage_options
 
 shards_app = typer.Typer(no_args_is_help=True, help="Inspect, verify, convert and export feature banks.")
 console = Console(width=None if Console().is_terminal else 160)
@@ -28,16 +28,21 @@ def _parse_layers(spec: str | None) -> list[int] | None:
         raise typer.BadParameter(f"--layers takes comma-separated integers or 'all', not {spec!r}") from None
 
 
+def _opts(root: str, storage_options: str) -> dict | None:
+    """--storage-options for ``root`` when it is a URL (a local path takes none)."""
+    return parse_storage_options(storage_options) if "://" in root and not root.startswith("file://") else None
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.3f} GiB" if n >= 2**27 else f"{n / 2**20:.2f} MiB"
 
 
 @shards_app.command()
-def info(bank: BankArg, json_out: JsonOpt = False) -> None:
+def info(bank: BankArg, json_out: JsonOpt = False, storage_options: StorageOpt = "") -> None:
     """Teachers, layers, codecs, hours per domain, segments, bytes and measured bits per value."""
     from audistill.shards.info import bank_info
 
-    d = bank_info(bank)
+    d = bank_info(bank, _opts(bank, storage_options))
     if json_out:
         print(json.dumps(d))
         return
@@ -55,11 +60,12 @@ def info(bank: BankArg, json_out: JsonOpt = False) -> None:
 
 @shards_app.command()
 def verify(bank: BankArg, json_out: JsonOpt = False,
-           quick: Annotated[bool, typer.Option("--quick", help="Sizes only, no sha256.")] = False) -> None:
+           quick: Annotated[bool, typer.Option("--quick", help="Sizes only, no sha256.")] = False,
+           storage_options: StorageOpt = "") -> None:
     """Check every file against the catalog; exit 1 naming every broken shard."""
     from audistill.shards.verify import verify_bank
 
-    report = verify_bank(bank, checksums=not quick)
+    report = verify_bank(bank, checksums=not quick, storage_options=_opts(bank, storage_options))
     if json_out:
         print(json.dumps(report.to_json()))
     else:
@@ -75,13 +81,16 @@ def verify(bank: BankArg, json_out: JsonOpt = False,
 
 @shards_app.command()
 def convert(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank root.")],
-            to: Annotated[str, typer.Option("--to", help="zarr or webdataset")]) -> None:
+            to: Annotated[str, typer.Option("--to", help="zarr or webdataset")],
+            storage_options: StorageOpt = "") -> None:
     """Copy a bank into the other layout, exactly (stored codec parts are copied, not re-encoded)."""
     from audistill.shards.copy import copy_bank
 
     if to not in ("zarr", "webdataset"):
         raise typer.BadParameter("--to must be zarr or webdataset")
-    target = copy_bank(bank, out, layout=to, progress=lambda s: console.print(f"shard {s}", highlight=False))
+    target = copy_bank(bank, out, layout=to, src_options=_opts(bank, storage_options),
+                       dst_options=_opts(out, storage_options),
+                       progress=lambda s: console.print(f"shard {s}", highlight=False))
     console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
 
 
@@ -89,12 +98,14 @@ def convert(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank roo
 def export(bank: BankArg, out: Annotated[str, typer.Argument(help="New, smaller bank root.")],
            teacher: Annotated[list[str], typer.Option("--teacher", help="Teacher to keep (repeat).")],
            layers: Annotated[str | None, typer.Option("--layers", help="Layers to keep, e.g. 3,6,9,12 (all teachers given).")] = None,
-           to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None) -> None:
+           to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None,
+           storage_options: StorageOpt = "") -> None:
     """A smaller bank with only the teachers and layers one student needs (local or object store)."""
     from audistill.shards.copy import copy_bank
 
     want = {t: _parse_layers(layers) for t in teacher}
-    target = copy_bank(bank, out, layout=to, teachers=want,
+    target = copy_bank(bank, out, layout=to, teachers=want, src_options=_opts(bank, storage_options),
+                       dst_options=_opts(out, storage_options),
                        progress=lambda s: console.print(f"shard {s}", highlight=False))
     console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
 
@@ -103,11 +114,13 @@ def export(bank: BankArg, out: Annotated[str, typer.Argument(help="New, smaller 
 def recode(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank root.")],
            codec: Annotated[str, typer.Option("--codec", help="Codec of the new bank (see `shards codecs`).")],
            teacher: Annotated[list[str] | None, typer.Option("--teacher", help="Teacher to keep (repeat; default all).")] = None,
-           to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None) -> None:
+           to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None,
+           storage_options: StorageOpt = "") -> None:
     """Copy a bank with its features re-encoded by another codec (fitted codecs are fitted here)."""
     from audistill.shards.copy import recode_bank
 
     target = recode_bank(bank, out, codec, layout=to, teachers={t: None for t in teacher} if teacher else None,
+                         src_options=_opts(bank, storage_options), dst_options=_opts(out, storage_options),
                          progress=lambda s: console.print(f"shard {s}", highlight=False))
     console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
 
@@ -127,11 +140,11 @@ def codecs() -> None:
 @shards_app.command()
 def stats(bank: BankArg,
           scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address, or threads/processes.")] = None,
-          json_out: JsonOpt = False) -> None:
+          json_out: JsonOpt = False, storage_options: StorageOpt = "") -> None:
     """Per-layer channel mean / std / absmax over the whole bank (Dask), stored in the catalog."""
     from audistill.shards.stats import compute_stats
 
-    s = compute_stats(bank, scheduler=scheduler)
+    s = compute_stats(bank, scheduler=scheduler, storage_options=_opts(bank, storage_options))
     if json_out:
         print(json.dumps({t: {k: {"count": v["count"]} for k, v in d.items()} for t, d in s.items()}))
         return
@@ -144,13 +157,13 @@ def stats(bank: BankArg,
 
 
 @shards_app.command()
-def sync(bank: BankArg) -> None:
+def sync(bank: BankArg, storage_options: StorageOpt = "") -> None:
     """Merge commit records of shards written by other processes (SLURM slices) into the catalog,
     and the slices' error files (errors.d/) into errors.jsonl. Run it when no slice is running."""
     from audistill.extract.run import merge_errors
     from audistill.shards.bank import Bank
 
-    b = Bank.open(bank)
+    b = Bank.open(bank, _opts(bank, storage_options))
     added = b.sync_catalog()
     merged = merge_errors(b)
     console.print(f"{len(added)} shard(s) added to the catalog: {', '.join(added) or '-'}; "
@@ -158,9 +171,9 @@ def sync(bank: BankArg) -> None:
 
 
 @shards_app.command()
-def clean(bank: BankArg) -> None:
+def clean(bank: BankArg, storage_options: StorageOpt = "") -> None:
     """Remove temporary files left by crashed writers (run only when no writer is running)."""
     from audistill.shards.bank import Bank
 
-    gone = Bank.open(bank).remove_temporaries()
+    gone = Bank.open(bank, _opts(bank, storage_options)).remove_temporaries()
     console.print(f"removed {len(gone)} temporary file(s)/folder(s)")

@@ -65,3 +65,32 @@ def test_commit_records_are_read_many_at_a_time_in_order(s3_bucket, tmp_path, mo
     make_bank(root, "zarr", storage_options=opts, shards=3, per_shard=2)
     bank = Bank.open(root, opts)
     assert sorted(bank.commit_records()) == sorted(bank.catalog.shards) and len(bank.catalog.shards) == 3
+
+
+def test_shards_cli_reaches_the_store_through_storage_options(s3_bucket, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    prefix, opts = s3_bucket
+    root = f"{prefix}/cli-bank"
+    make_bank(root, "zarr", storage_options=opts, shards=2, per_shard=2)
+    (tmp_path / "so.json").write_text(json.dumps(opts))
+    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}  # only the flag knows the server
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "audistill.tools.cli", "shards", *args,
+                               "--storage-options", f"@{tmp_path / 'so.json'}"],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    r = cli("info", root, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["segments"] == 4
+    r = cli("verify", root, "--quick")
+    assert r.returncode == 0 and "intact" in r.stdout, r.stderr
+    r = cli("export", root, str(tmp_path / "mine"), "--teacher", "speechy", "--layers", "1")
+    assert r.returncode == 0, r.stderr
+    assert verify_bank(str(tmp_path / "mine")).ok  # the local side took no storage options
+    r = cli("sync", root)
+    assert r.returncode == 0 and "0 shard(s) added" in r.stdout, r.stderr
