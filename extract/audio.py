@@ -63,7 +63,7 @@ def _source(path: str, member: str | None, storage_options: dict | None):
     local = path.removeprefix("file://")
     if not os.path.isfile(local):
         raise FileNotFoundError(local)
-    return local
+    return os.fsencode(local)  # bytes: a name that is not UTF-8 opens as the OS gave it
 
 
 def audio_info(path: str, member: str | None = None, storage_options: dict | None = None) -> tuple[int, int]:

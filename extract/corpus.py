@@ -118,8 +118,16 @@ def _dir_items(root: Path, domain: str, domain_map: dict[str, str], dataset: str
             continue
         rel = Path(path[len(base) + 1:] if path.startswith(base + os.sep) else os.path.relpath(path, base))
         dom = next((domain_map[d] for d in rel.parts[:-1] if d in domain_map), domain)
-        yield Item(source=f"{root.name}/{rel.as_posix()}", path=str(root / rel), domain=dom,
-                   dataset=dataset or root.name)
+        yield Item(source=unicode_name(f"{root.name}/{rel.as_posix()}"), path=str(root / rel), domain=dom,
+                   dataset=dataset or unicode_name(root.name))
+
+
+def unicode_name(name: str) -> str:
+    """``name`` as valid Unicode: a file name that is not UTF-8 comes from the OS with its bytes as
+    lone surrogates, which no JSON / Zarr / tar writer takes; its source (the bank's name for it)
+    spells them as ``\\xNN`` instead (stable; valid names are unchanged). The path keeps the
+    OS's form, to open the file."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _manifest_rows(path: str) -> Iterator[dict]:
@@ -163,7 +171,7 @@ def _manifest_items(path: str, domain: str, dataset: str) -> Iterator[Item]:
             raise CorpusError(f"{where}: end {end} is not after start {start}")
         if duration == 0:
             raise CorpusError(f"{where}: duration 0 (leave it out to read the length from the file)")
-        yield Item(source=str(row.get("id") or loc), path=full, member=row.get("member") or None,
+        yield Item(source=unicode_name(str(row.get("id") or loc)), path=full, member=row.get("member") or None,
                    domain=row.get("domain") or domain, dataset=row.get("dataset") or dataset,
                    start=start, end=end, duration=duration)
 
@@ -182,7 +190,7 @@ def _tar_items(url: str, domain: str, dataset: str, storage_options: dict | None
                 meta = json.loads(members[f"{key}.json"])
             except (json.JSONDecodeError, UnicodeDecodeError):
                 meta = {}
-        items.append(Item(source=f"{url}#{key}", path=url, member=name, domain=meta.get("domain", domain),
+        items.append(Item(source=unicode_name(f"{url}#{key}"), path=url, member=name, domain=meta.get("domain", domain),
                           dataset=meta.get("dataset", dataset), start=0.0, end=None))
     return items
 

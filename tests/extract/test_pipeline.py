@@ -145,6 +145,29 @@ def test_a_wrong_manifest_duration_is_recorded_not_stored_cut(tiny_dir, tmp_path
     assert verify_bank(str(tmp_path / "bank")).ok
 
 
+def test_a_file_name_that_is_not_utf8_is_extracted_under_an_escaped_source(tiny_dir, tmp_path, capsys, monkeypatch):
+    import os
+    import sys
+
+    from audistill.tools.cli import main
+
+    c = tmp_path / "c"
+    write_wav(c / "ok.wav", 1.0)
+    raw = write_wav(tmp_path / "x.wav", 1.2, seed=2)
+    os.rename(raw, os.fsencode(c) + b"/caf\xe9.wav")  # Latin-1 bytes: not UTF-8
+    spec = TeacherSpec(name="wavlm", source=str(tiny_dir("wavlm")), layers=[1], codec="float16")
+    for layout in ("zarr", "webdataset"):
+        s = extract([str(c)], [spec], str(tmp_path / layout), _cfg(layout=layout))
+        assert s.segments_written == 2 and s.failed == 0
+        assert sorted(sd.segment.source for sd in BankReader(str(tmp_path / layout))) == ["c/caf\\xe9.wav", "c/ok.wav"]
+        assert verify_bank(str(tmp_path / layout)).ok
+    monkeypatch.setattr(sys, "argv", ["audistill", "manifest", str(c), "-o", str(tmp_path / "m.jsonl")])
+    main()
+    s = extract([str(tmp_path / "m.jsonl")], [spec], str(tmp_path / "from-manifest"), _cfg())
+    assert ({sd.segment.id for sd in BankReader(str(tmp_path / "from-manifest"))}
+            == {sd.segment.id for sd in BankReader(str(tmp_path / "zarr"))})
+
+
 class _NaNTeacher(Teacher):
     """Returns NaN for segments shorter than a second (a teacher that blows up on some inputs)."""
 
