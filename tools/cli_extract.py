@@ -135,6 +135,8 @@ def extract_cmd(
     scheduler: Annotated[str, typer.Option("--scheduler", help="Dask scheduler address (tcp://...).")] = "",
     dask: Annotated[bool, typer.Option("--dask", help="Run shards on a Dask LocalCluster.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="LocalCluster workers on CPU (GPU: one per GPU).")] = 2,
+    shards_per_task: Annotated[int, typer.Option(
+        "--shards-per-task", help="Dask: consecutive shards one task runs (decode start-up and writes overlap within it).")] = 8,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow hub models' own code.")] = False,
     storage_options: StorageOpt = "",
     as_json: JsonOpt = False,
@@ -166,7 +168,8 @@ def extract_cmd(
     if scheduler or dask:
         from audistill.extract.dask_run import extract_dask
 
-        summary = extract_dask(corpus, specs, bank, cfg, scheduler=scheduler or None, workers=workers)
+        summary = extract_dask(corpus, specs, bank, cfg, scheduler=scheduler or None, workers=workers,
+                               shards_per_task=shards_per_task)
     else:
         summary = extract(corpus, specs, bank, cfg, progress_factory=progress)
     if as_json:

@@ -27,9 +27,10 @@ def specs(tiny_dir):
             TeacherSpec(name="w2v", source=str(tiny_dir("wav2vec2")), layers="sparse:1", codec="bfloat16")]
 
 
-def test_dask_local_cluster_equals_single_process(specs, corpus, tmp_path):
+@pytest.mark.parametrize("per_task", [1, 2])
+def test_dask_local_cluster_equals_single_process(specs, corpus, tmp_path, per_task):
     single = extract([str(corpus)], specs, str(tmp_path / "one"), _cfg())
-    dist = extract_dask([str(corpus)], specs, str(tmp_path / "dask"), _cfg(), workers=2)
+    dist = extract_dask([str(corpus)], specs, str(tmp_path / "dask"), _cfg(), workers=2, shards_per_task=per_task)
     assert dist.shards_run == single.shards_run > 2 and dist.failed == 0
     assert verify_bank(str(tmp_path / "dask")).ok
     assert _content(str(tmp_path / "dask")) == _content(str(tmp_path / "one"))
@@ -37,6 +38,29 @@ def test_dask_local_cluster_equals_single_process(specs, corpus, tmp_path):
     assert a.teachers == b.teachers and set(a.shards) == set(b.shards)
     again = extract_dask([str(corpus)], specs, str(tmp_path / "dask"), _cfg(), workers=2)
     assert again.shards_run == 0 and again.shards_skipped == single.shards_run
+
+
+def test_a_failed_task_keeps_what_it_committed_and_records_the_rest(specs, corpus, tmp_path, monkeypatch):
+    import audistill.extract.dask_run as dask_run
+
+    real = dask_run.run_shards
+
+    def first_then_fail(bank, shards, *a, **kw):  # commits its first shard, then dies
+        real(bank, shards[:1], *a, **kw)
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(dask_run, "run_shards", first_then_fail)  # threads: the LocalCluster runs in this process
+    s = extract_dask([str(corpus)], specs, str(tmp_path / "b"), _cfg(), workers=1, retries=0, shards_per_task=3)
+    bank = Bank.open(str(tmp_path / "b"))
+    committed = set(bank.catalog.shards)
+    groups = -(-s.shards_planned // 3)
+    assert len(committed) == groups and s.shards_planned > groups
+    failed_shards = {e["reason"].split()[1] for e in s.errors}
+    assert failed_shards.isdisjoint(committed) and len(failed_shards) == s.shards_planned - groups
+    assert all("worker lost" in e["reason"] for e in s.errors) and verify_bank(str(tmp_path / "b")).ok
+    monkeypatch.setattr(dask_run, "run_shards", real)
+    again = extract_dask([str(corpus)], specs, str(tmp_path / "b"), _cfg(), workers=1)
+    assert again.shards_skipped == groups and again.shards_run == s.shards_planned - groups and again.failed == 0
 
 
 def test_slices_cover_the_corpus_exactly_once(specs, corpus, tmp_path):
