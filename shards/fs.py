@@ -146,10 +146,10 @@ class BankFS:
         elif self.fs.isfile(s):
             self.fs.copy(s, d)
             self.fs.rm(s)
-        else:  # object stores have no folders: copy every object, then delete the sources
-            for p in self.fs.find(s):
-                p = _strip_proto(p)
-                self.fs.copy(p, d + p[len(s):])
+        else:  # object stores have no folders: copy every object (concurrently), then delete the sources
+            srcs = [_strip_proto(p) for p in self.fs.find(s)]
+            if srcs:
+                self.fs.copy(srcs, [d + p[len(s):] for p in srcs])
             self.fs.rm(s, recursive=True)
         self._fresh()
 
