@@ -136,6 +136,9 @@ class Catalog:
     sample_rate: int = SAMPLE_RATE
     created_by: str = ""
     config: dict = field(default_factory=dict)  # the resolved extraction config(s), for provenance
+    # when the bank.json this was read from was written (None: made here, or an old file); a sync
+    # re-reads the commit records written since then
+    written_at: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -233,6 +236,7 @@ class Catalog:
                 sample_rate=int(d.get("sample_rate", SAMPLE_RATE)),
                 created_by=d.get("created_by", ""),
                 config=d.get("config", {}),
+                written_at=float(d["written_at"]) if isinstance(d.get("written_at"), (int, float)) else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CatalogError(f"{where} is malformed: {e!r}") from e

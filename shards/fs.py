@@ -129,6 +129,19 @@ class BankFS:
             return []
         return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in self.fs.ls(base, detail=False))
 
+    def list_details(self, rel: str) -> dict[str, tuple[int, float | None]]:
+        """Names in folder ``rel`` with their size and modification time (seconds since the
+        epoch; None where the store does not say), from one listing - no object is read."""
+        base = self.path(rel)
+        self._fresh()
+        if not self.fs.exists(base):
+            return {}
+        out = {}
+        for info in self.fs.ls(base, detail=True):
+            name = posixpath.basename(_strip_proto(info["name"]).rstrip("/"))
+            out[name] = (int(info.get("size") or 0), _mtime(info))
+        return out
+
     def remove(self, rel: str) -> None:
         p = self.path(rel)
         if self.fs.exists(p):
@@ -159,3 +172,14 @@ class BankFS:
 
 def _strip_proto(p: str) -> str:
     return p.split("://", 1)[1] if "://" in p else p
+
+
+def _mtime(info: dict) -> float | None:
+    """A listing entry's modification time: local ``mtime``, S3 ``LastModified`` (a datetime)."""
+    for key in ("mtime", "LastModified", "last_modified"):
+        v = info.get(key)
+        if isinstance(v, (int, float)):
+            return float(v)
+        if hasattr(v, "timestamp"):
+            return float(v.timestamp())
+    return None

@@ -93,12 +93,18 @@ def test_rerun_skips_committed_shards(tiny_dir, corpus, tmp_path, monkeypatch):
         _cfg(switch_interval_ms=-1)
     assert verify_bank(str(tmp_path / "b")).ok and a.segments_written == a.segments_planned
     before = json.loads((tmp_path / "b" / "bank.json").read_text())["shards"]
-    passes = []
-    real = Bank.commit_records
-    monkeypatch.setattr(Bank, "commit_records", lambda self: (passes.append(1), real(self))[1])
+    from audistill.shards.fs import BankFS
+
+    passes, full = [], []
+    real = BankFS.read_many
+    monkeypatch.setattr(BankFS, "read_many", lambda self, rels, **kw: (passes.append(list(rels)), real(self, rels, **kw))[1])
+    real_all = Bank.commit_records
+    monkeypatch.setattr(Bank, "commit_records", lambda self: (full.append(1), real_all(self))[1])
     b = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg())
     assert a.shards_run == b.shards_skipped > 0 and b.shards_run == 0
-    assert len(passes) == 1  # the start-up sync reads commits/ once; planning uses the synced catalog
+    # the start-up sync reads commits/ once (the records of the last minutes, all of them here);
+    # planning uses the synced catalog
+    assert len(passes) == 1 and len(passes[0]) == a.shards_run and not full
     assert json.loads((tmp_path / "b" / "bank.json").read_text())["shards"] == before
 
 

@@ -268,3 +268,45 @@ def test_recode_equals_encoding_the_originals(tmp_path, codec):
                 parts = c.encode(torch.from_numpy(truth[sd.segment.id][2][t][layer]), tst)
                 want = c.decode({k: v.numpy() for k, v in parts.items()}, st)
                 np.testing.assert_array_equal(x, want)
+
+
+def test_sync_reads_only_the_commit_records_that_can_differ_from_the_catalog(tmp_path, monkeypatch):
+    import json
+    import os
+    import time
+
+    import audistill.shards.bank as bank_mod
+    from audistill.shards.fs import BankFS
+
+    root = tmp_path / "b"
+    make_bank(root, "zarr", shards=3, per_shard=2)
+    monkeypatch.setattr(bank_mod, "SYNC_CLOCK_MARGIN_S", 0.0)
+    old = time.time() - 3600
+    for f in (root / "commits").iterdir():
+        os.utime(f, (old, old))  # committed an hour before the catalog was written
+    reads = []
+    real = BankFS.read_many
+    monkeypatch.setattr(BankFS, "read_many", lambda self, rels, **kw: reads.append(list(rels)) or real(self, rels, **kw))
+    bank = Bank.open(str(root))
+    assert bank.sync_catalog() == [] and reads == [[]]
+
+    names = sorted(bank.catalog.shards)
+    new = json.loads((root / "commits" / f"{names[0]}.json").read_text())
+    new["name"] = "shard-from-another-slice"
+    (root / "commits" / "shard-from-another-slice.json").write_text(json.dumps(new))  # a shard the catalog lacks
+    grown = json.loads((root / "commits" / f"{names[1]}.json").read_text())
+    grown["fields"]["audio"]["num_frames"] += 10**6  # rewritten elsewhere (e.g. a teacher added): another size
+    (root / "commits" / f"{names[1]}.json").write_text(json.dumps(grown))
+    os.utime(root / "commits" / f"{names[1]}.json", (old, old))
+    reads.clear()
+    assert Bank.open(str(root)).sync_catalog() == sorted(["shard-from-another-slice", names[1]])
+    assert sorted(reads[0]) == sorted(["commits/shard-from-another-slice.json", f"commits/{names[1]}.json"])
+    synced = Bank.open(str(root)).catalog
+    assert synced.shards[names[1]].fields["audio"].num_frames == grown["fields"]["audio"]["num_frames"]
+
+    reads.clear()
+    fresh = Bank.open(str(root))
+    fresh.catalog.written_at = None  # a catalog that does not say when it was written: every record is read
+    fresh.reload = lambda: None
+    fresh.sync_catalog()
+    assert len(reads[0]) == 4
