@@ -79,7 +79,8 @@ class FieldRecord:
     num_frames: int = 0
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, "teacher": self.teacher, "layers": list(self.layers),
+                "num_covered": self.num_covered, "num_frames": self.num_frames}
 
     @classmethod
     def from_json(cls, d: dict) -> FieldRecord:
@@ -108,10 +109,13 @@ class ShardRecord:
         return {lay for f in self.teacher_fields(teacher) for lay in f.layers}
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["bytes"] = self.bytes
-        d["fields"] = {k: v.to_json() for k, v in self.fields.items()}
-        return d
+        # built by hand, in asdict's key order: asdict deep-copies recursively in Python, which
+        # made saving a 10 000-shard catalog (and comparing records in a sync) take seconds
+        return {"name": self.name, "layout": self.layout, "num_segments": self.num_segments,
+                "num_samples": self.num_samples, "seconds_per_domain": dict(self.seconds_per_domain),
+                "fields": {k: v.to_json() for k, v in self.fields.items()},
+                "files": {k: dict(v) for k, v in self.files.items()}, "committed_at": self.committed_at,
+                "bytes": self.bytes}
 
     @classmethod
     def from_json(cls, d: dict) -> ShardRecord:
@@ -211,7 +215,9 @@ class Catalog:
         }
 
     def dumps(self) -> bytes:
-        return json.dumps(self.to_json(), indent=1, sort_keys=False).encode()
+        # compact: json's C encoder runs only without indent - a 10 000-shard catalog took 1.7 s to
+        # encode indented, 0.45 s compact (and is a fifth smaller); `python -m json.tool` shows it
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
 
     @classmethod
     def loads(cls, data: bytes, where: str = "bank.json") -> Catalog:
