@@ -122,6 +122,17 @@ class BankFS:
         for p in sorted(self.fs.find(base)):
             yield check_relpath(posixpath.relpath(_strip_proto(p), self.root))
 
+    def sizes_under(self, rel: str) -> dict[str, int]:
+        """Bank-relative path -> size of every file under folder ``rel``, from one listing (one
+        paginated LIST on an object store, instead of a HEAD per file)."""
+        base = self.path(rel)
+        self._fresh()
+        out = {}
+        for p, info in self.fs.find(base, detail=True).items():
+            if info.get("type", "file") == "file":
+                out[check_relpath(posixpath.relpath(_strip_proto(p), self.root))] = int(info.get("size") or 0)
+        return out
+
     def listdir(self, rel: str) -> list[str]:
         base = self.path(rel)
         self._fresh()

@@ -94,3 +94,28 @@ def test_shards_cli_reaches_the_store_through_storage_options(s3_bucket, tmp_pat
     assert verify_bank(str(tmp_path / "mine")).ok  # the local side took no storage options
     r = cli("sync", root)
     assert r.returncode == 0 and "0 shard(s) added" in r.stdout, r.stderr
+
+
+def test_opening_a_zarr_shard_checks_sizes_from_one_listing(s3_bucket, monkeypatch):
+    from audistill.shards.errors import ShardError
+    from audistill.shards.fs import BankFS
+
+    prefix, opts = s3_bucket
+    root = f"{prefix}/sizes"
+    make_bank(root, "zarr", storage_options=opts, shards=1, per_shard=2)
+    bank = Bank.open(root, opts)
+    (name, rec), = bank.catalog.shards.items()
+    heads = []
+    real = BankFS.size
+    monkeypatch.setattr(BankFS, "size", lambda self, rel: heads.append(rel) or real(self, rel))
+    bank.shard_reader(name, check="size")
+    assert heads == []  # every file's size came from the listing
+    victim, gone = sorted(f for f in rec.files if "/c/" in f)[:2]
+    good = bank.fs.read_bytes(victim)
+    bank.fs.fs.pipe_file(bank.fs.path(victim), good[:-3])  # truncated
+    with pytest.raises(ShardError, match=f"file {victim} has {len(good) - 3} bytes"):
+        bank.shard_reader(name, check="size")
+    bank.fs.fs.pipe_file(bank.fs.path(victim), good)
+    bank.fs.remove(gone)
+    with pytest.raises(ShardError, match=f"file {gone} is missing"):
+        bank.shard_reader(name, check="size")
