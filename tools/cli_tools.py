@@ -18,6 +18,7 @@ _MODULES: tuple[str, ...] = (
     "audistill.tools.bench.plan",
     "audistill.tools.bench.dask",
     "audistill.tools.bench.catalog",
+    "audistill.tools.bench.store",
     "audistill.tools.bench.train",
     "audistill.tools.corpus",
     "audistill.tools.probe",

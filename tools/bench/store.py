@@ -1,0 +1,138 @@
+"""`audistill tools bench-store`: the bank's object-store operations, against the way they were.
+
+On an S3-compatible store (``--url s3://BUCKET/PREFIX`` with ``--storage-options``; without it a
+moto server is started on loopback, which has almost no latency - run it against a real store to
+see what latency does), side by side in one run:
+
+* reading ``--records`` commit records: one GET after another (the old start-up sync) against
+  ``BankFS.read_many`` (concurrent);
+* opening a Zarr shard with size checks: a size request per file against one listing;
+* committing a shard folder of ``--objects`` objects of 1 MiB: one server-side copy after another
+  against ``BankFS.move`` (concurrent copies).
+
+Everything it writes lives under a fresh prefix and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..options import StorageOpt, parse_storage_options
+from .common import emit
+
+
+def _moto() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto server did not start (pip install 'moto[server]')")
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run_store_bench(url: str | None = None, storage_options: dict | None = None, records: int = 500,
+                    objects: int = 54, repeats: int = 2) -> dict:
+    import json
+
+    from audistill.shards.fs import BankFS, _strip_proto
+
+    proc = None
+    if url is None:
+        import boto3
+
+        proc, endpoint = _moto()
+        storage_options = {"key": "bench", "secret": "bench",
+                           "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
+                     aws_secret_access_key="bench").create_bucket(Bucket="audistill-bench")
+        url = "s3://audistill-bench"
+    root = f"{url.rstrip('/')}/bench-store-{uuid.uuid4().hex[:8]}"
+    fs = BankFS(root, storage_options)
+    try:
+        record = json.dumps({"name": "x", "files": {f"shards/x.zarr/f{i}": {"bytes": 1 << 20, "sha256": "0" * 64}
+                                                    for i in range(54)}}).encode()
+        fs.fs.pipe({fs.path(f"commits/s-{i:06d}.json"): record for i in range(records)})
+        names = [f"commits/s-{i:06d}.json" for i in range(records)]
+        blob = os.urandom(1 << 20)
+        shard_files = {fs.path(f"shards/open.zarr/c/{i}"): blob[: 1000 + i] for i in range(objects)}
+        fs.fs.pipe(shard_files)
+        rows: dict[str, list[float]] = {k: [] for k in ("records_one_by_one", "records_read_many", "sizes_per_file",
+                                                        "sizes_listing", "move_one_by_one", "move_concurrent")}
+
+        def old_move(src: str, dst: str) -> None:
+            s, d = fs.path(src), fs.path(dst)
+            for p in fs.fs.find(s):
+                p = _strip_proto(p)
+                fs.fs.copy(p, d + p[len(s):])
+            fs.fs.rm(s, recursive=True)
+
+        for k in range(repeats):
+            rows["records_one_by_one"].append(_timed(lambda: [fs.read_bytes(n) for n in names]))
+            rows["records_read_many"].append(_timed(lambda: list(fs.read_many(names))))
+            rels = [f"shards/open.zarr/c/{i}" for i in range(objects)]
+            rows["sizes_per_file"].append(_timed(lambda rels=rels: [fs.size(r) for r in rels]))
+            rows["sizes_listing"].append(_timed(lambda: fs.sizes_under("shards/open.zarr")))
+            for label, move in (("move_one_by_one", old_move), ("move_concurrent", fs.move)):
+                src = f"shards/.tmp-{label}-{k}"
+                fs.fs.pipe({fs.path(f"{src}/c/{i}"): blob for i in range(objects)})
+                dst = f"shards/{label}-{k}"
+                rows[label].append(_timed(lambda src=src, dst=dst, move=move: move(src, dst)))
+        best = {k: min(v) for k, v in rows.items()}
+    finally:
+        try:
+            fs.fs.rm(fs.root, recursive=True)
+        finally:
+            if proc is not None:
+                proc.terminate()
+    return {"url": url, "moto": proc is not None, "records": records, "objects": objects, "seconds": rows,
+            "best": best,
+            "speedup": {"records": best["records_one_by_one"] / best["records_read_many"],
+                        "sizes": best["sizes_per_file"] / best["sizes_listing"],
+                        "move": best["move_one_by_one"] / best["move_concurrent"]}}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench-store")
+    def bench_store(
+        url: Annotated[str, typer.Option("--url", help="s3://BUCKET/PREFIX to measure (default: moto on loopback).")] = "",
+        storage_options: StorageOpt = "",
+        records: Annotated[int, typer.Option(help="Commit records read.")] = 500,
+        objects: Annotated[int, typer.Option(help="Objects in the shard folder opened and moved.")] = 54,
+        repeats: Annotated[int, typer.Option(help="Runs of each, alternating (best reported).")] = 2,
+        json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    ) -> None:
+        """Object-store operations of a bank, now against before: commit records, size checks, commits."""
+        r = run_store_bench(url or None, parse_storage_options(storage_options), records, objects, repeats)
+        b = r["best"]
+        t = Table("operation", "before (s)", "now (s)", "speed-up")
+        t.add_row(f"read {records} commit records", f"{b['records_one_by_one']:.2f}", f"{b['records_read_many']:.2f}",
+                  f"{r['speedup']['records']:.1f}x")
+        t.add_row(f"sizes of a {objects}-file Zarr shard", f"{b['sizes_per_file']:.3f}", f"{b['sizes_listing']:.3f}",
+                  f"{r['speedup']['sizes']:.1f}x")
+        t.add_row(f"commit (move) {objects} x 1 MiB objects", f"{b['move_one_by_one']:.2f}", f"{b['move_concurrent']:.2f}",
+                  f"{r['speedup']['move']:.1f}x")
+        where = "moto on loopback (no network latency: a lower bound)" if r["moto"] else r["url"]
+        emit(r, t, json_out, [f"store: {where}; best of {repeats}"])
