@@ -157,13 +157,13 @@ def _number(row: dict, key: str, where: str) -> float | None:
 
 
 def _manifest_items(path: str, domain: str, dataset: str) -> Iterator[Item]:
-    base = Path(path).parent
+    base = os.path.dirname(path)
     for n, row in enumerate(_manifest_rows(path), 1):
         where = f"{path} row {n}"
         loc = row.get("path") or row.get("url")
         if not loc:
             raise CorpusError(f"{where}: needs 'path' or 'url'")
-        full = loc if is_url(loc) or Path(loc).is_absolute() else os.path.normpath(base / loc)
+        full = loc if is_url(loc) or os.path.isabs(loc) else os.path.normpath(os.path.join(base, loc))  # no pathlib: ~25% of planning
         start = _number(row, "start", where) or 0.0
         end = _number(row, "end", where)
         duration = _number(row, "duration", where)
