@@ -94,10 +94,11 @@ def _cluster(device: str, workers: int):
 
 def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
                  scheduler: str | None = None, workers: int = 2, retries: int = 2,
-                 shards_per_task: int = 8) -> RunSummary:
+                 shards_per_task: int = 8, progress_factory=None) -> RunSummary:
     """Run the whole plan on a Dask cluster (``scheduler`` address, or a LocalCluster), in tasks of
-    ``shards_per_task`` consecutive shards (see :func:`shard_task`)."""
-    from distributed import Client
+    ``shards_per_task`` consecutive shards (see :func:`shard_task`). ``progress_factory`` as for
+    :func:`extract` (advanced as each task finishes)."""
+    from distributed import Client, as_completed
 
     t0 = time.perf_counter()
     plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg)
@@ -120,14 +121,27 @@ def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cf
                                  device, {sh.name: add[sh.name] for sh in g if sh.name in add},
                                  key=f"extract-{g[0].name}-{len(g)}", retries=retries, pure=False)
                    for g in groups]
-        for g, fut in zip(groups, futures, strict=True):
-            try:
-                results += fut.result()
-            except Exception as e:  # noqa: BLE001 - a group that failed every retry is recorded, the rest go on
-                bank.sync_catalog()  # what the tries did commit stays committed, and is not an error
-                errors += [{"segment": s.id, "file": s.path, "reason": f"shard {sh.name} failed: {e}",
-                            "time": time.time()} for sh in g if not _done(bank, sh.name, add.get(sh.name))
-                           for s in sh.segments]
+        group_of = {fut.key: g for g, fut in zip(groups, futures, strict=True)}
+        progress = None if progress_factory is None else progress_factory(
+            sum(sh.count for sh in todo), sum(sh.seconds for sh in todo))
+        try:
+            for fut in as_completed(futures):
+                g = group_of[fut.key]
+                try:
+                    done = fut.result()
+                    results += done
+                except Exception as e:  # noqa: BLE001 - a group that failed every retry is recorded, the rest go on
+                    bank.sync_catalog()  # what the tries did commit stays committed, and is not an error
+                    errors += [{"segment": s.id, "file": s.path, "reason": f"shard {sh.name} failed: {e}",
+                                "time": time.time()} for sh in g if not _done(bank, sh.name, add.get(sh.name))
+                               for s in sh.segments]
+                    done = []
+                if progress is not None:
+                    progress(sum(sh.count for sh in g), sum(r.seconds for r in done))
+        finally:
+            stop = getattr(progress, "stop", None)
+            if stop is not None:
+                stop()
     if cluster is not None:
         cluster.close()
     bank.sync_catalog()

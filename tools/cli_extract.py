@@ -169,7 +169,7 @@ def extract_cmd(
         from audistill.extract.dask_run import extract_dask
 
         summary = extract_dask(corpus, specs, bank, cfg, scheduler=scheduler or None, workers=workers,
-                               shards_per_task=shards_per_task)
+                               shards_per_task=shards_per_task, progress_factory=progress)
     else:
         summary = extract(corpus, specs, bank, cfg, progress_factory=progress)
     if as_json:

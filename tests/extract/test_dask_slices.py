@@ -30,7 +30,19 @@ def specs(tiny_dir):
 @pytest.mark.parametrize("per_task", [1, 2])
 def test_dask_local_cluster_equals_single_process(specs, corpus, tmp_path, per_task):
     single = extract([str(corpus)], specs, str(tmp_path / "one"), _cfg())
-    dist = extract_dask([str(corpus)], specs, str(tmp_path / "dask"), _cfg(), workers=2, shards_per_task=per_task)
+    seen = {"total": None, "n": 0, "sec": 0.0}
+
+    def factory(total_segments, total_seconds):
+        seen["total"] = total_segments
+
+        def update(n, sec):
+            seen["n"] += n
+            seen["sec"] += sec
+        return update
+
+    dist = extract_dask([str(corpus)], specs, str(tmp_path / "dask"), _cfg(), workers=2, shards_per_task=per_task,
+                        progress_factory=factory)
+    assert seen["total"] == seen["n"] == dist.segments_planned and abs(seen["sec"] - dist.seconds) < 1e-6
     assert dist.shards_run == single.shards_run > 2 and dist.failed == 0
     assert verify_bank(str(tmp_path / "dask")).ok
     assert _content(str(tmp_path / "dask")) == _content(str(tmp_path / "one"))
