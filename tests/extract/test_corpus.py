@@ -248,3 +248,20 @@ def test_shards_are_stored_packed_and_give_back_the_same_segments(tmp_path):
     again = make_plan(list(segs), shard_seconds=60.0)
     assert again == plan and pickle.loads(pickle.dumps(plan[0])) == plan[0]
     assert len(pickle.dumps(plan[0])) < 400  # what a writer process or Dask worker is sent
+
+
+def test_nemo_manifests_read_as_they_are(tmp_path):
+    write_wav(tmp_path / "a.wav", 4.0)
+    write_wav(tmp_path / "b.wav", 1.5)
+    rows = [{"audio_filepath": "a.wav", "offset": 0.5, "duration": 2.0, "text": "hi"},
+            {"audio_filepath": str(tmp_path / "b.wav"), "duration": 1.5, "text": "yo"}]
+    (tmp_path / "nemo.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    segs, errs = plan_segments(scan_inputs([str(tmp_path / "nemo.json")]), max_seconds=30)  # NeMo's name for JSONL
+    assert [(s.source, s.start, s.end, s.num_samples) for s in segs] == [
+        ("a.wav", 0.5, 2.5, 32000), (str(tmp_path / "b.wav"), 0.0, None, 24000)] and not errs
+
+
+def test_a_manifest_line_that_is_not_an_object_is_refused(tmp_path):
+    (tmp_path / "m.json").write_text('[{"path": "a.wav"}]\n')
+    with pytest.raises(CorpusError, match="line 1 is not a JSON object"):
+        scan_inputs([str(tmp_path / "m.json")])
