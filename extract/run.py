@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import time
 import uuid
@@ -28,6 +29,8 @@ from .planfile import PlanFile
 from .spec import TeacherSpec
 from .teachers import Teacher, load_teacher
 
+log = logging.getLogger(__name__)
+SLICE_POLL_S = 5.0
 ERRORS_FILE = "errors.jsonl"
 ERRORS_DIR = "errors.d"  # one file per slice run (--num-workers > 1), merged into ERRORS_FILE
 
@@ -59,6 +62,7 @@ class ExtractConfig:
     trust_remote_code: bool = False
     storage_options: dict | None = None
     plan_file: str | None = None  # a plan written by `audistill plan`, instead of corpus inputs
+    slice_wait_s: float = 3600.0  # slices > 0 wait this long for slice 0 to register and fit codecs
 
     def __post_init__(self) -> None:
         errs = []
@@ -340,12 +344,50 @@ def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: E
         teachers = load_teachers(specs, cfg)
     elif [t.spec for t in teachers] != list(specs):
         raise ExtractError("the teachers given do not match the specs given")
-    bank = Bank.create(bank_root, cfg.layout, cfg.storage_options)
     try:
-        check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
+        if cfg.num_workers > 1 and cfg.worker_index > 0:
+            bank = wait_for_slice_zero(bank_root, teachers, cfg)
+        else:
+            bank = Bank.create(bank_root, cfg.layout, cfg.storage_options)
+            check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
     except CatalogError as e:
         raise ExtractError(str(e)) from e
     return plan, plan_errors, teachers, bank
+
+
+def wait_for_slice_zero(bank_root: str, teachers: list[Teacher], cfg: ExtractConfig) -> Bank:
+    """Slices other than 0 never write ``bank.json``: they wait until slice 0 has registered the
+    teachers and fitted their codecs, then check their own teachers against it.
+
+    When every slice registered and fitted on its own, a slice's registration could overwrite
+    ``bank.json`` after slice 0 saved fitted codec states into it, losing them; and two slices
+    fitting at once could each write a state (bit-different on different GPUs) and encode shards
+    with the one that lost. Slice 0 is the single writer; it fits even when it has no shard left."""
+    records = [t.record() for t in teachers]
+    fitted = {t.name: t.layers for t in teachers if t.spec.make_codec().needs_fit}
+    deadline = time.monotonic() + cfg.slice_wait_s
+    while True:
+        bank = Bank(bank_root, cfg.storage_options)
+        missing = "the bank"
+        if bank.fs.exists("bank.json"):
+            bank.reload()
+            if bank.catalog.layout != cfg.layout:
+                raise ExtractError(f"bank {bank_root} has layout {bank.catalog.layout!r}, not {cfg.layout!r}")
+            trial = copy.deepcopy(bank.catalog)
+            for r in records:
+                trial.add_teacher(r)  # another revision / weights / codec than slice 0's: refused now
+            absent = [r.name for r in records if r.name not in bank.catalog.teachers]
+            unfitted = [f"{name} layer {layer}" for name, layers in fitted.items() if name not in absent
+                        for layer in layers if str(layer) not in bank.catalog.teachers[name].codec_state]
+            missing = (f"teachers {absent}" if absent else "") or (f"fitted codecs of {unfitted}" if unfitted else "")
+            if not missing:
+                return bank
+        if time.monotonic() >= deadline:
+            raise ExtractError(f"slice {cfg.worker_index} of {cfg.num_workers}: after {cfg.slice_wait_s / 60:.0f} min "
+                               f"{missing} still missing from {bank_root}; slice 0 registers the teachers and fits "
+                               "their codecs for every slice - run it (first, or alongside)")
+        log.info("slice %d waits for slice 0 (%s missing)", cfg.worker_index, missing)
+        time.sleep(min(SLICE_POLL_S, max(0.05, deadline - time.monotonic())))
 
 
 def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
@@ -369,8 +411,8 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     summary = RunSummary(bank.root, shards_planned=len(mine), shards_skipped=skipped,
                          segments_planned=sum(s.count for s in mine) + len(plan_errors),
                          teachers={t.name: TeacherTotals() for t in teachers})
-    if todo:
-        fit_codecs(bank, teachers, plan[0], cfg)
+    if len(plan) and (todo or (cfg.num_workers > 1 and cfg.worker_index == 0)):
+        fit_codecs(bank, teachers, plan[0], cfg)  # slice 0 fits for every slice, shards left or not
     progress: Progress | None = None
     if progress_factory is not None:
         progress = progress_factory(sum(s.count for s in todo), sum(s.seconds for s in todo))

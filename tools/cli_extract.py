@@ -132,6 +132,8 @@ def extract_cmd(
     max_failed: Annotated[float, typer.Option("--max-failed", help="Failed fraction above which the run exits 1.")] = 0.01,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Slices of the plan (SLURM arrays).")] = 1,
     worker_index: Annotated[int, typer.Option("--worker-index", help="This process's slice.")] = 0,
+    slice_wait_minutes: Annotated[float, typer.Option(
+        "--slice-wait-minutes", help="Slices > 0 wait this long for slice 0 to register teachers and fit codecs.")] = 60.0,
     scheduler: Annotated[str, typer.Option("--scheduler", help="Dask scheduler address (tcp://...).")] = "",
     dask: Annotated[bool, typer.Option("--dask", help="Run shards on a Dask LocalCluster.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="LocalCluster workers on CPU (GPU: one per GPU).")] = 2,
@@ -155,7 +157,8 @@ def extract_cmd(
                         writer_kind=writer_kind, max_failed=max_failed,
                         domain=domain, domain_map=_domain_map(domain_map), dataset=dataset,
                         num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code,
-                        storage_options=parse_storage_options(storage_options), plan_file=plan_file or None)
+                        storage_options=parse_storage_options(storage_options), plan_file=plan_file or None,
+                        slice_wait_s=slice_wait_minutes * 60)
     corpus = corpus or []
     if dry_run:
         plan = plan_only(corpus, specs, cfg)

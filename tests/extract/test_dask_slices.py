@@ -112,3 +112,40 @@ def test_slices_record_every_error_without_racing(specs, corpus, tmp_path):
     assert [x["file"].endswith("garbage.wav") for x in recs] == [True]
     assert not list((root / "errors.d").glob("*.jsonl"))
     assert verify_bank(str(root)).ok
+
+
+def test_slices_wait_for_slice_zero_which_alone_writes_the_catalog(tiny_dir, corpus, tmp_path, monkeypatch):
+    """A slice started before slice 0 waits; only slice 0 registers teachers and fits codecs, so
+    no slice overwrites another's fitted states in bank.json or encodes with a state that lost."""
+    import threading
+
+    import audistill.extract.run as run_mod
+    from audistill.extract.errors import ExtractError
+    from audistill.shards.bank import Bank as BankCls
+
+    monkeypatch.setattr(run_mod, "SLICE_POLL_S", 0.05)
+    spec = [TeacherSpec(name="wavlm", source=str(tiny_dir("wavlm")), layers=[1, 3], codec="int8-delta")]
+    root = tmp_path / "sl"
+    with pytest.raises(ExtractError, match="slice 0 registers the teachers"):
+        extract([str(corpus)], spec, str(root), _cfg(num_workers=2, worker_index=1, slice_wait_s=0.3))
+    assert not (root / "bank.json").exists()  # a waiting slice writes nothing
+
+    saves, catalog_writes = [], []
+    real_state, real_save = BankCls.save_codec_state, BankCls.save_catalog
+    monkeypatch.setattr(BankCls, "save_codec_state", lambda self, *a, **k: saves.append(a[:2]) or real_state(self, *a, **k))
+    monkeypatch.setattr(BankCls, "save_catalog", lambda self: catalog_writes.append(threading.current_thread().name)
+                        or real_save(self))
+    out = {}
+    late = threading.Thread(target=lambda: out.setdefault("s1", extract(
+        [str(corpus)], spec, str(root), _cfg(num_workers=2, worker_index=1, slice_wait_s=120))), name="slice-1")
+    late.start()
+    out["s0"] = extract([str(corpus)], spec, str(root), _cfg(num_workers=2, worker_index=0))
+    late.join(120)
+    assert "s1" in out and out["s0"].shards_run > 0 and out["s1"].shards_run > 0
+    assert sorted(saves) == [("wavlm", 1), ("wavlm", 3)]  # fitted once, by slice 0
+    assert "slice-1" not in catalog_writes
+    bank = BankCls.open(str(root))
+    bank.sync_catalog()
+    single = extract([str(corpus)], spec, str(tmp_path / "one"), _cfg())
+    assert _content(str(root)) == _content(str(tmp_path / "one")) and single.failed == 0
+    assert verify_bank(str(root)).ok
