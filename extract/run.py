@@ -77,6 +77,8 @@ class ExtractConfig:
             errs.append("switch_interval_ms must be in [0, 100]")
         if self.writer_kind not in ("auto", "process", "thread"):
             errs.append(f"writer_kind {self.writer_kind!r} is not auto, process or thread")
+        if self.slice_wait_s < 0:
+            errs.append("slice_wait_s must be >= 0")
         if not 0 <= self.max_failed <= 1:
             errs.append("max_failed is a fraction in [0, 1]")
         if self.num_workers < 1 or not 0 <= self.worker_index < self.num_workers:
