@@ -20,7 +20,8 @@ from audistill.shards.segments import SAMPLE_RATE
 from .errors import AudioError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
-_TARS: dict[str, dict[str, bytes]] = {}
+_TARS: dict[str, dict[str, bytes]] = {}  # compressed tars: every member, a few tars per process
+_INDEX: dict[str, dict[str, tuple[int, int]] | AudioError] = {}  # uncompressed tars: where each member is
 
 
 def is_url(path: str) -> bool:
@@ -41,23 +42,73 @@ def tar_members(url: str, storage_options: dict | None = None) -> dict[str, byte
     if url not in _TARS:
         if len(_TARS) > 4:
             _TARS.pop(next(iter(_TARS)))
-        with open_binary(url, storage_options) as f, tarfile.open(fileobj=f, mode="r|*") as tf:
-            members = {}
-            for m in tf:
-                if m.isfile():
-                    fobj = tf.extractfile(m)
-                    assert fobj is not None
-                    members[m.name] = fobj.read()
+        try:
+            with open_binary(url, storage_options) as f, tarfile.open(fileobj=f, mode="r|*") as tf:
+                members = {}
+                for m in tf:
+                    if m.isfile():
+                        fobj = tf.extractfile(m)
+                        assert fobj is not None
+                        members[m.name] = fobj.read()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise AudioError(f"unreadable tar {url}: {e}") from e
         _TARS[url] = members
     return _TARS[url]
 
 
+def tar_index(url: str, storage_options: dict | None = None) -> dict[str, tuple[int, int]] | None:
+    """Member name -> (offset, size) of an uncompressed tar, read once per process (the tar is
+    streamed through, its data not kept); None for a compressed tar, which cannot be seeked."""
+    if url.lower().endswith((".tar.gz", ".tgz")):
+        return None
+    if url not in _INDEX:
+        if len(_INDEX) >= 64:
+            _INDEX.pop(next(iter(_INDEX)))
+        try:
+            with open_binary(url, storage_options) as f, tarfile.open(fileobj=f, mode="r|") as tf:
+                _INDEX[url] = {m.name: (m.offset_data, m.size) for m in tf if m.isfile()}
+        except (tarfile.TarError, OSError, EOFError) as e:  # once per process, then for every member of it
+            _INDEX[url] = AudioError(f"unreadable tar {url}: {e}")
+    got = _INDEX[url]
+    if isinstance(got, AudioError):
+        raise got
+    return got
+
+
+def read_member(url: str, member: str, storage_options: dict | None = None) -> bytes:
+    """One member's bytes: read at its offset from an uncompressed tar (decode workers each used to
+    hold whole tars - five per process, gigabytes with WebDataset audio shards), or from the cached
+    members of a compressed one."""
+    if url in _TARS:  # planning read the whole tar in this process already
+        members = _TARS[url]
+        if member not in members:
+            raise AudioError(f"member {member} missing from {url}")
+        return members[member]
+    index = tar_index(url, storage_options)
+    if index is None:
+        members = tar_members(url, storage_options)
+        if member not in members:
+            raise AudioError(f"member {member} missing from {url}")
+        return members[member]
+    if member not in index:
+        raise AudioError(f"member {member} missing from {url}")
+    offset, size = index[member]
+    with open_binary(url, storage_options) as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise AudioError(f"member {member} of {url} is truncated ({len(data)} of {size} bytes)")
+    return data
+
+
+def forget_tars() -> None:
+    """Drop the whole tars planning read (decode workers forked later need only offsets)."""
+    _TARS.clear()
+
+
 def _source(path: str, member: str | None, storage_options: dict | None):
     if member is not None:
-        try:
-            return io.BytesIO(tar_members(path, storage_options)[member])
-        except KeyError:
-            raise AudioError(f"member {member} missing from {path}") from None
+        return io.BytesIO(read_member(path, member, storage_options))
     if is_url(path):
         return open_binary(path, storage_options)
     local = path.removeprefix("file://")

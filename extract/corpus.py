@@ -188,7 +188,10 @@ def _manifest_items(path: str, domain: str, dataset: str) -> Iterator[Item]:
 
 
 def _tar_items(url: str, domain: str, dataset: str, storage_options: dict | None) -> list[Item]:
-    members = tar_members(url, storage_options)
+    try:
+        members = tar_members(url, storage_options)
+    except AudioError:  # an unreadable tar: one item that fails when probed, so the error is recorded
+        return [Item(source=unicode_name(url), path=url, member="", domain=domain, dataset=dataset)]
     items = []
     for name in sorted(members):
         base = name.rsplit("/", 1)[-1]

@@ -180,10 +180,14 @@ def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig
         return pf, list(pf.errors)
     if not inputs:
         raise ExtractError("no corpus inputs (folders, manifests, tars) and no plan file")
+    from .audio import forget_tars
+
     errors: list[dict] = []
     items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options)
     segs = iter_segments(items, errors, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options)
-    return make_plan(segs, cfg.shard_seconds, cfg.shard_segments), errors
+    plan = make_plan(segs, cfg.shard_seconds, cfg.shard_segments)
+    forget_tars()
+    return plan, errors
 
 
 def plan_to_file(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig, out: str) -> dict:

@@ -265,3 +265,38 @@ def test_a_manifest_line_that_is_not_an_object_is_refused(tmp_path):
     (tmp_path / "m.json").write_text('[{"path": "a.wav"}]\n')
     with pytest.raises(CorpusError, match="line 1 is not a JSON object"):
         scan_inputs([str(tmp_path / "m.json")])
+
+
+def test_decode_workers_read_tar_members_at_their_offsets(tmp_path, monkeypatch):
+    import gzip
+
+    import audistill.extract.audio as audio
+    from audistill.extract.audio import forget_tars, load_segment, read_member
+    from audistill.extract.errors import AudioError
+
+    tar = _tar_of(tmp_path / "a.tar", [("x.flac", 1.0), ("y.flac", 0.5)])
+    with tarfile.open(tar) as tf:
+        want = {m: tf.extractfile(m).read() for m in ("x.flac", "y.flac")}
+    forget_tars()
+    monkeypatch.setattr(audio, "tar_members", lambda *a, **k: pytest.fail("whole tar read"))
+    assert read_member(str(tar), "y.flac") == want["y.flac"] and read_member(str(tar), "x.flac") == want["x.flac"]
+    assert len(load_segment(str(tar), "x.flac", 0.0, None, 100)) == 16000
+    with pytest.raises(AudioError, match="member z.flac missing"):
+        read_member(str(tar), "z.flac")
+    monkeypatch.undo()
+    gz = tmp_path / "a.tar.gz"
+    gz.write_bytes(gzip.compress(tar.read_bytes()))  # compressed: no seeking, the members are cached whole
+    assert read_member(str(gz), "x.flac") == want["x.flac"]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(tar.read_bytes()[: 512 + len(want["x.flac"]) // 2])  # x's data ends early
+    with pytest.raises(AudioError, match="cut.tar"):  # a segment error the loader records, not a crash
+        read_member(str(cut), "x.flac")
+
+
+def test_an_unreadable_tar_input_is_recorded_and_planning_goes_on(tmp_path):
+    good = make_corpus(tmp_path / "c", 2, 1)
+    tar = _tar_of(tmp_path / "a.tar", [("x.flac", 1.0)])
+    (tmp_path / "cut.tar").write_bytes(tar.read_bytes()[:700])
+    segs, errs = plan_segments(scan_inputs([str(good), str(tmp_path / "cut.tar")]))
+    assert len(segs) == 3 and len(errs) == 1
+    assert errs[0]["file"] == str(tmp_path / "cut.tar") and "unreadable tar" in errs[0]["reason"]
