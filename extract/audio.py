@@ -93,9 +93,18 @@ def read_member(url: str, member: str, storage_options: dict | None = None) -> b
     if member not in index:
         raise AudioError(f"member {member} missing from {url}")
     offset, size = index[member]
-    with open_binary(url, storage_options) as f:
-        f.seek(offset)
-        data = f.read(size)
+    try:
+        if is_url(url):  # one ranged request of exactly the member (a file object reads ahead in 5 MB blocks)
+            import fsspec
+
+            fs, p = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            data = fs.cat_file(p, start=offset, end=offset + size)
+        else:
+            with open(url.removeprefix("file://"), "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+    except OSError as e:
+        raise AudioError(f"cannot read member {member} of {url}: {e}") from e
     if len(data) != size:
         raise AudioError(f"member {member} of {url} is truncated ({len(data)} of {size} bytes)")
     return data

@@ -1,6 +1,8 @@
 """Extraction straight into a bank on object storage (a real S3-compatible server, moto, on
 loopback), with thread and process writers, resumed after an interruption, equal to a local run."""
 
+import tarfile
+
 import pytest
 
 from audistill.extract.run import ExtractConfig, extract
@@ -94,3 +96,24 @@ def test_a_plan_file_on_the_object_store_is_read_by_ranges(corpus, s3_bucket, mo
     pf = PlanFile(f"{prefix}/plans/c.plan", opts)
     assert list(pf[1::2]) == list(want[1::2]) and len(ranges) == len(want[1::2]) > 1
     assert sum(b - a for a, b in ranges) == sum(len(sh.packed) for sh in want[1::2])  # only those shards' bytes
+
+
+def test_audio_tars_on_the_object_store_plan_and_read_by_member(s3_bucket, tmp_path):
+    import fsspec
+
+    from audistill.extract.audio import forget_tars, load_segment, read_member
+    from audistill.extract.corpus import plan_segments, scan_inputs
+
+    from .test_corpus import _tar_of
+
+    prefix, opts = s3_bucket
+    tar = _tar_of(tmp_path / "a.tar", [("k1.flac", 1.0), ("k2.flac", 0.5)])
+    url = f"{prefix}/audio/a.tar"
+    fs, path = fsspec.core.url_to_fs(url, **opts)
+    fs.put_file(str(tar), path)
+    segs, errs = plan_segments(scan_inputs([url], storage_options=opts), storage_options=opts)
+    assert [(s.member, s.num_samples) for s in segs] == [("k1.flac", 16000), ("k2.flac", 8000)] and not errs
+    forget_tars()  # as in a decode worker: no whole tar in memory, members by ranged reads
+    with tarfile.open(tar) as tf:
+        assert read_member(url, "k2.flac", opts) == tf.extractfile("k2.flac").read()
+    assert len(load_segment(url, "k1.flac", 0.0, None, 100, opts)) == 16000
