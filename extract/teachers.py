@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from importlib.metadata import entry_points
 
 import torch
@@ -154,8 +155,21 @@ def plugin_names() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def load_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
-    """Build the teacher ``spec`` describes on ``device``; TeacherError when it cannot be loaded."""
+    """Build the teacher ``spec`` describes on ``device``; TeacherError when it cannot be loaded.
+
+    One load at a time per process: transformers' ``from_pretrained`` swaps class attributes
+    (``PreTrainedModel.tie_weights``, torch's init functions) for the load and puts back what it
+    found, so two loads in threads can leave them swapped for good - every later model then loads
+    with untied weights (seen: a Whisper ``proj_out`` left random)."""
+    with _LOAD_LOCK:
+        return _load_teacher(spec, device)
+
+
+def _load_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
     if spec.kind == "hf":
         from .teachers_hf import load_hf_teacher
 

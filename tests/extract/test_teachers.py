@@ -184,3 +184,24 @@ def test_oom_splits_the_batch(tiny_dir, monkeypatch):
     wave, lengths = _batch()
     parts, frames = _run_teacher(t, t.spec.make_codec(), {}, wave, lengths, [0, 1, 2, 3])
     assert calls[0] == 4 and all(p is not None for p in parts) and frames == sum(t.num_frames(n) for n in LENGTHS)
+
+
+def test_teachers_loaded_in_threads_leave_transformers_as_they_found_it(tiny_dir):
+    """from_pretrained swaps PreTrainedModel.tie_weights (and torch's init functions) for the load;
+    two loads at once could leave the no-op in place for good, untying every later model."""
+    import threading
+
+    import torch.nn.init
+    from transformers import PreTrainedModel
+
+    from audistill.extract.spec import TeacherSpec
+    from audistill.extract.teachers import load_teacher
+
+    tie, init = PreTrainedModel.tie_weights, torch.nn.init.normal_
+    spec = TeacherSpec(name="w", source=str(tiny_dir("wavlm")), layers=[1])
+    threads = [threading.Thread(target=load_teacher, args=(spec, "cpu")) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert PreTrainedModel.tie_weights is tie and torch.nn.init.normal_ is init
