@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
 from .bank import Bank
@@ -26,7 +27,7 @@ class BankReader:
 
     def __init__(self, bank: Bank | str, teachers: TeacherRequest = None, *, audio: bool = True,
                  shards: list[str] | None = None, on_error: str = "raise", check: str = "size",
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, max_open_shards: int = 64):
         self.bank = bank if isinstance(bank, Bank) else Bank.open(bank, storage_options)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -38,7 +39,11 @@ class BankReader:
         self.teachers = self._resolve(teachers)
         self.errors: list[ShardError] = []
         self._states: dict[tuple[str, int], dict | None] = {}
-        self._readers: dict[str, object] = {}
+        # the shards open at once, least recently used closed first: a reader holds read-ahead
+        # windows (Zarr) or open files (WebDataset), and a long-lived reader of a 100 000-shard
+        # bank (locate() alone opens every shard) ran out of memory or file descriptors
+        self._readers: OrderedDict[str, object] = OrderedDict()
+        self.max_open_shards = max(1, int(max_open_shards))
         self._index: dict[str, tuple[str, int]] | None = None
 
     def _resolve(self, request: TeacherRequest) -> dict[str, list[int]]:
@@ -70,8 +75,14 @@ class BankReader:
     # -- shards ---------------------------------------------------------------------------------
     def reader(self, shard: str):
         r = self._readers.get(shard)
-        if r is None:
-            r = self._readers[shard] = self.bank.shard_reader(shard, check=self.check)
+        if r is not None:
+            self._readers.move_to_end(shard)
+            return r
+        r = self._readers[shard] = self.bank.shard_reader(shard, check=self.check)
+        while len(self._readers) > self.max_open_shards:
+            _, old = self._readers.popitem(last=False)
+            if hasattr(old, "close"):
+                old.close()
         return r
 
     def segments(self, shard: str) -> list[Segment]:

@@ -310,3 +310,25 @@ def test_sync_reads_only_the_commit_records_that_can_differ_from_the_catalog(tmp
     fresh.reload = lambda: None
     fresh.sync_catalog()
     assert len(reads[0]) == 4
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_reader_keeps_only_its_most_recent_shards_open(tmp_path, layout, monkeypatch):
+    import random
+
+    from audistill.shards.layout_wds import WdsShardReader
+
+    _, truth = make_bank(tmp_path / "b", layout, shards=4, per_shard=2)
+    closed = []
+    real_close = WdsShardReader.close
+    monkeypatch.setattr(WdsShardReader, "close", lambda self: closed.append(self.name) or real_close(self))
+    reader = BankReader(str(tmp_path / "b"), max_open_shards=2)
+    assert assert_matches(reader, truth) == 8 and len(reader._readers) <= 2
+    ids = sorted(truth)
+    random.Random(0).shuffle(ids)
+    for sid in ids:  # random access across every shard (locate() opens each one)
+        sd = reader.get(sid)
+        np.testing.assert_array_equal(sd.audio, truth[sid][1])
+        assert len(reader._readers) <= 2
+    if layout == "webdataset":
+        assert len(closed) >= 4  # evicted readers closed their files
