@@ -266,6 +266,40 @@ def test_a_new_teacher_is_added_to_committed_shards(tiny_dir, corpus, tmp_path):
     assert again.shards_run == 0 and again.shards_skipped == s.shards_run
 
 
+def test_adding_a_teacher_opens_only_shards_that_lost_a_segment(tiny_dir, corpus, tmp_path, monkeypatch):
+    """A shard holding every planned segment holds them in plan order: planning to add a teacher to
+    it needs no read of the shard (hours at 100 000 shards on an object store). A shard that lost
+    a segment is opened for the ids it holds."""
+    from audistill.extract.run import build_plan, load_teachers, plan_work
+
+    nan = np.full(12000, 0.1, np.float32)
+    nan[5] = np.nan
+    sf.write(corpus / "speech" / "utt01b.wav", nan, 16000, subtype="FLOAT")  # planned, fails to decode
+    wavlm, hubert = _specs(tiny_dir)
+    root = str(tmp_path / "bank")
+    first = extract([str(corpus)], [wavlm], root, _cfg())
+    assert first.failed == 1
+    plan, _ = build_plan([str(corpus)], [wavlm], _cfg())
+    bank = Bank.open(root)
+    lossy = {sh.name for sh in plan if bank.catalog.shards[sh.name].num_segments < sh.count}
+    opened = []
+    real = Bank.shard_reader
+    monkeypatch.setattr(Bank, "shard_reader", lambda self, name, *a, **k: opened.append(name) or real(self, name, *a, **k))
+    todo, add, skipped = plan_work(bank, plan, load_teachers([wavlm, hubert], _cfg()))
+    assert len(lossy) == 1 and set(opened) == lossy and len(todo) == len(plan) and not skipped
+    for sh in todo:  # what the add will run: exactly the segments each shard holds, in its order
+        assert [s.id for s in sh.segments] == [s.id for s in real(bank, sh.name).segments]
+    monkeypatch.undo()
+    s = extract([str(corpus)], [wavlm, hubert], root, _cfg())
+    assert s.shards_run == first.shards_run and s.failed == 0  # the lost segment is not retried by an add
+    ref = str(tmp_path / "ref")
+    extract([str(corpus)], [wavlm, hubert], ref, _cfg())
+    for a, b in zip(BankReader(root), BankReader(ref), strict=True):
+        assert a.segment == b.segment
+        np.testing.assert_array_equal(a.features["hubert"][3], b.features["hubert"][3])
+    assert verify_bank(root).ok
+
+
 def test_pace_runs_from_the_first_commit_to_the_last():
     """Neither start-up nor the first shard's batches count: audio of shards 2..N over the time
     from commit 1 to commit N, in commit-time order (writers may finish out of plan order)."""
