@@ -28,13 +28,32 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def open_binary(path: str, storage_options: dict | None = None):
+def open_binary(path: str, storage_options: dict | None = None, mode: str = "rb"):
     """A binary file object for a local path or an fsspec URL."""
     if is_url(path):
         import fsspec
 
-        return fsspec.open(path, "rb", **(storage_options or {})).open()
-    return open(path.removeprefix("file://"), "rb")
+        return fsspec.open(path, mode, **(storage_options or {})).open()
+    return open(path.removeprefix("file://"), mode)
+
+
+def read_ranges(path: str, ranges: list[tuple[int, int]], storage_options: dict | None = None) -> list[bytes]:
+    """The bytes ``[start, end)`` of each range of a local file or an fsspec URL: on a store, one
+    ranged request each (concurrent where it can), exactly those bytes - a file object would read
+    ahead in 5 MB blocks."""
+    if not ranges:
+        return []
+    if is_url(path):
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(path, **(storage_options or {}))
+        return fs.cat_ranges([p] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+    out = []
+    with open_binary(path) as f:
+        for a, b in ranges:
+            f.seek(a)
+            out.append(f.read(b - a))
+    return out
 
 
 def tar_members(url: str, storage_options: dict | None = None) -> dict[str, bytes]:
@@ -78,31 +97,16 @@ def tar_index(url: str, storage_options: dict | None = None) -> dict[str, tuple[
 def read_member(url: str, member: str, storage_options: dict | None = None) -> bytes:
     """One member's bytes: read at its offset from an uncompressed tar (decode workers each used to
     hold whole tars - five per process, gigabytes with WebDataset audio shards), or from the cached
-    members of a compressed one."""
-    if url in _TARS:  # planning read the whole tar in this process already
-        members = _TARS[url]
-        if member not in members:
-            raise AudioError(f"member {member} missing from {url}")
-        return members[member]
-    index = tar_index(url, storage_options)
-    if index is None:
-        members = tar_members(url, storage_options)
-        if member not in members:
-            raise AudioError(f"member {member} missing from {url}")
-        return members[member]
-    if member not in index:
+    members of a tar planning read whole in this process, or of a compressed one."""
+    index = None if url in _TARS else tar_index(url, storage_options)
+    found = tar_members(url, storage_options) if index is None else index
+    if member not in found:
         raise AudioError(f"member {member} missing from {url}")
+    if index is None:
+        return found[member]
     offset, size = index[member]
     try:
-        if is_url(url):  # one ranged request of exactly the member (a file object reads ahead in 5 MB blocks)
-            import fsspec
-
-            fs, p = fsspec.core.url_to_fs(url, **(storage_options or {}))
-            data = fs.cat_file(p, start=offset, end=offset + size)
-        else:
-            with open(url.removeprefix("file://"), "rb") as f:
-                f.seek(offset)
-                data = f.read(size)
+        (data,) = read_ranges(url, [(offset, offset + size)], storage_options)
     except OSError as e:
         raise AudioError(f"cannot read member {member} of {url}: {e}") from e
     if len(data) != size:

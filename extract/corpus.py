@@ -12,8 +12,9 @@ done by ``probe_workers`` threads) unless a manifest row gives ``duration``: the
 length in seconds. At 10k-100k hours that is millions of opens before the first batch, in every
 slice and on every re-run, so ``audistill manifest`` probes a corpus once and writes a
 manifest with durations (and the same ids) that every later run plans from without opening a
-file; ``audistill plan`` goes one step further and stores the shard plan itself (planfile.py). A declared duration is trusted for planning; the loader refuses audio longer than the
-teachers' window, so a wrong one is recorded as an error, never stored cut or mismatched.
+file; ``audistill plan`` goes one step further and stores the shard plan itself (planfile.py).
+A declared duration is trusted for planning; the loader refuses audio longer than the teachers'
+window, so a wrong one is recorded as an error, never stored cut or mismatched.
 
 Sources are written so they do not depend on where the corpus is mounted: a directory's files
 are ``DIRNAME/relative/path``; a manifest's rows use their ``id`` (else the path as written).
@@ -99,6 +100,12 @@ class SegmentRef:
 
 def error_record(segment: str | None, file: str, reason: str) -> dict:
     return {"segment": segment, "file": file, "reason": reason, "time": time.time()}
+
+
+def item_error(item: Item, reason: str) -> dict:
+    """The error record of an item that cannot be used at all (named by its whole-item id)."""
+    return error_record(make_segment_id(item.source, item.start, item.end),
+                        item.source if item.member else item.path, reason)
 
 
 def _walk_sorted(folder: str) -> Iterator[str]:
@@ -332,8 +339,7 @@ def iter_segments(items: Iterable[Item], errors: list[dict], max_seconds: float 
                     raise got
                 segs = split_item(item, got, max_seconds, min_seconds)
             except AudioError as e:
-                errors.append(error_record(make_segment_id(item.source, item.start, item.end),
-                                           item.source if item.member else item.path, str(e)))
+                errors.append(item_error(item, str(e)))
                 continue
             for s in segs:
                 key = int.from_bytes(hashlib.blake2b(s.id.encode(), digest_size=16).digest(), "little")
@@ -377,8 +383,7 @@ def probe_items(items: list[Item], storage_options: dict | None = None, workers:
     for it, got in zip(items, probe_lengths(items, storage_options, workers), strict=True):
         if isinstance(got, AudioError):
             out.append(it)
-            errors.append(error_record(make_segment_id(it.source, it.start, it.end),
-                                       it.source if it.member else it.path, str(got)))
+            errors.append(item_error(it, str(got)))
         else:
             out.append(replace(it, duration=got))
     return out, errors

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import torch
 
+from .corpus import error_record
 from .pipeline import RunOptions, ShardResult, TeacherTotals, open_bank_cached, run_shards
 from .plan import ShardPlan
 from .run import (
@@ -26,6 +27,7 @@ from .run import (
     open_run,
     plan_work,
     resolve_device,
+    stop_progress,
     summarize,
 )
 from .spec import TeacherSpec
@@ -69,8 +71,7 @@ def shard_task(bank_root: str, storage_options: dict | None, shards: list[ShardP
     teachers = _teachers(specs, _worker_device(device))
     # writer threads: the task is one of many on this worker process; no process pool per task
     opts = replace(opts, writer_kind="thread")
-    return run_shards(bank, todo, teachers, opts, update_catalog=False, add={k: v for k, v in add.items()
-                                                                           if any(sh.name == k for sh in todo)})
+    return run_shards(bank, todo, teachers, opts, update_catalog=False, add=add)  # every shard in add is in todo
 
 
 def _done(bank, name: str, add: dict[str, list[int]] | None) -> bool:
@@ -132,16 +133,13 @@ def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cf
                     results += done
                 except Exception as e:  # noqa: BLE001 - a group that failed every retry is recorded, the rest go on
                     bank.sync_catalog()  # what the tries did commit stays committed, and is not an error
-                    errors += [{"segment": s.id, "file": s.path, "reason": f"shard {sh.name} failed: {e}",
-                                "time": time.time()} for sh in g if not _done(bank, sh.name, add.get(sh.name))
-                               for s in sh.segments]
+                    errors += [error_record(s.id, s.path, f"shard {sh.name} failed: {e}")
+                               for sh in g if not _done(bank, sh.name, add.get(sh.name)) for s in sh.segments]
                     done = []
                 if progress is not None:
                     progress(sum(sh.count for sh in g), sum(r.seconds for r in done))
         finally:
-            stop = getattr(progress, "stop", None)
-            if stop is not None:
-                stop()
+            stop_progress(progress)
     if cluster is not None:
         cluster.close()
     bank.sync_catalog()

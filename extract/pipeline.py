@@ -38,7 +38,7 @@ from .batching import Decoded, batch_work, decoded_batches, equal_length_groups
 from .corpus import error_record
 from .encode import BatchBlock, Encoded, HostBlocks, Rows, as_array, device_state, materialize
 from .plan import ShardPlan
-from .teachers import Teacher
+from .teachers import Teacher, window_samples
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, float], None]  # (segments done, audio seconds done)
@@ -527,9 +527,8 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     if opts.switch_interval_ms > 0:
         sys.setswitchinterval(opts.switch_interval_ms / 1000)
     host_blocks = HostBlocks(shared=in_process)
-    window = int(round(min(t.spec.max_seconds for t in teachers) * 16000))  # longest input every teacher takes
     batches = decoded_batches(shards, work, min_samples, opts.loader_workers, opts.storage_options,
-                              pin_memory=device.type == "cuda", max_samples=window)
+                              pin_memory=device.type == "cuda", max_samples=window_samples(teachers))
     inflight: deque[_Launched] = deque()
     try:
         with pool:

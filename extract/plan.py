@@ -39,8 +39,7 @@ class ShardPlan:
         segs = tuple(segments)
         rows = [[s.id, s.source, s.path, s.member, s.start, s.end, s.domain, s.dataset, s.num_samples] for s in segs]
         packed = zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 1)
-        plan = cls(name, packed, len(segs), sum(s.num_samples for s in segs))
-        return plan
+        return cls(name, packed, len(segs), sum(s.num_samples for s in segs))
 
     @property
     def segments(self) -> tuple[SegmentRef, ...]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import is_url
+from .audio import is_url, open_binary, read_ranges
 from .errors import CorpusError
 from .plan import ShardPlan
 
@@ -41,14 +41,6 @@ INDEX = np.dtype([("offset", "<u8"), ("length", "<u4"), ("count", "<u4"), ("samp
 
 class PlanFileError(CorpusError):
     """A plan file that cannot be used: unreadable, truncated, damaged, or made with other settings."""
-
-
-def _open(path: str, mode: str, storage_options: dict | None):
-    if is_url(path):
-        import fsspec
-
-        return fsspec.open(path, mode, **(storage_options or {})).open()
-    return open(path.removeprefix("file://"), mode)
 
 
 def write_plan_file(path: str, plan: Sequence[ShardPlan], errors: list[dict], params: dict,
@@ -70,7 +62,7 @@ def write_plan_file(path: str, plan: Sequence[ShardPlan], errors: list[dict], pa
     if local:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _open(tmp, "wb", storage_options) as f:
+        with open_binary(tmp, storage_options, "wb") as f:
             f.write(MAGIC + struct.pack("<Q", len(header)) + header + index.tobytes())
             for sh in plan:
                 f.write(sh.packed)
@@ -88,7 +80,7 @@ class PlanFile(Sequence[ShardPlan]):
     def __init__(self, path: str, storage_options: dict | None = None):
         self.path, self.so = path, storage_options
         try:
-            with _open(path, "rb", storage_options) as f:
+            with open_binary(path, storage_options) as f:
                 head = f.read(len(MAGIC) + 8)
                 if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
                     raise PlanFileError(f"plan file {path}: not an audistill plan file")
@@ -131,20 +123,9 @@ class PlanFile(Sequence[ShardPlan]):
             yield from self._read(range(start, min(len(self), start + 256)))
 
     def _blobs(self, which) -> list[bytes]:
+        """The packed shards ``which``: only their bytes (ranged reads on an object store)."""
         rows = [self.index[i] for i in which]
-        starts = [int(r["offset"]) for r in rows]
-        ends = [int(r["offset"]) + int(r["length"]) for r in rows]
-        if is_url(self.path):  # ranged reads of just these blobs, concurrent where the store allows
-            import fsspec
-
-            fs, p = fsspec.core.url_to_fs(self.path, **(self.so or {}))
-            return fs.cat_ranges([p] * len(rows), starts, ends) if rows else []
-        out = []
-        with open(self.path.removeprefix("file://"), "rb") as f:
-            for a, b in zip(starts, ends, strict=True):
-                f.seek(a)
-                out.append(f.read(b - a))
-        return out
+        return read_ranges(self.path, [(int(r["offset"]), int(r["offset"]) + int(r["length"])) for r in rows], self.so)
 
     def _read(self, which) -> list[ShardPlan]:
         which = list(which)

@@ -27,7 +27,7 @@ from .pipeline import Progress, RunOptions, TeacherTotals, run_shards
 from .plan import ShardPlan, make_plan, plan_summary, slice_plan
 from .planfile import PlanFile
 from .spec import TeacherSpec
-from .teachers import Teacher, load_teacher
+from .teachers import Teacher, load_teacher, window_samples
 
 log = logging.getLogger(__name__)
 SLICE_POLL_S = 5.0
@@ -213,12 +213,18 @@ def load_teachers(specs: list[TeacherSpec], cfg: ExtractConfig) -> list[Teacher]
     return out
 
 
+def check_teachers(bank: Bank, records: list) -> None:
+    """CatalogError (nothing written) when a teacher's identity differs from the bank's: another
+    revision, weights or codec under the same name."""
+    trial = copy.deepcopy(bank.catalog)
+    for r in records:
+        trial.add_teacher(r)
+
+
 def check_and_register(bank: Bank, teachers: list[Teacher], config: dict) -> None:
     """Refuse (before writing anything) a teacher whose identity differs from the bank's."""
     records = [t.record() for t in teachers]
-    trial = copy.deepcopy(bank.catalog)
-    for r in records:
-        trial.add_teacher(r)  # raises CatalogError on another revision / weights / codec
+    check_teachers(bank, records)
     for r in records:
         bank.register_teacher(r, save=False)
     bank.catalog.config.setdefault("extract", {}).update(config)
@@ -312,7 +318,7 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], first: ShardPlan, cfg: Extra
     if not need:
         return
     waves, total = [], 0.0  # (domain, wave)
-    window = int(round(min(t.spec.max_seconds for t in teachers) * 16000))
+    window = window_samples(teachers)
     for ref in first.segments:
         if total >= cfg.fit_seconds:
             break
@@ -386,9 +392,7 @@ def wait_for_slice_zero(bank_root: str, teachers: list[Teacher], cfg: ExtractCon
             bank.reload()
             if bank.catalog.layout != cfg.layout:
                 raise ExtractError(f"bank {bank_root} has layout {bank.catalog.layout!r}, not {cfg.layout!r}")
-            trial = copy.deepcopy(bank.catalog)
-            for r in records:
-                trial.add_teacher(r)  # another revision / weights / codec than slice 0's: refused now
+            check_teachers(bank, records)  # another revision / weights / codec than slice 0's: refused now
             absent = [r.name for r in records if r.name not in bank.catalog.teachers]
             unfitted = [f"{name} layer {layer}" for name, layers in fitted.items() if name not in absent
                         for layer in layers if str(layer) not in bank.catalog.teachers[name].codec_state]
@@ -435,9 +439,7 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
         results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress,
                              add=add, timers=summary.stages, facts=facts)
     finally:
-        stop = getattr(progress, "stop", None)
-        if stop is not None:
-            stop()
+        stop_progress(progress)
     summary.run_s = time.perf_counter() - t_run
     summary.writer_kind = facts.get("writer_kind", "")
     errors = plan_errors + [e for r in results for e in r.errors]
@@ -445,6 +447,13 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
                   f"slice-{cfg.worker_index:05d}-of-{cfg.num_workers:05d}-{uuid.uuid4().hex[:8]}")
     summarize(summary, results, errors, t0)
     return summary
+
+
+def stop_progress(progress: Progress | None) -> None:
+    """End a progress display that has a ``stop`` (the CLI's bar), however the run ended."""
+    stop = getattr(progress, "stop", None)
+    if stop is not None:
+        stop()
 
 
 def summarize(summary: RunSummary, results, errors: list[dict], t0: float) -> RunSummary:

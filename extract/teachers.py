@@ -158,6 +158,12 @@ def plugin_names() -> list[str]:
 _LOAD_LOCK = threading.Lock()
 
 
+def window_samples(teachers: list[Teacher]) -> int:
+    """The longest input (16 kHz samples) every one of ``teachers`` takes: no planned segment is
+    longer, so decoded audio that is (a wrong manifest duration) is an error."""
+    return int(round(min(t.spec.max_seconds for t in teachers) * SAMPLE_RATE))
+
+
 def load_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
     """Build the teacher ``spec`` describes on ``device``; TeacherError when it cannot be loaded.
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import time
 from collections.abc import Iterator
 
@@ -274,12 +275,12 @@ class Bank:
     def commit_records(self) -> dict[str, ShardRecord]:
         """Every commit record (read concurrently on object stores: a bank of 100 000 shards is
         as many small objects, which one GET after another would take most of an hour to read)."""
-        names = [f"commits/{f}" for f in self.fs.listdir("commits") if f.endswith(".json") and not f.startswith(".")]
-        out = {}
-        for _, data in self.fs.read_many(names):
-            rec = ShardRecord.from_json(json.loads(data))
-            out[rec.name] = rec
-        return out
+        return {rec.name: rec for rec in self._read_commits(
+            [f"commits/{f}" for f in self.fs.listdir("commits") if _is_commit(f)])}
+
+    def _read_commits(self, rels: list[str]) -> Iterator[ShardRecord]:
+        for _, data in self.fs.read_many(rels):
+            yield ShardRecord.from_json(json.loads(data))
 
     def sync_catalog(self) -> list[str]:
         """Merge commit records written by other processes into the catalog; returns new shards.
@@ -289,18 +290,17 @@ class Bank:
         and records whose size is not that of the catalog's copy. Every run starts with a sync,
         and reading all of a 100 000-shard bank's records is 100 000 GETs on an object store."""
         self.reload()
-        since = (self.catalog.written_at or 0.0) - SYNC_CLOCK_MARGIN_S
+        written = self.catalog.written_at
+        since = -math.inf if written is None else written - SYNC_CLOCK_MARGIN_S  # unknown: read them all
         stale = []
         for f, (size, mtime) in self.fs.list_details("commits").items():
-            if not f.endswith(".json") or f.startswith("."):
+            if not _is_commit(f):
                 continue
             rec = self.catalog.shards.get(f[: -len(".json")])
-            if (rec is None or mtime is None or mtime >= since or self.catalog.written_at is None
-                    or size != len(json.dumps(rec.to_json()).encode())):
+            if rec is None or mtime is None or mtime >= since or size != len(json.dumps(rec.to_json()).encode()):
                 stale.append(f"commits/{f}")
         added = []
-        for _, data in self.fs.read_many(stale):
-            rec = ShardRecord.from_json(json.loads(data))
+        for rec in self._read_commits(stale):
             if self.catalog.shards.get(rec.name) is None or self.catalog.shards[rec.name].to_json() != rec.to_json():
                 self.catalog.shards[rec.name] = rec
                 added.append(rec.name)
@@ -335,3 +335,8 @@ class Bank:
         if record.layout == "zarr":
             return ZarrShardReader(self.fs, name)
         return WdsShardReader(self.fs, name, list(record.fields))
+
+
+def _is_commit(name: str) -> bool:
+    """A commit record's file name in ``commits/`` (not a temporary of an atomic write)."""
+    return name.endswith(".json") and not name.startswith(".")

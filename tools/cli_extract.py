@@ -15,6 +15,18 @@ import typer
 
 from audistill.tools.options import DeviceOpt, JsonOpt, StorageOpt, parse_storage_options
 
+# the corpus and planning options extract, plan and manifest share
+CorpusArg = Annotated[list[str], typer.Argument(help="Corpus inputs: folders, .jsonl/.json/.csv manifests, .tar shards.")]
+DomainOpt = Annotated[str, typer.Option("--domain", help="Domain of folder inputs.")]
+DomainMapOpt = Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DOMAIN (repeatable).")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")]
+MaxSecondsOpt = Annotated[float, typer.Option("--max-seconds", help="Longest segment (s).")]
+ShardHoursOpt = Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")]
+
+
+def _hours(per_domain: dict[str, float]) -> str:
+    return ", ".join(f"{d} {h:.3f} h" for d, h in per_domain.items())
+
 
 def _domain_map(pairs: list[str]) -> dict[str, str]:
     from audistill.extract.errors import ExtractError
@@ -93,7 +105,7 @@ def stages_line(stages: dict[str, float], run_s: float) -> str:
 def _plan_table(plan: dict, console) -> None:
     from rich.table import Table
 
-    doms = ", ".join(f"{d} {h:.3f} h" for d, h in plan["hours_per_domain"].items())
+    doms = _hours(plan["hours_per_domain"])
     console.print(f"plan: {plan['shards']} shards, {plan['segments']} segments, {plan['hours']:.3f} h ({doms}); "
                   f"segments up to {plan['segment_seconds']} s; {plan['unusable_inputs']} unusable inputs")
     t = Table(title="estimated storage (codec parts before lossless compression: an upper bound)")
@@ -118,11 +130,11 @@ def extract_cmd(
     layout: Annotated[str, typer.Option("--layout", help="zarr or webdataset (new banks).")] = "zarr",
     device: DeviceOpt = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and size estimates; run no model.")] = False,
-    domain: Annotated[str, typer.Option("--domain", help="Domain of folder inputs.")] = "unknown",
-    domain_map: Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DOMAIN (repeatable).")] = [],  # noqa: B006
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")] = "",
-    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Longest segment (s).")] = 30.0,
-    shard_hours: Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")] = 1.0,
+    domain: DomainOpt = "unknown",
+    domain_map: DomainMapOpt = [],  # noqa: B006
+    dataset: DatasetOpt = "",
+    max_seconds: MaxSecondsOpt = 30.0,
+    shard_hours: ShardHoursOpt = 1.0,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch (s).")] = 200.0,
     loader_workers: Annotated[int | None, typer.Option(
         "--loader-workers", help="Decode processes (default: 2 on CPU, cores/3 up to 8 on CUDA).")] = None,
@@ -187,11 +199,11 @@ def extract_cmd(
 
 
 def manifest_cmd(
-    corpus: Annotated[list[str], typer.Argument(help="Corpus inputs: folders, .jsonl/.csv manifests, .tar shards.")],
+    corpus: CorpusArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="The manifest to write (.jsonl).")],
-    domain: Annotated[str, typer.Option("--domain", help="Domain of folder inputs.")] = "unknown",
-    domain_map: Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DOMAIN (repeatable).")] = [],  # noqa: B006
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")] = "",
+    domain: DomainOpt = "unknown",
+    domain_map: DomainMapOpt = [],  # noqa: B006
+    dataset: DatasetOpt = "",
     probe_workers: Annotated[int, typer.Option("--probe-workers", help="Threads reading file headers.")] = 16,
     storage_options: StorageOpt = "",
     as_json: JsonOpt = False,
@@ -221,14 +233,14 @@ def manifest_cmd(
 
 
 def plan_cmd(
-    corpus: Annotated[list[str], typer.Argument(help="Corpus inputs: folders, .jsonl/.csv manifests, .tar shards.")],
+    corpus: CorpusArg,
     teachers: Annotated[str, typer.Option("--teachers", help="Teacher spec file (their windows cut segments).")],
     out: Annotated[str, typer.Option("--out", "-o", help="The plan file to write (path or fsspec URL).")],
-    domain: Annotated[str, typer.Option("--domain", help="Domain of folder inputs.")] = "unknown",
-    domain_map: Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DOMAIN (repeatable).")] = [],  # noqa: B006
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")] = "",
-    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Longest segment (s).")] = 30.0,
-    shard_hours: Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")] = 1.0,
+    domain: DomainOpt = "unknown",
+    domain_map: DomainMapOpt = [],  # noqa: B006
+    dataset: DatasetOpt = "",
+    max_seconds: MaxSecondsOpt = 30.0,
+    shard_hours: ShardHoursOpt = 1.0,
     storage_options: StorageOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -247,7 +259,7 @@ def plan_cmd(
     if as_json:
         print(json.dumps(summary))
         return
-    doms = ", ".join(f"{d} {h:.3f} h" for d, h in summary["hours_per_domain"].items())
+    doms = _hours(summary["hours_per_domain"])
     Console().print(f"wrote {out}: {summary['shards']} shards, {summary['segments']} segments, "
                     f"{summary['hours']:.3f} h ({doms}); {summary['unusable_inputs']} unusable inputs")
 

@@ -49,3 +49,19 @@ def make_corpus(root: Path, n_speech: int = 6, n_music: int = 3) -> Path:
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     return make_corpus(tmp_path / "corpus")
+
+
+def run_cli(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
+    """``audistill ARGV...`` in this process: (exit code, stdout, stderr)."""
+    import sys
+
+    from audistill.tools.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["audistill", *argv])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -13,7 +13,7 @@ from audistill.shards.bank import Bank
 from audistill.shards.reader import BankReader
 from audistill.shards.verify import verify_bank
 
-from .conftest import make_corpus
+from .conftest import make_corpus, run_cli
 
 CLI = [sys.executable, "-c", "from audistill.tools.cli import main; main()", "extract"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -36,16 +36,7 @@ def _content(root):
 
 def _main(args, capsys, monkeypatch):
     """The CLI in this process (exit code, stdout, stderr)."""
-    from audistill.tools.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["audistill", "extract"] + args)
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(monkeypatch, capsys, "extract", *args)
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, monkeypatch):

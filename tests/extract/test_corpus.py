@@ -12,7 +12,7 @@ from audistill.extract.errors import CorpusError
 from audistill.extract.plan import make_plan, slice_plan
 from audistill.shards.segments import check_key
 
-from .conftest import make_corpus, write_wav
+from .conftest import make_corpus, run_cli, write_wav
 
 
 def _ids(inputs, **kw):
@@ -111,18 +111,7 @@ def _tar_of(path, names_seconds):
 
 
 def _manifest_cli(args, capsys, monkeypatch):
-    import sys
-
-    from audistill.tools.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["audistill", "manifest", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(monkeypatch, capsys, "manifest", *args)
 
 
 def test_a_written_manifest_plans_the_same_shards_without_opening_a_file(tmp_path, capsys, monkeypatch):

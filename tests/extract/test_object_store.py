@@ -11,6 +11,8 @@ from audistill.shards.bank import Bank
 from audistill.shards.reader import BankReader
 from audistill.shards.verify import verify_bank
 
+from .conftest import run_cli
+
 pytestmark = pytest.mark.s3
 
 
@@ -40,11 +42,8 @@ def test_extract_into_s3_equals_local(tiny_dir, corpus, tmp_path, s3_bucket, lay
 
 def test_cli_takes_storage_options_as_json_or_a_file(tiny_dir, corpus, tmp_path, s3_bucket, monkeypatch, capsys):
     import json
-    import sys
 
     import s3fs
-
-    from audistill.tools.cli import main
 
     prefix, opts = s3_bucket
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # the server is reachable only through --storage-options
@@ -54,15 +53,8 @@ def test_cli_takes_storage_options_as_json_or_a_file(tiny_dir, corpus, tmp_path,
     (tmp_path / "so.json").write_text(json.dumps(opts))
 
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["audistill", "extract", str(corpus), "--teachers", str(spec), "--json",
-                                          "--loader-workers", "0", "--max-seconds", "2", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        return run_cli(monkeypatch, capsys, "extract", str(corpus), "--teachers", str(spec), "--json",
+                       "--loader-workers", "0", "--max-seconds", "2", *args)
 
     code, out, err = run("--bank", f"{prefix}/a", "--storage-options", f"@{tmp_path / 'so.json'}")
     assert code == 0, err

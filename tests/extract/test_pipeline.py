@@ -13,7 +13,7 @@ from audistill.shards.bank import Bank
 from audistill.shards.reader import BankReader
 from audistill.shards.verify import verify_bank
 
-from .conftest import write_wav
+from .conftest import run_cli, write_wav
 
 DOMAINS = {"speech": "speech", "music": "music"}
 
@@ -153,9 +153,6 @@ def test_a_wrong_manifest_duration_is_recorded_not_stored_cut(tiny_dir, tmp_path
 
 def test_a_file_name_that_is_not_utf8_is_extracted_under_an_escaped_source(tiny_dir, tmp_path, capsys, monkeypatch):
     import os
-    import sys
-
-    from audistill.tools.cli import main
 
     c = tmp_path / "c"
     write_wav(c / "ok.wav", 1.0)
@@ -167,8 +164,7 @@ def test_a_file_name_that_is_not_utf8_is_extracted_under_an_escaped_source(tiny_
         assert s.segments_written == 2 and s.failed == 0
         assert sorted(sd.segment.source for sd in BankReader(str(tmp_path / layout))) == ["c/caf\\xe9.wav", "c/ok.wav"]
         assert verify_bank(str(tmp_path / layout)).ok
-    monkeypatch.setattr(sys, "argv", ["audistill", "manifest", str(c), "-o", str(tmp_path / "m.jsonl")])
-    main()
+    assert run_cli(monkeypatch, capsys, "manifest", str(c), "-o", str(tmp_path / "m.jsonl"))[0] == 0
     s = extract([str(tmp_path / "m.jsonl")], [spec], str(tmp_path / "from-manifest"), _cfg())
     assert ({sd.segment.id for sd in BankReader(str(tmp_path / "from-manifest"))}
             == {sd.segment.id for sd in BankReader(str(tmp_path / "zarr"))})

@@ -2,7 +2,6 @@
 when damaged or made with other settings, and giving the same bank as planning from the corpus."""
 
 import json
-import sys
 
 import pytest
 
@@ -13,7 +12,7 @@ from audistill.extract.spec import TeacherSpec
 from audistill.shards.reader import BankReader
 from audistill.shards.verify import verify_bank
 
-from .conftest import make_corpus
+from .conftest import make_corpus, run_cli
 
 
 def _cfg(**kw):
@@ -113,21 +112,13 @@ def test_damaged_plan_files_are_errors_naming_the_file(planned, tmp_path):
 
 
 def test_cli_plan_then_extract_from_it(tmp_path, tiny_dir, capsys, monkeypatch):
-    from audistill.tools.cli import main
 
     root = make_corpus(tmp_path / "corpus", 3, 1)
     spec = tmp_path / "t.toml"
     spec.write_text(f'[[teacher]]\nname = "wavlm"\nsource = "{tiny_dir("wavlm")}"\nlayers = [1]\ncodec = "float16"\n')
 
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["audistill", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        return run_cli(monkeypatch, capsys, *args)
 
     plan = str(tmp_path / "c.plan")
     code, out, err = run("plan", str(root), "--teachers", str(spec), "-o", plan, "--max-seconds", "2", "--json")

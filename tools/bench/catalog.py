@@ -24,6 +24,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..options import JsonOpt
 from .common import emit
 
 
@@ -115,7 +116,7 @@ def register(app: typer.Typer) -> None:
     @app.command("bench-catalog")
     def bench_catalog(
         shards: Annotated[int, typer.Option(help="Shards in the catalog.")] = 10000,
-        json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+        json_out: JsonOpt = False,
     ) -> None:
         """bank.json at SHARDS shards: encoding it (now / before), opening it, the start-up sync."""
         r = run_catalog_bench(shards)

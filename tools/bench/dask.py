@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..options import JsonOpt
 from .common import emit
 from .extract import _spec, make_corpus, make_model
 
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Option(help="tiny | base | large (WavLM shapes).")] = "tiny",
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         workers: Annotated[int, typer.Option(help="LocalCluster workers on CPU.")] = 1,
-        json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+        json_out: JsonOpt = False,
     ) -> None:
         """Dask extraction end to end, one shard per task against groups of shards."""
         r = run_dask_bench(minutes, shard_seconds, (1, shards_per_task), repeats, model, device, workers)

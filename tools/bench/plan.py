@@ -32,6 +32,7 @@ import soundfile as sf
 import typer
 from rich.table import Table
 
+from ..options import JsonOpt
 from .common import emit
 
 SLICES = 10  # the slice whose start is timed: one of ten
@@ -157,7 +158,7 @@ def register(app: typer.Typer) -> None:
         latency_ms: Annotated[float, typer.Option("--latency-ms", help="Simulated storage latency per open.")] = 2.0,
         latency_files: Annotated[int, typer.Option("--latency-files", help="Files read at that latency.")] = 2000,
         memory_segments: Annotated[int, typer.Option("--memory-segments", help="Planned segments for memory.")] = 200000,
-        json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+        json_out: JsonOpt = False,
     ) -> None:
         """Planning's cost per file: headers read here / with threads / at storage latency, against
         a manifest with durations; the plan's memory per segment, packed against objects."""

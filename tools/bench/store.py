@@ -26,7 +26,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..options import StorageOpt, parse_storage_options
+from ..options import JsonOpt, StorageOpt, parse_storage_options
 from .common import emit
 
 
@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
         records: Annotated[int, typer.Option(help="Commit records read.")] = 500,
         objects: Annotated[int, typer.Option(help="Objects in the shard folder opened and moved.")] = 54,
         repeats: Annotated[int, typer.Option(help="Runs of each, alternating (best reported).")] = 2,
-        json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+        json_out: JsonOpt = False,
     ) -> None:
         """Object-store operations of a bank, now against before: commit records, size checks, commits."""
         r = run_store_bench(url or None, parse_storage_options(storage_options), records, objects, repeats)
