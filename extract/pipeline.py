@@ -255,8 +255,8 @@ def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[Shard
                 res.seconds += len(audio) / 16000
     rec = w.record
     for t in teachers:
-        res.teachers[t].bytes = field_bytes(rec, t)
-    return res, rec
+        res.teachers[t].bytes = rec.fields[t].bytes
+    return res, rec.slim()  # the catalog keeps no file lists (and a writer process sends less)
 
 
 def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
@@ -273,8 +273,8 @@ def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
     res.segments = len(st.audio)
     res.seconds = sum(len(as_array(x)) for x in st.audio.values()) / 16000
     for name in st.add:
-        res.teachers[name].bytes = sum(field_bytes(rec, f.name) for f in rec.teacher_fields(name))
-    return res, rec
+        res.teachers[name].bytes = sum(f.bytes for f in rec.teacher_fields(name))
+    return res, rec.slim()
 
 
 def _write(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
@@ -437,18 +437,6 @@ def _writer_pool(opts: RunOptions, device: torch.device, need: SharedNeed | None
             pool.submit(_warm_writer)
         return pool, True
     return ThreadPoolExecutor(max_workers=opts.writers, thread_name_prefix="shard-writer"), False
-
-
-def field_bytes(record, field_name: str) -> int:
-    """Stored bytes of one field of a committed shard (both layouts)."""
-    total = 0
-    for rel, meta in record.files.items():
-        parts = rel.split("/")
-        zarr_hit = len(parts) > 2 and parts[1].endswith(".zarr") and parts[2] == field_name
-        wds_hit = parts[-1].startswith(f"{record.name}.{field_name}.")
-        if zarr_hit or wds_hit:
-            total += int(meta["bytes"])
-    return total
 
 
 def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opts: RunOptions,

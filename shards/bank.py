@@ -20,7 +20,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -162,7 +162,7 @@ class Bank:
             raise
         writer.record = record  # this shard's commit record (safe with several writers at once)
         if update_catalog:
-            self.catalog.shards[name] = record
+            self.catalog.shards[name] = record.slim()
             self.save_catalog()
         self.last_record = record
 
@@ -172,6 +172,9 @@ class Bank:
         for s in segs:
             spd[s.domain] = spd.get(s.domain, 0.0) + s.num_samples / SAMPLE_RATE
         frecs = {f.name: FieldRecord(f.name, f.teacher, list(f.layers), *counts[f.name]) for f in fields}
+        if self.layout == "webdataset":  # (Zarr: from the file list, per layer folder)
+            for fname, lb in writer.layer_bytes().items():
+                frecs[fname].layer_bytes = lb
         num_samples = counts[AUDIO][1] if self.layout == "zarr" else sum(s.num_samples for s in segs)
         if self.layout == "zarr":
             files = self._file_entries({f.replace(writer.tmp, writer.final, 1): f
@@ -182,8 +185,13 @@ class Bank:
         record = ShardRecord(name=name, layout=self.layout, num_segments=len(segs), num_samples=num_samples,
                              seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time())
         self._check_committed(record)
-        self.fs.write_bytes_atomic(f"commits/{name}.json", json.dumps(record.to_json()).encode())
+        self._write_commit(record)
         return record
+
+    def _write_commit(self, record: ShardRecord) -> None:
+        data = json.dumps(record.to_json()).encode()
+        self.fs.write_bytes_atomic(f"commits/{record.name}.json", data)
+        record.commit_bytes = len(data)
 
     @contextlib.contextmanager
     def add_field(self, shard: str, teacher: str, layers: list[int] | None = None,
@@ -193,7 +201,9 @@ class Bank:
         Yields a writer with ``add(segment, {layer: parts} | None)``, called once per segment of
         the shard, in the shard's order (``reader.segments``).
         """
-        record = self.shard_record(shard)
+        # the commit record, not the catalog's copy: a field another process added since this
+        # catalog was read is in it, and must stay in the record written back
+        record = self.full_record(shard)
         have = record.layers_of(teacher)
         layers = sorted(layers if layers is not None else self.catalog.teacher(teacher).layers)
         dup = sorted(set(layers) & have)
@@ -216,13 +226,15 @@ class Bank:
         except BaseException:
             adder.abort()
             raise
-        record.fields[fname] = FieldRecord(fname, teacher, layers, covered, frames)
+        record.fields[fname] = FieldRecord(fname, teacher, layers, covered, frames,
+                                           layer_bytes=adder.layer_bytes() if self.layout == "webdataset" else None)
         record.files.update(new_files)
+        record.recount()  # the totals, with the new files
         self._check_committed(record)
-        self.fs.write_bytes_atomic(f"commits/{shard}.json", json.dumps(record.to_json()).encode())
+        self._write_commit(record)
         adder.record = record  # this shard's updated commit record
         if update_catalog:
-            self.catalog.shards[shard] = record
+            self.catalog.shards[shard] = record.slim()
             self.save_catalog()
 
     def _file_entry(self, rel: str) -> dict:
@@ -273,14 +285,31 @@ class Bank:
 
     # -- catalog from commit records ----------------------------------------------------------------
     def commit_records(self) -> dict[str, ShardRecord]:
-        """Every commit record (read concurrently on object stores: a bank of 100 000 shards is
-        as many small objects, which one GET after another would take most of an hour to read)."""
-        return {rec.name: rec for rec in self._read_commits(
-            [f"commits/{f}" for f in self.fs.listdir("commits") if _is_commit(f)])}
+        """Every commit record, without its file list (see :meth:`iter_commit_records`)."""
+        return {rec.name: rec.slim() for rec in self.iter_commit_records()}
 
-    def _read_commits(self, rels: list[str]) -> Iterator[ShardRecord]:
-        for _, data in self.fs.read_many(rels):
-            yield ShardRecord.from_json(json.loads(data))
+    def iter_commit_records(self, on_error: Callable[[str, CatalogError], None] | None = None
+                            ) -> Iterator[ShardRecord]:
+        """Every commit record with its file list, streamed in name order (read concurrently on
+        object stores: a bank of 100 000 shards is as many small objects, which one GET after
+        another would take most of an hour to read). ``on_error(shard, error)``: called for an
+        unreadable record, which is skipped (default: raise)."""
+        return self._read_commits(sorted(f"commits/{f}" for f in self.fs.listdir("commits") if _is_commit(f)),
+                                  on_error)
+
+    def _read_commits(self, rels: list[str], on_error: Callable[[str, CatalogError], None] | None = None
+                      ) -> Iterator[ShardRecord]:
+        for rel, data in self.fs.read_many(rels):
+            try:
+                rec = ShardRecord.from_json(json.loads(data))
+            except (ValueError, KeyError, TypeError) as e:
+                err = CatalogError(f"commit record {rel} is unreadable: {e!r}")
+                if on_error is None:
+                    raise err from e
+                on_error(rel.split("/", 1)[1][: -len(".json")], err)
+                continue
+            rec.commit_bytes = len(data)
+            yield rec
 
     def sync_catalog(self) -> list[str]:
         """Merge commit records written by other processes into the catalog; returns new shards.
@@ -297,14 +326,17 @@ class Bank:
             if not _is_commit(f):
                 continue
             rec = self.catalog.shards.get(f[: -len(".json")])
-            if rec is None or mtime is None or mtime >= since or size != len(json.dumps(rec.to_json()).encode()):
+            if rec is None or mtime is None or mtime >= since or size != rec.commit_bytes:
                 stale.append(f"commits/{f}")
-        added = []
+        added, dirty = [], False
         for rec in self._read_commits(stale):
-            if self.catalog.shards.get(rec.name) is None or self.catalog.shards[rec.name].to_json() != rec.to_json():
-                self.catalog.shards[rec.name] = rec
+            cur = self.catalog.shards.get(rec.name)
+            if cur is None or cur.summary_json() != rec.summary_json():
+                self.catalog.shards[rec.name] = rec.slim()
                 added.append(rec.name)
-        if added:
+            elif cur.commit_bytes != rec.commit_bytes:  # same record; its size was not known (a schema-1 catalog)
+                cur.commit_bytes, dirty = rec.commit_bytes, True
+        if added or dirty:
             self.save_catalog()
         return sorted(added)
 
@@ -315,15 +347,43 @@ class Bank:
         except KeyError:
             raise MissingDataError(f"bank {self.root} has no committed shard {name!r}") from None
 
+    def full_record(self, name: str, record: ShardRecord | None = None) -> ShardRecord:
+        """The shard's record with its file list: ``record`` (default: the catalog's) if it has
+        one, else its commit record, ``commits/NAME.json`` - one small read. A commit record may
+        be newer than this catalog (another process added a teacher to the shard) but never
+        hold less than it."""
+        record = record or self.shard_record(name)
+        if record.files is not None:
+            return record
+        rel = f"commits/{name}.json"
+        try:
+            data = self.fs.read_bytes(rel)
+        except FileNotFoundError:
+            raise ShardError(f"commit record {rel} is missing (run `audistill shards verify`)", shard=name) from None
+        try:
+            full = ShardRecord.from_json(json.loads(data))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ShardError(f"commit record {rel} is unreadable: {e!r}", shard=name) from e
+        lost = sorted(set(record.fields) - set(full.fields))
+        if full.files is None or full.name != name or full.num_segments != record.num_segments or lost:
+            raise ShardError(f"commit record {rel} disagrees with the catalog ({full.num_segments} segments, "
+                             f"fields missing: {lost or 'none'}; run `audistill shards verify`)", shard=name)
+        full.commit_bytes = len(data)
+        return full
+
+    def shard_files(self, name: str, record: ShardRecord | None = None) -> dict[str, dict]:
+        """``{bank-relative path: {"bytes", "sha256"}}`` of every file of a committed shard."""
+        return self.full_record(name, record).files
+
     def shard_reader(self, name: str, record: ShardRecord | None = None, check: str = "size"):
-        """Open one shard. ``check``: "size" compares file sizes with the catalog (cheap, catches
-        truncation and missing files), "sha256" hashes every file, "none" trusts the files."""
+        """Open one shard. ``check``: "size" compares file sizes with the commit record (cheap,
+        catches truncation and missing files), "sha256" hashes every file, "none" trusts the files."""
         record = record or self.shard_record(name)
         if check != "none":
             # a Zarr shard's files share its folder: their sizes come from one listing, not a
             # request per file (on an object store, ~50 HEADs every time a reader opens a shard)
             listed = self.fs.sizes_under(shard_dir(name)) if record.layout == "zarr" else {}
-            for rel, meta in record.files.items():
+            for rel, meta in self.shard_files(name, record).items():
                 try:
                     size = listed[rel] if rel in listed else self.fs.size(rel)
                 except FileNotFoundError:

@@ -3,7 +3,7 @@
 Schema (version 1)::
 
     {
-      "format": "audistill-bank", "schema_version": 1, "created_by": "audistill 0.1.0",
+      "format": "audistill-bank", "schema_version": 2, "created_by": "audistill 0.1.0",
       "sample_rate": 16000, "layout": "zarr" | "webdataset",
       "teachers": {NAME: TeacherRecord},
       "shards": {NAME: ShardRecord},
@@ -23,7 +23,7 @@ from .errors import CatalogError, SchemaError
 from .segments import SAMPLE_RATE, check_key
 
 FORMAT = "audistill-bank"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: shard entries without their file lists (those are in commits/NAME.json)
 LAYOUTS = ("zarr", "webdataset")
 
 
@@ -77,30 +77,79 @@ class FieldRecord:
     layers: list[int] = field(default_factory=list)
     num_covered: int = 0  # segments that have this field
     num_frames: int = 0
+    bytes: int | None = None  # stored bytes of the field's files (None: a schema-1 record without files)
+    # stored bytes per layer, {"LAYER": n}: the compressed codec parts (None: unknown - a schema-1
+    # WebDataset record; `shards info` then reads the field's index)
+    layer_bytes: dict[str, int] | None = None
 
     def to_json(self) -> dict:
         return {"name": self.name, "teacher": self.teacher, "layers": list(self.layers),
-                "num_covered": self.num_covered, "num_frames": self.num_frames}
+                "num_covered": self.num_covered, "num_frames": self.num_frames, "bytes": self.bytes,
+                "layer_bytes": None if self.layer_bytes is None else dict(self.layer_bytes)}
 
     @classmethod
     def from_json(cls, d: dict) -> FieldRecord:
-        return cls(**d)
+        return cls(name=d["name"], teacher=d.get("teacher"), layers=list(d.get("layers", [])),
+                   num_covered=int(d.get("num_covered", 0)), num_frames=int(d.get("num_frames", 0)),
+                   bytes=None if d.get("bytes") is None else int(d["bytes"]),
+                   layer_bytes=None if d.get("layer_bytes") is None else {str(k): int(v) for k, v in d["layer_bytes"].items()})
+
+
+def field_of_file(shard: str, rel: str) -> str | None:
+    """The field a bank-relative file of ``shard`` belongs to (both layouts), or None for a
+    shard-level file (a Zarr shard's group metadata)."""
+    parts = rel.split("/")
+    if len(parts) > 2 and parts[1] == f"{shard}.zarr":
+        return parts[2] if len(parts) > 3 else None
+    base = parts[-1]
+    if base.startswith(f"{shard}.") and (base.endswith(".tar") or base.endswith(".json")):
+        return base[len(shard) + 1: base.rindex(".")]
+    return None
 
 
 @dataclass
 class ShardRecord:
+    """One committed shard. Its commit record, ``commits/NAME.json``, lists every file with size
+    and sha256; ``bank.json`` (schema 2) keeps everything else - per-file lists would make it
+    O(files): ~50 files a Zarr shard, ~1 GB of catalog at 100 000 shards, parsed by every reader.
+    ``files`` is None for a record read from ``bank.json``: :meth:`Bank.shard_files` reads them."""
+
     name: str
     layout: str
     num_segments: int
     num_samples: int
     seconds_per_domain: dict[str, float]
     fields: dict[str, FieldRecord]
-    files: dict[str, dict]  # bank-relative path -> {"bytes", "sha256"}
+    files: dict[str, dict] | None  # bank-relative path -> {"bytes", "sha256"}; None: not loaded
     committed_at: float = 0.0
+    total_bytes: int = 0  # sum of the file sizes (from ``files`` when they are given)
+    num_files: int = 0
+    commit_bytes: int | None = None  # size of commits/NAME.json as written (sync compares it); None: unknown
+
+    def __post_init__(self) -> None:
+        if self.files is not None:
+            self.recount()
+
+    def recount(self) -> None:
+        """Totals that bank.json keeps in place of the file list, from the file list."""
+        self.total_bytes = sum(int(f["bytes"]) for f in self.files.values())
+        self.num_files = len(self.files)
+        per: dict[str | None, int] = {}
+        for rel, meta in self.files.items():
+            f = field_of_file(self.name, rel)
+            per[f] = per.get(f, 0) + int(meta["bytes"])
+        for f in self.fields.values():
+            f.bytes = per.get(f.name, 0)
+            if f.layer_bytes is None and self.layout == "zarr" and f.teacher is not None:
+                f.layer_bytes = {}
+                for layer in f.layers:
+                    prefix = f"shards/{self.name}.zarr/{f.name}/L{int(layer):02d}/"
+                    f.layer_bytes[str(layer)] = sum(int(m["bytes"]) for p, m in self.files.items()
+                                                    if p.startswith(prefix))
 
     @property
     def bytes(self) -> int:
-        return sum(int(f["bytes"]) for f in self.files.values())
+        return self.total_bytes
 
     def teacher_fields(self, teacher: str) -> list[FieldRecord]:
         return [f for f in self.fields.values() if f.teacher == teacher]
@@ -108,17 +157,36 @@ class ShardRecord:
     def layers_of(self, teacher: str) -> set[int]:
         return {lay for f in self.teacher_fields(teacher) for lay in f.layers}
 
-    def to_json(self) -> dict:
-        # built by hand, in asdict's key order: asdict deep-copies recursively in Python, which
+    def summary_json(self) -> dict:
+        """What bank.json keeps of the record: everything but the file list."""
+        # built by hand, in a fixed key order: asdict deep-copies recursively in Python, which
         # made saving a 10 000-shard catalog (and comparing records in a sync) take seconds
         return {"name": self.name, "layout": self.layout, "num_segments": self.num_segments,
                 "num_samples": self.num_samples, "seconds_per_domain": dict(self.seconds_per_domain),
-                "fields": {k: v.to_json() for k, v in self.fields.items()},
-                "files": {k: dict(v) for k, v in self.files.items()}, "committed_at": self.committed_at,
-                "bytes": self.bytes}
+                "fields": {k: v.to_json() for k, v in self.fields.items()}, "committed_at": self.committed_at,
+                "bytes": self.total_bytes, "num_files": self.num_files}
+
+    def to_json(self) -> dict:
+        """The commit record (commits/NAME.json): the summary and every file."""
+        if self.files is None:
+            raise CatalogError(f"shard {self.name!r}: its file list is not loaded (Bank.full_record reads it)")
+        return self.summary_json() | {"files": {k: dict(v) for k, v in self.files.items()}}
+
+    def catalog_json(self) -> dict:
+        """The record as bank.json holds it."""
+        return self.summary_json() | {"commit_bytes": self.commit_bytes}
+
+    def slim(self) -> ShardRecord:
+        """This record without its file list (what the catalog holds in memory)."""
+        if self.files is None:
+            return self
+        return ShardRecord(self.name, self.layout, self.num_segments, self.num_samples, self.seconds_per_domain,
+                           self.fields, None, self.committed_at, self.total_bytes, self.num_files, self.commit_bytes)
 
     @classmethod
     def from_json(cls, d: dict) -> ShardRecord:
+        """A commit record, or a catalog entry of either schema (schema 1 lists files in both)."""
+        files = d.get("files")
         return cls(
             name=d["name"],
             layout=d["layout"],
@@ -126,8 +194,11 @@ class ShardRecord:
             num_samples=int(d["num_samples"]),
             seconds_per_domain=dict(d.get("seconds_per_domain", {})),
             fields={k: FieldRecord.from_json(v) for k, v in d["fields"].items()},
-            files=dict(d["files"]),
+            files=None if files is None else dict(files),
             committed_at=float(d.get("committed_at", 0.0)),
+            total_bytes=int(d.get("bytes", 0)),
+            num_files=int(d.get("num_files", 0)),
+            commit_bytes=None if d.get("commit_bytes") is None else int(d["commit_bytes"]),
         )
 
 
@@ -209,7 +280,7 @@ class Catalog:
             "sample_rate": self.sample_rate,
             "layout": self.layout,
             "teachers": {k: v.to_json() for k, v in sorted(self.teachers.items())},
-            "shards": {k: v.to_json() for k, v in sorted(self.shards.items())},
+            "shards": {k: v.catalog_json() for k, v in sorted(self.shards.items())},
             "stats": self.stats,
             "config": self.config,
         }
@@ -237,7 +308,8 @@ class Catalog:
             return cls(
                 layout=d["layout"],
                 teachers={k: TeacherRecord.from_json(v) for k, v in d.get("teachers", {}).items()},
-                shards={k: ShardRecord.from_json(v) for k, v in d.get("shards", {}).items()},
+                # a schema-1 catalog lists every file: keep the totals, drop the lists
+                shards={k: ShardRecord.from_json(v).slim() for k, v in d.get("shards", {}).items()},
                 stats=d.get("stats", {}),
                 sample_rate=int(d.get("sample_rate", SAMPLE_RATE)),
                 created_by=d.get("created_by", ""),

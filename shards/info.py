@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 from .bank import Bank
-from .fields import layer_key
+from .catalog import SCHEMA_VERSION
 from .layout_wds import index_path
-from .layout_zarr import shard_dir
 
 
 def layer_bytes(bank: Bank) -> dict[tuple[str, int], int]:
@@ -18,17 +17,18 @@ def layer_bytes(bank: Bank) -> dict[tuple[str, int], int]:
         for f in rec.fields.values():
             if f.teacher is None:
                 continue
-            if rec.layout == "zarr":
-                for layer in f.layers:
-                    prefix = f"{shard_dir(name)}/{f.name}/{layer_key(layer)}/"
-                    n = sum(int(m["bytes"]) for p, m in rec.files.items() if p.startswith(prefix))
-                    out[(f.teacher, layer)] = out.get((f.teacher, layer), 0) + n
-            else:
+            per = f.layer_bytes
+            if per is None and rec.layout == "webdataset":  # a schema-1 record: count the field's index
+                per = {}
                 index = json.loads(bank.fs.read_bytes(index_path(name, f.name)))
                 for e in index["segments"]:
                     for member, m in (e["members"] or {}).items():
-                        layer = int(member.split(".")[0][1:])
-                        out[(f.teacher, layer)] = out.get((f.teacher, layer), 0) + int(m["size"])
+                        layer = str(int(member.split(".")[0][1:]))
+                        per[layer] = per.get(layer, 0) + int(m["size"])
+            elif per is None:
+                per = bank.full_record(name).fields[f.name].layer_bytes or {}
+            for layer in f.layers:
+                out[(f.teacher, layer)] = out.get((f.teacher, layer), 0) + int(per.get(str(layer), 0))
     return out
 
 
@@ -54,7 +54,7 @@ def bank_info(root: str | Bank, storage_options: dict | None = None) -> dict:
         }
     spd = cat.seconds_per_domain()
     return {
-        "bank": bank.root, "layout": cat.layout, "schema_version": 1,
+        "bank": bank.root, "layout": cat.layout, "schema_version": SCHEMA_VERSION,
         "shards": len(cat.shards), "segments": cat.num_segments, "bytes": cat.bytes,
         "hours_per_domain": {d: s / 3600 for d, s in sorted(spd.items())},
         "hours": sum(spd.values()) / 3600,

@@ -164,6 +164,14 @@ class WdsFieldWriter:
         self.fs.move(self.tmp_index, final_index)
         return [final_tar, final_index]
 
+    def layer_bytes(self) -> dict[str, int]:
+        """Stored bytes per layer ({"LAYER": n}): the compressed parts, without tar headers."""
+        out = {str(layer): 0 for layer in self.spec.layers}
+        for e in self.entries:
+            for member, m in (e["members"] or {}).items():
+                out[str(int(member.split(".")[0][1:]))] += int(m["size"])
+        return out
+
     def known_files(self) -> dict[str, dict]:
         """{final tar path: {"bytes", "sha256"}}, hashed as it was written (after :meth:`close`)."""
         return {tar_path(self.shard, self.spec.name): {"bytes": self.file.bytes, "sha256": self.file.sha.hexdigest()}}
@@ -204,6 +212,9 @@ class WdsShardWriter:
     def known_files(self) -> dict[str, dict]:
         return {k: v for w in self.writers.values() for k, v in w.known_files().items()}
 
+    def layer_bytes(self) -> dict[str, dict[str, int]]:
+        return {name: w.layer_bytes() for name, w in self.writers.items() if w.spec.teacher is not None}
+
     def abort(self) -> None:
         for w in self.writers.values():
             w.abort()
@@ -229,6 +240,9 @@ class WdsFieldAdder:
 
     def known_files(self) -> dict[str, dict]:
         return self.writer.known_files()
+
+    def layer_bytes(self) -> dict[str, int]:
+        return self.writer.layer_bytes()
 
     def abort(self) -> None:
         self.writer.abort()

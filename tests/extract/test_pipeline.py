@@ -242,14 +242,15 @@ def test_a_new_teacher_is_added_to_committed_shards(tiny_dir, corpus, tmp_path):
     wavlm, hubert = _specs(tiny_dir)
     root = str(tmp_path / "bank")
     first = extract([str(corpus)], [wavlm], root, _cfg())
-    files_before = {n: dict(r.files) for n, r in Bank.open(root).catalog.shards.items()}
+    before = Bank.open(root)
+    files_before = {n: before.shard_files(n) for n in before.catalog.shards}
     more = TeacherSpec(**{**wavlm.__dict__, "layers": (0, 1, 3)})
     s = extract([str(corpus)], [more, hubert], root, _cfg(writer_kind="process", writers=2))  # shared-memory path
     assert s.shards_run == first.shards_run and s.shards_skipped == 0 and s.failed == 0
     bank = Bank.open(root)
     assert bank.catalog.teachers["wavlm"].layers == [0, 1, 3] and "hubert" in bank.catalog.teachers
     for name, files in files_before.items():
-        assert all(bank.catalog.shards[name].files[f] == meta for f, meta in files.items())
+        assert all(bank.shard_files(name)[f] == meta for f, meta in files.items())
     assert verify_bank(root).ok
     ref = str(tmp_path / "ref")
     extract([str(corpus)], [more, hubert], ref, _cfg())

@@ -96,7 +96,7 @@ def test_domain_skipped_teacher_is_absent(tmp_path, layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_add_teacher_and_layers_without_rewriting(tmp_path, layout):
     bank, truth = make_bank(tmp_path / "b", layout)
-    before = {p: m["sha256"] for s in bank.catalog.shards.values() for p, m in s.files.items()}
+    before = {p: m["sha256"] for s in bank.catalog.shards for p, m in bank.shard_files(s).items()}
     codec = get_codec("float16")
     bank.register_teacher(TeacherRecord(name="late", source="t/late", dim=4, frame_rate=50, codec=codec.record(),
                                         layers=[5], num_layers=6))
@@ -117,7 +117,8 @@ def test_add_teacher_and_layers_without_rewriting(tmp_path, layout):
         with bank.add_field(shard, "speechy", [7]) as a:
             for seg in reader.segments:
                 a.add(seg, None if seg.domain == "sound" else {7: get_codec("float32").encode(torch.ones(seg.num_samples // 320, 12))})
-    after = {p: m["sha256"] for s in Bank.open(str(tmp_path / "b")).catalog.shards.values() for p, m in s.files.items()}
+    reopened = Bank.open(str(tmp_path / "b"))
+    after = {p: m["sha256"] for s in reopened.catalog.shards for p, m in reopened.shard_files(s).items()}
     assert all(after[p] == h for p, h in before.items())  # nothing rewritten
     assert len(after) > len(before)
     reader = BankReader(str(tmp_path / "b"), {"late": None, "speechy": [1, 7]})
@@ -208,7 +209,7 @@ def test_unusual_but_safe_ids_round_trip(tmp_path):
     assert w.record.name == "s" and w.record.num_segments == len(ids)
     got = [sd.segment.id for sd in BankReader(bank)]
     assert got == ids
-    assert all(p.startswith("shards/") for p in bank.catalog.shards["s"].files)
+    assert all(p.startswith("shards/") for p in bank.shard_files("s"))
 
 
 def test_segment_ids_are_stable_and_distinct():

@@ -24,7 +24,7 @@ LAYOUTS = ["zarr", "webdataset"]
 
 
 def biggest_file(bank: Bank, shard: str, contains: str = "") -> str:
-    files = bank.catalog.shards[shard].files
+    files = bank.shard_files(shard)
     return max((p for p in files if contains in p), key=lambda p: files[p]["bytes"])
 
 

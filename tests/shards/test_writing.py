@@ -70,7 +70,7 @@ def test_commit_hashes_data_as_written_not_by_reading_it_back(tmp_path, monkeypa
     real = BankFS.sha256
     monkeypatch.setattr(BankFS, "sha256", lambda self, rel: (read_back.append(rel), real(self, rel))[1])
     bank, _ = make_bank(tmp_path / "b", layout)
-    objects = [p for rec in bank.catalog.shards.values() for p in rec.files if big.search(p)]
+    objects = [p for name in bank.catalog.shards for p in bank.shard_files(name) if big.search(p)]
     assert objects and not [p for p in read_back if big.search(p)]
     assert read_back  # the small files still are
     shard = sorted(bank.catalog.shards)[0]
@@ -80,7 +80,7 @@ def test_commit_hashes_data_as_written_not_by_reading_it_back(tmp_path, monkeypa
     with bank.add_field(shard, "late") as a:  # a field added to a committed shard: the same
         for seg in bank.shard_reader(shard).segments:
             a.add(seg, {2: get_codec("float16").encode(torch.randn(seg.num_samples // 320, 4))})
-    added = [p for p in Bank.open(str(tmp_path / "b")).catalog.shards[shard].files if "late" in p and big.search(p)]
+    added = [p for p in Bank.open(str(tmp_path / "b")).shard_files(shard) if "late" in p and big.search(p)]
     assert added and not [p for p in read_back if big.search(p)]
     monkeypatch.undo()
     report = verify_bank(str(tmp_path / "b"))
