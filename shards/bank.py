@@ -64,6 +64,14 @@ class Bank:
             if bank.catalog.layout != layout:
                 raise CatalogError(f"bank {root} has layout {bank.catalog.layout!r}, not {layout!r}")
             return bank
+        held = [f for f in bank.fs.listdir("commits") if _is_commit(f)]
+        if held:
+            # a bank whose catalog is gone: its teachers' identities and fitted codec states went
+            # with it, and a new catalog would fit new states over the files the shards were
+            # encoded with - every committed shard would then decode wrong, silently
+            raise CatalogError(f"{root} holds {len(held)} committed shard(s) (commits/) but no {CATALOG}: its "
+                               f"catalog was lost; restore {CATALOG} from a backup, or write the features into "
+                               "a new bank")
         bank._catalog = Catalog(layout=layout, created_by=f"audistill {__version__}")
         bank.save_catalog()
         return bank
@@ -183,7 +191,9 @@ class Bank:
         else:
             files = self._file_entries({f: f for f in writer.commit()}, writer.known_files())
         record = ShardRecord(name=name, layout=self.layout, num_segments=len(segs), num_samples=num_samples,
-                             seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time())
+                             seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time(),
+                             codec_states={f.name: self._state_digests(f.teacher, f.layers) for f in fields
+                                           if f.teacher is not None})
         self._check_committed(record)
         self._write_commit(record)
         return record
@@ -229,6 +239,8 @@ class Bank:
         record.fields[fname] = FieldRecord(fname, teacher, layers, covered, frames,
                                            layer_bytes=adder.layer_bytes() if self.layout == "webdataset" else None)
         record.files.update(new_files)
+        if record.codec_states is not None:
+            record.codec_states[fname] = self._state_digests(teacher, layers)
         record.recount()  # the totals, with the new files
         self._check_committed(record)
         self._write_commit(record)
@@ -236,6 +248,25 @@ class Bank:
         if update_catalog:
             self.catalog.shards[shard] = record.slim()
             self.save_catalog()
+
+    def _state_digests(self, teacher: str, layers: list[int]) -> dict[str, str]:
+        """{"LAYER": sha256} of the fitted codec state each layer is encoded with (none: unfitted)."""
+        refs = self.catalog.teacher(teacher).codec_state
+        return {str(layer): refs[str(layer)]["sha256"] for layer in layers if str(layer) in refs}
+
+    def check_codec_states(self, record: ShardRecord) -> None:
+        """Refuse a shard whose fields were encoded with codec states other than the catalog's
+        (its features would decode to wrong values without an error). ``record``: with its
+        commit-record part (:meth:`full_record`); records from before it was kept pass."""
+        for fname, digests in (record.codec_states or {}).items():
+            teacher = record.fields[fname].teacher
+            refs = self.catalog.teachers[teacher].codec_state if teacher in self.catalog.teachers else {}
+            for layer, sha in digests.items():
+                have = refs.get(layer, {}).get("sha256")
+                if have != sha:
+                    raise ShardError(f"field {fname!r} layer {layer} was encoded with codec state {sha[:12]}, but the "
+                                     f"catalog's teacher {teacher!r} has {(have or 'none')[:12]}: its features would "
+                                     "decode wrong", shard=record.name)
 
     def _file_entry(self, rel: str) -> dict:
         return {"bytes": self.fs.size(rel), "sha256": self.fs.sha256(rel)}
@@ -380,10 +411,12 @@ class Bank:
         catches truncation and missing files), "sha256" hashes every file, "none" trusts the files."""
         record = record or self.shard_record(name)
         if check != "none":
+            full = self.full_record(name, record)
+            self.check_codec_states(full)
             # a Zarr shard's files share its folder: their sizes come from one listing, not a
             # request per file (on an object store, ~50 HEADs every time a reader opens a shard)
             listed = self.fs.sizes_under(shard_dir(name)) if record.layout == "zarr" else {}
-            for rel, meta in self.shard_files(name, record).items():
+            for rel, meta in full.files.items():
                 try:
                     size = listed[rel] if rel in listed else self.fs.size(rel)
                 except FileNotFoundError:

@@ -125,6 +125,9 @@ class ShardRecord:
     total_bytes: int = 0  # sum of the file sizes (from ``files`` when they are given)
     num_files: int = 0
     commit_bytes: int | None = None  # size of commits/NAME.json as written (sync compares it); None: unknown
+    # (commit record only) {FIELD: {"LAYER": sha256}}: the fitted codec state each layer was encoded
+    # with, checked against the catalog's on open; None: not loaded, or a record from before
+    codec_states: dict[str, dict[str, str]] | None = None
 
     def __post_init__(self) -> None:
         if self.files is not None:
@@ -170,14 +173,18 @@ class ShardRecord:
         """The commit record (commits/NAME.json): the summary and every file."""
         if self.files is None:
             raise CatalogError(f"shard {self.name!r}: its file list is not loaded (Bank.full_record reads it)")
-        return self.summary_json() | {"files": {k: dict(v) for k, v in self.files.items()}}
+        out = self.summary_json() | {"files": {k: dict(v) for k, v in self.files.items()}}
+        if self.codec_states is not None:
+            out["codec_states"] = {k: dict(v) for k, v in self.codec_states.items()}
+        return out
 
     def catalog_json(self) -> dict:
         """The record as bank.json holds it."""
         return self.summary_json() | {"commit_bytes": self.commit_bytes}
 
     def slim(self) -> ShardRecord:
-        """This record without its file list (what the catalog holds in memory)."""
+        """This record without its commit-record part, the file list and codec-state digests
+        (what the catalog holds in memory)."""
         if self.files is None:
             return self
         return ShardRecord(self.name, self.layout, self.num_segments, self.num_samples, self.seconds_per_domain,
@@ -199,6 +206,7 @@ class ShardRecord:
             total_bytes=int(d.get("bytes", 0)),
             num_files=int(d.get("num_files", 0)),
             commit_bytes=None if d.get("commit_bytes") is None else int(d["commit_bytes"]),
+            codec_states=None if d.get("codec_states") is None else {k: dict(v) for k, v in d["codec_states"].items()},
         )
 
 

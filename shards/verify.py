@@ -66,6 +66,10 @@ def verify_bank(root: str | Bank, *, checksums: bool = True, storage_options: di
                 continue
             if _comparable(rec) != _comparable(cat):
                 report.add(rec.name, "commit record disagrees with the catalog")
+            try:
+                bank.check_codec_states(rec)
+            except BankError as e:
+                report.add(rec.name, str(e))
             report.shards_checked += 1
             if _check_files(bank, rec, report, checksums):
                 _check_structure(bank, cat, report)

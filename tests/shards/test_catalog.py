@@ -140,3 +140,50 @@ def test_a_missing_or_damaged_commit_record_is_named(tmp_path, layout):
     assert not any("extra file" in p or "stray" in p for n in names[:2] for p in report.broken[n])  # said once, not per file
     assert any("unreadable" in p for p in report.broken[names[1]])
     assert report.shards_checked == 3
+
+
+def test_a_bank_whose_catalog_was_lost_is_not_recreated_over_its_shards(tmp_path):
+    """A new catalog would register the teachers again and fit new codec states over the files
+    the shards were encoded with: every committed shard would decode wrong without an error."""
+    from audistill.shards.errors import CatalogError
+
+    root = tmp_path / "b"
+    make_bank(root, "zarr", codec="int8-delta", shards=2, per_shard=2)
+    (root / "bank.json").unlink()
+    with pytest.raises(CatalogError, match="2 committed shard.*no bank.json.*restore bank.json"):
+        Bank.create(str(root), "zarr")
+    assert not (root / "bank.json").exists()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_shards_encoded_with_another_codec_state_are_refused(tmp_path, layout):
+    """Each commit record names the fitted codec state of every layer it holds; a catalog whose
+    state differs (restored from another bank, a state refitted and re-referenced) is caught when
+    the shard is opened and by verify, not decoded into wrong values."""
+    import numpy as np
+
+    from audistill.shards.codecs import get_codec
+
+    from ..datagen import outlier_features
+
+    root = tmp_path / "b"
+    _, truth = make_bank(root, layout, codec="int8-delta", shards=2, per_shard=3)
+    bank = Bank.open(str(root))
+    (name, *_) = sorted(bank.catalog.shards)
+    full = bank.full_record(name)
+    assert full.codec_states == {"speechy": {str(x): bank.catalog.teachers["speechy"].codec_state[str(x)]["sha256"]
+                                             for x in (1, 2, 3)},
+                                 "soundy": {str(x): bank.catalog.teachers["soundy"].codec_state[str(x)]["sha256"]
+                                            for x in (2, 4)}}
+    assert assert_matches(BankReader(bank), truth) == 6
+
+    other = get_codec("int8-delta").fit(outlier_features(np.random.default_rng(7), 512, 12))
+    bank.catalog.teachers["speechy"].codec_state.pop("2")
+    bank.save_codec_state("speechy", 2, other)  # another state under the same teacher and layer
+    with pytest.raises(ShardError, match=f"field 'speechy' layer 2 was encoded with codec state .*'{name}'"):
+        bank.shard_reader(name)
+    with pytest.raises(ShardError, match="would decode wrong"):
+        list(BankReader(bank, {"speechy": [1]}))  # any layer of the shard: the shard is refused on open
+    report = verify_bank(str(root))
+    assert sorted(report.broken) == sorted(bank.catalog.shards)
+    assert all(any("codec state" in p for p in ps) for ps in report.broken.values())
