@@ -406,6 +406,22 @@ class Bank:
         """``{bank-relative path: {"bytes", "sha256"}}`` of every file of a committed shard."""
         return self.full_record(name, record).files
 
+    def file_sizes(self, record: ShardRecord) -> dict[str, int | None]:
+        """The size of every file of ``record`` (with its file list) as stored now; None: missing.
+        A Zarr shard's files share its folder: their sizes come from one listing, not a request
+        per file (on an object store, ~50 HEADs every time a shard is opened)."""
+        listed = self.fs.sizes_under(shard_dir(record.name)) if record.layout == "zarr" else {}
+        out: dict[str, int | None] = {}
+        for rel in record.files:
+            if rel in listed:
+                out[rel] = listed[rel]
+                continue
+            try:
+                out[rel] = self.fs.size(rel)
+            except FileNotFoundError:
+                out[rel] = None
+        return out
+
     def shard_reader(self, name: str, record: ShardRecord | None = None, check: str = "size"):
         """Open one shard. ``check``: "size" compares file sizes with the commit record (cheap,
         catches truncation and missing files), "sha256" hashes every file, "none" trusts the files."""
@@ -413,14 +429,11 @@ class Bank:
         if check != "none":
             full = self.full_record(name, record)
             self.check_codec_states(full)
-            # a Zarr shard's files share its folder: their sizes come from one listing, not a
-            # request per file (on an object store, ~50 HEADs every time a reader opens a shard)
-            listed = self.fs.sizes_under(shard_dir(name)) if record.layout == "zarr" else {}
+            sizes = self.file_sizes(full)
             for rel, meta in full.files.items():
-                try:
-                    size = listed[rel] if rel in listed else self.fs.size(rel)
-                except FileNotFoundError:
-                    raise ShardError(f"file {rel} is missing", shard=name) from None
+                size = sizes[rel]
+                if size is None:
+                    raise ShardError(f"file {rel} is missing", shard=name)
                 if size != int(meta["bytes"]):
                     raise ShardError(f"file {rel} has {size} bytes, the catalog says {meta['bytes']}", shard=name)
                 if check == "sha256" and self.fs.sha256(rel) != meta["sha256"]:

@@ -4,6 +4,8 @@ and frame counts match. Every problem names its shard (or file)."""
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .bank import Bank
@@ -36,8 +38,12 @@ class VerifyReport:
 BANK = "<bank>"
 
 
-def verify_bank(root: str | Bank, *, checksums: bool = True, storage_options: dict | None = None) -> VerifyReport:
-    """Verify the whole bank; never raises for damage it finds (it reports it)."""
+def verify_bank(root: str | Bank, *, checksums: bool = True, storage_options: dict | None = None,
+                workers: int | None = None) -> VerifyReport:
+    """Verify the whole bank; never raises for damage it finds (it reports it).
+
+    Shards are checked ``workers`` at a time (default: 16 on an object store, where every file
+    is a request; 2 locally, where sha256 releases the GIL)."""
     try:
         bank = root if isinstance(root, Bank) else Bank.open(root, storage_options)
         bank.reload()
@@ -46,75 +52,109 @@ def verify_bank(root: str | Bank, *, checksums: bool = True, storage_options: di
         report.add(BANK, str(e))
         return report
     report = VerifyReport(bank.root)
+    workers = workers or (2 if bank.fs.is_local else 16)
     owned: set[str] = set()
     seen: set[str] = set()
-
     unreadable: set[str] = set()
 
     def broken_record(shard: str, e: BankError) -> None:
         unreadable.add(shard)
         report.add(shard, str(e))
 
-    try:
-        # streamed: with its file list, a record is ~10 KB; a whole 100 000-shard bank's is ~1 GB
-        for rec in bank.iter_commit_records(on_error=broken_record):
-            seen.add(rec.name)
-            owned.update(rec.files)
-            cat = bank.catalog.shards.get(rec.name)
-            if cat is None:
-                report.add(rec.name, "committed but not in the catalog (run `audistill shards sync`)")
-                continue
-            if _comparable(rec) != _comparable(cat):
-                report.add(rec.name, "commit record disagrees with the catalog")
-            try:
-                bank.check_codec_states(rec)
-            except BankError as e:
-                report.add(rec.name, str(e))
-            report.shards_checked += 1
-            if _check_files(bank, rec, report, checksums):
-                _check_structure(bank, cat, report)
-    except (BankError, OSError) as e:  # the commits/ folder itself unreadable: a finding, not a crash
-        report.add(BANK, f"cannot read the commit records: {e}")
-    unknown = set(bank.catalog.shards) - seen
-    for name, cat in sorted(bank.catalog.shards.items()):
-        if name in unknown:
-            report.shards_checked += 1
-            if name not in unreadable:
-                report.add(name, "no commit record (commits/NAME.json) for this cataloged shard: its files are unknown")
-            _check_structure(bank, cat, report)
+    def merge(f: _Findings) -> None:
+        report.shards_checked += 1
+        report.files_checked += f.files
+        report.bytes_checked += f.bytes
+        for p in f.problems:
+            report.add(f.shard, p)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+        pending: deque[Future] = deque()
+        try:
+            # streamed, at most 4 x workers records at a time: with its file list a record is
+            # ~10 KB, and a whole 100 000-shard bank's ~1 GB
+            for rec in bank.iter_commit_records(on_error=broken_record):
+                seen.add(rec.name)
+                owned.update(rec.files)
+                cat = bank.catalog.shards.get(rec.name)
+                if cat is None:
+                    report.add(rec.name, "committed but not in the catalog (run `audistill shards sync`)")
+                    continue
+                pending.append(pool.submit(_verify_shard, bank, rec, cat, checksums))
+                while len(pending) > 4 * workers:
+                    merge(pending.popleft().result())
+        except (BankError, OSError) as e:  # the commits/ folder itself unreadable: a finding, not a crash
+            report.add(BANK, f"cannot read the commit records: {e}")
+        unknown = set(bank.catalog.shards) - seen
+        for name in sorted(unknown):
+            pending.append(pool.submit(_verify_shard, bank, None, bank.catalog.shards[name], checksums,
+                                       name in unreadable))
+        while pending:
+            merge(pending.popleft().result())
     _check_codec_states(bank, report, checksums)
     _check_extra_files(bank, owned, unknown, report)
     report.broken = dict(sorted(report.broken.items()))
     return report
 
 
+@dataclass
+class _Findings:
+    shard: str
+    problems: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+
+
+def _verify_shard(bank: Bank, rec: ShardRecord | None, cat: ShardRecord, checksums: bool,
+                  said: bool = False) -> _Findings:
+    """One shard: ``rec`` its commit record (None: missing - ``said``: already reported
+    unreadable), ``cat`` the catalog's entry. Runs in a worker thread; touches no shared state."""
+    out = _Findings(cat.name)
+    if rec is None:
+        if not said:
+            out.problems.append("no commit record (commits/NAME.json) for this cataloged shard: its files are unknown")
+        _check_structure(bank, cat, out)
+        return out
+    if _comparable(rec) != _comparable(cat):
+        out.problems.append("commit record disagrees with the catalog")
+    try:
+        bank.check_codec_states(rec)
+    except BankError as e:
+        out.problems.append(str(e))
+    if _check_files(bank, rec, out, checksums):
+        _check_structure(bank, cat, out)
+    return out
+
+
 def _comparable(rec: ShardRecord) -> dict:
     return rec.summary_json() | {"committed_at": 0}
 
 
-def _check_files(bank: Bank, rec: ShardRecord, report: VerifyReport, checksums: bool) -> bool:
-    """True when every file of the shard is intact."""
-    before = len(report.broken.get(rec.name, []))
+def _check_files(bank: Bank, rec: ShardRecord, out: _Findings, checksums: bool) -> bool:
+    """True when every file of the shard is intact. Sizes come from one listing of a Zarr
+    shard's folder (a request per file only for the few files of a WebDataset shard)."""
+    before = len(out.problems)
+    sizes = bank.file_sizes(rec)
     for rel, meta in sorted(rec.files.items()):
-        report.files_checked += 1
-        if not bank.fs.exists(rel):
-            report.add(rec.name, f"missing file {rel}")
+        out.files += 1
+        size = sizes[rel]
+        if size is None:
+            out.problems.append(f"missing file {rel}")
             continue
-        size = bank.fs.size(rel)
-        report.bytes_checked += size
+        out.bytes += size
         if size != int(meta["bytes"]):
-            report.add(rec.name, f"{rel}: {size} bytes, catalog says {meta['bytes']} (truncated or grown)")
+            out.problems.append(f"{rel}: {size} bytes, catalog says {meta['bytes']} (truncated or grown)")
         elif checksums and bank.fs.sha256(rel) != meta["sha256"]:
-            report.add(rec.name, f"{rel}: sha256 mismatch (corrupted)")
-    return len(report.broken.get(rec.name, [])) == before
+            out.problems.append(f"{rel}: sha256 mismatch (corrupted)")
+    return len(out.problems) == before
 
 
-def _check_structure(bank: Bank, rec: ShardRecord, report: VerifyReport) -> None:
+def _check_structure(bank: Bank, rec: ShardRecord, out: _Findings) -> None:
     try:
         reader = bank.shard_reader(rec.name, record=rec, check="none")
         n = len(reader.segments)
         if n != rec.num_segments:
-            report.add(rec.name, f"{n} segments in the shard, catalog says {rec.num_segments}")
+            out.problems.append(f"{n} segments in the shard, catalog says {rec.num_segments}")
             return
         for f in rec.fields.values():
             if f.teacher is None:
@@ -122,10 +162,10 @@ def _check_structure(bank: Bank, rec: ShardRecord, report: VerifyReport) -> None
             frames = sum(reader.num_frames(f.name, i) for i in range(n))
             covered = sum(reader.covered(f.name, i) for i in range(n))
             if (frames, covered) != (f.num_frames, f.num_covered):
-                report.add(rec.name, f"field {f.name!r}: {frames} frames / {covered} segments, catalog says "
-                                     f"{f.num_frames} / {f.num_covered}")
+                out.problems.append(f"field {f.name!r}: {frames} frames / {covered} segments, catalog says "
+                                    f"{f.num_frames} / {f.num_covered}")
     except BankError as e:
-        report.add(rec.name, str(e))
+        out.problems.append(str(e))
 
 
 def _check_codec_states(bank: Bank, report: VerifyReport, checksums: bool) -> None:
@@ -143,22 +183,21 @@ def _check_codec_states(bank: Bank, report: VerifyReport, checksums: bool) -> No
 def _check_extra_files(bank: Bank, owned: set[str], unknown: set[str], report: VerifyReport) -> None:
     """Files under shards/ that no committed shard owns: leftovers of a crashed writer, or junk.
     (Files of the ``unknown`` shards - cataloged, without a commit record - are not listed again.)"""
-    cataloged_dirs = {shard_dir(s) for s in bank.catalog.shards} if bank.layout == "zarr" else set()
     for rel in bank.fs.walk_files("shards"):
         if rel in owned:
             continue
         shard = _shard_of(rel, bank)
         if shard in unknown:
             continue
-        if shard and any(rel.startswith(d + "/") for d in cataloged_dirs):
+        if shard and bank.layout == "zarr" and rel.startswith(f"{shard_dir(shard)}/"):
             report.add(shard, f"extra file {rel} not in the catalog")
         else:
             report.add(shard or BANK, f"uncommitted or stray file {rel} (a crashed writer's leftover?)")
 
 
 def _shard_of(rel: str, bank: Bank) -> str | None:
-    base = rel.split("/")[1] if rel.count("/") >= 1 else rel
-    for name in bank.catalog.shards:
-        if base == f"{name}.zarr" or base.startswith(f"{name}."):
-            return name
-    return None
+    """The cataloged shard a path under shards/ is named for (shard names hold no dots:
+    ``NAME.zarr/...``, ``NAME.FIELD.tar``; temporaries start with a dot)."""
+    parts = rel.split("/")
+    name = parts[1].split(".", 1)[0] if len(parts) > 1 else ""
+    return name if name in bank.catalog.shards else None

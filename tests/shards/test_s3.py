@@ -119,3 +119,29 @@ def test_opening_a_zarr_shard_checks_sizes_from_one_listing(s3_bucket, monkeypat
     bank.fs.remove(gone)
     with pytest.raises(ShardError, match=f"file {gone} is missing"):
         bank.shard_reader(name, check="size")
+
+
+def test_verify_on_s3_lists_each_zarr_shard_once_and_checks_shards_concurrently(s3_bucket, monkeypatch):
+    """verify asked each file's existence and size (two HEADs a file, ~50 files a shard), one
+    shard after another; a damaged bank reports the same with 1 worker as with 8."""
+    from audistill.shards.fs import BankFS
+
+    prefix, opts = s3_bucket
+    root = f"{prefix}/verify-many"
+    make_bank(root, "zarr", storage_options=opts, shards=4, per_shard=2)
+    bank = Bank.open(root, opts)
+    names = sorted(bank.catalog.shards)
+    heads = []
+    for meth in ("size", "exists"):
+        real = getattr(BankFS, meth)
+        monkeypatch.setattr(BankFS, meth, lambda self, rel, _r=real: heads.append(rel) or _r(self, rel))
+    assert verify_bank(root, storage_options=opts, checksums=False).ok
+    assert not [h for h in heads if h.startswith("shards/")]  # sizes from one listing per shard
+    victim = sorted(f for f in bank.shard_files(names[1]) if "/c/" in f)[0]
+    good = bank.fs.read_bytes(victim)
+    bank.fs.fs.pipe_file(bank.fs.path(victim), good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit off
+    bank.fs.remove(sorted(f for f in bank.shard_files(names[3]) if "/c/" in f)[0])
+    one, many = (verify_bank(root, storage_options=opts, workers=w) for w in (1, 8))
+    assert one.to_json() == many.to_json()
+    assert sorted(one.broken) == [names[1], names[3]] and one.shards_checked == 4
+    assert "sha256 mismatch" in one.broken[names[1]][0] and "missing file" in one.broken[names[3]][0]

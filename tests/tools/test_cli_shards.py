@@ -44,7 +44,7 @@ def test_verify_exit_codes_name_the_broken_shard(tmp_path):
     assert cli("shards", "verify", str(tmp_path / "b")).returncode == 0
     tar = tmp_path / "b" / "shards" / "shard-00001.soundy.tar"
     tar.write_bytes(tar.read_bytes()[:-700])
-    r = cli("shards", "verify", str(tmp_path / "b"), "--json")
+    r = cli("shards", "verify", str(tmp_path / "b"), "--json", "--workers", "3")
     assert r.returncode == 1
     assert list(json.loads(r.stdout)["broken"]) == ["shard-00001"]
 
