@@ -25,7 +25,7 @@ import typer
 from rich.table import Table
 
 from ..options import JsonOpt
-from .common import emit
+from .common import emit, real_bank
 
 
 def _schema_1_dumps(catalog, records: dict) -> bytes:
@@ -56,40 +56,12 @@ def _open_cost(root: str) -> tuple[float, float]:
     return time.perf_counter() - t0, peak / 1e6
 
 
-def _one_shard_bank(root: str, layers: int = 4, segments: int = 8):
-    """A real bank of one shard: a 1024-wide teacher at 50 Hz, ``layers`` layers, float16."""
-    import numpy as np
-    import torch
-
-    from audistill.shards.bank import Bank
-    from audistill.shards.catalog import TeacherRecord
-    from audistill.shards.codecs import get_codec
-    from audistill.shards.segments import Segment, make_segment_id
-
-    bank = Bank.create(root, "zarr")
-    codec = get_codec("float16")
-    keep = list(range(1, layers + 1))
-    bank.register_teacher(TeacherRecord(name="wavlm", source="bench/wavlm", dim=1024, frame_rate=50.0,
-                                        codec=codec.record(), layers=keep, num_layers=25, revision="r",
-                                        fingerprint="f" * 64, home_domain="speech", domains=[]))
-    rng = np.random.default_rng(0)
-    with bank.write_shard("shard-template", ["wavlm"]) as w:
-        for k in range(segments):
-            n = 16000 * (2 + k)
-            src = f"corpus/clip{k}.wav"
-            seg = Segment(make_segment_id(src), src, 0.0, None, "speech", "bench", n)
-            feats = {layer: codec.encode(torch.from_numpy(rng.standard_normal((n // 320, 1024)).astype("float32")), None)
-                     for layer in keep}
-            w.add(seg, rng.integers(-3000, 3000, n).astype(np.int16), {"wavlm": feats})
-    return Bank.open(root)
-
-
 def run_catalog_bench(shards: int = 10000) -> dict:
     from audistill.shards.bank import Bank
 
     with tempfile.TemporaryDirectory(prefix="audistill-bench-catalog-") as tmp:
         root = os.path.join(tmp, "bank")
-        bank = _one_shard_bank(root)
+        bank = real_bank(root)
         (name,) = bank.catalog.shards
         full = bank.full_record(name)
         del bank.catalog.shards[name]

@@ -8,7 +8,11 @@ see what latency does), side by side in one run:
   ``BankFS.read_many`` (concurrent);
 * opening a Zarr shard with size checks: a size request per file against one listing;
 * committing a shard folder of ``--objects`` objects of 1 MiB: one server-side copy after another
-  against ``BankFS.move`` (concurrent copies).
+  against ``BankFS.move`` (concurrent copies);
+* checking every file of a real bank of ``--verify-shards`` Zarr shards (``shards verify --quick``):
+  an existence and a size request per file, one shard after another (the old verify's file
+  checks alone) against ``verify_bank`` (a listing per shard, shards checked concurrently - and it
+  checks each shard's structure besides).
 
 Everything it writes lives under a fresh prefix and is removed at the end.
 """
@@ -54,10 +58,13 @@ def _timed(fn) -> float:
 
 
 def run_store_bench(url: str | None = None, storage_options: dict | None = None, records: int = 500,
-                    objects: int = 54, repeats: int = 2) -> dict:
+                    objects: int = 54, repeats: int = 2, verify_shards: int = 8) -> dict:
     import json
 
     from audistill.shards.fs import BankFS, _strip_proto
+    from audistill.shards.verify import verify_bank
+
+    from .common import real_bank
 
     proc = None
     if url is None:
@@ -79,8 +86,22 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
         blob = os.urandom(1 << 20)
         shard_files = {fs.path(f"shards/open.zarr/c/{i}"): blob[: 1000 + i] for i in range(objects)}
         fs.fs.pipe(shard_files)
+        bank = real_bank(f"{root}/bank", shards=verify_shards, layers=4, segments=4, dim=64,
+                         storage_options=storage_options)
+        bank_files = [f for name in sorted(bank.catalog.shards) for f in bank.shard_files(name)]
         rows: dict[str, list[float]] = {k: [] for k in ("records_one_by_one", "records_read_many", "sizes_per_file",
-                                                        "sizes_listing", "move_one_by_one", "move_concurrent")}
+                                                        "sizes_listing", "move_one_by_one", "move_concurrent",
+                                                        "verify_per_file", "verify_now")}
+
+        def old_verify_files() -> None:
+            for f in bank_files:
+                if bank.fs.exists(f):
+                    bank.fs.size(f)
+
+        def verify_now() -> None:
+            report = verify_bank(bank, checksums=False)
+            if not report.ok or report.files_checked != len(bank_files):
+                raise RuntimeError(f"verify of the bench bank: {report.to_json()}")
 
         def old_move(src: str, dst: str) -> None:
             s, d = fs.path(src), fs.path(dst)
@@ -100,6 +121,8 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
                 fs.fs.pipe({fs.path(f"{src}/c/{i}"): blob for i in range(objects)})
                 dst = f"shards/{label}-{k}"
                 rows[label].append(_timed(lambda src=src, dst=dst, move=move: move(src, dst)))
+            rows["verify_per_file"].append(_timed(old_verify_files))
+            rows["verify_now"].append(_timed(verify_now))
         best = {k: min(v) for k, v in rows.items()}
     finally:
         try:
@@ -108,10 +131,11 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
             if proc is not None:
                 proc.terminate()
     return {"url": url, "moto": proc is not None, "records": records, "objects": objects, "seconds": rows,
-            "best": best,
+            "best": best, "verify_shards": verify_shards, "verify_files": len(bank_files),
             "speedup": {"records": best["records_one_by_one"] / best["records_read_many"],
                         "sizes": best["sizes_per_file"] / best["sizes_listing"],
-                        "move": best["move_one_by_one"] / best["move_concurrent"]}}
+                        "move": best["move_one_by_one"] / best["move_concurrent"],
+                        "verify": best["verify_per_file"] / best["verify_now"]}}
 
 
 def register(app: typer.Typer) -> None:
@@ -122,10 +146,12 @@ def register(app: typer.Typer) -> None:
         records: Annotated[int, typer.Option(help="Commit records read.")] = 500,
         objects: Annotated[int, typer.Option(help="Objects in the shard folder opened and moved.")] = 54,
         repeats: Annotated[int, typer.Option(help="Runs of each, alternating (best reported).")] = 2,
+        verify_shards: Annotated[int, typer.Option(help="Shards of the bank verified.")] = 8,
         json_out: JsonOpt = False,
     ) -> None:
-        """Object-store operations of a bank, now against before: commit records, size checks, commits."""
-        r = run_store_bench(url or None, parse_storage_options(storage_options), records, objects, repeats)
+        """Object-store operations of a bank, now against before: commit records, size checks, commits, verify."""
+        r = run_store_bench(url or None, parse_storage_options(storage_options), records, objects, repeats,
+                            verify_shards)
         b = r["best"]
         t = Table("operation", "before (s)", "now (s)", "speed-up")
         t.add_row(f"read {records} commit records", f"{b['records_one_by_one']:.2f}", f"{b['records_read_many']:.2f}",
@@ -134,5 +160,7 @@ def register(app: typer.Typer) -> None:
                   f"{r['speedup']['sizes']:.1f}x")
         t.add_row(f"commit (move) {objects} x 1 MiB objects", f"{b['move_one_by_one']:.2f}", f"{b['move_concurrent']:.2f}",
                   f"{r['speedup']['move']:.1f}x")
+        t.add_row(f"verify --quick, {r['verify_shards']} shards, {r['verify_files']} files",
+                  f"{b['verify_per_file']:.2f}", f"{b['verify_now']:.2f}", f"{r['speedup']['verify']:.1f}x")
         where = "moto on loopback (no network latency: a lower bound)" if r["moto"] else r["url"]
         emit(r, t, json_out, [f"store: {where}; best of {repeats}"])
