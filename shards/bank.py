@@ -408,9 +408,13 @@ class Bank:
 
     def file_sizes(self, record: ShardRecord) -> dict[str, int | None]:
         """The size of every file of ``record`` (with its file list) as stored now; None: missing.
-        A Zarr shard's files share its folder: their sizes come from one listing, not a request
-        per file (on an object store, ~50 HEADs every time a shard is opened)."""
-        listed = self.fs.sizes_under(shard_dir(record.name)) if record.layout == "zarr" else {}
+        A Zarr shard's files share its folder, a WebDataset shard's files its name prefix: on an
+        object store their sizes come from one listing, not a request per file (~50 HEADs a Zarr
+        shard, every time a shard is opened)."""
+        if record.layout == "zarr":
+            listed = self.fs.sizes_under(shard_dir(record.name))
+        else:
+            listed = self.fs.sizes_named("shards", f"{record.name}.") or {}
         out: dict[str, int | None] = {}
         for rel in record.files:
             if rel in listed:

@@ -96,21 +96,23 @@ def test_shards_cli_reaches_the_store_through_storage_options(s3_bucket, tmp_pat
     assert r.returncode == 0 and "0 shard(s) added" in r.stdout, r.stderr
 
 
-def test_opening_a_zarr_shard_checks_sizes_from_one_listing(s3_bucket, monkeypatch):
+@pytest.mark.parametrize("layout", ["zarr", "webdataset"])
+def test_opening_a_shard_checks_sizes_from_one_listing(s3_bucket, monkeypatch, layout):
     from audistill.shards.errors import ShardError
     from audistill.shards.fs import BankFS
 
     prefix, opts = s3_bucket
-    root = f"{prefix}/sizes"
-    make_bank(root, "zarr", storage_options=opts, shards=1, per_shard=2)
+    root = f"{prefix}/sizes-{layout}"
+    make_bank(root, layout, storage_options=opts, shards=2, per_shard=2)  # two shards: a prefix, not the folder
     bank = Bank.open(root, opts)
-    (name,) = bank.catalog.shards
+    name = sorted(bank.catalog.shards)[0]
     heads = []
     real = BankFS.size
     monkeypatch.setattr(BankFS, "size", lambda self, rel: heads.append(rel) or real(self, rel))
     bank.shard_reader(name, check="size")
     assert heads == []  # every file's size came from the listing
-    victim, gone = sorted(f for f in bank.shard_files(name) if "/c/" in f)[:2]
+    big = "/c/" if layout == "zarr" else ".tar"
+    victim, gone = sorted(f for f in bank.shard_files(name) if big in f)[:2]
     good = bank.fs.read_bytes(victim)
     bank.fs.fs.pipe_file(bank.fs.path(victim), good[:-3])  # truncated
     with pytest.raises(ShardError, match=f"file {victim} has {len(good) - 3} bytes"):
