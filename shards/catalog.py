@@ -1,6 +1,6 @@
 """The catalog, ``bank.json``: the single source of truth for what a bank holds.
 
-Schema (version 1)::
+Schema (version 2; docs/FORMAT.md)::
 
     {
       "format": "audistill-bank", "schema_version": 2, "created_by": "audistill 0.1.0",
@@ -146,7 +146,7 @@ class ShardRecord:
             if f.layer_bytes is None and self.layout == "zarr" and f.teacher is not None:
                 f.layer_bytes = {}
                 for layer in f.layers:
-                    prefix = f"shards/{self.name}.zarr/{f.name}/L{int(layer):02d}/"
+                    prefix = f"shards/{self.name}.zarr/{f.name}/L{int(layer):02d}/"  # fields.layer_key
                     f.layer_bytes[str(layer)] = sum(int(m["bytes"]) for p, m in self.files.items()
                                                     if p.startswith(prefix))
 

@@ -51,6 +51,8 @@ import typer
 from audistill.extract.run import ExtractConfig
 from audistill.extract.spec import DEFAULT_CODEC
 
+from ..options import JsonOpt
+
 SHARD_SECONDS = ExtractConfig.shard_seconds  # (b) runs extract's default shard size
 
 MODELS = {
@@ -455,7 +457,7 @@ def bench_extract(
     ceiling: Annotated[bool, typer.Option("--ceiling/--no-ceiling",
                                           help="Also run (d): extraction with a teacher that costs nothing.")] = True,
     rss_minutes: Annotated[float, typer.Option("--rss-minutes", help="Base corpus of the RSS check (0: skip).")] = 0.5,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a target is missed.")] = False,
 ) -> None:
     """Extraction throughput: bare forward vs full extract vs naive loop, host-side ceiling, peak RSS."""
