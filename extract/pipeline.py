@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-from audistill.shards.bank import Bank
+from audistill.shards.bank import Bank, CatalogSaver
 from audistill.shards.catalog import ShardRecord
 from audistill.shards.codecs import Codec
 from audistill.shards.devices import host_to_device
@@ -43,19 +43,6 @@ from .teachers import Teacher, window_samples
 log = logging.getLogger(__name__)
 Progress = Callable[[int, float], None]  # (segments done, audio seconds done)
 PIPELINE_DEPTH = 1  # batches launched on the device ahead of the one being collected
-CATALOG_SAVE_S = 30.0  # the catalog is saved at most this often during a run, and at its end
-# ... and at most this share of the loop's time: bank.json grows ~9 KB per 1 h shard (its file
-# list), so a 10 000-shard catalog takes ~7 s to write (100 MB) - every 30 s that would stall the
-# device a fifth of the time
-CATALOG_SAVE_SHARE = 0.05
-
-
-def catalog_save_due(since_last_s: float, last_save_s: float) -> bool:
-    """Whether to rewrite the catalog now: not before CATALOG_SAVE_S, nor before the time since
-    the last save is 1 / CATALOG_SAVE_SHARE times what that save took."""
-    return since_last_s >= max(CATALOG_SAVE_S, last_save_s / CATALOG_SAVE_SHARE)
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """How shards are computed (flat parameters; the CLI's ExtractConfig builds it)."""
@@ -473,7 +460,7 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     pending: list[tuple[Future, list]] = []  # (write, host blocks to give back when it is done)
     taken: dict[int, list] = {}  # shard -> host blocks its batches hold
 
-    saved = [time.monotonic(), 0.0]  # when the catalog was last saved, and how long that took
+    saver = CatalogSaver(bank)
 
     def done(item: tuple[Future, list]) -> None:
         fut, held = item
@@ -482,14 +469,8 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
         host_blocks.give(held)  # the shard is written: its blocks may be refilled
         results.append(res)
         if update_catalog:  # only this thread writes the catalog
-            bank.catalog.shards[rec.name] = rec
-            # commits/NAME.json (written with the shard) is the record of truth and a re-run merges
-            # it in (sync_catalog); rewriting the whole catalog after every shard would cost
-            # O(shards^2) bytes over a long run
-            if catalog_save_due(time.monotonic() - saved[0], saved[1]):
-                t0 = time.monotonic()
-                bank.save_catalog()
-                saved[:] = [time.monotonic(), time.monotonic() - t0]
+            bank.catalog.shards[rec.name] = rec.slim()
+            saver.maybe()
 
     def finish(job: _Launched) -> None:
         with clock("collect"):

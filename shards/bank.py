@@ -29,7 +29,7 @@ from .catalog import Catalog, FieldRecord, ShardRecord, TeacherRecord
 from .errors import CatalogError, MissingDataError, ShardError
 from .fields import AUDIO, FieldSpec
 from .fs import BankFS
-from .layout_wds import WdsFieldAdder, WdsShardReader, WdsShardWriter
+from .layout_wds import WdsFieldAdder, WdsShardReader, WdsShardWriter, index_path, tar_path
 from .layout_zarr import ZarrFieldAdder, ZarrShardReader, ZarrShardWriter, shard_dir
 from .segments import SAMPLE_RATE, check_key
 
@@ -155,10 +155,10 @@ class Bank:
         check_key(name, "shard name")
         if self.is_committed(name):
             raise CatalogError(f"shard {name!r} is already committed in {self.root}")
-        self._remove_uncommitted(name)
         if not isinstance(teachers, dict):
             teachers = {t: None for t in teachers or []}
         fields = [FieldSpec(AUDIO)] + [self.field_spec(t, layers=lay) for t, lay in teachers.items()]
+        self._remove_uncommitted(name, fields)
         cls = ZarrShardWriter if self.layout == "zarr" else WdsShardWriter
         writer = cls(self.fs, name, fields)
         try:
@@ -290,14 +290,21 @@ class Bank:
                     raise ShardError(f"field {f.name!r}: {f.num_frames} frames written, {got} read back",
                                      shard=record.name)
 
-    def _remove_uncommitted(self, name: str) -> None:
-        """Remove what an earlier, crashed writer of this shard may have left."""
+    def _remove_uncommitted(self, name: str, fields: list[FieldSpec]) -> None:
+        """Remove what an earlier, crashed writer of this shard may have left (``fields``: the
+        ones this write makes)."""
         if self.layout == "zarr":
             self.fs.remove(shard_dir(name))
-        else:
-            for f in self.fs.listdir("shards"):
-                if f.startswith(f"{name}.") and (f.endswith(".tar") or f.endswith(".json")):
-                    self.fs.remove(f"shards/{f}")
+            return
+        # not a listing of shards/ - 100 000 shards' files, once per shard written: on an object
+        # store a listing of this shard's name prefix; locally the files this write would make
+        # (a crashed writer's others are stray files `shards verify` reports)
+        listed = self.fs.sizes_named("shards", f"{name}.")
+        rels = list(listed) if listed is not None else [p for f in fields for p in (tar_path(name, f.name),
+                                                                                   index_path(name, f.name))]
+        for rel in rels:
+            if rel.endswith(".tar") or rel.endswith(".json"):
+                self.fs.remove(rel)
 
     def remove_temporaries(self) -> list[str]:
         """Delete temporary files of crashed writers (only safe when no writer is running)."""
@@ -445,6 +452,37 @@ class Bank:
         if record.layout == "zarr":
             return ZarrShardReader(self.fs, name)
         return WdsShardReader(self.fs, name, list(record.fields))
+
+
+CATALOG_SAVE_S = 30.0  # a long run (extraction, a copy) saves the catalog at most this often, and at its end
+# ... and at most this share of the run's time: a 100 000-shard catalog is ~50 MB to write
+CATALOG_SAVE_SHARE = 0.05
+
+
+def catalog_save_due(since_last_s: float, last_save_s: float) -> bool:
+    """Whether to rewrite the catalog now: not before CATALOG_SAVE_S, nor before the time since
+    the last save is 1 / CATALOG_SAVE_SHARE times what that save took."""
+    return since_last_s >= max(CATALOG_SAVE_S, last_save_s / CATALOG_SAVE_SHARE)
+
+
+class CatalogSaver:
+    """Saves a bank's catalog during a long run that commits many shards. The commit records
+    (written with each shard) are the record of truth and the next run's sync merges what the
+    catalog lacks; rewriting bank.json after every shard would cost O(shards^2) bytes."""
+
+    def __init__(self, bank: Bank):
+        self.bank = bank
+        self.last, self.took = time.monotonic(), 0.0
+
+    def maybe(self) -> None:
+        if catalog_save_due(time.monotonic() - self.last, self.took):
+            self.save()
+
+    def save(self) -> None:
+        t0 = time.monotonic()
+        self.bank.save_catalog()
+        self.last = time.monotonic()
+        self.took = self.last - t0
 
 
 def _is_commit(name: str) -> bool:

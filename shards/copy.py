@@ -4,22 +4,66 @@ re-encoded, so both operations are exact whatever the codec."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
-from .bank import Bank
+from .bank import Bank, CatalogSaver
+from .catalog import ShardRecord
 from .errors import CatalogError, MissingDataError
-from .reader import BankReader
+from .reader import BankReader, TeacherRequest
+
+
+def default_workers(*banks: Bank) -> int:
+    """Shards copied at once: 8 when a side is an object store (each read or write is a request
+    of tens of ms), else 2."""
+    return 2 if all(b.fs.is_local for b in banks) else 8
+
+
+def _copy_shards(source: Bank, teachers: TeacherRequest, target: Bank, shards: list[str],
+                 one: Callable[[BankReader, str], ShardRecord], workers: int | None,
+                 progress: Callable[[str], None] | None) -> None:
+    """Run ``one(reader, shard)`` (which commits ``shard`` at ``target`` without touching its
+    catalog) for every shard not committed there yet, ``workers`` at a time, each worker thread
+    with a reader of its own. The catalog is merged as shards finish and saved now and then
+    (every shard would cost O(shards^2) bytes) and at the end, also when one fails: shards are
+    skipped by their commit records, so a re-run resumes where this one stopped."""
+    target.sync_catalog()  # shards an interrupted copy committed after its last catalog save
+    todo = [s for s in shards if s not in target.catalog.shards]
+    local = threading.local()
+
+    def run(shard: str) -> ShardRecord:
+        reader = getattr(local, "reader", None)
+        if reader is None:
+            reader = local.reader = BankReader(source, teachers, audio=True, check="size", max_open_shards=1)
+        try:
+            return one(reader, shard)
+        finally:
+            reader.release(shard)
+
+    saver = CatalogSaver(target)
+    pool = ThreadPoolExecutor(workers or default_workers(source, target), thread_name_prefix="copy")
+    try:
+        for shard, fut in [(s, pool.submit(run, s)) for s in todo]:
+            target.catalog.shards[shard] = fut.result().slim()
+            if progress:
+                progress(shard)
+            saver.maybe()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        target.sync_catalog()  # what finished beside a failure, too
+        saver.save()
 
 
 def copy_bank(src: str | Bank, dst: str, *, layout: str | None = None,
               teachers: dict[str, list[int] | None] | None = None,
               src_options: dict | None = None, dst_options: dict | None = None,
-              progress: Callable[[str], None] | None = None) -> Bank:
+              progress: Callable[[str], None] | None = None, workers: int | None = None) -> Bank:
     """Copy ``src`` into a new bank at ``dst`` (same layout unless ``layout`` is given).
 
     ``teachers``: ``{name: [layers] | None}`` to keep (None = every kept layer); ``None`` keeps
     every teacher. Shards already committed at ``dst`` are skipped, so an interrupted copy
-    resumes where it stopped.
+    resumes where it stopped. ``workers``: shards copied at once (default: :func:`default_workers`).
     """
     source = src if isinstance(src, Bank) else Bank.open(src, src_options)
     reader = BankReader(source, teachers, audio=True, check="size")
@@ -41,20 +85,16 @@ def copy_bank(src: str | Bank, dst: str, *, layout: str | None = None,
                                      if int(k) in wanted[t]} for t in wanted if t in source.catalog.stats})
     target.catalog.config.setdefault("copied_from", []).append({"bank": source.root, "teachers": wanted})
     target.save_catalog()
-    for shard in reader.shards:
-        if target.is_committed(shard):
-            continue
-        if progress:
-            progress(shard)
-        _copy_shard(reader, target, shard, wanted)
+    _copy_shards(source, wanted, target, reader.shards, lambda r, s: _copy_shard(r, target, s, wanted), workers,
+                 progress)
     return target
 
 
-def _copy_shard(reader: BankReader, target: Bank, shard: str, wanted: dict[str, list[int]]) -> None:
+def _copy_shard(reader: BankReader, target: Bank, shard: str, wanted: dict[str, list[int]]) -> ShardRecord:
     r = reader.reader(shard)
     rec = reader.bank.catalog.shards[shard]
     fields = {(f.teacher, lay): f.name for f in rec.fields.values() if f.teacher for lay in f.layers}
-    with target.write_shard(shard, wanted) as w:
+    with target.write_shard(shard, wanted, update_catalog=False) as w:
         for i, seg in enumerate(r.segments):
             feats: dict[str, dict | None] = {}
             for teacher, layers in wanted.items():
@@ -67,13 +107,15 @@ def _copy_shard(reader: BankReader, target: Bank, shard: str, wanted: dict[str, 
                     continue
                 feats[teacher] = {lay: r.read_parts(fields[(teacher, lay)], lay, i) for lay in layers}
             w.add(seg, r.read_audio(i), feats)
+    return w.record
 
 
 
 def recode_bank(src: str | Bank, dst: str, codec: str, *, codec_config: dict | None = None,
                 layout: str | None = None, teachers: dict[str, list[int] | None] | None = None,
                 fit_frames: int = 20000, seed: int = 0, src_options: dict | None = None,
-                dst_options: dict | None = None, progress: Callable[[str], None] | None = None) -> Bank:
+                dst_options: dict | None = None, progress: Callable[[str], None] | None = None,
+                workers: int | None = None) -> Bank:
     """Copy ``src`` to ``dst`` with every teacher layer re-encoded by another codec.
 
     Decodes the stored features and encodes them again (lossy codecs lose what they lose;
@@ -108,34 +150,47 @@ def recode_bank(src: str | Bank, dst: str, codec: str, *, codec_config: dict | N
     target.save_catalog()
     tstates = {k: (None if v is None else {a: torch.from_numpy(np.asarray(b)) for a, b in v.items()})
                for k, v in states.items()}
-    for shard in reader.shards:
-        if target.is_committed(shard):
-            continue
-        if progress:
-            progress(shard)
-        with target.write_shard(shard, wanted) as w:
-            for sd in reader.iter_shard(shard):
+
+    def one(r: BankReader, shard: str) -> ShardRecord:
+        with target.write_shard(shard, wanted, update_catalog=False) as w:
+            for sd in r.iter_shard(shard):
                 feats = {t: ({lay: new.encode(torch.tensor(x), tstates[(t, lay)]) for lay, x in sd.features[t].items()}
                              if t in sd.features else None) for t in wanted}
                 w.add(sd.segment, sd.audio, feats)
+        return w.record
+
+    _copy_shards(source, wanted, target, reader.shards, one, workers, progress)
     return target
 
 
 def _sample_frames(reader: BankReader, teacher: str, layer: int, limit: int, seed: int):
-    """Up to ``limit`` frames of one layer, spread over the whole bank, deterministically."""
+    """Up to ``limit`` frames of one layer, drawn deterministically from shards spread over the
+    whole bank: shards are read in an order that halves the gaps between those read (0, n/2,
+    n/4, 3n/4 ...) until 4 x ``limit`` frames are in - not the whole bank, which at 100 000
+    shards would be a read of all of it to fit one codec."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     chunks, total = [], 0
-    sub = BankReader(reader.bank, {teacher: [layer]}, audio=False, check="none")
-    for sd in sub:
-        x = sd.features.get(teacher, {}).get(layer)
-        if x is not None and len(x):
-            chunks.append(x)
-            total += len(x)
+    sub = BankReader(reader.bank, {teacher: [layer]}, audio=False, check="none", max_open_shards=1)
+    for k in _spread_order(len(sub.shards)):
+        for sd in sub.iter_shard(sub.shards[k]):
+            x = sd.features.get(teacher, {}).get(layer)
+            if x is not None and len(x):
+                chunks.append(x)
+                total += len(x)
+        sub.release(sub.shards[k])
+        if total >= 4 * limit:
+            break
     if not chunks:
         raise MissingDataError(f"no frames of teacher {teacher!r} layer {layer} to fit the codec on")
     allx = np.concatenate(chunks)
     if total > limit:
         allx = allx[np.sort(rng.choice(total, size=limit, replace=False))]
     return allx
+
+
+def _spread_order(n: int) -> list[int]:
+    """0..n-1 ordered by their bit-reversed value: each prefix is spread over the whole range."""
+    bits = max(1, (n - 1).bit_length())
+    return sorted(range(n), key=lambda i: int(f"{i:0{bits}b}"[::-1], 2))

@@ -82,17 +82,21 @@ def verify(bank: BankArg, json_out: JsonOpt = False,
         raise typer.Exit(1)
 
 
+CopyWorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Shards copied at once (0: 8 when a side "
+                                                                   "is an object store, else 2).")]
+
+
 @shards_app.command()
 def convert(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank root.")],
             to: Annotated[str, typer.Option("--to", help="zarr or webdataset")],
-            storage_options: StorageOpt = "") -> None:
+            workers: CopyWorkersOpt = 0, storage_options: StorageOpt = "") -> None:
     """Copy a bank into the other layout, exactly (stored codec parts are copied, not re-encoded)."""
     from audistill.shards.copy import copy_bank
 
     if to not in ("zarr", "webdataset"):
         raise typer.BadParameter("--to must be zarr or webdataset")
     target = copy_bank(bank, out, layout=to, src_options=_opts(bank, storage_options),
-                       dst_options=_opts(out, storage_options),
+                       dst_options=_opts(out, storage_options), workers=workers or None,
                        progress=lambda s: console.print(f"shard {s}", highlight=False))
     console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
 
@@ -102,13 +106,13 @@ def export(bank: BankArg, out: Annotated[str, typer.Argument(help="New, smaller 
            teacher: Annotated[list[str], typer.Option("--teacher", help="Teacher to keep (repeat).")],
            layers: Annotated[str | None, typer.Option("--layers", help="Layers to keep, e.g. 3,6,9,12 (all teachers given).")] = None,
            to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None,
-           storage_options: StorageOpt = "") -> None:
+           workers: CopyWorkersOpt = 0, storage_options: StorageOpt = "") -> None:
     """A smaller bank with only the teachers and layers one student needs (local or object store)."""
     from audistill.shards.copy import copy_bank
 
     want = {t: _parse_layers(layers) for t in teacher}
     target = copy_bank(bank, out, layout=to, teachers=want, src_options=_opts(bank, storage_options),
-                       dst_options=_opts(out, storage_options),
+                       dst_options=_opts(out, storage_options), workers=workers or None,
                        progress=lambda s: console.print(f"shard {s}", highlight=False))
     console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
 
@@ -118,13 +122,13 @@ def recode(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank root
            codec: Annotated[str, typer.Option("--codec", help="Codec of the new bank (see `shards codecs`).")],
            teacher: Annotated[list[str] | None, typer.Option("--teacher", help="Teacher to keep (repeat; default all).")] = None,
            to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None,
-           storage_options: StorageOpt = "") -> None:
+           workers: CopyWorkersOpt = 0, storage_options: StorageOpt = "") -> None:
     """Copy a bank with its features re-encoded by another codec (fitted codecs are fitted here)."""
     from audistill.shards.copy import recode_bank
 
     target = recode_bank(bank, out, codec, layout=to, teachers={t: None for t in teacher} if teacher else None,
                          src_options=_opts(bank, storage_options), dst_options=_opts(out, storage_options),
-                         progress=lambda s: console.print(f"shard {s}", highlight=False))
+                         workers=workers or None, progress=lambda s: console.print(f"shard {s}", highlight=False))
     console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
 
 

@@ -366,9 +366,9 @@ def test_runs_check_shared_memory_first(tiny_dir, corpus, tmp_path, monkeypatch,
 
 
 def test_catalog_saves_take_at_most_a_small_share_of_the_run():
-    """Every 30 s while a save is cheap; once bank.json is large (a 10 000-shard catalog took 7 s
-    to write), no more often than keeps saving under 5 % of the loop's time."""
-    from audistill.extract.pipeline import catalog_save_due
+    """Every 30 s while a save is cheap; once bank.json is large, no more often than keeps saving
+    under 5 % of the loop's time."""
+    from audistill.shards.bank import catalog_save_due
 
     assert not catalog_save_due(29.0, 0.1) and catalog_save_due(30.0, 0.1)
     assert not catalog_save_due(100.0, 7.0) and catalog_save_due(140.0, 7.0)

@@ -171,3 +171,25 @@ def test_paths_never_leave_the_root(tmp_path):
             fs.write_bytes_atomic(bad, b"x")
     assert not (tmp_path / "escape").exists()
     np.testing.assert_equal(fs.path("a/./b").endswith("/a/b"), True)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_rewrite_removes_what_a_crashed_writer_moved_into_place(tmp_path, layout):
+    """A writer killed between moving a shard's files to their final names and its commit record
+    leaves final-named files; the next write of that shard replaces them and commits cleanly."""
+    bank, truth = make_bank(tmp_path / "b", layout, shards=1)
+    seg, audio, _ = next(iter(truth.values()))
+    leftovers = (["shards/again.zarr/zarr.json", "shards/again.zarr/audio/c/0"] if layout == "zarr" else
+                 ["shards/again.audio.tar", "shards/again.audio.json", "shards/again.speechy.tar"])
+    for rel in leftovers:
+        bank.fs.write_bytes_atomic(rel, b"half of an earlier try")
+    with bank.write_shard("again", []) as w:
+        w.add(seg, audio, {})
+    reader = BankReader(bank, [])
+    assert reader.read("again", 0).audio.tolist() == audio.tolist()
+    report = verify_bank(bank)
+    # the files this write makes are replaced; locally, a WebDataset field it does not make stays
+    # a stray file (finding it would list the whole shards/ folder - 100 000 shards' - per write)
+    stray = {p for ps in report.broken.values() for p in ps}
+    assert stray == ({"uncommitted or stray file shards/again.speechy.tar (a crashed writer's leftover?)"}
+                     if layout == "webdataset" else set()), stray

@@ -147,3 +147,23 @@ def test_verify_on_s3_lists_each_zarr_shard_once_and_checks_shards_concurrently(
     assert one.to_json() == many.to_json()
     assert sorted(one.broken) == [names[1], names[3]] and one.shards_checked == 4
     assert "sha256 mismatch" in one.broken[names[1]][0] and "missing file" in one.broken[names[3]][0]
+
+
+def test_writing_a_webdataset_shard_lists_only_its_own_name_prefix(s3_bucket, monkeypatch):
+    """Before writing, leftovers of a crashed writer of the shard are removed: found by listing
+    its name prefix, not the whole shards/ folder (100 000 shards' files, per shard written)."""
+    from audistill.shards.fs import BankFS
+
+    prefix, opts = s3_bucket
+    root = f"{prefix}/wds-prefix"
+    bank, truth = make_bank(root, "webdataset", storage_options=opts, shards=2, per_shard=1)
+    bank.fs.write_bytes_atomic("shards/again.speechy.tar", b"half of an earlier try")
+    listed = []
+    real = BankFS.listdir
+    monkeypatch.setattr(BankFS, "listdir", lambda self, rel: listed.append(rel) or real(self, rel))
+    seg, audio, _ = next(iter(truth.values()))
+    with bank.write_shard("again", []) as w:
+        w.add(seg, audio, {})
+    assert "shards" not in listed
+    assert not bank.fs.exists("shards/again.speechy.tar")  # every leftover of the shard, by prefix
+    assert verify_bank(root, storage_options=opts).ok

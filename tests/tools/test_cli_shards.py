@@ -53,7 +53,7 @@ def test_convert_export_stats_round(tmp_path, bank_root):
     wds = str(tmp_path / "wds")
     assert cli("shards", "convert", bank_root, wds, "--to", "webdataset").returncode == 0
     out = str(tmp_path / "small")
-    r = cli("shards", "export", wds, out, "--teacher", "speechy", "--layers", "1,3")
+    r = cli("shards", "export", wds, out, "--teacher", "speechy", "--layers", "1,3", "--workers", "3")
     assert r.returncode == 0, r.stderr
     info = json.loads(cli("shards", "info", out, "--json").stdout)
     assert list(info["teachers"]) == ["speechy"] and info["teachers"]["speechy"]["layers_kept"] == [1, 3]
