@@ -12,7 +12,9 @@ see what latency does), side by side in one run:
 * checking every file of a real bank of ``--verify-shards`` Zarr shards (``shards verify --quick``):
   an existence and a size request per file, one shard after another (the old verify's file
   checks alone) against ``verify_bank`` (a listing per shard, shards checked concurrently - and it
-  checks each shard's structure besides).
+  checks each shard's structure besides);
+* pulling that bank's first two layers to a local folder (``shards export``): one shard at a
+  time, against 8 at a time (the default when a side is an object store).
 
 Everything it writes lives under a fresh prefix and is removed at the end.
 """
@@ -60,7 +62,10 @@ def _timed(fn) -> float:
 def run_store_bench(url: str | None = None, storage_options: dict | None = None, records: int = 500,
                     objects: int = 54, repeats: int = 2, verify_shards: int = 8) -> dict:
     import json
+    import shutil
+    import tempfile
 
+    from audistill.shards.copy import copy_bank
     from audistill.shards.fs import BankFS, _strip_proto
     from audistill.shards.verify import verify_bank
 
@@ -91,7 +96,14 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
         bank_files = [f for name in sorted(bank.catalog.shards) for f in bank.shard_files(name)]
         rows: dict[str, list[float]] = {k: [] for k in ("records_one_by_one", "records_read_many", "sizes_per_file",
                                                         "sizes_listing", "move_one_by_one", "move_concurrent",
-                                                        "verify_per_file", "verify_now")}
+                                                        "verify_per_file", "verify_now", "export_one_at_a_time",
+                                                        "export_concurrent")}
+        pulls = tempfile.mkdtemp(prefix="audistill-bench-store-")
+
+        def export(workers: int) -> None:
+            dst = os.path.join(pulls, uuid.uuid4().hex[:8])
+            copy_bank(bank, dst, teachers={"wavlm": [1, 2]}, workers=workers)
+            shutil.rmtree(dst)
 
         def old_verify_files() -> None:
             for f in bank_files:
@@ -123,9 +135,12 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
                 rows[label].append(_timed(lambda src=src, dst=dst, move=move: move(src, dst)))
             rows["verify_per_file"].append(_timed(old_verify_files))
             rows["verify_now"].append(_timed(verify_now))
+            rows["export_one_at_a_time"].append(_timed(lambda: export(1)))
+            rows["export_concurrent"].append(_timed(lambda: export(8)))
         best = {k: min(v) for k, v in rows.items()}
     finally:
         try:
+            shutil.rmtree(pulls, ignore_errors=True)
             fs.fs.rm(fs.root, recursive=True)
         finally:
             if proc is not None:
@@ -135,7 +150,8 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
             "speedup": {"records": best["records_one_by_one"] / best["records_read_many"],
                         "sizes": best["sizes_per_file"] / best["sizes_listing"],
                         "move": best["move_one_by_one"] / best["move_concurrent"],
-                        "verify": best["verify_per_file"] / best["verify_now"]}}
+                        "verify": best["verify_per_file"] / best["verify_now"],
+                        "export": best["export_one_at_a_time"] / best["export_concurrent"]}}
 
 
 def register(app: typer.Typer) -> None:
@@ -162,5 +178,7 @@ def register(app: typer.Typer) -> None:
                   f"{r['speedup']['move']:.1f}x")
         t.add_row(f"verify --quick, {r['verify_shards']} shards, {r['verify_files']} files",
                   f"{b['verify_per_file']:.2f}", f"{b['verify_now']:.2f}", f"{r['speedup']['verify']:.1f}x")
+        t.add_row(f"export 2 of 4 layers, {r['verify_shards']} shards, to a local folder",
+                  f"{b['export_one_at_a_time']:.2f}", f"{b['export_concurrent']:.2f}", f"{r['speedup']['export']:.1f}x")
         where = "moto on loopback (no network latency: a lower bound)" if r["moto"] else r["url"]
         emit(r, t, json_out, [f"store: {where}; best of {repeats}"])
