@@ -193,3 +193,21 @@ def test_a_rewrite_removes_what_a_crashed_writer_moved_into_place(tmp_path, layo
     stray = {p for ps in report.broken.values() for p in ps}
     assert stray == ({"uncommitted or stray file shards/again.speechy.tar (a crashed writer's leftover?)"}
                      if layout == "webdataset" else set()), stray
+
+
+def test_clean_removes_every_kind_of_temporary_from_one_listing(tmp_path, monkeypatch):
+    from audistill.shards.fs import BankFS
+
+    bank, truth = make_bank(tmp_path / "b", "zarr", shards=2)
+    temps = ["shards/.tmp-gone-1a2b3c4d.zarr", "shards/shard-00000.zarr/.tmp-late-5e6f7a8b",
+             "shards/shard-00001.zarr/zarr.json.tmp-0a1b2c3d"]
+    for t, f in zip(temps, ["/audio/zarr.json", "/zarr.json", ""], strict=True):
+        bank.fs.write_bytes_atomic(t + f, b"{}")
+    assert not verify_bank(bank).ok
+    listed = []
+    real = BankFS.listdir
+    monkeypatch.setattr(BankFS, "listdir", lambda self, rel: listed.append(rel) or real(self, rel))
+    assert bank.remove_temporaries() == sorted(temps)
+    assert listed == []  # one walk of shards/, no listing per shard
+    assert verify_bank(bank).ok
+    assert len(list(BankReader(bank))) == len(truth)
