@@ -104,7 +104,7 @@ def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cf
     t0 = time.perf_counter()
     plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg)
     bank.sync_catalog()
-    bank.remove_temporaries()
+    bank.remove_temporaries(deep=False)  # new shards' leftovers; `shards clean` finds the rest
     todo, add, skipped = plan_work(bank, plan, teachers, synced=True)
     if todo:
         fit_codecs(bank, teachers, plan[0], cfg)

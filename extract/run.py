@@ -420,7 +420,7 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     if single:
         bank.sync_catalog()
         merge_errors(bank)
-        bank.remove_temporaries()
+        bank.remove_temporaries(deep=False)  # new shards' leftovers; `shards clean` finds the rest
     # inputs unusable at planning time are seen by every slice; the first records them
     plan_errors = plan_errors if cfg.worker_index == 0 else []
     mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)

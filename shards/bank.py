@@ -306,15 +306,24 @@ class Bank:
             if rel.endswith(".tar") or rel.endswith(".json"):
                 self.fs.remove(rel)
 
-    def remove_temporaries(self) -> list[str]:
-        """Delete temporary files of crashed writers (only safe when no writer is running): the
-        ``.tmp-`` files and folders under shards/ and inside Zarr shards, found in one listing
-        of shards/ (not a listing per shard: 100 000 requests on an object store)."""
+    def remove_temporaries(self, deep: bool = True) -> list[str]:
+        """Delete temporary files of crashed writers (only safe when no writer is running).
+
+        ``deep``: every ``.tmp-`` file and folder under shards/ - new shards' (shards/.tmp-X),
+        added fields' (shards/NAME.zarr/.tmp-X), local atomic writes' (NAME.json.tmp-X) - found
+        in one walk of shards/, not a listing per shard (100 000 requests on an object store).
+        Otherwise only what crashed writers of new shards leave, directly in shards/: one
+        listing of the ``.tmp-`` prefix on an object store (every single-process extraction
+        does this as it starts)."""
+        if deep:
+            rels = list(self.fs.walk_files("shards"))
+        else:
+            found = self.fs.sizes_with_prefix("shards", ".tmp-")
+            rels = list(found) if found is not None else [f"shards/{f}" for f in self.fs.listdir("shards")]
         tops: set[str] = set()
-        for rel in self.fs.walk_files("shards"):
+        for rel in rels:
             parts = rel.split("/")
-            # shards/.tmp-X (a new shard), shards/NAME.zarr/.tmp-X (an added field), NAME.json.tmp-X
-            # (a local atomic write); names in a bank hold no ".tmp-" otherwise
+            # names in a bank hold no ".tmp-" but temporaries'
             k = next((i for i, p in enumerate(parts) if ".tmp-" in p), None)
             if k is not None:
                 tops.add("/".join(parts[: k + 1]))

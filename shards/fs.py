@@ -133,10 +133,11 @@ class BankFS:
                 out[check_relpath(posixpath.relpath(_strip_proto(p), self.root))] = int(info.get("size") or 0)
         return out
 
-    def sizes_named(self, rel: str, prefix: str) -> dict[str, int] | None:
-        """Bank-relative path -> size of every file in folder ``rel`` whose name starts with
-        ``prefix``, from one listing of that prefix - on object stores that can list by prefix
-        (S3), else None: a folder of 100 000 shards' files is no listing to make per shard."""
+    def sizes_with_prefix(self, rel: str, prefix: str) -> dict[str, int] | None:
+        """Bank-relative path -> size of every file under folder ``rel`` (at any depth) whose
+        path there starts with ``prefix``, from one listing of that prefix - on object stores
+        that list by prefix (S3); else None: a folder of 100 000 shards' files is no listing to
+        make for a few names."""
         if self.is_local:
             return None
         self._fresh()
@@ -144,13 +145,15 @@ class BankFS:
             found = self.fs.find(self.path(rel), prefix=prefix, detail=True)
         except TypeError:  # this store's find() takes no prefix
             return None
-        out = {}
-        for p, info in found.items():
-            if info.get("type", "file") == "file":
-                r = check_relpath(posixpath.relpath(_strip_proto(p), self.root))
-                if posixpath.dirname(r) == rel.rstrip("/"):
-                    out[r] = int(info.get("size") or 0)
-        return out
+        return {check_relpath(posixpath.relpath(_strip_proto(p), self.root)): int(info.get("size") or 0)
+                for p, info in found.items() if info.get("type", "file") == "file"}
+
+    def sizes_named(self, rel: str, prefix: str) -> dict[str, int] | None:
+        """:meth:`sizes_with_prefix`, files directly in ``rel`` only."""
+        found = self.sizes_with_prefix(rel, prefix)
+        if found is None:
+            return None
+        return {r: n for r, n in found.items() if posixpath.dirname(r) == rel.rstrip("/")}
 
     def listdir(self, rel: str) -> list[str]:
         base = self.path(rel)

@@ -167,3 +167,20 @@ def test_writing_a_webdataset_shard_lists_only_its_own_name_prefix(s3_bucket, mo
     assert "shards" not in listed
     assert not bank.fs.exists("shards/again.speechy.tar")  # every leftover of the shard, by prefix
     assert verify_bank(root, storage_options=opts).ok
+
+
+def test_an_extraction_start_cleans_new_shards_temporaries_from_one_prefix_listing(s3_bucket, monkeypatch):
+    from audistill.shards.fs import BankFS
+
+    prefix, opts = s3_bucket
+    root = f"{prefix}/temps"
+    bank, _ = make_bank(root, "zarr", storage_options=opts, shards=2, per_shard=1)
+    bank.fs.write_bytes_atomic("shards/.tmp-crashed-1a2b3c4d.zarr/audio/zarr.json", b"{}")
+    bank.fs.write_bytes_atomic("shards/shard-00000.zarr/.tmp-late-5e6f7a8b/zarr.json", b"{}")
+    walked = []
+    real = BankFS.walk_files
+    monkeypatch.setattr(BankFS, "walk_files", lambda self, rel: walked.append(rel) or real(self, rel))
+    assert bank.remove_temporaries(deep=False) == ["shards/.tmp-crashed-1a2b3c4d.zarr"]
+    assert walked == []  # no walk of every shard's files
+    assert bank.remove_temporaries() == ["shards/shard-00000.zarr/.tmp-late-5e6f7a8b"]  # `shards clean`
+    assert verify_bank(root, storage_options=opts).ok
