@@ -77,9 +77,11 @@ class Bank:
         return bank
 
     def reload(self) -> None:
-        if not self.fs.exists(CATALOG):
-            raise CatalogError(f"{self.root} is not a bank: no {CATALOG} there")
-        self._catalog = Catalog.loads(self.fs.read_bytes(CATALOG), where=f"{self.root}/{CATALOG}")
+        try:
+            data = self.fs.read_bytes(CATALOG)
+        except FileNotFoundError:
+            raise CatalogError(f"{self.root} is not a bank: no {CATALOG} there") from None
+        self._catalog = Catalog.loads(data, where=f"{self.root}/{CATALOG}")
 
     @property
     def catalog(self) -> Catalog:

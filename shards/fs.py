@@ -37,7 +37,14 @@ class BankFS:
     def __init__(self, root: str, storage_options: dict | None = None):
         self.url = str(root)
         self.storage_options = dict(storage_options or {})
-        self.fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        opts = dict(self.storage_options)
+        if fsspec.core.split_protocol(self.url)[0] in ("s3", "s3a"):
+            # s3fs asks an object's size (a HEAD) before every whole-object read, to fetch objects
+            # over 50 MB in parallel parts; a bank reads small objects whole (metadata, commit
+            # records, the catalog) and large ones by range, so that HEAD doubled its requests
+            opts.setdefault("max_concurrency", 1)
+        self.open_options = opts  # what this bank's filesystem was made with (Zarr's stores make their own)
+        self.fs, path = fsspec.core.url_to_fs(self.url, **opts)
         self.root = path.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
@@ -114,11 +121,8 @@ class BankFS:
         """Bank-relative paths of every file under ``rel`` (a folder or a single file)."""
         base = self.path(rel)
         self._fresh()
-        if not self.fs.exists(base):
-            return
-        if self.fs.isfile(base):
-            yield check_relpath(rel)
-            return
+        # find() alone: nothing for a missing path, the file itself for a file (an existence
+        # check first is two more requests on an object store)
         for p in sorted(self.fs.find(base)):
             yield check_relpath(posixpath.relpath(_strip_proto(p), self.root))
 
@@ -155,22 +159,23 @@ class BankFS:
             return None
         return {r: n for r, n in found.items() if posixpath.dirname(r) == rel.rstrip("/")}
 
-    def listdir(self, rel: str) -> list[str]:
-        base = self.path(rel)
+    def _ls(self, rel: str, detail: bool) -> list:
+        """One listing of folder ``rel``; [] when there is none (no existence check first: on an
+        object store that is a HEAD and a LIST more)."""
         self._fresh()
-        if not self.fs.exists(base):
+        try:
+            return self.fs.ls(self.path(rel), detail=detail)
+        except FileNotFoundError:
             return []
-        return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in self.fs.ls(base, detail=False))
+
+    def listdir(self, rel: str) -> list[str]:
+        return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in self._ls(rel, detail=False))
 
     def list_details(self, rel: str) -> dict[str, tuple[int, float | None]]:
         """Names in folder ``rel`` with their size and modification time (seconds since the
         epoch; None where the store does not say), from one listing - no object is read."""
-        base = self.path(rel)
-        self._fresh()
-        if not self.fs.exists(base):
-            return {}
         out = {}
-        for info in self.fs.ls(base, detail=True):
+        for info in self._ls(rel, detail=True):
             name = posixpath.basename(_strip_proto(info["name"]).rstrip("/"))
             out[name] = (int(info.get("size") or 0), _mtime(info))
         return out

@@ -46,7 +46,7 @@ def shard_dir(name: str) -> str:
 def _store(fs: BankFS, rel: str, read_only: bool):
     if fs.is_local:
         return zarr.storage.LocalStore(fs.path(rel), read_only=read_only)
-    return zarr.storage.FsspecStore.from_url(fs.url_of(rel), storage_options=fs.storage_options or None,
+    return zarr.storage.FsspecStore.from_url(fs.url_of(rel), storage_options=fs.open_options or None,
                                              read_only=read_only)
 
 
