@@ -101,6 +101,20 @@ class BankFS:
         else:  # one PUT replaces the object atomically on S3-like stores
             self.fs.pipe_file(target, data)
 
+    def put_many(self, objs: dict[str, bytes]) -> None:
+        """Write files (not atomically: a writer's temporary folder), concurrently on an object
+        store (one batch of PUTs)."""
+        if not objs:
+            return
+        if self.is_local:
+            for rel, data in objs.items():
+                target = self.path(rel)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "wb") as f:
+                    f.write(data)
+            return
+        self.fs.pipe({self.path(rel): data for rel, data in objs.items()})
+
     def open(self, rel: str, mode: str = "rb", **kw):
         if "w" in mode:
             self.fs.makedirs(posixpath.dirname(self.path(rel)), exist_ok=True)

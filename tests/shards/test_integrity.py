@@ -143,13 +143,18 @@ def test_sigkill_mid_write_leaves_nothing_that_looks_complete(tmp_path, layout):
     time.sleep(1.0)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert any(".tmp-victim" in p for p in os.listdir(tmp_path / "b" / "shards"))
     bank = Bank.open(str(tmp_path / "b"))
     assert not bank.is_committed("victim")
     assert [s for s in BankReader(bank).shards] == ["shard-00000"]
+    # a WebDataset writer streams its tars; a Zarr writer stages metadata in memory and writes
+    # data objects as blocks fill - small segments may have left nothing yet
+    left = [p for p in os.listdir(tmp_path / "b" / "shards") if ".tmp-victim" in p]
+    assert left or layout == "zarr"
     report = verify_bank(bank)
-    assert not report.ok and any("victim" in p for p in report.broken["<bank>"])
-    assert bank.remove_temporaries()
+    assert report.ok == (not left)
+    if left:
+        assert any("victim" in p for p in report.broken["<bank>"])
+        assert bank.remove_temporaries()
     assert verify_bank(bank).ok
 
 
