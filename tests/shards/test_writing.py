@@ -85,3 +85,30 @@ def test_commit_hashes_data_as_written_not_by_reading_it_back(tmp_path, monkeypa
     monkeypatch.undo()
     report = verify_bank(str(tmp_path / "b"))
     assert report.ok, report
+
+
+def test_a_staged_field_writes_the_files_a_store_backed_one_writes(tmp_path):
+    """Zarr writers stage metadata in memory and upload it at close (an object store saw every
+    metadata change as requests): the files are byte for byte those written through a store."""
+    from audistill.shards.bank import Bank
+    from audistill.shards.fs import BankFS
+    from audistill.shards.layout_zarr import ZarrFieldWriter, _StagedGroup
+
+    from .helpers import make_bank
+
+    make_bank(tmp_path / "b", "zarr", codec="int8-delta", shards=1, per_shard=12)
+    bank = Bank.open(str(tmp_path / "b"))
+    reader = bank.shard_reader(sorted(bank.catalog.shards)[0])
+    spec = bank.field_spec("speechy")
+
+    def fill(w):
+        for i in range(len(reader.segments)):
+            covered = reader.covered("speechy", i)
+            w.add_layers({x: reader.read_parts("speechy", x, i) for x in spec.layers} if covered else None, "t")
+        w.close()
+
+    fill(ZarrFieldWriter(zarr.open_group(str(tmp_path / "store"), mode="w", zarr_format=3).create_group("f"), spec))
+    staged = _StagedGroup(BankFS(str(tmp_path)), "staged")
+    fill(ZarrFieldWriter(staged.group.create_group("f"), spec, staged.put))
+    staged.upload()
+    assert _files(tmp_path / "staged") == _files(tmp_path / "store")
