@@ -160,8 +160,8 @@ class WdsFieldWriter:
     def commit(self) -> list[str]:
         """Move tar and index to their final names: the tar first, the index last."""
         final_tar, final_index = tar_path(self.shard, self.spec.name), index_path(self.shard, self.spec.name)
-        self.fs.move(self.tmp_tar, final_tar)
-        self.fs.move(self.tmp_index, final_index)
+        self.fs.move_file(self.tmp_tar, final_tar)
+        self.fs.move_file(self.tmp_index, final_index)
         return [final_tar, final_index]
 
     def layer_bytes(self) -> dict[str, int]:
