@@ -38,7 +38,10 @@ class BankFS:
         self.url = str(root)
         self.storage_options = dict(storage_options or {})
         opts = dict(self.storage_options)
-        if fsspec.core.split_protocol(self.url)[0] in ("s3", "s3a"):
+        protocol = fsspec.core.split_protocol(self.url)[0]
+        # stores of objects, without folders: nothing to make before a write
+        self.is_object_store = protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory")
+        if protocol in ("s3", "s3a"):
             # s3fs asks an object's size (a HEAD) before every whole-object read, to fetch objects
             # over 50 MB in parallel parts; a bank reads small objects whole (metadata, commit
             # records, the catalog) and large ones by range, so that HEAD doubled its requests
@@ -90,8 +93,8 @@ class BankFS:
 
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         target = self.path(rel)
-        if self.is_local:  # (object stores have no folders: making one asks whether the bucket exists)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+        self._parent(target)
+        if self.is_local:
             tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -109,15 +112,25 @@ class BankFS:
         if self.is_local:
             for rel, data in objs.items():
                 target = self.path(rel)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+                self._parent(target)
                 with open(target, "wb") as f:
                     f.write(data)
             return
+        for parent in {posixpath.dirname(self.path(rel)) for rel in objs}:
+            self._parent(parent + "/x")
         self.fs.pipe({self.path(rel): data for rel, data in objs.items()})
 
+    def _parent(self, target: str) -> None:
+        """Make ``target``'s folder - not on an object store, where there are none and making one
+        asks whether the bucket exists, every write."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        elif not self.is_object_store:
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+
     def open(self, rel: str, mode: str = "rb", **kw):
-        if "w" in mode and self.is_local:
-            os.makedirs(os.path.dirname(self.path(rel)), exist_ok=True)
+        if "w" in mode:
+            self._parent(self.path(rel))
         return self.fs.open(self.path(rel), mode, **kw)
 
     def size(self, rel: str) -> int:
@@ -222,8 +235,8 @@ class BankFS:
         """Rename one file, replacing ``dst``: :meth:`move` without its checks of what the paths
         are (on an object store, three requests more per file)."""
         s, d = self.path(src), self.path(dst)
+        self._parent(d)
         if self.is_local:
-            os.makedirs(os.path.dirname(d), exist_ok=True)
             os.replace(s, d)
         else:
             self.fs.copy(s, d)
