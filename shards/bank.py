@@ -70,9 +70,69 @@ class Bank:
             # with it, and a new catalog would fit new states over the files the shards were
             # encoded with - every committed shard would then decode wrong, silently
             raise CatalogError(f"{root} holds {len(held)} committed shard(s) (commits/) but no {CATALOG}: its "
-                               f"catalog was lost; restore {CATALOG} from a backup, or write the features into "
-                               "a new bank")
+                               f"catalog was lost; `audistill shards rebuild {root}` makes it again from the commit "
+                               f"records (or restore {CATALOG} from a backup)")
         bank._catalog = Catalog(layout=layout, created_by=f"audistill {__version__}")
+        bank.save_catalog()
+        return bank
+
+    @classmethod
+    def rebuild(cls, root: str, storage_options: dict | None = None) -> Bank:
+        """Make ``bank.json`` again from the commit records, after it was lost: each record holds
+        its shard's entry and the records of the teachers whose fields it holds (identity, codec,
+        codec-state references). Refused - naming why - where that cannot give back the catalog
+        the shards were written under: records unreadable or from before teacher records were
+        kept, teachers or codec states that disagree between shards, codec-state files missing
+        or altered. Per-layer statistics are not in the records (`audistill shards stats`)."""
+        bank = cls(root, storage_options)
+        if bank.fs.exists(CATALOG):
+            raise CatalogError(f"{root} has a {CATALOG}: `audistill shards sync` merges commit records into it")
+        problems: list[str] = []
+        records = list(bank.iter_commit_records(on_error=lambda shard, e: problems.append(str(e))))
+        if not records and not problems:
+            raise CatalogError(f"{root} holds no commit records (commits/): nothing to rebuild a catalog from")
+        old = [r.name for r in records if r.teachers is None and any(f.teacher for f in r.fields.values())]
+        if old:
+            problems.append(f"{len(old)} commit record(s) predate teacher records (e.g. {', '.join(old[:3])}): restore "
+                            f"{CATALOG} from a backup")
+        layouts = sorted({r.layout for r in records})
+        if len(layouts) > 1:
+            problems.append(f"commit records of several layouts: {layouts}")
+        catalog = Catalog(layout=layouts[0] if layouts else "zarr", created_by=f"audistill {__version__}",
+                          config={"rebuilt_from_commits": {"at": time.time(), "shards": len(records)}})
+        for r in records:
+            for name, tj in (r.teachers or {}).items():
+                t = TeacherRecord.from_json(tj)
+                have = catalog.teachers.get(name)
+                if have is not None and have.to_json() == t.to_json():
+                    continue  # the usual case: every shard has the same record
+                clash = sorted(layer for layer, ref in t.codec_state.items()
+                               if have is not None and layer in have.codec_state and have.codec_state[layer] != ref)
+                if clash:
+                    problems.append(f"teacher {name!r} layers {clash}: shard {r.name} was encoded with other codec "
+                                    "states than earlier shards")
+                    continue
+                try:
+                    catalog.add_teacher(t)
+                except CatalogError as e:
+                    problems.append(f"shard {r.name}: {e}")
+            catalog.shards[r.name] = r.slim()
+        bank._catalog = catalog
+        for t in catalog.teachers.values():
+            for layer in t.codec_state:
+                try:
+                    bank.load_codec_state(t.name, int(layer))
+                except (CatalogError, FileNotFoundError) as e:
+                    problems.append(f"teacher {t.name!r} layer {layer}: {e}")
+        for r in records:
+            try:
+                bank.check_codec_states(r)
+            except ShardError as e:
+                problems.append(str(e))
+        if problems:
+            bank._catalog = None
+            more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+            raise CatalogError(f"cannot rebuild {root}/{CATALOG}: " + "; ".join(problems[:8]) + more)
         bank.save_catalog()
         return bank
 
@@ -195,7 +255,9 @@ class Bank:
         record = ShardRecord(name=name, layout=self.layout, num_segments=len(segs), num_samples=num_samples,
                              seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time(),
                              codec_states={f.name: self._state_digests(f.teacher, f.layers) for f in fields
-                                           if f.teacher is not None})
+                                           if f.teacher is not None},
+                             teachers={f.teacher: self.catalog.teacher(f.teacher).to_json() for f in fields
+                                       if f.teacher is not None})
         self._check_committed(record)
         self._write_commit(record)
         return record
@@ -243,6 +305,8 @@ class Bank:
         record.files.update(new_files)
         if record.codec_states is not None:
             record.codec_states[fname] = self._state_digests(teacher, layers)
+        if record.teachers is not None:
+            record.teachers[teacher] = self.catalog.teacher(teacher).to_json()
         record.recount()  # the totals, with the new files
         self._check_committed(record)
         self._write_commit(record)

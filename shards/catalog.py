@@ -128,6 +128,9 @@ class ShardRecord:
     # (commit record only) {FIELD: {"LAYER": sha256}}: the fitted codec state each layer was encoded
     # with, checked against the catalog's on open; None: not loaded, or a record from before
     codec_states: dict[str, dict[str, str]] | None = None
+    # (commit record only) {TEACHER: TeacherRecord JSON} of the teachers whose fields the shard
+    # holds, as the catalog had them at the commit: with them bank.json can be rebuilt from commits/
+    teachers: dict[str, dict] | None = None
 
     def __post_init__(self) -> None:
         if self.files is not None:
@@ -176,6 +179,8 @@ class ShardRecord:
         out = self.summary_json() | {"files": {k: dict(v) for k, v in self.files.items()}}
         if self.codec_states is not None:
             out["codec_states"] = {k: dict(v) for k, v in self.codec_states.items()}
+        if self.teachers is not None:
+            out["teachers"] = self.teachers
         return out
 
     def catalog_json(self) -> dict:
@@ -183,8 +188,8 @@ class ShardRecord:
         return self.summary_json() | {"commit_bytes": self.commit_bytes}
 
     def slim(self) -> ShardRecord:
-        """This record without its commit-record part, the file list and codec-state digests
-        (what the catalog holds in memory)."""
+        """This record without its commit-record part - file list, codec-state digests, teacher
+        records (what the catalog holds in memory)."""
         if self.files is None:
             return self
         return ShardRecord(self.name, self.layout, self.num_segments, self.num_samples, self.seconds_per_domain,
@@ -207,6 +212,7 @@ class ShardRecord:
             num_files=int(d.get("num_files", 0)),
             commit_bytes=None if d.get("commit_bytes") is None else int(d["commit_bytes"]),
             codec_states=None if d.get("codec_states") is None else {k: dict(v) for k, v in d["codec_states"].items()},
+            teachers=d.get("teachers"),
         )
 
 

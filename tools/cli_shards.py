@@ -178,6 +178,19 @@ def sync(bank: BankArg, storage_options: StorageOpt = "") -> None:
 
 
 @shards_app.command()
+def rebuild(bank: BankArg, storage_options: StorageOpt = "") -> None:
+    """Make a lost bank.json again from the commit records (each holds its shard's entry and its
+    teachers' records); refused, naming why, where that cannot give back the same catalog."""
+    from audistill.shards.bank import Bank
+
+    b = Bank.rebuild(bank, _opts(bank, storage_options))
+    cat = b.catalog
+    console.print(f"rebuilt {b.root}/bank.json: {len(cat.shards)} shard(s), teachers {', '.join(sorted(cat.teachers))}; "
+                  "per-layer statistics are not kept in commit records: `audistill shards stats` computes them "
+                  "again", highlight=False)
+
+
+@shards_app.command()
 def clean(bank: BankArg, storage_options: StorageOpt = "") -> None:
     """Remove temporary files left by crashed writers (run only when no writer is running)."""
     from audistill.shards.bank import Bank

@@ -187,3 +187,57 @@ def test_shards_encoded_with_another_codec_state_are_refused(tmp_path, layout):
     report = verify_bank(str(root))
     assert sorted(report.broken) == sorted(bank.catalog.shards)
     assert all(any("codec state" in p for p in ps) for ps in report.broken.values())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_lost_catalog_is_rebuilt_from_the_commit_records(tmp_path, layout):
+    from audistill.shards.errors import CatalogError
+
+    root = tmp_path / "b"
+    _, truth = make_bank(root, layout, codec="int8-delta", shards=3, per_shard=2)
+    before = bank_info(str(root))
+    with pytest.raises(CatalogError, match="has a bank.json"):
+        Bank.rebuild(str(root))
+    (root / "bank.json").unlink()
+    with pytest.raises(CatalogError, match="shards rebuild"):
+        Bank.create(str(root), layout)
+    rebuilt = Bank.rebuild(str(root))
+    after = bank_info(str(root))
+    assert after["teachers"] == before["teachers"] and after["hours_per_domain"] == before["hours_per_domain"]
+    assert (after["shards"], after["segments"], after["bytes"]) == (before["shards"], before["segments"], before["bytes"])
+    assert after["stats_layers"] == {}  # not in the records: `shards stats` makes them again
+    assert verify_bank(str(root)).ok
+    assert assert_matches(BankReader(rebuilt), truth) == 6
+
+
+def test_a_rebuild_refuses_what_would_not_give_back_the_same_catalog(tmp_path):
+    import numpy as np
+
+    from audistill.shards.codecs import get_codec
+    from audistill.shards.errors import CatalogError
+
+    from ..datagen import outlier_features
+
+    root = tmp_path / "b"
+    make_bank(root, "zarr", codec="int8-delta", shards=3, per_shard=2)
+    names = sorted(Bank.open(str(root)).catalog.shards)
+    (root / "bank.json").unlink()
+    # a shard encoded with another codec state than the others (e.g. from another bank)
+    rec = _commit(root, names[1])
+    other = get_codec("int8-delta").fit(outlier_features(np.random.default_rng(9), 512, 12))
+    np.savez(root / "codec_state" / "speechy" / "L02-other.npz", **{k: np.asarray(v) for k, v in other.items()})
+    import hashlib
+    sha = hashlib.sha256((root / "codec_state" / "speechy" / "L02-other.npz").read_bytes()).hexdigest()
+    rec["teachers"]["speechy"]["codec_state"]["2"] = {"path": "codec_state/speechy/L02-other.npz", "sha256": sha}
+    rec["codec_states"]["speechy"]["2"] = sha
+    (root / "commits" / f"{names[1]}.json").write_text(json.dumps(rec))
+    # and a record from before teacher records were kept
+    old = _commit(root, names[2])
+    del old["teachers"]
+    (root / "commits" / f"{names[2]}.json").write_text(json.dumps(old))
+    with pytest.raises(CatalogError) as e:
+        Bank.rebuild(str(root))
+    msg = str(e.value)
+    assert f"teacher 'speechy' layers ['2']: shard {names[1]} was encoded with other codec states" in msg
+    assert f"1 commit record(s) predate teacher records (e.g. {names[2]})" in msg
+    assert not (root / "bank.json").exists()  # nothing that looks complete

@@ -67,3 +67,14 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, bank_root):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not a bank" in r.stderr
     r = cli("shards", "export", bank_root, str(tmp_path / "x"), "--teacher", "ghost")
     assert r.returncode == 2 and "ghost" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_rebuild_makes_a_lost_catalog_again_and_refuses_over_an_existing_one(tmp_path):
+    make_bank(tmp_path / "b", "webdataset", codec="int8-delta")
+    root = str(tmp_path / "b")
+    r = cli("shards", "rebuild", root)
+    assert r.returncode == 2 and "has a bank.json" in r.stderr and "Traceback" not in r.stderr  # a user error
+    os.remove(tmp_path / "b" / "bank.json")
+    r = cli("shards", "rebuild", root)
+    assert r.returncode == 0 and "rebuilt" in r.stdout and "speechy" in r.stdout, r.stderr
+    assert cli("shards", "verify", root).returncode == 0
