@@ -469,7 +469,7 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
         host_blocks.give(held)  # the shard is written: its blocks may be refilled
         results.append(res)
         if update_catalog:  # only this thread writes the catalog
-            bank.catalog.shards[rec.name] = rec.slim()
+            bank.catalog.shards[rec.name] = rec  # slim: writers return records without file lists
             saver.maybe()
 
     def finish(job: _Launched) -> None:

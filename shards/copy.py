@@ -43,15 +43,18 @@ def _copy_shards(source: Bank, teachers: TeacherRequest, target: Bank, shards: l
 
     saver = CatalogSaver(target)
     pool = ThreadPoolExecutor(workers or default_workers(source, target), thread_name_prefix="copy")
+    futures = {s: pool.submit(run, s) for s in todo}
     try:
-        for shard, fut in [(s, pool.submit(run, s)) for s in todo]:
+        for shard, fut in futures.items():
             target.catalog.shards[shard] = fut.result().slim()
             if progress:
                 progress(shard)
             saver.maybe()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        target.sync_catalog()  # what finished beside a failure, too
+        for shard, fut in futures.items():  # what finished beside a failure, too
+            if shard not in target.catalog.shards and fut.done() and not fut.cancelled() and fut.exception() is None:
+                target.catalog.shards[shard] = fut.result().slim()
         saver.save()
 
 

@@ -93,7 +93,7 @@ class BankFS:
 
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         target = self.path(rel)
-        self._parent(target)
+        self._make_folder(posixpath.dirname(target))
         if self.is_local:
             tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
             with open(tmp, "wb") as f:
@@ -109,28 +109,26 @@ class BankFS:
         store (one batch of PUTs)."""
         if not objs:
             return
+        for folder in {posixpath.dirname(self.path(rel)) for rel in objs}:
+            self._make_folder(folder)
         if self.is_local:
             for rel, data in objs.items():
-                target = self.path(rel)
-                self._parent(target)
-                with open(target, "wb") as f:
+                with open(self.path(rel), "wb") as f:
                     f.write(data)
             return
-        for parent in {posixpath.dirname(self.path(rel)) for rel in objs}:
-            self._parent(parent + "/x")
         self.fs.pipe({self.path(rel): data for rel, data in objs.items()})
 
-    def _parent(self, target: str) -> None:
-        """Make ``target``'s folder - not on an object store, where there are none and making one
-        asks whether the bucket exists, every write."""
+    def _make_folder(self, folder: str) -> None:
+        """Make a folder (absolute, as :meth:`path` gives) - not on an object store, where there are
+        none and making one asks whether the bucket exists, every write."""
         if self.is_local:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
         elif not self.is_object_store:
-            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            self.fs.makedirs(folder, exist_ok=True)
 
     def open(self, rel: str, mode: str = "rb", **kw):
         if "w" in mode:
-            self._parent(self.path(rel))
+            self._make_folder(posixpath.dirname(self.path(rel)))
         return self.fs.open(self.path(rel), mode, **kw)
 
     def size(self, rel: str) -> int:
@@ -235,7 +233,7 @@ class BankFS:
         """Rename one file, replacing ``dst``: :meth:`move` without its checks of what the paths
         are (on an object store, three requests more per file)."""
         s, d = self.path(src), self.path(dst)
-        self._parent(d)
+        self._make_folder(posixpath.dirname(d))
         if self.is_local:
             os.replace(s, d)
         else:

@@ -25,10 +25,8 @@ def layer_bytes(bank: Bank) -> dict[tuple[str, int], int]:
                     for member, m in (e["members"] or {}).items():
                         layer = str(int(member.split(".")[0][1:]))
                         per[layer] = per.get(layer, 0) + int(m["size"])
-            elif per is None:
-                per = bank.full_record(name).fields[f.name].layer_bytes or {}
             for layer in f.layers:
-                out[(f.teacher, layer)] = out.get((f.teacher, layer), 0) + int(per.get(str(layer), 0))
+                out[(f.teacher, layer)] = out.get((f.teacher, layer), 0) + int((per or {}).get(str(layer), 0))
     return out
 
 

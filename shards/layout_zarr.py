@@ -44,11 +44,12 @@ def shard_dir(name: str) -> str:
     return f"shards/{name}.zarr"
 
 
-def _store(fs: BankFS, rel: str, read_only: bool):
+def _read_store(fs: BankFS, rel: str):
+    """A read-only store on a committed shard (writers stage through :class:`_StagedGroup`)."""
     if fs.is_local:
-        return zarr.storage.LocalStore(fs.path(rel), read_only=read_only)
+        return zarr.storage.LocalStore(fs.path(rel), read_only=True)
     return zarr.storage.FsspecStore.from_url(fs.url_of(rel), storage_options=fs.open_options or None,
-                                             read_only=read_only)
+                                             read_only=True)
 
 
 def zarr_compressors(cfg: dict) -> list:
@@ -384,7 +385,7 @@ class ZarrShardReader(LayerDecoder):
         self.name = name
         self.readahead = readahead_chunks
         try:
-            self.root = zarr.open_group(_store(fs, shard_dir(name), read_only=True), mode="r", zarr_format=3)
+            self.root = zarr.open_group(_read_store(fs, shard_dir(name)), mode="r", zarr_format=3)
             meta = self.root.attrs["audistill"]
             self.segments = [Segment.from_json(s) for s in meta["segments"]]
             self._fields: dict[str, dict] = {}
