@@ -13,7 +13,6 @@ import tarfile
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 
 from audistill.shards.segments import SAMPLE_RATE
 
@@ -169,6 +168,8 @@ def to_16k(x: np.ndarray, sr: int) -> np.ndarray:
     """Resample mono float32 audio to 16 kHz (torchaudio's windowed-sinc resampler)."""
     if sr == SAMPLE_RATE:
         return np.ascontiguousarray(x, dtype=np.float32)
+    import torchaudio  # only where resampling is needed: `shards` commands never load it
+
     y = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), sr, SAMPLE_RATE)
     return y.numpy()
 

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio
 
 from audistill.shards.devices import length_mask
 from audistill.shards.segments import SAMPLE_RATE
@@ -97,6 +96,8 @@ def load_hf_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
 def _resample(wave: torch.Tensor, rate: int) -> torch.Tensor:
     if rate == SAMPLE_RATE:
         return wave
+    import torchaudio
+
     return torchaudio.functional.resample(wave, SAMPLE_RATE, rate)
 
 

@@ -41,6 +41,21 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def _click_error_types() -> tuple[type[BaseException], ...]:
+    """Click's usage errors: typer >= 0.29 raises those of its bundled copy of click."""
+    import click
+
+    return (click.ClickException, *((typer.TyperException,) if hasattr(typer, "TyperException") else ()))
+
+
+def _usage_line(e) -> int:
+    """One line on stderr for a usage error (missing argument, unknown option ...); its exit code."""
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    print(f"audistill: error: {e.format_message()}{hint}", file=sys.stderr)
+    return int(getattr(e, "exit_code", 2) or 2)
+
+
 def main() -> None:
     try:
         rc = app(standalone_mode=False)
@@ -52,11 +67,8 @@ def main() -> None:
         print("audistill: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - mapped to a one-line message below
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+        if isinstance(e, _click_error_types()):
+            sys.exit(_usage_line(e))
         if os.environ.get("AUDISTILL_DEBUG") or not isinstance(e, _user_error_types()):
             raise
         print(f"audistill: error: {e}", file=sys.stderr)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 
 SAMPLE_RATE = 16_000
 
@@ -24,7 +23,9 @@ def pitch_class(midi_note: int) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _resampler(sr: int, target: int) -> torchaudio.transforms.Resample:
+def _resampler(sr: int, target: int):
+    import torchaudio
+
     return torchaudio.transforms.Resample(sr, target)  # builds its sinc kernel once
 
 

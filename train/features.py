@@ -6,7 +6,6 @@ Computed batched on the training device from 16 kHz waveforms, so the bank store
 from __future__ import annotations
 
 import torch
-import torchaudio
 
 SAMPLE_RATE = 16000
 N_MELS = 128
@@ -22,6 +21,8 @@ class LogMel(torch.nn.Module):
 
     def __init__(self, n_mels: int = N_MELS):
         super().__init__()
+        import torchaudio
+
         with torch.device("cpu"):  # the filterbank is built eagerly, also under a meta-device context
             self.mel = torchaudio.transforms.MelSpectrogram(
                 sample_rate=SAMPLE_RATE, n_fft=1024, win_length=WIN, hop_length=HOP, n_mels=n_mels,

@@ -78,3 +78,36 @@ def test_rebuild_makes_a_lost_catalog_again_and_refuses_over_an_existing_one(tmp
     r = cli("shards", "rebuild", root)
     assert r.returncode == 0 and "rebuilt" in r.stdout and "speechy" in r.stdout, r.stderr
     assert cli("shards", "verify", root).returncode == 0
+
+
+# Where the audio stack is missing or broken (torchaudio built against another torch fails at
+# import), `audistill shards ...` must still open, check, describe and copy a bank.
+_NO_AUDIO_STACK = """
+import sys
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torchaudio", "transformers"):
+            raise ImportError(f"{name} refused by the test")
+sys.meta_path.insert(0, _Refuse())
+sys.argv = ["audistill", *sys.argv[1:]]
+from audistill.tools.cli import main
+main()
+"""
+
+
+def test_shards_commands_need_no_audio_stack(tmp_path, bank_root):
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", _NO_AUDIO_STACK, *args], capture_output=True, text=True,
+                              timeout=300)
+
+    for args in (("shards", "info", bank_root, "--json"), ("shards", "verify", bank_root),
+                 ("shards", "export", bank_root, str(tmp_path / "x"), "--teacher", "speechy", "--layers", "1")):
+        r = run(*args)
+        assert r.returncode == 0, (args, r.stderr)
+
+
+@pytest.mark.parametrize("args", [("shards", "verify"), ("shards", "verify", "--bogus", "x"), ("nosuch",)])
+def test_usage_errors_are_one_line_and_exit_2(args):
+    r = cli(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("audistill: error: ")
