@@ -95,7 +95,7 @@ def test_slices_record_every_error_without_racing(specs, corpus, tmp_path):
 
     from typer.testing import CliRunner
 
-    from audistill.tools.cli import app
+    from audistill.tools.cli.app import app
 
     bad = tmp_path / "with_garbage"
     shutil.copytree(corpus, bad)

@@ -41,7 +41,7 @@ def _check_batched_equals_single(t, atol):
 
 @pytest.fixture(scope="module")
 def whisper_dir(tmp_path_factory):
-    from audistill.tools import whisper_ct2
+    from audistill.tools.demo import whisper_ct2
 
     ct2 = whisper_ct2.find_packaged_whisper()
     if ct2 is None:

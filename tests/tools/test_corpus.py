@@ -15,8 +15,8 @@ import soundfile as sf
 import typer
 from typer.testing import CliRunner
 
-from audistill.tools import corpus, corpus_sources
-from audistill.tools.corpus import build_demo_corpus
+from audistill.tools.demo import corpus, corpus_sources
+from audistill.tools.demo.corpus import build_demo_corpus
 
 SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 HAVE_REAL = all(shutil.which(t) for t in ("espeak-ng", "flite", "fluidsynth")) and \

@@ -8,7 +8,7 @@ import pytest
 
 from audistill.shards.reader import BankReader
 from audistill.shards.verify import verify_bank
-from audistill.tools.demo import quick_config, run_demo
+from audistill.tools.demo.run import quick_config, run_demo
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from audistill.tools import probe as probe_mod
-from audistill.tools import probe_linear as lin
-from audistill.tools.probe import Encoder, ProbeError, probe_manifest, probe_utterance
+from audistill.tools.probe import linear as lin
+from audistill.tools.probe import probes as probe_mod
+from audistill.tools.probe.probes import Encoder, ProbeError, probe_manifest, probe_utterance
 
 SR = 16000
 

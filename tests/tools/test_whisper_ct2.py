@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from audistill.tools.whisper_ct2 import (
+from audistill.tools.demo.whisper_ct2 import (
     CT2FormatError,
     convert_ct2_whisper,
     find_packaged_whisper,

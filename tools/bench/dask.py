@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..options import JsonOpt
+from ..cli.options import JsonOpt
 from .common import emit
 from .extract import _spec, make_corpus, make_model
 

@@ -51,7 +51,7 @@ import typer
 from audistill.extract.run import ExtractConfig
 from audistill.extract.spec import DEFAULT_CODEC
 
-from ..options import JsonOpt
+from ..cli.options import JsonOpt
 
 SHARD_SECONDS = ExtractConfig.shard_seconds  # (b) runs extract's default shard size
 
@@ -409,7 +409,7 @@ def _table(r: dict) -> None:
         t.add_row("(d) extract, teacher that costs nothing", f"{r['d_ceiling_sps']:.1f}",
                   f"(d)/(a) = {r['d_ceiling_sps'] / r['a_bare_forward_sps']:.2f}", "", "")
     Console().print(t)
-    from audistill.tools.cli_extract import stages_line
+    from audistill.tools.cli.extract import stages_line
 
     for v in r["variants"]:
         print(f"(b) {v['batch_seconds']:g} s, {v['codec']}, {v['writers']} {v['writer_kind']} writers: {stages_line(v['stages'], v['run_s'])}")

@@ -32,7 +32,7 @@ import soundfile as sf
 import typer
 from rich.table import Table
 
-from ..options import JsonOpt
+from ..cli.options import JsonOpt
 from .common import emit
 
 SLICES = 10  # the slice whose start is timed: one of ten

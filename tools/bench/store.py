@@ -38,7 +38,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..options import JsonOpt, StorageOpt, parse_storage_options
+from ..cli.options import JsonOpt, StorageOpt, parse_storage_options
 from .common import emit
 
 

@@ -28,7 +28,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from audistill.tools.options import DeviceOpt, JsonOpt
+from audistill.tools.cli.options import DeviceOpt, JsonOpt
 
 from .common import emit
 

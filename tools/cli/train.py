@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from audistill.tools.options import JsonOpt
+from audistill.tools.cli.options import JsonOpt
 
 train_app = typer.Typer(no_args_is_help=True, help="Distill students from a bank; export them.")
 

@@ -20,8 +20,8 @@ _MODULES: tuple[str, ...] = (
     "audistill.tools.bench.catalog",
     "audistill.tools.bench.store",
     "audistill.tools.bench.train",
-    "audistill.tools.corpus",
-    "audistill.tools.probe",
+    "audistill.tools.demo.corpus",
+    "audistill.tools.probe.probes",
 )
 
 
@@ -29,4 +29,4 @@ def register(app: typer.Typer) -> None:
     for name in _MODULES:
         importlib.import_module(name).register(tools_app)
     app.add_typer(tools_app, name="tools")
-    importlib.import_module("audistill.tools.demo").register(app)  # `audistill demo`, the main job
+    importlib.import_module("audistill.tools.demo.run").register(app)  # `audistill demo`, the main job

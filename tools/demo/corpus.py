@@ -31,8 +31,8 @@ import numpy as np
 import soundfile as sf
 import typer
 
-from audistill.tools import corpus_sources as src
-from audistill.tools.corpus_audio import SAMPLE_RATE
+from audistill.tools.demo import corpus_sources as src
+from audistill.tools.demo.corpus_audio import SAMPLE_RATE
 
 # What the corpus uses; install with `apt-get install -y <these>` and `pip install mido`.
 DEBIAN_PACKAGES = (

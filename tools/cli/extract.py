@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from audistill.tools.options import DeviceOpt, JsonOpt, StorageOpt, parse_storage_options
+from audistill.tools.cli.options import DeviceOpt, JsonOpt, StorageOpt, parse_storage_options
 
 # the corpus and planning options extract, plan and manifest share
 CorpusArg = Annotated[list[str], typer.Argument(help="Corpus inputs: folders, .jsonl/.json/.csv manifests, .tar shards.")]

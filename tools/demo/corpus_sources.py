@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audistill.tools import corpus_audio as au
-from audistill.tools.corpus_audio import SAMPLE_RATE as SR
+from audistill.tools.demo import corpus_audio as au
+from audistill.tools.demo.corpus_audio import SAMPLE_RATE as SR
 
 # Where the Debian packages put their files (module attributes so tests can point them elsewhere).
 ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")

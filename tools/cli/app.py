@@ -18,10 +18,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 
 # Each area module defines `register(app)` and adds its commands (or a sub-app) to the root app.
 _AREAS = (
-    "audistill.tools.cli_shards",
-    "audistill.tools.cli_extract",
-    "audistill.tools.cli_train",
-    "audistill.tools.cli_tools",
+    "audistill.tools.cli.shards",
+    "audistill.tools.cli.extract",
+    "audistill.tools.cli.train",
+    "audistill.tools.cli.tools",
 )
 
 for _mod in _AREAS:

@@ -5,7 +5,7 @@ memory), then for each task splits the clips (stratified, by seed) into train / 
 test, trains a linear classifier on one layer or on a learned softmax-weighted sum of all layers,
 and reports test accuracy with a 95 % confidence interval and the chance level.
 
-Manifest format: see ``audistill.tools.corpus`` (``labels`` for utterance tasks, ``frame_labels``
+Manifest format: see ``audistill.tools.demo.corpus`` (``labels`` for utterance tasks, ``frame_labels``
 for frame tasks; a ``tasks.json`` beside the manifest names the tasks, else they are inferred:
 a frame task over key ``k`` is named ``frame_k``).
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import typer
 
-from audistill.tools import probe_linear as lin
+from audistill.tools.probe import linear as lin
 
 SAMPLE_RATE = 16_000
 
