@@ -1,4 +1,4 @@
-"""The ``audistill`` command: a Typer app with one sub-app per area.
+"""The ``audistill`` command: the root Typer app, each area's commands added to it explicitly.
 
 Every command is a thin wrapper around one library call. Errors that audistill raises on
 purpose (bad input, broken shards, wrong configs) become one line on stderr and a non-zero exit;
@@ -7,38 +7,28 @@ purpose (bad input, broken shards, wrong configs) become one line on stderr and 
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
 import typer
 
+from audistill.extract.errors import USER_ERRORS as EXTRACT_ERRORS
+from audistill.shards.errors import BankError
+from audistill.tools.cli import extract, shards, tools, train
+from audistill.tools.demo import run as demo
+from audistill.train.errors import USER_ERRORS as TRAIN_ERRORS
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run audio teachers once into a feature bank; distill students from it.")
 
-# Each area module defines `register(app)` and adds its commands (or a sub-app) to the root app.
-_AREAS = (
-    "audistill.tools.cli.shards",
-    "audistill.tools.cli.extract",
-    "audistill.tools.cli.train",
-    "audistill.tools.cli.tools",
-)
+app.add_typer(shards.shards_app, name="shards")
+extract.register(app)  # root commands: extract, plan, manifest
+app.add_typer(train.train_app, name="train")
+app.add_typer(tools.tools_app, name="tools")
+demo.register(app)  # root command: demo, the main job
 
-for _mod in _AREAS:
-    importlib.import_module(_mod).register(app)
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from audistill.shards.errors import BankError
-
-    types: list[type[BaseException]] = [BankError, FileNotFoundError]
-    for name in ("audistill.extract.errors", "audistill.train.errors"):
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        types.extend(getattr(mod, "USER_ERRORS", ()))
-    return tuple(types)
+# Raised on purpose for bad input, broken shards, wrong configs: one line on stderr, exit 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (BankError, FileNotFoundError, *EXTRACT_ERRORS, *TRAIN_ERRORS)
 
 
 def _click_error_types() -> tuple[type[BaseException], ...]:
@@ -69,7 +59,7 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - mapped to a one-line message below
         if isinstance(e, _click_error_types()):
             sys.exit(_usage_line(e))
-        if os.environ.get("AUDISTILL_DEBUG") or not isinstance(e, _user_error_types()):
+        if os.environ.get("AUDISTILL_DEBUG") or not isinstance(e, USER_ERRORS):
             raise
         print(f"audistill: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -15,10 +15,6 @@ shards_app = typer.Typer(no_args_is_help=True, help="Inspect, verify, convert an
 console = Console(width=None if Console().is_terminal else 160)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(shards_app, name="shards")
-
-
 def _parse_layers(spec: str | None) -> list[int] | None:
     if spec is None or spec.strip().lower() in ("", "all"):
         return None

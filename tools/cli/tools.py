@@ -1,32 +1,17 @@
-"""`audistill tools ...`: benchmarks, demo corpus, probes, reports.
+"""`audistill tools ...`: benchmarks, demo corpus, probes.
 
-Each module listed in _MODULES defines `register(app)` adding its commands to `tools_app`.
+Each area module below defines ``register(app)``, adding its commands to ``tools_app``.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
-tools_app = typer.Typer(no_args_is_help=True, help="Benchmarks, demo corpus, probes, reports.")
+from audistill.tools.bench import catalog, codecs, dask, extract, plan, reads, store, train
+from audistill.tools.demo import corpus
+from audistill.tools.probe import probes
 
-_MODULES: tuple[str, ...] = (
-    "audistill.tools.bench.codecs",
-    "audistill.tools.bench.reads",
-    "audistill.tools.bench.extract",
-    "audistill.tools.bench.plan",
-    "audistill.tools.bench.dask",
-    "audistill.tools.bench.catalog",
-    "audistill.tools.bench.store",
-    "audistill.tools.bench.train",
-    "audistill.tools.demo.corpus",
-    "audistill.tools.probe.probes",
-)
+tools_app = typer.Typer(no_args_is_help=True, help="Benchmarks, demo corpus, probes.")
 
-
-def register(app: typer.Typer) -> None:
-    for name in _MODULES:
-        importlib.import_module(name).register(tools_app)
-    app.add_typer(tools_app, name="tools")
-    importlib.import_module("audistill.tools.demo.run").register(app)  # `audistill demo`, the main job
+for _area in (codecs, reads, extract, plan, dask, catalog, store, train, corpus, probes):
+    _area.register(tools_app)

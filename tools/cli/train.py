@@ -103,7 +103,3 @@ def configs_cmd() -> None:
 
     for p in sorted(Path(str(files("audistill.train") / "configs")).glob("*.toml")):
         typer.echo(f"{p.stem:20s} {p}")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(train_app, name="train")
