@@ -111,3 +111,14 @@ def test_usage_errors_are_one_line_and_exit_2(args):
     r = cli(*args)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("audistill: error: ")
+
+
+def test_codecs_lists_every_codec():
+    from typer.testing import CliRunner
+
+    from audistill.shards.codecs import codec_names
+    from audistill.tools.cli.app import app
+
+    r = CliRunner().invoke(app, ["shards", "codecs"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert all(f"│ {name} " in r.output for name in codec_names()) and len(codec_names()) >= 8

@@ -131,10 +131,11 @@ def recode(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank root
 @shards_app.command()
 def codecs() -> None:
     """List the feature codecs this audistill knows."""
-    from audistill.shards.codecs import _REGISTRY
+    from audistill.shards.codecs import codec_names, get_codec
 
     table = Table("codec", "version", "lossless", "fitted", "about")
-    for name, cls in sorted(_REGISTRY.items()):
+    for name in codec_names():
+        cls = type(get_codec(name))  # every codec has defaults for all its parameters
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         table.add_row(name, str(cls.version), "yes" if cls.lossless else "", "yes" if cls.needs_fit else "", doc)
     console.print(table)
