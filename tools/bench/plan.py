@@ -32,6 +32,8 @@ import soundfile as sf
 import typer
 from rich.table import Table
 
+from audistill.shards.segments import SAMPLE_RATE
+
 from ..cli.options import JsonOpt
 from .common import emit
 
@@ -45,7 +47,7 @@ def _write_files(root: Path, n: int) -> None:
         d = root / f"spk{i // 200:05d}"
         if i % 200 == 0:
             d.mkdir(parents=True)
-        sf.write(d / f"utt{i:08d}.flac", x[: 1600 + i % 1600], 16000)
+        sf.write(d / f"utt{i:08d}.flac", x[: 1600 + i % 1600], SAMPLE_RATE)
 
 
 def _plan_us(inputs: list[str], files: int, probe_workers: int) -> float:

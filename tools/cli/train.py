@@ -56,13 +56,14 @@ def check_cmd(config: ConfigArg, set_: SetOpt = None, as_json: JsonOpt = False) 
     """Validate the config and check that the bank holds every teacher/layer it needs."""
     import torch
 
+    from audistill.shards.segments import SAMPLE_RATE
     from audistill.train.config import load_config
     from audistill.train.loop import build
 
     cfg = load_config(_config_path(config), set_ or [])
     model, infos, shards, val = build(cfg, torch.device("cpu"))
     rows = [{"teacher": t.teacher, "student_layer": t.student_layer, "teacher_layer": t.teacher_layer,
-             "teacher_hz": 16000 / infos[t.teacher].hop, "home": infos[t.teacher].home} for t in model.heads.targets]
+             "teacher_hz": SAMPLE_RATE / infos[t.teacher].hop, "home": infos[t.teacher].home} for t in model.heads.targets]
     if as_json:
         typer.echo(json.dumps({"targets": rows, "train_shards": len(shards), "val_shards": len(val)}))
         return

@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-SAMPLE_RATE = 16_000
+from audistill.shards.segments import SAMPLE_RATE
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 

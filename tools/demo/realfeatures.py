@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audistill.shards.segments import SAMPLE_RATE
+
 ASTERISK_EN = Path("/usr/share/asterisk/sounds/en")
-SAMPLE_RATE = 16000
 HOP = 320  # samples per encoder frame (50 Hz)
 WINDOW = 30 * SAMPLE_RATE
 

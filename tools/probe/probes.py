@@ -22,9 +22,8 @@ import numpy as np
 import torch
 import typer
 
+from audistill.shards.segments import SAMPLE_RATE
 from audistill.tools.probe import linear as lin
-
-SAMPLE_RATE = 16_000
 
 
 @runtime_checkable
