@@ -17,6 +17,7 @@ from torch import nn
 
 from audistill.shards.bank import Bank
 from audistill.shards.reader import crop_hop
+from audistill.shards.segments import SAMPLE_RATE
 
 from . import checkpoint, ddp
 from .config import RunConfig, resolved
@@ -126,7 +127,7 @@ def loader_spec(cfg: RunConfig, model: Distiller, infos, shards, d: ddp.Dist, on
     aug = dataclasses.asdict(cfg.augment)
     active = aug["gain_db"] or aug["noise_files"] or aug["time_mask_seconds"]
     return LoaderSpec(root=cfg.bank.root, teachers={} if online else {n: list(i.layers) for n, i in infos.items()},
-                      shards=tuple(shards), crop_samples=int(cfg.data.crop_seconds * 16000) // align * align or align,
+                      shards=tuple(shards), crop_samples=int(cfg.data.crop_seconds * SAMPLE_RATE) // align * align or align,
                       align_hop=align, batch_seconds=cfg.data.batch_seconds, shuffle_buffer=cfg.data.shuffle_buffer,
                       seed=cfg.run.seed, rank=d.rank, world=d.world, accum=cfg.data.grad_accum,
                       storage_options=cfg.bank.storage_options or None, full_audio=online,
@@ -209,7 +210,7 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
                 loss, logs = net(b, b["global_items"] / d.world)
             loss.backward()
             total += float(loss.detach())
-            secs += float(b["lengths"].sum()) / 16000
+            secs += float(b["lengths"].sum()) / SAMPLE_RATE
             for k, v in logs.items():
                 parts.setdefault(k, []).append(v)
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip)
@@ -218,7 +219,7 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
         opt.zero_grad(set_to_none=True)
         step, done, n_steps = step + 1, done + 1, n_steps + 1
         times["step"].append(time.perf_counter() - t_step)
-        times["audio"].append(sum(float(b["lengths"].sum()) for b in batches) / 16000 * d.world)
+        times["audio"].append(sum(float(b["lengths"].sum()) for b in batches) / SAMPLE_RATE * d.world)
         loss_all = ddp.all_reduce_mean(total, d, device)
         losses.append(loss_all)
         if step % cfg.log.every == 0 or step == 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from audistill.shards.catalog import TeacherRecord
+from audistill.shards.segments import SAMPLE_RATE
 
 
 class OnlineTeachers:
@@ -55,7 +56,7 @@ class OnlineTeachers:
         device = batch["wave"].device
         n_items = len(starts)
         for name, t in self.teachers.items():
-            hop = 16000 / t.frame_rate
+            hop = SAMPLE_RATE / t.frame_rate
             present = torch.tensor([self.covers(t, d) for d in batch["domains"]])
             f0, nf = [0] * n_items, [0] * n_items
             crops: dict[int, dict[int, torch.Tensor]] = {}
