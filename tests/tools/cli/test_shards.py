@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ..shards.helpers import make_bank
+from ...shards.helpers import make_bank
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
