@@ -312,14 +312,14 @@ def test_pace_runs_from_the_first_commit_to_the_last():
 def test_auto_decode_workers_and_writers_follow_the_device_and_cores(monkeypatch):
     """On CUDA the defaults scale with the cores, so the loader keeps a fast GPU fed; explicit
     values win; the CPU default stays small."""
-    import audistill.extract.run as run
+    import audistill.extract.pipeline as pipeline
 
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
     gpu = ExtractConfig(device="cuda").run_options()
     assert (gpu.loader_workers, gpu.writers) == (5, 8)
     assert ExtractConfig(device="cpu").run_options().loader_workers == 2
     assert ExtractConfig(device="cuda", loader_workers=0, writers=3).run_options().loader_workers == 0
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 64)
     assert ExtractConfig(device="cuda").run_options().loader_workers == 8
     with pytest.raises(ExtractError, match="loader_workers"):
         ExtractConfig(loader_workers=-1)
