@@ -18,7 +18,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from audistill.shards.bank import Bank
+from audistill.shards.bank import CATALOG, Bank
 from audistill.shards.codecs import Codec, codec_from_record
 from audistill.shards.errors import CatalogError
 
@@ -37,6 +37,7 @@ ERRORS_DIR = "errors.d"  # one file per slice run (--num-workers > 1), merged in
 
 
 Layout = Literal["zarr", "webdataset"]
+DEFAULT_LAYOUT: Layout = "zarr"
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,9 @@ class ExtractConfig(RunOptions):
     fields it inherits) plus how the corpus is planned and sliced and which bank it goes to.
     Validated when built, every problem reported at once."""
 
-    layout: Layout = "zarr"
+    # the layout of a new bank; None: an existing bank's own (zarr for a new one). An explicit
+    # layout that differs from an existing bank's is refused
+    layout: Layout | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_seconds: float = 30.0
     shard_seconds: float = 3600.0
@@ -63,7 +66,7 @@ class ExtractConfig(RunOptions):
 
     def __post_init__(self) -> None:
         errs = []
-        if self.layout not in get_args(Layout):
+        if self.layout not in (None, *get_args(Layout)):
             errs.append(f"layout {self.layout!r} is not zarr or webdataset")
         for k in ("max_seconds", "shard_seconds", "batch_seconds", "fit_seconds"):
             if getattr(self, k) <= 0:
@@ -103,7 +106,7 @@ class RunSummary:
     wall_s: float = 0.0
     run_s: float = 0.0  # computing and writing shards (no planning, no model loading)
     stages: dict[str, float] = field(default_factory=dict)  # run_s split by stage (run_shards' timers)
-    writer_kind: str = ""  # how shards were written: process | thread ("" when none ran)
+    writer_kind: Literal["process", "thread", ""] = ""  # how shards were written ("" when none ran)
     padded_samples: int = 0  # samples the device ran (padding included) and real ones, over every batch
     real_samples: int = 0
     commits: list[tuple[float, float]] = field(default_factory=list)  # (time.time(), audio s) per shard run
@@ -358,11 +361,21 @@ def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: E
         if cfg.num_workers > 1 and cfg.worker_index > 0:
             bank = wait_for_slice_zero(bank_root, teachers, cfg)
         else:
-            bank = Bank.create(bank_root, cfg.layout, cfg.storage_options)
+            bank = open_bank(bank_root, cfg.layout, cfg.storage_options)
             check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
     except CatalogError as e:
         raise ExtractError(str(e)) from e
     return plan, plan_errors, teachers, bank
+
+
+def open_bank(root: str, layout: Layout | None, storage_options: dict | None = None) -> Bank:
+    """The bank at ``root``, created empty (``layout``, zarr when None) where there is none. An
+    existing bank keeps its layout: ``layout`` None accepts it, another layout is refused."""
+    bank = Bank(root, storage_options)
+    if layout is None and bank.fs.exists(CATALOG):
+        bank.reload()
+        return bank
+    return Bank.create(root, layout or DEFAULT_LAYOUT, storage_options)
 
 
 def wait_for_slice_zero(bank_root: str, teachers: list[Teacher], cfg: ExtractConfig) -> Bank:
@@ -381,7 +394,7 @@ def wait_for_slice_zero(bank_root: str, teachers: list[Teacher], cfg: ExtractCon
         missing = "the bank"
         if bank.fs.exists("bank.json"):
             bank.reload()
-            if bank.catalog.layout != cfg.layout:
+            if cfg.layout is not None and bank.catalog.layout != cfg.layout:
                 raise ExtractError(f"bank {bank_root} has layout {bank.catalog.layout!r}, not {cfg.layout!r}")
             check_teachers(bank, records)  # another revision / weights / codec than slice 0's: refused now
             absent = [r.name for r in records if r.name not in bank.catalog.teachers]

@@ -394,3 +394,50 @@ def test_writer_processes_open_the_bank_once_until_its_catalog_changes(tiny_dir,
     os.utime(os.path.join(root, "bank.json"), (time.time() + 5, time.time() + 5))
     b = pipeline.open_bank_cached(root)
     assert b is not a and len(opened) == 2 and b.catalog.teachers.keys() == a.catalog.teachers.keys()
+
+
+def test_the_catalog_records_the_device_and_dtype_a_teacher_ran_in(tiny_dir):
+    """A bf16 spec run on the CPU runs float32: its record says fp32 on cpu (it said bf16)."""
+    spec = _specs(tiny_dir)[0]
+    assert spec.dtype == "bf16"
+    extra = load_teacher(spec, "cpu").record().extra
+    assert (extra["dtype"], extra["device"]) == ("fp32", "cpu")
+
+
+def test_dry_run_frame_rate_is_what_a_24khz_model_stores(tiny_dir, tmp_path):
+    """The conv stride applies at the model's input rate: 320 at 24 kHz stores 75 Hz (the
+    estimate said 50 Hz)."""
+    import shutil
+
+    from audistill.extract.estimate import estimate_bytes
+
+    src = shutil.copytree(tiny_dir("hubert"), tmp_path / "hubert24k")
+    pre = json.loads((src / "preprocessor_config.json").read_text())
+    (src / "preprocessor_config.json").write_text(json.dumps({**pre, "sampling_rate": 24000}))
+    spec = TeacherSpec(name="h24", source=str(src), layers=[0, 3], codec="float16")
+    est = estimate_bytes(spec, {"unknown": 10.0})
+    assert est["frame_rate"] == load_teacher(spec).frame_rate == 75.0 and est["frames"] == 750
+
+
+def test_domain_map_names_the_input_folder_itself(tiny_dir, corpus):
+    """`--domain-map speech=speech` with corpus/speech itself as the input (it was ignored)."""
+    plan = dry_run([str(corpus / "speech")], _specs(tiny_dir), _cfg())
+    assert set(plan["hours_per_domain"]) == {"speech"} and plan["teachers"]["wavlm"]["seconds"] > 0
+    assert set(dry_run([str(corpus / "speech")], _specs(tiny_dir), _cfg(domain_map={}))["hours_per_domain"]) == {"unknown"}
+
+
+def test_an_existing_bank_keeps_its_layout(tiny_dir, corpus, tmp_path):
+    """Resuming a WebDataset bank needs no layout (the layout is for new banks); only an explicit
+    other layout is refused, before anything is written."""
+    spec, root = _specs(tiny_dir)[1:], str(tmp_path / "bank")
+    first = extract([str(corpus)], spec, root, _cfg(layout="webdataset", shard_seconds=20.0))
+    again = extract([str(corpus)], spec, root, _cfg(shard_seconds=20.0))
+    assert again.shards_run == 0 and again.shards_skipped == first.shards_run >= 1
+    before = (tmp_path / "bank" / "bank.json").read_bytes()
+    with pytest.raises(ExtractError, match="layout 'webdataset', not 'zarr'"):
+        extract([str(corpus)], spec, root, _cfg(layout="zarr", shard_seconds=20.0))
+    assert (tmp_path / "bank" / "bank.json").read_bytes() == before
+    assert Bank.open(root).catalog.layout == "webdataset"
+    from audistill.extract.run import open_bank
+
+    assert open_bank(str(tmp_path / "new"), None).catalog.layout == "zarr"  # a new bank's default
