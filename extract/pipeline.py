@@ -187,12 +187,6 @@ def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int], mode: st
     return [out[p] for p in pos], frames
 
 
-def _run_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
-                 pos: list[int]) -> tuple[list[dict | None], int]:
-    """Synchronous: parts per position in ``pos`` (None where not representable) and frames kept."""
-    return _collect(_launch_teacher(t, codec, states, wave, lengths, pos), pos)
-
-
 @dataclass
 class _Launched:
     """A batch whose teachers have been launched; its results are collected one batch later."""
