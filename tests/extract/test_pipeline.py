@@ -441,3 +441,19 @@ def test_an_existing_bank_keeps_its_layout(tiny_dir, corpus, tmp_path):
     from audistill.extract.run import open_bank
 
     assert open_bank(str(tmp_path / "new"), None).catalog.layout == "zarr"  # a new bank's default
+
+
+def test_run_options_are_the_configs_own_fields():
+    """One configuration: the run options a run computes with are its config's fields, resolved."""
+    from dataclasses import fields
+
+    from audistill.extract.pipeline import RunOptions
+
+    cfg = ExtractConfig(batch_seconds=3.0, max_batch=5, loader_workers=1, min_seconds=0.2, storage_options={"k": 1},
+                        writers=3, writer_kind="thread", switch_interval_ms=1.0, device="cpu")
+    opts = cfg.run_options()
+    assert type(opts) is RunOptions
+    assert {f.name: getattr(opts, f.name) for f in fields(RunOptions)} == {
+        "batch_seconds": 3.0, "max_batch": 5, "loader_workers": 1, "min_seconds": 0.2, "storage_options": {"k": 1},
+        "writers": 3, "writer_kind": "thread", "switch_interval_ms": 1.0}
+    assert ExtractConfig(device="cpu").run_options() == RunOptions(loader_workers=2, writers=2)
