@@ -127,7 +127,9 @@ def _dir_items(root: Path, domain: str, domain_map: dict[str, str], dataset: str
         if os.path.splitext(path)[1].lower() not in AUDIO_EXTENSIONS:
             continue
         rel = Path(path[len(base) + 1:] if path.startswith(base + os.sep) else os.path.relpath(path, base))
-        dom = next((domain_map[d] for d in rel.parts[:-1] if d in domain_map), domain)
+        # a mapped folder inside the input, else the input folder itself (`--domain-map real=speech` with
+        # corpus/real as the input), else the default
+        dom = next((domain_map[d] for d in rel.parts[:-1] if d in domain_map), domain_map.get(root.name, domain))
         yield Item(source=unicode_name(f"{root.name}/{rel.as_posix()}"), path=str(root / rel), domain=dom,
                    dataset=dataset or unicode_name(root.name))
 

@@ -12,7 +12,7 @@ from audistill.shards.segments import SAMPLE_RATE
 
 
 class OnlineTeachers:
-    """Teachers with the extraction registry's interface (``extract(wave, lengths)``)."""
+    """Teachers with the extraction registry's interface (``record()``, ``extract(wave, lengths)``)."""
 
     def __init__(self, teachers: list):
         self.teachers = {t.name: t for t in teachers}
@@ -26,9 +26,7 @@ class OnlineTeachers:
         return cls([load_teacher(s, device) for s in load_teacher_specs(path)])
 
     def records(self) -> dict[str, TeacherRecord]:
-        from .synth import record_of
-
-        return {n: t.record() if hasattr(t, "record") else record_of(t, "float32") for n, t in self.teachers.items()}
+        return {n: t.record() for n, t in self.teachers.items()}
 
     @staticmethod
     def covers(t, domain: str) -> bool:

@@ -312,14 +312,14 @@ def test_pace_runs_from_the_first_commit_to_the_last():
 def test_auto_decode_workers_and_writers_follow_the_device_and_cores(monkeypatch):
     """On CUDA the defaults scale with the cores, so the loader keeps a fast GPU fed; explicit
     values win; the CPU default stays small."""
-    import audistill.extract.run as run
+    import audistill.extract.pipeline as pipeline
 
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
     gpu = ExtractConfig(device="cuda").run_options()
     assert (gpu.loader_workers, gpu.writers) == (5, 8)
     assert ExtractConfig(device="cpu").run_options().loader_workers == 2
     assert ExtractConfig(device="cuda", loader_workers=0, writers=3).run_options().loader_workers == 0
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 64)
     assert ExtractConfig(device="cuda").run_options().loader_workers == 8
     with pytest.raises(ExtractError, match="loader_workers"):
         ExtractConfig(loader_workers=-1)
@@ -394,3 +394,66 @@ def test_writer_processes_open_the_bank_once_until_its_catalog_changes(tiny_dir,
     os.utime(os.path.join(root, "bank.json"), (time.time() + 5, time.time() + 5))
     b = pipeline.open_bank_cached(root)
     assert b is not a and len(opened) == 2 and b.catalog.teachers.keys() == a.catalog.teachers.keys()
+
+
+def test_the_catalog_records_the_device_and_dtype_a_teacher_ran_in(tiny_dir):
+    """A bf16 spec run on the CPU runs float32: its record says fp32 on cpu (it said bf16)."""
+    spec = _specs(tiny_dir)[0]
+    assert spec.dtype == "bf16"
+    extra = load_teacher(spec, "cpu").record().extra
+    assert (extra["dtype"], extra["device"]) == ("fp32", "cpu")
+
+
+def test_dry_run_frame_rate_is_what_a_24khz_model_stores(tiny_dir, tmp_path):
+    """The conv stride applies at the model's input rate: 320 at 24 kHz stores 75 Hz (the
+    estimate said 50 Hz)."""
+    import shutil
+
+    from audistill.extract.estimate import estimate_bytes
+
+    src = shutil.copytree(tiny_dir("hubert"), tmp_path / "hubert24k")
+    pre = json.loads((src / "preprocessor_config.json").read_text())
+    (src / "preprocessor_config.json").write_text(json.dumps({**pre, "sampling_rate": 24000}))
+    spec = TeacherSpec(name="h24", source=str(src), layers=[0, 3], codec="float16")
+    est = estimate_bytes(spec, {"unknown": 10.0})
+    assert est["frame_rate"] == load_teacher(spec).frame_rate == 75.0 and est["frames"] == 750
+
+
+def test_domain_map_names_the_input_folder_itself(tiny_dir, corpus):
+    """`--domain-map speech=speech` with corpus/speech itself as the input (it was ignored)."""
+    plan = dry_run([str(corpus / "speech")], _specs(tiny_dir), _cfg())
+    assert set(plan["hours_per_domain"]) == {"speech"} and plan["teachers"]["wavlm"]["seconds"] > 0
+    assert set(dry_run([str(corpus / "speech")], _specs(tiny_dir), _cfg(domain_map={}))["hours_per_domain"]) == {"unknown"}
+
+
+def test_an_existing_bank_keeps_its_layout(tiny_dir, corpus, tmp_path):
+    """Resuming a WebDataset bank needs no layout (the layout is for new banks); only an explicit
+    other layout is refused, before anything is written."""
+    spec, root = _specs(tiny_dir)[1:], str(tmp_path / "bank")
+    first = extract([str(corpus)], spec, root, _cfg(layout="webdataset", shard_seconds=20.0))
+    again = extract([str(corpus)], spec, root, _cfg(shard_seconds=20.0))
+    assert again.shards_run == 0 and again.shards_skipped == first.shards_run >= 1
+    before = (tmp_path / "bank" / "bank.json").read_bytes()
+    with pytest.raises(ExtractError, match="layout 'webdataset', not 'zarr'"):
+        extract([str(corpus)], spec, root, _cfg(layout="zarr", shard_seconds=20.0))
+    assert (tmp_path / "bank" / "bank.json").read_bytes() == before
+    assert Bank.open(root).catalog.layout == "webdataset"
+    from audistill.extract.run import open_bank
+
+    assert open_bank(str(tmp_path / "new"), None).catalog.layout == "zarr"  # a new bank's default
+
+
+def test_run_options_are_the_configs_own_fields():
+    """One configuration: the run options a run computes with are its config's fields, resolved."""
+    from dataclasses import fields
+
+    from audistill.extract.pipeline import RunOptions
+
+    cfg = ExtractConfig(batch_seconds=3.0, max_batch=5, loader_workers=1, min_seconds=0.2, storage_options={"k": 1},
+                        writers=3, writer_kind="thread", switch_interval_ms=1.0, device="cpu")
+    opts = cfg.run_options()
+    assert type(opts) is RunOptions
+    assert {f.name: getattr(opts, f.name) for f in fields(RunOptions)} == {
+        "batch_seconds": 3.0, "max_batch": 5, "loader_workers": 1, "min_seconds": 0.2, "storage_options": {"k": 1},
+        "writers": 3, "writer_kind": "thread", "switch_interval_ms": 1.0}
+    assert ExtractConfig(device="cpu").run_options() == RunOptions(loader_workers=2, writers=2)

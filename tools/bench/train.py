@@ -169,7 +169,8 @@ def run_bench(size: str, device: str, workers: tuple | None = None, steps: int |
     from audistill.train.config import from_dict
     from audistill.train.loop import train
     from audistill.train.online import OnlineTeachers
-    from audistill.train.synth import write_bank
+
+    from .synth import write_bank
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -187,9 +188,9 @@ def run_bench(size: str, device: str, workers: tuple | None = None, steps: int |
         per = preset.segments // shards
         made: list = []  # the 10x bank repeats the base bank's segments under new ids
         write_bank(str(tmp / "bank"), teachers, shards, per, (preset.seconds * 0.8, preset.seconds * 1.2),
-                   codec=codec, device=device, cache=made)
+                   device=device, cache=made)  # the teachers' specs hold the codec
         write_bank(str(tmp / "bank10"), teachers, shards * 10, per, (preset.seconds * 0.8, preset.seconds * 1.2),
-                   codec=codec, device=device, unique=len(made), cache=made)
+                   device=device, unique=len(made), cache=made)
         res["setup_s"] = time.perf_counter() - t0
         res["bank_minutes"] = preset.segments * preset.seconds / 60
         res["teachers"] = [{"name": t.name, "dim": t.dim, "hz": t.frame_rate, "layers": list(t.layers)} for t in teachers]

@@ -127,7 +127,8 @@ def extract_cmd(
         help="Corpus inputs: folders, .jsonl/.csv manifests, .tar shards (or --plan).")] = None,
     plan_file: Annotated[str, typer.Option(
         "--plan", help="A plan file from `audistill plan` instead of CORPUS: slices read only their shards.")] = "",
-    layout: Annotated[str, typer.Option("--layout", help="zarr or webdataset (new banks).")] = "zarr",
+    layout: Annotated[str | None, typer.Option(
+        "--layout", help="zarr or webdataset, for a new bank (default zarr); an existing bank keeps its own.")] = None,
     device: DeviceOpt = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and size estimates; run no model.")] = False,
     domain: DomainOpt = "unknown",

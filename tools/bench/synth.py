@@ -1,9 +1,9 @@
-"""Synthetic banks for tests and benchmarks: audio made here, features from teacher objects.
+"""Synthetic banks for benchmarks (and tests): audio made here, features from teacher objects.
 
-A teacher object has the extraction registry's interface: ``name, frame_rate, dim, num_layers,
-layers, extract(wave (B, N), lengths (B,)) -> ({layer: (B, T, D)}, frame_lengths (B,))`` and
-optionally ``home_domain`` and ``domains`` (segments of other domains are skipped, as extraction
-does).
+A teacher object has the extraction registry's interface: ``record() -> TeacherRecord`` (its
+catalog entry: layers, domains, codec) and ``extract(wave (B, N), lengths (B,)) -> ({layer:
+(B, T, D)}, frame_lengths (B,))``; segments of domains its record excludes are skipped, as
+extraction does.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from audistill.shards.bank import Bank
-from audistill.shards.catalog import TeacherRecord
-from audistill.shards.codecs import codec_from_record, get_codec
+from audistill.shards.codecs import codec_from_record
 from audistill.shards.segments import Segment, make_segment_id
 
 DOMAINS = ("speech", "music", "sound")
@@ -34,16 +33,9 @@ def synthetic_audio(num_samples: int, domain: str, rng: np.random.Generator) -> 
     return (x * 32767).clip(-32768, 32767).astype(np.int16)
 
 
-def record_of(t, codec: str) -> TeacherRecord:
-    return TeacherRecord(name=t.name, source=f"synthetic/{t.name}", dim=t.dim, frame_rate=float(t.frame_rate),
-                         codec=get_codec(codec).record(), layers=list(t.layers), num_layers=t.num_layers,
-                         fingerprint=str(getattr(t, "fingerprint", "")), domains=list(getattr(t, "domains", [])),
-                         home_domain=getattr(t, "home_domain", "unknown"))
-
-
 @torch.no_grad()
 def write_bank(root: str, teachers: list, num_shards: int = 2, segments_per_shard: int = 4,
-               seconds: tuple[float, float] = (2.0, 4.0), layout: str = "zarr", codec: str = "float32",
+               seconds: tuple[float, float] = (2.0, 4.0), layout: str = "zarr",
                domains: tuple[str, ...] = DOMAINS, seed: int = 0, device: str = "cpu",
                storage_options: dict | None = None, unique: int | None = None, cache: list | None = None) -> Bank:
     """A bank of ``num_shards`` shards named ``s000``... holding audio and every teacher's layers.
@@ -52,7 +44,7 @@ def write_bank(root: str, teachers: list, num_shards: int = 2, segments_per_shar
     segments repeat them under new ids (a cheap way to make a bank 10x larger). ``cache``: a list
     that collects the segments made (and, when already filled, supplies them: no teacher runs)."""
     bank = Bank.create(root, layout=layout, storage_options=storage_options)
-    recs = {t.name: t.record() if hasattr(t, "record") else record_of(t, codec) for t in teachers}
+    recs = {t.name: t.record() for t in teachers}
     cods = {n: codec_from_record(r.codec) for n, r in recs.items()}
     for r in recs.values():
         bank.register_teacher(r)
