@@ -34,6 +34,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 from .errors import ShardError
 from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
+from .layouts import FileEntries, file_entries, register_layout
 from .segments import Segment
 
 _CHUNK_BYTES = 1 << 20  # ~1 MiB: sequential passes stay cheap; a crop reads only its chunks
@@ -314,13 +315,31 @@ class ZarrShardWriter:
         self.staged.upload()
         return counts
 
+    def num_samples(self) -> int:
+        """The audio samples stored (the audio field's last offset)."""
+        return int(self.writers[AUDIO].offsets[-1])
+
+    def layer_bytes(self) -> dict[str, dict[str, int]]:
+        return {}  # from the file list: each layer is a folder (ZarrLayout.layer_bytes_from_files)
+
     def known_files(self) -> dict[str, dict]:
         """Final bank-relative path -> {"bytes", "sha256"} of the data objects written, hashed as
         they were written (the commit reads back only the small files)."""
         return _known_files(self.final, [a for w in self.writers.values() for a in w.appenders()])
 
+    def commit(self) -> FileEntries:
+        return _commit_folder(self.fs, self.tmp, self.final, self.known_files())
+
     def abort(self) -> None:
         self.fs.remove(self.tmp)
+
+
+def _commit_folder(fs: BankFS, tmp: str, final: str, known: FileEntries) -> FileEntries:
+    """Hash the staged folder's files (those not ``known``) where they are, then move the folder
+    to its final name; the final files with their sizes and sha256."""
+    files = file_entries(fs, {f.replace(tmp, final, 1): f for f in fs.walk_files(tmp)}, known)
+    fs.move(tmp, final)
+    return files
 
 
 class ZarrFieldAdder:
@@ -348,6 +367,12 @@ class ZarrFieldAdder:
         counts = self.writer.close()
         self.staged.upload()
         return counts
+
+    def layer_bytes(self) -> None:
+        return None  # from the file list, as ZarrShardWriter
+
+    def commit(self) -> FileEntries:
+        return _commit_folder(self.fs, self.tmp, self.final, self.known_files())
 
     def abort(self) -> None:
         self.fs.remove(self.tmp)
@@ -440,3 +465,48 @@ class ZarrShardReader(LayerDecoder):
             parts[ps.name] = win.rows(i, i + 1) if ps.kind == "segment" else win.rows(a + lo, a + hi)
         return parts
 
+
+
+class ZarrLayout:
+    """The Zarr v3 layout: a shard is the folder ``shards/SHARD.zarr``."""
+
+    name = "zarr"
+
+    def writer(self, fs: BankFS, shard: str, fields: list[FieldSpec]) -> ZarrShardWriter:
+        return ZarrShardWriter(fs, shard, fields)
+
+    def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> ZarrFieldAdder:
+        return ZarrFieldAdder(fs, shard, spec, num_segments)
+
+    def reader(self, fs: BankFS, shard: str, field_names: list[str]) -> ZarrShardReader:
+        return ZarrShardReader(fs, shard)
+
+    def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
+        return fs.sizes_under(shard_dir(shard))  # one listing of the shard's folder (~50 files)
+
+    def remove_uncommitted(self, fs: BankFS, shard: str, fields: list[FieldSpec]) -> None:
+        fs.remove(shard_dir(shard))
+
+    def field_of_file(self, shard: str, rel: str) -> str | None:
+        parts = rel.split("/")
+        if len(parts) > 3 and parts[1] == f"{shard}.zarr":
+            return parts[2]
+        return None  # the shard group's own metadata
+
+    def layer_bytes_from_files(self, shard: str, field: str, layers: list[int],
+                               files: FileEntries) -> dict[str, int]:
+        out = {}
+        for layer in layers:
+            prefix = f"{shard_dir(shard)}/{field}/{layer_key(layer)}/"
+            out[str(layer)] = sum(int(m["bytes"]) for p, m in files.items() if p.startswith(prefix))
+        return out
+
+    def layer_bytes_stored(self, fs: BankFS, shard: str, field: str, layers: list[int]) -> dict[str, int]:
+        sizes = fs.sizes_under(f"{shard_dir(shard)}/{field}")
+        return self.layer_bytes_from_files(shard, field, layers, {p: {"bytes": n} for p, n in sizes.items()})
+
+    def in_shard_container(self, shard: str, rel: str) -> bool:
+        return rel.startswith(f"{shard_dir(shard)}/")
+
+
+register_layout(ZarrLayout())
