@@ -25,7 +25,7 @@ import zlib
 import numcodecs
 import numpy as np
 
-from .errors import ShardError
+from .errors import BankError, ShardError
 from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
 from .layouts import FileEntries, file_entries, register_layout
@@ -282,8 +282,11 @@ class WdsShardReader(LayerDecoder):
                 raise ShardError(f"cannot read the index of field {fname!r}: {e}", shard=self.name) from e
             f = {"index": index, "spec": spec}
             if spec.teacher is not None:
-                f["codec"] = spec.codec_obj()
-                f["parts"] = spec.part_specs()
+                try:
+                    f["codec"] = spec.codec_obj()
+                    f["parts"] = spec.part_specs()
+                except BankError as e:  # a codec (version) this audistill cannot decode
+                    raise ShardError(f"cannot open field {fname!r}: {e}", shard=self.name) from e
             self._fields[fname] = f
         return f
 

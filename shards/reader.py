@@ -107,7 +107,7 @@ class BankReader:
             return self._read(r, shard, i, seg, crop)
         except ShardError as e:
             if e.segment is None:
-                raise ShardError(str(e), shard=shard, segment=seg.id) from e
+                raise ShardError(e.message, shard=e.shard or shard, segment=seg.id) from e
             raise
         except BankError:
             raise
