@@ -21,7 +21,6 @@ a shard writer's time next to the compression itself.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -113,10 +112,11 @@ def encode_shard_object(block: np.ndarray, chunk_rows: int, chunks: int, compres
 
 class _Appender:
     """Appends rows to a 1-D or 2-D zarr array in whole shard-sized blocks (one object write each).
-    ``put``: where the blocks go, ``put({group-relative path: bytes})`` (default: the group's store)."""
+    ``put``: where the blocks go, ``put({store-relative path: bytes})``; the array's metadata goes
+    to the group's store."""
 
     def __init__(self, group, name: str, dtype: str, trailing: tuple[int, ...], compressor: dict,
-                 put: Callable[[dict[str, bytes]], None] | None = None):
+                 put: Callable[[dict[str, bytes]], None]):
         row_bytes = max(1, int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize)
         self.chunk_rows = int(min(1 << 20, max(64, _CHUNK_BYTES // row_bytes)))
         self.block_rows = self.chunk_rows * _CHUNKS_PER_SHARD
@@ -160,11 +160,8 @@ class _Appender:
     def _store_blocks(self, data: np.ndarray, first: int) -> None:
         """Rows ``data`` as shard objects ``first``, ``first + 1``, ... (every flush but the last
         writes whole objects, so each starts on an object boundary)."""
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.sync import sync
-
         sp = self.array.store_path
-        puts, objs = [], {}
+        objs = {}
         for k, lo in enumerate(range(0, data.shape[0], self.block_rows)):
             obj = encode_shard_object(data[lo:lo + self.block_rows], self.chunk_rows, _CHUNKS_PER_SHARD,
                                       self.compressor)
@@ -172,18 +169,9 @@ class _Appender:
                 key = self.array.metadata.encode_chunk_key((first + k,) + (0,) * len(self.trailing))
                 path = f"{sp.path}/{key}" if sp.path else key
                 self.files[path] = {"bytes": int(obj.size), "sha256": hashlib.sha256(obj).hexdigest()}
-                if self.put is not None:
-                    objs[path] = obj.tobytes()
-                else:
-                    puts.append(sp.store.set(path, default_buffer_prototype().buffer.from_array_like(obj)))
+                objs[path] = obj.tobytes()
         if objs:
             self.put(objs)
-
-        async def _all():
-            await asyncio.gather(*puts)
-
-        if puts:
-            sync(_all())
 
     def close(self) -> None:
         self._flush(final=True)
@@ -198,7 +186,7 @@ class ZarrFieldWriter:
     """Writes one field group; segments arrive in shard order, ``None`` for a skipped one.
     ``put``: where the large data objects go (see :class:`_Appender`)."""
 
-    def __init__(self, group, spec: FieldSpec, put: Callable[[dict[str, bytes]], None] | None = None):
+    def __init__(self, group, spec: FieldSpec, put: Callable[[dict[str, bytes]], None]):
         self.spec = spec
         self.group = group
         group.attrs["audistill"] = spec.attrs()
@@ -278,14 +266,14 @@ class _StagedGroup:
 
     def __init__(self, fs: BankFS, tmp: str):
         self.fs, self.tmp = fs, tmp
-        self.memory = zarr.storage.MemoryStore()
-        self.group = zarr.open_group(self.memory, mode="w", zarr_format=3)
+        self.objects: dict = {}  # the in-memory store's contents: store-relative path -> zarr Buffer
+        self.group = zarr.open_group(zarr.storage.MemoryStore(self.objects), mode="w", zarr_format=3)
 
     def put(self, objs: dict[str, bytes]) -> None:
         self.fs.put_many({f"{self.tmp}/{k}": v for k, v in objs.items()})
 
     def upload(self) -> None:
-        self.put({k: v.to_bytes() for k, v in self.memory._store_dict.items()})
+        self.put({k: v.to_bytes() for k, v in self.objects.items()})
 
 
 class ZarrShardWriter:
