@@ -11,6 +11,9 @@ Commit protocol for a shard (one writer per shard):
 
 A crash before step 4 leaves temporary or uncommitted files that no reader uses (readers go
 through the catalog), that ``verify`` reports, and that a re-run removes and rewrites.
+
+How a shard becomes files is its layout's business (layouts.py); merging commit records,
+rebuilding a lost catalog and removing temporaries are recovery.py's.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ class Bank:
             raise CatalogError(f"{root} holds {len(held)} committed shard(s) (commits/) but no {CATALOG}: its "
                                f"catalog was lost; `audistill shards rebuild {root}` makes it again from the commit "
                                f"records (or restore {CATALOG} from a backup)")
-        bank._catalog = Catalog(layout=layout, created_by=f"audistill {__version__}")
+        bank.catalog = Catalog(layout=layout, created_by=f"audistill {__version__}")
         bank.save_catalog()
         return bank
 

@@ -32,7 +32,8 @@ FileEntries = dict[str, dict]  # bank-relative path -> {"bytes", "sha256"}
 
 
 class ShardWriter(Protocol):
-    """Writes one new shard under temporary names; the bank commits it."""
+    """Writes one new shard under temporary names; the bank commits it and then sets the
+    writer's ``record`` to the shard's commit record."""
 
     segments: list[Segment]
 
@@ -59,7 +60,8 @@ class ShardWriter(Protocol):
 
 
 class FieldAdder(Protocol):
-    """Writes one new field of a committed shard under temporary names; the bank commits it."""
+    """Writes one new field of a committed shard under temporary names; the bank commits it and
+    then sets the adder's ``record`` to the shard's updated commit record."""
 
     def add(self, segment: Segment, layers: dict | None) -> None:
         """The next segment's ``{layer: parts}``, or None where the teacher did not cover it."""
