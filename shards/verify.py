@@ -9,9 +9,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .bank import Bank
-from .catalog import ShardRecord
+from .catalog import CommitRecord, ShardRecord
 from .errors import BankError
-from .layout_zarr import shard_dir
+from .recovery import iter_commit_records
 
 
 @dataclass
@@ -73,7 +73,7 @@ def verify_bank(root: str | Bank, *, checksums: bool = True, storage_options: di
         try:
             # streamed, at most 4 x workers records at a time: with its file list a record is
             # ~10 KB, and a whole 100 000-shard bank's ~1 GB
-            for rec in bank.iter_commit_records(on_error=broken_record):
+            for rec in iter_commit_records(bank, on_error=broken_record):
                 seen.add(rec.name)
                 owned.update(rec.files)
                 cat = bank.catalog.shards.get(rec.name)
@@ -105,7 +105,7 @@ class _Findings:
     bytes: int = 0
 
 
-def _verify_shard(bank: Bank, rec: ShardRecord | None, cat: ShardRecord, checksums: bool,
+def _verify_shard(bank: Bank, rec: CommitRecord | None, cat: ShardRecord, checksums: bool,
                   said: bool = False) -> _Findings:
     """One shard: ``rec`` its commit record (None: missing - ``said``: already reported
     unreadable), ``cat`` the catalog's entry. Runs in a worker thread; touches no shared state."""
@@ -130,9 +130,9 @@ def _comparable(rec: ShardRecord) -> dict:
     return rec.summary_json() | {"committed_at": 0}
 
 
-def _check_files(bank: Bank, rec: ShardRecord, out: _Findings, checksums: bool) -> bool:
-    """True when every file of the shard is intact. Sizes come from one listing of a Zarr
-    shard's folder (a request per file only for the few files of a WebDataset shard)."""
+def _check_files(bank: Bank, rec: CommitRecord, out: _Findings, checksums: bool) -> bool:
+    """True when every file of the shard is intact (sizes from the layout's listing of the shard:
+    :meth:`Bank.file_sizes`)."""
     before = len(out.problems)
     sizes = bank.file_sizes(rec)
     for rel, meta in sorted(rec.files.items()):
@@ -189,7 +189,7 @@ def _check_extra_files(bank: Bank, owned: set[str], unknown: set[str], report: V
         shard = _shard_of(rel, bank)
         if shard in unknown:
             continue
-        if shard and bank.layout == "zarr" and rel.startswith(f"{shard_dir(shard)}/"):
+        if shard and bank.layout_of(bank.catalog.shards[shard]).in_shard_container(shard, rel):
             report.add(shard, f"extra file {rel} not in the catalog")
         else:
             report.add(shard or BANK, f"uncommitted or stray file {rel} (a crashed writer's leftover?)")

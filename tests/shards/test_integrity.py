@@ -216,3 +216,26 @@ def test_clean_removes_every_kind_of_temporary_from_one_listing(tmp_path, monkey
     assert listed == []  # one walk of shards/, no listing per shard
     assert verify_bank(bank).ok
     assert len(list(BankReader(bank))) == len(truth)
+
+
+def _newer_codec_in_shard(root, shard: str, field: str, layout: str) -> None:
+    """Raise the codec version in the field spec the shard itself stores (what its reader decodes by)."""
+    path = (root / "shards" / f"{shard}.zarr" / field / "zarr.json") if layout == "zarr" else (
+        root / "shards" / f"{shard}.{field}.json")
+    d = json.loads(path.read_text())
+    spec = d["attributes"]["audistill"] if layout == "zarr" else d["field"]
+    spec["codec"]["version"] = 99
+    path.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_newer_codec_version_is_refused_naming_the_shard_once(tmp_path, layout):
+    root = tmp_path / "b"
+    make_bank(root, layout, shards=1, per_shard=2)
+    _newer_codec_in_shard(root, "shard-00000", "speechy", layout)
+    with pytest.raises(ShardError) as e:
+        for _ in BankReader(str(root), ["speechy"], check="none"):
+            pass
+    msg = str(e.value)
+    assert "version 99" in msg and "upgrade audistill" in msg and "'speechy'" in msg, msg
+    assert msg.count("shard-00000") == 1 and e.value.shard == "shard-00000" and e.value.segment, msg
