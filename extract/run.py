@@ -21,6 +21,7 @@ import torch
 from audistill.shards.bank import CATALOG, Bank
 from audistill.shards.codecs import Codec, codec_from_record
 from audistill.shards.errors import CatalogError
+from audistill.shards.layouts import LayoutName, layout_names
 
 from .corpus import iter_items, iter_segments
 from .errors import ExtractError, TooManyFailures
@@ -36,7 +37,7 @@ ERRORS_FILE = "errors.jsonl"
 ERRORS_DIR = "errors.d"  # one file per slice run (--num-workers > 1), merged into ERRORS_FILE
 
 
-Layout = Literal["zarr", "webdataset"]
+Layout = LayoutName
 DEFAULT_LAYOUT: Layout = "zarr"
 
 
@@ -66,7 +67,7 @@ class ExtractConfig(RunOptions):
 
     def __post_init__(self) -> None:
         errs = []
-        if self.layout not in (None, *get_args(Layout)):
+        if self.layout is not None and self.layout not in layout_names():
             errs.append(f"layout {self.layout!r} is not zarr or webdataset")
         for k in ("max_seconds", "shard_seconds", "batch_seconds", "fit_seconds"):
             if getattr(self, k) <= 0:

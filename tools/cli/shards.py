@@ -88,9 +88,10 @@ def convert(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank roo
             workers: CopyWorkersOpt = 0, storage_options: StorageOpt = "") -> None:
     """Copy a bank into the other layout, exactly (stored codec parts are copied, not re-encoded)."""
     from audistill.shards.copy import copy_bank
+    from audistill.shards.layouts import layout_names
 
-    if to not in ("zarr", "webdataset"):
-        raise typer.BadParameter("--to must be zarr or webdataset")
+    if to not in layout_names():
+        raise typer.BadParameter(f"--to must be one of {', '.join(layout_names())}")
     target = copy_bank(bank, out, layout=to, src_options=_opts(bank, storage_options),
                        dst_options=_opts(out, storage_options), workers=workers or None,
                        progress=lambda s: console.print(f"shard {s}", highlight=False))
