@@ -13,10 +13,14 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from audistill.shards.segments import SAMPLE_RATE
 
 from .corpus import SegmentRef
+
+if TYPE_CHECKING:
+    from audistill.shards.bank import Bank
 
 
 @dataclass(frozen=True)
@@ -93,3 +97,63 @@ def plan_summary(plan: list[ShardPlan]) -> dict:
     return {"shards": len(plan), "segments": sum(s.count for s in plan),
             "hours_per_domain": {d: v / 3600 for d, v in sorted(per_domain.items())},
             "hours": sum(per_domain.values()) / 3600}
+
+
+def _key(segment_id: str) -> int:
+    """A 16-byte digest of a segment id: a set of them costs ~70 bytes a segment, not ~110."""
+    return int.from_bytes(hashlib.blake2b(segment_id.encode(), digest_size=16).digest(), "little")
+
+
+def committed_names(bank: Bank) -> list[str]:
+    """Names of the shards committed in ``bank``, from one listing of ``commits/``."""
+    if not bank.fs.exists("commits"):
+        return []
+    return [f[: -len(".json")] for f in bank.fs.listdir("commits") if f.endswith(".json") and not f.startswith(".")]
+
+
+def plan_names(plan: Sequence[ShardPlan]) -> list[str]:
+    """The shard names of ``plan`` (a plan file gives them from its index, reading no shard)."""
+    names = getattr(plan, "names", None)
+    return names() if callable(names) else [sh.name for sh in plan]
+
+
+def exclude_committed(bank: Bank, plan: Sequence[ShardPlan]) -> Sequence[ShardPlan]:
+    """``plan`` less the segments the bank already holds under other shard names, plus those shards.
+
+    A shard's name is a digest of its segments, so once the corpus changed (a file added, or one
+    unreadable before now read) the shards after the change are planned under new names - with
+    segments that shards of the earlier plan already hold. Those segments are dropped from the
+    uncommitted shards (a shard left empty is dropped), so a segment id is stored at most once,
+    whatever the plan. The earlier plan's shards are appended (their segments as this corpus
+    has them; those it lost are left out), so a teacher added now covers them too, and a shard
+    holding segments the corpus no longer has is refused for adding one (see ``plan_work``).
+
+    Costs one listing of ``commits/`` when the plan names every committed shard (an unchanged
+    corpus); otherwise one read of each foreign shard's segment table and a pass over the plan."""
+    planned = set(plan_names(plan))
+    committed = committed_names(bank)
+    foreign = [n for n in committed if n not in planned]
+    if not foreign:
+        return plan
+    held: dict[int, str] = {}
+    ids_of: dict[str, list[int]] = {}
+    for name in foreign:
+        keys = [_key(s.id) for s in bank.shard_reader(name, check="none").segments]
+        ids_of[name] = keys
+        held.update(dict.fromkeys(keys, name))
+    done = set(committed)
+    refs: dict[int, SegmentRef] = {}
+    out: list[ShardPlan] = []
+    for sh in plan:
+        segs = sh.segments
+        mine = [(k, s) for k, s in ((_key(s.id), s) for s in segs) if k in held]
+        refs.update(mine)
+        if sh.name in done or not mine:
+            out.append(sh)
+            continue
+        kept = [s for s in segs if _key(s.id) not in held]
+        if kept:
+            out.append(ShardPlan.of(sh.name, kept))
+    for name in foreign:
+        out.append(ShardPlan.of(name, [refs[k] for k in ids_of[name] if k in refs]))
+    return out

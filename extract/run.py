@@ -24,7 +24,7 @@ from audistill.shards.errors import CatalogError
 from .corpus import iter_items, iter_segments
 from .errors import ExtractError, TooManyFailures
 from .pipeline import Progress, RunOptions, TeacherTotals, run_shards
-from .plan import ShardPlan, make_plan, plan_summary, slice_plan
+from .plan import ShardPlan, exclude_committed, make_plan, plan_summary, slice_plan
 from .planfile import PlanFile
 from .spec import TeacherSpec
 from .teachers import Teacher, load_teacher, window_samples
@@ -371,7 +371,7 @@ def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: E
             check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
     except CatalogError as e:
         raise ExtractError(str(e)) from e
-    return plan, plan_errors, teachers, bank
+    return exclude_committed(bank, plan), plan_errors, teachers, bank
 
 
 def wait_for_slice_zero(bank_root: str, teachers: list[Teacher], cfg: ExtractConfig) -> Bank:
