@@ -39,7 +39,7 @@ from pathlib import Path
 
 from audistill.shards.segments import SAMPLE_RATE, Segment, make_segment_id
 
-from .audio import AUDIO_EXTENSIONS, audio_info, is_url, tar_members
+from .audio import AUDIO_EXTENSIONS, audio_info, is_url, tar_cut, tar_members
 from .errors import AudioError, CorpusError
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Item:
     start: float = 0.0
     end: float | None = None
     duration: float | None = None  # the file's whole length (s), when a manifest declares it
+    error: str | None = None  # why it is unusable, when known from listing it (a tar cut short)
 
     def to_row(self) -> dict:
         """This item as a manifest row (the form :func:`scan_inputs` reads back to the same item)."""
@@ -89,6 +90,7 @@ class SegmentRef:
     domain: str
     dataset: str
     num_samples: int  # expected at 16 kHz (from the header)
+    declared: float | None = None  # the whole file's length as a manifest declared it (decode checks it)
 
     def segment(self, num_samples: int | None = None) -> Segment:
         return Segment(id=self.id, source=self.source, start=self.start, end=self.end, domain=self.domain,
@@ -213,6 +215,9 @@ def _tar_items(url: str, domain: str, dataset: str, storage_options: dict | None
                 meta = {}
         items.append(Item(source=unicode_name(f"{url}#{key}"), path=url, member=name, domain=meta.get("domain", domain),
                           dataset=meta.get("dataset", dataset), start=0.0, end=None))
+    cut = tar_cut(url, storage_options)
+    if cut is not None:  # the members before the cut are planned; the cut is recorded against the tar
+        items.append(Item(source=unicode_name(url), path=url, member="", domain=domain, dataset=dataset, error=cut))
     return items
 
 
@@ -265,7 +270,7 @@ def split_item(item: Item, total: float, max_seconds: float, min_seconds: float)
     n = max(1, math.ceil(dur / max_seconds - 1e-9))
     if n == 1:
         return [SegmentRef(whole_id, item.source, item.path, item.member, item.start, item.end, item.domain,
-                           item.dataset, int(round(dur * SAMPLE_RATE)))]
+                           item.dataset, int(round(dur * SAMPLE_RATE)), item.duration)]
     out = []
     for i in range(n):
         s = round(item.start + i * max_seconds, 3)
@@ -273,7 +278,7 @@ def split_item(item: Item, total: float, max_seconds: float, min_seconds: float)
         if e - s < min_seconds:
             continue
         out.append(SegmentRef(make_segment_id(item.source, s, e), item.source, item.path, item.member, s, e,
-                              item.domain, item.dataset, int(round((e - s) * SAMPLE_RATE))))
+                              item.domain, item.dataset, int(round((e - s) * SAMPLE_RATE)), item.duration))
     return out
 
 
@@ -299,7 +304,9 @@ def probe_lengths(items: list[Item], storage_options: dict | None = None, worker
     out: list[float | AudioError | None] = [None] * len(items)
     files = []
     for k, it in enumerate(items):
-        if it.duration is not None:
+        if it.error is not None:
+            out[k] = AudioError(it.error)
+        elif it.duration is not None:
             out[k] = it.duration
         elif it.member is not None:
             out[k] = _probe(it, storage_options)

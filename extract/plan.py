@@ -41,7 +41,8 @@ class ShardPlan:
     @classmethod
     def of(cls, name: str, segments: Iterable[SegmentRef]) -> ShardPlan:
         segs = tuple(segments)
-        rows = [[s.id, s.source, s.path, s.member, s.start, s.end, s.domain, s.dataset, s.num_samples] for s in segs]
+        rows = [[s.id, s.source, s.path, s.member, s.start, s.end, s.domain, s.dataset, s.num_samples, s.declared]
+                for s in segs]
         packed = zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 1)
         return cls(name, packed, len(segs), sum(s.num_samples for s in segs))
 

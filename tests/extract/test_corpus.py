@@ -285,7 +285,9 @@ def test_decode_workers_read_tar_members_at_their_offsets(tmp_path, monkeypatch)
 def test_an_unreadable_tar_input_is_recorded_and_planning_goes_on(tmp_path):
     good = make_corpus(tmp_path / "c", 2, 1)
     tar = _tar_of(tmp_path / "a.tar", [("x.flac", 1.0)])
-    (tmp_path / "cut.tar").write_bytes(tar.read_bytes()[:700])
-    segs, errs = plan_segments(scan_inputs([str(good), str(tmp_path / "cut.tar")]))
-    assert len(segs) == 3 and len(errs) == 1
-    assert errs[0]["file"] == str(tmp_path / "cut.tar") and "unreadable tar" in errs[0]["reason"]
+    (tmp_path / "cut.tar").write_bytes(tar.read_bytes()[:600])  # x.flac's data ends early
+    (tmp_path / "junk.tar").write_bytes(b"not a tar" * 100)
+    segs, errs = plan_segments(scan_inputs([str(good), str(tmp_path / "cut.tar"), str(tmp_path / "junk.tar")]))
+    assert len(segs) == 3 and len(errs) == 2
+    assert errs[0]["file"] == str(tmp_path / "cut.tar") and "truncated: the tar ends in or after member x.flac" in errs[0]["reason"]
+    assert errs[1]["file"] == str(tmp_path / "junk.tar") and "unreadable tar" in errs[1]["reason"]
