@@ -333,6 +333,9 @@ def iter_segments(items: Iterable[Item], errors: list[dict], max_seconds: float 
                   ) -> Iterator[SegmentRef]:
     """Segments of every item, in order, streamed (items are probed ``chunk`` at a time); an
     error record is appended to ``errors`` for every unusable item and repeated segment."""
+    if max_seconds <= min_seconds:
+        raise CorpusError(f"segments of at most {max_seconds:g} s, each under the shortest kept ({min_seconds:g} s): "
+                          "every one would be dropped")
     seen: set[int] = set()  # 16-byte digests of the ids yielded: ~70 bytes a segment, not ~110 for the id
     probed, took = 0, 0.0
     for part in _chunks(items, chunk):

@@ -39,11 +39,12 @@ def teacher_shape(spec: TeacherSpec) -> dict | None:
     return {"frame_rate": 16000 / stride, "dim": c.hidden_size, "num_layers": c.num_hidden_layers + 1}
 
 
-def bits_per_value(spec: TeacherSpec, dim: int) -> float:
-    """Bits per value of the codec's parts before lossless compression (an upper bound)."""
+def bits_per_value(spec: TeacherSpec, dim: int) -> float | None:
+    """Bits per value of the codec's parts before lossless compression (an upper bound); None for
+    a codec fitted on the corpus, unknown until then (None, not NaN: the estimate is JSON)."""
     codec = spec.make_codec()
     if codec.needs_fit:
-        return float("nan")
+        return None
     x = torch.randn(256, dim, generator=torch.Generator().manual_seed(0))
     parts = codec.encode(x, None)
     nbytes = sum(v.numel() * v.element_size() for v in parts.values())
@@ -59,6 +60,7 @@ def estimate_bytes(spec: TeacherSpec, seconds_per_domain: dict[str, float]) -> d
     layers = resolve_layers(spec.layers, shape["num_layers"] - 1)
     frames = int(seconds * rate)
     bpv = bits_per_value(spec, shape["dim"])
-    per_layer = frames * shape["dim"] * bpv / 8 if bpv == bpv else float("nan")
+    per_layer = None if bpv is None else frames * shape["dim"] * bpv / 8
     return {"seconds": seconds, "frame_rate": rate, "dim": shape["dim"], "layers": layers, "frames": frames,
-            "bits_per_value": bpv, "bytes_per_layer": per_layer, "bytes": per_layer * len(layers)}
+            "bits_per_value": bpv, "bytes_per_layer": per_layer,
+            "bytes": None if per_layer is None else per_layer * len(layers)}

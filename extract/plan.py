@@ -22,6 +22,8 @@ from .corpus import SegmentRef
 if TYPE_CHECKING:
     from audistill.shards.bank import Bank
 
+    from .spec import TeacherSpec
+
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -158,3 +160,18 @@ def exclude_committed(bank: Bank, plan: Sequence[ShardPlan]) -> Sequence[ShardPl
     for name in foreign:
         out.append(ShardPlan.of(name, [refs[k] for k in ids_of[name] if k in refs]))
     return out
+
+
+def plan_domains(shards: Iterable[ShardPlan]) -> set[str]:
+    """The domains of the segments in ``shards``."""
+    return {s.domain for sh in shards for s in sh.segments}
+
+
+def idle_teachers(specs: Iterable[TeacherSpec], domains: Iterable[str]) -> list[str]:
+    """A warning for each teacher whose ``domains`` match none of ``domains`` (the plan's): it
+    would be registered in the bank and cover nothing. None when the plan is empty."""
+    present = sorted(set(domains))
+    if not present:
+        return []
+    return [f"teacher {s.name}: its domains {list(s.domains)} match no segment (the plan has {present}); "
+            "it covers nothing" for s in specs if s.domains and not set(s.domains) & set(present)]

@@ -24,7 +24,15 @@ from audistill.shards.errors import CatalogError
 from .corpus import iter_items, iter_segments
 from .errors import ExtractError, TooManyFailures
 from .pipeline import Progress, RunOptions, TeacherTotals, run_shards
-from .plan import ShardPlan, exclude_committed, make_plan, plan_summary, slice_plan
+from .plan import (
+    ShardPlan,
+    exclude_committed,
+    idle_teachers,
+    make_plan,
+    plan_domains,
+    plan_summary,
+    slice_plan,
+)
 from .planfile import PlanFile
 from .spec import TeacherSpec
 from .teachers import Teacher, load_teacher, window_samples
@@ -155,7 +163,12 @@ def resolve_device(name: str) -> str:
 
 
 def segment_seconds(specs: list[TeacherSpec], cfg: ExtractConfig) -> float:
-    """Segments are cut to the shortest window any teacher accepts."""
+    """Segments are cut to the shortest window any teacher accepts (refused when that is no longer
+    than the shortest segment kept: every piece would be dropped)."""
+    short = [s.name for s in specs if s.max_seconds <= cfg.min_seconds]
+    if short:
+        raise ExtractError(f"teacher(s) {short}: max_seconds is at most the shortest segment kept "
+                           f"({cfg.min_seconds:g} s): every segment would be dropped")
     return min([cfg.max_seconds] + [s.max_seconds for s in specs])
 
 
@@ -425,6 +438,8 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     plan_errors = plan_errors if cfg.worker_index == 0 else []
     mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
     todo, add, skipped = plan_work(bank, mine, teachers, synced=single)
+    for warning in idle_teachers(specs, plan_domains(todo) if any(s.domains for s in specs) else ()):
+        log.warning(warning)
     summary = RunSummary(bank.root, shards_planned=len(mine), shards_skipped=skipped,
                          segments_planned=sum(s.count for s in mine) + len(plan_errors),
                          teachers={t.name: TeacherTotals() for t in teachers})
@@ -488,4 +503,5 @@ def dry_run(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig) -> 
     summary["unusable_inputs"] = len(errors)
     summary["segment_seconds"] = segment_seconds(specs, cfg)
     summary["teachers"] = {s.name: estimate_bytes(s, per_domain) for s in specs}
+    summary["warnings"] = idle_teachers(specs, per_domain)
     return summary

@@ -115,9 +115,13 @@ def _plan_table(plan: dict, console) -> None:
         if "dim" not in e:
             t.add_row(name, f"{e['seconds'] / 3600:.3f}", "?", "?", "?", "?", "?", e.get("note", "?"))
             continue
+        fitted = e["bits_per_value"] is None  # a codec fitted at the run: its size is not known before
         t.add_row(name, f"{e['seconds'] / 3600:.3f}", f"{e['frame_rate']:g}", str(e["dim"]), str(e["layers"]),
-                  f"{e['bits_per_value']:.1f}", f"{e['bytes_per_layer']:.3g}", f"{e['bytes']:.3g}")
+                  "fitted" if fitted else f"{e['bits_per_value']:.1f}",
+                  "?" if fitted else f"{e['bytes_per_layer']:.3g}", "?" if fitted else f"{e['bytes']:.3g}")
     console.print(t)
+    for w in plan.get("warnings", []):
+        console.print(f"[yellow]warning: {w}")
 
 
 def extract_cmd(
