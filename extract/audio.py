@@ -20,7 +20,7 @@ import torch
 
 from audistill.shards.segments import SAMPLE_RATE
 
-from .errors import AudioError
+from .errors import AudioError, CorpusError
 
 MIN_RATE, MAX_RATE = 1000, 384_000  # sample rates outside this range are a damaged header
 DURATION_TOLERANCE_S = 0.05  # a declared duration may be rounded by this much, no more
@@ -41,7 +41,12 @@ def open_binary(path: str, storage_options: dict | None = None, mode: str = "rb"
     if is_url(path):
         import fsspec
 
-        return fsspec.open(path, mode, **(storage_options or {})).open()
+        try:
+            return fsspec.open(path, mode, **(storage_options or {})).open()
+        except OSError:  # this file: missing, forbidden ...
+            raise
+        except Exception as e:  # noqa: BLE001 - credentials, endpoint, options: every file of the store fails alike
+            raise CorpusError(f"cannot open {path}: {type(e).__name__}: {e}") from e
     return open(path.removeprefix("file://"), mode)
 
 

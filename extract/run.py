@@ -71,6 +71,7 @@ class ExtractConfig:
     storage_options: dict | None = None
     plan_file: str | None = None  # a plan written by `audistill plan`, instead of corpus inputs
     slice_wait_s: float = 3600.0  # slices > 0 wait this long for slice 0 to register and fit codecs
+    allow_outside_root: bool = False  # manifests may name local files outside their own folder
 
     def __post_init__(self) -> None:
         errs = []
@@ -196,7 +197,7 @@ def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig
     from .audio import forget_tars
 
     errors: list[dict] = []
-    items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options)
+    items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options, cfg.allow_outside_root)
     segs = iter_segments(items, errors, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options)
     plan = make_plan(segs, cfg.shard_seconds, cfg.shard_segments)
     forget_tars()

@@ -22,6 +22,8 @@ DomainMapOpt = Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DO
 DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")]
 MaxSecondsOpt = Annotated[float, typer.Option("--max-seconds", help="Longest segment (s).")]
 ShardHoursOpt = Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")]
+OutsideOpt = Annotated[bool, typer.Option(
+    "--allow-outside-root", help="Manifests may name local files outside their own folder (../, absolute paths).")]
 
 
 def _hours(per_domain: dict[str, float]) -> str:
@@ -157,6 +159,7 @@ def extract_cmd(
         "--shards-per-task", help="Dask: consecutive shards one task runs (decode start-up and writes overlap within it).")] = 8,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow hub models' own code.")] = False,
     storage_options: StorageOpt = "",
+    allow_outside_root: OutsideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every teacher once over CORPUS into the bank (resumable; committed shards are skipped)."""
@@ -174,7 +177,7 @@ def extract_cmd(
                         domain=domain, domain_map=_domain_map(domain_map), dataset=dataset,
                         num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code,
                         storage_options=parse_storage_options(storage_options), plan_file=plan_file or None,
-                        slice_wait_s=slice_wait_minutes * 60)
+                        slice_wait_s=slice_wait_minutes * 60, allow_outside_root=allow_outside_root)
     corpus = corpus or []
     if dry_run:
         plan = plan_only(corpus, specs, cfg)
@@ -210,6 +213,7 @@ def manifest_cmd(
     dataset: DatasetOpt = "",
     probe_workers: Annotated[int, typer.Option("--probe-workers", help="Threads reading file headers.")] = 16,
     storage_options: StorageOpt = "",
+    allow_outside_root: OutsideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Read every file's length once and write a manifest with durations (same ids as CORPUS):
@@ -221,7 +225,8 @@ def manifest_cmd(
     console = Console(stderr=True)
     t0 = time.perf_counter()
     result = write_manifest(corpus, out, domain, _domain_map(domain_map), dataset,
-                            parse_storage_options(storage_options), probe_workers)
+                            parse_storage_options(storage_options), probe_workers,
+                            allow_outside_root=allow_outside_root)
     result["seconds"] = time.perf_counter() - t0
     errors = result["errors"]
     result["errors"] = errors[:100]
@@ -246,6 +251,7 @@ def plan_cmd(
     max_seconds: MaxSecondsOpt = 30.0,
     shard_hours: ShardHoursOpt = 1.0,
     storage_options: StorageOpt = "",
+    allow_outside_root: OutsideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan CORPUS once into a plan file: `audistill extract --plan FILE` then starts without
@@ -258,7 +264,7 @@ def plan_cmd(
     specs = load_teacher_specs(teachers)
     cfg = ExtractConfig(max_seconds=max_seconds, shard_seconds=shard_hours * 3600, domain=domain,
                         domain_map=_domain_map(domain_map), dataset=dataset,
-                        storage_options=parse_storage_options(storage_options))
+                        storage_options=parse_storage_options(storage_options), allow_outside_root=allow_outside_root)
     summary = plan_to_file(corpus, specs, cfg, out)
     if as_json:
         print(json.dumps(summary))
