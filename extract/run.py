@@ -94,6 +94,7 @@ class ExtractConfig:
             errs.append(f"need 0 <= worker_index < num_workers (got {self.worker_index} of {self.num_workers})")
         if self.max_batch < 1 or (self.loader_workers or 0) < 0 or self.shard_segments < 1 or self.writers < 0:
             errs.append("max_batch and shard_segments must be >= 1, writers and loader_workers >= 0")
+        errs.extend(filter(None, [device_problem(self.device)]))
         if errs:
             raise ExtractError("bad extraction settings: " + "; ".join(errs))
 
@@ -155,6 +156,26 @@ class RunSummary:
         d["errors"] = self.errors[:100]
         del d["commits"]  # one per shard: the figures above summarize them
         return d
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``name`` cannot run extraction on this machine (None: it can): checked before any work,
+    not found when the first model moves to it."""
+    if name == "auto":
+        return None
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps ...)"
+    if dev.type == "cpu":
+        return None
+    backend = getattr(torch, dev.type, None) if dev.type != "mps" else torch.backends.mps
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        return f"device {name!r}: no {dev.type} device on this machine (use --device cpu or auto)"
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        return f"device {name!r}: this machine has {count()} {dev.type} device(s)"
+    return None
 
 
 def resolve_device(name: str) -> str:

@@ -318,6 +318,8 @@ def test_auto_decode_workers_and_writers_follow_the_device_and_cores(monkeypatch
     import audistill.extract.run as run
 
     monkeypatch.setattr(run.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     gpu = ExtractConfig(device="cuda").run_options()
     assert (gpu.loader_workers, gpu.writers) == (5, 8)
     assert ExtractConfig(device="cpu").run_options().loader_workers == 2
