@@ -140,8 +140,10 @@ def exclude_committed(bank: Bank, plan: Sequence[ShardPlan]) -> Sequence[ShardPl
         return plan
     held: dict[int, str] = {}
     ids_of: dict[str, list[int]] = {}
+    unsynced = any(n not in bank.catalog.shards for n in foreign)  # committed after the catalog was saved
+    records = bank.commit_records() if unsynced else bank.catalog.shards
     for name in foreign:
-        keys = [_key(s.id) for s in bank.shard_reader(name, check="none").segments]
+        keys = [_key(s.id) for s in bank.shard_reader(name, record=records[name], check="none").segments]
         ids_of[name] = keys
         held.update(dict.fromkeys(keys, name))
     done = set(committed)
