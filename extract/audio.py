@@ -87,10 +87,13 @@ class _Inflating:
     loses the bytes decoded in that read, and with them the last member before the cut."""
 
     def __init__(self, f, make):
-        self.f, self.make, self.d, self.buf, self.cut = f, make, make(), bytearray(), False
+        self.f, self.make, self.d, self.buf, self.pos, self.cut = f, make, make(), bytearray(), 0, False
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self.buf) < size:
+        if self.pos > (1 << 20) and self.pos * 2 > len(self.buf):  # drop what was read, now and then
+            del self.buf[: self.pos]
+            self.pos = 0
+        while size < 0 or len(self.buf) - self.pos < size:
             if self.d.eof:  # the end of one compressed member: another may follow (concatenated gzip)
                 rest = self.d.unused_data or self.f.read(1 << 16)
                 if not rest:
@@ -103,9 +106,9 @@ class _Inflating:
                 self.cut = True
                 break
             self.buf += self.d.decompress(chunk)
-        n = len(self.buf) if size < 0 else min(size, len(self.buf))
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
+        end = len(self.buf) if size < 0 else min(self.pos + size, len(self.buf))
+        out = bytes(self.buf[self.pos: end])
+        self.pos = end
         return out
 
 
