@@ -2,7 +2,9 @@
 
 Segments keep the corpus order and are cut into shards of about ``shard_seconds`` of audio (and
 at most ``shard_segments`` segments). A shard's name is its index plus a digest of its segment
-ids, so a changed corpus never silently reuses the name of a committed shard with other content.
+ids, so a changed corpus never silently reuses the name of a committed shard with other content;
+a re-run meets the bank in :func:`exclude_committed`, so a changed corpus never stores a segment
+twice either.
 """
 
 from __future__ import annotations
@@ -138,25 +140,21 @@ def exclude_committed(bank: Bank, plan: Sequence[ShardPlan]) -> Sequence[ShardPl
     foreign = [n for n in committed if n not in planned]
     if not foreign:
         return plan
-    held: dict[int, str] = {}
-    ids_of: dict[str, list[int]] = {}
     unsynced = any(n not in bank.catalog.shards for n in foreign)  # committed after the catalog was saved
     records = bank.commit_records() if unsynced else bank.catalog.shards
-    for name in foreign:
-        keys = [_key(s.id) for s in bank.shard_reader(name, record=records[name], check="none").segments]
-        ids_of[name] = keys
-        held.update(dict.fromkeys(keys, name))
+    ids_of = {name: [_key(s.id) for s in bank.shard_reader(name, record=records[name], check="none").segments]
+              for name in foreign}
+    held = {k for keys in ids_of.values() for k in keys}
     done = set(committed)
     refs: dict[int, SegmentRef] = {}
     out: list[ShardPlan] = []
     for sh in plan:
-        segs = sh.segments
-        mine = [(k, s) for k, s in ((_key(s.id), s) for s in segs) if k in held]
-        refs.update(mine)
-        if sh.name in done or not mine:
+        keyed = [(_key(s.id), s) for s in sh.segments]
+        refs.update((k, s) for k, s in keyed if k in held)
+        if sh.name in done or not any(k in held for k, _ in keyed):
             out.append(sh)
             continue
-        kept = [s for s in segs if _key(s.id) not in held]
+        kept = [s for k, s in keyed if k not in held]
         if kept:
             out.append(ShardPlan.of(sh.name, kept))
     for name in foreign:

@@ -124,3 +124,14 @@ def test_float_audio_beyond_full_scale_is_clipped_before_the_teachers_see_it(tmp
     y = load_segment(str(tmp_path / "loud.wav"), None, 0.0, None, 100)
     assert np.abs(y).max() == 1.0
     np.testing.assert_allclose(to_int16(y) / 32767, y, atol=1 / 32767)  # what is stored is what was computed on
+
+
+def test_a_shard_packed_before_declared_durations_reads_back_without_one():
+    import zlib
+
+    from audistill.extract.plan import ShardPlan
+
+    row = ["a-000000000-0", "a", "a.wav", None, 0.0, None, "speech", "", 16000]  # a plan file's row before
+    old = ShardPlan("shard-000000-x", zlib.compress(json.dumps([row]).encode()), 1, 16000)
+    (seg,) = old.segments
+    assert seg.declared is None and seg.num_samples == 16000
