@@ -85,3 +85,23 @@ def test_a_teacher_added_after_the_corpus_changed_covers_every_stored_segment(ti
     for i, f in want.items():
         np.testing.assert_array_equal(got[i]["hubert"][1], f["hubert"][1])
     assert verify_bank(root).ok
+
+
+def test_slices_of_a_re_run_after_the_corpus_changed_store_every_segment_once(tiny_dir, tmp_path):
+    """Every slice reconciles the same plan with the bank, so the slices stay disjoint."""
+    from audistill.extract.run import merge_errors
+    from audistill.shards.bank import Bank
+
+    corpus = make_corpus(tmp_path / "c")
+    specs = [_spec(tiny_dir)]
+    root = str(tmp_path / "bank")
+    extract([str(corpus)], specs, root, _cfg())
+    write_wav(corpus / "music" / "a-new.wav", 1.7, seed=9)
+    write_wav(corpus / "speech" / "utt02b.wav", 2.2, seed=8)  # a second change, further on
+    runs = [extract([str(corpus)], specs, root, _cfg(num_workers=2, worker_index=i)) for i in range(2)]
+    bank = Bank.open(root)
+    bank.sync_catalog()
+    merge_errors(bank)
+    ids = _ids(root)
+    assert max(ids.values()) == 1 and set(ids) == _planned(corpus, specs)
+    assert sum(r.segments_written for r in runs) == 2 + 3 and verify_bank(root).ok
