@@ -200,18 +200,23 @@ def _text(row: dict, key: str, where: str, ints: bool = False) -> str | None:
     raise CorpusError(f"{where}: {key} must be {'text or an integer' if ints else 'text'}, not {json.dumps(v)}")
 
 
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
 def _local_path(loc: str, base: str, where: str, allow_outside_root: bool) -> str:
     """A manifest row's local path: relative ones are resolved against the manifest's folder
     (``base``). One outside that folder (``../``, absolute) is refused unless allowed: a manifest
     from elsewhere must not read any file the user can. The check is on the path as written
-    (normalized), not on where symlinks inside the folder lead."""
+    (normalized); only a path that fails it is resolved (an absolute path written through
+    another name of the folder, e.g. with its symlinks resolved, is inside)."""
     # os.path, not pathlib: pathlib was a quarter of planning from a manifest
     full = os.path.normpath(loc if os.path.isabs(loc) else os.path.join(base, loc))
     root = os.path.abspath(base or ".")
-    if not allow_outside_root and os.path.commonpath([root, os.path.abspath(full)]) != root:
-        raise CorpusError(f"{where}: path {loc!r} is outside the manifest's folder {root}; write the manifest "
-                          "in a folder that holds the audio, or pass --allow-outside-root")
-    return full
+    if allow_outside_root or _inside(os.path.abspath(full), root) or _inside(os.path.realpath(full), os.path.realpath(root)):
+        return full
+    raise CorpusError(f"{where}: path {loc!r} is outside the manifest's folder {root}; write the manifest "
+                      "in a folder that holds the audio, or pass --allow-outside-root")
 
 
 def _manifest_items(path: str, domain: str, dataset: str, allow_outside_root: bool = False) -> Iterator[Item]:

@@ -33,6 +33,8 @@ def test_manifest_paths_outside_its_folder_need_allow_outside_root(tmp_path):
         assert os.path.samefile(items[1].path, tmp_path / "outside.wav")
     m = _manifest(tmp_path / "m" / "abs.jsonl", {"id": "in", "path": str(tmp_path / "m" / "inside.wav")})
     assert len(scan_inputs([str(m)])) == 1  # an absolute path inside the folder is inside
+    os.symlink(tmp_path / "m", tmp_path / "link")  # the folder under another name; the path written resolved
+    assert len(scan_inputs([str(tmp_path / "link" / "abs.jsonl")])) == 1
 
 
 def test_the_cli_refuses_an_outside_path_in_one_line_and_takes_the_flag(tmp_path, tiny_dir, capsys, monkeypatch):
