@@ -201,32 +201,40 @@ def _text(row: dict, key: str, where: str, ints: bool = False) -> str | None:
 
 
 def _inside(path: str, root: str) -> bool:
-    return os.path.commonpath([root, path]) == root
+    """Whether normalized ``path`` is ``root`` or under it, both absolute or both relative
+    ("." for the current folder)."""
+    if root == ".":
+        return not (os.path.isabs(path) or path == ".." or path.startswith(".." + os.sep))
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _local_path(loc: str, base: str, where: str, allow_outside_root: bool) -> str:
+def _local_path(loc: str, base: str, root: str, where: str, allow_outside_root: bool) -> str:
     """A manifest row's local path: relative ones are resolved against the manifest's folder
-    (``base``). One outside that folder (``../``, absolute) is refused unless allowed: a manifest
-    from elsewhere must not read any file the user can. The check is on the path as written
-    (normalized); only a path that fails it is resolved (an absolute path written through
-    another name of the folder, e.g. with its symlinks resolved, is inside)."""
+    (``base``, normalized; ``root`` is it made absolute). One outside that folder (``../``, absolute) is
+    refused unless allowed: a manifest from elsewhere must not read any file the user can. The
+    check is on the path as written (normalized); only a path that fails it is resolved (an
+    absolute path written through another name of the folder, e.g. its symlinks resolved, is
+    inside). String operations only for a row inside: planning reads millions of rows."""
     # os.path, not pathlib: pathlib was a quarter of planning from a manifest
-    full = os.path.normpath(loc if os.path.isabs(loc) else os.path.join(base, loc))
-    root = os.path.abspath(base or ".")
-    if allow_outside_root or _inside(os.path.abspath(full), root) or _inside(os.path.realpath(full), os.path.realpath(root)):
+    absolute = os.path.isabs(loc)
+    full = os.path.normpath(loc if absolute else os.path.join(base, loc))
+    if allow_outside_root or _inside(full, root if absolute else base):
+        return full
+    if _inside(os.path.realpath(full), os.path.realpath(root)):
         return full
     raise CorpusError(f"{where}: path {loc!r} is outside the manifest's folder {root}; write the manifest "
                       "in a folder that holds the audio, or pass --allow-outside-root")
 
 
 def _manifest_items(path: str, domain: str, dataset: str, allow_outside_root: bool = False) -> Iterator[Item]:
-    base = os.path.dirname(path)
+    base = os.path.normpath(os.path.dirname(path) or ".")
+    root = os.path.abspath(base)
     for n, row in enumerate(_manifest_rows(path), 1):
         where = f"{path} row {n}"
         loc = _text(row, "path", where) or _text(row, "url", where) or _text(row, "audio_filepath", where)
         if not loc:
             raise CorpusError(f"{where}: needs 'path', 'url' or 'audio_filepath'")
-        full = loc if is_url(loc) else _local_path(loc, base, where, allow_outside_root)
+        full = loc if is_url(loc) else _local_path(loc, base, root, where, allow_outside_root)
         name = _text(row, "id", where, ints=True) or loc
         member, dom, dset = _text(row, "member", where), _text(row, "domain", where), _text(row, "dataset", where)
         start = _number(row, "start", where) or 0.0
