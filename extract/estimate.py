@@ -55,11 +55,12 @@ def input_rate(spec: TeacherSpec, kw: dict) -> int:
     return int(getattr(fe, "sampling_rate", SAMPLE_RATE) or SAMPLE_RATE)
 
 
-def bits_per_value(spec: TeacherSpec, dim: int) -> float:
-    """Bits per value of the codec's parts before lossless compression (an upper bound)."""
+def bits_per_value(spec: TeacherSpec, dim: int) -> float | None:
+    """Bits per value of the codec's parts before lossless compression (an upper bound); None for
+    a codec fitted on the corpus, unknown until then (None, not NaN: the estimate is JSON)."""
     codec = spec.make_codec()
     if codec.needs_fit:
-        return float("nan")
+        return None
     x = torch.randn(256, dim, generator=torch.Generator().manual_seed(0))
     parts = codec.encode(x, None)
     nbytes = sum(v.numel() * v.element_size() for v in parts.values())
@@ -75,6 +76,7 @@ def estimate_bytes(spec: TeacherSpec, seconds_per_domain: dict[str, float]) -> d
     layers = resolve_layers(spec.layers, shape["num_layers"] - 1)
     frames = int(seconds * rate)
     bpv = bits_per_value(spec, shape["dim"])
-    per_layer = frames * shape["dim"] * bpv / 8 if bpv == bpv else float("nan")
+    per_layer = None if bpv is None else frames * shape["dim"] * bpv / 8
     return {"seconds": seconds, "frame_rate": rate, "dim": shape["dim"], "layers": layers, "frames": frames,
-            "bits_per_value": bpv, "bytes_per_layer": per_layer, "bytes": per_layer * len(layers)}
+            "bits_per_value": bpv, "bytes_per_layer": per_layer,
+            "bytes": None if per_layer is None else per_layer * len(layers)}

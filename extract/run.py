@@ -26,7 +26,15 @@ from audistill.shards.layouts import LayoutName, layout_names
 from .corpus import iter_items, iter_segments
 from .errors import ExtractError, TooManyFailures
 from .pipeline import Progress, RunOptions, TeacherTotals, WriterKind, run_shards, teacher_codecs
-from .plan import ShardPlan, make_plan, plan_summary, slice_plan
+from .plan import (
+    ShardPlan,
+    exclude_committed,
+    idle_teachers,
+    make_plan,
+    plan_domains,
+    plan_summary,
+    slice_plan,
+)
 from .planfile import PlanFile
 from .spec import TeacherSpec
 from .teachers import Teacher, load_teacher, window_samples
@@ -64,6 +72,7 @@ class ExtractConfig(RunOptions):
     trust_remote_code: bool = False
     plan_file: str | None = None  # a plan written by `audistill plan`, instead of corpus inputs
     slice_wait_s: float = 3600.0  # slices > 0 wait this long for slice 0 to register and fit codecs
+    allow_outside_root: bool = False  # manifests may name local files outside their own folder
 
     def __post_init__(self) -> None:
         errs = []
@@ -86,6 +95,7 @@ class ExtractConfig(RunOptions):
             errs.append(f"need 0 <= worker_index < num_workers (got {self.worker_index} of {self.num_workers})")
         if self.max_batch < 1 or (self.loader_workers or 0) < 0 or self.shard_segments < 1 or self.writers < 0:
             errs.append("max_batch and shard_segments must be >= 1, writers and loader_workers >= 0")
+        errs.extend(filter(None, [device_problem(self.device)]))
         if errs:
             raise ExtractError("bad extraction settings: " + "; ".join(errs))
 
@@ -143,6 +153,26 @@ class RunSummary:
         return d
 
 
+def device_problem(name: str) -> str | None:
+    """Why ``name`` cannot run extraction on this machine (None: it can): checked before any work,
+    not found when the first model moves to it."""
+    if name == "auto":
+        return None
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps ...)"
+    if dev.type == "cpu":
+        return None
+    backend = getattr(torch, dev.type, None) if dev.type != "mps" else torch.backends.mps
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        return f"device {name!r}: no {dev.type} device on this machine (use --device cpu or auto)"
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        return f"device {name!r}: this machine has {count()} {dev.type} device(s)"
+    return None
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -150,7 +180,12 @@ def resolve_device(name: str) -> str:
 
 
 def segment_seconds(specs: list[TeacherSpec], cfg: ExtractConfig) -> float:
-    """Segments are cut to the shortest window any teacher accepts."""
+    """Segments are cut to the shortest window any teacher accepts (refused when that is no longer
+    than the shortest segment kept: every piece would be dropped)."""
+    short = [s.name for s in specs if s.max_seconds <= cfg.min_seconds]
+    if short:
+        raise ExtractError(f"teacher(s) {short}: max_seconds is at most the shortest segment kept "
+                           f"({cfg.min_seconds:g} s): every segment would be dropped")
     return min([cfg.max_seconds] + [s.max_seconds for s in specs])
 
 
@@ -178,7 +213,7 @@ def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig
     from .audio import forget_tars
 
     errors: list[dict] = []
-    items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options)
+    items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options, cfg.allow_outside_root)
     segs = iter_segments(items, errors, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options)
     plan = make_plan(segs, cfg.shard_seconds, cfg.shard_segments)
     forget_tars()
@@ -366,7 +401,7 @@ def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: E
             check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
     except CatalogError as e:
         raise ExtractError(str(e)) from e
-    return plan, plan_errors, teachers, bank
+    return exclude_committed(bank, plan), plan_errors, teachers, bank
 
 
 def open_bank(root: str, layout: Layout | None, storage_options: dict | None = None) -> Bank:
@@ -446,6 +481,8 @@ def start_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: 
         bank.remove_temporaries(deep=False)  # new shards' leftovers; `shards clean` finds the rest
     mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
     todo, add, skipped = plan_work(bank, mine, teachers, synced=single)
+    for warning in idle_teachers(specs, plan_domains(todo) if any(s.domains for s in specs) else ()):
+        log.warning(warning)
     codecs = teacher_codecs(bank, teachers)
     if len(plan) and (todo or (cfg.num_workers > 1 and cfg.worker_index == 0)):
         fit_codecs(bank, teachers, codecs, plan[0], cfg)
@@ -524,4 +561,5 @@ def dry_run(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig) -> 
     summary["unusable_inputs"] = len(errors)
     summary["segment_seconds"] = segment_seconds(specs, cfg)
     summary["teachers"] = {s.name: estimate_bytes(s, per_domain) for s in specs}
+    summary["warnings"] = idle_teachers(specs, per_domain)
     return summary

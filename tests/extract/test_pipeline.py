@@ -139,14 +139,17 @@ def test_corrupt_inputs_are_recorded_and_the_run_goes_on(tiny_dir, tmp_path):
 def test_a_wrong_manifest_duration_is_recorded_not_stored_cut(tiny_dir, tmp_path):
     write_wav(tmp_path / "a.wav", 1.0)
     write_wav(tmp_path / "b.wav", 3.0, seed=1)
+    write_wav(tmp_path / "c.wav", 5.0, seed=2)
     rows = [{"id": "a", "path": "a.wav", "domain": "speech", "duration": 1.0},
-            {"id": "b", "path": "b.wav", "domain": "speech", "duration": 1.5}]  # b is really 3 s long
+            {"id": "b", "path": "b.wav", "domain": "speech", "duration": 1.5},  # b is really 3 s long
+            {"id": "c", "path": "c.wav", "domain": "speech", "duration": 3.0}]  # cut in two pieces: 2 s of tail
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = TeacherSpec(name="wavlm", source=str(tiny_dir("wavlm")), layers=[1], codec="float16", max_seconds=2.0)
     s = extract([str(tmp_path / "m.jsonl")], [spec], str(tmp_path / "bank"), _cfg(max_seconds=30.0))
-    assert s.segments_written == 1 and s.failed == 1
-    (err,) = map(json.loads, (tmp_path / "bank" / "errors.jsonl").open())
-    assert err["segment"].startswith("b-") and "longer than the teachers' 2 s window" in err["reason"]
+    assert s.segments_written == 1 and s.failed == 3
+    errs = {e["segment"][0]: e for e in map(json.loads, (tmp_path / "bank" / "errors.jsonl").open())}
+    assert errs["b"]["segment"].startswith("b-") and "the manifest says 1.5 s, the file holds 3 s" in errs["b"]["reason"]
+    assert "the manifest says 3 s, the file holds 5 s" in errs["c"]["reason"]
     assert [sd.segment.source for sd in BankReader(str(tmp_path / "bank"))] == ["a"]
     assert verify_bank(str(tmp_path / "bank")).ok
 
@@ -315,6 +318,8 @@ def test_auto_decode_workers_and_writers_follow_the_device_and_cores(monkeypatch
     import audistill.extract.pipeline as pipeline
 
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     gpu = ExtractConfig(device="cuda").run_options()
     assert (gpu.loader_workers, gpu.writers) == (5, 8)
     assert ExtractConfig(device="cpu").run_options().loader_workers == 2

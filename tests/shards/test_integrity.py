@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -184,6 +185,7 @@ def test_a_rewrite_removes_what_a_crashed_writer_moved_into_place(tmp_path, layo
     leaves final-named files; the next write of that shard replaces them and commits cleanly."""
     bank, truth = make_bank(tmp_path / "b", layout, shards=1)
     seg, audio, _ = next(iter(truth.values()))
+    seg = dataclasses.replace(seg, id=f"{seg.id}-2")  # another segment: one stored twice is a finding of its own
     leftovers = (["shards/again.zarr/zarr.json", "shards/again.zarr/audio/c/0"] if layout == "zarr" else
                  ["shards/again.audio.tar", "shards/again.audio.json", "shards/again.speechy.tar"])
     for rel in leftovers:

@@ -77,11 +77,11 @@ def _memory(folder: Path, segments: int) -> dict:
                                 "path": f"/data/corpora/mount/corpus/spk{i // 200:05d}/utt{i:08d}.flac",
                                 "domain": "speech", "dataset": "corpus",
                                 "duration": 2 + (i * 7919 % 1500) / 100}) + "\n")
-    make_plan(iter_segments(iter_items([str(manifest)]), [], chunk=8), 3600)  # imports and caches, untraced
+    make_plan(iter_segments(iter_items([str(manifest)], allow_outside_root=True), [], chunk=8), 3600)  # imports and caches, untraced
     gc.collect()
     tracemalloc.start()
     errors: list[dict] = []
-    plan = make_plan(iter_segments(iter_items([str(manifest)]), errors), 3600)
+    plan = make_plan(iter_segments(iter_items([str(manifest)], allow_outside_root=True), errors), 3600)
     _unpack.cache_clear()
     packed, peak = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
@@ -96,7 +96,7 @@ def _memory(folder: Path, segments: int) -> dict:
 
     write_plan_file(str(folder / "memory.plan"), plan, [], {})
     t0 = time.perf_counter()
-    make_plan(iter_segments(iter_items([str(manifest)]), []), 3600)[3::SLICES]
+    make_plan(iter_segments(iter_items([str(manifest)], allow_outside_root=True), []), 3600)[3::SLICES]
     from_manifest = time.perf_counter() - t0
     t0 = time.perf_counter()
     mine = PlanFile(str(folder / "memory.plan"))[3::SLICES]

@@ -22,6 +22,8 @@ DomainMapOpt = Annotated[list[str], typer.Option("--domain-map", help="FOLDER=DO
 DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name for folder/tar inputs.")]
 MaxSecondsOpt = Annotated[float, typer.Option("--max-seconds", help="Longest segment (s).")]
 ShardHoursOpt = Annotated[float, typer.Option("--shard-hours", help="Audio per shard (h).")]
+OutsideOpt = Annotated[bool, typer.Option(
+    "--allow-outside-root", help="Manifests may name local files outside their own folder (../, absolute paths).")]
 
 
 def _hours(per_domain: dict[str, float]) -> str:
@@ -115,9 +117,13 @@ def _plan_table(plan: dict, console) -> None:
         if "dim" not in e:
             t.add_row(name, f"{e['seconds'] / 3600:.3f}", "?", "?", "?", "?", "?", e.get("note", "?"))
             continue
+        fitted = e["bits_per_value"] is None  # a codec fitted at the run: its size is not known before
         t.add_row(name, f"{e['seconds'] / 3600:.3f}", f"{e['frame_rate']:g}", str(e["dim"]), str(e["layers"]),
-                  f"{e['bits_per_value']:.1f}", f"{e['bytes_per_layer']:.3g}", f"{e['bytes']:.3g}")
+                  "fitted" if fitted else f"{e['bits_per_value']:.1f}",
+                  "?" if fitted else f"{e['bytes_per_layer']:.3g}", "?" if fitted else f"{e['bytes']:.3g}")
     console.print(t)
+    for w in plan.get("warnings", []):
+        console.print(f"[yellow]warning: {w}")
 
 
 def extract_cmd(
@@ -154,6 +160,7 @@ def extract_cmd(
         "--shards-per-task", help="Dask: consecutive shards one task runs (decode start-up and writes overlap within it).")] = 8,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow hub models' own code.")] = False,
     storage_options: StorageOpt = "",
+    allow_outside_root: OutsideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every teacher once over CORPUS into the bank (resumable; committed shards are skipped)."""
@@ -171,7 +178,7 @@ def extract_cmd(
                         domain=domain, domain_map=_domain_map(domain_map), dataset=dataset,
                         num_workers=num_workers, worker_index=worker_index, trust_remote_code=trust_remote_code,
                         storage_options=parse_storage_options(storage_options), plan_file=plan_file or None,
-                        slice_wait_s=slice_wait_minutes * 60)
+                        slice_wait_s=slice_wait_minutes * 60, allow_outside_root=allow_outside_root)
     corpus = corpus or []
     if dry_run:
         plan = plan_only(corpus, specs, cfg)
@@ -207,6 +214,7 @@ def manifest_cmd(
     dataset: DatasetOpt = "",
     probe_workers: Annotated[int, typer.Option("--probe-workers", help="Threads reading file headers.")] = 16,
     storage_options: StorageOpt = "",
+    allow_outside_root: OutsideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Read every file's length once and write a manifest with durations (same ids as CORPUS):
@@ -218,7 +226,8 @@ def manifest_cmd(
     console = Console(stderr=True)
     t0 = time.perf_counter()
     result = write_manifest(corpus, out, domain, _domain_map(domain_map), dataset,
-                            parse_storage_options(storage_options), probe_workers)
+                            parse_storage_options(storage_options), probe_workers,
+                            allow_outside_root=allow_outside_root)
     result["seconds"] = time.perf_counter() - t0
     errors = result["errors"]
     result["errors"] = errors[:100]
@@ -243,6 +252,7 @@ def plan_cmd(
     max_seconds: MaxSecondsOpt = 30.0,
     shard_hours: ShardHoursOpt = 1.0,
     storage_options: StorageOpt = "",
+    allow_outside_root: OutsideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan CORPUS once into a plan file: `audistill extract --plan FILE` then starts without
@@ -255,7 +265,7 @@ def plan_cmd(
     specs = load_teacher_specs(teachers)
     cfg = ExtractConfig(max_seconds=max_seconds, shard_seconds=shard_hours * 3600, domain=domain,
                         domain_map=_domain_map(domain_map), dataset=dataset,
-                        storage_options=parse_storage_options(storage_options))
+                        storage_options=parse_storage_options(storage_options), allow_outside_root=allow_outside_root)
     summary = plan_to_file(corpus, specs, cfg, out)
     if as_json:
         print(json.dumps(summary))
