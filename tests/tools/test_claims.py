@@ -13,7 +13,7 @@ N = 400  # items per task
 
 def probe(hits: dict[str, np.ndarray]) -> dict:
     """A probe result as ``probe_manifest`` returns it (only what claims read)."""
-    return {"tasks": {t: {"accuracy": float(h.mean()),
+    return {"tasks": {t: {"accuracy": float(h.mean()), "chance": 0.5,
                           "items": {"ids": [f"clip{i}" for i in range(len(h))], "correct": h.astype(float).tolist(),
                                     "total": [1.0] * len(h), "clusters": [f"clip{i}" for i in range(len(h))]}}
                       for t, h in hits.items()}}
