@@ -81,16 +81,19 @@ def mean_scores(runs: Sequence[Scores]) -> Scores:
 
 
 def align(a: Scores, b: Scores) -> tuple[Scores, Scores]:
-    """The items both were scored on, in one order (A's clusters)."""
+    """The items both were scored on, in one order (A's clusters). Where the two count an item
+    differently (frame tasks seen at different frame rates), B's hits are rescaled to A's count:
+    each clip then weighs the same for both, at each encoder's own per-clip accuracy."""
     where = {k: i for i, k in enumerate(b.ids)}
-    ia = [i for i, k in enumerate(a.ids) if k in where]
+    ia = [i for i, k in enumerate(a.ids) if k in where and a.total[i] > 0 and b.total[where[k]] > 0]
     ib = [where[a.ids[i]] for i in ia]
     if not ia:
         raise ValueError("the two encoders share no scored items")
-    if any(a.total[i] != b.total[j] for i, j in zip(ia, ib, strict=True)):
-        raise ValueError("paired items count differently (different frame labels?)")
+    ia_, ib_ = np.asarray(ia), np.asarray(ib)
     clusters = tuple(a.clusters[i] for i in ia)
-    return _take(a, np.asarray(ia), clusters), _take(b, np.asarray(ib), clusters)
+    scale = a.total[ia_] / b.total[ib_]
+    b_on_a = Scores(tuple(b.ids[j] for j in ib), b.correct[ib_] * scale, a.total[ia_], clusters)
+    return _take(a, ia_, clusters), b_on_a
 
 
 def _take(s: Scores, idx: np.ndarray, clusters: tuple[str, ...]) -> Scores:

@@ -150,3 +150,14 @@ def test_scores_from_json_checks_lengths():
     assert s.total.tolist() == [1.0, 1.0] and s.clusters == ("x", "y") and s.accuracy == 0.5
     with pytest.raises(ValueError, match="disagree in length"):
         Scores.from_json({"ids": ["x", "y"], "correct": [1]})
+
+
+def test_frame_rates_that_differ_weigh_each_clip_the_same():
+    # A sees 50 frames per clip, B 100 (another frame rate): per-clip accuracies are compared
+    ids = tuple(f"c{k}" for k in range(4))
+    a = Scores(ids, np.array([50.0, 25.0, 0.0, 50.0]), np.full(4, 50.0), ids)
+    b = Scores(ids, np.array([100.0, 50.0, 0.0, 0.0]), np.full(4, 100.0), ids)
+    r = paired_bootstrap(a, b, seed=0)
+    assert r.diff == pytest.approx((1 + 0.5 + 0 + 1) / 4 - (1 + 0.5 + 0 + 0) / 4) and r.n_items == 200
+    empty = Scores(ids, np.zeros(4), np.array([50.0, 0.0, 50.0, 50.0]), ids)  # a clip with no labelled frames
+    assert paired_bootstrap(empty, b, seed=0).n_clusters == 3
