@@ -9,7 +9,8 @@ against its printed interval and the stated rule:
 - "no measurable loss" (A against a reference B): the interval's lower bound lies above
   -MARGIN (non-inferiority, the lower half of a TOST); it is never read off a non-significant
   difference;
-- anything else is *open*: the evidence at this scale does not decide it.
+- anything else is *open*: the evidence at this scale does not decide it - and so is any
+  comparison on fewer than MIN_CLUSTERS independent clips, whose bootstrap interval is too rough.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def comparison(a: Scores | None, b: Scores | None, seed: int) -> dict | None:
     if a is None or b is None:
         return None
     r = printed(stats.paired_bootstrap(a, b, seed=seed))
-    return r.to_json() | {"verdict": stats.verdict(r, MARGIN), "few_clips": r.n_clusters < MIN_CLUSTERS}
+    few = r.n_clusters < MIN_CLUSTERS  # a bootstrap over a handful of clips decides nothing
+    return r.to_json() | {"verdict": "open" if few else stats.verdict(r, MARGIN), "few_clips": few}
 
 
 def compare_recipes(results: dict, a: str, b: str, tasks: list[str], seed: int = 0) -> dict:
@@ -78,14 +80,16 @@ def compare_recipes(results: dict, a: str, b: str, tasks: list[str], seed: int =
     mean = None
     if pairs:
         r = printed(stats.paired_mean_bootstrap(pairs, seed=seed))
-        mean = r.to_json() | {"verdict": stats.verdict(r, MARGIN), "tasks": [t for t in tasks if t in per]}
+        few = r.n_clusters < MIN_CLUSTERS
+        mean = r.to_json() | {"verdict": "open" if few else stats.verdict(r, MARGIN), "few_clips": few,
+                              "tasks": [t for t in tasks if t in per]}
     return {"a": a, "b": b, "tasks": per, "mean": mean}
 
 
 def non_inferiority(c: dict | None) -> str:
     """"yes" (lower bound above -MARGIN), "no" (upper bound below -MARGIN: a loss larger than the
     margin is shown), "open" otherwise or when there is nothing to compare."""
-    if c is None:
+    if c is None or c.get("few_clips"):
         return "open"
     if c["ci95"][0] > -MARGIN:
         return "yes"

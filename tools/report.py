@@ -319,7 +319,7 @@ def _section_random(results: dict, decisions: dict, tasks: list[str]) -> list[st
                   f"{_fmt(_acc(results, RANDOM, t))} | {_diff(cmp)} | {VERDICT_TEXT[cmp['verdict']] if cmp else '—'} |")
     md += ["", "Each difference is paired: both students are probed on the same clips with the same folds, and "
                "clips are resampled together (a clip's frames as one unit). 'few' marks tasks with fewer than "
-               f"{decisions['min_clusters']} independent clips, whose intervals are rough."]
+               f"{decisions['min_clusters']} independent clips: their intervals are rough, and they stay open."]
     if vs["taught_tasks"]:
         md += ["", "Tasks some teacher beats random-init on (paired, decided): " + ", ".join(vs["taught_tasks"])
                + f". The claim that distillation wins on all of them is **{vs['claim']['status']}**."]

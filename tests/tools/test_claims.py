@@ -86,6 +86,7 @@ def test_a_boundary_loss_is_not_called_within_the_margin():
     assert claims.non_inferiority({"ci95": [-0.019, 0.01]}) == "yes"
     assert claims.non_inferiority({"ci95": [-0.08, -0.021]}) == "no"
     assert claims.non_inferiority(None) == "open"
+    assert claims.non_inferiority({"ci95": [0.0, 0.0], "few_clips": True}) == "open"
 
 
 def test_omega_comparison_is_open_when_the_evidence_is_thin():
@@ -96,4 +97,8 @@ def test_omega_comparison_is_open_when_the_evidence_is_thin():
     d = claims.decide(res, ["t"], ["float32"])
     om = d["omega10_vs_omega1"]
     assert om["claim"]["status"] == "open" and om["tasks"]["t"]["few_clips"]
+    same = {"probes": {"omega10-float32": [probe(a)], "omega1-float32": [probe(a)], "random": [probe(b)]}}
+    om = claims.decide(same, ["t"], ["float32"])["omega10_vs_omega1"]
+    assert om["tasks"]["t"]["ci95"] == [0.0, 0.0] and om["tasks"]["t"]["verdict"] == "open"  # 15 clips decide nothing
+    assert om["mean"]["verdict"] == "open" and om["claim"]["status"] == "open"
     assert d["distilled_vs_random"]["claim"]["status"] == "open"  # no teacher: nothing taught to compare on

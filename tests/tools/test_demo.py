@@ -44,6 +44,8 @@ def test_demo_writes_a_report_with_every_section(demo_run):
         png = out / "figures" / f"{fig}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert any(line.startswith("[6/6]") for line in lines) and str(report) in lines[-1]
+    for stage in ("corpus: ", "re-encoding", ": training ", "probed ", "deciding the claims"):  # no silent stage
+        assert any(stage in line for line in lines), stage
 
 
 def test_demo_results_are_measured_and_consistent(demo_run):
