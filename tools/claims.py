@@ -64,7 +64,17 @@ def comparison(a: Scores | None, b: Scores | None, seed: int) -> dict | None:
         return None
     r = printed(stats.paired_bootstrap(a, b, seed=seed))
     few = r.n_clusters < MIN_CLUSTERS  # a bootstrap over a handful of clips decides nothing
-    return r.to_json() | {"verdict": "open" if few else stats.verdict(r, MARGIN), "few_clips": few}
+    return r.to_json() | {"verdict": "open" if few else stats.verdict(r, MARGIN), "few_clips": few,
+                          "mcnemar_p": _mcnemar(*stats.align(a, b))}
+
+
+def _mcnemar(a: Scores, b: Scores) -> float | None:
+    """McNemar's exact p beside the bootstrap, where it applies: one 0/1 hit per independent item
+    (one seed, utterance task, no shared groups); None elsewhere."""
+    hits = np.concatenate([a.correct, b.correct])
+    if (a.total != 1).any() or not np.isin(hits, (0.0, 1.0)).all() or len(set(a.clusters)) < len(a.clusters):
+        return None
+    return round(stats.mcnemar_exact(a.correct, b.correct), 3)
 
 
 def compare_recipes(results: dict, a: str, b: str, tasks: list[str], seed: int = 0) -> dict:

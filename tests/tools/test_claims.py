@@ -50,6 +50,8 @@ def test_distilled_beats_random_where_a_teacher_does(results):
     assert vs["taught_tasks"] == ["pitch"] and vs["claim"]["status"] == "decided: yes"
     assert set(d["teacher_vs_random"]["teacher:whisper"]["tasks"]) == {"word"}  # paired on what it was probed on
     assert d["teacher_vs_random"]["teacher:whisper"]["tasks"]["word"]["verdict"] != "A better"
+    assert d["teacher_vs_random"]["teacher:fcpe"]["tasks"]["pitch"]["mcnemar_p"] < 0.001  # one seed, 0/1 hits
+    assert all(c["mcnemar_p"] is None for c in vs["tasks"].values())  # two seeds averaged: not 0/1 hits
 
 
 def test_seeds_are_averaged_and_their_spread_reported(results):
