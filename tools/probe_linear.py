@@ -52,10 +52,12 @@ def grouped_folds(n: int, k: int, seed: int, labels: np.ndarray | None = None, g
 
 
 def fold_parts(fold: np.ndarray, f: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices (train, val, test) of fold ``f``: the test fold, the next fold for validation (model
-    selection), the rest for training."""
-    test, val = np.flatnonzero(fold == f), np.flatnonzero(fold == (f + 1) % k)
-    train = np.flatnonzero((fold >= 0) & (fold != f) & (fold != (f + 1) % k))
+    """Indices (train, val, test) of fold ``f``: the test fold, the next non-empty fold for
+    validation (model selection), the rest for training."""
+    used = set(np.unique(fold[fold >= 0]).tolist())
+    v = next((g % k for g in range(f + 1, f + k) if g % k in used), f)
+    test, val = np.flatnonzero(fold == f), np.flatnonzero(fold == v) if v != f else np.zeros(0, np.int64)
+    train = np.flatnonzero((fold >= 0) & (fold != f) & (fold != v))
     return train, val, test
 
 

@@ -142,6 +142,12 @@ def test_folds_are_stratified_grouped_and_cover_every_kept_item():
     assert np.bincount(fold[fold >= 0]).tolist() == [7, 7, 7, 7, 7]
     assert (lin.grouped_folds(37, 5, seed=0, labels=labels, groups=groups) == fold).all()
     assert not (lin.grouped_folds(37, 5, seed=1, labels=labels, groups=groups) == fold).all()
+    # fewer groups than folds: empty folds are skipped, validation takes the next fold that has items
+    few = lin.grouped_folds(6, 5, seed=0, groups=np.array(list("xxyyzz")))
+    assert len(set(few.tolist())) == 3
+    for f in set(few.tolist()):
+        tr, va, te = lin.fold_parts(few, f, 5)
+        assert len(tr) == len(va) == len(te) == 2
     # a group labelled under two classes still keeps one fold
     shared = lin.grouped_folds(6, 3, seed=0, labels=np.array(list("aaabbb")), groups=np.array(list("xyzxyz")))
     assert all(shared[i] == shared[i + 3] for i in range(3))
