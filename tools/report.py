@@ -335,7 +335,8 @@ def _section_omega(results: dict, decisions: dict, tasks: list[str]) -> list[str
           "| task | omega = 10 | omega = 1 | difference [95 % CI], p | verdict |", "|---|---|---|---|---|"]
     for t in tasks:
         cmp = om["tasks"].get(t)
-        md.append(f"| {t} | {_fmt(_acc(results, MAIN, t))} | {_fmt(_acc(results, OMEGA1, t))}{_spread(results, OMEGA1, t)} | "
+        md.append(f"| {t} | {_fmt(_acc(results, MAIN, t))}{_spread(results, MAIN, t)} | "
+                  f"{_fmt(_acc(results, OMEGA1, t))}{_spread(results, OMEGA1, t)} | "
                   f"{_diff(cmp)} | {cmp['verdict'] if cmp else '—'} |")
     if om["mean"]:
         md.append(f"| **mean over tasks** | {mean_acc(results, MAIN, tasks):.3f} | {mean_acc(results, OMEGA1, tasks):.3f} | "

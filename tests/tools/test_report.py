@@ -88,7 +88,10 @@ def test_report_marks_every_claim_and_keeps_its_own_rules(results, tmp_path):
     mvq = next(r for r in rows if r.startswith("| mvq"))
     assert "| 0.18 | 3.70 |" in mvq  # codebooks counted: 0.18 b/v of codes, 3.70 with the codec state
     assert "int8-delta" in re.search(r"Default codec: \*\*(\S+)\*\*", text).group(1) or "int4-group" in text
-    assert "seeds: " in text  # the spread over the two omega = 10 seeds
+    omega_rows = text.split("## 2.")[1].split("## 3.")[0]
+    assert omega_rows.count("seeds: ") == len(TASKS)  # the two omega = 10 seeds' spread, in its own column
+    assert all(line.split(" | ")[1].count("seeds: ") == 1 for line in omega_rows.splitlines()
+               if line.startswith("| ") and line.split(" | ")[0][2:] in TASKS)
 
 
 def test_default_codec_is_the_fewest_bits_shown_to_lose_nothing(results):
