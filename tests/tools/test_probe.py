@@ -229,8 +229,10 @@ def test_cli_probe(manifest, monkeypatch):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout.strip().splitlines()[-1])
     assert doc["encoder"] == {"kind": "random-student", "value": "tiny"} and doc["tasks"]["band"]["accuracy"] >= 0.9
-    res = runner.invoke(cli_app(), ["probe", str(manifest), "--random-student", "tiny", "--layer", "0"])
+    res = runner.invoke(cli_app(), ["probe", str(manifest), "--random-student", "tiny", "--layer", "0", "--folds", "3"])
     assert res.exit_code == 0 and "band" in res.stdout and "95% CI" in res.stdout
+    row = next(line for line in res.stdout.splitlines() if line.startswith("band "))
+    assert row.split()[-2:] == ["45", "3"]  # every clip scored, 3 folds
 
 
 def test_cli_needs_exactly_one_encoder(manifest):
