@@ -247,14 +247,16 @@ def validate(model: Distiller, cfg: RunConfig, infos, shards: list[str], d: ddp.
     spec = loader_spec(cfg, model, infos, shards, d, online is not None)
     spec = dataclasses.replace(spec, accum=1, augment=None, seed=cfg.run.seed + 1)
     model.eval()
-    total, n = 0.0, 0
+    total, n, parts = 0.0, 0, {}
     for b in make_loader(spec, 0, 0, 0, 2, False):
         b = to_device(b, device)
         if online is not None:
             online.fill(b)
         with amp:
-            loss, _ = model(b, 1.0)
+            loss, logs = model(b, 1.0)
         total, n = total + float(loss), n + len(b["domains"])
+        for k, v in logs.items():  # unweighted per-target losses: comparable across weightings
+            parts.setdefault(k, []).append(v)
     model.train()
     mean = ddp.all_reduce_mean(total, d, device) / max(1, ddp.all_reduce_mean(float(n), d, device))
-    return {"loss": mean}
+    return {"loss": mean, **{k: float(np.mean(v)) for k, v in parts.items()}}

@@ -9,9 +9,10 @@
 3. extract every teacher once into a float32 bank, compute its per-layer statistics, and re-encode
    it with int8 / 4-bit / vector-quantized codecs;
 4. train the same small student from each bank (domain-aware, omega = 10), once more with
-   omega = 1 (plain multi-teacher), and a short pair of runs from the bank and with the teachers
-   online on the same crops;
-5. probe every student, a randomly initialized one and each teacher with linear probes;
+   omega = 1 (plain multi-teacher) - each for ``seeds`` student seeds - and a short pair of runs
+   from the bank and with the teachers online on the same crops;
+5. probe every student, randomly initialized ones and each teacher with cross-validated linear
+   probes, and decide the claims with paired tests (``tools/demo/claims.py``);
 6. write ``report.md`` with plots (``tools/demo/report.py``).
 
 Every stage's numbers go to ``results.json``; the report is rendered from it.
@@ -20,6 +21,8 @@ Every stage's numbers go to ``results.json``; the report is rendered from it.
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
 import shutil
 import time
@@ -60,6 +63,36 @@ class DemoConfig:
     shard_minutes: float = 1.0
     fit_frames: int = 8000  # frames a fitted codec (VQ, int8-delta) is fitted on, per layer
     probe_seed: int = 0
+    probe_folds: int = 5
+    seeds: int = 1  # student seeds per compared recipe (3+ for claims that must hold across seeds)
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1 or self.steps < 1 or self.minutes <= 0 or self.probe_folds < 2:
+            raise ValueError(f"demo: seeds and steps must be 1+, minutes > 0, probe_folds 2+ "
+                             f"(got seeds={self.seeds}, steps={self.steps}, minutes={self.minutes:g}, "
+                             f"probe_folds={self.probe_folds})")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def set_threads(cores: int) -> int:
+    """torch's intra-op threads to the usable cores (its default counts the machine's); one
+    data-loader worker beside them when there are 2+ cores. Returns the loader workers."""
+    torch.set_num_threads(cores)
+    return 1 if cores >= 2 else 0
 
 
 @dataclass
@@ -151,14 +184,14 @@ def segment_id_of(record: dict) -> str:
     return make_segment_id(record["id"], 0.0, None)
 
 
-def extract_bank(manifest: Path, spec: Path, bank: Path, cfg: DemoConfig, say: Say) -> dict:
+def extract_bank(manifest: Path, spec: Path, bank: Path, cfg: DemoConfig, say: Say, workers: int = 1) -> dict:
     from audistill.extract.run import ExtractConfig, extract
     from audistill.extract.spec import load_teacher_specs
 
     specs = load_teacher_specs(spec)
     # WebDataset: the layout the trainer reads fastest (whole short segments per member)
     ecfg = ExtractConfig(layout="webdataset", device=cfg.device, shard_seconds=cfg.shard_minutes * 60,
-                         batch_seconds=60.0, loader_workers=1, max_failed=0.05)
+                         batch_seconds=60.0, loader_workers=workers, max_failed=0.05)
     summary = extract([str(manifest)], specs, str(bank), ecfg, progress_factory=_extract_progress(say))
     if summary.failed:
         say(f"  {summary.failed} segment(s) failed; see {bank}/errors.jsonl")
@@ -186,15 +219,27 @@ def make_codec_banks(f32: Path, out: Path, codecs: tuple, fit_frames: int, say: 
     from audistill.shards.copy import recode_bank
 
     banks = {"float32": f32}
+    n_shards = len(Bank.open(str(f32)).catalog.shards)
     for name in codecs:
         if name == "float32":
             continue
         dst = out / f"bank-{name}"
         if not (dst / "bank.json").exists() or not Bank.open(str(dst)).catalog.shards:
-            say(f"re-encoding the float32 bank as {name}")
-            recode_bank(str(f32), str(dst), name, fit_frames=fit_frames)
+            say(f"  re-encoding the float32 bank as {name} ({n_shards} shards)")
+            recode_bank(str(f32), str(dst), name, fit_frames=fit_frames, progress=_every_fifth(say, name, n_shards))
         banks[name] = dst
     return banks
+
+
+def _every_fifth(say: Say, what: str, total: int) -> Callable[[str], None]:
+    """A per-shard progress callback that speaks about five times in all."""
+    done = [0]
+
+    def step(_shard: str) -> None:
+        done[0] += 1
+        if done[0] == total or done[0] % max(1, total // 5) == 0:
+            say(f"    {what}: {done[0]}/{total} shards")
+    return step
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -238,6 +283,7 @@ def run_training(raw: dict, say: Say, label: str) -> dict:
 
     cfg = from_dict(raw)
     shutil.rmtree(cfg.run_dir, ignore_errors=True)  # every demo run trains from scratch
+    say(f"  {label}: training {cfg.optim.max_steps} steps ...")
     t0 = time.perf_counter()
     res = train(cfg)
     wall = time.perf_counter() - t0
@@ -296,7 +342,7 @@ class BankTeacher:
         raise RuntimeError(f"teacher {self.name!r} features must come from the bank")
 
 
-def bank_teacher_probe(bank_root: Path, teacher: str, manifest: Path, seed: int) -> dict:
+def bank_teacher_probe(bank_root: Path, teacher: str, manifest: Path, seed: int, folds: int = 5) -> dict:
     """Probe a teacher on every task whose clips it covered at extraction (features from the bank)."""
     from audistill.shards.reader import BankReader
     from audistill.tools.probe.probes import (
@@ -323,7 +369,7 @@ def bank_teacher_probe(bank_root: Path, teacher: str, manifest: Path, seed: int)
     tasks = manifest_tasks(records, manifest.parent / "tasks.json")
     covered = [name for name, task in tasks.items()
                if all(r["id"] in cache.pooled for r in records if _has_task(r, task))]
-    res = probe_manifest(enc, manifest, tasks=covered, seed=seed, cache=cache) if covered else {"tasks": {}}
+    res = probe_manifest(enc, manifest, tasks=covered, seed=seed, folds=folds, cache=cache) if covered else {"tasks": {}}
     res["skipped_tasks"] = sorted(set(tasks) - set(covered))
     return res
 
@@ -332,12 +378,23 @@ def _has_task(rec: dict, task) -> bool:
     return task.key in (rec["labels"] if task.level == "utterance" else rec["frame_labels"])
 
 
-def probe_student(path: Path | None, manifest: Path, cfg: DemoConfig) -> dict:
+def probe_student(path: Path | None, manifest: Path, cfg: DemoConfig, seed: int, say: Say, label: str) -> dict:
+    """Probe a trained student (``path``) or, with None, a randomly initialized one (``seed``)."""
     from audistill.tools.probe.probes import probe_manifest
     from audistill.train.export import load_student, random_student
 
-    enc = random_student(cfg.student, seed=cfg.seed + 1) if path is None else load_student(path)
-    return probe_manifest(enc, manifest, seed=cfg.probe_seed)
+    enc = random_student(cfg.student, seed=seed) if path is None else load_student(path)
+    t0 = time.perf_counter()
+    res = probe_manifest(enc, manifest, seed=cfg.probe_seed, folds=cfg.probe_folds, progress=_probe_progress(say, label))
+    say(f"  probed {label} in {time.perf_counter() - t0:.0f} s")
+    return res
+
+
+def _probe_progress(say: Say, label: str) -> Callable[[str, int, int], None]:
+    def show(stage: str, i: int, n: int) -> None:
+        if stage == "features" and i % max(1, n // 4) == 0:
+            say(f"    {label}: features {i}/{n} clips")
+    return show
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -346,19 +403,23 @@ def probe_student(path: Path | None, manifest: Path, cfg: DemoConfig) -> dict:
 def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) -> Path:
     """Run everything into ``out``; returns the report's path. Re-running reuses finished stages."""
     from audistill.shards.stats import compute_stats
+    from audistill.tools.demo.bank_sizes import bank_sizes
     from audistill.tools.demo.corpus import build_demo_corpus
-    from audistill.train.sizes import student_config
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    cores = usable_cores()
+    workers = set_threads(cores)
     torch.manual_seed(cfg.seed)
-    timer, results, notes = Timer(), {"config": asdict(cfg)}, []
+    timer, results, notes = Timer(), {"config": asdict(cfg) | {"cores": cores}}, []
     t_start = time.perf_counter()
+    say(f"using {cores} CPU core(s): {torch.get_num_threads()} torch threads, {workers} loader worker(s)")
 
     corpus = out / "corpus"
     if not (corpus / "manifest.jsonl").exists():
         say(f"[1/6] building the demo corpus ({cfg.minutes:g} min of speech, music and sound)")
-        info = timer.run("corpus", build_demo_corpus, corpus, minutes=cfg.minutes, seed=cfg.seed)
+        info = timer.run("corpus", build_demo_corpus, corpus, minutes=cfg.minutes, seed=cfg.seed,
+                         progress=lambda stage, i, n: say(f"  corpus: {stage} ({i}/{n})"))
         for fb in info.fallbacks:
             say(f"  fallback: {fb}")
     tasks_meta = json.loads((corpus / "tasks.json").read_text())
@@ -371,16 +432,8 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     notes += tnotes
 
     say("[3/6] extracting every teacher once into a float32 bank")
-    manifest = shuffled_manifest(corpus, cfg.seed)
-    f32 = out / "bank-float32"
-    summary_file = out / "extract_summary.json"
-    if summary_file.exists() and (f32 / "bank.json").exists():
-        say("  (the bank is already there: reusing it)")
-        results["extract"] = json.loads(summary_file.read_text())
-    else:
-        shutil.rmtree(f32, ignore_errors=True)
-        results["extract"] = timer.run("extract", extract_bank, manifest, spec, f32, cfg, say)
-        summary_file.write_text(json.dumps(results["extract"], default=_json_default))
+    f32 = _float32_bank(out, corpus, spec, cfg, say, workers, timer, results)
+    say("  per-layer statistics and a verification of the float32 bank")
     timer.run("stats", compute_stats, str(f32))
     report = verify_bank(str(f32))
     if not report.ok:
@@ -389,29 +442,79 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     for name, root in banks.items():
         if name != "float32":
             compute_stats(str(root))
-    results["banks"] = {name: bank_info(str(root)) for name, root in banks.items()}
+    results["banks"] = {name: bank_info(str(root)) | {"sizes": bank_sizes(str(root))} for name, root in banks.items()}
 
-    say("[4/6] training students from the banks (no teacher loaded)")
-    bank = Bank.open(str(f32))
-    depth = student_config(cfg.student).depth
-    maps = teacher_maps(bank, depth)
-    shards = sorted(bank.catalog.shards)
-    val_shard = shards[-1]
-    runs_dir = out / "runs"
-    base = train_config(f32, runs_dir, "omega10-float32", [], val_shard, cfg)
-    base["teachers"] = maps
-    runs, raws = {}, {}
+    say(f"[4/6] training students from the banks (no teacher loaded), {cfg.seeds} seed(s) per recipe")
     t0 = time.perf_counter()
-    for name in cfg.codecs:
-        raw = json.loads(json.dumps(base))
-        raw["run"]["name"] = f"omega10-{name}"
-        raw["bank"]["root"] = str(banks[name])
-        raws[f"omega10-{name}"] = raw
-        runs[f"omega10-{name}"] = run_training(raw, say, f"omega=10, {name} bank")
-    raw = json.loads(json.dumps(base))
-    raw["run"]["name"], raw["distill"]["omega"] = "omega1-float32", 1.0
-    raws["omega1-float32"] = raw
-    runs["omega1-float32"] = run_training(raw, say, "omega=1 (plain multi-teacher), float32 bank")
+    runs, raws = train_students(f32, banks, spec, out / "runs", cfg, workers, say)
+    timer.stages["train"] = round(time.perf_counter() - t0, 2)
+    say("  validation of every codec's students against the float32 targets")
+    results["float32_val"] = {c: [validate_on(raw, checkpoint_of(run["run_dir"]), f32)
+                                  for raw, run in zip(raws[f"omega10-{c}"], runs[f"omega10-{c}"], strict=True)]
+                              for c in cfg.codecs}
+    results["runs"] = runs
+
+    say("[5/6] probing: distilled students, random students, and each teacher")
+    t0 = time.perf_counter()
+    results["probes"] = probe_all(runs, f32, corpus / "manifest.jsonl", cfg, say)
+    timer.stages["probe"] = round(time.perf_counter() - t0, 2)
+    say("  deciding the claims (paired bootstrap over clips)")
+    from audistill.tools.demo.claims import decide
+    from audistill.tools.demo.report import tasks_of, write_report
+
+    results["claims"] = decide(results, tasks_of(results), list(cfg.codecs), seed=cfg.probe_seed)
+    if cfg.seeds == 1:
+        notes.append("one student seed per recipe: the claims hold for this seed; the spread over seeds is not "
+                     "measured (run with --seeds 3 for that)")
+
+    say("[6/6] writing the report")
+    results["notes"] = notes
+    results["stages_s"] = timer.stages
+    results["total_s"] = round(time.perf_counter() - t_start, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    path = write_report(out, results)
+    say(f"done in {results['total_s'] / 60:.1f} min: report at {path}")
+    return path
+
+
+def _float32_bank(out: Path, corpus: Path, spec: Path, cfg: DemoConfig, say: Say, workers: int, timer: Timer,
+                  results: dict) -> Path:
+    manifest = shuffled_manifest(corpus, cfg.seed)
+    f32 = out / "bank-float32"
+    summary_file = out / "extract_summary.json"
+    if summary_file.exists() and (f32 / "bank.json").exists():
+        say("  (the bank is already there: reusing it)")
+        results["extract"] = json.loads(summary_file.read_text())
+    else:
+        shutil.rmtree(f32, ignore_errors=True)
+        results["extract"] = timer.run("extract", extract_bank, manifest, spec, f32, cfg, say, workers)
+        summary_file.write_text(json.dumps(results["extract"], default=_json_default))
+    return f32
+
+
+def train_students(f32: Path, banks: dict[str, Path], spec: Path, runs_dir: Path, cfg: DemoConfig, workers: int,
+                   say: Say) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """Every recipe for every student seed (omega = 10 from each bank, omega = 1 from float32),
+    then the cached-vs-online pair (first seed). Returns runs and their configs, per recipe a
+    list over seeds."""
+    from audistill.train.sizes import student_config
+
+    bank = Bank.open(str(f32))
+    base = train_config(f32, runs_dir, "omega10-float32", [], sorted(bank.catalog.shards)[-1], cfg,
+                        **{"data.num_workers": workers})
+    base["teachers"] = teacher_maps(bank, student_config(cfg.student).depth)
+    recipes = [(f"omega10-{c}", banks[c], 10.0, f"omega=10, {c} bank") for c in cfg.codecs]
+    recipes.append(("omega1-float32", f32, 1.0, "omega=1 (plain multi-teacher), float32 bank"))
+    runs: dict[str, list[dict]] = {}
+    raws: dict[str, list[dict]] = {}
+    for k in range(cfg.seeds):
+        seed = cfg.seed + k
+        for name, root, omega, label in recipes:
+            raw = json.loads(json.dumps(base))
+            raw["run"].update({"name": f"{name}-s{seed}", "seed": seed})
+            raw["bank"]["root"], raw["distill"]["omega"] = str(root), omega
+            raws.setdefault(name, []).append(raw)
+            runs.setdefault(name, []).append(run_training(raw, say, f"{label}, seed {seed}"))
     for mode in ("cached", "online"):
         raw = json.loads(json.dumps(base))
         raw["run"]["name"] = f"pair-{mode}"
@@ -420,34 +523,23 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
         raw["log"].update({"every": 1, "val_every": 10**9, "ckpt_every": 10**9})
         if mode == "online":
             raw["run"]["online_teachers"] = str(spec)
-        runs[f"pair-{mode}"] = run_training(raw, say, f"{cfg.online_steps} steps, teachers {mode}")
-    timer.stages["train"] = round(time.perf_counter() - t0, 2)
-    say("  validation of every codec's student against the float32 targets")
-    results["float32_val"] = {name: validate_on(raws[f"omega10-{name}"], checkpoint_of(runs[f"omega10-{name}"]["run_dir"]), f32)
-                              for name in cfg.codecs}
-    results["runs"] = {k: {kk: vv for kk, vv in v.items() if kk != "log"} | {"log": v["log"]} for k, v in runs.items()}
+        runs[f"pair-{mode}"] = [run_training(raw, say, f"{cfg.online_steps} steps, teachers {mode}")]
+    return runs, raws
 
-    say("[5/6] probing: distilled students, a random student, and each teacher")
-    t0 = time.perf_counter()
-    probes = {}
+
+def probe_all(runs: dict[str, list[dict]], f32: Path, manifest: Path, cfg: DemoConfig, say: Say) -> dict[str, list[dict]]:
+    """Per recipe, one probe result per student seed; random-init students, one per seed; each
+    teacher once (its features come from the bank)."""
+    probes: dict[str, list[dict]] = {}
     for key in [f"omega10-{c}" for c in cfg.codecs] + ["omega1-float32"]:
-        probes[key] = probe_student(checkpoint_of(runs[key]["run_dir"]), corpus / "manifest.jsonl", cfg)
-    probes["random"] = probe_student(None, corpus / "manifest.jsonl", cfg)
-    for teacher in sorted(bank.catalog.teachers):
-        probes[f"teacher:{teacher}"] = bank_teacher_probe(f32, teacher, corpus / "manifest.jsonl", cfg.probe_seed)
-    timer.stages["probe"] = round(time.perf_counter() - t0, 2)
-    results["probes"] = probes
-
-    say("[6/6] writing the report")
-    results["notes"] = notes
-    results["stages_s"] = timer.stages
-    results["total_s"] = round(time.perf_counter() - t_start, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
-    from audistill.tools.demo.report import write_report
-
-    path = write_report(out, results)
-    say(f"done in {results['total_s'] / 60:.1f} min: report at {path}")
-    return path
+        probes[key] = [probe_student(checkpoint_of(r["run_dir"]), manifest, cfg, 0, say, f"{key} seed {k}")
+                       for k, r in enumerate(runs[key])]
+    probes["random"] = [probe_student(None, manifest, cfg, cfg.seed + k + 1, say, f"random init {k}")
+                        for k in range(cfg.seeds)]
+    for teacher in sorted(Bank.open(str(f32)).catalog.teachers):
+        say(f"  probing teacher {teacher} from the bank")
+        probes[f"teacher:{teacher}"] = [bank_teacher_probe(f32, teacher, manifest, cfg.probe_seed, cfg.probe_folds)]
+    return probes
 
 
 def _json_default(o):
@@ -465,20 +557,40 @@ def register(app) -> None:
     @app.command("demo")
     def demo(
         out: Annotated[Path, typer.Option("--out", help="Output folder (reused: finished stages are kept).")] = Path("demo_out"),
-        minutes: Annotated[float, typer.Option(help="Corpus size in minutes of audio.")] = DemoConfig.minutes,
-        steps: Annotated[int, typer.Option(help="Training steps per student.")] = DemoConfig.steps,
-        student: Annotated[str, typer.Option(help="Student size.")] = DemoConfig.student,
-        device: Annotated[str, typer.Option(help="torch device.")] = DemoConfig.device,
-        quick: Annotated[bool, typer.Option("--quick", help="A much shorter run (tests, smoke checks).")] = False,
+        minutes: Annotated[float | None, typer.Option(help=f"Corpus size in minutes of audio [default: {DemoConfig.minutes:g}; --quick: {QUICK['minutes']:g}].")] = None,
+        steps: Annotated[int | None, typer.Option(help=f"Training steps per student [default: {DemoConfig.steps}; --quick: {QUICK['steps']}].")] = None,
+        student: Annotated[str | None, typer.Option(help=f"Student size [default: {DemoConfig.student}; --quick: {QUICK['student']}].")] = None,
+        device: Annotated[str | None, typer.Option(help="torch device [default: cpu].")] = None,
+        seeds: Annotated[int | None, typer.Option(help="Student seeds per compared recipe (3+ to measure the spread) [default: 1].")] = None,
+        quick: Annotated[bool, typer.Option("--quick", help="A much shorter run (tests, smoke checks); the options above still apply.")] = False,
     ) -> None:
         """The main job on a built-in example: corpus -> real teachers -> bank -> students -> probes -> report."""
         console = Console(width=None if Console().is_terminal else 140)
-        cfg = quick_config() if quick else DemoConfig(minutes=minutes, steps=steps, student=student, device=device)
+        given = {k: v for k, v in (("minutes", minutes), ("steps", steps), ("student", student), ("device", device),
+                                   ("seeds", seeds)) if v is not None}
+        try:
+            cfg = demo_config(quick, **given)
+        except ValueError as e:
+            typer.echo(f"audistill: error: {e}", err=True)
+            raise typer.Exit(2) from None
         path = run_demo(out, cfg, say=lambda m: console.print(m, highlight=False))
         console.print(f"[bold]report: {path}[/]")
 
 
-def quick_config() -> DemoConfig:
-    """A run of a minute or two: the whole pipeline, tiny numbers."""
-    return DemoConfig(minutes=1.0, steps=10, batch_seconds=12.0, online_steps=2, shard_minutes=0.5, student="tiny",
-                      fit_frames=2000)
+# A run of a few minutes: the whole pipeline, tiny numbers.
+QUICK = {"minutes": 1.0, "steps": 10, "batch_seconds": 12.0, "online_steps": 2, "shard_minutes": 0.5,
+         "student": "tiny", "fit_frames": 2000, "probe_folds": 3}
+
+
+def demo_config(quick: bool = False, **over) -> DemoConfig:
+    """The default profile, or with ``quick`` the short one; options given explicitly apply to
+    either (a ValueError names a bad one)."""
+    unknown = sorted(set(over) - {f for f in DemoConfig.__dataclass_fields__})
+    if unknown:
+        raise ValueError(f"demo: unknown option(s) {unknown}")
+    return DemoConfig(**((QUICK if quick else {}) | over))
+
+
+def quick_config(**over) -> DemoConfig:
+    """The short profile (tests, smoke checks)."""
+    return demo_config(True, **over)

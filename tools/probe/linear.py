@@ -1,10 +1,10 @@
-"""Linear probes on frozen features: splits, frame targets, the classifier, confidence intervals.
+"""Linear probes on frozen features: cross-validation folds, frame targets, the classifier, confidence intervals.
 
 Features come as ``(N, L, D)`` tensors (N items, L layers, D dims). The classifier standardizes
-each layer on the training split, mixes the layers with learned softmax weights (SUPERB) or
+each layer on the training folds, mixes the layers with learned softmax weights (SUPERB) or
 uses the one layer given, and is one linear map trained full-batch with AdamW. Weight decay and
-the stopping step are picked on the validation split. Zero initialization and full batches make
-training deterministic: the seed only decides the splits (and bootstrap resamples).
+the stopping step are picked on the validation fold. Zero initialization and full batches make
+training deterministic: the seed only decides the folds (and bootstrap resamples).
 """
 
 from __future__ import annotations
@@ -17,54 +17,48 @@ import torch
 import torch.nn.functional as F
 
 WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1, 1.0)
-FRACTIONS = (0.6, 0.2, 0.2)  # train, validation, test
 
 
 # ---------------------------------------------------------------------------------------------
 # Splits
 
 
-def stratified_split(labels: np.ndarray, seed: int, fractions: tuple[float, float, float] = FRACTIONS,
-                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices (train, val, test), stratified by label. With ``groups``, items of one group (variants
-    of one recording) land in one split. Each class with 3+ groups (items when no groups) gets at
-    least one in every split; classes with fewer than 3 items are left out of all three, and a
-    class with 3+ items but fewer than 3 groups is split by item."""
-    labels = np.asarray(labels)
-    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+def grouped_folds(n: int, k: int, seed: int, labels: np.ndarray | None = None, groups: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """(n,) fold index in [0, k) of each item, or -1 for an item left out. Items of one group
+    (variants of one recording, clips of one source) share a fold. With ``labels`` the folds are
+    stratified: each class's groups are dealt round-robin over the folds (from a running offset,
+    so fold sizes stay even); a class with fewer than 3 items is left out, and one with 3+ items
+    but fewer than 3 groups is dealt by item."""
+    if k < 2:
+        raise ValueError(f"need 2+ folds, got {k}")
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels)
     rng = np.random.default_rng(seed)
-    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
+    fold = np.full(n, -1, dtype=np.int64)
+    offset, seen = 0, {}  # group -> fold: a group met under an earlier class keeps its fold
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         if len(idx) < 3:
             continue
-        g = groups[idx] if len(np.unique(groups[idx])) >= 3 else np.arange(len(idx))
-        members = {k: idx[g == k] for k in np.unique(g)}
-        order = rng.permutation(len(members))
-        keys = [list(members)[i] for i in order]
-        want = (max(1, int(round(len(idx) * fractions[2]))), max(1, int(round(len(idx) * fractions[1]))))
-        left = len(keys)
-        for part, target in ((2, want[0]), (1, want[1])):
-            taken = 0
-            while keys and taken < target and left > (2 if part == 2 else 1):
-                m = members[keys.pop(0)]
-                parts[part].extend(m)
-                taken += len(m)
-                left -= 1
-        for k in keys:
-            parts[0].extend(members[k])
-    return tuple(np.sort(np.asarray(p, dtype=np.int64)) for p in parts)  # type: ignore[return-value]
+        by_group = len(np.unique(groups[idx])) >= 3
+        g = groups[idx] if by_group else np.arange(len(idx))
+        keys = np.unique(g)
+        for j, key in enumerate(keys[rng.permutation(len(keys))]):
+            f = seen.setdefault(key, (offset + j) % k) if by_group else (offset + j) % k
+            fold[idx[g == key]] = f
+        offset += len(keys)
+    return fold
 
 
-def random_split(n: int, seed: int, fractions: tuple[float, float, float] = FRACTIONS
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices (train, val, test) of n items (n >= 3), each split non-empty."""
-    if n < 3:
-        raise ValueError(f"need at least 3 items to split, got {n}")
-    idx = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, int(round(n * fractions[2])))
-    n_val = min(max(1, int(round(n * fractions[1]))), n - n_test - 1)
-    return np.sort(idx[n_test + n_val :]), np.sort(idx[n_test : n_test + n_val]), np.sort(idx[:n_test])
+def fold_parts(fold: np.ndarray, f: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices (train, val, test) of fold ``f``: the test fold, the next non-empty fold for
+    validation (model selection), the rest for training."""
+    used = set(np.unique(fold[fold >= 0]).tolist())
+    v = next((g % k for g in range(f + 1, f + k) if g % k in used), f)
+    test, val = np.flatnonzero(fold == f), np.flatnonzero(fold == v) if v != f else np.zeros(0, np.int64)
+    train = np.flatnonzero((fold >= 0) & (fold != f) & (fold != v))
+    return train, val, test
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Frozen encoder -> linear probes (HEAR / SUPERB style) on a labeled manifest.
 
 ``probe_manifest(encoder, manifest)`` extracts every clip's per-layer features once (kept in
-memory), then for each task splits the clips (stratified, by seed) into train / validation /
-test, trains a linear classifier on one layer or on a learned softmax-weighted sum of all layers,
-and reports test accuracy with a 95 % confidence interval and the chance level.
+memory), then for each task deals the clips (stratified, by seed, a recording's variants and a
+clip's frames together) into k folds; each fold is predicted by a linear classifier - on one
+layer or on a learned softmax-weighted sum of all layers - trained on k-2 folds and selected on
+the remaining one. It reports the accuracy over every labelled item with a 95 % confidence
+interval, the chance level, and each item's hits (for paired comparisons, ``tools/probe/stats.py``).
 
 Manifest format: see ``audistill.tools.demo.corpus`` (``labels`` for utterance tasks, ``frame_labels``
 for frame tasks; a ``tasks.json`` beside the manifest names the tasks, else they are inferred:
@@ -150,28 +152,64 @@ def _select(x: torch.Tensor, layer: str | int, num_layers: int) -> torch.Tensor:
 # Probes
 
 
-def probe_utterance(x: torch.Tensor, labels: list[str], *, groups: list[str] | None = None, seed: int = 0,
-                    **fit) -> dict:
-    """Utterance-level probe on pooled features x (N, L, D) with one label per item; items that
-    share a group (variants of one recording) stay in one split."""
+FOLDS = 5
+
+
+def probe_utterance(x: torch.Tensor, labels: list[str], *, groups: list[str] | None = None,
+                    ids: list[str] | None = None, seed: int = 0, folds: int = FOLDS, **fit) -> dict:
+    """Utterance-level probe on pooled features x (N, L, D) with one label per item, k-fold
+    cross-validated: every kept item is predicted once, by a probe that never saw it (nor any
+    item of its group: variants of one recording share a fold). Each fold's probe is trained on
+    k-2 folds and selected on the next fold. Returns the accuracy over all items, its interval,
+    the chance level and the per-item hits (``items``) for paired comparisons."""
     y_all = np.asarray(labels)
-    tr, va, te = lin.stratified_split(y_all, seed, groups=None if groups is None else np.asarray(groups))
-    classes = sorted(set(y_all[tr]))
+    n = len(y_all)
+    groups_arr = np.asarray(groups) if groups is not None else np.asarray([str(i) for i in range(n)])
+    fold = lin.grouped_folds(n, folds, seed, labels=y_all, groups=groups_arr)
+    kept = np.flatnonzero(fold >= 0)
+    classes = sorted(set(y_all[kept]))
     if len(classes) < 2:
         raise ProbeError("need 2+ labels with 3+ clips each")
     index = {c: i for i, c in enumerate(classes)}
-    y = torch.tensor([index[v] for v in y_all[np.concatenate([tr, va, te])]])
-    ytr, yva, yte = y[: len(tr)], y[len(tr) : len(tr) + len(va)], y[len(tr) + len(va) :]
-    probe, info = lin.fit_probe(x[tr], ytr, x[va], yva, len(classes), **fit)
-    correct = int((probe.predict(x[te]) == yte).sum())
-    majority = int(torch.bincount(ytr, minlength=len(classes)).argmax())
-    lo, hi = lin.wilson_interval(correct, len(te))
+    y = torch.tensor([index.get(v, -1) for v in y_all])
+    hits, base, infos = np.zeros(n), np.zeros(n), []
+    for f in range(folds):
+        tr, va, te = lin.fold_parts(fold, f, folds)
+        if len(te) == 0:
+            continue
+        if len(tr) == 0 or len(va) == 0:
+            raise ProbeError(f"fold {f} has no training or validation items ({len(kept)} items, {folds} folds)")
+        probe, info = lin.fit_probe(x[tr], y[tr], x[va], y[va], len(classes), **fit)
+        hits[te] = (probe.predict(x[te]) == y[te]).numpy()
+        base[te] = (y[te] == int(torch.bincount(y[tr], minlength=len(classes)).argmax())).numpy()
+        infos.append(info | {"layer_weights": probe.layer_weights()})
+    correct, total = int(hits[kept].sum()), len(kept)
+    if len(set(groups_arr[kept])) < total:  # variants of one recording are not independent items
+        lo, hi = lin.cluster_bootstrap_interval(*_by_cluster(hits[kept], np.ones(total), groups_arr[kept]), seed)
+        method = "group bootstrap"
+    else:
+        (lo, hi), method = lin.wilson_interval(correct, total), "wilson"
+    item_ids = [str(i) for i in range(n)] if ids is None else list(ids)
     return {
-        "level": "utterance", "accuracy": correct / len(te), "ci95": [lo, hi], "ci_method": "wilson",
-        "chance": float((yte == majority).float().mean()), "n_classes": len(classes),
-        "n_train": len(tr), "n_val": len(va), "n_test": len(te),
-        "dropped_labels": sorted(set(y_all) - set(classes)), **info, "layer_weights": probe.layer_weights(),
+        "level": "utterance", "accuracy": correct / total, "ci95": [lo, hi], "ci_method": method,
+        "chance": float(base[kept].mean()), "n_classes": len(classes), "folds": folds, "n_items": total,
+        "n_test": total, "dropped_labels": sorted(set(y_all) - set(classes)), **_fold_summary(infos),
+        "items": {"ids": [item_ids[i] for i in kept], "correct": hits[kept].tolist(), "total": [1.0] * total,
+                  "clusters": [str(g) for g in groups_arr[kept]]},
     }
+
+
+def _by_cluster(correct: np.ndarray, total: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sums of correct and total."""
+    _, inv = np.unique(clusters, return_inverse=True)
+    return np.bincount(inv, correct), np.bincount(inv, total)
+
+
+def _fold_summary(infos: list[dict]) -> dict:
+    """What the folds' probes chose: weight decays, validation accuracy, mean layer weights."""
+    return {"weight_decay": [i["weight_decay"] for i in infos],
+            "val_accuracy": float(np.mean([i["val_accuracy"] for i in infos])),
+            "layer_weights": np.mean([i["layer_weights"] for i in infos], 0).tolist()}
 
 
 MAX_TRAIN_FRAMES = 2000  # neighbouring frames are nearly copies: a seeded subset trains as well
@@ -185,48 +223,68 @@ def _subset(x: torch.Tensor, y: torch.Tensor, cap: int, seed: int) -> tuple[torc
     return x[keep], y[keep]
 
 
-def probe_frames(feats: list[torch.Tensor], targets: list[np.ndarray], n_classes: int, *, seed: int = 0, **fit) -> dict:
-    """Frame-level probe: clips split by seed; frames labelled -1 are not used; CI by clip bootstrap.
-    Training and validation use at most MAX_TRAIN_FRAMES / MAX_VAL_FRAMES frames (seeded subset);
-    every test frame is scored.
+def probe_frames(feats: list[torch.Tensor], targets: list[np.ndarray], n_classes: int, *, seed: int = 0,
+                 ids: list[str] | None = None, groups: list[str] | None = None, folds: int = FOLDS, **fit) -> dict:
+    """Frame-level probe, k-fold cross-validated over clips (a clip's frames, and clips of one
+    group, share a fold, so no frame is scored by a probe that trained on its neighbours); frames
+    labelled -1 are not used; the interval is a bootstrap over clips. Training and validation use
+    at most MAX_TRAIN_FRAMES / MAX_VAL_FRAMES frames per fold (seeded subset); every labelled frame
+    of every clip is scored once.
 
     feats: per clip (L, T, D); targets: per clip (T,) class index or -1.
     """
-    tr, va, te = lin.random_split(len(feats), seed)
+    n = len(feats)
+    folds = min(folds, n)
+    if folds < 3:
+        raise ProbeError(f"need 3+ clips for a frame probe, have {n}")
+    clip_ids = [str(i) for i in range(n)] if ids is None else list(ids)
+    groups_arr = np.asarray(clip_ids if groups is None else list(groups))
+    fold = lin.grouped_folds(n, folds, seed, groups=groups_arr)
+    keep = [torch.from_numpy(t >= 0) for t in targets]
+    sizes = np.asarray([int(k.sum()) for k in keep], dtype=np.float64)
 
-    def stack(ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        xs, ys, sizes = [], [], []
-        for i in ids:
-            keep = torch.from_numpy(targets[i] >= 0)
-            xs.append(feats[i].transpose(0, 1)[keep])  # (T', L, D)
-            ys.append(torch.from_numpy(targets[i])[keep])
-            sizes.append(int(keep.sum()))
-        return torch.cat(xs), torch.cat(ys), np.asarray(sizes)
+    def stack(clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = [feats[i].transpose(0, 1)[keep[i]] for i in clips]  # (T', L, D) each
+        ys = [torch.from_numpy(targets[i])[keep[i]] for i in clips]
+        return torch.cat(xs), torch.cat(ys)
 
-    (xtr, ytr, _), (xva, yva, _), (xte, yte, sizes) = stack(tr), stack(va), stack(te)
-    if len(ytr) == 0 or len(yva) == 0 or len(yte) == 0:
-        raise ProbeError("a split has no labelled frames")
-    n_train_frames = len(ytr)
-    xtr, ytr = _subset(xtr, ytr, MAX_TRAIN_FRAMES, seed)
-    xva, yva = _subset(xva, yva, MAX_VAL_FRAMES, seed + 1)
-    probe, info = lin.fit_probe(xtr, ytr, xva, yva, n_classes, **fit)
-    hit = (probe.predict(xte) == yte).numpy()
-    per_clip = np.array([c.sum() for c in np.split(hit, np.cumsum(sizes)[:-1])], dtype=np.float64)
-    lo, hi = lin.cluster_bootstrap_interval(per_clip, sizes.astype(np.float64), seed)
-    majority = int(torch.bincount(ytr, minlength=n_classes).argmax())
+    correct, base, infos, n_train_frames = np.zeros(n), np.zeros(n), [], []
+    for f in range(folds):
+        tr, va, te = lin.fold_parts(fold, f, folds)
+        if len(te) == 0:
+            continue
+        (xtr, ytr), (xva, yva) = stack(tr), stack(va)
+        if len(ytr) == 0 or len(yva) == 0:
+            raise ProbeError(f"fold {f}: no labelled frames to train or validate on")
+        n_train_frames.append(len(ytr))
+        xtr, ytr = _subset(xtr, ytr, MAX_TRAIN_FRAMES, seed + f)
+        xva, yva = _subset(xva, yva, MAX_VAL_FRAMES, seed + folds + f)
+        probe, info = lin.fit_probe(xtr, ytr, xva, yva, n_classes, **fit)
+        majority = int(torch.bincount(ytr, minlength=n_classes).argmax())
+        for i in te:
+            x, y = stack(np.asarray([i]))
+            correct[i] = float((probe.predict(x) == y).sum()) if len(y) else 0.0
+            base[i] = float((y == majority).sum())
+        infos.append(info | {"layer_weights": probe.layer_weights()})
+    if sizes.sum() == 0:
+        raise ProbeError("no labelled frames")
+    lo, hi = lin.cluster_bootstrap_interval(*_by_cluster(correct, sizes, groups_arr), seed)
     return {
-        "level": "frame", "accuracy": float(hit.mean()), "ci95": [lo, hi], "ci_method": "clip bootstrap",
-        "chance": float((yte == majority).float().mean()), "n_classes": n_classes,
-        "n_train": len(tr), "n_val": len(va), "n_test": len(te), "n_test_frames": int(len(yte)),
-        "n_train_frames": n_train_frames, "n_train_frames_used": int(len(ytr)),
-        **info, "layer_weights": probe.layer_weights(),
+        "level": "frame", "accuracy": float(correct.sum() / sizes.sum()), "ci95": [lo, hi],
+        "ci_method": "clip bootstrap", "chance": float(base.sum() / sizes.sum()), "n_classes": n_classes,
+        "folds": folds, "n_items": n, "n_test": n, "n_test_frames": int(sizes.sum()),
+        "n_train_frames": int(np.mean(n_train_frames)), "n_train_frames_used": min(MAX_TRAIN_FRAMES, int(np.mean(n_train_frames))),
+        **_fold_summary(infos),
+        "items": {"ids": clip_ids, "correct": correct.tolist(), "total": sizes.tolist(),
+                  "clusters": [str(g) for g in groups_arr]},
     }
 
 
 def probe_manifest(encoder: Encoder, manifest_path: str | Path, tasks: list[str] | None = None,
-                   layer: str | int = "weighted", seed: int = 0, *, cache: FeatureCache | None = None,
+                   layer: str | int = "weighted", seed: int = 0, *, folds: int = FOLDS, cache: FeatureCache | None = None,
                    progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Probe ``encoder`` on every task of the manifest (or those named); one result per task."""
+    """Probe ``encoder`` on every task of the manifest (or those named), ``folds``-fold
+    cross-validated; one result per task, with per-item hits for paired comparisons."""
     manifest_path = Path(manifest_path)
     records = read_manifest(manifest_path)
     known = manifest_tasks(records, manifest_path.parent / "tasks.json")
@@ -246,11 +304,11 @@ def probe_manifest(encoder: Encoder, manifest_path: str | Path, tasks: list[str]
         recs = [r for r in used if _has(r, task)]
         if task.level == "utterance":
             x = _select(torch.stack([cache.pooled[r["id"]] for r in recs]), layer, encoder.num_layers)
-            results[task.name] = probe_utterance(x, [r["labels"][task.key] for r in recs],
-                                                 groups=[r.get("group", r["id"]) for r in recs], seed=seed)
+            results[task.name] = probe_utterance(x, [r["labels"][task.key] for r in recs], ids=[r["id"] for r in recs],
+                                                 groups=[r.get("group", r["id"]) for r in recs], seed=seed, folds=folds)
         else:
-            results[task.name] = _probe_frame_task(cache, recs, task, layer, encoder, seed)
-    return {"manifest": str(manifest_path), "layer": layer, "seed": seed, "num_layers": encoder.num_layers,
+            results[task.name] = _probe_frame_task(cache, recs, task, layer, encoder, seed, folds)
+    return {"manifest": str(manifest_path), "layer": layer, "seed": seed, "folds": folds, "num_layers": encoder.num_layers,
             "frame_rate": encoder.frame_rate, "tasks": results}
 
 
@@ -259,7 +317,7 @@ def _has(rec: dict, task: ProbeTask) -> bool:
 
 
 def _probe_frame_task(cache: FeatureCache, recs: list[dict], task: ProbeTask, layer: str | int,
-                      encoder: Encoder, seed: int) -> dict:
+                      encoder: Encoder, seed: int, folds: int) -> dict:
     classes = sorted({lab for r in recs for _, _, lab in r["frame_labels"][task.key]})
     index = {c: i for i, c in enumerate(classes)}
     feats, targets = [], []
@@ -269,7 +327,8 @@ def _probe_frame_task(cache: FeatureCache, recs: list[dict], task: ProbeTask, la
         targets.append(lin.frame_targets(r["frame_labels"][task.key], h.shape[1], encoder.frame_rate, index))
     if len(recs) < 3:
         raise ProbeError(f"task {task.name!r}: need 3+ clips, have {len(recs)}")
-    return probe_frames(feats, targets, len(classes), seed=seed)
+    return probe_frames(feats, targets, len(classes), seed=seed, ids=[r["id"] for r in recs],
+                        groups=[r.get("group", r["id"]) for r in recs], folds=folds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,11 +369,10 @@ def _parse_layer(text: str) -> str | int:
 
 
 def format_results(res: dict) -> str:
-    lines = [f"{'task':<20} {'level':<9} {'acc':>6} {'95% CI':>15} {'chance':>7} {'train/val/test':>15}"]
+    lines = [f"{'task':<20} {'level':<9} {'acc':>6} {'95% CI':>15} {'chance':>7} {'items':>7} {'folds':>5}"]
     for name, r in res["tasks"].items():
-        split = f"{r['n_train']}/{r['n_val']}/{r['n_test']}"
         lines.append(f"{name:<20} {r['level']:<9} {r['accuracy']:6.3f} "
-                     f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] {r['chance']:7.3f} {split:>15}")
+                     f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] {r['chance']:7.3f} {r['n_items']:>7} {r['folds']:>5}")
     return "\n".join(lines)
 
 
@@ -327,11 +385,12 @@ def register(app: typer.Typer) -> None:
         random_student: Annotated[str | None, typer.Option("--random-student", help="Untrained student of this size.")] = None,
         task: Annotated[list[str] | None, typer.Option("--task", help="Task to probe (repeatable); default all.")] = None,
         layer: Annotated[str, typer.Option("--layer", help="'weighted' (softmax over layers) or a layer index.")] = "weighted",
-        seed: Annotated[int, typer.Option("--seed", help="Random seed (splits).")] = 0,
+        seed: Annotated[int, typer.Option("--seed", help="Random seed (folds).")] = 0,
+        folds: Annotated[int, typer.Option("--folds", help="Cross-validation folds (2+).", min=2)] = FOLDS,
         device: Annotated[str, typer.Option("--device", help="torch device for the encoder.")] = "cpu",
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
-        """Linear probes of a frozen encoder on a labeled manifest: accuracy, 95 % CI, chance."""
+        """Cross-validated linear probes of a frozen encoder on a labeled manifest: accuracy, 95 % CI, chance."""
         chosen = [(o, v) for o, v in (("--student", student), ("--teacher", teacher),
                                       ("--random-student", random_student)) if v is not None]
         try:
@@ -349,7 +408,7 @@ def register(app: typer.Typer) -> None:
                 if not as_json and (stage != "features" or i % 100 == 0):
                     typer.echo(f"  {stage} ({i}/{n})", err=True)
 
-            res = probe_manifest(encoder, manifest, task or None, _parse_layer(layer), seed, progress=show)
+            res = probe_manifest(encoder, manifest, task or None, _parse_layer(layer), seed, folds=folds, progress=show)
         except (ProbeError, FileNotFoundError) as e:
             typer.echo(f"audistill: error: {e}", err=True)
             raise typer.Exit(2) from None

@@ -1,5 +1,5 @@
 """Linear probes: accuracy on separable data, chance on shuffled labels, frame-label mapping,
-confidence intervals, seeded determinism, the manifest API end to end and the CLI."""
+cross-validation folds, confidence intervals, seeded determinism, the manifest API end to end and the CLI."""
 
 from __future__ import annotations
 
@@ -88,8 +88,8 @@ def test_separable_data_is_learned_and_the_right_layer_weighted():
     assert r["accuracy"] >= 0.9
     assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
     assert int(np.argmax(r["layer_weights"])) == 1
-    assert (r["n_train"], r["n_val"], r["n_test"]) == (90, 30, 30)
-    assert r["chance"] == pytest.approx(0.2)
+    assert (r["n_items"], r["folds"]) == (150, 5)
+    assert r["chance"] <= 0.2  # the training folds' majority class, scored on the held-out fold
 
 
 def test_shuffled_labels_give_chance():
@@ -115,32 +115,6 @@ def test_frame_targets_use_frame_centres():
     assert lin.frame_targets([], 3, 50.0, idx).tolist() == [-1, -1, -1]
 
 
-def test_splits_are_stratified_disjoint_and_seeded():
-    labels = np.array(["a"] * 10 + ["b"] * 7 + ["c"] * 2)
-    tr, va, te = lin.stratified_split(labels, seed=0)
-    assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
-    assert set(np.concatenate([tr, va, te])) == set(range(17))  # class c (2 items) left out
-    for part in (tr, va, te):
-        assert set(labels[part]) == {"a", "b"}
-    again = lin.stratified_split(labels, seed=0)
-    assert all((p == q).all() for p, q in zip((tr, va, te), again, strict=True))
-    other = lin.stratified_split(labels, seed=1)
-    assert not all(np.array_equal(p, q) for p, q in zip((tr, va, te), other, strict=True))
-
-
-def test_groups_stay_in_one_split():
-    labels = np.array(["a"] * 12 + ["b"] * 12 + ["c"] * 4)
-    groups = np.array([f"a{i // 3}" for i in range(12)] + [f"b{i // 2}" for i in range(12)] + ["c0"] * 2 + ["c1"] * 2)
-    tr, va, te = lin.stratified_split(labels, seed=0, groups=groups)
-    split_of = {}
-    for name, part in (("train", tr), ("val", va), ("test", te)):
-        assert set(labels[part]) == {"a", "b", "c"}
-        for g in groups[part]:
-            assert split_of.setdefault(g, name) == name or g.startswith("c"), g  # c: 2 groups -> by item
-    assert len(tr) + len(va) + len(te) == 28
-    assert any(not np.array_equal(p, q) for p, q in zip((tr, va, te), lin.stratified_split(labels, seed=0), strict=True))
-
-
 def test_intervals_contain_the_estimate():
     for correct, n in ((0, 10), (7, 10), (10, 10), (55, 100)):
         lo, hi = lin.wilson_interval(correct, n)
@@ -153,16 +127,61 @@ def test_intervals_contain_the_estimate():
     assert lo <= correct.sum() / total.sum() <= hi and hi - lo > 0.1
 
 
+def test_folds_are_stratified_grouped_and_cover_every_kept_item():
+    labels = np.array(["a"] * 20 + ["b"] * 15 + ["c"] * 2)
+    groups = np.array([f"a{i // 2}" for i in range(20)] + [f"b{i}" for i in range(15)] + ["c0", "c1"])
+    fold = lin.grouped_folds(len(labels), 5, seed=0, labels=labels, groups=groups)
+    assert (fold[-2:] == -1).all() and (fold[:-2] >= 0).all()  # class c (2 items) left out
+    for g in set(groups[:-2]):
+        assert len(set(fold[groups == g])) == 1, g  # a group never straddles folds
+    for f in range(5):
+        assert set(labels[fold == f]) == {"a", "b"}  # every fold holds every kept class
+        tr, va, te = lin.fold_parts(fold, f, 5)
+        assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
+        assert len(tr) + len(va) + len(te) == 35
+    assert np.bincount(fold[fold >= 0]).tolist() == [7, 7, 7, 7, 7]
+    assert (lin.grouped_folds(37, 5, seed=0, labels=labels, groups=groups) == fold).all()
+    assert not (lin.grouped_folds(37, 5, seed=1, labels=labels, groups=groups) == fold).all()
+    # fewer groups than folds: empty folds are skipped, validation takes the next fold that has items
+    few = lin.grouped_folds(6, 5, seed=0, groups=np.array(list("xxyyzz")))
+    assert len(set(few.tolist())) == 3
+    for f in set(few.tolist()):
+        tr, va, te = lin.fold_parts(few, f, 5)
+        assert len(tr) == len(va) == len(te) == 2
+    # a group labelled under two classes still keeps one fold
+    shared = lin.grouped_folds(6, 3, seed=0, labels=np.array(list("aaabbb")), groups=np.array(list("xyzxyz")))
+    assert all(shared[i] == shared[i + 3] for i in range(3))
+
+
+def test_cross_validation_does_not_leak_a_group():
+    # each group's items share a random label and a random centre: memorizing a group would
+    # score well only if its other items were in training; grouped folds keep the probe at chance
+    g = torch.Generator().manual_seed(0)
+    n_groups, per = 40, 4
+    centres = torch.randn(n_groups, 1, 64, generator=g) * 5
+    x = (centres.repeat_interleave(per, 0) + 0.1 * torch.randn(n_groups * per, 1, 64, generator=g))
+    labels = [f"c{v}" for v in torch.randint(0, 2, (n_groups,), generator=g).repeat_interleave(per).tolist()]
+    groups = [f"g{i // per}" for i in range(n_groups * per)]
+    grouped = probe_utterance(x, labels, groups=groups, seed=0)
+    leaky = probe_utterance(x, labels, seed=0)
+    assert grouped["accuracy"] < 0.7 < 0.9 < leaky["accuracy"]
+    assert grouped["ci_method"] == "group bootstrap" and leaky["ci_method"] == "wilson"
+
+
 def test_probe_manifest_end_to_end(manifest):
     enc = SpectrumEncoder()
     assert isinstance(enc, Encoder)
     r = probe_manifest(enc, manifest, seed=0)
     assert set(r["tasks"]) == {"band", "frame_band"}
     utt, frm = r["tasks"]["band"], r["tasks"]["frame_band"]
-    assert utt["accuracy"] >= 0.9 and utt["n_classes"] == 3 and utt["n_test"] == 9
+    assert utt["accuracy"] >= 0.9 and utt["n_classes"] == 3 and utt["n_items"] == 45  # every clip scored once
     assert frm["level"] == "frame" and frm["accuracy"] >= 0.9
     assert frm["ci95"][0] <= frm["accuracy"] <= frm["ci95"][1]
-    assert frm["n_test_frames"] > 0 and frm["n_train"] + frm["n_val"] + frm["n_test"] == 12
+    assert frm["n_items"] == 12 and frm["n_test_frames"] == sum(frm["items"]["total"]) > 12 * 80
+    assert utt["items"]["ids"] == [f"u{i}" for i in range(45)]
+    assert sum(utt["items"]["correct"]) == pytest.approx(utt["accuracy"] * 45)
+    assert frm["items"]["ids"] == [f"f{i}" for i in range(12)]
+    assert sum(frm["items"]["correct"]) / sum(frm["items"]["total"]) == pytest.approx(frm["accuracy"])
     assert r["tasks"]["band"]["layer_weights"][2] < 0.5  # the noise layer is not the one used
     # determinism: same seed, same everything; the layer-2 (noise) probe is near chance
     assert probe_manifest(enc, manifest, seed=0) == r
@@ -210,8 +229,10 @@ def test_cli_probe(manifest, monkeypatch):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout.strip().splitlines()[-1])
     assert doc["encoder"] == {"kind": "random-student", "value": "tiny"} and doc["tasks"]["band"]["accuracy"] >= 0.9
-    res = runner.invoke(cli_app(), ["probe", str(manifest), "--random-student", "tiny", "--layer", "0"])
+    res = runner.invoke(cli_app(), ["probe", str(manifest), "--random-student", "tiny", "--layer", "0", "--folds", "3"])
     assert res.exit_code == 0 and "band" in res.stdout and "95% CI" in res.stdout
+    row = next(line for line in res.stdout.splitlines() if line.startswith("band "))
+    assert row.split()[-2:] == ["45", "3"]  # every clip scored, 3 folds
 
 
 def test_cli_needs_exactly_one_encoder(manifest):
