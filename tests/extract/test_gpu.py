@@ -86,7 +86,8 @@ def _fitted_state(codec, t, wave, lengths):
 
 
 @pytest.mark.parametrize("kind,codec", [("wavlm", "int8-delta"), ("wavlm", "float16"), ("wavlm", "mvq"),
-                                        ("hubert", "int8-delta"), ("whisper", "int8-delta"), ("ast", "float16")])
+                                        ("hubert", "int8-delta"), ("wav2vec2", "int8-delta"), ("data2vec", "float16"),
+                                        ("whisper", "int8-delta"), ("ast", "float16")])
 def test_launching_a_batch_never_syncs(tiny_dir, kind, codec):
     """The host must run ahead of the device: queueing a batch's forward, its encode and its copy
     to pinned host memory may not wait for the device (torch's sync debug mode raises on any

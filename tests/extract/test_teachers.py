@@ -57,6 +57,28 @@ def test_wavlm_fused_attention_equals_transformers(tiny_dir):
             torch.testing.assert_close(fused[layer][b, :n], eager[layer][b, :n], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # transformers' own eager path
+@pytest.mark.parametrize("kind", ["wavlm", "wav2vec2", "data2vec"])
+def test_sync_free_masks_equal_transformers_masking(tiny_dir, kind):
+    """The teacher's model, its padding masks made without host syncs, gives the hidden states of
+    the model as transformers loads it, on a padded batch (real frames; padded ones are zero in both)."""
+    from transformers import AutoModel
+
+    t = _teacher(tiny_dir, kind, layers="all")
+    assert t.sync_free
+    own = AutoModel.from_pretrained(str(tiny_dir(kind))).eval()
+    wave, lengths = _batch()
+    mask = (torch.arange(wave.shape[1])[None] < lengths[:, None]).long()  # (B, N)
+    with torch.no_grad():
+        ours = t.model(wave, attention_mask=mask, output_hidden_states=True).hidden_states
+        ref = own(wave, attention_mask=mask, output_hidden_states=True).hidden_states
+    frames = [t.num_frames(int(n)) for n in lengths]
+    assert len(ours) == len(ref) == t.num_layers
+    for a, b in zip(ours, ref, strict=True):
+        for i, n in enumerate(frames):
+            torch.testing.assert_close(a[i, :n], b[i, :n], atol=1e-5, rtol=1e-5)
+
+
 def test_padding_invariance_flags(tiny_dir):
     assert _teacher(tiny_dir, "wavlm").pad_invariant
     assert not _teacher(tiny_dir, "hubert").pad_invariant  # group-norm feature encoder
