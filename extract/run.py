@@ -50,7 +50,7 @@ class ExtractConfig:
     # WavLM-Large takes ~1650 audio s/s on an H200: two would starve it
     loader_workers: int | None = None
     writers: int = 0  # 0 = auto: min(8, cores / 2) on CUDA, 2 on CPU
-    writer_kind: str = "auto"  # process | thread | auto (processes on CUDA, threads on the CPU)
+    writer_kind: str = "auto"  # process | thread | auto (threads; see resolve_writer_kind)
     switch_interval_ms: float = 0.0  # GIL switch interval during the run (0: Python's default)
     max_failed: float = 0.01
     domain: str = "unknown"
