@@ -28,6 +28,7 @@ from .spec import TeacherSpec, resolve_layers
 ENTRY_POINT_GROUP = "audistill.teachers"
 STUDENT_RATE = 50.0
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -138,8 +139,13 @@ class Teacher:
         lengths = lengths.to("cpu", torch.long)
         mask = length_mask(lengths, wave.shape[1], wave.device)
         wave = wave * mask  # (B, N): exact zeros past each item's length
+        graphs = self.device.type == "cuda" and self.spec.compile in CUDA_GRAPH_MODES
+        if graphs:  # a new step: the previous batch's graph outputs may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast():
             feats = self._forward(self._bucketed(wave), lengths)
+        if graphs:  # the next replay overwrites the graph's outputs; the pipeline reads them later
+            feats = {k: v.clone() for k, v in feats.items()}
         flen = torch.tensor([self.num_frames(int(n)) for n in lengths], dtype=torch.long)
         if self.spec.frame_policy == "50hz":
             feats = {k: self._to_50hz(v, lengths, flen) for k, v in feats.items()}

@@ -5,7 +5,7 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from audistill.tools.bench.extract import register
+from audistill.tools.bench.extract import register, summary
 
 
 def test_bench_extract_cli_json(tmp_path, monkeypatch):
@@ -37,6 +37,11 @@ def test_bench_extract_cli_json(tmp_path, monkeypatch):
     assert out["b_mfu"] == out["b_extract_sps"] * out["flops_per_audio_second"] / out["peak_flops"]
     assert out["device_limit_sps"] == out["peak_flops"] / out["flops_per_audio_second"]
     assert out["audio_hours_per_device_hour"] == out["b_extract_sps"]
+    assert out["forward_10x20_sps"] > 0
+    assert out["forward_10x20_mfu"] == out["forward_10x20_sps"] * out["flops_per_audio_second"] / out["peak_flops"]
+    lines = summary(out)  # the plain-text figures gpu-session.sh prints
+    assert any(x.startswith("(a) bare forward, 200 s") for x in lines) and any("MFU" in x for x in lines)
+    assert sum(x.startswith("(b) extract") for x in lines) == len(out["variants"]) == 1
 
 
 def test_forward_flops_count_the_model(tmp_path):
