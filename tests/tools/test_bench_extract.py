@@ -119,3 +119,17 @@ def test_a_failing_variant_is_reported_and_fails_the_command(tmp_path, monkeypat
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert [v["writer_kind"] for v in out["variants"]] == ["thread"] and out["b_extract_sps"] > 0
     assert len(out["errors"]) == 1 and "process writers" in out["errors"][0] and "/dev/shm" in out["errors"][0]
+
+
+def test_gpu_session_script_parses_and_names_its_steps():
+    """tools/bench/gpu-session.sh (the GPU check) is valid bash; without a command it prints its
+    usage (the steps and their time limits) and exits 2."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "tools" / "bench" / "gpu-session.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert r.returncode == 2
+    for step in ("bench-extract", "bench-train", "pytest -m gpu", "prepare", "BENCH_S", "COMPILE_S"):
+        assert step in r.stdout, step

@@ -76,7 +76,6 @@ for p in sys.argv[1:]:
   # shellcheck disable=SC2086
   python3 -m pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
     --platform manylinux_2_28_x86_64 --no-deps -d .whl $PINS
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
   ls .whl
   ;;
 run)
