@@ -429,7 +429,8 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         c = naive_loop(spec, files, tmp / "naive", device, naive_minutes * 60)
         _log(f"(c) naive {c:.1f} audio s/s")
         out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-               "cpus": os.cpu_count(), "model": model, "dtype": dtype if device.startswith("cuda") else "fp32",
+               "cpus": os.cpu_count(), "model": model,
+               "dtype": dtype if device.startswith("cuda") or (levers or {}).get("precision") == "weights" else "fp32",
                "layers": layers, "codec": b["codec"], "audio_seconds": b["seconds"], "batch_seconds": batch_seconds[0],
                "shard_seconds": shard_seconds, "loader_workers": b["loader_workers"], "writers": b["writers"],
                "writer_kind": b["writer_kind"], "setup_s": setup_s,
@@ -478,7 +479,7 @@ def summary(r: dict) -> list[str]:
     out.append(f"audio hours per device hour: {r['audio_hours_per_device_hour']:.0f}; targets b >= 0.85 a "
                f"{r['target_b_ge_0.85a']}, b >= 3 c {r['target_b_ge_3c']}")
     if "rss_base" in r:
-        out.append(f"peak RSS: {r['rss_base']['seconds'] / 60:.0f} min corpus {r['rss_base']['peak_rss_mb']:.0f} MB, "
+        out.append(f"peak RSS: {r['rss_base']['seconds'] / 60:.1f} min corpus {r['rss_base']['peak_rss_mb']:.0f} MB, "
                    f"10x {r['rss_10x']['peak_rss_mb']:.0f} MB")
     out += [f"FAILED: {e}" for e in r["errors"]]
     return out
