@@ -392,8 +392,7 @@ def _gib(n: int) -> str:
 
 def _writer_pool(opts: RunOptions, device: torch.device, need: SharedNeed | None = None):
     """The writer pool, after checking shared memory against ``need`` (an upper bound: it assumes
-    the writers' queue full): ``auto`` writers fall back to threads where processes would not fit;
-    any other shortfall is warned about - running out mid-way is a bus error in a decode worker
+    the writers' queue full): a shortfall is warned about - running out mid-way is a bus error in a decode worker
     or no space for a batch block (the run stops; committed shards stay and a re-run resumes)."""
     kind = resolve_writer_kind(opts.writer_kind, device)
     free = shared_bytes_free() if need is not None else None
@@ -402,11 +401,7 @@ def _writer_pool(opts: RunOptions, device: torch.device, need: SharedNeed | None
         if kind == "process" and free < need.audio + need.features:
             msg = (f"writer processes may hold up to {_gib(need.audio + need.features)} of shared memory, "
                    f"{SHM} has {_gib(free)} free")
-            if opts.writer_kind == "auto":
-                log.warning("writing shards in threads, not processes: %s", msg)
-                kind = "thread"
-            else:
-                log.warning("%s: %s, or --writer-kind thread", msg, fix)
+            log.warning("%s: %s, or --writer-kind thread", msg, fix)
         if free < need.audio:
             log.warning("decode workers pass audio through shared memory, up to %s; %s has %s free: %s, or "
                         "fewer --loader-workers", _gib(need.audio), SHM, _gib(free), fix)
