@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,7 @@ def sync_free_masks(model: torch.nn.Module, model_type: str) -> bool:
     if not hasattr(model, "_get_feat_extract_output_lengths") or layers is None:
         return False
     model._get_feature_vector_attention_mask = _frame_mask.__get__(model)
-    held: dict[str, torch.Tensor | None] = {"mask": None}
+    held = threading.local()  # the mask of the forward running in this thread (one model, many threads)
     encoder.forward = _MaskedEncoder(encoder.forward, encoder.config, held, model_type == "wavlm")
     for layer in layers:
         layer.forward = _MaskedLayer(layer.forward, held)
@@ -185,9 +186,9 @@ def _frame_mask(self, feature_vector_length: int, attention_mask: torch.Tensor, 
 
 class _MaskedEncoder:
     """An encoder forward that zeroes padded frames itself and runs the encoder without a mask,
-    its layers getting the mask through ``held``."""
+    its layers getting the mask through ``held`` (per thread: threads may share one model)."""
 
-    def __init__(self, forward, config, held: dict, frame_mask_to_layers: bool):
+    def __init__(self, forward, config, held: threading.local, frame_mask_to_layers: bool):
         self.forward, self.config, self.held, self.two_d = forward, config, held, frame_mask_to_layers
 
     def __call__(self, hidden_states, attention_mask=None, **kwargs):
@@ -197,24 +198,25 @@ class _MaskedEncoder:
 
         mask = attention_mask.bool()  # (B, T)
         hidden_states = hidden_states.masked_fill(~mask[..., None], 0)  # (B, T, D)
-        self.held["mask"] = mask if self.two_d else create_bidirectional_mask(
+        self.held.mask = mask if self.two_d else create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=mask,
             allow_is_bidirectional_skip=False)
         try:
             return self.forward(hidden_states, attention_mask=None, **kwargs)
         finally:
-            self.held["mask"] = None
+            self.held.mask = None
 
 
 class _MaskedLayer:
     """An encoder layer's forward taking the mask ``held`` by its encoder's :class:`_MaskedEncoder`."""
 
-    def __init__(self, forward, held: dict):
+    def __init__(self, forward, held: threading.local):
         self.forward, self.held = forward, held
 
     def __call__(self, *args, **kwargs):
-        if self.held["mask"] is not None:
-            kwargs["attention_mask"] = self.held["mask"]
+        mask = getattr(self.held, "mask", None)
+        if mask is not None:
+            kwargs["attention_mask"] = mask
         return self.forward(*args, **kwargs)
 
 

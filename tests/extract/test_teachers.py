@@ -79,6 +79,25 @@ def test_sync_free_masks_equal_transformers_masking(tiny_dir, kind):
             torch.testing.assert_close(a[i, :n], b[i, :n], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["wavlm", "wav2vec2"])
+def test_one_teacher_shared_by_threads(tiny_dir, kind):
+    """Threads may share one loaded teacher (Dask workers run tasks in threads): padded batches of
+    different sizes extracted at once give what they give one at a time (the masks handed to the
+    encoder layers are per thread)."""
+    import concurrent.futures
+
+    t = _teacher(tiny_dir, kind, layers="all")
+    wave, lengths = _batch()
+    jobs = [(wave, lengths), (wave[1:, :20000], torch.tensor([20000, 8000, 12000]))]
+    want = [t.extract(w, n)[0] for w, n in jobs]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda k: [t.extract(*jobs[k % 2])[0] for _ in range(15)], range(2)))
+    for k, runs in enumerate(got):
+        for feats in runs:
+            for layer in t.layers:
+                torch.testing.assert_close(feats[layer], want[k][layer], atol=1e-5, rtol=1e-5)
+
+
 def test_padding_invariance_flags(tiny_dir):
     assert _teacher(tiny_dir, "wavlm").pad_invariant
     assert not _teacher(tiny_dir, "hubert").pad_invariant  # group-norm feature encoder
