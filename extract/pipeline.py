@@ -63,8 +63,8 @@ class RunOptions:
     min_seconds: float = 0.1
     storage_options: dict | None = None
     writers: int = 0  # shards compressed and written at the same time; 0 = auto: min(8, cores / 2) on CUDA, 2 on CPU
-    # Write in threads or in processes (fed through shared memory); "auto": processes on CUDA,
-    # threads on the CPU (resolve_writer_kind says why)
+    # Write in threads or in processes (fed through shared memory); "auto": threads
+    # (resolve_writer_kind says why)
     writer_kind: WriterKind = "auto"
     # The GIL switch interval during the run, in ms (0: leave Python's 5 ms). Writer and loader
     # threads wait up to one interval for the GIL whenever the main thread is busy launching
@@ -362,25 +362,18 @@ def _raise_fd_limit() -> None:
 
 
 def resolve_writer_kind(kind: str, device: torch.device | str) -> str:
-    """``auto`` -> processes on CUDA, threads on the CPU.
+    """``auto`` -> threads, on CUDA as on the CPU: the kind that measured faster on both (on the
+    GPU machine ``bench-extract --writer-kind auto,thread,process`` compares them, and
+    ``tools/bench/gpu-session.sh`` runs that; figures in README's benchmark section).
 
-    A writer thread holds the GIL while it runs zarr's Python (metadata, small arrays, store
-    calls) and assembles shard objects: ~0.2 ms per audio second with 1 h shards, int8-delta,
-    WavLM-Large shape, 4 layers (py-spy --gil on the 2-core dev machine; ~0.6 ms with 600 s shards
-    before shard objects were encoded without zarr's per-chunk asyncio path). At the ~1400 audio
-    s/s a GPU run needs, that is a third of the GIL or more, taken from the main thread, which
-    launches every kernel of the forward with the GIL held and waits for it in 5 ms slices.
-    Writer processes leave ~0.02 ms per audio second of GIL to the main process's other threads.
-    On the CPU a run goes ~100 audio s/s, the GIL is free enough, and threads spare the writer
-    processes' start-up (imports, seconds each).
-
-    History: an H200 run (a284e2c) measured threads 17-18 % faster, when feeding processes meant
-    copying every batch part into fresh shared memory (0.9 GB/s, page faults) in the main thread;
-    parts now go through recycled shared blocks (:class:`~.encode.HostBlocks`, ~17 GB/s).
-    ``tools/bench/gpu-session.sh`` measures both kinds side by side on the next GPU run."""
+    Threads share the process's GIL with the main thread that launches the forward's kernels;
+    since a batch's launch no longer waits for the device, the main thread has slack, and threads
+    spare the processes' start-up and the copies into shared memory. Processes (``process``)
+    remain for a host whose writers' Python would starve the launching thread."""
     if kind != "auto":
         return kind
-    return "process" if torch.device(device).type == "cuda" else "thread"
+    torch.device(device)  # a bad device string fails here, as before
+    return "thread"
 
 
 SHM = "/dev/shm"
@@ -427,8 +420,7 @@ def _gib(n: int) -> str:
 
 def _writer_pool(opts: RunOptions, device: torch.device, need: SharedNeed | None = None):
     """The writer pool, after checking shared memory against ``need`` (an upper bound: it assumes
-    the writers' queue full): ``auto`` writers fall back to threads where processes would not fit;
-    any other shortfall is warned about - running out mid-way is a bus error in a decode worker
+    the writers' queue full): a shortfall is warned about - running out mid-way is a bus error in a decode worker
     or no space for a batch block (the run stops; committed shards stay and a re-run resumes)."""
     kind = resolve_writer_kind(opts.writer_kind, device)
     free = shared_bytes_free() if need is not None else None
@@ -437,11 +429,7 @@ def _writer_pool(opts: RunOptions, device: torch.device, need: SharedNeed | None
         if kind == "process" and free < need.audio + need.features:
             msg = (f"writer processes may hold up to {_gib(need.audio + need.features)} of shared memory, "
                    f"{SHM} has {_gib(free)} free")
-            if opts.writer_kind == "auto":
-                log.warning("writing shards in threads, not processes: %s", msg)
-                kind = "thread"
-            else:
-                log.warning("%s: %s, or --writer-kind thread", msg, fix)
+            log.warning("%s: %s, or --writer-kind thread", msg, fix)
         if free < need.audio:
             log.warning("decode workers pass audio through shared memory, up to %s; %s has %s free: %s, or "
                         "fewer --loader-workers", _gib(need.audio), SHM, _gib(free), fix)

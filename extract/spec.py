@@ -17,6 +17,9 @@ A file holds a list of teachers (``[[teacher]]`` tables in TOML, a ``teachers:``
     codec_params = {}
     trust_remote_code = false
     options = {}                        # adapter/plugin options
+    precision = "autocast"              # or "weights": the weights cast to dtype (faster; within tolerance)
+    compile = "off"                     # or a torch.compile mode, e.g. "default", "reduce-overhead"
+    bucket_seconds = 0.0                # > 0: batch lengths padded to a multiple (graphs reused)
 
 Every problem in a file is reported at once in one :class:`SpecError`.
 """
@@ -44,6 +47,8 @@ Dtype = Literal["bf16", "fp16", "fp32"]
 FramePolicy = Literal["native", "50hz"]
 DTYPES: tuple[str, ...] = get_args(Dtype)
 FRAME_POLICIES: tuple[str, ...] = get_args(FramePolicy)
+PRECISIONS = ("autocast", "weights")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _SPARSE = re.compile(r"^sparse:(\d+)$")
 
 
@@ -63,6 +68,14 @@ class TeacherSpec:
     codec_params: dict = field(default_factory=dict)
     trust_remote_code: bool = False
     options: dict = field(default_factory=dict)
+    # How the forward runs (speed levers; the features stay within the run dtype's tolerance):
+    # "autocast" keeps float32 weights under autocast, "weights" casts the weights to `dtype`
+    # (on the CPU too); `compile` is off or a torch.compile mode ("reduce-overhead": CUDA graphs);
+    # `bucket_seconds` > 0 pads a batch's length up to a multiple of it (padding-invariant teachers)
+    # so that compiled graphs and CUDA graphs are reused.
+    precision: str = "autocast"
+    compile: str = "off"
+    bucket_seconds: float = 0.0
 
     def runs_on(self, domain: str) -> bool:
         """Whether this teacher is configured for ``domain`` (an empty list = every domain)."""
@@ -157,9 +170,22 @@ def spec_from_dict(d: dict, where: str, errs: list[str]) -> TeacherSpec | None:
             get_codec(d.get("codec", DEFAULT_CODEC), **d.get("codec_params", {}))
         except BankError as e:
             errs.append(f"{where}: {e}")
+    _check_speed_levers(d, where, errs, kw)
     if len(errs) > n0:
         return None
     return TeacherSpec(**kw)
+
+
+def _check_speed_levers(d: dict, where: str, errs: list[str], kw: dict) -> None:
+    if d.get("precision", "autocast") not in PRECISIONS:
+        errs.append(f"{where}: precision {d.get('precision')!r} not in {PRECISIONS}")
+    if d.get("compile", "off") not in COMPILE_MODES:
+        errs.append(f"{where}: compile {d.get('compile')!r} not in {COMPILE_MODES}")
+    b = d.get("bucket_seconds", 0.0)
+    if isinstance(b, bool) or not isinstance(b, int | float) or b < 0:
+        errs.append(f"{where}: bucket_seconds must be a number >= 0, not {b!r}")
+    else:
+        kw["bucket_seconds"] = float(b)
 
 
 def parse_specs(data, where: str) -> list[TeacherSpec]:

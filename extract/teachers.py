@@ -29,6 +29,7 @@ ENTRY_POINT_GROUP = "audistill.teachers"
 STUDENT_RATE = 50.0
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -88,7 +89,11 @@ class Teacher:
 
     @property
     def run_dtype(self) -> torch.dtype:
-        return _DTYPES[self.spec.dtype] if self.device.type == "cuda" else torch.float32
+        """The dtype the forward computes in: ``spec.dtype`` on CUDA, or anywhere with the weights
+        cast to it (``precision = "weights"``); float32 otherwise."""
+        if self.device.type == "cuda" or self.spec.precision == "weights":
+            return _DTYPES[self.spec.dtype]
+        return torch.float32
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
@@ -100,6 +105,7 @@ class Teacher:
         in (the spec's dtype applies on CUDA only: elsewhere it runs float32)."""
         codec = self.spec.make_codec()
         extra = {"kind": self.spec.kind, "dtype": _DTYPE_NAMES[self.run_dtype], "device": self.device.type,
+                 "precision": self.spec.precision,
                  "frame_policy": self.spec.frame_policy,
                  "native_frame_rate": self.native_rate, "layer_semantics": "0 = embedding output, 1..L = blocks",
                  **self.extra}
@@ -123,7 +129,7 @@ class Teacher:
         raise NotImplementedError
 
     def autocast(self):
-        if self.device.type == "cuda" and self.run_dtype != torch.float32:
+        if self.device.type == "cuda" and self.run_dtype != torch.float32 and self.spec.precision == "autocast":
             return torch.autocast("cuda", dtype=self.run_dtype)
         return contextlib.nullcontext()
 
@@ -137,8 +143,13 @@ class Teacher:
         lengths = lengths.to("cpu", torch.long)
         mask = length_mask(lengths, wave.shape[1], wave.device)
         wave = wave * mask  # (B, N): exact zeros past each item's length
+        graphs = self.device.type == "cuda" and self.spec.compile in CUDA_GRAPH_MODES
+        if graphs:  # a new step: the previous batch's graph outputs may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast():
-            feats = self._forward(wave, lengths)
+            feats = self._forward(self._bucketed(wave), lengths)
+        if graphs:  # the next replay overwrites the graph's outputs; the pipeline reads them later
+            feats = {k: v.clone() for k, v in feats.items()}
         flen = torch.tensor([self.num_frames(int(n)) for n in lengths], dtype=torch.long)
         if self.spec.frame_policy == "50hz":
             feats = {k: self._to_50hz(v, lengths, flen) for k, v in feats.items()}
@@ -146,6 +157,15 @@ class Teacher:
             t = int(flen.max()) if len(flen) else 0
             feats = {k: v[:, :t] for k, v in feats.items()}
         return feats, flen
+
+    def _bucketed(self, wave: torch.Tensor) -> torch.Tensor:
+        """``wave`` (B, N) zero-padded to a length that is a multiple of ``spec.bucket_seconds``
+        (padding-invariant teachers only): batches then come in a few shapes, each compiled (and
+        captured as a CUDA graph) once."""
+        step = int(round(self.spec.bucket_seconds * SAMPLE_RATE))
+        if step <= 0 or not self.pad_invariant or wave.shape[1] % step == 0:
+            return wave
+        return F.pad(wave, (0, step - wave.shape[1] % step))
 
     def _to_50hz(self, x: torch.Tensor, lengths: torch.Tensor, flen: torch.Tensor) -> torch.Tensor:
         out = x.new_zeros(x.shape[0], int(flen.max()), x.shape[2])  # (B, T50, D)
@@ -176,7 +196,7 @@ def load_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
     found, so two loads in threads can leave them swapped for good - every later model then loads
     with untied weights (seen: a Whisper ``proj_out`` left random)."""
     with _LOAD_LOCK:
-        return _load_teacher(spec, device)
+        return apply_speed_levers(_load_teacher(spec, device))
 
 
 def _load_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
@@ -197,3 +217,31 @@ def _load_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
     if not isinstance(teacher, Teacher):
         raise TeacherError(f"plugin {spec.kind!r} returned {type(teacher).__name__}, not a Teacher")
     return teacher
+
+
+def apply_speed_levers(teacher: Teacher) -> Teacher:
+    """Apply ``spec.precision`` and ``spec.compile`` to the loaded ``teacher``'s model.
+
+    ``precision = "weights"``: the weights are cast to the run dtype (the fingerprint is taken
+    first: it names the weights as loaded) and floating inputs are cast at the model's call.
+    ``compile``: ``nn.Module.compile`` in that mode (the parameters' names stay, so the
+    fingerprint does too), with dynamo's automatic dynamic shapes: a second batch shape compiles
+    one graph for every later shape instead of one per shape."""
+    spec, model = teacher.spec, teacher.model
+    if spec.precision == "weights" and teacher.run_dtype != torch.float32:
+        teacher.fingerprint()
+        model.to(teacher.run_dtype)
+        model.register_forward_pre_hook(_cast_inputs(teacher.run_dtype), with_kwargs=True)
+    if spec.compile != "off":
+        model.compile(mode=None if spec.compile == "default" else spec.compile)
+    return teacher
+
+
+def _cast_inputs(dtype: torch.dtype):
+    def cast(x):
+        return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+    def hook(module, args, kwargs):
+        return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+    return hook

@@ -29,7 +29,9 @@ would stall the extraction pipeline's overlap, plus per-item host work).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,7 @@ class Wav2Vec2Teacher(Teacher):
                               and config.model_type != "data2vec-audio")
         if config.model_type == "wavlm":
             fused_wavlm_attention(self.model)
+        self.sync_free = config.model_type in SYNC_FREE_TYPES and sync_free_masks(self.model, config.model_type)
 
     def _in_len(self, n16k: int) -> int:
         return int(math.ceil(n16k * self.input_sample_rate / SAMPLE_RATE))
@@ -143,9 +146,84 @@ class Wav2Vec2Teacher(Teacher):
             x = (x - mean) / torch.sqrt(var + 1e-7) * m
         else:
             x = x * mask
-        out = self.model(x, attention_mask=mask.long() if self.use_mask else None, output_hidden_states=True)
+        # no padding (every length equal): no mask, as transformers itself drops an all-ones one
+        padded = bool((lens < x.shape[1]).any())
+        attn = mask.long() if self.use_mask and (padded or not self.sync_free) else None
+        out = self.model(x, attention_mask=attn, output_hidden_states=True)
         hs = out.hidden_states
         return {k: hs[k] for k in self.layers}
+
+
+# transformers model types whose padding masks are rebuilt without host syncs (sync_free_masks)
+SYNC_FREE_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+
+
+def sync_free_masks(model: torch.nn.Module, model_type: str) -> bool:
+    """Make ``model``'s forward with a padding mask queue on the device without waiting for it.
+
+    transformers' wav2vec 2.0-family forward synchronizes the host twice per call with a mask:
+    ``_get_feature_vector_attention_mask`` assigns through tensor indices (a pageable host-to-
+    device copy of the value) and the encoder zeroes padded frames by boolean indexing
+    (``hidden_states[~mask] = 0``: a ``nonzero``). The same masks are made here on the device with
+    no data-dependent shapes: the frame mask by comparison with the frame lengths, the encoder is
+    called without a mask after zeroing padded frames with ``masked_fill``, and each encoder layer
+    is handed the mask the encoder would have given it (WavLM's layers take the 2-D frame mask;
+    the others the 4-D mask of ``create_bidirectional_mask``, always materialized: its skip for a
+    mask without padding reads the mask on the host). Returns False (nothing changed) for a model
+    not shaped as expected."""
+    encoder = getattr(model, "encoder", None)
+    layers = getattr(encoder, "layers", None)
+    if not hasattr(model, "_get_feat_extract_output_lengths") or layers is None:
+        return False
+    model._get_feature_vector_attention_mask = _frame_mask.__get__(model)
+    held = threading.local()  # the mask of the forward running in this thread (one model, many threads)
+    encoder.forward = _MaskedEncoder(encoder.forward, encoder.config, held, model_type == "wavlm")
+    for layer in layers:
+        layer.forward = _MaskedLayer(layer.forward, held)
+    return True
+
+
+def _frame_mask(self, feature_vector_length: int, attention_mask: torch.Tensor, add_adapter=None) -> torch.Tensor:
+    """transformers' ``_get_feature_vector_attention_mask`` (bool (B, T), True up to each item's
+    frame count) from a comparison instead of an index assignment."""
+    n = self._get_feat_extract_output_lengths(attention_mask.sum(-1), add_adapter=add_adapter).to(torch.long)
+    return torch.arange(feature_vector_length, device=attention_mask.device)[None] < n[:, None]
+
+
+class _MaskedEncoder:
+    """An encoder forward that zeroes padded frames itself and runs the encoder without a mask,
+    its layers getting the mask through ``held`` (per thread: threads may share one model)."""
+
+    def __init__(self, forward, config, held: threading.local, frame_mask_to_layers: bool):
+        self.forward, self.config, self.held, self.two_d = forward, config, held, frame_mask_to_layers
+
+    def __call__(self, hidden_states, attention_mask=None, **kwargs):
+        if attention_mask is None:
+            return self.forward(hidden_states, attention_mask=None, **kwargs)
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = attention_mask.bool()  # (B, T)
+        hidden_states = hidden_states.masked_fill(~mask[..., None], 0)  # (B, T, D)
+        self.held.mask = mask if self.two_d else create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=mask,
+            allow_is_bidirectional_skip=False)
+        try:
+            return self.forward(hidden_states, attention_mask=None, **kwargs)
+        finally:
+            self.held.mask = None
+
+
+class _MaskedLayer:
+    """An encoder layer's forward taking the mask ``held`` by its encoder's :class:`_MaskedEncoder`."""
+
+    def __init__(self, forward, held: threading.local):
+        self.forward, self.held = forward, held
+
+    def __call__(self, *args, **kwargs):
+        mask = getattr(self.held, "mask", None)
+        if mask is not None:
+            kwargs["attention_mask"] = mask
+        return self.forward(*args, **kwargs)
 
 
 def fused_wavlm_attention(model: torch.nn.Module) -> int:
@@ -171,7 +249,8 @@ def _wavlm_attention(self, hidden_states: torch.Tensor, attention_mask: torch.Te
     query = hidden_states.transpose(0, 1)  # (T, B, D)
     # the masks in the dtype the projections run in (autocast's), as fused attention wants them
     dev = hidden_states.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden_states.dtype
+    autocast = dev in ("cuda", "cpu") and torch.is_autocast_enabled(dev)
+    dtype = torch.get_autocast_dtype(dev) if autocast else hidden_states.dtype
     bias = gated_position_bias.to(dtype)
     pad = None
     if attention_mask is not None:  # padding keys, as an additive mask
@@ -184,6 +263,13 @@ def _wavlm_attention(self, hidden_states: torch.Tensor, attention_mask: torch.Te
         attn_mask=bias, use_separate_proj_weight=True, q_proj_weight=self.q_proj.weight,
         k_proj_weight=self.k_proj.weight, v_proj_weight=self.v_proj.weight)
     return out.transpose(0, 1), None
+
+
+def _float32(device: torch.device):
+    """Autocast off on ``device`` (a no-op where there is no autocast, e.g. the meta device)."""
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _check_rate(spec: TeacherSpec, fe) -> None:
@@ -225,7 +311,7 @@ class WhisperTeacher(Teacher):
         """``WhisperFeatureExtractor`` on the device: (B, N) 16 kHz audio, zero past each item's
         length, -> (B, n_mels, 3000) for the 30 s window (cut or zero-padded to it)."""
         fe = self.fe
-        with torch.autocast(wave.device.type, enabled=False):
+        with _float32(wave.device):
             x = wave[:, : self.window].float()
             x = torch.nn.functional.pad(x, (0, self.window - x.shape[1]))
             if fe.dither:
@@ -270,7 +356,7 @@ class ASTTeacher(Teacher):
         each item's ``lengths``, -> (B, max_length, mel): each item's frames (those that fit in its
         real audio), zero-padded or cut to ``max_length``, then normalized."""
         dev = wave.device
-        with torch.autocast(dev.type, enabled=False):
+        with _float32(dev):
             x = wave.float()
             if x.shape[1] < self.WIN:
                 x = torch.nn.functional.pad(x, (0, self.WIN - x.shape[1]))

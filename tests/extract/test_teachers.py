@@ -59,6 +59,47 @@ def test_wavlm_fused_attention_equals_transformers(tiny_dir):
             torch.testing.assert_close(fused[layer][b, :n], eager[layer][b, :n], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # transformers' own eager path
+@pytest.mark.parametrize("kind", ["wavlm", "wav2vec2", "data2vec"])
+def test_sync_free_masks_equal_transformers_masking(tiny_dir, kind):
+    """The teacher's model, its padding masks made without host syncs, gives the hidden states of
+    the model as transformers loads it, on a padded batch (real frames; padded ones are zero in both)."""
+    from transformers import AutoModel
+
+    t = _teacher(tiny_dir, kind, layers="all")
+    assert t.sync_free
+    own = AutoModel.from_pretrained(str(tiny_dir(kind))).eval()
+    wave, lengths = _batch()
+    mask = (torch.arange(wave.shape[1])[None] < lengths[:, None]).long()  # (B, N)
+    with torch.no_grad():
+        ours = t.model(wave, attention_mask=mask, output_hidden_states=True).hidden_states
+        ref = own(wave, attention_mask=mask, output_hidden_states=True).hidden_states
+    frames = [t.num_frames(int(n)) for n in lengths]
+    assert len(ours) == len(ref) == t.num_layers
+    for a, b in zip(ours, ref, strict=True):
+        for i, n in enumerate(frames):
+            torch.testing.assert_close(a[i, :n], b[i, :n], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["wavlm", "wav2vec2"])
+def test_one_teacher_shared_by_threads(tiny_dir, kind):
+    """Threads may share one loaded teacher (Dask workers run tasks in threads): padded batches of
+    different sizes extracted at once give what they give one at a time (the masks handed to the
+    encoder layers are per thread)."""
+    import concurrent.futures
+
+    t = _teacher(tiny_dir, kind, layers="all")
+    wave, lengths = _batch()
+    jobs = [(wave, lengths), (wave[1:, :20000], torch.tensor([20000, 8000, 12000]))]
+    want = [t.extract(w, n)[0] for w, n in jobs]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda k: [t.extract(*jobs[k % 2])[0] for _ in range(15)], range(2)))
+    for k, runs in enumerate(got):
+        for feats in runs:
+            for layer in t.layers:
+                torch.testing.assert_close(feats[layer], want[k][layer], atol=1e-5, rtol=1e-5)
+
+
 def test_padding_invariance_flags(tiny_dir):
     assert _teacher(tiny_dir, "wavlm").pad_invariant
     assert not _teacher(tiny_dir, "hubert").pad_invariant  # group-norm feature encoder
@@ -207,3 +248,84 @@ def test_teachers_loaded_in_threads_leave_transformers_as_they_found_it(tiny_dir
     for t in threads:
         t.join()
     assert PreTrainedModel.tie_weights is tie and torch.nn.init.normal_ is init
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+
+def _real_frames(feats, flen):
+    return {k: torch.cat([v[b, :n] for b, n in enumerate(flen.tolist())]) for k, v in feats.items()}
+
+
+@pytest.mark.parametrize("kind", ["wavlm", "wav2vec2", "hubert", "whisper", "ast"])
+def test_bf16_weights_stay_within_bf16_tolerance(tiny_dir, kind, tmp_path):
+    """precision = "weights": the model in bfloat16 (no autocast; on the CPU too) gives the float32
+    features to bfloat16's precision, through the pipeline's codec path too; the fingerprint
+    still names the weights as loaded."""
+    ref = _teacher(tiny_dir, kind, layers="all", codec="float32", dtype="fp32")
+    t = _teacher(tiny_dir, kind, layers="all", codec="float32", dtype="bf16", precision="weights")
+    assert t.run_dtype == torch.bfloat16 and next(t.model.parameters()).dtype == torch.bfloat16
+    assert t.fingerprint() == ref.fingerprint() and t.record().extra["precision"] == "weights"
+    wave, lengths = _batch()
+    fr, flr = ref.extract(wave, lengths)
+    fb, flb = t.extract(wave, lengths)
+    assert flb.tolist() == flr.tolist()
+    real_r, real_b = _real_frames(fr, flr), _real_frames(fb, flb)
+    for layer in t.layers:
+        assert real_b[layer].dtype == torch.bfloat16
+        assert _rel_err(real_b[layer], real_r[layer]) < 0.03, layer  # bf16 keeps 8 bits of mantissa
+    waves = exact_waves(wave, lengths)  # through the pipeline's codec path into a bank, read back
+    got, _ = bank_features(t, waves, tmp_path / "bf16")
+    want, _ = bank_features(ref, waves, tmp_path / "fp32")
+    for g, w in zip(got, want, strict=True):
+        for layer in t.layers:
+            x, y = torch.from_numpy(g[layer]), torch.from_numpy(w[layer])
+            assert x.shape == y.shape and _rel_err(x, y) < 0.03
+
+
+@pytest.mark.parametrize("kind,padded", [("wavlm", True), ("whisper", True), ("hubert", False)])
+def test_length_buckets_leave_the_features_unchanged(tiny_dir, kind, padded):
+    """bucket_seconds pads a batch's length to a multiple (padding-invariant teachers only: HuBERT's
+    group-norm encoder is left as it is) and gives the same features and frame counts."""
+    ref = _teacher(tiny_dir, kind, layers="all")
+    t = _teacher(tiny_dir, kind, layers="all", bucket_seconds=2.0)
+    wave, lengths = _batch()
+    assert t._bucketed(wave).shape[1] == (32000 if padded else wave.shape[1])
+    fr, flr = ref.extract(wave, lengths)
+    fb, flb = t.extract(wave, lengths)
+    assert flb.tolist() == flr.tolist()
+    for layer in t.layers:
+        assert fb[layer].shape == fr[layer].shape
+        for b, n in enumerate(flb.tolist()):
+            torch.testing.assert_close(fb[layer][b, :n], fr[layer][b, :n], atol=2e-4, rtol=1e-4)
+
+
+def test_speed_lever_options_are_validated():
+    from audistill.extract.errors import SpecError
+    from audistill.extract.spec import parse_specs
+
+    s = parse_specs([{"name": "w", "source": "x", "precision": "weights", "compile": "reduce-overhead",
+                      "bucket_seconds": 4}], "t")[0]
+    assert (s.precision, s.compile, s.bucket_seconds) == ("weights", "reduce-overhead", 4.0)
+    with pytest.raises(SpecError) as e:
+        parse_specs([{"name": "w", "source": "x", "precision": "fp8", "compile": "fast", "bucket_seconds": -1}], "t")
+    assert "precision 'fp8'" in str(e.value) and "compile 'fast'" in str(e.value) and "bucket_seconds" in str(e.value)
+
+
+@pytest.mark.slow
+def test_compiled_teacher_stays_within_tolerance(tiny_dir):
+    """compile = "default" (inductor; minutes on a small CPU): two batch shapes (the second one
+    compiles a dynamic graph), features within float32 rounding of eager, fingerprint unchanged."""
+    ref = _teacher(tiny_dir, "wavlm", layers="all")
+    t = _teacher(tiny_dir, "wavlm", layers="all", compile="default")
+    assert t.fingerprint() == ref.fingerprint()
+    wave, lengths = _batch()
+    for rows, n in ((4, wave.shape[1]), (2, 16000)):
+        w, ln = wave[:rows, :n], lengths[:rows].clamp(max=n)
+        fc, flc = t.extract(w, ln)
+        fr, flr = ref.extract(w, ln)
+        assert flc.tolist() == flr.tolist()
+        for layer in t.layers:
+            for b, m in enumerate(flc.tolist()):
+                torch.testing.assert_close(fc[layer][b, :m], fr[layer][b, :m], atol=1e-3, rtol=1e-3)

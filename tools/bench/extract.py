@@ -26,6 +26,12 @@ the same runs are reported next to it.
 its content must not depend on its neighbours), so (b)'s batches carry more padding - the share of
 real audio in each is reported (``padding_efficiency``); small shards cost device time.
 
+Compute: the forward's FLOPs per audio second (torch's FlopCounterMode on 10 x 20 s, counted on
+the meta device), the device's measured matmul peak in the dtype the teacher computes in (bf16 on
+a GPU; float32 on the CPU unless ``--precision weights``), the share of it (a) and (b) reach (MFU:
+useful FLOPs, padding counts as waste) and audio hours per device hour. ``--precision``,
+``--compile`` and ``--bucket-seconds`` set the teacher spec's speed levers for (a), (b) and (d).
+
 (b) can run several variants in one go (``--batch-seconds 200,600``, ``--codec a,b``,
 ``--writer-kind thread,process``, ``--writers 4,8``, ``--switch-interval-ms 0,1``; (a) runs per
 batch size); the first is the headline the targets are judged on. A stage split of the loop's time
@@ -98,10 +104,50 @@ def make_corpus(out: Path, minutes: float, seed: int = 0) -> list[Path]:
     return files
 
 
-def _spec(model_dir: Path, dtype: str, layers: str, codec: str):
+def _spec(model_dir: Path, dtype: str, layers: str, codec: str, levers: dict | None = None):
+    """The bench's teacher; ``levers``: TeacherSpec's speed fields (precision, compile, bucket_seconds)."""
     from audistill.extract.spec import TeacherSpec
 
-    return TeacherSpec(name="wavlm", source=str(model_dir), layers=layers, dtype=dtype, codec=codec)
+    return TeacherSpec(name="wavlm", source=str(model_dir), layers=layers, dtype=dtype, codec=codec, **(levers or {}))
+
+
+def forward_flops(model_dir: Path, layers: str, seconds: float = 20.0, items: int = 10) -> float:
+    """FLOPs of the teacher's forward per second of audio (torch's FlopCounterMode), counted on
+    the meta device (shapes only: nothing is computed) for ``items`` unpadded items of ``seconds``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from audistill.extract.teachers import load_teacher
+
+    t = load_teacher(_spec(model_dir, "fp32", layers, "float32"), "meta")
+    n = int(seconds * 16000)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        t.extract(torch.zeros(items, n, device="meta"), torch.full((items,), n))
+    return counter.get_total_flops() / (items * seconds)
+
+
+def matmul_peak(device: str, dtype, size: int = 0, seconds: float = 1.0) -> float:
+    """The device's measured matmul rate in FLOP/s for ``dtype``: square matmuls (8192 on CUDA,
+    1024 on the CPU) repeated for about ``seconds`` after a warm-up, the best of three rounds."""
+    import torch
+
+    size = size or (8192 if device.startswith("cuda") else 1024)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    (a @ b).sum().item()  # warm-up, and the kernel choice
+    reps, best = 1, 0.0
+    for _ in range(3):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            c = a @ b
+        _sync(device)
+        dt = time.perf_counter() - t0
+        best = max(best, 2 * size ** 3 * reps / dt)
+        reps = max(1, int(reps * seconds / max(dt, 1e-6) / 3))
+    del c
+    return best
 
 
 def _sync(device: str) -> None:
@@ -124,7 +170,11 @@ def bare_forward(t, files: list[Path], device: str, batch_seconds: float, max_ba
     for idx in make_batches([len(w) for w in waves], int(batch_seconds * SAMPLE_RATE), max_batch):
         wave, lengths = pad_batch([waves[i] for i in idx])
         batches.append((wave.to(device), lengths))
-    t.extract(*batches[0])  # warm-up
+    warm = {}
+    for wave, lengths in batches:  # warm-up: one batch of each shape (a compiled teacher compiles here)
+        warm.setdefault(tuple(wave.shape), (wave, lengths))
+    for wave, lengths in warm.values():
+        t.extract(wave, lengths)
     _sync(device)
     t0 = time.perf_counter()
     for wave, lengths in batches:
@@ -132,6 +182,28 @@ def bare_forward(t, files: list[Path], device: str, batch_seconds: float, max_ba
     _sync(device)
     real = sum(len(w) for w in waves)
     return real / SAMPLE_RATE / (time.perf_counter() - t0), real / sum(w.numel() for w, _ in batches)
+
+
+def fixed_forward(t, device: str, items: int = 10, seconds: float = 20.0, min_s: float = 2.0) -> float:
+    """Audio seconds per second of the teacher on one batch of ``items`` unpadded items of
+    ``seconds`` (random audio, already on the device), repeated for at least ``min_s`` after two
+    warm-up runs: the forward's own pace, the figure the speed levers are judged on."""
+    import torch
+
+    n = int(seconds * 16000)
+    wave = (torch.randn(items, n, generator=torch.Generator().manual_seed(0)) * 0.1).to(device)
+    lengths = torch.full((items,), n)
+    for _ in range(2):
+        t.extract(wave, lengths)
+    _sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - t0 < min_s:
+        t.extract(wave, lengths)
+        reps += 1
+        if reps % 4 == 0:
+            _sync(device)
+    _sync(device)
+    return reps * items * seconds / (time.perf_counter() - t0)
 
 
 class _Clock:
@@ -229,7 +301,8 @@ def naive_loop(spec, files: list[Path], out: Path, device: str, max_seconds: flo
     from audistill.extract.spec import TeacherSpec
     from audistill.extract.teachers import load_teacher
 
-    t = load_teacher(TeacherSpec(**{**spec.__dict__, "dtype": "fp32"}), device)
+    t = load_teacher(TeacherSpec(**{**spec.__dict__, "dtype": "fp32", "precision": "autocast", "compile": "off",
+                                    "bucket_seconds": 0.0}), device)
     out.mkdir(parents=True, exist_ok=True)
     done = 0.0
     t0 = time.perf_counter()
@@ -290,7 +363,8 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
               batch_seconds: tuple[float, ...] = (200.0,),
               max_batch: int = 64, workers: int | None = None, naive_minutes: float = 1.0, rss_minutes: float = 0.5,
               rss: bool = True, writers: tuple[int, ...] = (0,), writer_kinds: tuple[str, ...] = ("auto",),
-              shard_seconds: float = SHARD_SECONDS, ceiling: bool = True, switch_ms: tuple[float, ...] = (0.0,)) -> dict:
+              shard_seconds: float = SHARD_SECONDS, ceiling: bool = True, switch_ms: tuple[float, ...] = (0.0,),
+              levers: dict | None = None) -> dict:
     """(a) per batch size, (b) for every (batch size, codec, writer kind, writers) - the first is
     the headline - (c), the host-side ceiling (d) with the first variant, and peak RSS of a corpus
     and a 10x corpus."""
@@ -308,9 +382,15 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
         model_dir = make_model(model, tmp / "model")
         files = make_corpus(tmp / "corpus", minutes)
         setup_s = time.perf_counter() - t0
-        spec = _spec(model_dir, dtype, layers, codecs[0])
+        spec = _spec(model_dir, dtype, layers, codecs[0], levers)
         teacher = load_teacher(spec, device)
-        _log(f"setup {setup_s:.1f} s, {len(files)} files")
+        _log(f"setup {setup_s:.1f} s, {len(files)} files, teacher {levers or 'as extract runs it'}")
+        flops = forward_flops(model_dir, layers)
+        peak = matmul_peak(device, teacher.run_dtype)
+        _log(f"forward {flops / 1e9:.2f} GFLOP per audio second; measured {str(teacher.run_dtype)[6:]} matmul "
+             f"peak {peak / 1e9:,.0f} GFLOP/s, so at most {peak / flops:.0f} audio s/s")
+        fixed = fixed_forward(teacher, device)
+        _log(f"forward alone, 10 x 20 s unpadded: {fixed:.1f} audio s/s ({fixed * flops / peak:.1%} of the peak)")
         a_by, a_eff = {}, {}
         for bs in batch_seconds:
             a_by[bs], a_eff[bs] = bare_forward(teacher, files, device, bs, max_batch)
@@ -324,7 +404,7 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
                 for kind in writer_kinds:
                     for nw in writers:
                         for si in switch_ms:
-                            sp = _spec(model_dir, dtype, layers, codec)
+                            sp = _spec(model_dir, dtype, layers, codec, levers)
                             what = f"(b) {bs:g} s batches, {codec}, {nw or 'auto'} {kind} writers, switch {si:g} ms"
                             v = _attempt(what, errors, full_extract, sp, tmp / "corpus", tmp / "bank", device, bs,
                                          workers, shard_seconds, nw, kind, teacher=_with_spec(teacher, sp),
@@ -345,11 +425,13 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
                          teacher=null_teacher(teacher), switch_interval_ms=switch_ms[0])
             shutil.rmtree(tmp / "bank", ignore_errors=True)
             _log(f"(d) host-side ceiling {d}")
+        teacher_dtype = teacher.run_dtype
         del teacher
         c = naive_loop(spec, files, tmp / "naive", device, naive_minutes * 60)
         _log(f"(c) naive {c:.1f} audio s/s")
         out = {"device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-               "cpus": os.cpu_count(), "model": model, "dtype": dtype if device.startswith("cuda") else "fp32",
+               "cpus": os.cpu_count(), "model": model,
+               "dtype": dtype if device.startswith("cuda") or (levers or {}).get("precision") == "weights" else "fp32",
                "layers": layers, "codec": b["codec"], "audio_seconds": b["seconds"], "batch_seconds": batch_seconds[0],
                "shard_seconds": shard_seconds, "loader_workers": b["loader_workers"], "writers": b["writers"],
                "writer_kind": b["writer_kind"], "setup_s": setup_s,
@@ -358,7 +440,11 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
                "d_ceiling_sps": d["sps"] if d else None,
                "b_over_a": b["sps"] / a, "b_over_c": b["sps"] / c,
                "bits_per_value": b["bits_per_value"], "failed": b["failed"],
-               "audio_hours_per_device_hour": b["sps"], "variants": variants, "errors": errors}
+               "audio_hours_per_device_hour": b["sps"], "variants": variants, "errors": errors,
+               "levers": dict(levers or {}), "flops_per_audio_second": flops, "peak_flops": peak,
+               "peak_dtype": str(teacher_dtype)[6:], "device_limit_sps": peak / flops,
+               "a_mfu": a * flops / peak, "b_mfu": b["sps"] * flops / peak,
+               "forward_10x20_sps": fixed, "forward_10x20_mfu": fixed * flops / peak}
         out["target_b_ge_0.85a"] = out["b_over_a"] >= 0.85
         out["target_b_ge_3c"] = out["b_over_c"] >= 3.0
         if rss:
@@ -370,6 +456,33 @@ def run_bench(device: str = "auto", model: str = "tiny", dtype: str = "bf16", mi
             if base_rss is not None and big_rss is not None:
                 out["rss_base"], out["rss_10x"] = base_rss, big_rss
                 _log(f"rss base {base_rss}, 10x {big_rss}")
+    return out
+
+
+def summary(r: dict) -> list[str]:
+    """Every figure of a ``run_bench`` result as plain lines (for logs: tools/bench/gpu-session.sh)."""
+    lim, mfu = r["device_limit_sps"], (lambda x: f"{x * r['flops_per_audio_second'] / r['peak_flops']:.1%}")
+    out = [f"{r['model']} on {r['gpu'] or r['device']} ({r['dtype']}, {r['cpus']} CPUs), levers {r['levers'] or 'none'}: "
+           f"{r['audio_seconds'] / 3600:.2f} h of audio",
+           f"compute: {r['flops_per_audio_second'] / 1e9:.2f} GFLOP per audio s; measured {r['peak_dtype']} peak "
+           f"{r['peak_flops'] / 1e9:,.0f} GFLOP/s -> limit {lim:.0f} audio s/s",
+           f"forward alone, 10 x 20 s unpadded: {r['forward_10x20_sps']:.0f} audio s/s (MFU {r['forward_10x20_mfu']:.1%})"]
+    for bs, a in r["a_by_batch_seconds"].items():
+        out.append(f"(a) bare forward, {float(bs):g} s batches: {a:.0f} audio s/s (MFU {mfu(a)}, "
+                   f"{r['a_padding_efficiency'][bs]:.1%} real audio)")
+    for v in r["variants"]:
+        out.append(f"(b) extract, {v['batch_seconds']:g} s batches, {v['codec']}, {v['writers']} {v['writer_kind']} "
+                   f"writers: {v['sps']:.0f} audio s/s (MFU {mfu(v['sps'])}), b/a {v['b_over_a']:.2f}, pace "
+                   f"{v['pace']}, launch {v['stages'].get('launch', 0) / max(v['run_s'], 1e-9):.0%} of the loop")
+    out.append(f"(c) naive loop: {r['c_naive_sps']:.0f} audio s/s; b/c {r['b_over_c']:.2f}")
+    if r["d_ceiling_sps"] is not None:
+        out.append(f"(d) host-side ceiling: {r['d_ceiling_sps']:.0f} audio s/s")
+    out.append(f"audio hours per device hour: {r['audio_hours_per_device_hour']:.0f}; targets b >= 0.85 a "
+               f"{r['target_b_ge_0.85a']}, b >= 3 c {r['target_b_ge_3c']}")
+    if "rss_base" in r:
+        out.append(f"peak RSS: {r['rss_base']['seconds'] / 60:.1f} min corpus {r['rss_base']['peak_rss_mb']:.0f} MB, "
+                   f"10x {r['rss_10x']['peak_rss_mb']:.0f} MB")
+    out += [f"FAILED: {e}" for e in r["errors"]]
     return out
 
 
@@ -420,7 +533,14 @@ def _table(r: dict) -> None:
     print(f"(b), (d): pace {how}, {r['shard_seconds']:g} s shards. The same runs end to end "
           f"(model loading and worker start-up included): (b) {r['b_extract_sps_with_startup']:.1f} audio s/s, "
           f"without model loading and planning {r['b_extract_sps_run']:.1f}.")
-    print(f"audio hours per device hour: {r['audio_hours_per_device_hour']:.0f}")
+    print(f"audio hours per device hour: {r['audio_hours_per_device_hour']:.0f} (b); "
+          f"{r['a_bare_forward_sps']:.0f} for the forward alone (a)")
+    print(f"forward: {r['flops_per_audio_second'] / 1e9:.2f} GFLOP per audio second; measured {r['peak_dtype']} "
+          f"matmul peak {r['peak_flops'] / 1e9:,.0f} GFLOP/s (at most {r['device_limit_sps']:.0f} audio s/s); "
+          f"MFU (a) {r['a_mfu']:.1%}, (b) {r['b_mfu']:.1%}; forward alone on 10 x 20 s unpadded "
+          f"{r['forward_10x20_sps']:.1f} audio s/s (MFU {r['forward_10x20_mfu']:.1%})")
+    if r["levers"]:
+        print(f"teacher levers: {r['levers']}")
     if "rss_base" in r:
         print(f"peak RSS: {r['rss_base']['seconds'] / 60:.1f} min corpus {r['rss_base']['peak_rss_mb']:.0f} MB "
               f"(workers {r['rss_base']['peak_worker_rss_mb']:.0f} MB); 10x corpus {r['rss_10x']['peak_rss_mb']:.0f} MB "
@@ -458,6 +578,12 @@ def bench_extract(
     ceiling: Annotated[bool, typer.Option("--ceiling/--no-ceiling",
                                           help="Also run (d): extraction with a teacher that costs nothing.")] = True,
     rss_minutes: Annotated[float, typer.Option("--rss-minutes", help="Base corpus of the RSS check (0: skip).")] = 0.5,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="Teacher spec's precision: autocast | weights (weights cast to --dtype).")] = "autocast",
+    compile_mode: Annotated[str, typer.Option(
+        "--compile", help="Teacher spec's compile: off | default | reduce-overhead (CUDA graphs) | max-autotune.")] = "off",
+    bucket_seconds: Annotated[float, typer.Option(
+        "--bucket-seconds", help="Teacher spec's bucket_seconds: pad batch lengths to a multiple (0: off).")] = 0.0,
     as_json: JsonOpt = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a target is missed.")] = False,
 ) -> None:
@@ -474,9 +600,15 @@ def bench_extract(
         sis = tuple(float(x) for x in _csv(switch_ms, None, "--switch-interval-ms"))
     except ValueError:
         raise typer.BadParameter("--writers and --batch-seconds take comma lists of numbers") from None
+    from audistill.extract.spec import COMPILE_MODES, PRECISIONS
+
+    if precision not in PRECISIONS or compile_mode not in COMPILE_MODES or bucket_seconds < 0:
+        raise typer.BadParameter(f"--precision in {PRECISIONS}, --compile in {COMPILE_MODES}, --bucket-seconds >= 0")
+    levers = {k: v for k, v in (("precision", precision), ("compile", compile_mode),
+                                ("bucket_seconds", bucket_seconds)) if v not in ("autocast", "off", 0.0)}
     r = run_bench(device, model, dtype, minutes, layers, codecs, bss, 64, workers, naive_minutes,
                   rss_minutes, rss=rss_minutes > 0, writers=nws, writer_kinds=kinds, shard_seconds=shard_seconds,
-                  ceiling=ceiling, switch_ms=sis)
+                  ceiling=ceiling, switch_ms=sis, levers=levers)
     if as_json:
         print(json.dumps(r))
     else:

@@ -147,7 +147,7 @@ def extract_cmd(
         "--loader-workers", help="Decode processes (default: 2 on CPU, cores/3 up to 8 on CUDA).")] = None,
     writers: Annotated[int, typer.Option("--writers", help="Shards written at once (0: auto).")] = 0,
     writer_kind: Annotated[str, typer.Option(
-        "--writer-kind", help="auto (processes on CUDA, threads on CPU) | process | thread.")] = "auto",
+        "--writer-kind", help="auto (threads) | process | thread.")] = "auto",
     max_failed: Annotated[float, typer.Option("--max-failed", help="Failed fraction above which the run exits 1.")] = 0.01,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Slices of the plan (SLURM arrays).")] = 1,
     worker_index: Annotated[int, typer.Option("--worker-index", help="This process's slice.")] = 0,
