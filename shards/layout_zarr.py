@@ -394,7 +394,8 @@ class _RowWindow:
         base = k0 * self.chunk
         if len(parts) == 1:
             return parts[0][lo - base:hi - base]
-        return np.concatenate(parts)[lo - base:hi - base]
+        last = hi - (k1 - 1) * self.chunk
+        return np.concatenate([parts[0][lo - base:], *parts[1:-1], parts[-1][:last]])
 
 
 class ZarrShardReader(LayerDecoder):

@@ -74,6 +74,7 @@ class ChunkReader:
         self.chunk_rows, self.per_object = chunk_rows, object_rows // chunk_rows
         self.decoder = _DECODERS[compressor]() if compressor else None
         self._index: dict[int, np.ndarray | None] = {}
+        self._paths: dict[int, str] = {}  # objects whose path was checked (inside the folder)
 
     @classmethod
     def for_array(cls, array, folder: str | None) -> ChunkReader | None:
@@ -93,17 +94,18 @@ class ChunkReader:
     def _open(self, obj: int) -> int | None:
         """A descriptor of object ``obj`` (None: never written, every chunk is fill); a link that
         leads out of the shard's folder is refused."""
-        path = self._object_path(obj)
+        path = self._paths.get(obj) or self._object_path(obj)
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             return None
         except OSError as e:
             raise ShardError(f"cannot read {path}: {e}") from e
-        real = os.path.realpath(path)
-        if os.path.commonpath([real, self.folder]) != self.folder:
-            os.close(fd)
-            raise ShardError(f"{path} leads out of the shard's folder")
+        if obj not in self._paths:
+            if os.path.commonpath([os.path.realpath(path), self.folder]) != self.folder:
+                os.close(fd)
+                raise ShardError(f"{path} leads out of the shard's folder")
+            self._paths[obj] = path
         return fd
 
     def _read_index(self, fd: int, obj: int) -> np.ndarray:

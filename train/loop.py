@@ -65,12 +65,15 @@ class Distiller(nn.Module):
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors on ``device`` (asynchronous copies from pinned memory on CUDA); targets
+    arrive in their bank's exact dtype (e.g. float16) and become float32 there, values unchanged."""
     nb = device.type == "cuda"
     out = dict(batch)
     for k in ("wave", "lengths", "full_wave", "full_lengths", "crop_start"):
         if k in batch:
             out[k] = batch[k].to(device, non_blocking=nb)
-    out["targets"] = {t: {la: z.to(device, non_blocking=nb) for la, z in d.items()} for t, d in batch["targets"].items()}
+    out["targets"] = {t: {la: z.to(device, non_blocking=nb).float() for la, z in d.items()}
+                      for t, d in batch["targets"].items()}
     out["target_lengths"] = {t: v.to(device) for t, v in batch["target_lengths"].items()}
     return out
 

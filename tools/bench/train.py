@@ -129,6 +129,124 @@ def _loader_rate(cfg, workers: int, batches: int) -> float:
     return batches / (time.perf_counter() - t0)
 
 
+class RandomTeacher:
+    """A preset teacher's shapes with random features (the loader moves bytes; their values do
+    not matter), so a loader-only bank is made in seconds on any machine."""
+
+    def __init__(self, name: str, dim: int, hz: int, home: str, blocks: int):
+        import torch
+
+        self.name, self.dim, self.frame_rate, self.home_domain = name, dim, hz, home
+        self.num_layers = blocks + 1
+        self.layers = [blocks * k // 4 for k in range(1, 5)]
+        self.gen = torch.Generator().manual_seed(dim)
+
+    def extract(self, wave, lengths):
+        import torch
+
+        n = int(lengths[0]) * self.frame_rate // 16000
+        return ({la: torch.randn(1, n, self.dim, generator=self.gen) for la in self.layers},
+                torch.tensor([n]))
+
+
+def _worker_cpu_s() -> float | None:
+    """CPU seconds used so far by this process's live children (the loader's workers); None
+    where /proc is not there."""
+    me, tick, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0.0
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    for p in proc.iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
+
+
+def _loader_timed(cfg, workers: int, batches: int) -> dict:
+    """Wall and CPU time of ``batches`` micro-batches after every worker's first one."""
+    import torch
+
+    from audistill.train import ddp, loop
+    from audistill.train.data import make_loader
+
+    model, infos, shards, _ = loop.build(cfg, torch.device("cpu"))
+    spec = loop.loader_spec(cfg, model, infos, shards, ddp.Dist(), False)
+    it = iter(make_loader(spec, 0, 0, workers, 4, False, epochs=None))
+    for _ in range(max(1, workers)):
+        next(it)
+    w0, t0, c0 = _worker_cpu_s(), time.perf_counter(), time.process_time()
+    audio = 0.0
+    for b in itertools.islice(it, batches):
+        audio += float(b["lengths"].sum()) / 16000
+    wall, cpu, w1 = time.perf_counter() - t0, time.process_time() - c0, _worker_cpu_s()
+    out = {"batches": batches, "batches_per_s": batches / wall, "audio_s_per_s": audio / wall,
+           "main_cpu_s_per_batch": cpu / batches}
+    if workers == 0:
+        out["batches_per_cpu_s"] = batches / cpu
+    elif w0 is not None and w1 is not None and w1 > w0:
+        out["batches_per_worker_cpu_s"] = batches / (w1 - w0)
+    del it
+    return out
+
+
+def run_loader_bench(size: str, workers: tuple, batches: int, codec: str = "float16", layout: str = "zarr") -> dict:
+    """The loader alone on the preset's shapes: in this process on one thread (batches per
+    CPU-second: what one worker process can deliver) and with each worker count."""
+    import numcodecs
+    import torch
+
+    from audistill.train.config import from_dict
+    from audistill.train.synth import write_bank
+
+    from .common import one_core
+
+    preset = PRESETS["tiny" if size == "tiny" else "gpu"]
+    res: dict = {"loader_only": True, "preset": "tiny" if size == "tiny" else "gpu", "codec": codec,
+                 "layout": layout, "cpus": os.cpu_count(), "torch": torch.__version__,
+                 "batch_seconds": preset.batch_seconds, "crop_seconds": preset.crop}
+    with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
+        teachers = [RandomTeacher(n, hidden, hz, home, blocks) for n, hidden, blocks, _, hz, home in preset.teachers]
+        write_bank(str(Path(tmp) / "bank"), teachers, 4, preset.segments // 4, (preset.seconds * 0.8, preset.seconds * 1.2),
+                   layout=layout, codec=codec)
+        raw = _config(str(Path(tmp) / "bank"), Path(tmp) / "runs", "tiny", "cpu", preset, 0, [t.name for t in teachers])
+        cfg = from_dict(raw)
+        threads = numcodecs.blosc.use_threads
+        numcodecs.blosc.use_threads = False  # one thread, as in a loader worker
+        try:
+            with one_core():
+                res["in_process"] = _loader_timed(cfg, 0, batches)
+        finally:
+            numcodecs.blosc.use_threads = threads
+        res["workers"] = {str(w): _loader_timed(cfg, w, batches * max(1, w)) for w in workers if w > 0}
+    per = res["in_process"]["batches_per_cpu_s"]
+    res["per_worker_batches_per_s"] = per
+    res["per_worker_audio_s_per_s"] = per * res["in_process"]["audio_s_per_s"] / res["in_process"]["batches_per_s"]
+    res["targets"] = {"per_worker_ge_3_batches_per_s": per >= 3.0}
+    return res
+
+
+def _loader_table(r: dict) -> Table:
+    t = Table(title=f"bench-train --loader-only: {r['preset']} preset ({r['layout']}, {r['codec']}, "
+                    f"{r['batch_seconds']:.0f} s batches of {r['crop_seconds']:.0f} s crops)")
+    for c in ("measure", "value", "note"):
+        t.add_column(c)
+    ip = r["in_process"]
+    t.add_row("one process, one thread", f"{ip['batches_per_cpu_s']:.2f} batches/CPU-s",
+              f"{r['per_worker_audio_s_per_s']:.0f} audio-s per CPU-s "
+              f"({'met' if r['targets']['per_worker_ge_3_batches_per_s'] else 'NOT met'}: >= 3 batches/s per worker)")
+    for w, v in r["workers"].items():
+        per = v.get("batches_per_worker_cpu_s")
+        t.add_row(f"{w} workers", f"{v['batches_per_s']:.2f} batches/s",
+                  f"{v['audio_s_per_s']:.0f} audio-s/s" + (f", {per:.2f} batches per worker CPU-s" if per else ""))
+    return t
+
+
 def rss_probe(cfg_json: str, steps: int) -> None:
     """Run in a fresh process: a few training steps, then print the trainer's peak RSS (MB) and
     its children's largest ru_maxrss (data-loader workers; at least the trainer's RSS at fork)."""
@@ -245,9 +363,18 @@ def bench_train(size: Annotated[str, typer.Option("--size", help="Student size: 
                 workers: Annotated[str, typer.Option("--workers", help="Loader worker counts to try, e.g. 1,2,4.")] = "",
                 steps: Annotated[int, typer.Option("--steps", help="Timed steps from the bank (0 = preset).")] = 0,
                 codec: Annotated[str, typer.Option("--codec", help="Bank codec.")] = "float16",
+                loader_only: Annotated[bool, typer.Option(
+                    "--loader-only", help="Only the data loader (no model, no GPU): batches/s per worker.")] = False,
+                layout: Annotated[str, typer.Option("--layout", help="Bank layout for --loader-only.")] = "zarr",
+                batches: Annotated[int, typer.Option("--batches", help="Timed batches per worker (--loader-only).")] = 8,
                 as_json: JsonOpt = False) -> None:
     """Training throughput from the bank vs teachers online, the loader alone, RSS vs bank size."""
     ws = tuple(int(x) for x in workers.split(",")) if workers else None
+    if loader_only:
+        r = run_loader_bench(size, ws or (1, 2), batches, codec, layout)
+        emit(r, None if as_json else _loader_table(r), as_json,
+             ["per-worker figure: the loader in one process on one thread, batches per CPU-second"])
+        return
     r = run_bench(size, device, ws, steps or None, codec)
     emit(r, None if as_json else _table(r), as_json,
          [f"targets: {json.dumps(r['targets'])}; RSS probes use a tiny student on the CPU (data path only)"])
