@@ -27,6 +27,7 @@ class RunSection:
     init_from: str = ""  # stage 2: a stage-1 checkpoint folder
     resume: bool = True  # continue from out_dir/name/checkpoints/last when it exists
     online_teachers: str = ""  # a teacher-spec file: run the teachers in the loop instead of the bank
+    compile: bool = False  # torch.compile the student (measure with `audistill tools bench-train --compile`)
 
 
 @dataclass(frozen=True)

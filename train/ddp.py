@@ -50,3 +50,10 @@ def all_reduce_mean(x: float, d: Dist, device: torch.device) -> float:
     t = torch.tensor([x], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t) / d.world
+
+
+def all_reduce_mean_tensor(x: torch.Tensor) -> torch.Tensor:
+    """Element-wise mean of ``x`` over the ranks (every rank calls it)."""
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / dist.get_world_size()

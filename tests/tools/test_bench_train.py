@@ -44,3 +44,22 @@ def test_bench_train_loader_only_json():
     assert doc["in_process"]["batches_per_cpu_s"] > 0 and doc["per_worker_audio_s_per_s"] > 0
     assert set(doc["workers"]) == {"1"} and doc["workers"]["1"]["batches_per_s"] > 0
     assert isinstance(doc["targets"]["per_worker_ge_3_batches_per_s"], bool)
+
+
+def test_bench_train_step_only_reports_flops_and_mfu():
+    app = typer.Typer()
+    register(app)
+
+    @app.command("other")
+    def other() -> None:
+        """Unused."""
+
+    r = CliRunner().invoke(app, ["bench-train", "--step-only", "--size", "tiny", "--device", "cpu",
+                                 "--step-seconds", "4,8", "--steps", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output.strip().splitlines()[-1])
+    assert [x["batch_seconds"] for x in doc["rows"]] == [4.0, 8.0]
+    for x in doc["rows"]:
+        assert x["tflop_per_step"] > 0 and x["steps_per_s"] > 0 and 0 < x["mfu"] < 1.5 and x["loss_finite"]
+    # the FLOPs grow with the batch (the count is of the real step, not a constant)
+    assert doc["rows"][1]["tflop_per_step"] > 1.5 * doc["rows"][0]["tflop_per_step"]
