@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -30,6 +32,10 @@ def setup(device: str) -> tuple[Dist, torch.device]:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device {device!r}: this machine has no CUDA device (use cpu or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"run.device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local if world > 1 else 0)
     if dev.type == "cuda":

@@ -170,9 +170,9 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
                             fused=device.type == "cuda")  # one kernel per step for every parameter
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.optim.warmup_steps, cfg.optim.max_steps))
     step, epoch, micro = 0, 0, 0
-    last = checkpoint.latest(ckpt_dir) if cfg.run.resume else None
-    if last is not None:
-        state = checkpoint.restore(last, model, opt, sched)
+    restored = checkpoint.restore_latest(ckpt_dir, model, opt, sched) if cfg.run.resume else None
+    if restored is not None:
+        state = restored[1]
         step, epoch, micro = state["step"], state["data"]["epoch"], state["data"]["micro"]
     elif cfg.run.init_from:
         init_from(model, cfg.run.init_from)
