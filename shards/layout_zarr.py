@@ -356,11 +356,11 @@ class ZarrFieldAdder:
 
 class _RowWindow:
     """Reads rows of one array in whole chunks and keeps the chunks of the last read. A request
-    that continues where the last one ended (a sequential pass) reads ``readahead`` chunks at once,
+    that starts where the last one ended (a sequential pass) reads ``readahead`` chunks at once,
     so each chunk is decoded once; any other request (a random crop) reads only the chunks it
     touches, reusing those it shares with the last read (crops of neighbouring segments, read in
-    shard order, share chunks). ``direct``: a :class:`ChunkReader` of the array (local banks),
-    else chunks are read through zarr."""
+    shard order, share chunks) and decoding none it does not need. ``direct``: a
+    :class:`ChunkReader` of the array (local banks), else chunks are read through zarr."""
 
     def __init__(self, array, readahead_chunks: int, direct: ChunkReader | None = None):
         self.array, self.direct = array, direct
@@ -368,6 +368,7 @@ class _RowWindow:
         self.readahead = readahead_chunks
         self.k0 = 0
         self.cached: list[np.ndarray] = []  # decoded chunks k0, k0 + 1, ...
+        self.end = -1  # the row after the last request
 
     def _read(self, k0: int, k1: int) -> list[np.ndarray]:
         if self.direct is not None:
@@ -381,7 +382,7 @@ class _RowWindow:
         k0, k1 = lo // self.chunk, -(-hi // self.chunk)
         held = self.k0 + len(self.cached)
         if not (self.k0 <= k0 and k1 <= held):
-            sequential = bool(self.cached) and self.k0 * self.chunk <= lo <= held * self.chunk
+            sequential = lo == self.end
             stop = max(k1, k0 + self.readahead) if sequential else k1
             stop = min(stop, -(-self.array.shape[0] // self.chunk))
             r0, r1 = max(k0, self.k0), min(stop, held)  # chunks held already
@@ -390,6 +391,7 @@ class _RowWindow:
             else:
                 chunks = self._read(k0, stop)
             self.k0, self.cached = k0, chunks
+        self.end = hi
         parts = self.cached[k0 - self.k0:k1 - self.k0]
         base = k0 * self.chunk
         if len(parts) == 1:
