@@ -132,3 +132,19 @@ def test_loader_batches_equal_one_read_per_segment(tmp_path, teachers, layout, c
                 z = b["targets"][name][layer]
                 assert z.dtype == dtype
                 torch.testing.assert_close(z.float(), ref["targets"][name][layer], rtol=0, atol=0)
+
+
+def test_worker_batches_made_in_shared_memory_equal_in_process_ones(tiny_bank):
+    """Batches a worker builds in shared memory arrive equal to those built in the trainer's process."""
+    sp = spec(root=tiny_bank, teachers={"tspeech": [1, 4], "tmusic": [2]}, shards=("s000", "s001", "s002"),
+              batch_seconds=2.5)
+    alone = list(make_loader(sp, 0, 0, 0, 2, False))
+    workers = list(make_loader(sp, 0, 0, 2, 2, False))
+    assert len(alone) == len(workers)
+    for a, w in zip(alone, workers, strict=True):
+        assert a["ids"] == w["ids"] and (a["epoch"], a["index"]) == (w["epoch"], w["index"])
+        torch.testing.assert_close(w["wave"], a["wave"], rtol=0, atol=0)
+        for name, layers in a["targets"].items():
+            for layer, z in layers.items():
+                torch.testing.assert_close(w["targets"][name][layer], z, rtol=0, atol=0)
+            assert w["target_lengths"][name].tolist() == a["target_lengths"][name].tolist()
