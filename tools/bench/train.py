@@ -320,15 +320,15 @@ def step_bench(size: str, device: str, batch_seconds: float, crop: float, steps:
     dev = torch.device(device)
     torch.manual_seed(0)
     model, infos = _step_model(size, PRESETS["gpu"], dev)
-    if compile_student:
-        model.student.compile()
     batch = _step_batch(infos, batch_seconds, crop, dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     d = ddp.Dist()
-    with FlopCounterMode(display=False) as fc:
+    with FlopCounterMode(display=False) as fc:  # counted eager: the same arithmetic a compiled step does
         update(model, model, [batch], opt, 1.0, d, amp)
     flops = fc.get_total_flops()
+    if compile_student:
+        model.student.compile()
     for _ in range(2 if dev.type == "cuda" else 1):  # warm-up (and compilation)
         update(model, model, [batch], opt, 1.0, d, amp)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda *_: None)
