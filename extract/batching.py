@@ -98,7 +98,7 @@ class _BatchDataset(Dataset):
             ref = refs[i]
             try:
                 waves[i] = load_segment(ref.path, ref.member, ref.start, ref.end, self.min_samples, self.so,
-                                        self.max_samples)
+                                        self.max_samples, ref.declared)
             except AudioError as e:
                 fails[i] = str(e)
         ok = [i for i in idx if i in waves]

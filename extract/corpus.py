@@ -13,8 +13,15 @@ length in seconds. At 10k-100k hours that is millions of opens before the first 
 slice and on every re-run, so ``audistill manifest`` probes a corpus once and writes a
 manifest with durations (and the same ids) that every later run plans from without opening a
 file; ``audistill plan`` goes one step further and stores the shard plan itself (planfile.py).
-A declared duration is trusted for planning; the loader refuses audio longer than the teachers'
-window, so a wrong one is recorded as an error, never stored cut or mismatched.
+A declared duration is trusted for planning and checked when the file is decoded: a file of
+another length (beyond rounding) is recorded as an error, never stored cut or mismatched.
+
+A manifest's local paths are read relative to its folder and must stay inside it (``../`` or an
+absolute path elsewhere is refused, naming the row) unless ``allow_outside_root`` is given
+(``--allow-outside-root``): a manifest from elsewhere must not read any file its user can.
+URLs are not confined. Names inside tars are only keys of the tar, never paths. Values of the
+wrong JSON type (``path: 42``, ``domain: ["a"]``) are refused when planning, naming the row or
+the tar member.
 
 Sources are written so they do not depend on where the corpus is mounted: a directory's files
 are ``DIRNAME/relative/path``; a manifest's rows use their ``id`` (else the path as written).
@@ -39,7 +46,7 @@ from pathlib import Path
 
 from audistill.shards.segments import SAMPLE_RATE, Segment, make_segment_id
 
-from .audio import AUDIO_EXTENSIONS, audio_info, is_url, tar_members
+from .audio import AUDIO_EXTENSIONS, audio_info, is_url, tar_cut, tar_members
 from .errors import AudioError, CorpusError
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ class Item:
     start: float = 0.0
     end: float | None = None
     duration: float | None = None  # the file's whole length (s), when a manifest declares it
+    error: str | None = None  # why it is unusable, when known from listing it (a tar cut short)
 
     def to_row(self) -> dict:
         """This item as a manifest row (the form :func:`scan_inputs` reads back to the same item)."""
@@ -89,6 +97,7 @@ class SegmentRef:
     domain: str
     dataset: str
     num_samples: int  # expected at 16 kHz (from the header)
+    declared: float | None = None  # the whole file's length as a manifest declared it (decode checks it)
 
     def segment(self, num_samples: int | None = None) -> Segment:
         return Segment(id=self.id, source=self.source, start=self.start, end=self.end, domain=self.domain,
@@ -108,28 +117,41 @@ def item_error(item: Item, reason: str) -> dict:
                         item.source if item.member else item.path, reason)
 
 
-def _walk_sorted(folder: str) -> Iterator[str]:
-    """Files under ``folder`` in the order of ``sorted(Path(folder).rglob("*"))``, streamed: every
-    folder's entries sorted by name, sub-folders entered where they sort (not through symlinks,
-    as rglob). A sorted rglob holds a Path per file, ~10 GB for 36 million files."""
-    with os.scandir(folder) as it:
-        entries = sorted(it, key=lambda e: e.name)
+def _walk_sorted(folder: str) -> Iterator[tuple[str, str | None]]:
+    """(path, None) for the files under ``folder`` in the order of ``sorted(Path(folder).rglob("*"))``,
+    streamed: every folder's entries sorted by name, sub-folders entered where they sort (not
+    through symlinks, as rglob). A sorted rglob holds a Path per file, ~10 GB for 36 million
+    files. (path, why) for a folder that cannot be listed or an entry that cannot be inspected
+    (a symlink loop): the caller records it, the walk goes on."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        yield folder, f"unreadable folder: {e.strerror or e}"
+        return
     for e in entries:
-        if e.is_dir(follow_symlinks=False):
+        try:
+            is_dir, is_file = e.is_dir(follow_symlinks=False), e.is_file()
+        except OSError as err:
+            yield e.path, f"cannot inspect: {err.strerror or err}"
+            continue
+        if is_dir:
             yield from _walk_sorted(e.path)
-        elif e.is_file():
-            yield e.path
+        elif is_file:
+            yield e.path, None
 
 
 def _dir_items(root: Path, domain: str, domain_map: dict[str, str], dataset: str) -> Iterator[Item]:
     base = str(root)
-    for path in _walk_sorted(base):
-        if os.path.splitext(path)[1].lower() not in AUDIO_EXTENSIONS:
+    for path, problem in _walk_sorted(base):
+        if problem is None and os.path.splitext(path)[1].lower() not in AUDIO_EXTENSIONS:
             continue
         rel = Path(path[len(base) + 1:] if path.startswith(base + os.sep) else os.path.relpath(path, base))
-        dom = next((domain_map[d] for d in rel.parts[:-1] if d in domain_map), domain)
+        # a mapped folder inside the input, else the input folder itself (`--domain-map real=speech` with
+        # corpus/real as the input), else the default
+        dom = next((domain_map[d] for d in rel.parts[:-1] if d in domain_map), domain_map.get(root.name, domain))
         yield Item(source=unicode_name(f"{root.name}/{rel.as_posix()}"), path=str(root / rel), domain=dom,
-                   dataset=dataset or unicode_name(root.name))
+                   dataset=dataset or unicode_name(root.name), error=problem)
 
 
 def unicode_name(name: str) -> str:
@@ -169,15 +191,54 @@ def _number(row: dict, key: str, where: str) -> float | None:
     return x
 
 
-def _manifest_items(path: str, domain: str, dataset: str) -> Iterator[Item]:
-    base = os.path.dirname(path)
+def _text(row: dict, key: str, where: str, ints: bool = False) -> str | None:
+    """``row[key]`` as text (None when absent or empty); CorpusError for another JSON type (a list
+    or number where a name belongs would be stored as the bank's name for it, or crash later)."""
+    v = row.get(key)
+    if v in (None, ""):
+        return None
+    if isinstance(v, str) or ints and isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    raise CorpusError(f"{where}: {key} must be {'text or an integer' if ints else 'text'}, not {json.dumps(v)}")
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether normalized ``path`` is ``root`` or under it, both absolute or both relative
+    ("." for the current folder)."""
+    if root == ".":
+        return not (os.path.isabs(path) or path == ".." or path.startswith(".." + os.sep))
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _local_path(loc: str, base: str, root: str, where: str, allow_outside_root: bool) -> str:
+    """A manifest row's local path: relative ones are resolved against the manifest's folder
+    (``base``, normalized; ``root`` is it made absolute). One outside that folder (``../``, absolute) is
+    refused unless allowed: a manifest from elsewhere must not read any file the user can. The
+    check is on the path as written (normalized); only a path that fails it is resolved (an
+    absolute path written through another name of the folder, e.g. its symlinks resolved, is
+    inside). String operations only for a row inside: planning reads millions of rows."""
+    # os.path, not pathlib: pathlib was a quarter of planning from a manifest
+    absolute = os.path.isabs(loc)
+    full = os.path.normpath(loc if absolute else os.path.join(base, loc))
+    if allow_outside_root or _inside(full, root if absolute else base):
+        return full
+    if _inside(os.path.realpath(full), os.path.realpath(root)):
+        return full
+    raise CorpusError(f"{where}: path {loc!r} is outside the manifest's folder {root}; write the manifest "
+                      "in a folder that holds the audio, or pass --allow-outside-root")
+
+
+def _manifest_items(path: str, domain: str, dataset: str, allow_outside_root: bool = False) -> Iterator[Item]:
+    base = os.path.normpath(os.path.dirname(path) or ".")
+    root = os.path.abspath(base)
     for n, row in enumerate(_manifest_rows(path), 1):
         where = f"{path} row {n}"
-        loc = row.get("path") or row.get("url") or row.get("audio_filepath")
+        loc = _text(row, "path", where) or _text(row, "url", where) or _text(row, "audio_filepath", where)
         if not loc:
             raise CorpusError(f"{where}: needs 'path', 'url' or 'audio_filepath'")
-        # os.path, not pathlib: pathlib was a quarter of planning from a manifest
-        full = loc if is_url(loc) or os.path.isabs(loc) else os.path.normpath(os.path.join(base, loc))
+        full = loc if is_url(loc) else _local_path(loc, base, root, where, allow_outside_root)
+        name = _text(row, "id", where, ints=True) or loc
+        member, dom, dset = _text(row, "member", where), _text(row, "domain", where), _text(row, "dataset", where)
         start = _number(row, "start", where) or 0.0
         end = _number(row, "end", where)
         duration = _number(row, "duration", where)
@@ -189,8 +250,7 @@ def _manifest_items(path: str, domain: str, dataset: str) -> Iterator[Item]:
             raise CorpusError(f"{where}: end {end} is not after start {start}")
         if duration == 0:
             raise CorpusError(f"{where}: duration 0 (leave it out to read the length from the file)")
-        yield Item(source=unicode_name(str(row.get("id") or loc)), path=full, member=row.get("member") or None,
-                   domain=row.get("domain") or domain, dataset=row.get("dataset") or dataset,
+        yield Item(source=unicode_name(name), path=full, member=member, domain=dom or domain, dataset=dset or dataset,
                    start=start, end=end, duration=duration)
 
 
@@ -205,21 +265,37 @@ def _tar_items(url: str, domain: str, dataset: str, storage_options: dict | None
         key = name[: len(name) - len(base)] + base.split(".", 1)[0]
         if "." + base.split(".", 1)[-1].lower() not in AUDIO_EXTENSIONS:
             continue
-        meta = {}
-        if f"{key}.json" in members:
-            try:
-                meta = json.loads(members[f"{key}.json"])
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                meta = {}
-        items.append(Item(source=unicode_name(f"{url}#{key}"), path=url, member=name, domain=meta.get("domain", domain),
-                          dataset=meta.get("dataset", dataset), start=0.0, end=None))
+        meta = _tar_meta(url, key, members)
+        where = f"{url} member {key}.json"
+        items.append(Item(source=unicode_name(f"{url}#{key}"), path=url, member=name,
+                          domain=_text(meta, "domain", where) or domain, dataset=_text(meta, "dataset", where) or dataset,
+                          start=0.0, end=None))
+    cut = tar_cut(url, storage_options)
+    if cut is not None:  # the members before the cut are planned; the cut is recorded against the tar
+        items.append(Item(source=unicode_name(url), path=url, member="", domain=domain, dataset=dataset, error=cut))
     return items
 
 
+def _tar_meta(url: str, key: str, members: dict[str, bytes]) -> dict:
+    """A tar sample's ``KEY.json`` (``{}`` without one); CorpusError when it is not a JSON object."""
+    raw = members.get(f"{key}.json")
+    if raw is None:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorpusError(f"{url} member {key}.json is not JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise CorpusError(f"{url} member {key}.json is not a JSON object")
+    return meta
+
+
 def iter_items(inputs: list[str], domain: str = "unknown", domain_map: dict[str, str] | None = None,
-               dataset: str = "", storage_options: dict | None = None) -> Iterator[Item]:
+               dataset: str = "", storage_options: dict | None = None, allow_outside_root: bool = False
+               ) -> Iterator[Item]:
     """Items of every input (directories, manifests, tars), in a deterministic order, streamed
-    (a corpus of millions of files is never held as objects). Inputs are checked first."""
+    (a corpus of millions of files is never held as objects). Inputs are checked first.
+    ``allow_outside_root``: manifests may name local files outside their own folder."""
     kinds = []
     for inp in inputs:
         low = inp.lower()
@@ -233,23 +309,24 @@ def iter_items(inputs: list[str], domain: str = "unknown", domain_map: dict[str,
             kinds.append("dir")
         else:
             raise CorpusError(f"corpus input {inp}: not a directory, .jsonl/.json/.csv manifest or .tar")
-    return _iter_items(inputs, kinds, domain, domain_map or {}, dataset, storage_options)
+    return _iter_items(inputs, kinds, domain, domain_map or {}, dataset, storage_options, allow_outside_root)
 
 
-def _iter_items(inputs, kinds, domain, domain_map, dataset, storage_options) -> Iterator[Item]:
+def _iter_items(inputs, kinds, domain, domain_map, dataset, storage_options, allow_outside_root) -> Iterator[Item]:
     for inp, kind in zip(inputs, kinds, strict=True):
         if kind == "tar":
             yield from _tar_items(inp, domain, dataset, storage_options)
         elif kind == "manifest":
-            yield from _manifest_items(inp, domain, dataset)
+            yield from _manifest_items(inp, domain, dataset, allow_outside_root)
         else:
             yield from _dir_items(Path(inp), domain, domain_map, dataset)
 
 
 def scan_inputs(inputs: list[str], domain: str = "unknown", domain_map: dict[str, str] | None = None,
-                dataset: str = "", storage_options: dict | None = None) -> list[Item]:
+                dataset: str = "", storage_options: dict | None = None, allow_outside_root: bool = False
+                ) -> list[Item]:
     """Every item of :func:`iter_items`, as a list."""
-    return list(iter_items(inputs, domain, domain_map, dataset, storage_options))
+    return list(iter_items(inputs, domain, domain_map, dataset, storage_options, allow_outside_root))
 
 
 def split_item(item: Item, total: float, max_seconds: float, min_seconds: float) -> list[SegmentRef]:
@@ -265,7 +342,7 @@ def split_item(item: Item, total: float, max_seconds: float, min_seconds: float)
     n = max(1, math.ceil(dur / max_seconds - 1e-9))
     if n == 1:
         return [SegmentRef(whole_id, item.source, item.path, item.member, item.start, item.end, item.domain,
-                           item.dataset, int(round(dur * SAMPLE_RATE)))]
+                           item.dataset, int(round(dur * SAMPLE_RATE)), item.duration)]
     out = []
     for i in range(n):
         s = round(item.start + i * max_seconds, 3)
@@ -273,7 +350,7 @@ def split_item(item: Item, total: float, max_seconds: float, min_seconds: float)
         if e - s < min_seconds:
             continue
         out.append(SegmentRef(make_segment_id(item.source, s, e), item.source, item.path, item.member, s, e,
-                              item.domain, item.dataset, int(round((e - s) * SAMPLE_RATE))))
+                              item.domain, item.dataset, int(round((e - s) * SAMPLE_RATE)), item.duration))
     return out
 
 
@@ -299,7 +376,9 @@ def probe_lengths(items: list[Item], storage_options: dict | None = None, worker
     out: list[float | AudioError | None] = [None] * len(items)
     files = []
     for k, it in enumerate(items):
-        if it.duration is not None:
+        if it.error is not None:
+            out[k] = AudioError(it.error)
+        elif it.duration is not None:
             out[k] = it.duration
         elif it.member is not None:
             out[k] = _probe(it, storage_options)
@@ -326,6 +405,9 @@ def iter_segments(items: Iterable[Item], errors: list[dict], max_seconds: float 
                   ) -> Iterator[SegmentRef]:
     """Segments of every item, in order, streamed (items are probed ``chunk`` at a time); an
     error record is appended to ``errors`` for every unusable item and repeated segment."""
+    if max_seconds <= min_seconds:
+        raise CorpusError(f"segments of at most {max_seconds:g} s, each under the shortest kept ({min_seconds:g} s): "
+                          "every one would be dropped")
     seen: set[int] = set()  # 16-byte digests of the ids yielded: ~70 bytes a segment, not ~110 for the id
     probed, took = 0, 0.0
     for part in _chunks(items, chunk):
@@ -389,26 +471,30 @@ def probe_items(items: list[Item], storage_options: dict | None = None, workers:
     return out, errors
 
 
-def manifest_row(item: Item, manifest_dir: str | Path | None = None) -> dict:
+def manifest_row(item: Item, manifest_dir: str | Path | None = None, allow_outside_root: bool = False) -> dict:
     """``item`` as a manifest row; a local path relative to ``manifest_dir`` (where the manifest
     is written, which :func:`scan_inputs` resolves it against), so the corpus and its manifest
-    can move together."""
+    can move together. A path outside ``manifest_dir`` is refused unless allowed (planning
+    from the manifest would refuse it)."""
     row = item.to_row()
     if manifest_dir is not None and not is_url(item.path):
         row["path"] = os.path.relpath(Path(item.path.removeprefix("file://")).absolute(), Path(manifest_dir).absolute())
+        if not allow_outside_root and (row["path"] == ".." or row["path"].startswith(".." + os.sep)):
+            raise CorpusError(f"{item.path} is outside {manifest_dir}, where the manifest goes: write it in a folder "
+                              "that holds the audio, or pass --allow-outside-root")
     return row
 
 
 def write_manifest(inputs: list[str], out: str | Path, domain: str = "unknown",
                    domain_map: dict[str, str] | None = None, dataset: str = "", storage_options: dict | None = None,
-                   probe_workers: int = 16, chunk: int = 4096) -> dict:
+                   probe_workers: int = 16, chunk: int = 4096, allow_outside_root: bool = False) -> dict:
     """Probe every item of ``inputs`` once and write them, with durations, as a JSONL manifest at
     ``out`` (streamed; written under a temporary name and renamed, so a killed run leaves no
     manifest that looks complete). Returns items, hours, the unreadable ones' error records."""
     out = Path(out)
     if out.suffix != ".jsonl":
         raise CorpusError(f"manifest {out}: write it as .jsonl")
-    items = iter_items(inputs, domain, domain_map, dataset, storage_options)
+    items = iter_items(inputs, domain, domain_map, dataset, storage_options, allow_outside_root)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     count, seconds, errors = 0, 0.0, []
@@ -418,7 +504,7 @@ def write_manifest(inputs: list[str], out: str | Path, domain: str = "unknown",
                 done, errs = probe_items(part, storage_options, probe_workers)
                 errors += errs
                 for it in done:
-                    f.write(json.dumps(manifest_row(it, out.parent)) + "\n")
+                    f.write(json.dumps(manifest_row(it, out.parent, allow_outside_root)) + "\n")
                     count += 1
                     seconds += it.duration or 0.0
         tmp.replace(out)

@@ -17,16 +17,22 @@ from dataclasses import replace
 import torch
 
 from .corpus import error_record
-from .pipeline import RunOptions, ShardResult, TeacherTotals, open_bank_cached, run_shards
+from .errors import ExtractError
+from .pipeline import (
+    RunOptions,
+    ShardResult,
+    TeacherTotals,
+    open_bank_cached,
+    run_shards,
+    teacher_codecs,
+)
 from .plan import ShardPlan
 from .run import (
     ExtractConfig,
     RunSummary,
     append_errors,
-    fit_codecs,
-    open_run,
-    plan_work,
     resolve_device,
+    start_run,
     stop_progress,
     summarize,
 )
@@ -71,7 +77,8 @@ def shard_task(bank_root: str, storage_options: dict | None, shards: list[ShardP
     teachers = _teachers(specs, _worker_device(device))
     # writer threads: the task is one of many on this worker process; no process pool per task
     opts = replace(opts, writer_kind="thread")
-    return run_shards(bank, todo, teachers, opts, update_catalog=False, add=add)  # every shard in add is in todo
+    # every shard in add is in todo
+    return run_shards(bank, todo, teachers, teacher_codecs(bank, teachers), opts, update_catalog=False, add=add).shards
 
 
 def _done(bank, name: str, add: dict[str, list[int]] | None) -> bool:
@@ -101,19 +108,17 @@ def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cf
     :func:`extract` (advanced as each task finishes)."""
     from distributed import Client, as_completed
 
+    if cfg.num_workers > 1:
+        raise ExtractError("a Dask run is the bank's one coordinator and runs the whole plan: "
+                           "slices (--num-workers, --worker-index) are for separate processes")
     t0 = time.perf_counter()
-    plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg)
-    bank.sync_catalog()
-    bank.remove_temporaries(deep=False)  # new shards' leftovers; `shards clean` finds the rest
-    todo, add, skipped = plan_work(bank, plan, teachers, synced=True)
-    if todo:
-        fit_codecs(bank, teachers, plan[0], cfg)
+    run = start_run(inputs, specs, bank_root, cfg)
+    bank, todo, add, plan_errors = run.bank, run.todo, run.add, run.plan_errors
     device = resolve_device(cfg.device).split(":")[0]
-    run_specs = tuple(t.spec for t in teachers)
-    del teachers
-    summary = RunSummary(bank.root, shards_planned=len(plan), shards_skipped=skipped,
-                         segments_planned=sum(s.count for s in plan) + len(plan_errors),
-                         teachers={s.name: TeacherTotals() for s in specs})
+    run_specs = tuple(t.spec for t in run.teachers)
+    summary = RunSummary(bank.root, shards_planned=len(run.mine), shards_skipped=run.skipped,
+                         segments_planned=run.segments_planned, teachers={s.name: TeacherTotals() for s in specs})
+    del run  # the coordinator's teachers: workers load their own
     cluster = None if scheduler else _cluster(device, workers)
     results, errors = [], list(plan_errors)
     groups = [todo[i: i + max(1, shards_per_task)] for i in range(0, len(todo), max(1, shards_per_task))]

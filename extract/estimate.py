@@ -7,6 +7,8 @@ from importlib.metadata import entry_points
 
 import torch
 
+from audistill.shards.segments import SAMPLE_RATE
+
 from .spec import TeacherSpec, resolve_layers
 from .teachers import ENTRY_POINT_GROUP, STUDENT_RATE
 
@@ -26,24 +28,39 @@ def teacher_shape(spec: TeacherSpec) -> dict | None:
         return None
     from transformers import AutoConfig
 
+    kw = {"revision": spec.revision or None, "trust_remote_code": spec.trust_remote_code}
     try:
-        c = AutoConfig.from_pretrained(spec.source, revision=spec.revision or None,
-                                       trust_remote_code=spec.trust_remote_code)
+        c = AutoConfig.from_pretrained(spec.source, **kw)
     except (OSError, ValueError):
         return None
     if c.model_type == "whisper":
         return {"frame_rate": 50.0, "dim": c.d_model, "num_layers": c.encoder_layers + 1}
     if c.model_type == "audio-spectrogram-transformer":
         return {"frame_rate": 100.0 / c.time_stride, "dim": c.hidden_size, "num_layers": c.num_hidden_layers + 1}
+    # the conv stride applies at the model's own input rate (its feature extractor's), to which
+    # extraction resamples: a 24 kHz model with stride 320 stores 75 Hz, not 50
     stride = math.prod(getattr(c, "conv_stride", [320]))
-    return {"frame_rate": 16000 / stride, "dim": c.hidden_size, "num_layers": c.num_hidden_layers + 1}
+    return {"frame_rate": input_rate(spec, kw) / stride, "dim": c.hidden_size, "num_layers": c.num_hidden_layers + 1}
 
 
-def bits_per_value(spec: TeacherSpec, dim: int) -> float:
-    """Bits per value of the codec's parts before lossless compression (an upper bound)."""
+def input_rate(spec: TeacherSpec, kw: dict) -> int:
+    """The sample rate a waveform model takes: its feature extractor's (read from its config file,
+    no weights), 16 kHz where it has none - as the transformers adapter decides."""
+    from transformers import AutoFeatureExtractor
+
+    try:
+        fe = AutoFeatureExtractor.from_pretrained(spec.source, **kw)
+    except (OSError, ValueError):
+        return SAMPLE_RATE
+    return int(getattr(fe, "sampling_rate", SAMPLE_RATE) or SAMPLE_RATE)
+
+
+def bits_per_value(spec: TeacherSpec, dim: int) -> float | None:
+    """Bits per value of the codec's parts before lossless compression (an upper bound); None for
+    a codec fitted on the corpus, unknown until then (None, not NaN: the estimate is JSON)."""
     codec = spec.make_codec()
     if codec.needs_fit:
-        return float("nan")
+        return None
     x = torch.randn(256, dim, generator=torch.Generator().manual_seed(0))
     parts = codec.encode(x, None)
     nbytes = sum(v.numel() * v.element_size() for v in parts.values())
@@ -59,6 +76,7 @@ def estimate_bytes(spec: TeacherSpec, seconds_per_domain: dict[str, float]) -> d
     layers = resolve_layers(spec.layers, shape["num_layers"] - 1)
     frames = int(seconds * rate)
     bpv = bits_per_value(spec, shape["dim"])
-    per_layer = frames * shape["dim"] * bpv / 8 if bpv == bpv else float("nan")
+    per_layer = None if bpv is None else frames * shape["dim"] * bpv / 8
     return {"seconds": seconds, "frame_rate": rate, "dim": shape["dim"], "layers": layers, "frames": frames,
-            "bits_per_value": bpv, "bytes_per_layer": per_layer, "bytes": per_layer * len(layers)}
+            "bits_per_value": bpv, "bytes_per_layer": per_layer,
+            "bytes": None if per_layer is None else per_layer * len(layers)}

@@ -19,19 +19,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 import numpy as np
 import torch
 
 from audistill.shards.bank import Bank, CatalogSaver
 from audistill.shards.catalog import ShardRecord
-from audistill.shards.codecs import Codec
+from audistill.shards.codecs import Codec, codec_from_record
 from audistill.shards.devices import host_to_device
 
 from .batching import Decoded, batch_work, decoded_batches, equal_length_groups
@@ -43,24 +45,44 @@ from .teachers import Teacher, window_samples
 log = logging.getLogger(__name__)
 Progress = Callable[[int, float], None]  # (segments done, audio seconds done)
 PIPELINE_DEPTH = 1  # batches launched on the device ahead of the one being collected
+WriterKind = Literal["auto", "process", "thread"]
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    """How shards are computed (flat parameters; the CLI's ExtractConfig builds it)."""
+    """How shards are computed (flat parameters). :class:`~.run.ExtractConfig` extends it, so a run's
+    one configuration is also its run options; ``loader_workers=None`` and ``writers=0`` are
+    "auto", made concrete for a device by :meth:`resolved`."""
 
     batch_seconds: float = 200.0
     max_batch: int = 64
-    loader_workers: int = 2
+    # decode processes; None = auto: on CUDA max(2, min(8, cores / 3)), 2 on CPU. A core decodes
+    # 44.1 kHz stereo ogg / mp3 / flac at ~390x / 600x / 620x realtime (16 kHz wav ~2900x), and
+    # WavLM-Large takes ~1650 audio s/s on an H200: two would starve it
+    loader_workers: int | None = None
     min_seconds: float = 0.1
     storage_options: dict | None = None
-    writers: int = 2  # shards compressed and written at the same time
+    writers: int = 0  # shards compressed and written at the same time; 0 = auto: min(8, cores / 2) on CUDA, 2 on CPU
     # Write in threads or in processes (fed through shared memory); "auto": processes on CUDA,
     # threads on the CPU (resolve_writer_kind says why)
-    writer_kind: str = "auto"
+    writer_kind: WriterKind = "auto"
     # The GIL switch interval during the run, in ms (0: leave Python's 5 ms). Writer and loader
     # threads wait up to one interval for the GIL whenever the main thread is busy launching
     # kernels; a shorter one cuts that convoy (on the dev box a writer thread beside a busy main
     # thread took 17 s for a shard at 5 ms, 4.3 s at 1 ms, 0.7 s alone).
     switch_interval_ms: float = 0.0
+
+    def resolved(self, device: torch.device | str) -> RunOptions:
+        """These options (only these fields, also when called on a subclass) with the "auto"
+        decode and writer counts made concrete for ``device``."""
+        cuda = torch.device(device).type == "cuda"
+        cores = os.cpu_count() or 2
+        kw = {f.name: getattr(self, f.name) for f in fields(RunOptions)}
+        if not kw["writers"]:
+            kw["writers"] = min(8, max(2, cores // 2)) if cuda else 2
+        if kw["loader_workers"] is None:
+            kw["loader_workers"] = max(2, min(8, cores // 3)) if cuda else 2
+        return RunOptions(**kw)
 
 
 @dataclass
@@ -89,6 +111,20 @@ class ShardResult:
     padded_samples: int = 0
     real_samples: int = 0
     committed_at: float = 0.0  # time.time() when the shard was committed (writers may be processes)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run_shards` did: each shard run, where this thread's time went per stage
+    (``loader`` waiting for decoded audio, ``launch`` queueing forwards and encodes - a model that
+    syncs inside its forward shows up here -, ``device_wait`` waiting for the device, ``collect``
+    host-side hand-over without device_wait, ``writers`` waiting for shard writers), and how shards
+    were written (``process`` | ``thread``, after ``auto`` and the shared-memory check; "" when no
+    shard ran)."""
+
+    shards: list[ShardResult] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    writer_kind: Literal["process", "thread", ""] = ""
 
 
 class _ShardState:
@@ -149,12 +185,6 @@ def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int], mode: st
         if timers is not None:
             timers["device_wait"] = timers.get("device_wait", 0.0) + enc.wait_s
     return [out[p] for p in pos], frames
-
-
-def _run_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
-                 pos: list[int]) -> tuple[list[dict | None], int]:
-    """Synchronous: parts per position in ``pos`` (None where not representable) and frames kept."""
-    return _collect(_launch_teacher(t, codec, states, wave, lengths, pos), pos)
 
 
 @dataclass
@@ -384,8 +414,6 @@ def shared_bytes_needed(teachers: list[Teacher], codecs: dict[str, Codec], shard
 
 def shared_bytes_free(path: str = SHM) -> int | None:
     """Free bytes of the shared-memory file system (None where there is none, e.g. not Linux)."""
-    import os
-
     try:
         st = os.statvfs(path)
     except (OSError, AttributeError):
@@ -426,24 +454,23 @@ def _writer_pool(opts: RunOptions, device: torch.device, need: SharedNeed | None
     return ThreadPoolExecutor(max_workers=opts.writers, thread_name_prefix="shard-writer"), False
 
 
-def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opts: RunOptions,
-               update_catalog: bool = True, progress: Progress | None = None,
-               add: dict[str, dict[str, list[int]]] | None = None,
-               timers: dict[str, float] | None = None, facts: dict | None = None) -> list[ShardResult]:
-    """Compute and commit ``shards`` with ``teachers``. Shards named in ``add`` are committed
-    already: only the teachers/layers ``add[shard]`` lists are computed and added to them.
+def teacher_codecs(bank: Bank, teachers: list[Teacher]) -> dict[str, Codec]:
+    """Each teacher's codec, built once from the bank's catalog (what its shards are written with)."""
+    return {t.name: codec_from_record(bank.catalog.teacher(t.name).codec) for t in teachers}
 
-    ``timers`` (if given) gets the seconds this thread spent per stage - where a run's time goes:
-    ``loader`` (waiting for decoded audio), ``launch`` (queueing forwards and encodes; a model
-    that syncs inside its forward shows up here), ``device_wait`` (waiting for the device),
-    ``collect`` (host-side hand-over, without device_wait), ``writers`` (waiting for shard writers).
-    ``facts`` (if given) gets how the run was set up: ``writer_kind`` (after ``auto`` and the
-    shared-memory check)."""
+
+def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], codecs: dict[str, Codec],
+               opts: RunOptions, update_catalog: bool = True, progress: Progress | None = None,
+               add: dict[str, dict[str, list[int]]] | None = None) -> RunResult:
+    """Compute and commit ``shards`` with ``teachers``, encoding with ``codecs`` (see
+    :func:`teacher_codecs`). Shards named in ``add`` are committed already: only the
+    teachers/layers ``add[shard]`` lists are computed and added to them."""
     if not shards:
-        return []
+        return RunResult()
+    timers: dict[str, float] = {}
     clock = _StageClock(timers)
     device = teachers[0].device
-    codecs = {t.name: t.spec.make_codec() for t in teachers}
+    opts = opts.resolved(device)
     states = {t.name: {layer: device_state(bank.load_codec_state(t.name, layer), device) for layer in t.layers}
               for t in teachers}
     batch_samples = int(opts.batch_seconds * 16000)
@@ -490,8 +517,6 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
     _raise_fd_limit()
     need = shared_bytes_needed(teachers, codecs, max(sh.seconds for sh in shards), opts)
     pool, in_process = _writer_pool(opts, device, need)  # writer processes start while the loader does
-    if facts is not None:
-        facts["writer_kind"] = "process" if in_process else "thread"
     old_interval = sys.getswitchinterval()
     if opts.switch_interval_ms > 0:
         sys.setswitchinterval(opts.switch_interval_ms / 1000)
@@ -516,15 +541,15 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], opt
         sys.setswitchinterval(old_interval)
         if update_catalog and results:
             bank.save_catalog()
-        if timers is not None:  # collect's figure included the device waits
-            timers["collect"] = timers.get("collect", 0.0) - timers.get("device_wait", 0.0)
-    return results
+        # collect's figure included the device waits
+        timers["collect"] = timers.get("collect", 0.0) - timers.get("device_wait", 0.0)
+    return RunResult(results, timers, "process" if in_process else "thread")
 
 
 class _StageClock:
-    """Adds wall seconds per stage into a dict (nothing when there is none)."""
+    """Adds wall seconds per stage into a dict."""
 
-    def __init__(self, timers: dict[str, float] | None):
+    def __init__(self, timers: dict[str, float]):
         self.timers = timers
 
     @contextlib.contextmanager
@@ -533,8 +558,7 @@ class _StageClock:
         try:
             yield
         finally:
-            if self.timers is not None:
-                self.timers[stage] = self.timers.get(stage, 0.0) + time.perf_counter() - t0
+            self.timers[stage] = self.timers.get(stage, 0.0) + time.perf_counter() - t0
 
     def iterate(self, stage: str, it):
         it = iter(it)

@@ -122,6 +122,10 @@ class PlanFile(Sequence[ShardPlan]):
         for start in range(0, len(self), 256):
             yield from self._read(range(start, min(len(self), start + 256)))
 
+    def names(self) -> list[str]:
+        """Every shard's name, from the index (no shard is read)."""
+        return [n.decode() for n in self.index["name"]]
+
     def _blobs(self, which) -> list[bytes]:
         """The packed shards ``which``: only their bytes (ranged reads on an object store)."""
         rows = [self.index[i] for i in which]

@@ -9,22 +9,32 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-from audistill.shards.bank import Bank
+from audistill.shards.bank import CATALOG, Bank
+from audistill.shards.codecs import Codec, codec_from_record
 from audistill.shards.errors import CatalogError
+from audistill.shards.layouts import LayoutName, layout_names
 
 from .corpus import iter_items, iter_segments
 from .errors import ExtractError, TooManyFailures
-from .pipeline import Progress, RunOptions, TeacherTotals, run_shards
-from .plan import ShardPlan, make_plan, plan_summary, slice_plan
+from .pipeline import Progress, RunOptions, TeacherTotals, WriterKind, run_shards, teacher_codecs
+from .plan import (
+    ShardPlan,
+    exclude_committed,
+    idle_teachers,
+    make_plan,
+    plan_domains,
+    plan_summary,
+    slice_plan,
+)
 from .planfile import PlanFile
 from .spec import TeacherSpec
 from .teachers import Teacher, load_teacher, window_samples
@@ -35,23 +45,23 @@ ERRORS_FILE = "errors.jsonl"
 ERRORS_DIR = "errors.d"  # one file per slice run (--num-workers > 1), merged into ERRORS_FILE
 
 
+Layout = LayoutName
+DEFAULT_LAYOUT: Layout = "zarr"
+
+
 @dataclass(frozen=True)
-class ExtractConfig:
-    layout: str = "zarr"
-    device: str = "auto"
+class ExtractConfig(RunOptions):
+    """One extraction run's configuration: how shards are computed (the :class:`RunOptions`
+    fields it inherits) plus how the corpus is planned and sliced and which bank it goes to.
+    Validated when built, every problem reported at once."""
+
+    # the layout of a new bank; None: an existing bank's own (zarr for a new one). An explicit
+    # layout that differs from an existing bank's is refused
+    layout: Layout | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_seconds: float = 30.0
-    min_seconds: float = 0.1
     shard_seconds: float = 3600.0
     shard_segments: int = 10000
-    batch_seconds: float = 200.0
-    max_batch: int = 64
-    # decode processes; None = auto: on CUDA max(2, min(8, cores / 3)), 2 on CPU. A core decodes
-    # 44.1 kHz stereo ogg / mp3 / flac at ~390x / 600x / 620x realtime (16 kHz wav ~2900x), and
-    # WavLM-Large takes ~1650 audio s/s on an H200: two would starve it
-    loader_workers: int | None = None
-    writers: int = 0  # 0 = auto: min(8, cores / 2) on CUDA, 2 on CPU
-    writer_kind: str = "auto"  # process | thread | auto (processes on CUDA, threads on the CPU)
-    switch_interval_ms: float = 0.0  # GIL switch interval during the run (0: Python's default)
     max_failed: float = 0.01
     domain: str = "unknown"
     domain_map: dict = field(default_factory=dict)
@@ -60,13 +70,13 @@ class ExtractConfig:
     num_workers: int = 1
     worker_index: int = 0
     trust_remote_code: bool = False
-    storage_options: dict | None = None
     plan_file: str | None = None  # a plan written by `audistill plan`, instead of corpus inputs
     slice_wait_s: float = 3600.0  # slices > 0 wait this long for slice 0 to register and fit codecs
+    allow_outside_root: bool = False  # manifests may name local files outside their own folder
 
     def __post_init__(self) -> None:
         errs = []
-        if self.layout not in ("zarr", "webdataset"):
+        if self.layout is not None and self.layout not in layout_names():
             errs.append(f"layout {self.layout!r} is not zarr or webdataset")
         for k in ("max_seconds", "shard_seconds", "batch_seconds", "fit_seconds"):
             if getattr(self, k) <= 0:
@@ -75,7 +85,7 @@ class ExtractConfig:
             errs.append("need 0 <= min_seconds < max_seconds")
         if not 0 <= self.switch_interval_ms <= 100:
             errs.append("switch_interval_ms must be in [0, 100]")
-        if self.writer_kind not in ("auto", "process", "thread"):
+        if self.writer_kind not in get_args(WriterKind):
             errs.append(f"writer_kind {self.writer_kind!r} is not auto, process or thread")
         if self.slice_wait_s < 0:
             errs.append("slice_wait_s must be >= 0")
@@ -85,18 +95,13 @@ class ExtractConfig:
             errs.append(f"need 0 <= worker_index < num_workers (got {self.worker_index} of {self.num_workers})")
         if self.max_batch < 1 or (self.loader_workers or 0) < 0 or self.shard_segments < 1 or self.writers < 0:
             errs.append("max_batch and shard_segments must be >= 1, writers and loader_workers >= 0")
+        errs.extend(filter(None, [device_problem(self.device)]))
         if errs:
             raise ExtractError("bad extraction settings: " + "; ".join(errs))
 
     def run_options(self) -> RunOptions:
-        cuda = resolve_device(self.device).startswith("cuda")
-        cores = os.cpu_count() or 2
-        writers = self.writers or (min(8, max(2, cores // 2)) if cuda else 2)
-        loaders = self.loader_workers
-        if loaders is None:
-            loaders = max(2, min(8, cores // 3)) if cuda else 2
-        return RunOptions(self.batch_seconds, self.max_batch, loaders, self.min_seconds,
-                          self.storage_options, writers, self.writer_kind, self.switch_interval_ms)
+        """The run options of this configuration, "auto" counts resolved for its device."""
+        return self.resolved(resolve_device(self.device))
 
 
 @dataclass
@@ -112,7 +117,7 @@ class RunSummary:
     wall_s: float = 0.0
     run_s: float = 0.0  # computing and writing shards (no planning, no model loading)
     stages: dict[str, float] = field(default_factory=dict)  # run_s split by stage (run_shards' timers)
-    writer_kind: str = ""  # how shards were written: process | thread ("" when none ran)
+    writer_kind: Literal["process", "thread", ""] = ""  # how shards were written ("" when none ran)
     padded_samples: int = 0  # samples the device ran (padding included) and real ones, over every batch
     real_samples: int = 0
     commits: list[tuple[float, float]] = field(default_factory=list)  # (time.time(), audio s) per shard run
@@ -148,6 +153,26 @@ class RunSummary:
         return d
 
 
+def device_problem(name: str) -> str | None:
+    """Why ``name`` cannot run extraction on this machine (None: it can): checked before any work,
+    not found when the first model moves to it."""
+    if name == "auto":
+        return None
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps ...)"
+    if dev.type == "cpu":
+        return None
+    backend = getattr(torch, dev.type, None) if dev.type != "mps" else torch.backends.mps
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        return f"device {name!r}: no {dev.type} device on this machine (use --device cpu or auto)"
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        return f"device {name!r}: this machine has {count()} {dev.type} device(s)"
+    return None
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -155,7 +180,12 @@ def resolve_device(name: str) -> str:
 
 
 def segment_seconds(specs: list[TeacherSpec], cfg: ExtractConfig) -> float:
-    """Segments are cut to the shortest window any teacher accepts."""
+    """Segments are cut to the shortest window any teacher accepts (refused when that is no longer
+    than the shortest segment kept: every piece would be dropped)."""
+    short = [s.name for s in specs if s.max_seconds <= cfg.min_seconds]
+    if short:
+        raise ExtractError(f"teacher(s) {short}: max_seconds is at most the shortest segment kept "
+                           f"({cfg.min_seconds:g} s): every segment would be dropped")
     return min([cfg.max_seconds] + [s.max_seconds for s in specs])
 
 
@@ -183,7 +213,7 @@ def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig
     from .audio import forget_tars
 
     errors: list[dict] = []
-    items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options)
+    items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options, cfg.allow_outside_root)
     segs = iter_segments(items, errors, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options)
     plan = make_plan(segs, cfg.shard_seconds, cfg.shard_segments)
     forget_tars()
@@ -307,13 +337,14 @@ def merge_errors(bank: Bank) -> int:
     return len(parts)
 
 
-def fit_codecs(bank: Bank, teachers: list[Teacher], first: ShardPlan, cfg: ExtractConfig, max_rows: int = 100_000) -> None:
-    """Fit codecs that need it on the first shard's first ``fit_seconds`` (deterministic)."""
+def fit_codecs(bank: Bank, teachers: list[Teacher], codecs: dict[str, Codec], first: ShardPlan, cfg: ExtractConfig,
+               max_rows: int = 100_000) -> None:
+    """Fit the ``codecs`` that need it on the first shard's first ``fit_seconds`` (deterministic)."""
     from .audio import load_segment
     from .batching import pad_batch
     from .errors import AudioError
 
-    need = [t for t in teachers if t.spec.make_codec().needs_fit
+    need = [t for t in teachers if codecs[t.name].needs_fit
             and any(bank.load_codec_state(t.name, layer) is None for layer in t.layers)]
     if not need:
         return
@@ -344,13 +375,12 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], first: ShardPlan, cfg: Extra
         if not any(len(x) for xs in rows.values() for x in xs):
             raise ExtractError(f"cannot fit the {t.spec.codec} codec of teacher {t.name!r}: no finite features "
                                f"in the first {total:.0f} s of shard {first.name}")
-        codec = t.spec.make_codec()
         rng = np.random.default_rng(0)
         for layer, xs in rows.items():
             sample = np.concatenate(xs)
             if len(sample) > max_rows:
                 sample = sample[np.sort(rng.choice(len(sample), max_rows, replace=False))]
-            bank.save_codec_state(t.name, layer, codec.fit(sample))
+            bank.save_codec_state(t.name, layer, codecs[t.name].fit(sample))
 
 
 def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
@@ -367,11 +397,21 @@ def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: E
         if cfg.num_workers > 1 and cfg.worker_index > 0:
             bank = wait_for_slice_zero(bank_root, teachers, cfg)
         else:
-            bank = Bank.create(bank_root, cfg.layout, cfg.storage_options)
+            bank = open_bank(bank_root, cfg.layout, cfg.storage_options)
             check_and_register(bank, teachers, {"teachers": [s.to_json() for s in specs]})
     except CatalogError as e:
         raise ExtractError(str(e)) from e
-    return plan, plan_errors, teachers, bank
+    return exclude_committed(bank, plan), plan_errors, teachers, bank
+
+
+def open_bank(root: str, layout: Layout | None, storage_options: dict | None = None) -> Bank:
+    """The bank at ``root``, created empty (``layout``, zarr when None) where there is none. An
+    existing bank keeps its layout: ``layout`` None accepts it, another layout is refused."""
+    bank = Bank(root, storage_options)
+    if layout is None and bank.fs.exists(CATALOG):
+        bank.reload()
+        return bank
+    return Bank.create(root, layout or DEFAULT_LAYOUT, storage_options)
 
 
 def wait_for_slice_zero(bank_root: str, teachers: list[Teacher], cfg: ExtractConfig) -> Bank:
@@ -383,14 +423,14 @@ def wait_for_slice_zero(bank_root: str, teachers: list[Teacher], cfg: ExtractCon
     fitting at once could each write a state (bit-different on different GPUs) and encode shards
     with the one that lost. Slice 0 is the single writer; it fits even when it has no shard left."""
     records = [t.record() for t in teachers]
-    fitted = {t.name: t.layers for t in teachers if t.spec.make_codec().needs_fit}
+    fitted = {r.name: r.layers for r in records if codec_from_record(r.codec).needs_fit}
     deadline = time.monotonic() + cfg.slice_wait_s
     while True:
         bank = Bank(bank_root, cfg.storage_options)
         missing = "the bank"
         if bank.fs.exists("bank.json"):
             bank.reload()
-            if bank.catalog.layout != cfg.layout:
+            if cfg.layout is not None and bank.catalog.layout != cfg.layout:
                 raise ExtractError(f"bank {bank_root} has layout {bank.catalog.layout!r}, not {cfg.layout!r}")
             check_teachers(bank, records)  # another revision / weights / codec than slice 0's: refused now
             absent = [r.name for r in records if r.name not in bank.catalog.teachers]
@@ -407,6 +447,50 @@ def wait_for_slice_zero(bank_root: str, teachers: list[Teacher], cfg: ExtractCon
         time.sleep(min(SLICE_POLL_S, max(0.05, deadline - time.monotonic())))
 
 
+@dataclass
+class RunStart:
+    """A run ready to compute: its plan, teachers (registered, codecs fitted) and what to do."""
+
+    bank: Bank
+    teachers: list[Teacher]
+    codecs: dict[str, Codec]  # each teacher's, built once from the catalog
+    plan: Sequence[ShardPlan]  # the whole plan
+    mine: list[ShardPlan]  # this slice's shards
+    plan_errors: list[dict]  # inputs unusable at planning time (slice 0 records them)
+    todo: list[ShardPlan]
+    add: dict[str, dict[str, list[int]]]  # committed shards: {teacher: layers} to add to them
+    skipped: int  # shards of this slice that need nothing
+
+    @property
+    def segments_planned(self) -> int:
+        return sum(s.count for s in self.mine) + len(self.plan_errors)
+
+
+def start_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
+              teachers: list[Teacher] | None = None) -> RunStart:
+    """Everything before the shards run, the same for one process, a slice and a Dask coordinator:
+    plan, load and register the teachers (:func:`open_run`); when this process is the bank's only
+    writer (no slices), merge commit records and slices' error files into the catalog and clear
+    new shards' leftovers; decide this slice's work; fit the codecs that need it (slice 0 fits for
+    every slice, shards left or not)."""
+    plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg, teachers)
+    single = cfg.num_workers == 1
+    if single:
+        bank.sync_catalog()
+        merge_errors(bank)
+        bank.remove_temporaries(deep=False)  # new shards' leftovers; `shards clean` finds the rest
+    mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
+    todo, add, skipped = plan_work(bank, mine, teachers, synced=single)
+    for warning in idle_teachers(specs, plan_domains(todo) if any(s.domains for s in specs) else ()):
+        log.warning(warning)
+    codecs = teacher_codecs(bank, teachers)
+    if len(plan) and (todo or (cfg.num_workers > 1 and cfg.worker_index == 0)):
+        fit_codecs(bank, teachers, codecs, plan[0], cfg)
+    # inputs unusable at planning time are seen by every slice; the first records them
+    return RunStart(bank, teachers, codecs, plan, mine, plan_errors if cfg.worker_index == 0 else [],
+                    todo, add, skipped)
+
+
 def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
             progress_factory=None, teachers: list[Teacher] | None = None) -> RunSummary:
     """Run every teacher over the corpus into the bank (this process's slice of the plan).
@@ -415,37 +499,26 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     ``teachers``: already loaded teachers for ``specs`` (same order), e.g. to reuse one model.
     """
     t0 = time.perf_counter()
-    plan, plan_errors, teachers, bank = open_run(inputs, specs, bank_root, cfg, teachers)
+    run = start_run(inputs, specs, bank_root, cfg, teachers)
     single = cfg.num_workers == 1
-    if single:
-        bank.sync_catalog()
-        merge_errors(bank)
-        bank.remove_temporaries(deep=False)  # new shards' leftovers; `shards clean` finds the rest
-    # inputs unusable at planning time are seen by every slice; the first records them
-    plan_errors = plan_errors if cfg.worker_index == 0 else []
-    mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
-    todo, add, skipped = plan_work(bank, mine, teachers, synced=single)
-    summary = RunSummary(bank.root, shards_planned=len(mine), shards_skipped=skipped,
-                         segments_planned=sum(s.count for s in mine) + len(plan_errors),
-                         teachers={t.name: TeacherTotals() for t in teachers})
-    if len(plan) and (todo or (cfg.num_workers > 1 and cfg.worker_index == 0)):
-        fit_codecs(bank, teachers, plan[0], cfg)  # slice 0 fits for every slice, shards left or not
+    summary = RunSummary(run.bank.root, shards_planned=len(run.mine), shards_skipped=run.skipped,
+                         segments_planned=run.segments_planned,
+                         teachers={t.name: TeacherTotals() for t in run.teachers})
     progress: Progress | None = None
     if progress_factory is not None:
-        progress = progress_factory(sum(s.count for s in todo), sum(s.seconds for s in todo))
+        progress = progress_factory(sum(s.count for s in run.todo), sum(s.seconds for s in run.todo))
     t_run = time.perf_counter()
-    facts: dict = {}
     try:
-        results = run_shards(bank, todo, teachers, cfg.run_options(), update_catalog=single, progress=progress,
-                             add=add, timers=summary.stages, facts=facts)
+        result = run_shards(run.bank, run.todo, run.teachers, run.codecs, cfg.run_options(), update_catalog=single,
+                            progress=progress, add=run.add)
     finally:
         stop_progress(progress)
     summary.run_s = time.perf_counter() - t_run
-    summary.writer_kind = facts.get("writer_kind", "")
-    errors = plan_errors + [e for r in results for e in r.errors]
-    append_errors(bank, errors, None if single else
+    summary.stages, summary.writer_kind = result.stages, result.writer_kind
+    errors = run.plan_errors + [e for r in result.shards for e in r.errors]
+    append_errors(run.bank, errors, None if single else
                   f"slice-{cfg.worker_index:05d}-of-{cfg.num_workers:05d}-{uuid.uuid4().hex[:8]}")
-    summarize(summary, results, errors, t0)
+    summarize(summary, result.shards, errors, t0)
     return summary
 
 
@@ -488,4 +561,5 @@ def dry_run(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig) -> 
     summary["unusable_inputs"] = len(errors)
     summary["segment_seconds"] = segment_seconds(specs, cfg)
     summary["teachers"] = {s.name: estimate_bytes(s, per_domain) for s in specs}
+    summary["warnings"] = idle_teachers(specs, per_domain)
     return summary

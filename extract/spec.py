@@ -27,6 +27,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal, get_args
 
 from audistill.shards.codecs import get_codec
 from audistill.shards.errors import BankError
@@ -39,8 +40,10 @@ from .errors import SpecError
 # loss against float32 targets +0.1 %). Fitted per layer on the first shard at extraction.
 DEFAULT_CODEC = "int8-delta"
 
-DTYPES = ("bf16", "fp16", "fp32")
-FRAME_POLICIES = ("native", "50hz")
+Dtype = Literal["bf16", "fp16", "fp32"]
+FramePolicy = Literal["native", "50hz"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
+FRAME_POLICIES: tuple[str, ...] = get_args(FramePolicy)
 _SPARSE = re.compile(r"^sparse:(\d+)$")
 
 
@@ -51,11 +54,11 @@ class TeacherSpec:
     kind: str = "hf"
     revision: str = ""
     layers: str | tuple[int, ...] = "all"
-    dtype: str = "bf16"
+    dtype: Dtype = "bf16"  # on CUDA; elsewhere teachers run float32
     max_seconds: float = 30.0
     home_domain: str = "unknown"
     domains: tuple[str, ...] = ()
-    frame_policy: str = "native"
+    frame_policy: FramePolicy = "native"
     codec: str = DEFAULT_CODEC
     codec_params: dict = field(default_factory=dict)
     trust_remote_code: bool = False

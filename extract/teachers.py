@@ -28,6 +28,7 @@ from .spec import TeacherSpec, resolve_layers
 ENTRY_POINT_GROUP = "audistill.teachers"
 STUDENT_RATE = 50.0
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -95,8 +96,11 @@ class Teacher:
         return self._fingerprint
 
     def record(self) -> TeacherRecord:
+        """The catalog's record of this teacher. ``extra`` holds the device kind and the dtype it runs
+        in (the spec's dtype applies on CUDA only: elsewhere it runs float32)."""
         codec = self.spec.make_codec()
-        extra = {"kind": self.spec.kind, "dtype": self.spec.dtype, "frame_policy": self.spec.frame_policy,
+        extra = {"kind": self.spec.kind, "dtype": _DTYPE_NAMES[self.run_dtype], "device": self.device.type,
+                 "frame_policy": self.spec.frame_policy,
                  "native_frame_rate": self.native_rate, "layer_semantics": "0 = embedding output, 1..L = blocks",
                  **self.extra}
         return TeacherRecord(

@@ -69,13 +69,19 @@ def _load(spec: TeacherSpec):
         raise TeacherError(f"teacher {spec.name!r}: cannot load config from {src}: {e}") from e
     except OSError as e:
         raise TeacherError(f"teacher {spec.name!r}: cannot load {src} (offline? wrong id/folder?): {e}") from e
+    except Exception as e:  # noqa: BLE001 - a config.json with values of the wrong type (huggingface_hub's validation)
+        raise TeacherError(f"teacher {spec.name!r}: invalid config in {src}: {type(e).__name__}: {e}") from e
     try:
         model = AutoModel.from_pretrained(src, config=config, **kw)
     except (OSError, ValueError) as e:
         raise TeacherError(f"teacher {spec.name!r}: cannot load model weights from {src}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - truncated or damaged weights (safetensors' own error type)
+        raise TeacherError(f"teacher {spec.name!r}: damaged model weights in {src}: {type(e).__name__}: {e}") from e
     try:
         fe = AutoFeatureExtractor.from_pretrained(src, **kw)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:
+        if (Path(src) / "preprocessor_config.json").is_file():  # there, but unreadable: never silently the defaults
+            raise TeacherError(f"teacher {spec.name!r}: cannot read {src}/preprocessor_config.json: {e}") from e
         fe = None  # a bare model folder: the model type's defaults are used
     return config, model.eval(), fe
 

@@ -11,6 +11,9 @@ Commit protocol for a shard (one writer per shard):
 
 A crash before step 4 leaves temporary or uncommitted files that no reader uses (readers go
 through the catalog), that ``verify`` reports, and that a re-run removes and rewrites.
+
+How a shard becomes files is its layout's business (layouts.py); merging commit records,
+rebuilding a lost catalog and removing temporaries are recovery.py's.
 """
 
 from __future__ import annotations
@@ -18,32 +21,31 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 
-from . import __version__
-from .catalog import Catalog, FieldRecord, ShardRecord, TeacherRecord
+from . import __version__, recovery
+from .catalog import Catalog, CommitRecord, FieldRecord, ShardRecord, TeacherRecord
 from .errors import CatalogError, MissingDataError, ShardError
 from .fields import AUDIO, FieldSpec
 from .fs import BankFS
-from .layout_wds import WdsFieldAdder, WdsShardReader, WdsShardWriter, index_path, tar_path
-from .layout_zarr import ZarrFieldAdder, ZarrShardReader, ZarrShardWriter, shard_dir
+from .layouts import Layout, LayoutName, ShardReader, get_layout
+from .recovery import CATALOG, commit_path
 from .segments import SAMPLE_RATE, check_key
 
-SYNC_CLOCK_MARGIN_S = 600.0  # a commit record this much older than bank.json may still be missing from it
-CATALOG = "bank.json"
+CheckMode = Literal["none", "size", "sha256"]
 
 
 class Bank:
     """A feature bank at ``root`` (a local path or an fsspec URL)."""
 
-    def __init__(self, root: str, storage_options: dict | None = None, *, _catalog: Catalog | None = None):
+    def __init__(self, root: str, storage_options: dict | None = None):
         self.fs = BankFS(root, storage_options)
         self.root = str(root)
-        self._catalog = _catalog
+        self._catalog: Catalog | None = None
 
     def __repr__(self) -> str:
         return f"Bank({self.root!r})"
@@ -56,7 +58,7 @@ class Bank:
         return bank
 
     @classmethod
-    def create(cls, root: str, layout: str = "zarr", storage_options: dict | None = None) -> Bank:
+    def create(cls, root: str, layout: LayoutName = "zarr", storage_options: dict | None = None) -> Bank:
         """Open the bank at ``root``, creating an empty one of ``layout`` if none is there."""
         bank = cls(root, storage_options)
         if bank.fs.exists(CATALOG):
@@ -64,7 +66,7 @@ class Bank:
             if bank.catalog.layout != layout:
                 raise CatalogError(f"bank {root} has layout {bank.catalog.layout!r}, not {layout!r}")
             return bank
-        held = [f for f in bank.fs.listdir("commits") if _is_commit(f)]
+        held = recovery.commit_files(bank.fs)
         if held:
             # a bank whose catalog is gone: its teachers' identities and fitted codec states went
             # with it, and a new catalog would fit new states over the files the shards were
@@ -72,68 +74,15 @@ class Bank:
             raise CatalogError(f"{root} holds {len(held)} committed shard(s) (commits/) but no {CATALOG}: its "
                                f"catalog was lost; `audistill shards rebuild {root}` makes it again from the commit "
                                f"records (or restore {CATALOG} from a backup)")
-        bank._catalog = Catalog(layout=layout, created_by=f"audistill {__version__}")
+        bank.catalog = Catalog(layout=layout, created_by=f"audistill {__version__}")
         bank.save_catalog()
         return bank
 
     @classmethod
     def rebuild(cls, root: str, storage_options: dict | None = None) -> Bank:
-        """Make ``bank.json`` again from the commit records, after it was lost: each record holds
-        its shard's entry and the records of the teachers whose fields it holds (identity, codec,
-        codec-state references). Refused - naming why - where that cannot give back the catalog
-        the shards were written under: records unreadable or from before teacher records were
-        kept, teachers or codec states that disagree between shards, codec-state files missing
-        or altered. Per-layer statistics are not in the records (`audistill shards stats`)."""
+        """Make a lost ``bank.json`` again from the commit records (:func:`recovery.rebuild_catalog`)."""
         bank = cls(root, storage_options)
-        if bank.fs.exists(CATALOG):
-            raise CatalogError(f"{root} has a {CATALOG}: `audistill shards sync` merges commit records into it")
-        problems: list[str] = []
-        records = list(bank.iter_commit_records(on_error=lambda shard, e: problems.append(str(e))))
-        if not records and not problems:
-            raise CatalogError(f"{root} holds no commit records (commits/): nothing to rebuild a catalog from")
-        old = [r.name for r in records if r.teachers is None and any(f.teacher for f in r.fields.values())]
-        if old:
-            problems.append(f"{len(old)} commit record(s) predate teacher records (e.g. {', '.join(old[:3])}): restore "
-                            f"{CATALOG} from a backup")
-        layouts = sorted({r.layout for r in records})
-        if len(layouts) > 1:
-            problems.append(f"commit records of several layouts: {layouts}")
-        catalog = Catalog(layout=layouts[0] if layouts else "zarr", created_by=f"audistill {__version__}",
-                          config={"rebuilt_from_commits": {"at": time.time(), "shards": len(records)}})
-        for r in records:
-            for name, tj in (r.teachers or {}).items():
-                t = TeacherRecord.from_json(tj)
-                have = catalog.teachers.get(name)
-                if have is not None and have.to_json() == t.to_json():
-                    continue  # the usual case: every shard has the same record
-                clash = sorted(layer for layer, ref in t.codec_state.items()
-                               if have is not None and layer in have.codec_state and have.codec_state[layer] != ref)
-                if clash:
-                    problems.append(f"teacher {name!r} layers {clash}: shard {r.name} was encoded with other codec "
-                                    "states than earlier shards")
-                    continue
-                try:
-                    catalog.add_teacher(t)
-                except CatalogError as e:
-                    problems.append(f"shard {r.name}: {e}")
-            catalog.shards[r.name] = r.slim()
-        bank._catalog = catalog
-        for t in catalog.teachers.values():
-            for layer in t.codec_state:
-                try:
-                    bank.load_codec_state(t.name, int(layer))
-                except (CatalogError, FileNotFoundError) as e:
-                    problems.append(f"teacher {t.name!r} layer {layer}: {e}")
-        for r in records:
-            try:
-                bank.check_codec_states(r)
-            except ShardError as e:
-                problems.append(str(e))
-        if problems:
-            bank._catalog = None
-            more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
-            raise CatalogError(f"cannot rebuild {root}/{CATALOG}: " + "; ".join(problems[:8]) + more)
-        bank.save_catalog()
+        recovery.rebuild_catalog(bank)
         return bank
 
     def reload(self) -> None:
@@ -150,9 +99,18 @@ class Bank:
         assert self._catalog is not None
         return self._catalog
 
+    @catalog.setter
+    def catalog(self, catalog: Catalog | None) -> None:
+        """Use ``catalog`` (not saved until :meth:`save_catalog`); None: read bank.json when next needed."""
+        self._catalog = catalog
+
     @property
     def layout(self) -> str:
         return self.catalog.layout
+
+    def layout_of(self, record: ShardRecord | None = None) -> Layout:
+        """The layout of ``record`` (default: the bank's)."""
+        return get_layout(self.layout if record is None else record.layout)
 
     def save_catalog(self) -> None:
         self.fs.write_bytes_atomic(CATALOG, self.catalog.dumps())
@@ -197,7 +155,7 @@ class Bank:
 
     # -- writing shards --------------------------------------------------------------------------
     def is_committed(self, name: str) -> bool:
-        return name in self.catalog.shards or self.fs.exists(f"commits/{name}.json")
+        return name in self.catalog.shards or self.fs.exists(commit_path(name))
 
     def field_spec(self, teacher: str, name: str | None = None, layers: list[int] | None = None) -> FieldSpec:
         rec = self.catalog.teacher(teacher)
@@ -220,9 +178,9 @@ class Bank:
         if not isinstance(teachers, dict):
             teachers = {t: None for t in teachers or []}
         fields = [FieldSpec(AUDIO)] + [self.field_spec(t, layers=lay) for t, lay in teachers.items()]
-        self._remove_uncommitted(name, fields)
-        cls = ZarrShardWriter if self.layout == "zarr" else WdsShardWriter
-        writer = cls(self.fs, name, fields)
+        layout = self.layout_of()
+        layout.remove_uncommitted(self.fs, name, fields)
+        writer = layout.writer(self.fs, name, fields)
         try:
             yield writer
             counts = writer.close()
@@ -234,37 +192,30 @@ class Bank:
         if update_catalog:
             self.catalog.shards[name] = record.slim()
             self.save_catalog()
-        self.last_record = record
 
-    def _commit_new(self, name: str, writer, fields: list[FieldSpec], counts: dict) -> ShardRecord:
+    def _commit_new(self, name: str, writer, fields: list[FieldSpec], counts: dict) -> CommitRecord:
         segs = writer.segments
         spd: dict[str, float] = {}
         for s in segs:
             spd[s.domain] = spd.get(s.domain, 0.0) + s.num_samples / SAMPLE_RATE
         frecs = {f.name: FieldRecord(f.name, f.teacher, list(f.layers), *counts[f.name]) for f in fields}
-        if self.layout == "webdataset":  # (Zarr: from the file list, per layer folder)
-            for fname, lb in writer.layer_bytes().items():
-                frecs[fname].layer_bytes = lb
-        num_samples = counts[AUDIO][1] if self.layout == "zarr" else sum(s.num_samples for s in segs)
-        if self.layout == "zarr":
-            files = self._file_entries({f.replace(writer.tmp, writer.final, 1): f
-                                        for f in self.fs.walk_files(writer.tmp)}, writer.known_files())
-            self.fs.move(writer.tmp, writer.final)
-        else:
-            files = self._file_entries({f: f for f in writer.commit()}, writer.known_files())
-        record = ShardRecord(name=name, layout=self.layout, num_segments=len(segs), num_samples=num_samples,
-                             seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time(),
-                             codec_states={f.name: self._state_digests(f.teacher, f.layers) for f in fields
-                                           if f.teacher is not None},
-                             teachers={f.teacher: self.catalog.teacher(f.teacher).to_json() for f in fields
-                                       if f.teacher is not None})
+        for fname, lb in writer.layer_bytes().items():
+            frecs[fname].layer_bytes = lb
+        num_samples = writer.num_samples()
+        files = writer.commit()
+        record = CommitRecord(name=name, layout=self.layout, num_segments=len(segs), num_samples=num_samples,
+                              seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time(),
+                              codec_states={f.name: self._state_digests(f.teacher, f.layers) for f in fields
+                                            if f.teacher is not None},
+                              teachers={f.teacher: self.catalog.teacher(f.teacher).to_json() for f in fields
+                                        if f.teacher is not None})
         self._check_committed(record)
         self._write_commit(record)
         return record
 
-    def _write_commit(self, record: ShardRecord) -> None:
+    def _write_commit(self, record: CommitRecord) -> None:
         data = json.dumps(record.to_json()).encode()
-        self.fs.write_bytes_atomic(f"commits/{record.name}.json", data)
+        self.fs.write_bytes_atomic(commit_path(record.name), data)
         record.commit_bytes = len(data)
 
     @contextlib.contextmanager
@@ -286,22 +237,15 @@ class Bank:
         k = len(record.teacher_fields(teacher))
         fname = teacher if k == 0 and teacher not in record.fields else f"{teacher}-f{k + 1}"
         spec = self.field_spec(teacher, fname, layers)
-        cls = ZarrFieldAdder if self.layout == "zarr" else WdsFieldAdder
-        adder = cls(self.fs, shard, spec, record.num_segments)
+        adder = self.layout_of(record).field_adder(self.fs, shard, spec, record.num_segments)
         try:
             yield adder
             covered, frames = adder.close()
-            if self.layout == "zarr":
-                new_files = self._file_entries({f.replace(adder.tmp, adder.final, 1): f
-                                                for f in self.fs.walk_files(adder.tmp)}, adder.known_files())
-                self.fs.move(adder.tmp, adder.final)
-            else:
-                new_files = self._file_entries({f: f for f in adder.commit()}, adder.known_files())
+            new_files = adder.commit()
         except BaseException:
             adder.abort()
             raise
-        record.fields[fname] = FieldRecord(fname, teacher, layers, covered, frames,
-                                           layer_bytes=adder.layer_bytes() if self.layout == "webdataset" else None)
+        record.fields[fname] = FieldRecord(fname, teacher, layers, covered, frames, layer_bytes=adder.layer_bytes())
         record.files.update(new_files)
         if record.codec_states is not None:
             record.codec_states[fname] = self._state_digests(teacher, layers)
@@ -320,10 +264,10 @@ class Bank:
         refs = self.catalog.teacher(teacher).codec_state
         return {str(layer): refs[str(layer)]["sha256"] for layer in layers if str(layer) in refs}
 
-    def check_codec_states(self, record: ShardRecord) -> None:
+    def check_codec_states(self, record: CommitRecord) -> None:
         """Refuse a shard whose fields were encoded with codec states other than the catalog's
-        (its features would decode to wrong values without an error). ``record``: with its
-        commit-record part (:meth:`full_record`); records from before it was kept pass."""
+        (its features would decode to wrong values without an error). ``record``: its commit
+        record (:meth:`full_record`); records from before digests were kept pass."""
         for fname, digests in (record.codec_states or {}).items():
             teacher = record.fields[fname].teacher
             refs = self.catalog.teachers[teacher].codec_state if teacher in self.catalog.teachers else {}
@@ -334,16 +278,7 @@ class Bank:
                                      f"catalog's teacher {teacher!r} has {(have or 'none')[:12]}: its features would "
                                      "decode wrong", shard=record.name)
 
-    def _file_entry(self, rel: str) -> dict:
-        return {"bytes": self.fs.size(rel), "sha256": self.fs.sha256(rel)}
-
-    def _file_entries(self, paths: dict[str, str], known: dict[str, dict]) -> dict[str, dict]:
-        """{final path: {"bytes", "sha256"}} for ``paths`` ({final path: where the file is now}).
-        Files the writer hashed as it wrote them (``known``, by final path) are not read back:
-        on object storage that would download the shard again."""
-        return {final: known.get(final) or self._file_entry(now) for final, now in paths.items()}
-
-    def _check_committed(self, record: ShardRecord) -> None:
+    def _check_committed(self, record: CommitRecord) -> None:
         """Re-open the shard as a reader would and check it against its record."""
         reader = self.shard_reader(record.name, record=record, check="none")
         if len(reader.segments) != record.num_segments:
@@ -356,103 +291,19 @@ class Bank:
                     raise ShardError(f"field {f.name!r}: {f.num_frames} frames written, {got} read back",
                                      shard=record.name)
 
-    def _remove_uncommitted(self, name: str, fields: list[FieldSpec]) -> None:
-        """Remove what an earlier, crashed writer of this shard may have left (``fields``: the
-        ones this write makes)."""
-        if self.layout == "zarr":
-            self.fs.remove(shard_dir(name))
-            return
-        # not a listing of shards/ - 100 000 shards' files, once per shard written: on an object
-        # store a listing of this shard's name prefix; locally the files this write would make
-        # (a crashed writer's others are stray files `shards verify` reports)
-        listed = self.fs.sizes_named("shards", f"{name}.")
-        rels = list(listed) if listed is not None else [p for f in fields for p in (tar_path(name, f.name),
-                                                                                   index_path(name, f.name))]
-        for rel in rels:
-            if rel.endswith(".tar") or rel.endswith(".json"):
-                self.fs.remove(rel)
-
+    # -- recovery (recovery.py) --------------------------------------------------------------------
     def remove_temporaries(self, deep: bool = True) -> list[str]:
-        """Delete temporary files of crashed writers (only safe when no writer is running).
+        """Delete temporary files of crashed writers (:func:`recovery.remove_temporaries`)."""
+        return recovery.remove_temporaries(self.fs, deep)
 
-        ``deep``: every ``.tmp-`` file and folder under shards/ - new shards' (shards/.tmp-X),
-        added fields' (shards/NAME.zarr/.tmp-X), local atomic writes' (NAME.json.tmp-X) - found
-        in one walk of shards/, not a listing per shard (100 000 requests on an object store).
-        Otherwise only what crashed writers of new shards leave, directly in shards/: one
-        listing of the ``.tmp-`` prefix on an object store (every single-process extraction
-        does this as it starts)."""
-        if deep:
-            rels = list(self.fs.walk_files("shards"))
-        else:
-            found = self.fs.sizes_with_prefix("shards", ".tmp-")
-            rels = list(found) if found is not None else [f"shards/{f}" for f in self.fs.listdir("shards")]
-        tops: set[str] = set()
-        for rel in rels:
-            parts = rel.split("/")
-            # names in a bank hold no ".tmp-" but temporaries'
-            k = next((i for i, p in enumerate(parts) if ".tmp-" in p), None)
-            if k is not None:
-                tops.add("/".join(parts[: k + 1]))
-        for rel in sorted(tops):
-            self.fs.remove(rel)
-        return sorted(tops)
-
-    # -- catalog from commit records ----------------------------------------------------------------
     def commit_records(self) -> dict[str, ShardRecord]:
-        """Every commit record, without its file list (see :meth:`iter_commit_records`)."""
-        return {rec.name: rec.slim() for rec in self.iter_commit_records()}
-
-    def iter_commit_records(self, on_error: Callable[[str, CatalogError], None] | None = None
-                            ) -> Iterator[ShardRecord]:
-        """Every commit record with its file list, streamed in name order (read concurrently on
-        object stores: a bank of 100 000 shards is as many small objects, which one GET after
-        another would take most of an hour to read). ``on_error(shard, error)``: called for an
-        unreadable record, which is skipped (default: raise)."""
-        return self._read_commits(sorted(f"commits/{f}" for f in self.fs.listdir("commits") if _is_commit(f)),
-                                  on_error)
-
-    def _read_commits(self, rels: list[str], on_error: Callable[[str, CatalogError], None] | None = None
-                      ) -> Iterator[ShardRecord]:
-        for rel, data in self.fs.read_many(rels):
-            try:
-                rec = ShardRecord.from_json(json.loads(data))
-            except (ValueError, KeyError, TypeError) as e:
-                err = CatalogError(f"commit record {rel} is unreadable: {e!r}")
-                if on_error is None:
-                    raise err from e
-                on_error(rel.split("/", 1)[1][: -len(".json")], err)
-                continue
-            rec.commit_bytes = len(data)
-            yield rec
+        """Every commit record's catalog entry, by shard name."""
+        return recovery.commit_records(self)
 
     def sync_catalog(self) -> list[str]:
-        """Merge commit records written by other processes into the catalog; returns new shards.
-
-        Reads only the records that can differ from the catalog: shards it lacks, records
-        modified since it was written (less ``SYNC_CLOCK_MARGIN_S`` for clocks that disagree),
-        and records whose size is not that of the catalog's copy. Every run starts with a sync,
-        and reading all of a 100 000-shard bank's records is 100 000 GETs on an object store."""
-        self.reload()
-        written = self.catalog.written_at
-        since = -math.inf if written is None else written - SYNC_CLOCK_MARGIN_S  # unknown: read them all
-        stale = []
-        for f, (size, mtime) in self.fs.list_details("commits").items():
-            if not _is_commit(f):
-                continue
-            rec = self.catalog.shards.get(f[: -len(".json")])
-            if rec is None or mtime is None or mtime >= since or size != rec.commit_bytes:
-                stale.append(f"commits/{f}")
-        added, dirty = [], False
-        for rec in self._read_commits(stale):
-            cur = self.catalog.shards.get(rec.name)
-            if cur is None or cur.summary_json() != rec.summary_json():
-                self.catalog.shards[rec.name] = rec.slim()
-                added.append(rec.name)
-            elif cur.commit_bytes != rec.commit_bytes:  # same record; its size was not known (a schema-1 catalog)
-                cur.commit_bytes, dirty = rec.commit_bytes, True
-        if added or dirty:
-            self.save_catalog()
-        return sorted(added)
+        """Merge commit records written by other processes into the catalog; returns new shards
+        (:func:`recovery.sync_catalog`)."""
+        return recovery.sync_catalog(self)
 
     # -- reading ---------------------------------------------------------------------------------
     def shard_record(self, name: str) -> ShardRecord:
@@ -461,25 +312,25 @@ class Bank:
         except KeyError:
             raise MissingDataError(f"bank {self.root} has no committed shard {name!r}") from None
 
-    def full_record(self, name: str, record: ShardRecord | None = None) -> ShardRecord:
-        """The shard's record with its file list: ``record`` (default: the catalog's) if it has
-        one, else its commit record, ``commits/NAME.json`` - one small read. A commit record may
+    def full_record(self, name: str, record: ShardRecord | None = None) -> CommitRecord:
+        """The shard's commit record: ``record`` if it is one, else ``commits/NAME.json`` checked
+        against ``record`` (default: the catalog's entry) - one small read. A commit record may
         be newer than this catalog (another process added a teacher to the shard) but never
         hold less than it."""
         record = record or self.shard_record(name)
-        if record.files is not None:
+        if isinstance(record, CommitRecord):
             return record
-        rel = f"commits/{name}.json"
+        rel = commit_path(name)
         try:
             data = self.fs.read_bytes(rel)
         except FileNotFoundError:
             raise ShardError(f"commit record {rel} is missing (run `audistill shards verify`)", shard=name) from None
         try:
-            full = ShardRecord.from_json(json.loads(data))
+            full = CommitRecord.from_json(json.loads(data))
         except (ValueError, KeyError, TypeError) as e:
             raise ShardError(f"commit record {rel} is unreadable: {e!r}", shard=name) from e
         lost = sorted(set(record.fields) - set(full.fields))
-        if full.files is None or full.name != name or full.num_segments != record.num_segments or lost:
+        if full.name != name or full.num_segments != record.num_segments or lost:
             raise ShardError(f"commit record {rel} disagrees with the catalog ({full.num_segments} segments, "
                              f"fields missing: {lost or 'none'}; run `audistill shards verify`)", shard=name)
         full.commit_bytes = len(data)
@@ -489,15 +340,11 @@ class Bank:
         """``{bank-relative path: {"bytes", "sha256"}}`` of every file of a committed shard."""
         return self.full_record(name, record).files
 
-    def file_sizes(self, record: ShardRecord) -> dict[str, int | None]:
-        """The size of every file of ``record`` (with its file list) as stored now; None: missing.
-        A Zarr shard's files share its folder, a WebDataset shard's files its name prefix: on an
-        object store their sizes come from one listing, not a request per file (~50 HEADs a Zarr
-        shard, every time a shard is opened)."""
-        if record.layout == "zarr":
-            listed = self.fs.sizes_under(shard_dir(record.name))
-        else:
-            listed = self.fs.sizes_named("shards", f"{record.name}.") or {}
+    def file_sizes(self, record: CommitRecord) -> dict[str, int | None]:
+        """The size of every file of ``record`` as stored now; None: missing. On an object store
+        they come from the layout's listing of the shard, not a request per file (~50 HEADs a
+        Zarr shard, every time a shard is opened)."""
+        listed = self.layout_of(record).listed_sizes(self.fs, record.name)
         out: dict[str, int | None] = {}
         for rel in record.files:
             if rel in listed:
@@ -509,7 +356,7 @@ class Bank:
                 out[rel] = None
         return out
 
-    def shard_reader(self, name: str, record: ShardRecord | None = None, check: str = "size"):
+    def shard_reader(self, name: str, record: ShardRecord | None = None, check: CheckMode = "size") -> ShardReader:
         """Open one shard. ``check``: "size" compares file sizes with the commit record (cheap,
         catches truncation and missing files), "sha256" hashes every file, "none" trusts the files."""
         record = record or self.shard_record(name)
@@ -525,9 +372,7 @@ class Bank:
                     raise ShardError(f"file {rel} has {size} bytes, the catalog says {meta['bytes']}", shard=name)
                 if check == "sha256" and self.fs.sha256(rel) != meta["sha256"]:
                     raise ShardError(f"file {rel} does not match its sha256", shard=name)
-        if record.layout == "zarr":
-            return ZarrShardReader(self.fs, name)
-        return WdsShardReader(self.fs, name, list(record.fields))
+        return self.layout_of(record).reader(self.fs, name, list(record.fields))
 
 
 CATALOG_SAVE_S = 30.0  # a long run (extraction, a copy) saves the catalog at most this often, and at its end
@@ -560,7 +405,3 @@ class CatalogSaver:
         self.last = time.monotonic()
         self.took = self.last - t0
 
-
-def _is_commit(name: str) -> bool:
-    """A commit record's file name in ``commits/`` (not a temporary of an atomic write)."""
-    return name.endswith(".json") and not name.startswith(".")

@@ -20,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import CatalogError, SchemaError
+from .layouts import get_layout
 from .segments import SAMPLE_RATE, check_key
 
 FORMAT = "audistill-bank"
 SCHEMA_VERSION = 2  # 2: shard entries without their file lists (those are in commits/NAME.json)
-LAYOUTS = ("zarr", "webdataset")
 
 
 @dataclass
@@ -95,24 +95,12 @@ class FieldRecord:
                    layer_bytes=None if d.get("layer_bytes") is None else {str(k): int(v) for k, v in d["layer_bytes"].items()})
 
 
-def field_of_file(shard: str, rel: str) -> str | None:
-    """The field a bank-relative file of ``shard`` belongs to (both layouts), or None for a
-    shard-level file (a Zarr shard's group metadata)."""
-    parts = rel.split("/")
-    if len(parts) > 2 and parts[1] == f"{shard}.zarr":
-        return parts[2] if len(parts) > 3 else None
-    base = parts[-1]
-    if base.startswith(f"{shard}.") and (base.endswith(".tar") or base.endswith(".json")):
-        return base[len(shard) + 1: base.rindex(".")]
-    return None
-
-
 @dataclass
 class ShardRecord:
-    """One committed shard. Its commit record, ``commits/NAME.json``, lists every file with size
-    and sha256; ``bank.json`` (schema 2) keeps everything else - per-file lists would make it
-    O(files): ~50 files a Zarr shard, ~1 GB of catalog at 100 000 shards, parsed by every reader.
-    ``files`` is None for a record read from ``bank.json``: :meth:`Bank.shard_files` reads them."""
+    """One committed shard as ``bank.json`` keeps it: counts and sizes, no file list - per-file
+    lists would make the catalog O(files): ~50 files a Zarr shard, ~1 GB of catalog at 100 000
+    shards, parsed by every reader. The file list is in the shard's :class:`CommitRecord`
+    (:meth:`Bank.full_record <audistill.shards.bank.Bank.full_record>` reads it)."""
 
     name: str
     layout: str
@@ -120,38 +108,10 @@ class ShardRecord:
     num_samples: int
     seconds_per_domain: dict[str, float]
     fields: dict[str, FieldRecord]
-    files: dict[str, dict] | None  # bank-relative path -> {"bytes", "sha256"}; None: not loaded
     committed_at: float = 0.0
-    total_bytes: int = 0  # sum of the file sizes (from ``files`` when they are given)
+    total_bytes: int = 0  # sum of the file sizes
     num_files: int = 0
     commit_bytes: int | None = None  # size of commits/NAME.json as written (sync compares it); None: unknown
-    # (commit record only) {FIELD: {"LAYER": sha256}}: the fitted codec state each layer was encoded
-    # with, checked against the catalog's on open; None: not loaded, or a record from before
-    codec_states: dict[str, dict[str, str]] | None = None
-    # (commit record only) {TEACHER: TeacherRecord JSON} of the teachers whose fields the shard
-    # holds, as the catalog had them at the commit: with them bank.json can be rebuilt from commits/
-    teachers: dict[str, dict] | None = None
-
-    def __post_init__(self) -> None:
-        if self.files is not None:
-            self.recount()
-
-    def recount(self) -> None:
-        """Totals that bank.json keeps in place of the file list, from the file list."""
-        self.total_bytes = sum(int(f["bytes"]) for f in self.files.values())
-        self.num_files = len(self.files)
-        per: dict[str | None, int] = {}
-        for rel, meta in self.files.items():
-            f = field_of_file(self.name, rel)
-            per[f] = per.get(f, 0) + int(meta["bytes"])
-        for f in self.fields.values():
-            f.bytes = per.get(f.name, 0)
-            if f.layer_bytes is None and self.layout == "zarr" and f.teacher is not None:
-                f.layer_bytes = {}
-                for layer in f.layers:
-                    prefix = f"shards/{self.name}.zarr/{f.name}/L{int(layer):02d}/"  # fields.layer_key
-                    f.layer_bytes[str(layer)] = sum(int(m["bytes"]) for p, m in self.files.items()
-                                                    if p.startswith(prefix))
 
     @property
     def bytes(self) -> int:
@@ -172,10 +132,72 @@ class ShardRecord:
                 "fields": {k: v.to_json() for k, v in self.fields.items()}, "committed_at": self.committed_at,
                 "bytes": self.total_bytes, "num_files": self.num_files}
 
+    def catalog_json(self) -> dict:
+        """The record as bank.json holds it."""
+        return self.summary_json() | {"commit_bytes": self.commit_bytes}
+
+    def slim(self) -> ShardRecord:
+        """The catalog entry of this record: itself (a :class:`CommitRecord` drops its own part)."""
+        return self
+
+    @classmethod
+    def from_json(cls, d: dict) -> ShardRecord:
+        """A catalog entry of either schema (a schema-1 entry lists files: its totals come from them)."""
+        if d.get("files") is not None:
+            return CommitRecord.from_json(d).slim()
+        return ShardRecord(**_entry_args(d))
+
+
+def _entry_args(d: dict) -> dict:
+    return dict(
+        name=d["name"],
+        layout=d["layout"],
+        num_segments=int(d["num_segments"]),
+        num_samples=int(d["num_samples"]),
+        seconds_per_domain=dict(d.get("seconds_per_domain", {})),
+        fields={k: FieldRecord.from_json(v) for k, v in d["fields"].items()},
+        committed_at=float(d.get("committed_at", 0.0)),
+        total_bytes=int(d.get("bytes", 0)),
+        num_files=int(d.get("num_files", 0)),
+        commit_bytes=None if d.get("commit_bytes") is None else int(d["commit_bytes"]),
+    )
+
+
+@dataclass
+class CommitRecord(ShardRecord):
+    """A shard's commit record, ``commits/NAME.json``: its catalog entry plus every file with
+    size and sha256, the codec states its fields were encoded with, and the records of its
+    teachers. The totals of the entry are counted from the file list."""
+
+    files: dict[str, dict] = field(default_factory=dict)  # bank-relative path -> {"bytes", "sha256"}
+    # {FIELD: {"LAYER": sha256}}: the fitted codec state each layer was encoded with, checked
+    # against the catalog's on open; None: a record from before it was kept
+    codec_states: dict[str, dict[str, str]] | None = None
+    # {TEACHER: TeacherRecord JSON} of the teachers whose fields the shard holds, as the catalog
+    # had them at the commit: with them bank.json can be rebuilt from commits/; None: as above
+    teachers: dict[str, dict] | None = None
+
+    def __post_init__(self) -> None:
+        self.recount()
+
+    def recount(self) -> None:
+        """The entry's totals, from the file list."""
+        from .layouts import get_layout
+
+        layout = get_layout(self.layout)
+        self.total_bytes = sum(int(f["bytes"]) for f in self.files.values())
+        self.num_files = len(self.files)
+        per: dict[str | None, int] = {}
+        for rel, meta in self.files.items():
+            f = layout.field_of_file(self.name, rel)
+            per[f] = per.get(f, 0) + int(meta["bytes"])
+        for f in self.fields.values():
+            f.bytes = per.get(f.name, 0)
+            if f.layer_bytes is None and f.teacher is not None:
+                f.layer_bytes = layout.layer_bytes_from_files(self.name, f.name, f.layers, self.files)
+
     def to_json(self) -> dict:
-        """The commit record (commits/NAME.json): the summary and every file."""
-        if self.files is None:
-            raise CatalogError(f"shard {self.name!r}: its file list is not loaded (Bank.full_record reads it)")
+        """The commit record as ``commits/NAME.json`` holds it."""
         out = self.summary_json() | {"files": {k: dict(v) for k, v in self.files.items()}}
         if self.codec_states is not None:
             out["codec_states"] = {k: dict(v) for k, v in self.codec_states.items()}
@@ -183,37 +205,19 @@ class ShardRecord:
             out["teachers"] = self.teachers
         return out
 
-    def catalog_json(self) -> dict:
-        """The record as bank.json holds it."""
-        return self.summary_json() | {"commit_bytes": self.commit_bytes}
-
     def slim(self) -> ShardRecord:
-        """This record without its commit-record part - file list, codec-state digests, teacher
-        records (what the catalog holds in memory)."""
-        if self.files is None:
-            return self
+        """The catalog entry: this record without its file list, codec-state digests and
+        teacher records."""
         return ShardRecord(self.name, self.layout, self.num_segments, self.num_samples, self.seconds_per_domain,
-                           self.fields, None, self.committed_at, self.total_bytes, self.num_files, self.commit_bytes)
+                           self.fields, self.committed_at, self.total_bytes, self.num_files, self.commit_bytes)
 
     @classmethod
-    def from_json(cls, d: dict) -> ShardRecord:
-        """A commit record, or a catalog entry of either schema (schema 1 lists files in both)."""
-        files = d.get("files")
-        return cls(
-            name=d["name"],
-            layout=d["layout"],
-            num_segments=int(d["num_segments"]),
-            num_samples=int(d["num_samples"]),
-            seconds_per_domain=dict(d.get("seconds_per_domain", {})),
-            fields={k: FieldRecord.from_json(v) for k, v in d["fields"].items()},
-            files=None if files is None else dict(files),
-            committed_at=float(d.get("committed_at", 0.0)),
-            total_bytes=int(d.get("bytes", 0)),
-            num_files=int(d.get("num_files", 0)),
-            commit_bytes=None if d.get("commit_bytes") is None else int(d["commit_bytes"]),
-            codec_states=None if d.get("codec_states") is None else {k: dict(v) for k, v in d["codec_states"].items()},
-            teachers=d.get("teachers"),
-        )
+    def from_json(cls, d: dict) -> CommitRecord:
+        """A commit record (or a schema-1 catalog entry, which lists files too)."""
+        return cls(**_entry_args(d), files=dict(d["files"]),
+                   codec_states=None if d.get("codec_states") is None
+                   else {k: dict(v) for k, v in d["codec_states"].items()},
+                   teachers=d.get("teachers"))
 
 
 @dataclass
@@ -230,8 +234,7 @@ class Catalog:
     written_at: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise CatalogError(f"unknown layout {self.layout!r}; use one of {LAYOUTS}")
+        get_layout(self.layout)  # CatalogError naming the known layouts
 
     # -- teachers ----------------------------------------------------------------------------
     def add_teacher(self, rec: TeacherRecord) -> TeacherRecord:
@@ -323,7 +326,7 @@ class Catalog:
                 layout=d["layout"],
                 teachers={k: TeacherRecord.from_json(v) for k, v in d.get("teachers", {}).items()},
                 # a schema-1 catalog lists every file: keep the totals, drop the lists
-                shards={k: ShardRecord.from_json(v).slim() for k, v in d.get("shards", {}).items()},
+                shards={k: ShardRecord.from_json(v) for k, v in d.get("shards", {}).items()},
                 stats=d.get("stats", {}),
                 sample_rate=int(d.get("sample_rate", SAMPLE_RATE)),
                 created_by=d.get("created_by", ""),

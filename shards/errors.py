@@ -33,6 +33,7 @@ class ShardError(BankError):
         if segment is not None:
             where.append(f"segment {segment!r}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
+        self.message = message  # without the shard and segment (to say them once when re-raised with more)
         self.shard = shard
         self.segment = segment
 

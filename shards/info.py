@@ -3,11 +3,8 @@ measured bits per stored value of every teacher layer (stored bytes / (frames x 
 
 from __future__ import annotations
 
-import json
-
 from .bank import Bank
 from .catalog import SCHEMA_VERSION
-from .layout_wds import index_path
 
 
 def layer_bytes(bank: Bank) -> dict[tuple[str, int], int]:
@@ -18,15 +15,10 @@ def layer_bytes(bank: Bank) -> dict[tuple[str, int], int]:
             if f.teacher is None:
                 continue
             per = f.layer_bytes
-            if per is None and rec.layout == "webdataset":  # a schema-1 record: count the field's index
-                per = {}
-                index = json.loads(bank.fs.read_bytes(index_path(name, f.name)))
-                for e in index["segments"]:
-                    for member, m in (e["members"] or {}).items():
-                        layer = str(int(member.split(".")[0][1:]))
-                        per[layer] = per.get(layer, 0) + int(m["size"])
+            if per is None:  # a schema-1 record that did not count them: read them from the shard
+                per = bank.layout_of(rec).layer_bytes_stored(bank.fs, name, f.name, f.layers)
             for layer in f.layers:
-                out[(f.teacher, layer)] = out.get((f.teacher, layer), 0) + int((per or {}).get(str(layer), 0))
+                out[(f.teacher, layer)] = out.get((f.teacher, layer), 0) + int(per.get(str(layer), 0))
     return out
 
 

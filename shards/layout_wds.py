@@ -25,9 +25,10 @@ import zlib
 import numcodecs
 import numpy as np
 
-from .errors import ShardError
+from .errors import BankError, ShardError
 from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
+from .layouts import FileEntries, file_entries, register_layout
 from .segments import Segment
 
 FORMAT_VERSION = 1
@@ -40,6 +41,17 @@ def tar_path(shard: str, fname: str) -> str:
 
 def index_path(shard: str, fname: str) -> str:
     return f"shards/{shard}.{fname}.json"
+
+
+def index_layer_bytes(entries: list[dict], layers: list[int]) -> dict[str, int]:
+    """Stored bytes per layer ({"LAYER": n}) of a field index's segment entries: the compressed
+    parts, without tar headers."""
+    out = {str(layer): 0 for layer in layers}
+    for e in entries:
+        for member, m in (e["members"] or {}).items():
+            layer = str(int(member.split(".")[0][1:]))
+            out[layer] = out.get(layer, 0) + int(m["size"])
+    return out
 
 
 def compress(arr: np.ndarray, cfg: dict) -> bytes:
@@ -157,7 +169,7 @@ class WdsFieldWriter:
         self.fs.write_bytes_atomic(self.tmp_index, json.dumps(index).encode())
         return self.covered, self.frames
 
-    def commit(self) -> list[str]:
+    def move(self) -> list[str]:
         """Move tar and index to their final names: the tar first, the index last."""
         final_tar, final_index = tar_path(self.shard, self.spec.name), index_path(self.shard, self.spec.name)
         self.fs.move_file(self.tmp_tar, final_tar)
@@ -166,11 +178,7 @@ class WdsFieldWriter:
 
     def layer_bytes(self) -> dict[str, int]:
         """Stored bytes per layer ({"LAYER": n}): the compressed parts, without tar headers."""
-        out = {str(layer): 0 for layer in self.spec.layers}
-        for e in self.entries:
-            for member, m in (e["members"] or {}).items():
-                out[str(int(member.split(".")[0][1:]))] += int(m["size"])
-        return out
+        return index_layer_bytes(self.entries, self.spec.layers)
 
     def known_files(self) -> dict[str, dict]:
         """{final tar path: {"bytes", "sha256"}}, hashed as it was written (after :meth:`close`)."""
@@ -188,7 +196,7 @@ class WdsFieldWriter:
 
 class WdsShardWriter:
     def __init__(self, fs: BankFS, name: str, fields: list[FieldSpec]):
-        self.name = name
+        self.fs, self.name = fs, name
         self.writers = {f.name: WdsFieldWriter(fs, name, f) for f in fields}
         self.segments: list[Segment] = []
 
@@ -203,11 +211,15 @@ class WdsShardWriter:
     def close(self) -> dict[str, tuple[int, int]]:
         return {name: w.close() for name, w in self.writers.items()}
 
-    def commit(self) -> list[str]:
+    def num_samples(self) -> int:
+        """The segments' sample counts (Segment.num_samples), summed."""
+        return sum(s.num_samples for s in self.segments)
+
+    def commit(self) -> FileEntries:
         files: list[str] = []
         for w in self.writers.values():
-            files += w.commit()
-        return files
+            files += w.move()
+        return file_entries(self.fs, {f: f for f in files}, self.known_files())
 
     def known_files(self) -> dict[str, dict]:
         return {k: v for w in self.writers.values() for k, v in w.known_files().items()}
@@ -235,11 +247,9 @@ class WdsFieldAdder:
                              f"shard has {self.num_segments}", shard=self.shard)
         return self.writer.close()
 
-    def commit(self) -> list[str]:
-        return self.writer.commit()
-
-    def known_files(self) -> dict[str, dict]:
-        return self.writer.known_files()
+    def commit(self) -> FileEntries:
+        w = self.writer
+        return file_entries(w.fs, {f: f for f in w.move()}, w.known_files())
 
     def layer_bytes(self) -> dict[str, int]:
         return self.writer.layer_bytes()
@@ -272,8 +282,11 @@ class WdsShardReader(LayerDecoder):
                 raise ShardError(f"cannot read the index of field {fname!r}: {e}", shard=self.name) from e
             f = {"index": index, "spec": spec}
             if spec.teacher is not None:
-                f["codec"] = spec.codec_obj()
-                f["parts"] = spec.part_specs()
+                try:
+                    f["codec"] = spec.codec_obj()
+                    f["parts"] = spec.part_specs()
+                except BankError as e:  # a codec (version) this audistill cannot decode
+                    raise ShardError(f"cannot open field {fname!r}: {e}", shard=self.name) from e
             self._fields[fname] = f
         return f
 
@@ -318,3 +331,52 @@ class WdsShardReader(LayerDecoder):
         for fh in self._files.values():
             fh.close()
         self._files.clear()
+
+
+class WdsLayout:
+    """The WebDataset layout: a shard is the tars ``shards/SHARD.FIELD.tar`` and their indexes."""
+
+    name = "webdataset"
+
+    def writer(self, fs: BankFS, shard: str, fields: list[FieldSpec]) -> WdsShardWriter:
+        return WdsShardWriter(fs, shard, fields)
+
+    def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> WdsFieldAdder:
+        return WdsFieldAdder(fs, shard, spec, num_segments)
+
+    def reader(self, fs: BankFS, shard: str, field_names: list[str]) -> WdsShardReader:
+        return WdsShardReader(fs, shard, field_names)
+
+    def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
+        return fs.sizes_named("shards", f"{shard}.") or {}  # one listing of the name prefix (object stores)
+
+    def remove_uncommitted(self, fs: BankFS, shard: str, fields: list[FieldSpec]) -> None:
+        # not a listing of shards/ - 100 000 shards' files, once per shard written: on an object
+        # store a listing of this shard's name prefix; locally the files this write would make
+        # (a crashed writer's others are stray files `shards verify` reports)
+        listed = fs.sizes_named("shards", f"{shard}.")
+        rels = list(listed) if listed is not None else [p for f in fields for p in (tar_path(shard, f.name),
+                                                                                   index_path(shard, f.name))]
+        for rel in rels:
+            if rel.endswith(".tar") or rel.endswith(".json"):
+                fs.remove(rel)
+
+    def field_of_file(self, shard: str, rel: str) -> str | None:
+        base = rel.split("/")[-1]
+        if base.startswith(f"{shard}.") and (base.endswith(".tar") or base.endswith(".json")):
+            return base[len(shard) + 1: base.rindex(".")]
+        return None
+
+    def layer_bytes_from_files(self, shard: str, field: str, layers: list[int],
+                               files: FileEntries) -> None:
+        return None  # a tar holds every layer: the field's index tells (layer_bytes_stored)
+
+    def layer_bytes_stored(self, fs: BankFS, shard: str, field: str, layers: list[int]) -> dict[str, int]:
+        index = json.loads(fs.read_bytes(index_path(shard, field)))
+        return index_layer_bytes(index["segments"], layers)
+
+    def in_shard_container(self, shard: str, rel: str) -> bool:
+        return False  # a shard's files lie beside other shards' in shards/
+
+
+register_layout(WdsLayout())

@@ -21,7 +21,6 @@ a shard writer's time next to the compression itself.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 from .errors import ShardError
 from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
+from .layouts import FileEntries, file_entries, register_layout
 from .segments import Segment
 from .zarr_chunks import ChunkReader
 
@@ -113,10 +113,11 @@ def encode_shard_object(block: np.ndarray, chunk_rows: int, chunks: int, compres
 
 class _Appender:
     """Appends rows to a 1-D or 2-D zarr array in whole shard-sized blocks (one object write each).
-    ``put``: where the blocks go, ``put({group-relative path: bytes})`` (default: the group's store)."""
+    ``put``: where the blocks go, ``put({store-relative path: bytes})``; the array's metadata goes
+    to the group's store."""
 
     def __init__(self, group, name: str, dtype: str, trailing: tuple[int, ...], compressor: dict,
-                 put: Callable[[dict[str, bytes]], None] | None = None):
+                 put: Callable[[dict[str, bytes]], None]):
         row_bytes = max(1, int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize)
         self.chunk_rows = int(min(1 << 20, max(64, _CHUNK_BYTES // row_bytes)))
         self.block_rows = self.chunk_rows * _CHUNKS_PER_SHARD
@@ -160,11 +161,8 @@ class _Appender:
     def _store_blocks(self, data: np.ndarray, first: int) -> None:
         """Rows ``data`` as shard objects ``first``, ``first + 1``, ... (every flush but the last
         writes whole objects, so each starts on an object boundary)."""
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.sync import sync
-
         sp = self.array.store_path
-        puts, objs = [], {}
+        objs = {}
         for k, lo in enumerate(range(0, data.shape[0], self.block_rows)):
             obj = encode_shard_object(data[lo:lo + self.block_rows], self.chunk_rows, _CHUNKS_PER_SHARD,
                                       self.compressor)
@@ -172,18 +170,9 @@ class _Appender:
                 key = self.array.metadata.encode_chunk_key((first + k,) + (0,) * len(self.trailing))
                 path = f"{sp.path}/{key}" if sp.path else key
                 self.files[path] = {"bytes": int(obj.size), "sha256": hashlib.sha256(obj).hexdigest()}
-                if self.put is not None:
-                    objs[path] = obj.tobytes()
-                else:
-                    puts.append(sp.store.set(path, default_buffer_prototype().buffer.from_array_like(obj)))
+                objs[path] = obj.tobytes()
         if objs:
             self.put(objs)
-
-        async def _all():
-            await asyncio.gather(*puts)
-
-        if puts:
-            sync(_all())
 
     def close(self) -> None:
         self._flush(final=True)
@@ -198,7 +187,7 @@ class ZarrFieldWriter:
     """Writes one field group; segments arrive in shard order, ``None`` for a skipped one.
     ``put``: where the large data objects go (see :class:`_Appender`)."""
 
-    def __init__(self, group, spec: FieldSpec, put: Callable[[dict[str, bytes]], None] | None = None):
+    def __init__(self, group, spec: FieldSpec, put: Callable[[dict[str, bytes]], None]):
         self.spec = spec
         self.group = group
         group.attrs["audistill"] = spec.attrs()
@@ -278,14 +267,14 @@ class _StagedGroup:
 
     def __init__(self, fs: BankFS, tmp: str):
         self.fs, self.tmp = fs, tmp
-        self.memory = zarr.storage.MemoryStore()
-        self.group = zarr.open_group(self.memory, mode="w", zarr_format=3)
+        self.objects: dict = {}  # the in-memory store's contents: store-relative path -> zarr Buffer
+        self.group = zarr.open_group(zarr.storage.MemoryStore(self.objects), mode="w", zarr_format=3)
 
     def put(self, objs: dict[str, bytes]) -> None:
         self.fs.put_many({f"{self.tmp}/{k}": v for k, v in objs.items()})
 
     def upload(self) -> None:
-        self.put({k: v.to_bytes() for k, v in self.memory._store_dict.items()})
+        self.put({k: v.to_bytes() for k, v in self.objects.items()})
 
 
 class ZarrShardWriter:
@@ -315,13 +304,31 @@ class ZarrShardWriter:
         self.staged.upload()
         return counts
 
+    def num_samples(self) -> int:
+        """The audio samples stored (the audio field's last offset)."""
+        return int(self.writers[AUDIO].offsets[-1])
+
+    def layer_bytes(self) -> dict[str, dict[str, int]]:
+        return {}  # from the file list: each layer is a folder (ZarrLayout.layer_bytes_from_files)
+
     def known_files(self) -> dict[str, dict]:
         """Final bank-relative path -> {"bytes", "sha256"} of the data objects written, hashed as
         they were written (the commit reads back only the small files)."""
         return _known_files(self.final, [a for w in self.writers.values() for a in w.appenders()])
 
+    def commit(self) -> FileEntries:
+        return _commit_folder(self.fs, self.tmp, self.final, self.known_files())
+
     def abort(self) -> None:
         self.fs.remove(self.tmp)
+
+
+def _commit_folder(fs: BankFS, tmp: str, final: str, known: FileEntries) -> FileEntries:
+    """Hash the staged folder's files (those not ``known``) where they are, then move the folder
+    to its final name; the final files with their sizes and sha256."""
+    files = file_entries(fs, {f.replace(tmp, final, 1): f for f in fs.walk_files(tmp)}, known)
+    fs.move(tmp, final)
+    return files
 
 
 class ZarrFieldAdder:
@@ -349,6 +356,12 @@ class ZarrFieldAdder:
         counts = self.writer.close()
         self.staged.upload()
         return counts
+
+    def layer_bytes(self) -> None:
+        return None  # from the file list, as ZarrShardWriter
+
+    def commit(self) -> FileEntries:
+        return _commit_folder(self.fs, self.tmp, self.final, self.known_files())
 
     def abort(self) -> None:
         self.fs.remove(self.tmp)
@@ -466,3 +479,48 @@ class ZarrShardReader(LayerDecoder):
             parts[ps.name] = win.rows(i, i + 1) if ps.kind == "segment" else win.rows(a + lo, a + hi)
         return parts
 
+
+
+class ZarrLayout:
+    """The Zarr v3 layout: a shard is the folder ``shards/SHARD.zarr``."""
+
+    name = "zarr"
+
+    def writer(self, fs: BankFS, shard: str, fields: list[FieldSpec]) -> ZarrShardWriter:
+        return ZarrShardWriter(fs, shard, fields)
+
+    def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> ZarrFieldAdder:
+        return ZarrFieldAdder(fs, shard, spec, num_segments)
+
+    def reader(self, fs: BankFS, shard: str, field_names: list[str]) -> ZarrShardReader:
+        return ZarrShardReader(fs, shard)
+
+    def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
+        return fs.sizes_under(shard_dir(shard))  # one listing of the shard's folder (~50 files)
+
+    def remove_uncommitted(self, fs: BankFS, shard: str, fields: list[FieldSpec]) -> None:
+        fs.remove(shard_dir(shard))
+
+    def field_of_file(self, shard: str, rel: str) -> str | None:
+        parts = rel.split("/")
+        if len(parts) > 3 and parts[1] == f"{shard}.zarr":
+            return parts[2]
+        return None  # the shard group's own metadata
+
+    def layer_bytes_from_files(self, shard: str, field: str, layers: list[int],
+                               files: FileEntries) -> dict[str, int]:
+        out = {}
+        for layer in layers:
+            prefix = f"{shard_dir(shard)}/{field}/{layer_key(layer)}/"
+            out[str(layer)] = sum(int(m["bytes"]) for p, m in files.items() if p.startswith(prefix))
+        return out
+
+    def layer_bytes_stored(self, fs: BankFS, shard: str, field: str, layers: list[int]) -> dict[str, int]:
+        sizes = fs.sizes_under(f"{shard_dir(shard)}/{field}")
+        return self.layer_bytes_from_files(shard, field, layers, {p: {"bytes": n} for p, n in sizes.items()})
+
+    def in_shard_container(self, shard: str, rel: str) -> bool:
+        return rel.startswith(f"{shard_dir(shard)}/")
+
+
+register_layout(ZarrLayout())

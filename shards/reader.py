@@ -7,10 +7,11 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from typing import Literal
 
 import numpy as np
 
-from .bank import Bank
+from .bank import Bank, CheckMode
 from .codecs import codec_from_record
 from .errors import BankError, MissingDataError, ShardError
 from .fields import SegmentData
@@ -30,7 +31,8 @@ class BankReader:
     """
 
     def __init__(self, bank: Bank | str, teachers: TeacherRequest = None, *, audio: bool = True,
-                 shards: list[str] | None = None, on_error: str = "raise", check: str = "size",
+                 shards: list[str] | None = None, on_error: Literal["raise", "skip"] = "raise",
+                 check: CheckMode = "size",
                  storage_options: dict | None = None, max_open_shards: int = 64):
         self.bank = bank if isinstance(bank, Bank) else Bank.open(bank, storage_options)
         if on_error not in ("raise", "skip"):
@@ -117,7 +119,7 @@ class BankReader:
             yield
         except ShardError as e:
             if e.segment is None:
-                raise ShardError(str(e), shard=shard, segment=seg.id) from e
+                raise ShardError(e.message, shard=e.shard or shard, segment=seg.id) from e
             raise
         except BankError:
             raise

@@ -1,1 +1,1 @@
-"""audistill tools."""
+"""Everything around the library, one room each: ``cli`` (the command), ``demo``, ``probe``, ``bench``."""

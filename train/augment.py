@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from audistill.shards.segments import SAMPLE_RATE
+
 
 @dataclass
 class Augment:
@@ -41,10 +43,10 @@ class Augment:
                 except (OSError, RuntimeError) as e:
                     raise ConfigError(f"augment.noise_files: cannot read {f}: {e}") from None
                 x = x.mean(1)
-                if sr != 16000:
+                if sr != SAMPLE_RATE:
                     import torchaudio
 
-                    x = torchaudio.functional.resample(torch.from_numpy(x), sr, 16000).numpy()
+                    x = torchaudio.functional.resample(torch.from_numpy(x), sr, SAMPLE_RATE).numpy()
                 self._noise.append(x)
         return self._noise
 
@@ -62,7 +64,7 @@ class Augment:
             p_x, p_n = float(x.pow(2).mean()) + 1e-10, float(seg.pow(2).mean()) + 1e-10
             x = x + seg * float(np.sqrt(p_x / (p_n * 10 ** (snr / 10))))
         if self.time_mask_seconds and len(x):
-            span = int(rng.uniform(0, self.time_mask_seconds) * 16000)
+            span = int(rng.uniform(0, self.time_mask_seconds) * SAMPLE_RATE)
             if 0 < span < len(x):
                 s = int(rng.integers(0, len(x) - span))
                 x = x.clone()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from audistill.shards.reader import BankReader
+from audistill.shards.segments import SAMPLE_RATE
 
 from .augment import Augment
 
@@ -43,7 +44,7 @@ class Item:
 
 
 def crop_length(crop_seconds: float, align_hop: int) -> int:
-    return max(align_hop, int(crop_seconds * 16000) // align_hop * align_hop)
+    return max(align_hop, int(crop_seconds * SAMPLE_RATE) // align_hop * align_hop)
 
 
 def epoch_items(segments: dict[str, list], crop_samples: int, align_hop: int, seed: int, epoch: int,
@@ -76,7 +77,7 @@ def global_batches(items: list[Item], batch_seconds: float, min_items: int) -> l
     out, cur, secs = [], [], 0.0
     for it in items:
         cur.append(it)
-        secs += it.num / 16000
+        secs += it.num / SAMPLE_RATE
         if secs >= batch_seconds and len(cur) >= min_items:
             out.append(cur)
             cur, secs = [], 0.0

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from audistill.shards.segments import SAMPLE_RATE
+
 from .checkpoint import load_model_tensors, read_state
 from .errors import CheckpointError
 from .model import Student, StudentConfig
@@ -58,10 +60,10 @@ class StudentEncoder:
 
         x, sr = sf.read(path, dtype="float32", always_2d=True)
         w = torch.from_numpy(x.mean(1))
-        if sr != 16000:
+        if sr != SAMPLE_RATE:
             import torchaudio
 
-            w = torchaudio.functional.resample(w, sr, 16000)
+            w = torchaudio.functional.resample(w, sr, SAMPLE_RATE)
         return self.layers(w)
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-SAMPLE_RATE = 16000
+from audistill.shards.segments import SAMPLE_RATE
+
 N_MELS = 128
 WIN = 400  # 25 ms
 HOP = 160  # 10 ms -> 100 Hz

@@ -19,6 +19,7 @@ from torch import nn
 
 from audistill.shards.bank import Bank
 from audistill.shards.reader import crop_hop
+from audistill.shards.segments import SAMPLE_RATE
 
 from . import checkpoint, ddp
 from .config import RunConfig, resolved
@@ -131,7 +132,7 @@ def loader_spec(cfg: RunConfig, model: Distiller, infos, shards, d: ddp.Dist, on
     aug = dataclasses.asdict(cfg.augment)
     active = aug["gain_db"] or aug["noise_files"] or aug["time_mask_seconds"]
     return LoaderSpec(root=cfg.bank.root, teachers={} if online else {n: list(i.layers) for n, i in infos.items()},
-                      shards=tuple(shards), crop_samples=int(cfg.data.crop_seconds * 16000) // align * align or align,
+                      shards=tuple(shards), crop_samples=int(cfg.data.crop_seconds * SAMPLE_RATE) // align * align or align,
                       align_hop=align, batch_seconds=cfg.data.batch_seconds, shuffle_buffer=cfg.data.shuffle_buffer,
                       seed=cfg.run.seed, rank=d.rank, world=d.world, accum=cfg.data.grad_accum,
                       storage_options=cfg.bank.storage_options or None, full_audio=online,
@@ -209,7 +210,7 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
             wait += dt_wait
             times["wait"].append(dt_wait)
             epoch, micro = b["epoch"], b["index"] + 1
-            audio += float(b["lengths"].sum()) / 16000  # host tensor: no sync
+            audio += float(b["lengths"].sum()) / SAMPLE_RATE  # host tensor: no sync
             batches.append(to_device(b, device))
         total, gnorm, logs = update(net, model, batches, opt, cfg.optim.clip, d, amp, online)
         sched.step()
@@ -301,14 +302,16 @@ def validate(model: Distiller, cfg: RunConfig, infos, shards: list[str], d: ddp.
     spec = loader_spec(cfg, model, infos, shards, d, online is not None)
     spec = dataclasses.replace(spec, accum=1, augment=None, seed=cfg.run.seed + 1)
     model.eval()
-    total, n = 0.0, 0
+    total, n, parts = 0.0, 0, {}
     for b in make_loader(spec, 0, 0, 0, 2, False):
         b = to_device(b, device)
         if online is not None:
             online.fill(b)
         with amp:
-            loss, _ = model(b, 1.0)
+            loss, logs = model(b, 1.0)
         total, n = total + float(loss), n + len(b["domains"])
+        for k, v in logs.items():  # unweighted per-target losses: comparable across weightings
+            parts.setdefault(k, []).append(v)
     model.train()
     mean = ddp.all_reduce_mean(total, d, device) / max(1, ddp.all_reduce_mean(float(n), d, device))
-    return {"loss": mean}
+    return {"loss": mean, **{k: float(torch.stack(v).mean()) for k, v in parts.items()}}

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audistill.shards.devices import length_mask
+from audistill.shards.segments import SAMPLE_RATE
 
 from .features import HOP, N_MELS, LogMel
 
@@ -37,7 +38,7 @@ class StudentConfig:
 
     @property
     def frame_rate(self) -> float:
-        return 16000 / (HOP * self.stride)
+        return SAMPLE_RATE / (HOP * self.stride)
 
     @property
     def hop(self) -> int:

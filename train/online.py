@@ -8,10 +8,11 @@ from __future__ import annotations
 import torch
 
 from audistill.shards.catalog import TeacherRecord
+from audistill.shards.segments import SAMPLE_RATE
 
 
 class OnlineTeachers:
-    """Teachers with the extraction registry's interface (``extract(wave, lengths)``)."""
+    """Teachers with the extraction registry's interface (``record()``, ``extract(wave, lengths)``)."""
 
     def __init__(self, teachers: list):
         self.teachers = {t.name: t for t in teachers}
@@ -25,9 +26,7 @@ class OnlineTeachers:
         return cls([load_teacher(s, device) for s in load_teacher_specs(path)])
 
     def records(self) -> dict[str, TeacherRecord]:
-        from .synth import record_of
-
-        return {n: t.record() if hasattr(t, "record") else record_of(t, "float32") for n, t in self.teachers.items()}
+        return {n: t.record() for n, t in self.teachers.items()}
 
     @staticmethod
     def covers(t, domain: str) -> bool:
@@ -55,7 +54,7 @@ class OnlineTeachers:
         device = batch["wave"].device
         n_items = len(starts)
         for name, t in self.teachers.items():
-            hop = 16000 / t.frame_rate
+            hop = SAMPLE_RATE / t.frame_rate
             present = torch.tensor([self.covers(t, d) for d in batch["domains"]])
             f0, nf = [0] * n_items, [0] * n_items
             crops: dict[int, dict[int, torch.Tensor]] = {}

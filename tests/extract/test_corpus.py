@@ -123,9 +123,11 @@ def test_a_written_manifest_plans_the_same_shards_without_opening_a_file(tmp_pat
     tar = _tar_of(tmp_path / "audio-000.tar", [("a.flac", 1.25), ("b.flac", 0.5)])
     inputs = [str(root), str(tar)]
     want_segs, want_errs = _ids(inputs, max_seconds=2.0)
-    out = tmp_path / "lists" / "corpus.jsonl"
+    out = tmp_path / "lists" / "corpus.jsonl"  # beside the corpus, not above it: its paths start with ../
+    code, _, err = _manifest_cli([*inputs, "-o", str(out)], capsys, monkeypatch)
+    assert code == 2 and "--allow-outside-root" in err and not out.exists()
     code, stdout, _ = _manifest_cli([*inputs, "-o", str(out), "--domain-map", "speech=speech",
-                                     "--domain-map", "music=music", "--json"], capsys, monkeypatch)
+                                     "--domain-map", "music=music", "--json", "--allow-outside-root"], capsys, monkeypatch)
     assert code == 0
     result = json.loads(stdout)
     assert result["items"] == 9 + 2 + 2 and result["unreadable"] == 1
@@ -136,7 +138,9 @@ def test_a_written_manifest_plans_the_same_shards_without_opening_a_file(tmp_pat
     opened = []
     real_info = corpus_mod.audio_info
     monkeypatch.setattr(corpus_mod, "audio_info", lambda *a, **k: opened.append(a[0]) or real_info(*a, **k))
-    got_segs, got_errs = plan_segments(scan_inputs([str(out)]), max_seconds=2.0)
+    with pytest.raises(CorpusError, match="outside the manifest's folder"):
+        scan_inputs([str(out)])
+    got_segs, got_errs = plan_segments(scan_inputs([str(out)], allow_outside_root=True), max_seconds=2.0)
     assert [o.rsplit("/", 1)[-1] for o in opened] == ["broken.wav"]  # only the file without a duration
     assert [(s.id, s.num_samples, s.start, s.end, s.domain, s.member) for s in got_segs] == [
         (s.id, s.num_samples, s.start, s.end, s.domain, s.member) for s in want_segs]
@@ -146,7 +150,8 @@ def test_a_written_manifest_plans_the_same_shards_without_opening_a_file(tmp_pat
 
     moved = tmp_path / "elsewhere"  # the manifest's paths are relative to it: corpus and manifest move together
     shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("elsewhere"))
-    moved_segs, _ = plan_segments(scan_inputs([str(moved / "lists" / "corpus.jsonl")]), max_seconds=2.0)
+    moved_segs, _ = plan_segments(scan_inputs([str(moved / "lists" / "corpus.jsonl")], allow_outside_root=True),
+                                  max_seconds=2.0)
     assert [s.id for s in moved_segs] == [s.id for s in want_segs]
     assert all(s.path.startswith(str(moved)) for s in moved_segs)
 
@@ -220,7 +225,7 @@ def test_folders_are_walked_in_sorted_rglob_order_without_listing_them_first(tmp
     (root / "link").symlink_to(root / "b", target_is_directory=True)  # rglob does not walk into linked folders
     (root / "linked.wav").symlink_to(root / "ab.wav")  # but lists linked files
     want = [str(p) for p in sorted(root.rglob("*")) if p.is_file()]
-    assert list(_walk_sorted(str(root))) == want and len(want) == len(names) + 1
+    assert list(_walk_sorted(str(root))) == [(p, None) for p in want] and len(want) == len(names) + 1
 
 
 def test_shards_are_stored_packed_and_give_back_the_same_segments(tmp_path):
@@ -285,7 +290,9 @@ def test_decode_workers_read_tar_members_at_their_offsets(tmp_path, monkeypatch)
 def test_an_unreadable_tar_input_is_recorded_and_planning_goes_on(tmp_path):
     good = make_corpus(tmp_path / "c", 2, 1)
     tar = _tar_of(tmp_path / "a.tar", [("x.flac", 1.0)])
-    (tmp_path / "cut.tar").write_bytes(tar.read_bytes()[:700])
-    segs, errs = plan_segments(scan_inputs([str(good), str(tmp_path / "cut.tar")]))
-    assert len(segs) == 3 and len(errs) == 1
-    assert errs[0]["file"] == str(tmp_path / "cut.tar") and "unreadable tar" in errs[0]["reason"]
+    (tmp_path / "cut.tar").write_bytes(tar.read_bytes()[:600])  # x.flac's data ends early
+    (tmp_path / "junk.tar").write_bytes(b"not a tar" * 100)
+    segs, errs = plan_segments(scan_inputs([str(good), str(tmp_path / "cut.tar"), str(tmp_path / "junk.tar")]))
+    assert len(segs) == 3 and len(errs) == 2
+    assert errs[0]["file"] == str(tmp_path / "cut.tar") and "truncated: the tar ends in or after member x.flac" in errs[0]["reason"]
+    assert errs[1]["file"] == str(tmp_path / "junk.tar") and "unreadable tar" in errs[1]["reason"]

@@ -1,5 +1,7 @@
 """Dask LocalCluster and --num-workers/--worker-index slices give the same bank as one process."""
 
+import json
+
 import pytest
 
 from audistill.extract.dask_run import extract_dask
@@ -95,7 +97,7 @@ def test_slices_record_every_error_without_racing(specs, corpus, tmp_path):
 
     from typer.testing import CliRunner
 
-    from audistill.tools.cli import app
+    from audistill.tools.cli.app import app
 
     bad = tmp_path / "with_garbage"
     shutil.copytree(corpus, bad)
@@ -149,3 +151,21 @@ def test_slices_wait_for_slice_zero_which_alone_writes_the_catalog(tiny_dir, cor
     single = extract([str(corpus)], spec, str(tmp_path / "one"), _cfg())
     assert _content(str(root)) == _content(str(tmp_path / "one")) and single.failed == 0
     assert verify_bank(str(root)).ok
+
+
+def test_dask_starts_as_one_process_does(specs, corpus, tmp_path):
+    """The coordinator's start-up is extract()'s: slices' error files are merged into errors.jsonl
+    (a Dask run did not), and slices of a Dask run are refused, not run whole by every slice."""
+    from audistill.extract.errors import ExtractError
+    from audistill.extract.run import append_errors
+
+    root = str(tmp_path / "b")
+    first = extract([str(corpus)], specs, root, _cfg())
+    rec = {"segment": "s1", "file": "lost.wav", "reason": "unreadable"}
+    append_errors(Bank.open(root), [rec], part="slice-00001-of-00002-abcdef12")
+    again = extract_dask([str(corpus)], specs, root, _cfg(), workers=1)
+    assert again.shards_skipped == first.shards_run and again.shards_run == 0
+    assert not list((tmp_path / "b" / "errors.d").glob("*.jsonl"))
+    assert [json.loads(x) for x in (tmp_path / "b" / "errors.jsonl").read_text().splitlines()] == [rec]
+    with pytest.raises(ExtractError, match="slices"):
+        extract_dask([str(corpus)], specs, root, _cfg(num_workers=2, worker_index=1), workers=1)

@@ -139,14 +139,17 @@ def test_corrupt_inputs_are_recorded_and_the_run_goes_on(tiny_dir, tmp_path):
 def test_a_wrong_manifest_duration_is_recorded_not_stored_cut(tiny_dir, tmp_path):
     write_wav(tmp_path / "a.wav", 1.0)
     write_wav(tmp_path / "b.wav", 3.0, seed=1)
+    write_wav(tmp_path / "c.wav", 5.0, seed=2)
     rows = [{"id": "a", "path": "a.wav", "domain": "speech", "duration": 1.0},
-            {"id": "b", "path": "b.wav", "domain": "speech", "duration": 1.5}]  # b is really 3 s long
+            {"id": "b", "path": "b.wav", "domain": "speech", "duration": 1.5},  # b is really 3 s long
+            {"id": "c", "path": "c.wav", "domain": "speech", "duration": 3.0}]  # cut in two pieces: 2 s of tail
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = TeacherSpec(name="wavlm", source=str(tiny_dir("wavlm")), layers=[1], codec="float16", max_seconds=2.0)
     s = extract([str(tmp_path / "m.jsonl")], [spec], str(tmp_path / "bank"), _cfg(max_seconds=30.0))
-    assert s.segments_written == 1 and s.failed == 1
-    (err,) = map(json.loads, (tmp_path / "bank" / "errors.jsonl").open())
-    assert err["segment"].startswith("b-") and "longer than the teachers' 2 s window" in err["reason"]
+    assert s.segments_written == 1 and s.failed == 3
+    errs = {e["segment"][0]: e for e in map(json.loads, (tmp_path / "bank" / "errors.jsonl").open())}
+    assert errs["b"]["segment"].startswith("b-") and "the manifest says 1.5 s, the file holds 3 s" in errs["b"]["reason"]
+    assert "the manifest says 3 s, the file holds 5 s" in errs["c"]["reason"]
     assert [sd.segment.source for sd in BankReader(str(tmp_path / "bank"))] == ["a"]
     assert verify_bank(str(tmp_path / "bank")).ok
 
@@ -312,14 +315,16 @@ def test_pace_runs_from_the_first_commit_to_the_last():
 def test_auto_decode_workers_and_writers_follow_the_device_and_cores(monkeypatch):
     """On CUDA the defaults scale with the cores, so the loader keeps a fast GPU fed; explicit
     values win; the CPU default stays small."""
-    import audistill.extract.run as run
+    import audistill.extract.pipeline as pipeline
 
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     gpu = ExtractConfig(device="cuda").run_options()
     assert (gpu.loader_workers, gpu.writers) == (5, 8)
     assert ExtractConfig(device="cpu").run_options().loader_workers == 2
     assert ExtractConfig(device="cuda", loader_workers=0, writers=3).run_options().loader_workers == 0
-    monkeypatch.setattr(run.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 64)
     assert ExtractConfig(device="cuda").run_options().loader_workers == 8
     with pytest.raises(ExtractError, match="loader_workers"):
         ExtractConfig(loader_workers=-1)
@@ -394,3 +399,66 @@ def test_writer_processes_open_the_bank_once_until_its_catalog_changes(tiny_dir,
     os.utime(os.path.join(root, "bank.json"), (time.time() + 5, time.time() + 5))
     b = pipeline.open_bank_cached(root)
     assert b is not a and len(opened) == 2 and b.catalog.teachers.keys() == a.catalog.teachers.keys()
+
+
+def test_the_catalog_records_the_device_and_dtype_a_teacher_ran_in(tiny_dir):
+    """A bf16 spec run on the CPU runs float32: its record says fp32 on cpu (it said bf16)."""
+    spec = _specs(tiny_dir)[0]
+    assert spec.dtype == "bf16"
+    extra = load_teacher(spec, "cpu").record().extra
+    assert (extra["dtype"], extra["device"]) == ("fp32", "cpu")
+
+
+def test_dry_run_frame_rate_is_what_a_24khz_model_stores(tiny_dir, tmp_path):
+    """The conv stride applies at the model's input rate: 320 at 24 kHz stores 75 Hz (the
+    estimate said 50 Hz)."""
+    import shutil
+
+    from audistill.extract.estimate import estimate_bytes
+
+    src = shutil.copytree(tiny_dir("hubert"), tmp_path / "hubert24k")
+    pre = json.loads((src / "preprocessor_config.json").read_text())
+    (src / "preprocessor_config.json").write_text(json.dumps({**pre, "sampling_rate": 24000}))
+    spec = TeacherSpec(name="h24", source=str(src), layers=[0, 3], codec="float16")
+    est = estimate_bytes(spec, {"unknown": 10.0})
+    assert est["frame_rate"] == load_teacher(spec).frame_rate == 75.0 and est["frames"] == 750
+
+
+def test_domain_map_names_the_input_folder_itself(tiny_dir, corpus):
+    """`--domain-map speech=speech` with corpus/speech itself as the input (it was ignored)."""
+    plan = dry_run([str(corpus / "speech")], _specs(tiny_dir), _cfg())
+    assert set(plan["hours_per_domain"]) == {"speech"} and plan["teachers"]["wavlm"]["seconds"] > 0
+    assert set(dry_run([str(corpus / "speech")], _specs(tiny_dir), _cfg(domain_map={}))["hours_per_domain"]) == {"unknown"}
+
+
+def test_an_existing_bank_keeps_its_layout(tiny_dir, corpus, tmp_path):
+    """Resuming a WebDataset bank needs no layout (the layout is for new banks); only an explicit
+    other layout is refused, before anything is written."""
+    spec, root = _specs(tiny_dir)[1:], str(tmp_path / "bank")
+    first = extract([str(corpus)], spec, root, _cfg(layout="webdataset", shard_seconds=20.0))
+    again = extract([str(corpus)], spec, root, _cfg(shard_seconds=20.0))
+    assert again.shards_run == 0 and again.shards_skipped == first.shards_run >= 1
+    before = (tmp_path / "bank" / "bank.json").read_bytes()
+    with pytest.raises(ExtractError, match="layout 'webdataset', not 'zarr'"):
+        extract([str(corpus)], spec, root, _cfg(layout="zarr", shard_seconds=20.0))
+    assert (tmp_path / "bank" / "bank.json").read_bytes() == before
+    assert Bank.open(root).catalog.layout == "webdataset"
+    from audistill.extract.run import open_bank
+
+    assert open_bank(str(tmp_path / "new"), None).catalog.layout == "zarr"  # a new bank's default
+
+
+def test_run_options_are_the_configs_own_fields():
+    """One configuration: the run options a run computes with are its config's fields, resolved."""
+    from dataclasses import fields
+
+    from audistill.extract.pipeline import RunOptions
+
+    cfg = ExtractConfig(batch_seconds=3.0, max_batch=5, loader_workers=1, min_seconds=0.2, storage_options={"k": 1},
+                        writers=3, writer_kind="thread", switch_interval_ms=1.0, device="cpu")
+    opts = cfg.run_options()
+    assert type(opts) is RunOptions
+    assert {f.name: getattr(opts, f.name) for f in fields(RunOptions)} == {
+        "batch_seconds": 3.0, "max_batch": 5, "loader_workers": 1, "min_seconds": 0.2, "storage_options": {"k": 1},
+        "writers": 3, "writer_kind": "thread", "switch_interval_ms": 1.0}
+    assert ExtractConfig(device="cpu").run_options() == RunOptions(loader_workers=2, writers=2)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from audistill.extract.pipeline import _run_teacher
 from audistill.extract.run import ExtractConfig, extract
 from audistill.extract.spec import TeacherSpec
 from audistill.extract.teachers import load_teacher, plugin_names
 from audistill.shards.reader import BankReader
 
 from .conftest import write_wav
+from .through_bank import bank_features, exact_waves
 
 LENGTHS = [16000, 12345, 16000]
 
@@ -28,20 +28,21 @@ def _speechlike():
     return x * (torch.arange(x.shape[1])[None] < lengths[:, None]), lengths
 
 
-def _check_batched_equals_single(t, atol):
-    wave, lengths = _speechlike()
-    parts, _ = _run_teacher(t, t.spec.make_codec(), {}, wave, lengths, [0, 1, 2])
+def _check_batched_equals_single(t, atol, root):
+    """Batched through the pipeline into a bank (under ``root``) and back = one at a time."""
+    waves = exact_waves(*_speechlike())
+    parts, _ = bank_features(t, waves, root)
     for b, n in enumerate(LENGTHS):
-        feats, flen = t.extract(wave[b:b + 1, :n], lengths[b:b + 1])
+        feats, flen = t.extract(torch.from_numpy(waves[b])[None], torch.tensor([n]))
         assert int(flen[0]) == t.num_frames(n)
         for layer in t.layers:
-            np.testing.assert_allclose(parts[b][layer]["x"], feats[layer][0, : int(flen[0])].numpy(),
+            np.testing.assert_allclose(parts[b][layer], feats[layer][0, : int(flen[0])].numpy(),
                                        atol=atol, rtol=1e-3)
 
 
 @pytest.fixture(scope="module")
 def whisper_dir(tmp_path_factory):
-    from audistill.tools import whisper_ct2
+    from audistill.tools.demo import whisper_ct2
 
     ct2 = whisper_ct2.find_packaged_whisper()
     if ct2 is None:
@@ -49,10 +50,10 @@ def whisper_dir(tmp_path_factory):
     return whisper_ct2.convert_ct2_whisper(ct2, tmp_path_factory.mktemp("whisper") / "tiny-en")
 
 
-def test_whisper_tiny_en_through_the_transformers_path(whisper_dir):
+def test_whisper_tiny_en_through_the_transformers_path(whisper_dir, tmp_path):
     t = load_teacher(TeacherSpec(name="whisper_tiny_en", source=str(whisper_dir), layers="all", codec="float32"))
     assert (t.dim, t.num_layers, t.frame_rate) == (384, 5, 50.0)
-    _check_batched_equals_single(t, atol=1e-4)
+    _check_batched_equals_single(t, atol=1e-4, root=tmp_path)
     rec = t.record()
     assert rec.layers == [0, 1, 2, 3, 4] and len(rec.fingerprint) == 64
 
@@ -65,7 +66,7 @@ def test_crepe_tiny_plugin(tmp_path):
     t = load_teacher(spec)
     assert (t.dim, t.num_layers, t.frame_rate, t.pad_invariant) == (256, 7, 100.0, True)
     assert t.record().revision.startswith("torchcrepe==0.0.24")
-    _check_batched_equals_single(t, atol=1e-4)
+    _check_batched_equals_single(t, atol=1e-4, root=tmp_path / "batched")
     write_wav(tmp_path / "c" / "a.wav", 1.3)
     s = extract([str(tmp_path / "c")], [spec], str(tmp_path / "bank"), ExtractConfig(loader_workers=0))
     (sd,) = list(BankReader(str(tmp_path / "bank")))
@@ -80,7 +81,7 @@ def test_crepe_tiny_plugin(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchfcpe") is None, reason="torchfcpe not installed")
-def test_fcpe_plugin():
+def test_fcpe_plugin(tmp_path):
     t = load_teacher(TeacherSpec(name="fcpe", source="torchfcpe", kind="fcpe", layers="sparse:3", codec="float32"))
     assert (t.dim, t.num_layers, t.layers, t.frame_rate, t.pad_invariant) == (512, 7, [2, 4, 6], 100.0, False)
-    _check_batched_equals_single(t, atol=1e-3)
+    _check_batched_equals_single(t, atol=1e-3, root=tmp_path)

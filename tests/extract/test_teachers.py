@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from audistill.extract.errors import TeacherError
-from audistill.extract.pipeline import _run_teacher
 from audistill.extract.spec import TeacherSpec
 from audistill.extract.teachers import load_teacher
+
+from .through_bank import bank_features, exact_waves
 
 LENGTHS = [16000, 23456, 8000, 23456]
 
@@ -23,17 +24,18 @@ def _teacher(tiny_dir, kind, **kw):
 
 
 @pytest.mark.parametrize("kind", ["wavlm", "wav2vec2", "hubert", "data2vec", "whisper", "ast"])
-def test_batched_equals_one_at_a_time(tiny_dir, kind):
-    """Through the pipeline's grouping (equal lengths for teachers that are not padding-invariant)."""
+def test_batched_equals_one_at_a_time(tiny_dir, kind, tmp_path):
+    """Through the pipeline's grouping (equal lengths for teachers that are not padding-invariant),
+    into a bank and back."""
     t = _teacher(tiny_dir, kind, layers="all", codec="float32")
-    wave, lengths = _batch()
-    codec = t.spec.make_codec()
-    batched, _ = _run_teacher(t, codec, {}, wave, lengths, list(range(len(LENGTHS))))
+    waves = exact_waves(*_batch())
+    batched, s = bank_features(t, waves, tmp_path)
+    assert s.padded_samples == len(LENGTHS) * max(LENGTHS)  # one batch, padded
     for b, n in enumerate(LENGTHS):
-        feats, flen = t.extract(wave[b:b + 1, :n], lengths[b:b + 1])
-        assert int(flen[0]) == t.num_frames(n) == batched[b][t.layers[0]]["x"].shape[0]
+        feats, flen = t.extract(torch.from_numpy(waves[b])[None], torch.tensor([n]))
+        assert int(flen[0]) == t.num_frames(n) == batched[b][t.layers[0]].shape[0]
         for layer in t.layers:
-            torch.testing.assert_close(torch.from_numpy(batched[b][layer]["x"]), feats[layer][0, : int(flen[0])],
+            torch.testing.assert_close(torch.from_numpy(batched[b][layer]), feats[layer][0, : int(flen[0])],
                                        atol=2e-4, rtol=1e-4)
 
 
@@ -169,7 +171,7 @@ def test_spectrogram_teachers_refuse_a_feature_extractor_at_another_rate(tiny_di
         load_teacher(TeacherSpec(name=kind, source=str(d)))
 
 
-def test_oom_splits_the_batch(tiny_dir, monkeypatch):
+def test_oom_splits_the_batch(tiny_dir, monkeypatch, tmp_path):
     t = _teacher(tiny_dir, "wavlm", layers=[3], codec="float32")
     real = t.extract
     calls = []
@@ -181,9 +183,9 @@ def test_oom_splits_the_batch(tiny_dir, monkeypatch):
         return real(wave, lengths)
 
     monkeypatch.setattr(t, "extract", small_only)
-    wave, lengths = _batch()
-    parts, frames = _run_teacher(t, t.spec.make_codec(), {}, wave, lengths, [0, 1, 2, 3])
-    assert calls[0] == 4 and all(p is not None for p in parts) and frames == sum(t.num_frames(n) for n in LENGTHS)
+    feats, s = bank_features(t, exact_waves(*_batch()), tmp_path)
+    assert calls[0] == 4 and all(f is not None for f in feats) and s.failed == 0
+    assert s.teachers[t.name].frames == sum(t.num_frames(n) for n in LENGTHS)
 
 
 def test_teachers_loaded_in_threads_leave_transformers_as_they_found_it(tiny_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -184,6 +185,7 @@ def test_a_rewrite_removes_what_a_crashed_writer_moved_into_place(tmp_path, layo
     leaves final-named files; the next write of that shard replaces them and commits cleanly."""
     bank, truth = make_bank(tmp_path / "b", layout, shards=1)
     seg, audio, _ = next(iter(truth.values()))
+    seg = dataclasses.replace(seg, id=f"{seg.id}-2")  # another segment: one stored twice is a finding of its own
     leftovers = (["shards/again.zarr/zarr.json", "shards/again.zarr/audio/c/0"] if layout == "zarr" else
                  ["shards/again.audio.tar", "shards/again.audio.json", "shards/again.speechy.tar"])
     for rel in leftovers:
@@ -216,3 +218,26 @@ def test_clean_removes_every_kind_of_temporary_from_one_listing(tmp_path, monkey
     assert listed == []  # one walk of shards/, no listing per shard
     assert verify_bank(bank).ok
     assert len(list(BankReader(bank))) == len(truth)
+
+
+def _newer_codec_in_shard(root, shard: str, field: str, layout: str) -> None:
+    """Raise the codec version in the field spec the shard itself stores (what its reader decodes by)."""
+    path = (root / "shards" / f"{shard}.zarr" / field / "zarr.json") if layout == "zarr" else (
+        root / "shards" / f"{shard}.{field}.json")
+    d = json.loads(path.read_text())
+    spec = d["attributes"]["audistill"] if layout == "zarr" else d["field"]
+    spec["codec"]["version"] = 99
+    path.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_newer_codec_version_is_refused_naming_the_shard_once(tmp_path, layout):
+    root = tmp_path / "b"
+    make_bank(root, layout, shards=1, per_shard=2)
+    _newer_codec_in_shard(root, "shard-00000", "speechy", layout)
+    with pytest.raises(ShardError) as e:
+        for _ in BankReader(str(root), ["speechy"], check="none"):
+            pass
+    msg = str(e.value)
+    assert "version 99" in msg and "upgrade audistill" in msg and "'speechy'" in msg, msg
+    assert msg.count("shard-00000") == 1 and e.value.shard == "shard-00000" and e.value.segment, msg

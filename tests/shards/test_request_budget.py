@@ -46,11 +46,11 @@ def count_requests(monkeypatch):
 
 @pytest.mark.parametrize("layout", ["zarr", "webdataset"])
 def test_requests_per_operation_do_not_grow_with_the_bank(s3_bucket, count_requests, tmp_path, layout, monkeypatch):
-    import audistill.shards.bank as bank_mod
+    import audistill.shards.recovery as recovery
 
     # a sync re-reads records written up to 10 minutes before the catalog (clocks that disagree);
     # these banks are seconds old: as after those 10 minutes, trust the clocks
-    monkeypatch.setattr(bank_mod, "SYNC_CLOCK_MARGIN_S", 0.0)
+    monkeypatch.setattr(recovery, "SYNC_CLOCK_MARGIN_S", 0.0)
     prefix, opts = s3_bucket
     roots = {}
     for n in (SMALL, LARGE):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from audistill.shards.bank import Bank
@@ -162,6 +164,7 @@ def test_writing_a_webdataset_shard_lists_only_its_own_name_prefix(s3_bucket, mo
     real = BankFS.listdir
     monkeypatch.setattr(BankFS, "listdir", lambda self, rel: listed.append(rel) or real(self, rel))
     seg, audio, _ = next(iter(truth.values()))
+    seg = dataclasses.replace(seg, id=f"{seg.id}-2")  # another segment: one stored twice is a finding of its own
     with bank.write_shard("again", []) as w:
         w.add(seg, audio, {})
     assert "shards" not in listed

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import zarr
 
-from audistill.shards.layout_zarr import _Appender, zarr_compressors
+from audistill.shards.fs import BankFS
+from audistill.shards.layout_zarr import _Appender, _StagedGroup, zarr_compressors
 
 
 def _files(root):
@@ -27,11 +28,12 @@ def test_shard_objects_equal_zarr_python(tmp_path, dtype, trailing, comp, rows, 
     rng = np.random.default_rng(0)
     data = (rng.standard_normal((rows, *trailing)) * 50).astype(dtype)
     data[zeros[0]:zeros[1]] = 0  # whole fill-value chunks are not stored
-    ours = zarr.open_group(str(tmp_path / "ours"), mode="w", zarr_format=3)
-    app = _Appender(ours, "x", dtype, trailing, comp)
+    ours = _StagedGroup(BankFS(str(tmp_path)), "ours")
+    app = _Appender(ours.group, "x", dtype, trailing, comp, ours.put)
     for lo in range(0, rows, 7777):  # appended in pieces: whole objects, then the rest at close
         app.append(data[lo:lo + 7777])
     app.close()
+    ours.upload()
     ref = zarr.open_group(str(tmp_path / "ref"), mode="w", zarr_format=3)
     arr = ref.create_array("x", shape=(rows, *trailing), dtype=dtype, chunks=(app.chunk_rows, *trailing),
                            shards=(app.block_rows, *trailing), compressors=zarr_compressors(comp), fill_value=0,
@@ -91,8 +93,7 @@ def test_a_staged_field_writes_the_files_a_store_backed_one_writes(tmp_path):
     """Zarr writers stage metadata in memory and upload it at close (an object store saw every
     metadata change as requests): the files are byte for byte those written through a store."""
     from audistill.shards.bank import Bank
-    from audistill.shards.fs import BankFS
-    from audistill.shards.layout_zarr import ZarrFieldWriter, _StagedGroup
+    from audistill.shards.layout_zarr import ZarrFieldWriter
 
     from .helpers import make_bank
 
@@ -107,7 +108,9 @@ def test_a_staged_field_writes_the_files_a_store_backed_one_writes(tmp_path):
             w.add_layers({x: reader.read_parts("speechy", x, i) for x in spec.layers} if covered else None, "t")
         w.close()
 
-    fill(ZarrFieldWriter(zarr.open_group(str(tmp_path / "store"), mode="w", zarr_format=3).create_group("f"), spec))
+    store = BankFS(str(tmp_path / "store"))  # metadata through zarr's store, data objects beside it
+    fill(ZarrFieldWriter(zarr.open_group(str(tmp_path / "store"), mode="w", zarr_format=3).create_group("f"), spec,
+                         lambda objs: store.put_many(dict(objs))))
     staged = _StagedGroup(BankFS(str(tmp_path)), "staged")
     fill(ZarrFieldWriter(staged.group.create_group("f"), spec, staged.put))
     staged.upload()

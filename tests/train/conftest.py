@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audistill.train.synth import write_bank
+from audistill.shards.catalog import TeacherRecord
+from audistill.shards.codecs import get_codec
+from audistill.tools.bench.synth import write_bank
 
 
 class FrameTeacher:
@@ -24,6 +26,13 @@ class FrameTeacher:
 
     def num_frames(self, n: int) -> int:
         return int(round(n / self.hop))
+
+    def record(self, codec: str = "float32") -> TeacherRecord:
+        """Its catalog entry (lossless features: tests compare against the teacher's output)."""
+        return TeacherRecord(name=self.name, source=f"synthetic/{self.name}", dim=self.dim,
+                             frame_rate=float(self.frame_rate), codec=get_codec(codec).record(),
+                             layers=list(self.layers), num_layers=self.num_layers, domains=list(self.domains),
+                             home_domain=self.home_domain)
 
     def extract(self, wave: torch.Tensor, lengths: torch.Tensor):
         b, n = wave.shape

@@ -4,9 +4,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from audistill.tools.bench.synth import write_bank
 from audistill.train.augment import Augment
 from audistill.train.data import LoaderSpec, make_loader
-from audistill.train.synth import write_bank
 
 from .conftest import make_teachers
 

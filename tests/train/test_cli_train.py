@@ -7,7 +7,7 @@ import sys
 import yaml
 from typer.testing import CliRunner
 
-from audistill.tools.cli import app
+from audistill.tools.cli.app import app
 from audistill.train.export import load_student
 
 from .conftest import tiny_config

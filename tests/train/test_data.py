@@ -1,3 +1,4 @@
+import functools
 import itertools
 
 import pytest
@@ -110,10 +111,12 @@ def test_loader_batches_equal_one_read_per_segment(tmp_path, teachers, layout, c
     """The loader decodes into the batch's tensors in the codec's exact dtype: same crops, ids,
     order and values (after .float()) as reading each segment on its own."""
     from audistill.shards.reader import BankReader
-    from audistill.train.synth import write_bank
+    from audistill.tools.bench.synth import write_bank
 
     root = str(tmp_path / "bank")
-    write_bank(root, teachers, num_shards=3, segments_per_shard=5, seconds=(1.0, 7.0), layout=layout, codec=codec)
+    for t in teachers:
+        t.record = functools.partial(t.record, codec=codec)  # write_bank stores what record() says
+    write_bank(root, teachers, num_shards=3, segments_per_shard=5, seconds=(1.0, 7.0), layout=layout)
     want = {"tspeech": [1, 4], "tmusic": [2, 3]}
     sp = spec(root=root, teachers=want, shards=("s000", "s001", "s002"), batch_seconds=3.0, crop_samples=32000)
     ds = BankBatches(sp, 0, epochs=2)

@@ -2,9 +2,9 @@
 
 import pytest
 
+from audistill.tools.bench.synth import write_bank
 from audistill.train.config import from_dict
 from audistill.train.loop import train
-from audistill.train.synth import write_bank
 
 from .conftest import make_teachers, tiny_config
 

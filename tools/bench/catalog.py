@@ -24,7 +24,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..options import JsonOpt
+from ..cli.options import JsonOpt
 from .common import emit, real_bank
 
 

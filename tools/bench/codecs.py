@@ -31,7 +31,7 @@ import torch
 import typer
 
 from audistill.shards.codecs import Codec, get_codec
-from audistill.tools.options import JsonOpt, SeedOpt
+from audistill.tools.cli.options import JsonOpt, SeedOpt
 
 DEFAULT_CODECS = ("float32", "float16", "bfloat16", "int8-row", "int8-channel", "int4-group",
                   "int8-delta", "mvq")
@@ -77,7 +77,7 @@ def synthetic_features(n_frames: int = 6000, dim: int = 384, layers: int = 3, se
 
 def load_features(source: str, max_frames: int, seed: int = 0) -> tuple[str, dict[str, np.ndarray]]:
     """``real`` (Whisper tiny.en on real speech), ``synthetic``, or ``auto`` (real when installed)."""
-    from audistill.tools.realfeatures import real_sources_available, whisper_features
+    from audistill.tools.demo.realfeatures import real_sources_available, whisper_features
 
     if source not in ("real", "synthetic", "auto"):
         raise typer.BadParameter(f"--source must be real, synthetic or auto, not {source!r}")

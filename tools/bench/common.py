@@ -72,7 +72,7 @@ def real_bank(root: str, shards: int = 1, layers: int = 4, segments: int = 8, di
     from audistill.shards.bank import Bank
     from audistill.shards.catalog import TeacherRecord
     from audistill.shards.codecs import get_codec
-    from audistill.shards.segments import Segment, make_segment_id
+    from audistill.shards.segments import SAMPLE_RATE, Segment, make_segment_id
 
     bank = Bank.create(root, "zarr", storage_options)
     codec = get_codec("float16")
@@ -84,7 +84,7 @@ def real_bank(root: str, shards: int = 1, layers: int = 4, segments: int = 8, di
     for s in range(shards):
         with bank.write_shard("shard-template" if shards == 1 else f"shard-{s:05d}", ["wavlm"]) as w:
             for k in range(segments):
-                n = 16000 * (2 + k)
+                n = SAMPLE_RATE * (2 + k)
                 src = f"corpus/s{s}/clip{k}.wav"
                 seg = Segment(make_segment_id(src), src, 0.0, None, "speech", "bench", n)
                 feats = {layer: codec.encode(torch.from_numpy(rng.standard_normal((n // 320, dim)).astype("float32")),

@@ -19,22 +19,24 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..options import JsonOpt
+from ..cli.options import JsonOpt
 from .common import emit
-from .extract import _spec, make_corpus, make_model
+from .extract import make_corpus, make_model
 
 
 def run_dask_bench(minutes: float = 12.0, shard_seconds: float = 60.0, sizes: tuple[int, ...] = (1, 8),
                    repeats: int = 2, model: str = "tiny", device: str = "cpu", workers: int = 1) -> dict:
     from audistill.extract.dask_run import extract_dask
     from audistill.extract.run import ExtractConfig
+    from audistill.extract.spec import TeacherSpec
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="audistill-bench-dask-") as tmp:
         root = Path(tmp)
         model_dir = make_model(model, root / "model")
         make_corpus(root / "corpus", minutes)
-        spec = _spec(model_dir, "fp32" if device == "cpu" else "bf16", "sparse:4", "int8-delta")
+        spec = TeacherSpec(name="wavlm", source=str(model_dir), layers="sparse:4",
+                           dtype="fp32" if device == "cpu" else "bf16", codec="int8-delta")
         cfg = ExtractConfig(shard_seconds=shard_seconds, device=device)
         runs: dict[int, list[float]] = {n: [] for n in sizes}
         shards = seconds = 0.0

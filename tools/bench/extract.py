@@ -50,8 +50,9 @@ import typer
 
 from audistill.extract.run import ExtractConfig
 from audistill.extract.spec import DEFAULT_CODEC
+from audistill.shards.segments import SAMPLE_RATE
 
-from ..options import JsonOpt
+from ..cli.options import JsonOpt
 
 SHARD_SECONDS = ExtractConfig.shard_seconds  # (b) runs extract's default shard size
 
@@ -82,17 +83,17 @@ def make_corpus(out: Path, minutes: float, seed: int = 0) -> list[Path]:
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
-    pool = (rng.standard_normal(60 * 16000) * 0.1).astype(np.float32)
-    pool = np.concatenate([pool, pool[: 20 * 16000]])  # any window of up to 20 s fits
+    pool = (rng.standard_normal(60 * SAMPLE_RATE) * 0.1).astype(np.float32)
+    pool = np.concatenate([pool, pool[: 20 * SAMPLE_RATE]])  # any window of up to 20 s fits
     out.mkdir(parents=True, exist_ok=True)
     files, total, i = [], 0.0, 0
     while total < minutes * 60:
-        n = int(float(rng.uniform(2.0, 20.0)) * 16000)
-        at = int(rng.integers(0, 60 * 16000))
+        n = int(float(rng.uniform(2.0, 20.0)) * SAMPLE_RATE)
+        at = int(rng.integers(0, 60 * SAMPLE_RATE))
         f = out / f"clip{i:05d}.wav"
-        sf.write(f, pool[at: at + n], 16000, subtype="PCM_16")
+        sf.write(f, pool[at: at + n], SAMPLE_RATE, subtype="PCM_16")
         files.append(f)
-        total += n / 16000
+        total += n / SAMPLE_RATE
         i += 1
     return files
 
@@ -120,7 +121,7 @@ def bare_forward(t, files: list[Path], device: str, batch_seconds: float, max_ba
 
     waves = [sf.read(f, dtype="float32")[0] for f in files]
     batches = []
-    for idx in make_batches([len(w) for w in waves], int(batch_seconds * 16000), max_batch):
+    for idx in make_batches([len(w) for w in waves], int(batch_seconds * SAMPLE_RATE), max_batch):
         wave, lengths = pad_batch([waves[i] for i in idx])
         batches.append((wave.to(device), lengths))
     t.extract(*batches[0])  # warm-up
@@ -130,7 +131,7 @@ def bare_forward(t, files: list[Path], device: str, batch_seconds: float, max_ba
         t.extract(wave, lengths)
     _sync(device)
     real = sum(len(w) for w in waves)
-    return real / 16000 / (time.perf_counter() - t0), real / sum(w.numel() for w, _ in batches)
+    return real / SAMPLE_RATE / (time.perf_counter() - t0), real / sum(w.numel() for w, _ in batches)
 
 
 class _Clock:
@@ -199,7 +200,7 @@ def null_teacher(t):
         def __init__(self):
             self.__dict__.update(t.__dict__)
             g = torch.Generator().manual_seed(0)
-            self._pool = (torch.randn(1, self._native_frames(31 * 16000), t.dim, generator=g) * 0.5).to(t.device)
+            self._pool = (torch.randn(1, self._native_frames(31 * SAMPLE_RATE), t.dim, generator=g) * 0.5).to(t.device)
 
         def _native_frames(self, n: int) -> int:
             return t._native_frames(n)
@@ -238,7 +239,7 @@ def naive_loop(spec, files: list[Path], out: Path, device: str, max_seconds: flo
         feats, flen = t.extract(wave, torch.tensor([len(x)]))
         for layer, h in feats.items():
             np.save(out / f"{i:05d}_L{layer:02d}.npy", h[0, : int(flen[0])].float().cpu().numpy())
-        done += len(x) / 16000
+        done += len(x) / SAMPLE_RATE
         if done >= max_seconds:
             break
     return done / (time.perf_counter() - t0)
@@ -409,7 +410,7 @@ def _table(r: dict) -> None:
         t.add_row("(d) extract, teacher that costs nothing", f"{r['d_ceiling_sps']:.1f}",
                   f"(d)/(a) = {r['d_ceiling_sps'] / r['a_bare_forward_sps']:.2f}", "", "")
     Console().print(t)
-    from audistill.tools.cli_extract import stages_line
+    from audistill.tools.cli.extract import stages_line
 
     for v in r["variants"]:
         print(f"(b) {v['batch_seconds']:g} s, {v['codec']}, {v['writers']} {v['writer_kind']} writers: {stages_line(v['stages'], v['run_s'])}")

@@ -32,7 +32,9 @@ import soundfile as sf
 import typer
 from rich.table import Table
 
-from ..options import JsonOpt
+from audistill.shards.segments import SAMPLE_RATE
+
+from ..cli.options import JsonOpt
 from .common import emit
 
 SLICES = 10  # the slice whose start is timed: one of ten
@@ -45,7 +47,7 @@ def _write_files(root: Path, n: int) -> None:
         d = root / f"spk{i // 200:05d}"
         if i % 200 == 0:
             d.mkdir(parents=True)
-        sf.write(d / f"utt{i:08d}.flac", x[: 1600 + i % 1600], 16000)
+        sf.write(d / f"utt{i:08d}.flac", x[: 1600 + i % 1600], SAMPLE_RATE)
 
 
 def _plan_us(inputs: list[str], files: int, probe_workers: int) -> float:
@@ -75,11 +77,11 @@ def _memory(folder: Path, segments: int) -> dict:
                                 "path": f"/data/corpora/mount/corpus/spk{i // 200:05d}/utt{i:08d}.flac",
                                 "domain": "speech", "dataset": "corpus",
                                 "duration": 2 + (i * 7919 % 1500) / 100}) + "\n")
-    make_plan(iter_segments(iter_items([str(manifest)]), [], chunk=8), 3600)  # imports and caches, untraced
+    make_plan(iter_segments(iter_items([str(manifest)], allow_outside_root=True), [], chunk=8), 3600)  # imports and caches, untraced
     gc.collect()
     tracemalloc.start()
     errors: list[dict] = []
-    plan = make_plan(iter_segments(iter_items([str(manifest)]), errors), 3600)
+    plan = make_plan(iter_segments(iter_items([str(manifest)], allow_outside_root=True), errors), 3600)
     _unpack.cache_clear()
     packed, peak = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
@@ -94,7 +96,7 @@ def _memory(folder: Path, segments: int) -> dict:
 
     write_plan_file(str(folder / "memory.plan"), plan, [], {})
     t0 = time.perf_counter()
-    make_plan(iter_segments(iter_items([str(manifest)]), []), 3600)[3::SLICES]
+    make_plan(iter_segments(iter_items([str(manifest)], allow_outside_root=True), []), 3600)[3::SLICES]
     from_manifest = time.perf_counter() - t0
     t0 = time.perf_counter()
     mine = PlanFile(str(folder / "memory.plan"))[3::SLICES]

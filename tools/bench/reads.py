@@ -22,7 +22,7 @@ from audistill.shards.bank import Bank
 from audistill.shards.catalog import TeacherRecord
 from audistill.shards.codecs import get_codec
 from audistill.shards.reader import BankReader
-from audistill.shards.segments import Segment, make_segment_id
+from audistill.shards.segments import SAMPLE_RATE, Segment, make_segment_id
 
 from .common import emit, one_core
 
@@ -59,7 +59,7 @@ def build_bank(root: str, layout: str, *, codec: str, seconds: float, dim: int, 
     base = synthetic_layer(rng, int(segment_seconds * 50), dim)
     with bank.write_shard("shard-00000", ["teacher"]) as w:
         for k in range(n_seg):
-            n = int(segment_seconds * 16000)
+            n = int(segment_seconds * SAMPLE_RATE)
             seg = Segment(make_segment_id(f"synthetic/{k}.wav"), f"synthetic/{k}.wav", 0.0, segment_seconds,
                           "speech", "synthetic", n)
             shift = np.roll(base, k * 7, axis=0)
@@ -87,7 +87,7 @@ def read_crops(root: str, layers: list[int], crop_seconds: float = 2.0, n: int =
     rng = np.random.default_rng(seed)
     shard = reader.shards[0]
     segs = reader.segments(shard)
-    num = int(crop_seconds * 16000)
+    num = int(crop_seconds * SAMPLE_RATE)
     t0 = time.perf_counter()
     for _ in range(n):
         i = int(rng.integers(len(segs)))

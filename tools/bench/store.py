@@ -38,7 +38,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..options import JsonOpt, StorageOpt, parse_storage_options
+from ..cli.options import JsonOpt, StorageOpt, parse_storage_options
 from .common import emit
 
 
@@ -96,7 +96,7 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
     import tempfile
 
     from audistill.shards.copy import copy_bank
-    from audistill.shards.fs import BankFS, _strip_proto
+    from audistill.shards.fs import BankFS
     from audistill.shards.verify import verify_bank
 
     from .common import real_bank
@@ -150,7 +150,7 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
         def old_move(src: str, dst: str) -> None:
             s, d = fs.path(src), fs.path(dst)
             for p in fs.fs.find(s):
-                p = _strip_proto(p)
+                p = p.split("://", 1)[1] if "://" in p else p  # find() may return protocol-prefixed paths
                 fs.fs.copy(p, d + p[len(s):])
             fs.fs.rm(s, recursive=True)
 

@@ -28,7 +28,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from audistill.tools.options import DeviceOpt, JsonOpt
+from audistill.tools.cli.options import DeviceOpt, JsonOpt
 
 from .common import emit
 
@@ -133,13 +133,21 @@ class RandomTeacher:
     """A preset teacher's shapes with random features (the loader moves bytes; their values do
     not matter), so a loader-only bank is made in seconds on any machine."""
 
-    def __init__(self, name: str, dim: int, hz: int, home: str, blocks: int):
+    def __init__(self, name: str, dim: int, hz: int, home: str, blocks: int, codec: str):
         import torch
 
         self.name, self.dim, self.frame_rate, self.home_domain = name, dim, hz, home
-        self.num_layers = blocks + 1
+        self.num_layers, self.codec = blocks + 1, codec
         self.layers = [blocks * k // 4 for k in range(1, 5)]
         self.gen = torch.Generator().manual_seed(dim)
+
+    def record(self):
+        from audistill.shards.catalog import TeacherRecord
+        from audistill.shards.codecs import get_codec
+
+        return TeacherRecord(name=self.name, source=f"random/{self.name}", dim=self.dim,
+                             frame_rate=float(self.frame_rate), codec=get_codec(self.codec).record(),
+                             layers=list(self.layers), num_layers=self.num_layers, home_domain=self.home_domain)
 
     def extract(self, wave, lengths):
         import torch
@@ -202,18 +210,18 @@ def run_loader_bench(size: str, workers: tuple, batches: int, codec: str = "floa
     import torch
 
     from audistill.train.config import from_dict
-    from audistill.train.synth import write_bank
 
     from .common import one_core
+    from .synth import write_bank
 
     preset = PRESETS["tiny" if size == "tiny" else "gpu"]
     res: dict = {"loader_only": True, "preset": "tiny" if size == "tiny" else "gpu", "codec": codec,
                  "layout": layout, "cpus": os.cpu_count(), "torch": torch.__version__,
                  "batch_seconds": preset.batch_seconds, "crop_seconds": preset.crop}
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
-        teachers = [RandomTeacher(n, hidden, hz, home, blocks) for n, hidden, blocks, _, hz, home in preset.teachers]
+        teachers = [RandomTeacher(n, hidden, hz, home, blocks, codec) for n, hidden, blocks, _, hz, home in preset.teachers]
         write_bank(str(Path(tmp) / "bank"), teachers, 4, preset.segments // 4, (preset.seconds * 0.8, preset.seconds * 1.2),
-                   layout=layout, codec=codec)
+                   layout=layout)
         raw = _config(str(Path(tmp) / "bank"), Path(tmp) / "runs", "tiny", "cpu", preset, 0, [t.name for t in teachers])
         cfg = from_dict(raw)
         threads = numcodecs.blosc.use_threads
@@ -416,7 +424,8 @@ def run_bench(size: str, device: str, workers: tuple | None = None, steps: int |
     from audistill.train.config import from_dict
     from audistill.train.loop import train
     from audistill.train.online import OnlineTeachers
-    from audistill.train.synth import write_bank
+
+    from .synth import write_bank
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -434,9 +443,9 @@ def run_bench(size: str, device: str, workers: tuple | None = None, steps: int |
         per = preset.segments // shards
         made: list = []  # the 10x bank repeats the base bank's segments under new ids
         write_bank(str(tmp / "bank"), teachers, shards, per, (preset.seconds * 0.8, preset.seconds * 1.2),
-                   codec=codec, device=device, cache=made)
+                   device=device, cache=made)  # the teachers' specs hold the codec
         write_bank(str(tmp / "bank10"), teachers, shards * 10, per, (preset.seconds * 0.8, preset.seconds * 1.2),
-                   codec=codec, device=device, unique=len(made), cache=made)
+                   device=device, unique=len(made), cache=made)
         res["setup_s"] = time.perf_counter() - t0
         res["bank_minutes"] = preset.segments * preset.seconds / 60
         res["teachers"] = [{"name": t.name, "dim": t.dim, "hz": t.frame_rate, "layers": list(t.layers)} for t in teachers]

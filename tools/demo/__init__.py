@@ -1,0 +1,1 @@
+"""The built-in demo application: a labeled offline corpus, real packaged teachers, the whole pipeline, a report."""

@@ -1,0 +1,157 @@
+"""The demo's claims, decided by paired tests on the probes' per-item hits (``tools/probe/stats.py``).
+
+Every comparison pairs two recipes on the items both were probed on; a recipe trained with
+several student seeds is scored by its per-item mean over seeds. Decisions are made on the
+numbers as the report prints them (3 decimals), so a printed verdict can always be checked
+against its printed interval and the stated rule:
+
+- "A beats B": p < 0.05 and the 95 % interval of acc(A) - acc(B) lies above 0;
+- "no measurable loss" (A against a reference B): the interval's lower bound lies above
+  -MARGIN (non-inferiority, the lower half of a TOST); it is never read off a non-significant
+  difference;
+- anything else is *open*: the evidence at this scale does not decide it - and so is any
+  comparison on fewer than MIN_CLUSTERS independent clips, whose bootstrap interval is too rough.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from audistill.tools.probe import stats
+from audistill.tools.probe.stats import Paired, Scores
+
+MARGIN = 0.02
+MIN_CLUSTERS = 20  # fewer independent clips than this: the interval is reported as unreliable
+MAIN, OMEGA1, RANDOM = "omega10-float32", "omega1-float32", "random"
+
+
+def seed_runs(results: dict, recipe: str) -> list[dict]:
+    """The probe results of a recipe, one per student seed."""
+    p = results["probes"].get(recipe)
+    if p is None:
+        return []
+    return p if isinstance(p, list) else [p]
+
+
+def recipe_scores(runs: list[dict], task: str) -> Scores | None:
+    """Per-item hits of a recipe on a task, averaged over its seeds (None: not probed on it)."""
+    got = [Scores.from_json(r["tasks"][task]["items"]) for r in runs if task in r.get("tasks", {})]
+    if not got:
+        return None
+    return stats.mean_scores(got) if len(got) > 1 else got[0]
+
+
+def spread(runs: list[dict], task: str) -> dict | None:
+    """Accuracy of a recipe on a task across seeds: per seed, mean, sample std, min, max."""
+    accs = [r["tasks"][task]["accuracy"] for r in runs if task in r.get("tasks", {})]
+    if not accs:
+        return None
+    return {"per_seed": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+            "min": float(min(accs)), "max": float(max(accs)), "n_seeds": len(accs)}
+
+
+def printed(r: Paired) -> Paired:
+    """The comparison as the report prints it: difference and bounds to 3 decimals, p to 3."""
+    return replace(r, diff=round(r.diff, 3), ci95=(round(r.ci95[0], 3), round(r.ci95[1], 3)),
+                   p_value=round(r.p_value, 3))
+
+
+def comparison(a: Scores | None, b: Scores | None, seed: int) -> dict | None:
+    """acc(A) - acc(B) on one task, as printed, with its verdict (None if either is missing)."""
+    if a is None or b is None:
+        return None
+    r = printed(stats.paired_bootstrap(a, b, seed=seed))
+    few = r.n_clusters < MIN_CLUSTERS  # a bootstrap over a handful of clips decides nothing
+    return r.to_json() | {"verdict": "open" if few else stats.verdict(r, MARGIN), "few_clips": few,
+                          "mcnemar_p": _mcnemar(*stats.align(a, b))}
+
+
+def _mcnemar(a: Scores, b: Scores) -> float | None:
+    """McNemar's exact p beside the bootstrap, where it applies: one 0/1 hit per independent item
+    (one seed, utterance task, no shared groups); None elsewhere."""
+    hits = np.concatenate([a.correct, b.correct])
+    if (a.total != 1).any() or not np.isin(hits, (0.0, 1.0)).all() or len(set(a.clusters)) < len(a.clusters):
+        return None
+    return round(stats.mcnemar_exact(a.correct, b.correct), 3)
+
+
+def compare_recipes(results: dict, a: str, b: str, tasks: list[str], seed: int = 0) -> dict:
+    """Recipe A against recipe B: per task, and the mean over the tasks both were probed on."""
+    ra, rb = seed_runs(results, a), seed_runs(results, b)
+    per, pairs = {}, []
+    for t in tasks:
+        sa, sb = recipe_scores(ra, t), recipe_scores(rb, t)
+        c = comparison(sa, sb, seed)
+        if c is not None:
+            per[t] = c
+            pairs.append((sa, sb))
+    mean = None
+    if pairs:
+        r = printed(stats.paired_mean_bootstrap(pairs, seed=seed))
+        few = r.n_clusters < MIN_CLUSTERS
+        mean = r.to_json() | {"verdict": "open" if few else stats.verdict(r, MARGIN), "few_clips": few,
+                              "tasks": [t for t in tasks if t in per]}
+    return {"a": a, "b": b, "tasks": per, "mean": mean}
+
+
+def non_inferiority(c: dict | None) -> str:
+    """"yes" (lower bound above -MARGIN), "no" (upper bound below -MARGIN: a loss larger than the
+    margin is shown), "open" otherwise or when there is nothing to compare."""
+    if c is None or c.get("few_clips"):
+        return "open"
+    if c["ci95"][0] > -MARGIN:
+        return "yes"
+    return "no" if c["ci95"][1] < -MARGIN else "open"
+
+
+def decide(results: dict, tasks: list[str], codecs: list[str], seed: int = 0) -> dict:
+    """Every claim the report makes, with its evidence and status ("decided" or "open")."""
+    teachers = [k for k in results["probes"] if k.startswith("teacher:")]
+    vs_random = compare_recipes(results, MAIN, RANDOM, tasks, seed)
+    teacher_vs_random = {k: compare_recipes(results, k, RANDOM, tasks, seed) for k in teachers}
+    taught = [t for t in tasks if any(wins(teacher_vs_random[k]["tasks"].get(t)) for k in teachers)]
+    omega = compare_recipes(results, MAIN, OMEGA1, tasks, seed)
+    codec_cmp = {c: compare_recipes(results, f"omega10-{c}", MAIN, tasks, seed) for c in codecs if c != "float32"}
+    return {
+        "margin": MARGIN, "min_clusters": MIN_CLUSTERS,
+        "distilled_vs_random": vs_random | {"claim": _beats_where_taught(vs_random, taught), "taught_tasks": taught},
+        "teacher_vs_random": teacher_vs_random,
+        "omega10_vs_omega1": omega | {"claim": _status(omega["mean"])},
+        "codecs": {c: v | {"no_measurable_loss": non_inferiority(v["mean"])} for c, v in codec_cmp.items()},
+    }
+
+
+def wins(c: dict | None) -> bool:
+    return c is not None and c["verdict"] == "A better"
+
+
+def _beats_where_taught(cmp: dict, taught: list[str]) -> dict:
+    """"Distilled beats random on every task some teacher beats random on": decided true when it
+    wins each of them, decided false when random wins one, open otherwise."""
+    verdicts = {t: cmp["tasks"][t]["verdict"] if t in cmp["tasks"] else "open" for t in taught}
+    if not taught:
+        status = "open"
+    elif all(v == "A better" for v in verdicts.values()):
+        status = "decided: yes"
+    elif any(v == "B better" for v in verdicts.values()):
+        status = "decided: no"
+    else:
+        status = "open"
+    return {"status": status, "verdicts": verdicts}
+
+
+def _status(mean: dict | None) -> dict:
+    if mean is None or mean["verdict"] == "open":
+        return {"status": "open", "verdict": "open"}
+    return {"status": "decided", "verdict": mean["verdict"]}
+
+
+def default_codec(decisions: dict, bits: dict[str, float]) -> tuple[str, str]:
+    """The codec with the fewest bits per value (codec state included) that is shown to lose
+    nothing measurable against float32, and why; float32 when none is."""
+    fine = [(bits[c], c) for c, v in decisions["codecs"].items() if v["no_measurable_loss"] == "yes"]
+    if fine:
+        return min(fine)[1], "fewest bits per value among the codecs shown to lose nothing measurable"
+    return "float32", "no lower-precision codec was shown to lose nothing measurable at this scale (open)"
