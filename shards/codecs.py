@@ -61,6 +61,9 @@ class Codec:
     needs_fit: ClassVar[bool] = False
     # True when any row range of the frame parts decodes on its own (crops need no neighbours).
     row_independent: ClassVar[bool] = True
+    # The narrowest dtype holding every value ``decode`` returns exactly ("float32", "float16" or
+    # "bfloat16"): a loader may hand decoded frames on in it (half the bytes) and lose nothing.
+    decoded_dtype: ClassVar[str] = "float32"
 
     def config(self) -> dict:
         return asdict(self)
@@ -133,6 +136,11 @@ class Codec:
 
     def decode(self, parts: dict[str, np.ndarray], state: dict[str, np.ndarray] | None = None) -> np.ndarray:
         raise NotImplementedError
+
+    def decode_into(self, parts: dict[str, np.ndarray], state: dict[str, np.ndarray] | None, out: np.ndarray) -> None:
+        """``decode`` written into ``out`` ``(T, D)``: float32, or ``decoded_dtype`` (bfloat16 as its
+        raw bits in a uint16 array). Codecs whose parts already hold the values copy them once."""
+        np.copyto(out, self.decode(parts, state), casting="same_kind")
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 2:
@@ -224,8 +232,13 @@ class Float16(Codec):
     def _encode(self, x, state=None):
         return {"x": x.to(torch.float16)}
 
+    decoded_dtype: ClassVar[str] = "float16"
+
     def decode(self, parts, state=None):
         return np.asarray(parts["x"]).astype(np.float32)
+
+    def decode_into(self, parts, state, out):
+        np.copyto(out, parts["x"], casting="safe")
 
 
 @register_codec
@@ -241,9 +254,17 @@ class BFloat16(Codec):
     def _encode(self, x, state=None):
         return {"x": x.to(torch.bfloat16).view(torch.int16).view(torch.uint16)}
 
+    decoded_dtype: ClassVar[str] = "bfloat16"
+
     def decode(self, parts, state=None):
         bits = np.asarray(parts["x"]).astype(np.uint32) << 16
         return bits.view(np.float32)
+
+    def decode_into(self, parts, state, out):
+        if out.dtype == np.uint16:  # bfloat16 bits
+            np.copyto(out, parts["x"], casting="no")
+        else:
+            np.copyto(out.view(np.uint32), np.left_shift(np.asarray(parts["x"], dtype=np.uint32), 16))
 
 
 # Integer and vector-quantizer codecs live in their own modules; importing them registers them.

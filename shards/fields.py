@@ -117,3 +117,13 @@ class LayerDecoder:
         if codec.row_independent:
             return codec.decode(self.read_parts(fname, layer, i, f0, f0 + nf), state)
         return codec.decode(self.read_parts(fname, layer, i), state)[f0:f0 + nf]
+
+    def read_layer_into(self, fname: str, layer: int, i: int, f0: int, state: dict | None, out: np.ndarray) -> None:
+        """``read_layer`` of ``len(out)`` frames from ``f0``, decoded straight into ``out`` (see
+        ``Codec.decode_into`` for its dtypes)."""
+        codec = self.field(fname)["codec"]
+        nf = out.shape[0]
+        if codec.row_independent:
+            codec.decode_into(self.read_parts(fname, layer, i, f0, f0 + nf), state, out)
+        else:
+            np.copyto(out, codec.decode(self.read_parts(fname, layer, i), state)[f0:f0 + nf], casting="same_kind")

@@ -35,6 +35,7 @@ from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
 from .layouts import FileEntries, file_entries, register_layout
 from .segments import Segment
+from .zarr_chunks import ChunkReader
 
 _CHUNK_BYTES = 1 << 20  # ~1 MiB: sequential passes stay cheap; a crop reads only its chunks
 _CHUNKS_PER_SHARD = 32
@@ -367,27 +368,49 @@ class ZarrFieldAdder:
 
 
 class _RowWindow:
-    """Reads rows of one array in whole chunks and keeps the last read. A request that continues
-    where the last one ended (a sequential pass) reads ``readahead`` chunks at once, so each chunk
-    is decoded once; any other request (a random crop) reads only the chunks it touches."""
+    """Reads rows of one array in whole chunks and keeps the chunks of the last read. A request
+    that starts where the last one ended (a sequential pass) reads ``readahead`` chunks at once,
+    so each chunk is decoded once; any other request (a random crop) reads only the chunks it
+    touches, reusing those it shares with the last read (crops of neighbouring segments, read in
+    shard order, share chunks) and decoding none it does not need. ``direct``: a
+    :class:`ChunkReader` of the array (local banks), else chunks are read through zarr."""
 
-    def __init__(self, array, readahead_chunks: int):
-        self.array = array
+    def __init__(self, array, readahead_chunks: int, direct: ChunkReader | None = None):
+        self.array, self.direct = array, direct
         self.chunk = int(array.chunks[0]) if array.ndim else 1
         self.readahead = readahead_chunks
-        self.lo = self.hi = 0
-        self.data = None
+        self.k0 = 0
+        self.cached: list[np.ndarray] = []  # decoded chunks k0, k0 + 1, ...
+        self.end = -1  # the row after the last request
+
+    def _read(self, k0: int, k1: int) -> list[np.ndarray]:
+        if self.direct is not None:
+            return self.direct.chunks(k0, k1)
+        data = self.array[k0 * self.chunk:min(self.array.shape[0], k1 * self.chunk)]
+        return [data[i:i + self.chunk] for i in range(0, data.shape[0], self.chunk)]
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
         if hi <= lo:
             return np.zeros((0, *self.array.shape[1:]), dtype=self.array.dtype)
-        if self.data is None or lo < self.lo or hi > self.hi:
-            sequential = self.data is not None and self.lo <= lo <= self.hi
-            start = (lo // self.chunk) * self.chunk
-            stop = max(hi, start + self.readahead * self.chunk) if sequential else hi
-            stop = min(self.array.shape[0], -(-stop // self.chunk) * self.chunk)
-            self.data, self.lo, self.hi = self.array[start:stop], start, stop
-        return self.data[lo - self.lo:hi - self.lo]
+        k0, k1 = lo // self.chunk, -(-hi // self.chunk)
+        held = self.k0 + len(self.cached)
+        if not (self.k0 <= k0 and k1 <= held):
+            sequential = lo == self.end
+            stop = max(k1, k0 + self.readahead) if sequential else k1
+            stop = min(stop, -(-self.array.shape[0] // self.chunk))
+            r0, r1 = max(k0, self.k0), min(stop, held)  # chunks held already
+            if r0 < r1:
+                chunks = self._read(k0, r0) + self.cached[r0 - self.k0:r1 - self.k0] + self._read(r1, stop)
+            else:
+                chunks = self._read(k0, stop)
+            self.k0, self.cached = k0, chunks
+        self.end = hi
+        parts = self.cached[k0 - self.k0:k1 - self.k0]
+        base = k0 * self.chunk
+        if len(parts) == 1:
+            return parts[0][lo - base:hi - base]
+        last = hi - (k1 - 1) * self.chunk
+        return np.concatenate([parts[0][lo - base:], *parts[1:-1], parts[-1][:last]])
 
 
 class ZarrShardReader(LayerDecoder):
@@ -397,6 +420,7 @@ class ZarrShardReader(LayerDecoder):
     def __init__(self, fs: BankFS, name: str, readahead_chunks: int = 8):
         self.name = name
         self.readahead = readahead_chunks
+        self.folder = fs.path(shard_dir(name)) if fs.is_local else None  # chunks read directly (ChunkReader)
         try:
             self.root = zarr.open_group(_read_store(fs, shard_dir(name)), mode="r", zarr_format=3)
             meta = self.root.attrs["audistill"]
@@ -429,7 +453,8 @@ class ZarrShardReader(LayerDecoder):
         hi = b if num is None else min(b, lo + num)
         win = f.get("window")
         if win is None:
-            win = f["window"] = _RowWindow(f["group"]["samples"], self.readahead)
+            arr = f["group"]["samples"]
+            win = f["window"] = _RowWindow(arr, self.readahead, ChunkReader.for_array(arr, self.folder))
         return win.rows(lo, hi).copy()
 
     def covered(self, fname: str, i: int) -> bool:
@@ -449,7 +474,8 @@ class ZarrShardReader(LayerDecoder):
             win = f["arrays"].get((layer, ps.name))
             if win is None:
                 arr = f["group"][layer_key(layer)][ps.name]
-                win = f["arrays"][(layer, ps.name)] = _RowWindow(arr, self.readahead if ps.kind == "frame" else 1 << 30)
+                win = f["arrays"][(layer, ps.name)] = _RowWindow(arr, self.readahead if ps.kind == "frame" else 1 << 30,
+                                                                 ChunkReader.for_array(arr, self.folder))
             parts[ps.name] = win.rows(i, i + 1) if ps.kind == "segment" else win.rows(a + lo, a + hi)
         return parts
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
+import numpy as np
+
 from .bank import Bank, CheckMode
+from .codecs import codec_from_record
 from .errors import BankError, MissingDataError, ShardError
 from .fields import SegmentData
 from .segments import Segment
@@ -105,8 +109,14 @@ class BankReader:
         and the teacher frames that cover it (frame ``round(start / hop)`` onwards)."""
         r = self.reader(shard)
         seg = r.segments[i]
-        try:
+        with self._naming(shard, seg):
             return self._read(r, shard, i, seg, crop)
+
+    @contextlib.contextmanager
+    def _naming(self, shard: str, seg: Segment):
+        """Any failure inside is a ShardError naming the shard and the segment."""
+        try:
+            yield
         except ShardError as e:
             if e.segment is None:
                 raise ShardError(e.message, shard=e.shard or shard, segment=seg.id) from e
@@ -116,6 +126,14 @@ class BankReader:
         except Exception as e:  # noqa: BLE001 - a decode failure is a broken shard
             raise ShardError(f"cannot read segment: {type(e).__name__}: {e}", shard=shard, segment=seg.id) from e
 
+    def _frames(self, r, fname: str, i: int, crop, teacher: str) -> tuple[int, int]:
+        """(first frame, frames) of field ``fname`` covering ``crop`` of segment ``i`` (all when None)."""
+        start, num = (0, None) if crop is None else (int(crop[0]), int(crop[1]))
+        hop = self.bank.catalog.teachers[teacher].hop
+        total = r.num_frames(fname, i)
+        f0 = min(total, int(round(start / hop)))
+        return f0, (total - f0 if num is None else max(0, min(int(round(num / hop)), total - f0)))
+
     def _read(self, r, shard: str, i: int, seg: Segment, crop) -> SegmentData:
         start, num = (0, None) if crop is None else (int(crop[0]), int(crop[1]))
         out = SegmentData(segment=seg, shard=shard, index=i, sample_start=start)
@@ -123,20 +141,51 @@ class BankReader:
             out.audio = r.read_audio(i, start, num)
         fields = self._field_of(shard)
         for teacher, layers in self.teachers.items():
-            hop = self.bank.catalog.teachers[teacher].hop
             feats = {}
             for layer in layers:
                 fname = fields[(teacher, layer)]
                 if not r.covered(fname, i):
                     break
-                total = r.num_frames(fname, i)
-                f0 = min(total, int(round(start / hop)))
-                nf = total - f0 if num is None else max(0, min(int(round(num / hop)), total - f0))
+                f0, nf = self._frames(r, fname, i, crop, teacher)
                 feats[layer] = r.read_layer(fname, layer, i, f0, nf, self.state(teacher, layer))
                 out.frame_start[teacher] = f0
             if len(feats) == len(layers):
                 out.features[teacher] = feats
         return out
+
+    # -- crops into caller's buffers (a training loader's batches) ----------------------------------
+    def decoded_dtype(self, teacher: str) -> str:
+        """The narrowest dtype holding ``teacher``'s decoded values exactly (``Codec.decoded_dtype``)."""
+        return codec_from_record(self.bank.catalog.teachers[teacher].codec).decoded_dtype
+
+    def read_audio(self, shard: str, i: int, crop: tuple[int, int] | None = None) -> np.ndarray:
+        """The int16 audio of segment ``i`` (``crop``: that stretch), as ``read`` gives it."""
+        r = self.reader(shard)
+        with self._naming(shard, r.segments[i]):
+            return r.read_audio(i, 0, None) if crop is None else r.read_audio(i, int(crop[0]), int(crop[1]))
+
+    def frame_window(self, shard: str, i: int, teacher: str, crop: tuple[int, int] | None = None
+                     ) -> tuple[int, int] | None:
+        """(first frame, frames) of ``teacher``'s first requested layer covering ``crop`` of segment
+        ``i``, as ``read`` crops them; None where the teacher skipped the segment."""
+        r = self.reader(shard)
+        with self._naming(shard, r.segments[i]):
+            fields = self._field_of(shard)
+            names = [fields[(teacher, layer)] for layer in self.teachers[teacher]]
+            if not all(r.covered(f, i) for f in names):
+                return None
+            return self._frames(r, names[0], i, crop, teacher)
+
+    def read_layer_into(self, shard: str, i: int, teacher: str, layer: int, crop: tuple[int, int] | None,
+                        out: np.ndarray) -> int:
+        """``read``'s frames of ``teacher``'s ``layer`` decoded into ``out[:n]`` (float32, or the
+        codec's ``decoded_dtype`` - bfloat16 as uint16 bits); returns n."""
+        r = self.reader(shard)
+        with self._naming(shard, r.segments[i]):
+            fname = self._field_of(shard)[(teacher, layer)]
+            f0, nf = self._frames(r, fname, i, crop, teacher)
+            r.read_layer_into(fname, layer, i, f0, self.state(teacher, layer), out[:nf])
+            return nf
 
     def iter_shard(self, shard: str) -> Iterator[SegmentData]:
         try:

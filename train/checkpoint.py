@@ -8,7 +8,9 @@ written last, so a folder without it is incomplete and ignored.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -20,6 +22,8 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError
 
 STATE = "state.json"
+TENSOR_FILES = ("model.safetensors", "optim.safetensors")
+log = logging.getLogger(__name__)
 
 
 def _flat_optim(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -82,7 +86,7 @@ def save(folder: Path, step: int, model: torch.nn.Module, opt, sched, data_pos: 
     save_file({**ot, **rt}, str(tmp / "optim.safetensors"))
     sched_sd = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
     state = {"step": step, "data": data_pos, "optimizer": ometa, "scheduler": sched_sd, "rng": rmeta,
-             "config": config, **(extra or {})}
+             "config": config, "files": {n: _sha256(tmp / n) for n in TENSOR_FILES}, **(extra or {})}
     (tmp / STATE).write_text(json.dumps(state, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -91,8 +95,13 @@ def save(folder: Path, step: int, model: torch.nn.Module, opt, sched, data_pos: 
     return out
 
 
+def completed(folder: Path) -> list[Path]:
+    """Checkpoint folders whose state.json was written (the last file of a save), oldest first."""
+    return [p for p in sorted(Path(folder).glob("ckpt-*")) if (p / STATE).exists()]
+
+
 def latest(folder: Path) -> Path | None:
-    done = [p for p in sorted(Path(folder).glob("ckpt-*")) if (p / STATE).exists()]
+    done = completed(folder)
     return done[-1] if done else None
 
 
@@ -100,22 +109,76 @@ def read_state(ckpt: Path) -> dict:
     p = Path(ckpt) / STATE
     if not p.exists():
         raise CheckpointError(f"{ckpt} is not a checkpoint (no {STATE})")
-    return json.loads(p.read_text())
+    try:
+        state = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{p} is unreadable or corrupt: {e}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{p} is corrupt: no step")
+    return state
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_files(ckpt: Path, state: dict) -> None:
+    """The tensor files hash to what ``state.json`` recorded when they were written (checkpoints
+    from before the record was kept are taken as they are)."""
+    for name, digest in (state.get("files") or {}).items():
+        p = Path(ckpt) / name
+        if not p.exists():
+            raise CheckpointError(f"{p} is missing")
+        if _sha256(p) != digest:
+            raise CheckpointError(f"{p} is corrupt (its sha256 differs from the one recorded in {STATE})")
+
+
+def _load(p: Path) -> dict[str, torch.Tensor]:
+    if not p.exists():
+        raise CheckpointError(f"{p} is missing")
+    try:
+        return load_file(str(p))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type on a bad file
+        raise CheckpointError(f"{p} is unreadable or corrupt: {e}") from None
 
 
 def load_model_tensors(ckpt: Path) -> dict[str, torch.Tensor]:
-    p = Path(ckpt) / "model.safetensors"
-    if not p.exists():
-        raise CheckpointError(f"{ckpt} has no model.safetensors")
-    return load_file(str(p))
+    return _load(Path(ckpt) / "model.safetensors")
 
 
 def restore(ckpt: Path, model: torch.nn.Module, opt, sched) -> dict:
-    """Load everything into model / optimizer / scheduler / RNGs; returns state.json."""
+    """Load everything into model / optimizer / scheduler / RNGs; returns state.json. Every file
+    is checked before anything is loaded."""
     state = read_state(ckpt)
-    model.load_state_dict(load_model_tensors(ckpt))
-    tensors = load_file(str(Path(ckpt) / "optim.safetensors"))
-    opt.load_state_dict(_unflat_optim({k: v for k, v in tensors.items() if k.startswith("state.")}, state["optimizer"]))
-    sched.load_state_dict({**sched.state_dict(), **state["scheduler"]})
-    set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, state["rng"])
+    check_files(ckpt, state)
+    weights, tensors = load_model_tensors(ckpt), _load(Path(ckpt) / "optim.safetensors")
+    try:
+        model.load_state_dict(weights)
+        opt.load_state_dict(_unflat_optim({k: v for k, v in tensors.items() if k.startswith("state.")},
+                                          state["optimizer"]))
+        sched.load_state_dict({**sched.state_dict(), **state["scheduler"]})
+        set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, state["rng"])
+        int(state["data"]["epoch"]), int(state["data"]["micro"])  # the loader's position is there too
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{ckpt} does not fit this run or is corrupt: {type(e).__name__}: {e}") from None
     return state
+
+
+def restore_latest(folder: Path, model: torch.nn.Module, opt, sched) -> tuple[Path, dict] | None:
+    """Restore the newest checkpoint in ``folder`` that reads back whole; a corrupt one is skipped
+    with a warning naming what is wrong, and the one before it is tried. None when there is no
+    checkpoint; CheckpointError naming every problem when none is usable."""
+    problems = []
+    for ckpt in reversed(completed(folder)):
+        try:
+            return ckpt, restore(ckpt, model, opt, sched)
+        except CheckpointError as e:
+            log.warning("skipping checkpoint %s: %s", ckpt.name, e)
+            problems.append(str(e))
+    if problems:
+        raise CheckpointError(f"no usable checkpoint in {folder}: " + "; ".join(problems))
+    return None

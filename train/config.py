@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ class RunSection:
     init_from: str = ""  # stage 2: a stage-1 checkpoint folder
     resume: bool = True  # continue from out_dir/name/checkpoints/last when it exists
     online_teachers: str = ""  # a teacher-spec file: run the teachers in the loop instead of the bank
+    compile: bool = False  # torch.compile the student (measure with `audistill tools bench-train --compile`)
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,20 @@ def _check(cfg: RunConfig, errors: list[str]) -> None:
         if not cond:
             errors.append(msg)
 
+    _check_finite(cfg, errors)
     need(cfg.student.size.lower() in SIZES, f"student.size: unknown {cfg.student.size!r} (known: {', '.join(SIZES)})")
+    need(0 <= cfg.student.dropout < 1, f"student.dropout: in [0, 1), got {cfg.student.dropout}")
+    need(DEVICE.fullmatch(cfg.run.device) is not None,
+         f"run.device: auto, cpu, mps, cuda or cuda:N, got {cfg.run.device!r}")
+    need(cfg.data.prefetch >= 1 or cfg.data.num_workers == 0,
+         f"data.prefetch: must be >= 1 with data.num_workers > 0, got {cfg.data.prefetch}")
+    need(cfg.optim.clip >= 0, f"optim.clip: a gradient-norm limit > 0, or 0 for none; got {cfg.optim.clip}")
+    need(cfg.optim.weight_decay >= 0, f"optim.weight_decay: must be >= 0, got {cfg.optim.weight_decay}")
+    need(len(cfg.optim.betas) != 2 or all(_number(b) and 0 <= b < 1 for b in cfg.optim.betas),
+         f"optim.betas: two numbers in [0, 1), got {cfg.optim.betas}")
+    need(cfg.augment.gain_db >= 0 and cfg.augment.time_mask_seconds >= 0,
+         "augment.gain_db and augment.time_mask_seconds: must be >= 0")
+    need(cfg.distill.head_hidden >= 0, "distill.head_hidden: must be >= 0 (0 = the student's width)")
     need(cfg.student.stride in (0, 2, 4), "student.stride: 0, 2 or 4")
     need(bool(cfg.bank.root), "bank.root: required")
     need(not set(cfg.bank.shards) & set(cfg.bank.val_shards), "bank: a shard is both in shards and val_shards")
@@ -181,6 +197,25 @@ def _check(cfg: RunConfig, errors: list[str]) -> None:
         for pair in t.map:
             need(isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair),
                  f"teachers[{i}].map: pairs [student_layer, teacher_layer], got {pair!r}")
+
+
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_finite(cfg: RunConfig, errors: list[str]) -> None:
+    """Every float setting (and every number in a float list) must be finite: inf and nan pass
+    each range check written as a comparison and then train nothing (an lr of inf writes NaN)."""
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "teachers"}
+    for name, sec in sections.items():
+        for f in dataclasses.fields(sec):
+            v = getattr(sec, f.name)
+            values = v if isinstance(v, list) else [v]
+            if any(isinstance(x, float) and not math.isfinite(x) for x in values):
+                errors.append(f"{name}.{f.name}: must be finite, got {v}")
 
 
 def set_dotted(raw: dict, key: str, value) -> None:

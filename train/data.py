@@ -23,6 +23,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numcodecs
 import numpy as np
 import torch
 
@@ -159,6 +160,8 @@ class BankBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
         aug = Augment.from_dict(self.spec.augment) if self.spec.augment else None
+        if info is not None:
+            numcodecs.blosc.use_threads = False  # parallelism comes from the workers
         k, e = 0, self.epoch
         while self.epochs is None or e < self.epoch + self.epochs:
             mbs = self.micro_batches(e)
@@ -172,15 +175,16 @@ class BankBatches(torch.utils.data.IterableDataset):
                 k += 1
             e += 1
 
-    def open_shard(self, shard: str) -> None:
+    def open_shard(self, shard: str, keep: set[str] = frozenset()) -> None:
         """Open (or reuse) a shard reader with a small read-ahead window; at most
-        ``max_open_shards`` stay open, the least recently used is closed first, so memory stays
-        bounded whatever the bank's size (windows of decoded chunks live in each shard reader)."""
+        ``max_open_shards`` stay open (more only while one micro-batch needs them: ``keep``), the
+        least recently used is closed first, so memory stays bounded whatever the bank's size
+        (windows of decoded chunks live in each shard reader)."""
         if shard in self._open:
             self._open.move_to_end(shard)
             return
-        if len(self._open) >= self.spec.max_open_shards:
-            old, _ = self._open.popitem(last=False)
+        for old in [s for s in self._open if s not in keep][:max(0, len(self._open) + 1 - self.spec.max_open_shards)]:
+            del self._open[old]
             self.reader().release(old)
         sr = self.reader().reader(shard)
         if self.spec.readahead_chunks is not None and hasattr(sr, "readahead"):
@@ -188,56 +192,92 @@ class BankBatches(torch.utils.data.IterableDataset):
         self._open[shard] = None
 
     def collate(self, epoch: int, j: int, items: list[Item], aug: Augment | None) -> dict:
+        """One micro-batch: audio and every teacher's target frames, read in shard order and decoded
+        straight into the batch's tensors (targets in the codec's exact dtype: float16 banks give
+        float16 targets, the same values in half the bytes)."""
         r = self.reader()
-        datas = [None] * len(items)
-        for k in sorted(range(len(items)), key=lambda k: (items[k].shard, items[k].index)):  # read in shard order
+        order = sorted(range(len(items)), key=lambda k: (items[k].shard, items[k].index))  # read in shard order
+        keep = {it.shard for it in items}
+        crops = [None if self.spec.full_audio else (it.start, it.num) for it in items]
+        audio, windows = [None] * len(items), {name: [None] * len(items) for name in self.spec.teachers}
+        for k in order:
             it = items[k]
-            self.open_shard(it.shard)
-            datas[k] = r.read(it.shard, it.index, None if self.spec.full_audio else (it.start, it.num))
-        if self.spec.full_audio:
-            waves = [d.audio[it.start: it.start + it.num] for d, it in zip(datas, items, strict=True)]
-        else:
-            waves = [d.audio for d in datas]
+            self.open_shard(it.shard, keep)
+            audio[k] = r.read_audio(it.shard, it.index, crops[k])
+            for name in self.spec.teachers:
+                windows[name][k] = r.frame_window(it.shard, it.index, name, crops[k])
+        waves = [a[it.start: it.start + it.num] for a, it in zip(audio, items, strict=True)] \
+            if self.spec.full_audio else audio
         augment = None if aug is None else (
             lambda b, x: aug(x, np.random.default_rng([self.spec.seed, epoch, items[b].uid, 11])))
         wave, lengths = pad_pcm(waves, augment)
         out = {"epoch": epoch, "index": j, "wave": wave, "lengths": lengths, "domains": [it.domain for it in items],
-               "ids": [d.segment.id for d in datas], "targets": {}, "target_lengths": {}, "present": {}}
+               "ids": [r.segments(it.shard)[it.index].id for it in items], "targets": {}, "target_lengths": {},
+               "present": {}}
         if self.spec.full_audio:
-            fw, flen = pad_pcm([d.audio for d in datas])
+            fw, flen = pad_pcm(audio)
             out.update(full_wave=fw, full_lengths=flen, crop_start=torch.tensor([it.start for it in items]))
         for name, layers in self.spec.teachers.items():
-            out["targets"][name], out["target_lengths"][name], out["present"][name] = stack_teacher(datas, name, layers)
+            feats = self.read_teacher(name, layers, items, order, crops, windows[name], keep)
+            out["targets"][name] = feats
+            out["target_lengths"][name] = torch.tensor([0 if w is None else w[1] for w in windows[name]])
+            out["present"][name] = torch.tensor([w is not None for w in windows[name]])
         return out
+
+    def read_teacher(self, name: str, layers: list[int], items: list[Item], order: list[int], crops: list,
+                     windows: list, keep: set[str]) -> dict[int, torch.Tensor]:
+        """Zero-padded ``{layer: (B, T, D)}`` of one teacher, each item decoded into its row; a
+        segment the teacher skipped is zeros (T is at least 1, D is 1 when no item has it)."""
+        r = self.reader()
+        dim = r.bank.catalog.teachers[name].dim if any(w is not None for w in windows) else 1
+        t = max([1] + [w[1] for w in windows if w is not None])
+        dtype = TORCH_DTYPES[r.decoded_dtype(name)]
+        feats = {}
+        for layer in layers:
+            z = feats[layer] = batch_tensor((len(items), t, dim), dtype)  # (B, T, D), written once
+            rows = numpy_view(z)
+            for k in order:
+                n = 0
+                if windows[k] is not None:
+                    it = items[k]
+                    self.open_shard(it.shard, keep)
+                    n = r.read_layer_into(it.shard, it.index, name, layer, crops[k], rows[k])
+                rows[k, n:] = 0
+        return feats
+
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialized tensor; inside a loader worker it is made in shared memory, as torch's
+    ``default_collate`` makes its batches, so it crosses to the trainer without the copy (and
+    the page faults) that pickling a private tensor into shared memory costs."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+def numpy_view(t: torch.Tensor) -> np.ndarray:
+    """A numpy array sharing ``t``'s memory (bfloat16 as its raw bits, uint16)."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
 
 
 def pad_pcm(pcm: list[np.ndarray], fn=None) -> tuple[torch.Tensor, torch.Tensor]:
     """int16 segments as one zero-padded float batch ``(B, N)`` in [-1, 1) and their lengths;
     ``fn(b, x)`` (e.g. augmentation) transforms item ``b`` first."""
     lengths = torch.tensor([len(a) for a in pcm], dtype=torch.long)
-    wave = torch.zeros(len(pcm), int(lengths.max()))
+    wave = batch_tensor((len(pcm), int(lengths.max())), torch.float32)
     for b, a in enumerate(pcm):
         x = torch.from_numpy(a.astype(np.float32) / 32768.0)
         if fn is not None:
             x = fn(b, x)
         wave[b, : len(x)] = x
+        wave[b, len(x):] = 0
     return wave, lengths
-
-
-def stack_teacher(datas, name: str, layers: list[int]):
-    """Pad one teacher's frames over a micro-batch; a segment the teacher skipped is zeros, absent."""
-    present = torch.tensor([name in d.features for d in datas])
-    dim = next((d.features[name][layers[0]].shape[1] for d in datas if name in d.features), 1)
-    tl = torch.tensor([d.features[name][layers[0]].shape[0] if name in d.features else 0 for d in datas])
-    feats = {}
-    for layer in layers:
-        z = np.zeros((len(datas), max(1, int(tl.max())), dim), np.float32)  # (B, T, D)
-        for b, d in enumerate(datas):
-            if name in d.features:
-                f = d.features[name][layer]
-                z[b, : f.shape[0]] = f
-        feats[layer] = torch.from_numpy(z)
-    return feats, tl, present
 
 
 def make_loader(spec: LoaderSpec, epoch: int, start: int, num_workers: int, prefetch: int, pin: bool,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -30,6 +32,10 @@ def setup(device: str) -> tuple[Dist, torch.device]:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device {device!r}: this machine has no CUDA device (use cpu or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"run.device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local if world > 1 else 0)
     if dev.type == "cuda":
@@ -50,3 +56,10 @@ def all_reduce_mean(x: float, d: Dist, device: torch.device) -> float:
     t = torch.tensor([x], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t) / d.world
+
+
+def all_reduce_mean_tensor(x: torch.Tensor) -> torch.Tensor:
+    """Element-wise mean of ``x`` over the ranks (every rank calls it)."""
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / dist.get_world_size()

@@ -19,4 +19,8 @@ class CheckpointError(TrainError):
     """A checkpoint cannot be read or does not fit the model asked for."""
 
 
+class TrainingDiverged(TrainError):
+    """The loss or the weights stopped being finite; nothing after that was checkpointed."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (TrainError,)

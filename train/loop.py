@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import random
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,7 +24,7 @@ from audistill.shards.segments import SAMPLE_RATE
 from . import checkpoint, ddp
 from .config import RunConfig, resolved
 from .data import BankBatches, LoaderSpec, lcm, make_loader
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .export import student_weights
 from .heads import Heads
 from .logs import RunLog
@@ -59,20 +61,23 @@ class Distiller(nn.Module):
 
     def forward(self, batch: dict, norm: float):
         batch = self.normalize(batch)
-        hidden = self.student(batch["wave"], batch["lengths"])  # depth + 1 x (B, T, D)
+        hidden = self.student(batch["wave"], batch.get("host_lengths", batch["lengths"]))  # depth + 1 x (B, T, D)
         s_len = batch["lengths"] // self.student.cfg.hop
         return distill_loss(hidden, s_len, self.student.cfg.hop, self.heads, batch, self.hops, self.homes,
                             self.omega, norm)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors on ``device`` (asynchronous copies from pinned memory on CUDA); targets
+    arrive in their bank's exact dtype (e.g. float16) and become float32 there, values unchanged."""
     nb = device.type == "cuda"
-    out = dict(batch)
+    out = dict(batch, host_lengths=batch["lengths"])
     for k in ("wave", "lengths", "full_wave", "full_lengths", "crop_start"):
         if k in batch:
             out[k] = batch[k].to(device, non_blocking=nb)
-    out["targets"] = {t: {la: z.to(device, non_blocking=nb) for la, z in d.items()} for t, d in batch["targets"].items()}
-    out["target_lengths"] = {t: v.to(device) for t, v in batch["target_lengths"].items()}
+    out["targets"] = {t: {la: z.to(device, non_blocking=nb).float() for la, z in d.items()}
+                      for t, d in batch["targets"].items()}
+    out["target_lengths"] = {t: v.to(device, non_blocking=nb) for t, v in batch["target_lengths"].items()}
     return out
 
 
@@ -162,15 +167,18 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                            fused=device.type == "cuda")  # one kernel per step for every parameter
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.optim.warmup_steps, cfg.optim.max_steps))
     step, epoch, micro = 0, 0, 0
-    last = checkpoint.latest(ckpt_dir) if cfg.run.resume else None
-    if last is not None:
-        state = checkpoint.restore(last, model, opt, sched)
+    restored = checkpoint.restore_latest(ckpt_dir, model, opt, sched) if cfg.run.resume else None
+    if restored is not None:
+        state = restored[1]
         step, epoch, micro = state["step"], state["data"]["epoch"], state["data"]["micro"]
     elif cfg.run.init_from:
         init_from(model, cfg.run.init_from)
+    if cfg.run.compile:
+        model.student.compile()  # in place: parameter names (and checkpoints) unchanged
     net = model
     if d.world > 1:
         top = max(t.student_layer for t in model.heads.targets)  # blocks above the top target get no gradient
@@ -190,9 +198,11 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
     it = iter(make_loader(spec, epoch, micro, cfg.data.num_workers, cfg.data.prefetch, pin, epochs=None))
     times: dict[str, list[float]] = {"step": [], "wait": [], "audio": []}
     done, losses = 0, []
+    pending: list[torch.Tensor] = []  # this interval's step losses, on the device until a log or checkpoint step
+    parts: dict[str, list[torch.Tensor]] = {}
     t_last, wait, secs, n_steps = time.perf_counter(), 0.0, 0.0, 0
     while step < cfg.optim.max_steps and (stop_after is None or done < stop_after):
-        batches, t_step = [], time.perf_counter()
+        batches, t_step, audio = [], time.perf_counter(), 0.0
         for _ in range(cfg.data.grad_accum):
             t0 = time.perf_counter()
             b = next(it)
@@ -200,46 +210,91 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
             wait += dt_wait
             times["wait"].append(dt_wait)
             epoch, micro = b["epoch"], b["index"] + 1
+            audio += float(b["lengths"].sum()) / SAMPLE_RATE  # host tensor: no sync
             batches.append(to_device(b, device))
-        total, parts = 0.0, {}
-        for a, b in enumerate(batches):
-            if online is not None:
-                online.fill(b)
-            sync = net.no_sync() if d.world > 1 and a < len(batches) - 1 else contextlib.nullcontext()
-            with sync, amp:
-                loss, logs = net(b, b["global_items"] / d.world)
-            loss.backward()
-            total += float(loss.detach())
-            secs += float(b["lengths"].sum()) / SAMPLE_RATE
-            for k, v in logs.items():
-                parts.setdefault(k, []).append(v)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip)
-        opt.step()
+        total, gnorm, logs = update(net, model, batches, opt, cfg.optim.clip, d, amp, online)
         sched.step()
-        opt.zero_grad(set_to_none=True)
-        step, done, n_steps = step + 1, done + 1, n_steps + 1
+        pending.append(total)
+        for k, v in logs.items():
+            parts.setdefault(k, []).extend(v)
+        step, done, n_steps, secs = step + 1, done + 1, n_steps + 1, secs + audio
         times["step"].append(time.perf_counter() - t_step)
-        times["audio"].append(sum(float(b["lengths"].sum()) for b in batches) / SAMPLE_RATE * d.world)
-        loss_all = ddp.all_reduce_mean(total, d, device)
-        losses.append(loss_all)
-        if step % cfg.log.every == 0 or step == 1:
+        times["audio"].append(audio * d.world)
+        last_step = step == cfg.optim.max_steps or (stop_after is not None and done == stop_after)
+        ckpt_due = step % cfg.log.ckpt_every == 0 or last_step
+        log_due = step % cfg.log.every == 0 or step == 1
+        if log_due or ckpt_due or last_step:  # the only host syncs of the loop
+            losses += read_losses(pending, step, d, device, ckpt_dir)
+            pending = []
+        if log_due:
             dt = time.perf_counter() - t_last
-            audio = ddp.all_reduce_mean(secs, d, device) * d.world  # every rank takes part
-            log.write("train", step, {"loss": loss_all, "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
-                                      "steps_per_s": n_steps / dt, "audio_h_per_s": audio / 3600 / dt,
+            audio_all = ddp.all_reduce_mean(secs, d, device) * d.world  # every rank takes part
+            log.write("train", step, {"loss": losses[-1], "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
+                                      "steps_per_s": n_steps / dt, "audio_h_per_s": audio_all / 3600 / dt,
                                       "loader_wait_s": wait / n_steps, "epoch": epoch,
-                                      **{k: float(np.mean(v)) for k, v in parts.items()}})
-            t_last, wait, secs, n_steps = time.perf_counter(), 0.0, 0.0, 0
+                                      **{k: float(torch.stack(v).mean()) for k, v in parts.items()}})
+            t_last, wait, secs, n_steps, parts = time.perf_counter(), 0.0, 0.0, 0, {}
         if val_shards and step % cfg.log.val_every == 0:
             v = validate(model, cfg, infos, val_shards, d, device, amp, online)
             if d.main:
                 log.write("val", step, v)
-        if step % cfg.log.ckpt_every == 0 or step == cfg.optim.max_steps or (stop_after is not None and done == stop_after):
-            if d.main:
-                checkpoint.save(ckpt_dir, step, model, opt, sched, {"epoch": epoch, "micro": micro}, conf, meta)
+        if ckpt_due and d.main:
+            check_finite_weights(model, step, ckpt_dir)
+            checkpoint.save(ckpt_dir, step, model, opt, sched, {"epoch": epoch, "micro": micro}, conf, meta)
+    if device.type == "cuda" and times["step"]:  # queued work belongs to the last step's time
+        t0 = time.perf_counter()
+        torch.cuda.synchronize(device)
+        times["step"][-1] += time.perf_counter() - t0
     log.close()
     return {"step": step, "losses": losses, "run_dir": str(cfg.run_dir), "rank": d.rank,
             "step_seconds": times["step"], "wait_seconds": times["wait"], "audio_seconds": times["audio"]}
+
+
+def update(net: nn.Module, model: Distiller, batches: list[dict], opt, clip: float, d: ddp.Dist, amp,
+           online=None) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
+    """One optimizer update over the step's micro-batches (on the device), without a host sync:
+    the summed loss and the gradient norm stay on the device. ``clip`` > 0 clips the norm to it."""
+    total, parts = None, {}
+    for a, b in enumerate(batches):
+        if online is not None:
+            online.fill(b)
+        sync = net.no_sync() if d.world > 1 and a < len(batches) - 1 else contextlib.nullcontext()
+        with sync, amp:
+            loss, logs = net(b, b["global_items"] / d.world)
+        loss.backward()
+        total = loss.detach() if total is None else total + loss.detach()
+        for k, v in logs.items():
+            parts.setdefault(k, []).append(v)
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return total, gnorm, parts
+
+
+def read_losses(pending: list[torch.Tensor], step: int, d: ddp.Dist, device, ckpt_dir: Path) -> list[float]:
+    """The interval's step losses (mean over ranks) as floats - one sync; a non-finite one stops
+    the run before anything is checkpointed after it."""
+    vals = torch.stack(pending).double()
+    if d.world > 1:
+        vals = ddp.all_reduce_mean_tensor(vals)
+    out = vals.tolist()
+    for k, x in enumerate(out):
+        if not math.isfinite(x):
+            raise_diverged(f"the loss is {x} at step {step - len(out) + k + 1}", ckpt_dir)
+    return out
+
+
+def check_finite_weights(model: nn.Module, step: int, ckpt_dir: Path) -> None:
+    """Refuse to checkpoint non-finite weights (one sync, at checkpoint steps only)."""
+    ok = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    if not bool(ok):
+        raise_diverged(f"the weights are not finite after step {step}", ckpt_dir)
+
+
+def raise_diverged(what: str, ckpt_dir: Path) -> None:
+    last = checkpoint.latest(ckpt_dir)
+    kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written"
+    raise TrainingDiverged(f"training diverged: {what}; stopped ({kept}). Lower optim.lr or check optim.clip")
 
 
 @torch.no_grad()
@@ -259,4 +314,4 @@ def validate(model: Distiller, cfg: RunConfig, infos, shards: list[str], d: ddp.
             parts.setdefault(k, []).append(v)
     model.train()
     mean = ddp.all_reduce_mean(total, d, device) / max(1, ddp.all_reduce_mean(float(n), d, device))
-    return {"loss": mean, **{k: float(np.mean(v)) for k, v in parts.items()}}
+    return {"loss": mean, **{k: float(torch.stack(v).mean()) for k, v in parts.items()}}

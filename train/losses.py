@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from audistill.shards.devices import length_mask
+from audistill.shards.devices import host_to_device, length_mask
 
 from .align import align
 from .heads import Heads
@@ -29,22 +29,25 @@ def distill_loss(hidden: list[torch.Tensor], s_len: torch.Tensor, student_hop: i
     ``norm`` (the number of samples in the global batch, times 1 / world size under DDP).
 
     ``batch["targets"][teacher][layer]`` (B, T, Dt), ``batch["target_lengths"][teacher]`` (B,),
-    ``batch["present"][teacher]`` (B,) bool. Returns the loss and per-target mean losses.
+    ``batch["present"][teacher]`` (B,) bool. Returns the loss and per-target mean losses over the
+    items a teacher covers (0-dim tensors on the device: reading them is the caller's sync).
     """
     names = list(teacher_hops)
     present = torch.stack([batch["present"][n] for n in names], 1)  # (B, M)
-    w = domain_weights(batch["domains"], [homes[n] for n in names], present, omega).to(s_len.device)  # (B, M)
+    w = host_to_device(domain_weights(batch["domains"], [homes[n] for n in names], present, omega),
+                       s_len.device)  # (B, M)
     per_teacher: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    logs: dict[str, float] = {}
+    logs: dict[str, torch.Tensor] = {}
     for tgt in heads.targets:
         z = batch["targets"][tgt.teacher][tgt.teacher_layer]
         x, z, n = align(hidden[tgt.student_layer], s_len, z, batch["target_lengths"][tgt.teacher].to(s_len.device),
                         student_hop, teacher_hops[tgt.teacher])
         per = l1_cos(heads(tgt, x), z, n)  # (B,)
         per_teacher[tgt.teacher].append(per)
-        p = batch["present"][tgt.teacher].to(per.device)
+        p = batch["present"][tgt.teacher]  # (B,) bool on the host: no device sync to test it
         if bool(p.any()):
-            logs[f"loss/{tgt.key}"] = float(per.detach()[p].mean())
+            on = host_to_device(p, per.device)
+            logs[f"loss/{tgt.key}"] = torch.where(on, per.detach(), 0.0).sum() / on.sum()  # on the device
     total = torch.zeros((), device=s_len.device)
     for m, n in enumerate(names):
         per = torch.stack(per_teacher[n], 0).mean(0)  # (B,)

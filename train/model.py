@@ -140,16 +140,15 @@ class Student(nn.Module):
         return num_samples // self.cfg.hop
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """``wave`` (B, N) float at 16 kHz, ``lengths`` (B,) samples -> depth + 1 tensors (B, T, D)."""
+        """``wave`` (B, N) float at 16 kHz, ``lengths`` (B,) samples -> depth + 1 tensors (B, T, D).
+        ``lengths`` on the host keeps the forward free of host syncs."""
         t = wave.shape[1] // self.cfg.hop
         x = self.ln(self.front(self.mel(wave))[:, :t])  # (B, T, D)
         pad = None
         if lengths is not None:
-            frames = self.num_frames(lengths.to(x.device))
-            pad = ~length_mask(frames, t, x.device)  # (B, T)
-            if not bool(pad.any()):
-                pad = None
-            else:
+            frames = self.num_frames(lengths)
+            if bool((frames < t).any()):  # host lengths (the trainer's): no device sync
+                pad = ~length_mask(frames, t, x.device)  # (B, T)
                 x = x.masked_fill(pad[..., None], 0.0)
         x = self.pos(x)
         buckets = relative_buckets(t, self.cfg.rel_buckets, self.cfg.rel_max_distance, x.device)

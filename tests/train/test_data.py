@@ -1,3 +1,4 @@
+import functools
 import itertools
 
 import pytest
@@ -75,3 +76,78 @@ def test_loader_workers_yield_in_plan_order_and_resume(tiny_bank):
     for k, d in enumerate(b["domains"]):
         assert bool(b["present"]["tmusic"][k]) == (d != "speech")
         assert bool(b["present"]["tspeech"][k])
+
+
+def _reference(reader, items, teachers):
+    """The micro-batch as one BankReader.read per item gives it, padded (what the loader did
+    before it decoded into the batch's tensors)."""
+    datas = [reader.read(it.shard, it.index, (it.start, it.num)) for it in items]
+    n = max(len(d.audio) for d in datas)
+    wave = torch.zeros(len(datas), n)
+    for b, d in enumerate(datas):
+        wave[b, :len(d.audio)] = torch.from_numpy(d.audio.astype("float32") / 32768.0)
+    out = {"ids": [d.segment.id for d in datas], "wave": wave, "targets": {}, "lengths": {}, "present": {}}
+    for name, layers in teachers.items():
+        have = [d for d in datas if name in d.features]
+        t = max([1] + [d.features[name][layers[0]].shape[0] for d in have])
+        dim = have[0].features[name][layers[0]].shape[1] if have else 1
+        out["present"][name] = [name in d.features for d in datas]
+        out["lengths"][name] = [d.features[name][layers[0]].shape[0] if name in d.features else 0 for d in datas]
+        out["targets"][name] = {}
+        for layer in layers:
+            z = torch.zeros(len(datas), t, dim)
+            for b, d in enumerate(datas):
+                if name in d.features:
+                    f = torch.from_numpy(d.features[name][layer])
+                    z[b, :len(f)] = f
+            out["targets"][name][layer] = z
+    return out
+
+
+@pytest.mark.parametrize("layout,codec,dtype", [("zarr", "float16", torch.float16), ("zarr", "bfloat16", torch.bfloat16),
+                                                ("webdataset", "float16", torch.float16),
+                                                ("zarr", "int8-channel", torch.float32)])
+def test_loader_batches_equal_one_read_per_segment(tmp_path, teachers, layout, codec, dtype):
+    """The loader decodes into the batch's tensors in the codec's exact dtype: same crops, ids,
+    order and values (after .float()) as reading each segment on its own."""
+    from audistill.shards.reader import BankReader
+    from audistill.tools.bench.synth import write_bank
+
+    root = str(tmp_path / "bank")
+    for t in teachers:
+        t.record = functools.partial(t.record, codec=codec)  # write_bank stores what record() says
+    write_bank(root, teachers, num_shards=3, segments_per_shard=5, seconds=(1.0, 7.0), layout=layout)
+    want = {"tspeech": [1, 4], "tmusic": [2, 3]}
+    sp = spec(root=root, teachers=want, shards=("s000", "s001", "s002"), batch_seconds=3.0, crop_samples=32000)
+    ds = BankBatches(sp, 0, epochs=2)
+    reader = BankReader(root, teachers=want)
+    got = list(ds)
+    assert len(got) == 2 * len(ds.micro_batches())
+    for b in got:
+        items, _ = ds.micro_batches(b["epoch"])[b["index"]]
+        ref = _reference(reader, items, want)
+        assert b["ids"] == ref["ids"]
+        torch.testing.assert_close(b["wave"], ref["wave"], rtol=0, atol=0)
+        for name, layers in want.items():
+            assert b["present"][name].tolist() == ref["present"][name]
+            assert b["target_lengths"][name].tolist() == ref["lengths"][name]
+            for layer in layers:
+                z = b["targets"][name][layer]
+                assert z.dtype == dtype
+                torch.testing.assert_close(z.float(), ref["targets"][name][layer], rtol=0, atol=0)
+
+
+def test_worker_batches_made_in_shared_memory_equal_in_process_ones(tiny_bank):
+    """Batches a worker builds in shared memory arrive equal to those built in the trainer's process."""
+    sp = spec(root=tiny_bank, teachers={"tspeech": [1, 4], "tmusic": [2]}, shards=("s000", "s001", "s002"),
+              batch_seconds=2.5)
+    alone = list(make_loader(sp, 0, 0, 0, 2, False))
+    workers = list(make_loader(sp, 0, 0, 2, 2, False))
+    assert len(alone) == len(workers)
+    for a, w in zip(alone, workers, strict=True):
+        assert a["ids"] == w["ids"] and (a["epoch"], a["index"]) == (w["epoch"], w["index"])
+        torch.testing.assert_close(w["wave"], a["wave"], rtol=0, atol=0)
+        for name, layers in a["targets"].items():
+            for layer, z in layers.items():
+                torch.testing.assert_close(w["targets"][name][layer], z, rtol=0, atol=0)
+            assert w["target_lengths"][name].tolist() == a["target_lengths"][name].tolist()
