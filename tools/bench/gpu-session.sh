@@ -10,15 +10,17 @@
 #
 # `run` installs .whl/ to /tmp/site (skipped where the packages are importable), then, each under a
 # time limit (seconds, from the environment):
-#   1. bench-extract, the headline (ARGS replace DEFAULT_ARGS below)           BENCH_S   (160)
+#   1. bench-extract, the headline (ARGS replace DEFAULT_ARGS below)           BENCH_S   (140)
 #   2. bench-extract with bf16 weights, 200 s and 600 s batches                WEIGHTS_S (50)
-#   3. bench-extract compiled: bf16 weights, CUDA graphs, 4 s length buckets   COMPILE_S (120)
-#   4. bench-train --size $TRAIN_SIZE                                          TRAIN_S   (60)
-#   5. the GPU tests (pytest -m gpu)                                           TESTS_S   (90)
-# and prints every figure; the raw results land in $OUT (extract*.json/.err, train.json/.err, tests.log).
+#   3. bench-extract compiled: bf16 weights, CUDA graphs, 4 s length buckets   COMPILE_S (100)
+#   4. bench-train --size $TRAIN_SIZE (loader wait, cached / online)           TRAIN_S   (60)
+#   5. bench-train --step-only at 120 s and 800 s batches (FLOPs, MFU)         STEP_S    (40)
+#   6. bench-train --loader-only, 1 / 2 / 4 / 8 workers                        LOADER_S  (25)
+#   7. the GPU tests (pytest -m gpu)                                           TESTS_S   (65)
+# and prints every figure; the raw results land in $OUT (extract*.json/.err, train*.json/.err, tests.log).
 # DEVICE (cuda), MODEL (wavlm-large), TRAIN_SIZE (base), COMPILE_MODE (reduce-overhead), LEVER_MINUTES
 # (30: the audio of steps 2 and 3) and STEPS
-# ("extract weights compiled train tests") adapt it, e.g. for a rehearsal on a CPU:
+# ("extract weights compiled train trainstep loader tests") adapt it, e.g. for a rehearsal on a CPU:
 #   DEVICE=cpu MODEL=tiny TRAIN_SIZE=tiny OUT=/tmp/gs-out tools/bench/gpu-session.sh run --device cpu --model tiny --minutes 1
 # With the `run` tool: command "bash tools/bench/gpu-session.sh run", carry [".whl"].
 set -uo pipefail
@@ -27,7 +29,7 @@ cd "$(dirname "$0")/../.."
 WHEELS="zarr numcodecs donfig google-crc32c webdataset braceexpand dask distributed partd locket zict tblib
         soundfile cffi pycparser fsspec"
 DEVICE=${DEVICE:-cuda} MODEL=${MODEL:-wavlm-large} TRAIN_SIZE=${TRAIN_SIZE:-base}
-COMPILE_MODE=${COMPILE_MODE:-reduce-overhead} STEPS=${STEPS:-extract weights compiled train tests}
+COMPILE_MODE=${COMPILE_MODE:-reduce-overhead} STEPS=${STEPS:-extract weights compiled train trainstep loader tests}
 # 3 h of audio = three 1 h shards: the commit-to-commit pace. Writers: auto (the default) then
 # processes, side by side; RSS on a 3 min and a 30 min corpus.
 DEFAULT_ARGS=(--device "$DEVICE" --model "$MODEL" --dtype bf16 --minutes 180 --loader-workers 6
@@ -98,18 +100,24 @@ run)
   [ $# -gt 0 ] && ARGS=("$@") || ARGS=("${DEFAULT_ARGS[@]}")
   for s in $STEPS; do
     case $s in
-    extract) step extract "${BENCH_S:-160}" python3 -c "$BENCH" extract bench-extract "${ARGS[@]}"; figures extract ;;
+    extract) step extract "${BENCH_S:-140}" python3 -c "$BENCH" extract bench-extract "${ARGS[@]}"; figures extract ;;
     weights) step weights "${WEIGHTS_S:-50}" python3 -c "$BENCH" extract bench-extract "${LEVER_ARGS[@]}" --precision weights \
                --batch-seconds 200,600 --writer-kind auto; figures weights ;;
-    compiled) step compiled "${COMPILE_S:-120}" python3 -c "$BENCH" extract bench-extract "${LEVER_ARGS[@]}" --precision weights \
+    compiled) step compiled "${COMPILE_S:-100}" python3 -c "$BENCH" extract bench-extract "${LEVER_ARGS[@]}" --precision weights \
                 --compile "$COMPILE_MODE" --bucket-seconds 4 --batch-seconds 200 --writer-kind auto; figures compiled ;;
     train) step train "${TRAIN_S:-60}" python3 -c "$BENCH" train bench-train --size "$TRAIN_SIZE" --device "$DEVICE" --json
            tail -c 3000 "$OUT/train.json" | sed 's/^/  /' ;;
+    trainstep) step trainstep "${STEP_S:-40}" python3 -c "$BENCH" train bench-train --step-only --size "$TRAIN_SIZE" \
+                 --device "$DEVICE" --step-seconds 120,800 --steps 10 --json
+               tail -c 2000 "$OUT/trainstep.json" | sed 's/^/  /' ;;
+    loader) step loader "${LOADER_S:-25}" python3 -c "$BENCH" train bench-train --loader-only --size "$TRAIN_SIZE" \
+              --workers 1,2,4,8 --batches 8 --json
+            tail -c 2000 "$OUT/loader.json" | sed 's/^/  /' ;;
     tests) t0=$(date +%s)
            # the test files holding GPU tests (gpu-marked); no others are collected, as the machine
            # lacks some test-only dependencies
            mapfile -t FILES < <(grep -rlE "pytest\.mark\.gpu" tests --include "test_*.py")
-           timeout "${TESTS_S:-90}" python3 -m pytest -q -p no:cacheprovider -m gpu -o addopts="" "${FILES[@]}" \
+           timeout "${TESTS_S:-65}" python3 -m pytest -q -p no:cacheprovider -m gpu -o addopts="" "${FILES[@]}" \
              > "$OUT/tests.log" 2>&1
            echo "== gpu tests: rc=$?, $(( $(date +%s) - t0 )) s"
            grep -E "^(FAILED|ERROR)|passed|failed|skipped" "$OUT/tests.log" | tail -20 ;;
