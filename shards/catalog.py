@@ -261,6 +261,33 @@ class Catalog:
         old.codec_state.update(rec.codec_state)
         return old
 
+    def merge(self, other: Catalog) -> None:
+        """Take in what ``other`` (the catalog on disk, written by another run) holds and this one
+        lacks: teachers (their layers, domains and fitted codec states), shards (a shard's entry
+        with more fields wins), statistics and config entries. CatalogError where the two disagree
+        on a teacher's identity or a fitted codec state."""
+        for name, theirs in other.teachers.items():
+            mine = self.teachers.get(name)
+            if mine is not None:
+                clash = sorted(k for k, ref in theirs.codec_state.items()
+                               if k in mine.codec_state and mine.codec_state[k] != ref)
+                if clash:
+                    raise CatalogError(f"teacher {name!r} layers {clash}: another run saved other fitted codec "
+                                       "states into this bank at the same time")
+            self.add_teacher(TeacherRecord.from_json(theirs.to_json()))
+        for name, rec in other.shards.items():
+            mine = self.shards.get(name)
+            if mine is None or set(rec.fields) > set(mine.fields):
+                self.shards[name] = rec
+        for key, per in other.stats.items():
+            merged = self.stats.setdefault(key, {})
+            for k, v in per.items():
+                merged.setdefault(k, v)
+        for k, v in other.config.items():
+            self.config.setdefault(k, v)
+        if other.written_at is not None:
+            self.written_at = other.written_at if self.written_at is None else min(self.written_at, other.written_at)
+
     def teacher(self, name: str) -> TeacherRecord:
         from .errors import MissingDataError
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import uuid
 from collections.abc import Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from .errors import UnsafePathError
+from .lease import temp_tag
 
 _CHUNK = 4 << 20
 
@@ -95,7 +95,7 @@ class BankFS:
         target = self.path(rel)
         self._make_folder(posixpath.dirname(target))
         if self.is_local:
-            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp = f"{target}.tmp-{temp_tag()}"
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -103,6 +103,34 @@ class BankFS:
             os.replace(tmp, target)
         else:  # one PUT replaces the object atomically on S3-like stores
             self.fs.pipe_file(target, data)
+
+    @property
+    def has_exclusive_create(self) -> bool:
+        """Whether :meth:`create_exclusive` is atomic here (local files; S3's conditional PUT)."""
+        return self.is_local or type(self.fs).__name__ == "S3FileSystem"
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Write ``rel`` only if it does not exist; False if it does. Atomic on a local disk
+        (``O_EXCL``) and on S3 (``If-None-Match: *``); elsewhere fsspec checks, then writes."""
+        target = self.path(rel)
+        self._make_folder(posixpath.dirname(target))
+        if self.is_local:
+            try:
+                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        try:
+            self.fs.pipe_file(target, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if "PreconditionFailed" in repr(e) or "412" in str(e):
+                return False
+            raise
+        return True
 
     def put_many(self, objs: dict[str, bytes]) -> None:
         """Write files (not atomically: a writer's temporary folder), concurrently on an object
@@ -193,6 +221,15 @@ class BankFS:
         except FileNotFoundError:
             return []
 
+    def listdir_root(self) -> list[str]:
+        """Names directly under the bank root."""
+        self._fresh()
+        try:
+            found = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in found)
+
     def listdir(self, rel: str) -> list[str]:
         return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in self._ls(rel, detail=False))
 
@@ -204,6 +241,17 @@ class BankFS:
             name = posixpath.basename(_strip_proto(info["name"]).rstrip("/"))
             out[name] = (int(info.get("size") or 0), _mtime(info))
         return out
+
+    def remove_file(self, rel: str) -> None:
+        """Delete one file with one request (FileNotFoundError if it is not there, locally)."""
+        self.fs.rm_file(self.path(rel))
+
+    def newest_mtime(self, rel: str) -> float | None:
+        """The latest modification time of the file ``rel`` or of any file under it (one listing)."""
+        self._fresh()
+        times = [_mtime(i) for i in self.fs.find(self.path(rel), detail=True).values()]
+        times = [t for t in times if t is not None]
+        return max(times) if times else None
 
     def remove(self, rel: str) -> None:
         p = self.path(rel)

@@ -18,8 +18,8 @@ import hashlib
 import io
 import json
 import logging
+import os
 import tarfile
-import uuid
 import zlib
 
 import numcodecs
@@ -29,6 +29,7 @@ from .errors import BankError, ShardError
 from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
 from .layouts import FileEntries, file_entries, register_layout
+from .lease import temp_tag
 from .segments import Segment
 
 FORMAT_VERSION = 1
@@ -115,7 +116,7 @@ class WdsFieldWriter:
 
     def __init__(self, fs: BankFS, shard: str, spec: FieldSpec):
         self.fs, self.shard, self.spec = fs, shard, spec
-        tag = uuid.uuid4().hex[:8]
+        tag = temp_tag()
         self.tmp_tar = f"shards/.tmp-{shard}.{spec.name}.{tag}.tar"
         self.tmp_index = f"shards/.tmp-{shard}.{spec.name}.{tag}.json"
         self.file = _HashingWriter(fs.open(self.tmp_tar, "wb"))
@@ -172,8 +173,15 @@ class WdsFieldWriter:
     def move(self) -> list[str]:
         """Move tar and index to their final names: the tar first, the index last."""
         final_tar, final_index = tar_path(self.shard, self.spec.name), index_path(self.shard, self.spec.name)
-        self.fs.move_file(self.tmp_tar, final_tar)
-        self.fs.move_file(self.tmp_index, final_index)
+        try:
+            if self.fs.is_local and os.path.getsize(self.fs.path(self.tmp_tar)) != self.file.bytes:
+                raise ShardError(f"staged file {self.tmp_tar} is not the {self.file.bytes} bytes written (changed "
+                                 "by another process?); nothing committed", shard=self.shard)
+            self.fs.move_file(self.tmp_tar, final_tar)
+            self.fs.move_file(self.tmp_index, final_index)
+        except FileNotFoundError as e:
+            raise ShardError(f"a staged file is gone before the commit ({e}; removed by another process?)",
+                             shard=self.shard) from e
         return [final_tar, final_index]
 
     def layer_bytes(self) -> dict[str, int]:

@@ -22,7 +22,6 @@ a shard writer's time next to the compression itself.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable
 
 import numcodecs
@@ -34,6 +33,7 @@ from .errors import ShardError
 from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
 from .layouts import FileEntries, file_entries, register_layout
+from .lease import temp_tag
 from .segments import Segment
 
 _CHUNK_BYTES = 1 << 20  # ~1 MiB: sequential passes stay cheap; a crop reads only its chunks
@@ -268,9 +268,12 @@ class _StagedGroup:
         self.fs, self.tmp = fs, tmp
         self.objects: dict = {}  # the in-memory store's contents: store-relative path -> zarr Buffer
         self.group = zarr.open_group(zarr.storage.MemoryStore(self.objects), mode="w", zarr_format=3)
+        self.written: dict[str, int] = {}  # bank-relative path -> bytes, of every file put under tmp
 
     def put(self, objs: dict[str, bytes]) -> None:
-        self.fs.put_many({f"{self.tmp}/{k}": v for k, v in objs.items()})
+        staged = {f"{self.tmp}/{k}": v for k, v in objs.items()}
+        self.fs.put_many(staged)
+        self.written.update({rel: len(v) for rel, v in staged.items()})
 
     def upload(self) -> None:
         self.put({k: v.to_bytes() for k, v in self.objects.items()})
@@ -281,7 +284,7 @@ class ZarrShardWriter:
 
     def __init__(self, fs: BankFS, name: str, fields: list[FieldSpec]):
         self.fs, self.name = fs, name
-        self.tmp = f"shards/.tmp-{name}-{uuid.uuid4().hex[:8]}.zarr"
+        self.tmp = f"shards/.tmp-{name}-{temp_tag()}.zarr"
         self.final = shard_dir(name)
         self.staged = _StagedGroup(fs, self.tmp)
         self.root = self.staged.group
@@ -316,16 +319,24 @@ class ZarrShardWriter:
         return _known_files(self.final, [a for w in self.writers.values() for a in w.appenders()])
 
     def commit(self) -> FileEntries:
-        return _commit_folder(self.fs, self.tmp, self.final, self.known_files())
+        return _commit_folder(self.fs, self.staged, self.final, self.known_files(), self.name)
 
     def abort(self) -> None:
         self.fs.remove(self.tmp)
 
 
-def _commit_folder(fs: BankFS, tmp: str, final: str, known: FileEntries) -> FileEntries:
-    """Hash the staged folder's files (those not ``known``) where they are, then move the folder
-    to its final name; the final files with their sizes and sha256."""
-    files = file_entries(fs, {f.replace(tmp, final, 1): f for f in fs.walk_files(tmp)}, known)
+def _commit_folder(fs: BankFS, staged: _StagedGroup, final: str, known: FileEntries, shard: str) -> FileEntries:
+    """Check that every file written under the staged folder is there with the size written
+    (another process may have deleted it: a commit of what is left would read back as zeros),
+    hash those not ``known`` where they are, then move the folder to its final name; the final
+    files with their sizes and sha256."""
+    tmp = staged.tmp
+    there = fs.sizes_under(tmp)
+    lost = sorted(rel for rel, n in staged.written.items() if there.get(rel) != n)
+    if lost:
+        raise ShardError(f"{len(lost)} staged file(s) are gone or changed before the commit, e.g. {lost[0]} "
+                         "(removed by another process?); nothing committed", shard=shard)
+    files = file_entries(fs, {f.replace(tmp, final, 1): f for f in sorted(there)}, known)
     fs.move(tmp, final)
     return files
 
@@ -335,7 +346,7 @@ class ZarrFieldAdder:
 
     def __init__(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int):
         self.fs, self.shard, self.spec = fs, shard, spec
-        self.tmp = f"{shard_dir(shard)}/.tmp-{spec.name}-{uuid.uuid4().hex[:8]}"
+        self.tmp = f"{shard_dir(shard)}/.tmp-{spec.name}-{temp_tag()}"
         self.final = f"{shard_dir(shard)}/{spec.name}"
         self.staged = _StagedGroup(fs, self.tmp)
         self.writer = ZarrFieldWriter(self.staged.group, spec, self.staged.put)
@@ -360,7 +371,7 @@ class ZarrFieldAdder:
         return None  # from the file list, as ZarrShardWriter
 
     def commit(self) -> FileEntries:
-        return _commit_folder(self.fs, self.tmp, self.final, self.known_files())
+        return _commit_folder(self.fs, self.staged, self.final, self.known_files(), self.shard)
 
     def abort(self) -> None:
         self.fs.remove(self.tmp)

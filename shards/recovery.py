@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, lease
 from .catalog import Catalog, CommitRecord, ShardRecord, TeacherRecord
 from .errors import CatalogError, ShardError
 from .fs import BankFS
@@ -182,16 +182,32 @@ def _check_rebuilt(bank: Bank, records: list[CommitRecord]) -> list[str]:
 
 
 def remove_temporaries(fs: BankFS, deep: bool = True) -> list[str]:
-    """Delete temporary files of crashed writers (only safe when no writer is running).
+    """Delete temporary files no live writer owns (:mod:`audistill.shards.lease`: a temporary
+    names its run; one whose run holds a live lease is being written now and stays).
 
-    ``deep``: every ``.tmp-`` file and folder under shards/ - new shards', added fields', local
-    atomic writes' (NAME.json.tmp-X) - found in one walk of shards/, not a listing per shard
-    (100 000 requests on an object store). Otherwise only what crashed writers of new shards
-    leave directly in shards/: one listing of the ``.tmp-`` prefix on an object store (every
-    single-process extraction does this as it starts). Layouts name every temporary so
-    (:mod:`audistill.shards.layouts`)."""
+    ``deep`` (``shards clean``): every ``.tmp-`` file and folder under shards/ - new shards', added
+    fields', local atomic writes' (NAME.json.tmp-X) - found in one walk of shards/, not a listing
+    per shard (100 000 requests on an object store); torn atomic writes of the catalog, commit
+    records and codec states; and the lease and claim files of runs that are gone. Otherwise only
+    what writers of new shards leave directly in shards/: one listing of the ``.tmp-`` prefix on an
+    object store (every single-process extraction does this as it starts). Layouts name every
+    temporary so (:mod:`audistill.shards.layouts`)."""
+    leases = lease.Leases(fs)
+    gone = [rel for rel in find_temporaries(fs, deep) if _orphan(fs, leases, rel)]
+    if deep:
+        gone += lease.stale_files(fs)
+    for rel in sorted(gone):
+        fs.remove(rel)
+    return sorted(gone)
+
+
+def find_temporaries(fs: BankFS, deep: bool = True) -> list[str]:
+    """Every temporary file or folder (the outermost ``.tmp-`` path), whoever owns it; see
+    :func:`remove_temporaries` for where ``deep`` looks."""
     if deep:
         rels = list(fs.walk_files("shards"))
+        rels += [f"{COMMITS}/{f}" for f in fs.listdir(COMMITS)] + list(fs.walk_files("codec_state"))
+        rels += [f for f in fs.listdir_root() if f.startswith(f"{CATALOG}.tmp-")]
     else:
         found = fs.sizes_with_prefix("shards", ".tmp-")
         rels = list(found) if found is not None else [f"shards/{f}" for f in fs.listdir("shards")]
@@ -202,6 +218,14 @@ def remove_temporaries(fs: BankFS, deep: bool = True) -> list[str]:
         k = next((i for i, p in enumerate(parts) if ".tmp-" in p), None)
         if k is not None:
             tops.add("/".join(parts[: k + 1]))
-    for rel in sorted(tops):
-        fs.remove(rel)
     return sorted(tops)
+
+
+def _orphan(fs: BankFS, leases: lease.Leases, rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    if lease.temp_run(name) is None:
+        return True  # from a writer of a version before leases
+    live = leases.live(lease.temp_run(name))
+    if live is not None:
+        return not live
+    return lease.temporary_is_orphan(leases, name, fs.newest_mtime(rel))

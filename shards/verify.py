@@ -8,10 +8,11 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from . import lease
 from .bank import Bank
 from .catalog import CommitRecord, ShardRecord
 from .errors import BankError
-from .recovery import iter_commit_records
+from .recovery import CATALOG, COMMITS, iter_commit_records
 
 
 @dataclass
@@ -181,10 +182,24 @@ def _check_codec_states(bank: Bank, report: VerifyReport, checksums: bool) -> No
 
 
 def _check_extra_files(bank: Bank, owned: set[str], unknown: set[str], report: VerifyReport) -> None:
-    """Files under shards/ that no committed shard owns: leftovers of a crashed writer, or junk.
-    (Files of the ``unknown`` shards - cataloged, without a commit record - are not listed again.)"""
+    """Files under shards/ that no committed shard owns: leftovers of a crashed writer, or junk;
+    and torn atomic writes of the catalog, commit records and codec states. Files a live run is
+    writing now (its lease says so) are not problems. (Files of the ``unknown`` shards -
+    cataloged, without a commit record - are not listed again.)"""
+    leases = lease.Leases(bank.fs)
+
+    def live(rel: str) -> bool:
+        runs = [lease.temp_run(p) for p in rel.split("/") if ".tmp-" in p]
+        return bool(runs) and runs[0] is not None and bool(leases.live(runs[0]))
+
+    torn = [f"{COMMITS}/{f}" for f in bank.fs.listdir(COMMITS) if ".tmp-" in f]
+    torn += [f for f in bank.fs.listdir_root() if f.startswith(f"{CATALOG}.tmp-")]
+    torn += [r for r in bank.fs.walk_files("codec_state") if ".tmp-" in r]
+    for rel in torn:
+        if not live(rel):
+            report.add(BANK, f"leftover of an interrupted write: {rel} (`audistill shards clean` removes it)")
     for rel in bank.fs.walk_files("shards"):
-        if rel in owned:
+        if rel in owned or live(rel):
             continue
         shard = _shard_of(rel, bank)
         if shard in unknown:
