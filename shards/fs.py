@@ -1,7 +1,9 @@
 """Where a bank's bytes live: a root on local disk or behind an fsspec URL.
 
 Every path is relative to the bank root and checked, so nothing built from ids, keys or a
-catalog can read or write outside the root. Whole-object writes are atomic: local files are
+catalog can read or write outside the root. A local bank holds no symbolic links below its root
+(the root itself may be one): reading through a link is refused, whatever its target, so a
+crafted bank cannot make a reader or a conversion copy files from outside it. Whole-object writes are atomic: local files are
 written to a temporary name and renamed; object stores replace an object with a single PUT.
 """
 
@@ -74,7 +76,29 @@ class BankFS:
         if not self.is_local:
             self.fs.invalidate_cache()
 
+    def refuse_link(self, rel: str) -> None:
+        """UnsafePathError if ``rel`` or a folder it lies in is a symbolic link (local banks)."""
+        if not self.is_local:
+            return
+        p = self.root
+        for part in check_relpath(rel).split("/"):
+            p = f"{p}/{part}"
+            if os.path.islink(p):
+                raise UnsafePathError(f"{self.url}: {posixpath.relpath(p, self.root)} is a symbolic link; a bank "
+                                      "holds none (reading through it could copy files from outside the bank)")
+
+    def refuse_links_under(self, rel: str) -> None:
+        """:meth:`refuse_link` for ``rel`` and everything under it (one walk of a local folder)."""
+        if not self.is_local:
+            return
+        self.refuse_link(rel)
+        for folder, dirs, files in os.walk(self.path(rel)):
+            for name in dirs + files:
+                if os.path.islink(os.path.join(folder, name)):
+                    self.refuse_link(posixpath.relpath(os.path.join(folder, name), self.root))
+
     def read_bytes(self, rel: str) -> bytes:
+        self.refuse_link(rel)
         return self.fs.cat_file(self.path(rel))
 
     def read_many(self, rels: list[str], batch: int = 1000) -> Iterator[tuple[str, bytes]]:
@@ -157,12 +181,16 @@ class BankFS:
     def open(self, rel: str, mode: str = "rb", **kw):
         if "w" in mode:
             self._make_folder(posixpath.dirname(self.path(rel)))
+        else:
+            self.refuse_link(rel)
         return self.fs.open(self.path(rel), mode, **kw)
 
     def size(self, rel: str) -> int:
+        self.refuse_link(rel)
         return int(self.fs.size(self.path(rel)))
 
     def sha256(self, rel: str) -> str:
+        self.refuse_link(rel)
         h = hashlib.sha256()
         with self.fs.open(self.path(rel), "rb") as f:
             while block := f.read(_CHUNK):
@@ -181,9 +209,11 @@ class BankFS:
 
     def sizes_under(self, rel: str) -> dict[str, int]:
         """Bank-relative path -> size of every file under folder ``rel``, from one listing (one
-        paginated LIST on an object store, instead of a HEAD per file)."""
+        paginated LIST on an object store, instead of a HEAD per file). Locally, refuses links."""
         base = self.path(rel)
         self._fresh()
+        if self.is_local and os.path.lexists(base):
+            self.refuse_links_under(rel)
         out = {}
         for p, info in self.fs.find(base, detail=True).items():
             if info.get("type", "file") == "file":

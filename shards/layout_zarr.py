@@ -47,6 +47,7 @@ def shard_dir(name: str) -> str:
 def _read_store(fs: BankFS, rel: str):
     """A read-only store on a committed shard (writers stage through :class:`_StagedGroup`)."""
     if fs.is_local:
+        fs.refuse_links_under(rel)  # zarr opens the files itself: no link may lead it out of the bank
         return zarr.storage.LocalStore(fs.path(rel), read_only=True)
     return zarr.storage.FsspecStore.from_url(fs.url_of(rel), storage_options=fs.open_options or None,
                                              read_only=True)

@@ -135,7 +135,11 @@ def _check_files(bank: Bank, rec: CommitRecord, out: _Findings, checksums: bool)
     """True when every file of the shard is intact (sizes from the layout's listing of the shard:
     :meth:`Bank.file_sizes`)."""
     before = len(out.problems)
-    sizes = bank.file_sizes(rec)
+    try:
+        sizes = bank.file_sizes(rec)
+    except BankError as e:  # e.g. a symbolic link in the shard
+        out.problems.append(str(e))
+        return False
     for rel, meta in sorted(rec.files.items()):
         out.files += 1
         size = sizes[rel]
