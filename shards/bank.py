@@ -386,9 +386,9 @@ class Bank:
         except FileNotFoundError:
             raise ShardError(f"commit record {rel} is missing (run `audistill shards verify`)", shard=name) from None
         try:
-            full = CommitRecord.from_json(json.loads(data))
-        except (ValueError, KeyError, TypeError) as e:
-            raise ShardError(f"commit record {rel} is unreadable: {e!r}", shard=name) from e
+            full = recovery.parse_commit_record(rel, name, data)
+        except CatalogError as e:
+            raise ShardError(str(e), shard=name) from e
         full.commit_bytes = len(data)
         return full
 

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 from . import __version__, lease
 from .catalog import Catalog, CommitRecord, ShardRecord, TeacherRecord
-from .errors import CatalogError, ShardError
+from .errors import BankError, CatalogError, ShardError
 from .fs import BankFS
+from .segments import check_key
 
 if TYPE_CHECKING:
     from .bank import Bank
@@ -52,16 +53,30 @@ def read_commit_records(fs: BankFS, rels: list[str], on_error: Callable[[str, Ca
     hour to read). ``on_error(shard, error)``: called for an unreadable record, which is skipped
     (default: raise)."""
     for rel, data in fs.read_many(rels):
+        shard = rel.split("/", 1)[1][: -len(".json")]
         try:
-            rec = CommitRecord.from_json(json.loads(data))
-        except (ValueError, KeyError, TypeError) as e:
-            err = CatalogError(f"commit record {rel} is unreadable: {e!r}")
+            rec = parse_commit_record(rel, shard, data)
+        except CatalogError as err:
             if on_error is None:
-                raise err from e
-            on_error(rel.split("/", 1)[1][: -len(".json")], err)
+                raise
+            on_error(shard, err)
             continue
         rec.commit_bytes = len(data)
         yield rec
+
+
+def parse_commit_record(rel: str, shard: str, data: bytes) -> CommitRecord:
+    """The commit record of ``shard`` read from ``rel``: the shard's name is the file's, checked
+    as a shard name, and the record must name the same shard (a record copied or crafted under
+    another name would otherwise put an unsafe or wrong name into the catalog)."""
+    try:
+        check_key(shard, "shard name")
+        rec = CommitRecord.from_json(json.loads(data))
+    except (BankError, ValueError, KeyError, TypeError) as e:
+        raise CatalogError(f"commit record {rel} is unreadable: {e}") from e
+    if rec.name != shard:
+        raise CatalogError(f"commit record {rel} names shard {rec.name!r}, not {shard!r}: moved or crafted")
+    return rec
 
 
 def iter_commit_records(bank: Bank, on_error: Callable[[str, CatalogError], None] | None = None
@@ -95,7 +110,8 @@ def sync_catalog(bank: Bank) -> list[str]:
         if rec is None or mtime is None or mtime >= since or size != rec.commit_bytes:
             stale.append(f"{COMMITS}/{f}")
     added, dirty = [], False
-    for rec in read_commit_records(bank.fs, stale):
+    bad: list[str] = []
+    for rec in read_commit_records(bank.fs, stale, on_error=lambda shard, e: bad.append(str(e))):
         cur = catalog.shards.get(rec.name)
         if cur is None or cur.summary_json() != rec.summary_json():
             catalog.shards[rec.name] = rec.slim()
@@ -104,6 +120,9 @@ def sync_catalog(bank: Bank) -> list[str]:
             cur.commit_bytes, dirty = rec.commit_bytes, True
     if added or dirty:
         bank.save_catalog()
+    if bad:  # the good ones are merged; these are damage to repair, not shards to guess at
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise CatalogError(f"{bank.root}: {len(bad)} commit record(s) not merged: " + "; ".join(bad[:3]) + more)
     return sorted(added)
 
 

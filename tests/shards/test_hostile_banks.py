@@ -47,3 +47,22 @@ def test_a_symlink_in_a_bank_is_never_followed(tmp_path, layout, what):
     assert not out.exists() or not any(b"SECRET" in p.read_bytes() for p in out.rglob("*") if p.is_file())
     report = verify_bank(str(tmp_path / "b"))
     assert not report.ok and "symbolic link" in str(report.broken)
+
+
+@pytest.mark.parametrize("inner", ["../../escape", "shard-00000", "a b"])
+def test_sync_takes_a_shard_name_from_its_record_file_and_checks_it(tmp_path, inner):
+    import json
+
+    bank, truth = make_bank(tmp_path / "b", "zarr", shards=1)
+    rec = json.loads((tmp_path / "b" / "commits" / "shard-00000.json").read_text())
+    rec["name"] = inner
+    (tmp_path / "b" / "commits" / "copied.json").write_text(json.dumps(rec))  # a record under another name
+    (tmp_path / "b" / "commits" / "bad name.json").write_text(json.dumps({**rec, "name": "bad name"}))
+    with pytest.raises(BankError, match="copied.json") as e:
+        Bank.open(str(tmp_path / "b")).sync_catalog()
+    assert "bad name.json" in str(e.value)
+    opened = Bank.open(str(tmp_path / "b"))
+    assert sorted(opened.catalog.shards) == ["shard-00000"]  # nothing named by those records
+    assert len(list(BankReader(opened))) == len(truth)  # and the bank reads as before
+    report = verify_bank(str(tmp_path / "b"))
+    assert {"copied", "bad name"} <= set(report.broken)
