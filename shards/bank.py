@@ -416,8 +416,10 @@ class Bank:
         """Open one shard. ``check``: "size" compares file sizes with the commit record (cheap,
         catches truncation and missing files), "sha256" hashes every file, "none" trusts the files."""
         record = record or self.shard_record(name)
+        files = None
         if check != "none":
             full = self.full_record(name, record)
+            files = full.files
             self.check_codec_states(full)
             sizes = self.file_sizes(full)
             for rel, meta in full.files.items():
@@ -428,7 +430,7 @@ class Bank:
                     raise ShardError(f"file {rel} has {size} bytes, the catalog says {meta['bytes']}", shard=name)
                 if check == "sha256" and self.fs.sha256(rel) != meta["sha256"]:
                     raise ShardError(f"file {rel} does not match its sha256", shard=name)
-        return self.layout_of(record).reader(self.fs, name, list(record.fields))
+        return self.layout_of(record).reader(self.fs, name, list(record.fields), files)
 
 
 class LateShardWriter:

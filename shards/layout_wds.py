@@ -269,8 +269,9 @@ class WdsFieldAdder:
 class WdsShardReader(LayerDecoder):
     """Reads a committed WebDataset shard through its field indexes (ranged reads)."""
 
-    def __init__(self, fs: BankFS, name: str, field_names: list[str]):
+    def __init__(self, fs: BankFS, name: str, field_names: list[str], files: FileEntries | None = None):
         self.fs, self.name = fs, name
+        self.files = files  # the commit record's file list: each index read is checked against its sha256
         self._fields: dict[str, dict] = {}
         self._files: dict[str, object] = {}
         audio = self.field(AUDIO) if AUDIO in field_names else None
@@ -283,8 +284,14 @@ class WdsShardReader(LayerDecoder):
     def field(self, fname: str) -> dict:
         f = self._fields.get(fname)
         if f is None:
+            rel = index_path(self.name, fname)
+            data = self.fs.read_bytes(rel)
+            if self.files is not None and hashlib.sha256(data).hexdigest() != self.files.get(rel, {}).get("sha256"):
+                # members carry CRCs; the index (offsets, segment keys, the field spec) has only this
+                raise ShardError(f"index {rel} does not match its commit record (changed since the commit)",
+                                 shard=self.name)
             try:
-                index = json.loads(self.fs.read_bytes(index_path(self.name, fname)))
+                index = json.loads(data)
                 spec = FieldSpec.from_attrs(index["field"])
             except Exception as e:  # noqa: BLE001
                 raise ShardError(f"cannot read the index of field {fname!r}: {e}", shard=self.name) from e
@@ -352,8 +359,9 @@ class WdsLayout:
     def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> WdsFieldAdder:
         return WdsFieldAdder(fs, shard, spec, num_segments)
 
-    def reader(self, fs: BankFS, shard: str, field_names: list[str]) -> WdsShardReader:
-        return WdsShardReader(fs, shard, field_names)
+    def reader(self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
+               ) -> WdsShardReader:
+        return WdsShardReader(fs, shard, field_names, files)
 
     def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
         return fs.sizes_named("shards", f"{shard}.") or {}  # one listing of the name prefix (object stores)

@@ -53,6 +53,29 @@ def _read_store(fs: BankFS, rel: str):
                                              read_only=True)
 
 
+class _CheckedStore(zarr.storage.WrapperStore):
+    """A store that checks every metadata document (``zarr.json``) it hands zarr against the
+    sha256 in the shard's commit record. Chunks end in a CRC32C; metadata has none, and one
+    changed byte in a fill value, a shape or a segment id keeps its size (a size check passes).
+    The documents are read anyway, so the check costs no request."""
+
+    def __init__(self, store, digests: dict[str, str], shard: str):
+        super().__init__(store)
+        self.digests, self.shard = digests, shard
+
+    def _with_store(self, store):
+        return type(self)(store, self.digests, self.shard)
+
+    async def get(self, key, prototype, byte_range=None):
+        buf = await self._store.get(key, prototype, byte_range)
+        if buf is not None and key.rsplit("/", 1)[-1] == "zarr.json":
+            want = self.digests.get(key)
+            if want is None or hashlib.sha256(buf.to_bytes()).hexdigest() != want:
+                raise ShardError(f"metadata {key} does not match its commit record (changed since the commit)",
+                                 shard=self.shard)
+        return buf
+
+
 def zarr_compressors(cfg: dict) -> list:
     cid = cfg.get("id")
     if cid == "zstd":
@@ -406,11 +429,16 @@ class ZarrShardReader(LayerDecoder):
     """Reads one committed shard. All offsets are loaded at open; data is read on demand through
     per-array windows of ``readahead_chunks`` chunks (sequential reads decode each chunk once)."""
 
-    def __init__(self, fs: BankFS, name: str, readahead_chunks: int = 8):
+    def __init__(self, fs: BankFS, name: str, readahead_chunks: int = 8, files: FileEntries | None = None):
         self.name = name
         self.readahead = readahead_chunks
         try:
-            self.root = zarr.open_group(_read_store(fs, shard_dir(name)), mode="r", zarr_format=3)
+            store = _read_store(fs, shard_dir(name))
+            if files is not None:  # the commit record's file list: metadata is checked as it is read
+                top = f"{shard_dir(name)}/"
+                store = _CheckedStore(store, {rel[len(top):]: m["sha256"] for rel, m in files.items()
+                                              if rel.startswith(top)}, name)
+            self.root = zarr.open_group(store, mode="r", zarr_format=3)
             meta = self.root.attrs["audistill"]
             self.segments = [Segment.from_json(s) for s in meta["segments"]]
             self._fields: dict[str, dict] = {}
@@ -478,8 +506,9 @@ class ZarrLayout:
     def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> ZarrFieldAdder:
         return ZarrFieldAdder(fs, shard, spec, num_segments)
 
-    def reader(self, fs: BankFS, shard: str, field_names: list[str]) -> ZarrShardReader:
-        return ZarrShardReader(fs, shard)
+    def reader(self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
+               ) -> ZarrShardReader:
+        return ZarrShardReader(fs, shard, files=files)
 
     def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
         return fs.sizes_under(shard_dir(shard))  # one listing of the shard's folder (~50 files)

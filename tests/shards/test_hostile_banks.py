@@ -66,3 +66,28 @@ def test_sync_takes_a_shard_name_from_its_record_file_and_checks_it(tmp_path, in
     assert len(list(BankReader(opened))) == len(truth)  # and the bank reads as before
     report = verify_bank(str(tmp_path / "b"))
     assert {"copied", "bad name"} <= set(report.broken)
+
+
+def _same_size_edit(path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert old in data and len(old) == len(new)
+    path.write_bytes(data.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("edit", ["fill value", "domain", "segment id", "wds index"])
+def test_same_size_metadata_changes_are_refused_by_the_default_reader(tmp_path, edit):
+    layout = "webdataset" if edit == "wds index" else "zarr"
+    make_bank(tmp_path / "b", layout, shards=1)
+    shard = tmp_path / "b" / "shards"
+    if edit == "fill value":
+        _same_size_edit(shard / "shard-00000.zarr" / "audio" / "samples" / "zarr.json", b'"fill_value": 0', b'"fill_value": 7')
+    elif edit == "domain":
+        _same_size_edit(shard / "shard-00000.zarr" / "zarr.json", b'"music"', b'"mus1c"')
+    elif edit == "segment id":
+        seg = next(iter(BankReader(str(tmp_path / "b")))).segment.id
+        _same_size_edit(shard / "shard-00000.zarr" / "zarr.json", seg.encode(), seg[:-1].encode() + b"x")
+    else:
+        _same_size_edit(shard / "shard-00000.speechy.json", b'"frames": ', b'"frames":\t')
+    with pytest.raises(BankError, match="does not match its commit record"):
+        list(BankReader(str(tmp_path / "b")))
+    assert not verify_bank(str(tmp_path / "b")).ok
