@@ -329,6 +329,19 @@ class Bank:
                                      f"catalog's teacher {teacher!r} has {(have or 'none')[:12]}: its features would "
                                      "decode wrong", shard=record.name)
 
+    def check_teacher_records(self, record: CommitRecord) -> None:
+        """Refuse a shard whose teachers' catalog records differ from the copies its commit record
+        holds (an edited bank.json: another frame rate misaligns every cropped target, another
+        codec or dim decodes garbage). Records from before teacher copies were kept pass."""
+        for name, tj in (record.teachers or {}).items():
+            have = self.catalog.teachers.get(name)
+            if have is None:
+                raise ShardError(f"its teacher {name!r} is not in the catalog", shard=record.name)
+            diff = have.differences(TeacherRecord.from_json(tj))
+            if diff:
+                raise ShardError(f"the catalog's teacher {name!r} is not the one this shard was committed with: "
+                                 + "; ".join(diff) + " (bank.json edited?)", shard=record.name)
+
     def _check_committed(self, record: CommitRecord) -> None:
         """Re-open the shard as a reader would and check it against its record."""
         reader = self.shard_reader(record.name, record=record, check="none")
@@ -421,6 +434,7 @@ class Bank:
             full = self.full_record(name, record)
             files = full.files
             self.check_codec_states(full)
+            self.check_teacher_records(full)
             sizes = self.file_sizes(full)
             for rel, meta in full.files.items():
                 size = sizes[rel]

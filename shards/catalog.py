@@ -62,6 +62,19 @@ class TeacherRecord:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def differences(self, committed: TeacherRecord) -> list[str]:
+        """How this (catalog) record disagrees with ``committed``, the copy a shard's commit record
+        holds: what decodes and aligns its features must be equal; the layers and domains a
+        teacher has may only have grown since (codec states: see Bank.check_codec_states)."""
+        out = [f"{k} {getattr(self, k)!r} (shard committed with {getattr(committed, k)!r})"
+               for k in ("source", "revision", "fingerprint", "dim", "frame_rate", "codec", "num_layers",
+                         "input_sample_rate", "home_domain", "extra") if getattr(self, k) != getattr(committed, k)]
+        if not set(committed.layers) <= set(self.layers):
+            out.append(f"layers {self.layers} lack {sorted(set(committed.layers) - set(self.layers))}")
+        if self.domains and not (committed.domains and set(committed.domains) <= set(self.domains)):
+            out.append(f"domains {self.domains} (shard committed with {committed.domains or 'all'})")
+        return out
+
     @classmethod
     def from_json(cls, d: dict) -> TeacherRecord:
         known = {f.name for f in fields(cls)}

@@ -118,10 +118,11 @@ def _verify_shard(bank: Bank, rec: CommitRecord | None, cat: ShardRecord, checks
         return out
     if _comparable(rec) != _comparable(cat):
         out.problems.append("commit record disagrees with the catalog")
-    try:
-        bank.check_codec_states(rec)
-    except BankError as e:
-        out.problems.append(str(e))
+    for check in (bank.check_codec_states, bank.check_teacher_records):
+        try:
+            check(rec)
+        except BankError as e:
+            out.problems.append(str(e))
     if _check_files(bank, rec, out, checksums):
         _check_structure(bank, cat, out)
     return out

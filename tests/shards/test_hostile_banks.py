@@ -91,3 +91,19 @@ def test_same_size_metadata_changes_are_refused_by_the_default_reader(tmp_path, 
     with pytest.raises(BankError, match="does not match its commit record"):
         list(BankReader(str(tmp_path / "b")))
     assert not verify_bank(str(tmp_path / "b")).ok
+
+
+@pytest.mark.parametrize(("key", "value"), [("frame_rate", 49.0), ("dim", 13), ("home_domain", "music"),
+                                            ("codec", {"name": "float16", "version": 1, "config": {}})])
+def test_an_edited_teacher_record_in_the_catalog_is_refused(tmp_path, key, value):
+    import json
+
+    make_bank(tmp_path / "b", "zarr", shards=1)
+    path = tmp_path / "b" / "bank.json"
+    cat = json.loads(path.read_text())
+    cat["teachers"]["speechy"][key] = value
+    path.write_text(json.dumps(cat))
+    with pytest.raises(BankError, match=f"teacher 'speechy' is not the one.*{key}"):
+        list(BankReader(str(tmp_path / "b")))
+    report = verify_bank(str(tmp_path / "b"))
+    assert key in str(report.broken.get("shard-00000"))
