@@ -9,6 +9,7 @@ written to a temporary name and renamed; object stores replace an object with a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import UnsafePathError
+from .errors import BankError, StorageError, UnsafePathError
 from .lease import temp_tag
 
 _CHUNK = 4 << 20
@@ -33,8 +34,49 @@ def check_relpath(rel: str) -> str:
     return norm
 
 
+_STORE_LIBRARIES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "adlfs", "azure", "urllib3",
+                    "requests", "fsspec"}
+
+
+def is_store_failure(e: BaseException) -> bool:
+    """An error of the store or its client library (connection, credentials, throttling), not a
+    missing file and not a bug here."""
+    if isinstance(e, (FileNotFoundError, FileExistsError, BankError)):
+        return False
+    if isinstance(e, (OSError, TimeoutError)):
+        return True
+    return any(c.__module__.split(".")[0] in _STORE_LIBRARIES for c in type(e).__mro__)
+
+
+def _named(op: str):
+    """Run a BankFS operation so that a store failure is a StorageError naming the bank URL, the
+    operation and the path, and a missing object a FileNotFoundError naming its path (object
+    stores say only "The specified key does not exist.")."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(self, *args, **kw):
+            try:
+                return fn(self, *args, **kw)
+            except FileNotFoundError as e:
+                what = args[0] if args and isinstance(args[0], str) else ""
+                if what and what in str(e):
+                    raise
+                raise FileNotFoundError(f"{self.url}: {what} does not exist ({e})") from e
+            except Exception as e:
+                if not is_store_failure(e):
+                    raise
+                what = args[0] if args and isinstance(args[0], str) else ""
+                raise StorageError(f"{self.url}: {op} {what} failed: {type(e).__name__}: {e}".replace("  ", " ")) from e
+
+        return run
+
+    return wrap
+
+
 class BankFS:
-    """A bank root plus the few file operations the bank needs."""
+    """A bank root plus the few file operations the bank needs. Store failures are StorageError
+    (:func:`_named`)."""
 
     def __init__(self, root: str, storage_options: dict | None = None):
         self.url = str(root)
@@ -67,6 +109,7 @@ class BankFS:
         return f"{self.url.rstrip('/')}/{rel}"
 
     # -- whole objects -----------------------------------------------------------------------
+    @_named("looking up")
     def exists(self, rel: str) -> bool:
         self._fresh()
         return self.fs.exists(self.path(rel))
@@ -97,6 +140,7 @@ class BankFS:
                 if os.path.islink(os.path.join(folder, name)):
                     self.refuse_link(posixpath.relpath(os.path.join(folder, name), self.root))
 
+    @_named("reading")
     def read_bytes(self, rel: str) -> bytes:
         self.refuse_link(rel)
         return self.fs.cat_file(self.path(rel))
@@ -110,11 +154,22 @@ class BankFS:
             if self.is_local or len(part) == 1:
                 yield from ((r, self.read_bytes(r)) for r in part)
                 continue
-            got = self.fs.cat([self.path(r) for r in part], on_error="raise")
+            got = self._cat(part)
             by_path = {_strip_proto(k): v for k, v in got.items()}
             for r in part:
-                yield r, by_path[_strip_proto(self.path(r))]
+                data = by_path[_strip_proto(self.path(r))]
+                if isinstance(data, FileNotFoundError):
+                    raise FileNotFoundError(f"{self.url}: {r} does not exist ({data})")
+                if isinstance(data, BaseException):
+                    raise StorageError(f"{self.url}: reading {r} failed: {type(data).__name__}: {data}") from data
+                yield r, data
 
+    @_named("reading")
+    def _cat(self, rels: list[str]) -> dict:
+        """fsspec's ``cat`` of ``rels``: each path's bytes, or the exception reading it raised."""
+        return self.fs.cat([self.path(r) for r in rels], on_error="return")
+
+    @_named("writing")
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         target = self.path(rel)
         self._make_folder(posixpath.dirname(target))
@@ -133,6 +188,7 @@ class BankFS:
         """Whether :meth:`create_exclusive` is atomic here (local files; S3's conditional PUT)."""
         return self.is_local or type(self.fs).__name__ == "S3FileSystem"
 
+    @_named("creating")
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Write ``rel`` only if it does not exist; False if it does. Atomic on a local disk
         (``O_EXCL``) and on S3 (``If-None-Match: *``); elsewhere fsspec checks, then writes."""
@@ -156,6 +212,7 @@ class BankFS:
             raise
         return True
 
+    @_named("writing")
     def put_many(self, objs: dict[str, bytes]) -> None:
         """Write files (not atomically: a writer's temporary folder), concurrently on an object
         store (one batch of PUTs)."""
@@ -178,6 +235,7 @@ class BankFS:
         elif not self.is_object_store:
             self.fs.makedirs(folder, exist_ok=True)
 
+    @_named("opening")
     def open(self, rel: str, mode: str = "rb", **kw):
         if "w" in mode:
             self._make_folder(posixpath.dirname(self.path(rel)))
@@ -185,10 +243,12 @@ class BankFS:
             self.refuse_link(rel)
         return self.fs.open(self.path(rel), mode, **kw)
 
+    @_named("sizing")
     def size(self, rel: str) -> int:
         self.refuse_link(rel)
         return int(self.fs.size(self.path(rel)))
 
+    @_named("hashing")
     def sha256(self, rel: str) -> str:
         self.refuse_link(rel)
         h = hashlib.sha256()
@@ -207,6 +267,7 @@ class BankFS:
         for p in sorted(self.fs.find(base)):
             yield check_relpath(posixpath.relpath(_strip_proto(p), self.root))
 
+    @_named("listing")
     def sizes_under(self, rel: str) -> dict[str, int]:
         """Bank-relative path -> size of every file under folder ``rel``, from one listing (one
         paginated LIST on an object store, instead of a HEAD per file). Locally, refuses links."""
@@ -220,6 +281,7 @@ class BankFS:
                 out[check_relpath(posixpath.relpath(_strip_proto(p), self.root))] = int(info.get("size") or 0)
         return out
 
+    @_named("listing")
     def sizes_with_prefix(self, rel: str, prefix: str) -> dict[str, int] | None:
         """Bank-relative path -> size of every file under folder ``rel`` (at any depth) whose
         path there starts with ``prefix``, from one listing of that prefix - on object stores
@@ -242,6 +304,7 @@ class BankFS:
             return None
         return {r: n for r, n in found.items() if posixpath.dirname(r) == rel.rstrip("/")}
 
+    @_named("listing")
     def _ls(self, rel: str, detail: bool) -> list:
         """One listing of folder ``rel``; [] when there is none (no existence check first: on an
         object store that is a HEAD and a LIST more)."""
@@ -251,6 +314,7 @@ class BankFS:
         except FileNotFoundError:
             return []
 
+    @_named("listing")
     def listdir_root(self) -> list[str]:
         """Names directly under the bank root."""
         self._fresh()
@@ -272,10 +336,12 @@ class BankFS:
             out[name] = (int(info.get("size") or 0), _mtime(info))
         return out
 
+    @_named("removing")
     def remove_file(self, rel: str) -> None:
         """Delete one file with one request (FileNotFoundError if it is not there, locally)."""
         self.fs.rm_file(self.path(rel))
 
+    @_named("listing")
     def newest_mtime(self, rel: str) -> float | None:
         """The latest modification time of the file ``rel`` or of any file under it (one listing)."""
         self._fresh()
@@ -283,11 +349,13 @@ class BankFS:
         times = [t for t in times if t is not None]
         return max(times) if times else None
 
+    @_named("removing")
     def remove(self, rel: str) -> None:
         p = self.path(rel)
         if self.fs.exists(p):
             self.fs.rm(p, recursive=True)
 
+    @_named("moving")
     def move(self, src: str, dst: str) -> None:
         """Rename a file or folder. Atomic on local disk; copy-then-delete on object stores."""
         s, d = self.path(src), self.path(dst)
@@ -307,6 +375,7 @@ class BankFS:
             self.fs.rm(s, recursive=True)
         self._fresh()
 
+    @_named("moving")
     def move_file(self, src: str, dst: str) -> None:
         """Rename one file, replacing ``dst``: :meth:`move` without its checks of what the paths
         are (on an object store, three requests more per file)."""
@@ -319,6 +388,7 @@ class BankFS:
             self.fs.rm_file(s)
         self._fresh()
 
+    @_named("making")
     def makedirs(self, rel: str) -> None:
         self.fs.makedirs(self.path(rel), exist_ok=True)
 

@@ -29,9 +29,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 
-from .errors import ShardError
+from .errors import ShardError, StorageError
 from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
-from .fs import BankFS
+from .fs import BankFS, is_store_failure
 from .layouts import FileEntries, file_entries, register_layout
 from .lease import temp_tag
 from .segments import Segment
@@ -406,8 +406,9 @@ class _RowWindow:
     where the last one ended (a sequential pass) reads ``readahead`` chunks at once, so each chunk
     is decoded once; any other request (a random crop) reads only the chunks it touches."""
 
-    def __init__(self, array, readahead_chunks: int):
+    def __init__(self, array, readahead_chunks: int, where: str = ""):
         self.array = array
+        self.where = where  # the shard, for a store failure's message
         self.chunk = int(array.chunks[0]) if array.ndim else 1
         self.readahead = readahead_chunks
         self.lo = self.hi = 0
@@ -421,7 +422,13 @@ class _RowWindow:
             start = (lo // self.chunk) * self.chunk
             stop = max(hi, start + self.readahead * self.chunk) if sequential else hi
             stop = min(self.array.shape[0], -(-stop // self.chunk) * self.chunk)
-            self.data, self.lo, self.hi = self.array[start:stop], start, stop
+            try:
+                self.data, self.lo, self.hi = self.array[start:stop], start, stop
+            except Exception as e:
+                if not is_store_failure(e):
+                    raise
+                raise StorageError(f"reading {self.array.path} of shard {self.where!r} failed: {type(e).__name__}: "
+                                   f"{e}") from e
         return self.data[lo - self.lo:hi - self.lo]
 
 
@@ -469,7 +476,7 @@ class ZarrShardReader(LayerDecoder):
         hi = b if num is None else min(b, lo + num)
         win = f.get("window")
         if win is None:
-            win = f["window"] = _RowWindow(f["group"]["samples"], self.readahead)
+            win = f["window"] = _RowWindow(f["group"]["samples"], self.readahead, self.name)
         return win.rows(lo, hi).copy()
 
     def covered(self, fname: str, i: int) -> bool:
@@ -489,7 +496,8 @@ class ZarrShardReader(LayerDecoder):
             win = f["arrays"].get((layer, ps.name))
             if win is None:
                 arr = f["group"][layer_key(layer)][ps.name]
-                win = f["arrays"][(layer, ps.name)] = _RowWindow(arr, self.readahead if ps.kind == "frame" else 1 << 30)
+                win = f["arrays"][(layer, ps.name)] = _RowWindow(arr, self.readahead if ps.kind == "frame" else 1 << 30,
+                                                                 self.name)
             parts[ps.name] = win.rows(i, i + 1) if ps.kind == "segment" else win.rows(a + lo, a + hi)
         return parts
 
