@@ -64,6 +64,9 @@ class Bank:
             if bank.catalog.layout != layout:
                 raise CatalogError(f"bank {root} has layout {bank.catalog.layout!r}, not {layout!r}")
             return bank
+        outer = bank.fs.enclosing(CATALOG)
+        if outer is not None:  # its clean, verify and sync would take this bank's files for its own
+            raise CatalogError(f"{root} lies inside the bank {outer}: make a bank outside any other")
         held = recovery.commit_files(bank.fs)
         if held:
             # a bank whose catalog is gone: its teachers' identities and fitted codec states went

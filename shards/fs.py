@@ -14,6 +14,7 @@ import hashlib
 import os
 import posixpath
 from collections.abc import Iterator
+from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -168,6 +169,23 @@ class BankFS:
     def _cat(self, rels: list[str]) -> dict:
         """fsspec's ``cat`` of ``rels``: each path's bytes, or the exception reading it raised."""
         return self.fs.cat([self.path(r) for r in rels], on_error="return")
+
+    @_named("looking up")
+    def enclosing(self, name: str) -> str | None:
+        """The nearest folder above the root holding a file ``name`` (a local path or a URL), or
+        None; up to the filesystem root or the bucket."""
+        if self.is_local:
+            for parent in Path(self.root).resolve().parents:
+                if (parent / name).is_file():
+                    return str(parent)
+            return None
+        protocol = fsspec.core.split_protocol(self.url)[0]
+        parts = self.root.split("/")
+        for k in range(len(parts) - 1, 0, -1):
+            folder = "/".join(parts[:k])
+            if self.fs.exists(f"{folder}/{name}"):
+                return f"{protocol}://{folder}" if protocol else folder
+        return None
 
     @_named("writing")
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:

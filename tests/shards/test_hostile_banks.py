@@ -107,3 +107,25 @@ def test_an_edited_teacher_record_in_the_catalog_is_refused(tmp_path, key, value
         list(BankReader(str(tmp_path / "b")))
     report = verify_bank(str(tmp_path / "b"))
     assert key in str(report.broken.get("shard-00000"))
+
+
+@pytest.mark.parametrize("inner", ["shards/nested", "deeper/still/x"])
+def test_a_bank_is_not_made_inside_another(tmp_path, inner):
+    make_bank(tmp_path / "b", "zarr", shards=1)
+    with pytest.raises(BankError, match=f"inside the bank {tmp_path / 'b'}"):
+        Bank.create(str(tmp_path / "b" / inner), "zarr")
+    assert not (tmp_path / "b" / inner).exists()
+    assert verify_bank(str(tmp_path / "b")).ok
+
+
+def test_torn_atomic_writes_are_reported_and_cleaned(tmp_path):
+    bank, _ = make_bank(tmp_path / "b", "zarr", shards=1)
+    torn = ["bank.json.tmp-1a2b3c4d", "commits/shard-00000.json.tmp-run0123456789abcdef-1a2b3c4d",
+            "codec_state/x/L01.npz.tmp-5e6f7a8b"]
+    for rel in torn:
+        (tmp_path / "b" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "b" / rel).write_bytes(b"{")
+    report = verify_bank(str(tmp_path / "b"))
+    assert all(rel in str(report.broken["<bank>"]) for rel in torn), report.broken
+    # the one of a run holding no lease is younger than the lease TTL: kept until then
+    assert bank.remove_temporaries() == sorted(torn[::2])
