@@ -26,7 +26,7 @@ import numpy as np
 
 from . import __version__, lease, recovery
 from .catalog import Catalog, CommitRecord, FieldRecord, ShardRecord, TeacherRecord
-from .errors import CatalogError, MissingDataError, ShardError
+from .errors import CatalogError, MissingDataError, ShardError, StorageError
 from .fields import AUDIO, FieldSpec
 from .fs import BankFS
 from .layouts import Layout, LayoutName, ShardReader, get_layout
@@ -121,6 +121,12 @@ class Bank:
         claimed for the read-merge-write (:class:`lease.Claim`), so two savers never interleave."""
         with lease.Claim(self.fs, "catalog", "bank"):
             stamp = self._disk_stamp()
+            if stamp == "missing" and self._stamp not in (None, "missing"):
+                # read here, gone now: the store lost its objects (or someone removed the bank) - a
+                # catalog written now would name shards whose files may be gone with it
+                raise StorageError(f"{self.root}/{CATALOG} is gone from the store since this process read it; "
+                                   "not writing a catalog that may name lost objects (check the store, then "
+                                   "`audistill shards rebuild` from commits/)")
             if stamp is None or stamp != self._stamp:
                 try:
                     on_disk = Catalog.loads(self.fs.read_bytes(CATALOG), where=f"{self.root}/{CATALOG}")

@@ -72,3 +72,12 @@ def test_objects_the_store_lost_are_named(s3_bucket):
         list(BankReader(bank, shards=["shard-00000"]))
     with pytest.raises(BankError, match="shard-00001"):
         list(BankReader(bank, shards=["shard-00001"]))
+
+
+def test_a_run_does_not_write_a_catalog_after_the_store_lost_it(s3_bucket):
+    prefix, opts = s3_bucket
+    bank, _ = make_bank(f"{prefix}/b", "zarr", storage_options=opts, shards=1)
+    bank.fs.fs.rm(bank.fs.root, recursive=True)  # the store lost everything under the bank
+    with pytest.raises(StorageError, match="bank.json is gone from the store"):
+        bank.save_catalog()
+    assert not bank.fs.exists("bank.json")
