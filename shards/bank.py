@@ -280,7 +280,14 @@ class Bank:
         while the field is written (another run adding a field to it is waited for).
         """
         with lease.Claim(self.fs, "shards", shard):
-            adder = yield from self._add_field(shard, teacher, layers)
+            record = self.full_record(shard)
+            want = set(layers if layers is not None else self.catalog.teacher(teacher).layers)
+            known = self.catalog.shards[shard].layers_of(teacher)
+            if want <= record.layers_of(teacher) and not want & known:  # another run added them meanwhile
+                adder = AlreadyAdded(record)
+                yield adder
+            else:
+                adder = yield from self._add_field(shard, teacher, layers, record)
         if update_catalog:
             self.catalog.shards[shard] = adder.record.slim()
             self.save_catalog()
@@ -454,6 +461,17 @@ class Bank:
                 if check == "sha256" and self.fs.sha256(rel) != meta["sha256"]:
                     raise ShardError(f"file {rel} does not match its sha256", shard=name)
         return self.layout_of(record).reader(self.fs, name, list(record.fields), files)
+
+
+class AlreadyAdded:
+    """The adder :meth:`Bank.add_field` gives when another run added the same layers to the shard
+    while this one computed them: it takes the segments and keeps nothing."""
+
+    def __init__(self, record: CommitRecord):
+        self.record = record
+
+    def add(self, segment, layers: dict | None) -> None:
+        pass
 
 
 class LateShardWriter:

@@ -184,3 +184,26 @@ def test_a_shard_another_run_committed_meanwhile_gets_only_what_it_lacks(tmp_pat
     assert verify_bank(str(tmp_path / "b")).ok
     with pytest.raises(ShardError, match="other segments"), stale.write_shard("shard-00000", ["speechy"]) as w:
         w.add(segs[0].segment, segs[0].audio, {"speechy": None})
+
+
+def test_layers_another_run_added_meanwhile_are_not_added_twice(tmp_path):
+    bank, _ = make_bank(tmp_path / "b", "zarr", shards=1)
+    bank.register_teacher(TeacherRecord(name="late", source="test/late", dim=4, frame_rate=50.0,
+                                        codec=get_codec("float32").record(), layers=[1], num_layers=2,
+                                        revision="r1", fingerprint="f" * 64))
+    one, two = Bank.open(str(tmp_path / "b")), Bank.open(str(tmp_path / "b"))  # both planned the addition
+    segs = list(BankReader(one, {"speechy": [1]}, shards=["shard-00000"]))
+    codec = get_codec("float32")
+    import torch
+
+    for bank_ in (one, two):
+        with bank_.add_field("shard-00000", "late") as a:
+            for sd in segs:
+                frames = sd.segment.num_samples * 50 // 16000
+                a.add(sd.segment, {1: codec.encode(torch.ones(frames, 4))})
+    rec = Bank.open(str(tmp_path / "b")).read_commit_record("shard-00000")
+    assert [f.name for f in rec.teacher_fields("late")] == ["late"]  # once, not as "late-f2" too
+    assert verify_bank(str(tmp_path / "b")).ok
+    with pytest.raises(Exception, match="already holds"):  # a caller that knew they are there: refused
+        with Bank.open(str(tmp_path / "b")).add_field("shard-00000", "late"):
+            pass
