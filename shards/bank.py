@@ -1,6 +1,7 @@
 """A bank: its catalog, its codec states, and atomic shard commits.
 
-Commit protocol for a shard (one writer per shard):
+Commit protocol for a shard (one writer per shard: the writer claims it first, see
+:mod:`audistill.shards.lease`):
 
 1. every file is written under a temporary name (``shards/.tmp-*``) and hashed there;
 2. the files are moved to their final names;
@@ -10,7 +11,8 @@ Commit protocol for a shard (one writer per shard):
    by :meth:`Bank.sync_catalog` when several processes wrote shards.
 
 A crash before step 4 leaves temporary or uncommitted files that no reader uses (readers go
-through the catalog), that ``verify`` reports, and that a re-run removes and rewrites.
+through the catalog), that ``verify`` reports, and that a re-run removes and rewrites. Temporaries
+name their run; cleaning spares those of runs still alive (their leases say so).
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ class Bank:
     def save_catalog(self) -> None:
         """Write ``bank.json``, merged with what is there now: another run's teachers, fitted codec
         states and shards stay (a plain rewrite would drop them until a sync). The catalog is
-        claimed for the read-merge-write (:class:`lease.Claim`), so two savers never interleave."""
+        claimed for the read-merge-write (:class:`lease.Claim`), so two savers never interleave.
+        A save therefore never removes a shard or teacher another writer put there."""
         with lease.Claim(self.fs, "catalog", "bank"):
             stamp = self._disk_stamp()
             if stamp == "missing" and self._stamp not in (None, "missing"):

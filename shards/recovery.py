@@ -2,7 +2,7 @@
 
 - :func:`sync_catalog`: merge the commit records other processes wrote into ``bank.json``;
 - :func:`rebuild_catalog`: make a lost ``bank.json`` again from the commit records;
-- :func:`remove_temporaries`: delete what crashed writers left under ``.tmp-`` names;
+- :func:`remove_temporaries`: delete what writers no longer alive left under ``.tmp-`` names;
 - :func:`iter_commit_records`: every commit record, streamed (verify, rebuild, extraction resume).
 
 The commit records (``commits/NAME.json``) are the record of truth; the catalog is their merge
