@@ -81,3 +81,19 @@ def test_a_run_does_not_write_a_catalog_after_the_store_lost_it(s3_bucket):
     with pytest.raises(StorageError, match="bank.json is gone from the store"):
         bank.save_catalog()
     assert not bank.fs.exists("bank.json")
+
+
+def test_the_cli_says_a_closed_endpoint_in_one_line(s3_bucket, monkeypatch, capsys):
+    import json
+    import sys
+
+    from audistill.tools.cli import main
+
+    prefix, opts = s3_bucket
+    dead = {**opts, **FAST, "client_kwargs": {**opts["client_kwargs"], "endpoint_url": f"http://127.0.0.1:{_closed_port()}"}}
+    monkeypatch.setattr(sys, "argv", ["audistill", "shards", "info", f"{prefix}/b", "--storage-options", json.dumps(dead)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{prefix}/b: reading bank.json failed: EndpointConnectionError" in err
