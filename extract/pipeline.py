@@ -326,15 +326,29 @@ def write_shard_in_process(root: str, storage_options: dict | None, st: _ShardSt
     return _write(open_bank_cached(root, storage_options), st)
 
 
-def _die_with_parent() -> None:
-    """Writer processes get SIGKILL when the extractor dies (Linux), so a killed run leaves no
-    orphan finishing a shard while the re-run rewrites it."""
+def _die_with_parent(parent: int | None = None) -> None:
+    """Writer processes exit when the extractor dies, so a killed run leaves no orphan finishing a
+    shard while the re-run rewrites it (nor ~0.5 GB each, forever): Linux's PR_SET_PDEATHSIG,
+    set as the writer starts. A parent killed before that (a writer's imports take seconds) sends
+    no signal, so the writer also exits when its parent is no longer ``parent``; elsewhere a
+    thread watches for that."""
     import ctypes
     import signal
     import sys
+    import threading
 
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    elif parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _warm_writer() -> None:
@@ -435,7 +449,7 @@ def _writer_pool(opts: RunOptions, device: torch.device, need: SharedNeed | None
                         "fewer --loader-workers", _gib(need.audio), SHM, _gib(free), fix)
     if kind == "process":
         pool = ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn"),
-                                   initializer=_die_with_parent)
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
         for _ in range(opts.writers):  # start every writer now (the pool starts them one per waiting task)
             pool.submit(_warm_writer)
         return pool, True

@@ -1,6 +1,7 @@
 """A bank: its catalog, its codec states, and atomic shard commits.
 
-Commit protocol for a shard (one writer per shard):
+Commit protocol for a shard (one writer per shard: the writer claims it first, see
+:mod:`audistill.shards.lease`):
 
 1. every file is written under a temporary name (``shards/.tmp-*``) and hashed there;
 2. the files are moved to their final names;
@@ -10,7 +11,8 @@ Commit protocol for a shard (one writer per shard):
    by :meth:`Bank.sync_catalog` when several processes wrote shards.
 
 A crash before step 4 leaves temporary or uncommitted files that no reader uses (readers go
-through the catalog), that ``verify`` reports, and that a re-run removes and rewrites.
+through the catalog), that ``verify`` reports, and that a re-run removes and rewrites. Temporaries
+name their run; cleaning spares those of runs still alive (their leases say so).
 
 How a shard becomes files is its layout's business (layouts.py); merging commit records,
 rebuilding a lost catalog and removing temporaries are recovery.py's.
@@ -27,9 +29,9 @@ from typing import Literal
 
 import numpy as np
 
-from . import __version__, recovery
+from . import __version__, lease, recovery
 from .catalog import Catalog, CommitRecord, FieldRecord, ShardRecord, TeacherRecord
-from .errors import CatalogError, MissingDataError, ShardError
+from .errors import CatalogError, MissingDataError, ShardError, StorageError
 from .fields import AUDIO, FieldSpec
 from .fs import BankFS
 from .layouts import Layout, LayoutName, ShardReader, get_layout
@@ -46,6 +48,7 @@ class Bank:
         self.fs = BankFS(root, storage_options)
         self.root = str(root)
         self._catalog: Catalog | None = None
+        self._stamp = None  # bank.json's stamp when this process last read or wrote it (save_catalog)
 
     def __repr__(self) -> str:
         return f"Bank({self.root!r})"
@@ -66,6 +69,9 @@ class Bank:
             if bank.catalog.layout != layout:
                 raise CatalogError(f"bank {root} has layout {bank.catalog.layout!r}, not {layout!r}")
             return bank
+        outer = bank.fs.enclosing(CATALOG)
+        if outer is not None:  # its clean, verify and sync would take this bank's files for its own
+            raise CatalogError(f"{root} lies inside the bank {outer}: make a bank outside any other")
         held = recovery.commit_files(bank.fs)
         if held:
             # a bank whose catalog is gone: its teachers' identities and fitted codec states went
@@ -86,11 +92,13 @@ class Bank:
         return bank
 
     def reload(self) -> None:
+        before = self._disk_stamp() if self.fs.is_local else None  # taken first: a later change is seen as one
         try:
             data = self.fs.read_bytes(CATALOG)
         except FileNotFoundError:
             raise CatalogError(f"{self.root} is not a bank: no {CATALOG} there") from None
         self._catalog = Catalog.loads(data, where=f"{self.root}/{CATALOG}")
+        self._stamp = before if self.fs.is_local else self._stamp_of(data)
 
     @property
     def catalog(self) -> Catalog:
@@ -113,7 +121,49 @@ class Bank:
         return get_layout(self.layout if record is None else record.layout)
 
     def save_catalog(self) -> None:
-        self.fs.write_bytes_atomic(CATALOG, self.catalog.dumps())
+        """Write ``bank.json``, merged with what is there now: another run's teachers, fitted codec
+        states and shards stay (a plain rewrite would drop them until a sync). The catalog is
+        claimed for the read-merge-write (:class:`lease.Claim`), so two savers never interleave.
+        A save therefore never removes a shard or teacher another writer put there."""
+        with lease.Claim(self.fs, "catalog", "bank"):
+            stamp = self._disk_stamp()
+            if stamp == "missing" and self._stamp not in (None, "missing"):
+                # read here, gone now: the store lost its objects (or someone removed the bank) - a
+                # catalog written now would name shards whose files may be gone with it
+                raise StorageError(f"{self.root}/{CATALOG} is gone from the store since this process read it; "
+                                   "not writing a catalog that may name lost objects (check the store, then "
+                                   "`audistill shards rebuild` from commits/)")
+            if stamp is None or stamp != self._stamp:
+                try:
+                    on_disk = Catalog.loads(self.fs.read_bytes(CATALOG), where=f"{self.root}/{CATALOG}")
+                except FileNotFoundError:
+                    on_disk = None
+                if on_disk is not None:
+                    self.catalog.merge(on_disk)
+            data = self.catalog.dumps()
+            self.fs.write_bytes_atomic(CATALOG, data)
+            self._stamp = self._stamp_of(data)
+
+    def _disk_stamp(self):
+        """What tells whether ``bank.json`` changed since this process read or wrote it: (size,
+        mtime) locally, the ETag (an MD5 of a single-PUT object) on S3; None elsewhere (always
+        merge)."""
+        try:
+            info = self.fs.fs.info(self.fs.path(CATALOG))
+        except FileNotFoundError:
+            return "missing"
+        if self.fs.is_local:
+            return (info.get("size"), info.get("mtime"))
+        etag = info.get("ETag") or info.get("etag")
+        return etag.strip('"') if isinstance(etag, str) else None
+
+    def _stamp_of(self, data: bytes):
+        """The stamp ``bank.json`` has when it holds ``data`` (just written or read)."""
+        if self.fs.is_local:
+            return self._disk_stamp()
+        import hashlib
+
+        return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
     # -- teachers and codec state --------------------------------------------------------------
     def register_teacher(self, rec: TeacherRecord, save: bool = True) -> TeacherRecord:
@@ -171,26 +221,34 @@ class Bank:
         Yields a writer with ``add(segment, audio_int16, {teacher: {layer: parts} | None})``.
         On a clean exit the shard is committed and ``writer.record`` holds its commit record; on an
         exception nothing is committed and the temporary files are removed.
+
+        The shard is claimed for this run first (:class:`lease.Claim`; a live run writing it is
+        waited for). If another run committed it meanwhile, the writer keeps what it is given and
+        adds the teachers (layers) that run's shard lacks, after checking it holds the same segments.
         """
         check_key(name, "shard name")
-        if self.is_committed(name):
-            raise CatalogError(f"shard {name!r} is already committed in {self.root}")
         if not isinstance(teachers, dict):
             teachers = {t: None for t in teachers or []}
-        fields = [FieldSpec(AUDIO)] + [self.field_spec(t, layers=lay) for t, lay in teachers.items()]
-        layout = self.layout_of()
-        layout.remove_uncommitted(self.fs, name, fields)
-        writer = layout.writer(self.fs, name, fields)
-        try:
-            yield writer
-            counts = writer.close()
-            record = self._commit_new(name, writer, fields, counts)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.record = record  # this shard's commit record (safe with several writers at once)
+        with lease.Claim(self.fs, "shards", name):
+            if name in self.catalog.shards or self.fs.exists(commit_path(name)):  # another run committed it
+                writer = LateShardWriter(self, name, teachers)
+                yield writer
+                writer.record = writer.commit()
+            else:
+                fields = [FieldSpec(AUDIO)] + [self.field_spec(t, layers=lay) for t, lay in teachers.items()]
+                layout = self.layout_of()
+                layout.remove_uncommitted(self.fs, name, fields)
+                writer = layout.writer(self.fs, name, fields)
+                try:
+                    yield writer
+                    counts = writer.close()
+                    record = self._commit_new(name, writer, fields, counts)
+                except BaseException:
+                    writer.abort()
+                    raise
+                writer.record = record  # this shard's commit record (safe with several writers at once)
         if update_catalog:
-            self.catalog.shards[name] = record.slim()
+            self.catalog.shards[name] = writer.record.slim()
             self.save_catalog()
 
     def _commit_new(self, name: str, writer, fields: list[FieldSpec], counts: dict) -> CommitRecord:
@@ -224,11 +282,28 @@ class Bank:
         """Add a teacher's layers to a committed shard without touching what is there.
 
         Yields a writer with ``add(segment, {layer: parts} | None)``, called once per segment of
-        the shard, in the shard's order (``reader.segments``).
+        the shard, in the shard's order (``reader.segments``). The shard is claimed for this run
+        while the field is written (another run adding a field to it is waited for).
         """
+        with lease.Claim(self.fs, "shards", shard):
+            record = self.full_record(shard)
+            want = set(layers if layers is not None else self.catalog.teacher(teacher).layers)
+            known = self.catalog.shards[shard].layers_of(teacher)
+            if want <= record.layers_of(teacher) and not want & known:  # another run added them meanwhile
+                adder = AlreadyAdded(record)
+                yield adder
+            else:
+                adder = yield from self._add_field(shard, teacher, layers, record)
+        if update_catalog:
+            self.catalog.shards[shard] = adder.record.slim()
+            self.save_catalog()
+
+    def _add_field(self, shard: str, teacher: str, layers: list[int] | None, record: CommitRecord | None = None):
+        """:meth:`add_field`'s work, under a claim its caller holds: yields the adder once, then
+        commits; returns the adder (its ``record``: the shard's new commit record)."""
         # the commit record, not the catalog's copy: a field another process added since this
         # catalog was read is in it, and must stay in the record written back
-        record = self.full_record(shard)
+        record = record or self.full_record(shard)
         have = record.layers_of(teacher)
         layers = sorted(layers if layers is not None else self.catalog.teacher(teacher).layers)
         dup = sorted(set(layers) & have)
@@ -255,9 +330,7 @@ class Bank:
         self._check_committed(record)
         self._write_commit(record)
         adder.record = record  # this shard's updated commit record
-        if update_catalog:
-            self.catalog.shards[shard] = record.slim()
-            self.save_catalog()
+        return adder
 
     def _state_digests(self, teacher: str, layers: list[int]) -> dict[str, str]:
         """{"LAYER": sha256} of the fitted codec state each layer is encoded with (none: unfitted)."""
@@ -277,6 +350,19 @@ class Bank:
                     raise ShardError(f"field {fname!r} layer {layer} was encoded with codec state {sha[:12]}, but the "
                                      f"catalog's teacher {teacher!r} has {(have or 'none')[:12]}: its features would "
                                      "decode wrong", shard=record.name)
+
+    def check_teacher_records(self, record: CommitRecord) -> None:
+        """Refuse a shard whose teachers' catalog records differ from the copies its commit record
+        holds (an edited bank.json: another frame rate misaligns every cropped target, another
+        codec or dim decodes garbage). Records from before teacher copies were kept pass."""
+        for name, tj in (record.teachers or {}).items():
+            have = self.catalog.teachers.get(name)
+            if have is None:
+                raise ShardError(f"its teacher {name!r} is not in the catalog", shard=record.name)
+            diff = have.differences(TeacherRecord.from_json(tj))
+            if diff:
+                raise ShardError(f"the catalog's teacher {name!r} is not the one this shard was committed with: "
+                                 + "; ".join(diff) + " (bank.json edited?)", shard=record.name)
 
     def _check_committed(self, record: CommitRecord) -> None:
         """Re-open the shard as a reader would and check it against its record."""
@@ -320,19 +406,24 @@ class Bank:
         record = record or self.shard_record(name)
         if isinstance(record, CommitRecord):
             return record
+        full = self.read_commit_record(name)
+        lost = sorted(set(record.fields) - set(full.fields))
+        if full.name != name or full.num_segments != record.num_segments or lost:
+            raise ShardError(f"commit record {commit_path(name)} disagrees with the catalog ({full.num_segments} segments, "
+                             f"fields missing: {lost or 'none'}; run `audistill shards verify`)", shard=name)
+        return full
+
+    def read_commit_record(self, name: str) -> CommitRecord:
+        """``commits/NAME.json`` as stored (ShardError naming it if missing or unreadable)."""
         rel = commit_path(name)
         try:
             data = self.fs.read_bytes(rel)
         except FileNotFoundError:
             raise ShardError(f"commit record {rel} is missing (run `audistill shards verify`)", shard=name) from None
         try:
-            full = CommitRecord.from_json(json.loads(data))
-        except (ValueError, KeyError, TypeError) as e:
-            raise ShardError(f"commit record {rel} is unreadable: {e!r}", shard=name) from e
-        lost = sorted(set(record.fields) - set(full.fields))
-        if full.name != name or full.num_segments != record.num_segments or lost:
-            raise ShardError(f"commit record {rel} disagrees with the catalog ({full.num_segments} segments, "
-                             f"fields missing: {lost or 'none'}; run `audistill shards verify`)", shard=name)
+            full = recovery.parse_commit_record(rel, name, data)
+        except CatalogError as e:
+            raise ShardError(str(e), shard=name) from e
         full.commit_bytes = len(data)
         return full
 
@@ -360,9 +451,12 @@ class Bank:
         """Open one shard. ``check``: "size" compares file sizes with the commit record (cheap,
         catches truncation and missing files), "sha256" hashes every file, "none" trusts the files."""
         record = record or self.shard_record(name)
+        files = None
         if check != "none":
             full = self.full_record(name, record)
+            files = full.files
             self.check_codec_states(full)
+            self.check_teacher_records(full)
             sizes = self.file_sizes(full)
             for rel, meta in full.files.items():
                 size = sizes[rel]
@@ -372,7 +466,62 @@ class Bank:
                     raise ShardError(f"file {rel} has {size} bytes, the catalog says {meta['bytes']}", shard=name)
                 if check == "sha256" and self.fs.sha256(rel) != meta["sha256"]:
                     raise ShardError(f"file {rel} does not match its sha256", shard=name)
-        return self.layout_of(record).reader(self.fs, name, list(record.fields))
+        return self.layout_of(record).reader(self.fs, name, list(record.fields), files)
+
+
+class AlreadyAdded:
+    """The adder :meth:`Bank.add_field` gives when another run added the same layers to the shard
+    while this one computed them: it takes the segments and keeps nothing."""
+
+    def __init__(self, record: CommitRecord):
+        self.record = record
+
+    def add(self, segment, layers: dict | None) -> None:
+        pass
+
+
+class LateShardWriter:
+    """The writer :meth:`Bank.write_shard` gives when another run committed the shard while this
+    one computed it: it keeps the segments it is given, then adds the teachers (layers) the
+    committed shard lacks - after checking that shard holds the same segments in the same order."""
+
+    def __init__(self, bank: Bank, name: str, teachers: dict[str, list[int] | None]):
+        self.bank, self.name, self.teachers = bank, name, teachers
+        self.segments: list = []
+        self.features: list[dict] = []
+
+    def add(self, segment, audio: np.ndarray | None, features: dict[str, dict | None]) -> None:
+        self.segments.append(segment)
+        self.features.append(features)
+
+    def commit(self) -> CommitRecord:
+        """Add what the committed shard lacks; its commit record after that."""
+        record = self.bank.read_commit_record(self.name)
+        held = [s.id for s in self.bank.shard_reader(self.name, record=record).segments]
+        if held != [s.id for s in self.segments]:
+            raise ShardError(f"another run committed this shard with other segments ({len(held)} there, "
+                             f"{len(self.segments)} here); nothing added", shard=self.name)
+        for teacher, layers in self.teachers.items():
+            want = layers if layers is not None else self.bank.catalog.teacher(teacher).layers
+            need = sorted(set(want) - record.layers_of(teacher))
+            if need:
+                record = self._add(teacher, need, record)
+        return record
+
+    def _add(self, teacher: str, layers: list[int], record: CommitRecord) -> CommitRecord:
+        work = self.bank._add_field(self.name, teacher, layers, record)
+        adder = next(work)
+        try:
+            for seg, feats in zip(self.segments, self.features, strict=True):
+                parts = feats.get(teacher)
+                adder.add(seg, None if parts is None else {k: parts[k] for k in layers})
+        except BaseException as e:
+            work.throw(e)  # removes the staged field, raises e
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value.record
+        raise AssertionError("_add_field yields once")
 
 
 CATALOG_SAVE_S = 30.0  # a long run (extraction, a copy) saves the catalog at most this often, and at its end

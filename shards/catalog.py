@@ -62,6 +62,19 @@ class TeacherRecord:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def differences(self, committed: TeacherRecord) -> list[str]:
+        """How this (catalog) record disagrees with ``committed``, the copy a shard's commit record
+        holds: what decodes and aligns its features must be equal; the layers and domains a
+        teacher has may only have grown since (codec states: see Bank.check_codec_states)."""
+        out = [f"{k} {getattr(self, k)!r} (shard committed with {getattr(committed, k)!r})"
+               for k in ("source", "revision", "fingerprint", "dim", "frame_rate", "codec", "num_layers",
+                         "input_sample_rate", "home_domain", "extra") if getattr(self, k) != getattr(committed, k)]
+        if not set(committed.layers) <= set(self.layers):
+            out.append(f"layers {self.layers} lack {sorted(set(committed.layers) - set(self.layers))}")
+        if self.domains and not (committed.domains and set(committed.domains) <= set(self.domains)):
+            out.append(f"domains {self.domains} (shard committed with {committed.domains or 'all'})")
+        return out
+
     @classmethod
     def from_json(cls, d: dict) -> TeacherRecord:
         known = {f.name for f in fields(cls)}
@@ -260,6 +273,33 @@ class Catalog:
         old.domains = sorted(set(old.domains) | set(rec.domains)) if old.domains and rec.domains else []
         old.codec_state.update(rec.codec_state)
         return old
+
+    def merge(self, other: Catalog) -> None:
+        """Take in what ``other`` (the catalog on disk, written by another run) holds and this one
+        lacks: teachers (their layers, domains and fitted codec states), shards (a shard's entry
+        with more fields wins), statistics and config entries. CatalogError where the two disagree
+        on a teacher's identity or a fitted codec state."""
+        for name, theirs in other.teachers.items():
+            mine = self.teachers.get(name)
+            if mine is not None:
+                clash = sorted(k for k, ref in theirs.codec_state.items()
+                               if k in mine.codec_state and mine.codec_state[k] != ref)
+                if clash:
+                    raise CatalogError(f"teacher {name!r} layers {clash}: another run saved other fitted codec "
+                                       "states into this bank at the same time")
+            self.add_teacher(TeacherRecord.from_json(theirs.to_json()))
+        for name, rec in other.shards.items():
+            mine = self.shards.get(name)
+            if mine is None or set(rec.fields) > set(mine.fields):
+                self.shards[name] = rec
+        for key, per in other.stats.items():
+            merged = self.stats.setdefault(key, {})
+            for k, v in per.items():
+                merged.setdefault(k, v)
+        for k, v in other.config.items():
+            self.config.setdefault(k, v)
+        if other.written_at is not None:
+            self.written_at = other.written_at if self.written_at is None else min(self.written_at, other.written_at)
 
     def teacher(self, name: str) -> TeacherRecord:
         from .errors import MissingDataError

@@ -44,3 +44,11 @@ class MissingDataError(BankError):
 
 class UnsafePathError(BankError):
     """A path built from ids or keys would leave the bank root."""
+
+
+class BusyError(BankError):
+    """Another live run holds what this one needs (a shard being written, the catalog) for too long."""
+
+
+class StorageError(BankError):
+    """The bank's store failed: unreachable, credentials refused, or an object the bank names is gone."""

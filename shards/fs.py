@@ -1,22 +1,26 @@
 """Where a bank's bytes live: a root on local disk or behind an fsspec URL.
 
 Every path is relative to the bank root and checked, so nothing built from ids, keys or a
-catalog can read or write outside the root. Whole-object writes are atomic: local files are
+catalog can read or write outside the root. A local bank holds no symbolic links below its root
+(the root itself may be one): reading through a link is refused, whatever its target, so a
+crafted bank cannot make a reader or a conversion copy files from outside it. Whole-object writes are atomic: local files are
 written to a temporary name and renamed; object stores replace an object with a single PUT.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import UnsafePathError
+from .errors import BankError, StorageError, UnsafePathError
+from .lease import temp_tag
 
 _CHUNK = 4 << 20
 
@@ -31,8 +35,49 @@ def check_relpath(rel: str) -> str:
     return norm
 
 
+_STORE_LIBRARIES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "adlfs", "azure", "urllib3",
+                    "requests", "fsspec"}
+
+
+def is_store_failure(e: BaseException) -> bool:
+    """An error of the store or its client library (connection, credentials, throttling), not a
+    missing file and not a bug here."""
+    if isinstance(e, (FileNotFoundError, FileExistsError, BankError)):
+        return False
+    if isinstance(e, (OSError, TimeoutError)):
+        return True
+    return any(c.__module__.split(".")[0] in _STORE_LIBRARIES for c in type(e).__mro__)
+
+
+def _named(op: str):
+    """Run a BankFS operation so that a store failure is a StorageError naming the bank URL, the
+    operation and the path, and a missing object a FileNotFoundError naming its path (object
+    stores say only "The specified key does not exist.")."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(self, *args, **kw):
+            try:
+                return fn(self, *args, **kw)
+            except FileNotFoundError as e:
+                what = args[0] if args and isinstance(args[0], str) else ""
+                if what and what in str(e):
+                    raise
+                raise FileNotFoundError(f"{self.url}: {what} does not exist ({e})") from e
+            except Exception as e:
+                if not is_store_failure(e):
+                    raise
+                what = args[0] if args and isinstance(args[0], str) else ""
+                raise StorageError(f"{self.url}: {op} {what} failed: {type(e).__name__}: {e}".replace("  ", " ")) from e
+
+        return run
+
+    return wrap
+
+
 class BankFS:
-    """A bank root plus the few file operations the bank needs."""
+    """A bank root plus the few file operations the bank needs. Store failures are StorageError
+    (:func:`_named`)."""
 
     def __init__(self, root: str, storage_options: dict | None = None):
         self.url = str(root)
@@ -65,6 +110,7 @@ class BankFS:
         return f"{self.url.rstrip('/')}/{rel}"
 
     # -- whole objects -----------------------------------------------------------------------
+    @_named("looking up")
     def exists(self, rel: str) -> bool:
         self._fresh()
         return self.fs.exists(self.path(rel))
@@ -74,7 +120,30 @@ class BankFS:
         if not self.is_local:
             self.fs.invalidate_cache()
 
+    def refuse_link(self, rel: str) -> None:
+        """UnsafePathError if ``rel`` or a folder it lies in is a symbolic link (local banks)."""
+        if not self.is_local:
+            return
+        p = self.root
+        for part in check_relpath(rel).split("/"):
+            p = f"{p}/{part}"
+            if os.path.islink(p):
+                raise UnsafePathError(f"{self.url}: {posixpath.relpath(p, self.root)} is a symbolic link; a bank "
+                                      "holds none (reading through it could copy files from outside the bank)")
+
+    def refuse_links_under(self, rel: str) -> None:
+        """:meth:`refuse_link` for ``rel`` and everything under it (one walk of a local folder)."""
+        if not self.is_local:
+            return
+        self.refuse_link(rel)
+        for folder, dirs, files in os.walk(self.path(rel)):
+            for name in dirs + files:
+                if os.path.islink(os.path.join(folder, name)):
+                    self.refuse_link(posixpath.relpath(os.path.join(folder, name), self.root))
+
+    @_named("reading")
     def read_bytes(self, rel: str) -> bytes:
+        self.refuse_link(rel)
         return self.fs.cat_file(self.path(rel))
 
     def read_many(self, rels: list[str], batch: int = 1000) -> Iterator[tuple[str, bytes]]:
@@ -86,16 +155,44 @@ class BankFS:
             if self.is_local or len(part) == 1:
                 yield from ((r, self.read_bytes(r)) for r in part)
                 continue
-            got = self.fs.cat([self.path(r) for r in part], on_error="raise")
+            got = self._cat(part)
             by_path = {_strip_proto(k): v for k, v in got.items()}
             for r in part:
-                yield r, by_path[_strip_proto(self.path(r))]
+                data = by_path[_strip_proto(self.path(r))]
+                if isinstance(data, FileNotFoundError):
+                    raise FileNotFoundError(f"{self.url}: {r} does not exist ({data})")
+                if isinstance(data, BaseException):
+                    raise StorageError(f"{self.url}: reading {r} failed: {type(data).__name__}: {data}") from data
+                yield r, data
 
+    @_named("reading")
+    def _cat(self, rels: list[str]) -> dict:
+        """fsspec's ``cat`` of ``rels``: each path's bytes, or the exception reading it raised."""
+        return self.fs.cat([self.path(r) for r in rels], on_error="return")
+
+    @_named("looking up")
+    def enclosing(self, name: str) -> str | None:
+        """The nearest folder above the root holding a file ``name`` (a local path or a URL), or
+        None; up to the filesystem root or the bucket."""
+        if self.is_local:
+            for parent in Path(self.root).resolve().parents:
+                if (parent / name).is_file():
+                    return str(parent)
+            return None
+        protocol = fsspec.core.split_protocol(self.url)[0]
+        parts = self.root.split("/")
+        for k in range(len(parts) - 1, 0, -1):
+            folder = "/".join(parts[:k])
+            if self.fs.exists(f"{folder}/{name}"):
+                return f"{protocol}://{folder}" if protocol else folder
+        return None
+
+    @_named("writing")
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         target = self.path(rel)
         self._make_folder(posixpath.dirname(target))
         if self.is_local:
-            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp = f"{target}.tmp-{temp_tag()}"
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -104,6 +201,36 @@ class BankFS:
         else:  # one PUT replaces the object atomically on S3-like stores
             self.fs.pipe_file(target, data)
 
+    @property
+    def has_exclusive_create(self) -> bool:
+        """Whether :meth:`create_exclusive` is atomic here (local files; S3's conditional PUT)."""
+        return self.is_local or type(self.fs).__name__ == "S3FileSystem"
+
+    @_named("creating")
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Write ``rel`` only if it does not exist; False if it does. Atomic on a local disk
+        (``O_EXCL``) and on S3 (``If-None-Match: *``); elsewhere fsspec checks, then writes."""
+        target = self.path(rel)
+        self._make_folder(posixpath.dirname(target))
+        if self.is_local:
+            try:
+                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        try:
+            self.fs.pipe_file(target, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if "PreconditionFailed" in repr(e) or "412" in str(e):
+                return False
+            raise
+        return True
+
+    @_named("writing")
     def put_many(self, objs: dict[str, bytes]) -> None:
         """Write files (not atomically: a writer's temporary folder), concurrently on an object
         store (one batch of PUTs)."""
@@ -126,15 +253,22 @@ class BankFS:
         elif not self.is_object_store:
             self.fs.makedirs(folder, exist_ok=True)
 
+    @_named("opening")
     def open(self, rel: str, mode: str = "rb", **kw):
         if "w" in mode:
             self._make_folder(posixpath.dirname(self.path(rel)))
+        else:
+            self.refuse_link(rel)
         return self.fs.open(self.path(rel), mode, **kw)
 
+    @_named("sizing")
     def size(self, rel: str) -> int:
+        self.refuse_link(rel)
         return int(self.fs.size(self.path(rel)))
 
+    @_named("hashing")
     def sha256(self, rel: str) -> str:
+        self.refuse_link(rel)
         h = hashlib.sha256()
         with self.fs.open(self.path(rel), "rb") as f:
             while block := f.read(_CHUNK):
@@ -151,17 +285,21 @@ class BankFS:
         for p in sorted(self.fs.find(base)):
             yield check_relpath(posixpath.relpath(_strip_proto(p), self.root))
 
+    @_named("listing")
     def sizes_under(self, rel: str) -> dict[str, int]:
         """Bank-relative path -> size of every file under folder ``rel``, from one listing (one
-        paginated LIST on an object store, instead of a HEAD per file)."""
+        paginated LIST on an object store, instead of a HEAD per file). Locally, refuses links."""
         base = self.path(rel)
         self._fresh()
+        if self.is_local and os.path.lexists(base):
+            self.refuse_links_under(rel)
         out = {}
         for p, info in self.fs.find(base, detail=True).items():
             if info.get("type", "file") == "file":
                 out[check_relpath(posixpath.relpath(_strip_proto(p), self.root))] = int(info.get("size") or 0)
         return out
 
+    @_named("listing")
     def sizes_with_prefix(self, rel: str, prefix: str) -> dict[str, int] | None:
         """Bank-relative path -> size of every file under folder ``rel`` (at any depth) whose
         path there starts with ``prefix``, from one listing of that prefix - on object stores
@@ -184,6 +322,7 @@ class BankFS:
             return None
         return {r: n for r, n in found.items() if posixpath.dirname(r) == rel.rstrip("/")}
 
+    @_named("listing")
     def _ls(self, rel: str, detail: bool) -> list:
         """One listing of folder ``rel``; [] when there is none (no existence check first: on an
         object store that is a HEAD and a LIST more)."""
@@ -192,6 +331,16 @@ class BankFS:
             return self.fs.ls(self.path(rel), detail=detail)
         except FileNotFoundError:
             return []
+
+    @_named("listing")
+    def listdir_root(self) -> list[str]:
+        """Names directly under the bank root."""
+        self._fresh()
+        try:
+            found = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in found)
 
     def listdir(self, rel: str) -> list[str]:
         return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in self._ls(rel, detail=False))
@@ -205,11 +354,26 @@ class BankFS:
             out[name] = (int(info.get("size") or 0), _mtime(info))
         return out
 
+    @_named("removing")
+    def remove_file(self, rel: str) -> None:
+        """Delete one file with one request (FileNotFoundError if it is not there, locally)."""
+        self.fs.rm_file(self.path(rel))
+
+    @_named("listing")
+    def newest_mtime(self, rel: str) -> float | None:
+        """The latest modification time of the file ``rel`` or of any file under it (one listing)."""
+        self._fresh()
+        times = [_mtime(i) for i in self.fs.find(self.path(rel), detail=True).values()]
+        times = [t for t in times if t is not None]
+        return max(times) if times else None
+
+    @_named("removing")
     def remove(self, rel: str) -> None:
         p = self.path(rel)
         if self.fs.exists(p):
             self.fs.rm(p, recursive=True)
 
+    @_named("moving")
     def move(self, src: str, dst: str) -> None:
         """Rename a file or folder. Atomic on local disk; copy-then-delete on object stores."""
         s, d = self.path(src), self.path(dst)
@@ -229,6 +393,7 @@ class BankFS:
             self.fs.rm(s, recursive=True)
         self._fresh()
 
+    @_named("moving")
     def move_file(self, src: str, dst: str) -> None:
         """Rename one file, replacing ``dst``: :meth:`move` without its checks of what the paths
         are (on an object store, three requests more per file)."""
@@ -241,6 +406,7 @@ class BankFS:
             self.fs.rm_file(s)
         self._fresh()
 
+    @_named("making")
     def makedirs(self, rel: str) -> None:
         self.fs.makedirs(self.path(rel), exist_ok=True)
 

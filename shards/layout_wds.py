@@ -18,8 +18,8 @@ import hashlib
 import io
 import json
 import logging
+import os
 import tarfile
-import uuid
 import zlib
 
 import numcodecs
@@ -29,6 +29,7 @@ from .errors import BankError, ShardError
 from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
 from .fs import BankFS
 from .layouts import FileEntries, file_entries, register_layout
+from .lease import temp_tag
 from .segments import Segment
 
 FORMAT_VERSION = 1
@@ -115,7 +116,7 @@ class WdsFieldWriter:
 
     def __init__(self, fs: BankFS, shard: str, spec: FieldSpec):
         self.fs, self.shard, self.spec = fs, shard, spec
-        tag = uuid.uuid4().hex[:8]
+        tag = temp_tag()
         self.tmp_tar = f"shards/.tmp-{shard}.{spec.name}.{tag}.tar"
         self.tmp_index = f"shards/.tmp-{shard}.{spec.name}.{tag}.json"
         self.file = _HashingWriter(fs.open(self.tmp_tar, "wb"))
@@ -172,8 +173,15 @@ class WdsFieldWriter:
     def move(self) -> list[str]:
         """Move tar and index to their final names: the tar first, the index last."""
         final_tar, final_index = tar_path(self.shard, self.spec.name), index_path(self.shard, self.spec.name)
-        self.fs.move_file(self.tmp_tar, final_tar)
-        self.fs.move_file(self.tmp_index, final_index)
+        try:
+            if self.fs.is_local and os.path.getsize(self.fs.path(self.tmp_tar)) != self.file.bytes:
+                raise ShardError(f"staged file {self.tmp_tar} is not the {self.file.bytes} bytes written (changed "
+                                 "by another process?); nothing committed", shard=self.shard)
+            self.fs.move_file(self.tmp_tar, final_tar)
+            self.fs.move_file(self.tmp_index, final_index)
+        except FileNotFoundError as e:
+            raise ShardError(f"a staged file is gone before the commit ({e}; removed by another process?)",
+                             shard=self.shard) from e
         return [final_tar, final_index]
 
     def layer_bytes(self) -> dict[str, int]:
@@ -261,8 +269,9 @@ class WdsFieldAdder:
 class WdsShardReader(LayerDecoder):
     """Reads a committed WebDataset shard through its field indexes (ranged reads)."""
 
-    def __init__(self, fs: BankFS, name: str, field_names: list[str]):
+    def __init__(self, fs: BankFS, name: str, field_names: list[str], files: FileEntries | None = None):
         self.fs, self.name = fs, name
+        self.files = files  # the commit record's file list: each index read is checked against its sha256
         self._fields: dict[str, dict] = {}
         self._files: dict[str, object] = {}
         audio = self.field(AUDIO) if AUDIO in field_names else None
@@ -275,8 +284,14 @@ class WdsShardReader(LayerDecoder):
     def field(self, fname: str) -> dict:
         f = self._fields.get(fname)
         if f is None:
+            rel = index_path(self.name, fname)
+            data = self.fs.read_bytes(rel)
+            if self.files is not None and hashlib.sha256(data).hexdigest() != self.files.get(rel, {}).get("sha256"):
+                # members carry CRCs; the index (offsets, segment keys, the field spec) has only this
+                raise ShardError(f"index {rel} does not match its commit record (changed since the commit)",
+                                 shard=self.name)
             try:
-                index = json.loads(self.fs.read_bytes(index_path(self.name, fname)))
+                index = json.loads(data)
                 spec = FieldSpec.from_attrs(index["field"])
             except Exception as e:  # noqa: BLE001
                 raise ShardError(f"cannot read the index of field {fname!r}: {e}", shard=self.name) from e
@@ -344,8 +359,9 @@ class WdsLayout:
     def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> WdsFieldAdder:
         return WdsFieldAdder(fs, shard, spec, num_segments)
 
-    def reader(self, fs: BankFS, shard: str, field_names: list[str]) -> WdsShardReader:
-        return WdsShardReader(fs, shard, field_names)
+    def reader(self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
+               ) -> WdsShardReader:
+        return WdsShardReader(fs, shard, field_names, files)
 
     def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
         return fs.sizes_named("shards", f"{shard}.") or {}  # one listing of the name prefix (object stores)

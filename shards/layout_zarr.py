@@ -22,7 +22,6 @@ a shard writer's time next to the compression itself.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable
 
 import numcodecs
@@ -30,10 +29,11 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 
-from .errors import ShardError
+from .errors import ShardError, StorageError
 from .fields import AUDIO, FieldSpec, LayerDecoder, check_parts, layer_key
-from .fs import BankFS
+from .fs import BankFS, is_store_failure
 from .layouts import FileEntries, file_entries, register_layout
+from .lease import temp_tag
 from .segments import Segment
 from .zarr_chunks import ChunkReader
 
@@ -48,9 +48,33 @@ def shard_dir(name: str) -> str:
 def _read_store(fs: BankFS, rel: str):
     """A read-only store on a committed shard (writers stage through :class:`_StagedGroup`)."""
     if fs.is_local:
+        fs.refuse_links_under(rel)  # zarr opens the files itself: no link may lead it out of the bank
         return zarr.storage.LocalStore(fs.path(rel), read_only=True)
     return zarr.storage.FsspecStore.from_url(fs.url_of(rel), storage_options=fs.open_options or None,
                                              read_only=True)
+
+
+class _CheckedStore(zarr.storage.WrapperStore):
+    """A store that checks every metadata document (``zarr.json``) it hands zarr against the
+    sha256 in the shard's commit record. Chunks end in a CRC32C; metadata has none, and one
+    changed byte in a fill value, a shape or a segment id keeps its size (a size check passes).
+    The documents are read anyway, so the check costs no request."""
+
+    def __init__(self, store, digests: dict[str, str], shard: str):
+        super().__init__(store)
+        self.digests, self.shard = digests, shard
+
+    def _with_store(self, store):
+        return type(self)(store, self.digests, self.shard)
+
+    async def get(self, key, prototype, byte_range=None):
+        buf = await self._store.get(key, prototype, byte_range)
+        if buf is not None and key.rsplit("/", 1)[-1] == "zarr.json":
+            want = self.digests.get(key)
+            if want is None or hashlib.sha256(buf.to_bytes()).hexdigest() != want:
+                raise ShardError(f"metadata {key} does not match its commit record (changed since the commit)",
+                                 shard=self.shard)
+        return buf
 
 
 def zarr_compressors(cfg: dict) -> list:
@@ -269,9 +293,12 @@ class _StagedGroup:
         self.fs, self.tmp = fs, tmp
         self.objects: dict = {}  # the in-memory store's contents: store-relative path -> zarr Buffer
         self.group = zarr.open_group(zarr.storage.MemoryStore(self.objects), mode="w", zarr_format=3)
+        self.written: dict[str, int] = {}  # bank-relative path -> bytes, of every file put under tmp
 
     def put(self, objs: dict[str, bytes]) -> None:
-        self.fs.put_many({f"{self.tmp}/{k}": v for k, v in objs.items()})
+        staged = {f"{self.tmp}/{k}": v for k, v in objs.items()}
+        self.fs.put_many(staged)
+        self.written.update({rel: len(v) for rel, v in staged.items()})
 
     def upload(self) -> None:
         self.put({k: v.to_bytes() for k, v in self.objects.items()})
@@ -282,7 +309,7 @@ class ZarrShardWriter:
 
     def __init__(self, fs: BankFS, name: str, fields: list[FieldSpec]):
         self.fs, self.name = fs, name
-        self.tmp = f"shards/.tmp-{name}-{uuid.uuid4().hex[:8]}.zarr"
+        self.tmp = f"shards/.tmp-{name}-{temp_tag()}.zarr"
         self.final = shard_dir(name)
         self.staged = _StagedGroup(fs, self.tmp)
         self.root = self.staged.group
@@ -317,16 +344,24 @@ class ZarrShardWriter:
         return _known_files(self.final, [a for w in self.writers.values() for a in w.appenders()])
 
     def commit(self) -> FileEntries:
-        return _commit_folder(self.fs, self.tmp, self.final, self.known_files())
+        return _commit_folder(self.fs, self.staged, self.final, self.known_files(), self.name)
 
     def abort(self) -> None:
         self.fs.remove(self.tmp)
 
 
-def _commit_folder(fs: BankFS, tmp: str, final: str, known: FileEntries) -> FileEntries:
-    """Hash the staged folder's files (those not ``known``) where they are, then move the folder
-    to its final name; the final files with their sizes and sha256."""
-    files = file_entries(fs, {f.replace(tmp, final, 1): f for f in fs.walk_files(tmp)}, known)
+def _commit_folder(fs: BankFS, staged: _StagedGroup, final: str, known: FileEntries, shard: str) -> FileEntries:
+    """Check that every file written under the staged folder is there with the size written
+    (another process may have deleted it: a commit of what is left would read back as zeros),
+    hash those not ``known`` where they are, then move the folder to its final name; the final
+    files with their sizes and sha256."""
+    tmp = staged.tmp
+    there = fs.sizes_under(tmp)
+    lost = sorted(rel for rel, n in staged.written.items() if there.get(rel) != n)
+    if lost:
+        raise ShardError(f"{len(lost)} staged file(s) are gone or changed before the commit, e.g. {lost[0]} "
+                         "(removed by another process?); nothing committed", shard=shard)
+    files = file_entries(fs, {f.replace(tmp, final, 1): f for f in sorted(there)}, known)
     fs.move(tmp, final)
     return files
 
@@ -336,7 +371,7 @@ class ZarrFieldAdder:
 
     def __init__(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int):
         self.fs, self.shard, self.spec = fs, shard, spec
-        self.tmp = f"{shard_dir(shard)}/.tmp-{spec.name}-{uuid.uuid4().hex[:8]}"
+        self.tmp = f"{shard_dir(shard)}/.tmp-{spec.name}-{temp_tag()}"
         self.final = f"{shard_dir(shard)}/{spec.name}"
         self.staged = _StagedGroup(fs, self.tmp)
         self.writer = ZarrFieldWriter(self.staged.group, spec, self.staged.put)
@@ -361,7 +396,7 @@ class ZarrFieldAdder:
         return None  # from the file list, as ZarrShardWriter
 
     def commit(self) -> FileEntries:
-        return _commit_folder(self.fs, self.tmp, self.final, self.known_files())
+        return _commit_folder(self.fs, self.staged, self.final, self.known_files(), self.shard)
 
     def abort(self) -> None:
         self.fs.remove(self.tmp)
@@ -375,8 +410,9 @@ class _RowWindow:
     shard order, share chunks) and decoding none it does not need. ``direct``: a
     :class:`ChunkReader` of the array (local banks), else chunks are read through zarr."""
 
-    def __init__(self, array, readahead_chunks: int, direct: ChunkReader | None = None):
+    def __init__(self, array, readahead_chunks: int, direct: ChunkReader | None = None, where: str = ""):
         self.array, self.direct = array, direct
+        self.where = where  # the shard, for a store failure's message
         self.chunk = int(array.chunks[0]) if array.ndim else 1
         self.readahead = readahead_chunks
         self.k0 = 0
@@ -386,7 +422,13 @@ class _RowWindow:
     def _read(self, k0: int, k1: int) -> list[np.ndarray]:
         if self.direct is not None:
             return self.direct.chunks(k0, k1)
-        data = self.array[k0 * self.chunk:min(self.array.shape[0], k1 * self.chunk)]
+        try:
+            data = self.array[k0 * self.chunk:min(self.array.shape[0], k1 * self.chunk)]
+        except Exception as e:
+            if not is_store_failure(e):
+                raise
+            raise StorageError(f"reading {self.array.path} of shard {self.where!r} failed: {type(e).__name__}: "
+                               f"{e}") from e
         return [data[i:i + self.chunk] for i in range(0, data.shape[0], self.chunk)]
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
@@ -417,12 +459,17 @@ class ZarrShardReader(LayerDecoder):
     """Reads one committed shard. All offsets are loaded at open; data is read on demand through
     per-array windows of ``readahead_chunks`` chunks (sequential reads decode each chunk once)."""
 
-    def __init__(self, fs: BankFS, name: str, readahead_chunks: int = 8):
+    def __init__(self, fs: BankFS, name: str, readahead_chunks: int = 8, files: FileEntries | None = None):
         self.name = name
         self.readahead = readahead_chunks
         self.folder = fs.path(shard_dir(name)) if fs.is_local else None  # chunks read directly (ChunkReader)
         try:
-            self.root = zarr.open_group(_read_store(fs, shard_dir(name)), mode="r", zarr_format=3)
+            store = _read_store(fs, shard_dir(name))
+            if files is not None:  # the commit record's file list: metadata is checked as it is read
+                top = f"{shard_dir(name)}/"
+                store = _CheckedStore(store, {rel[len(top):]: m["sha256"] for rel, m in files.items()
+                                              if rel.startswith(top)}, name)
+            self.root = zarr.open_group(store, mode="r", zarr_format=3)
             meta = self.root.attrs["audistill"]
             self.segments = [Segment.from_json(s) for s in meta["segments"]]
             self._fields: dict[str, dict] = {}
@@ -454,7 +501,7 @@ class ZarrShardReader(LayerDecoder):
         win = f.get("window")
         if win is None:
             arr = f["group"]["samples"]
-            win = f["window"] = _RowWindow(arr, self.readahead, ChunkReader.for_array(arr, self.folder))
+            win = f["window"] = _RowWindow(arr, self.readahead, ChunkReader.for_array(arr, self.folder), self.name)
         return win.rows(lo, hi).copy()
 
     def covered(self, fname: str, i: int) -> bool:
@@ -475,7 +522,7 @@ class ZarrShardReader(LayerDecoder):
             if win is None:
                 arr = f["group"][layer_key(layer)][ps.name]
                 win = f["arrays"][(layer, ps.name)] = _RowWindow(arr, self.readahead if ps.kind == "frame" else 1 << 30,
-                                                                 ChunkReader.for_array(arr, self.folder))
+                                                                 ChunkReader.for_array(arr, self.folder), self.name)
             parts[ps.name] = win.rows(i, i + 1) if ps.kind == "segment" else win.rows(a + lo, a + hi)
         return parts
 
@@ -492,8 +539,9 @@ class ZarrLayout:
     def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> ZarrFieldAdder:
         return ZarrFieldAdder(fs, shard, spec, num_segments)
 
-    def reader(self, fs: BankFS, shard: str, field_names: list[str]) -> ZarrShardReader:
-        return ZarrShardReader(fs, shard)
+    def reader(self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
+               ) -> ZarrShardReader:
+        return ZarrShardReader(fs, shard, files=files)
 
     def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
         return fs.sizes_under(shard_dir(shard))  # one listing of the shard's folder (~50 files)

@@ -104,8 +104,11 @@ class Layout(Protocol):
     def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> FieldAdder:
         """A writer of field ``spec`` of committed shard ``shard`` (of ``num_segments``)."""
 
-    def reader(self, fs: BankFS, shard: str, field_names: list[str]) -> ShardReader:
-        """A reader of committed shard ``shard`` (``field_names``: its fields, from its record)."""
+    def reader(self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
+               ) -> ShardReader:
+        """A reader of committed shard ``shard`` (``field_names``: its fields, from its record).
+        ``files`` (the commit record's file list): the metadata the reader reads is checked against
+        its sha256 (a same-size change would otherwise be read as it is)."""
 
     def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
         """Sizes of the shard's files from as few listings as the layout allows (one on an object

@@ -2,7 +2,7 @@
 
 - :func:`sync_catalog`: merge the commit records other processes wrote into ``bank.json``;
 - :func:`rebuild_catalog`: make a lost ``bank.json`` again from the commit records;
-- :func:`remove_temporaries`: delete what crashed writers left under ``.tmp-`` names;
+- :func:`remove_temporaries`: delete what writers no longer alive left under ``.tmp-`` names;
 - :func:`iter_commit_records`: every commit record, streamed (verify, rebuild, extraction resume).
 
 The commit records (``commits/NAME.json``) are the record of truth; the catalog is their merge
@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, lease
 from .catalog import Catalog, CommitRecord, ShardRecord, TeacherRecord
-from .errors import CatalogError, ShardError
+from .errors import BankError, CatalogError, ShardError
 from .fs import BankFS
+from .segments import check_key
 
 if TYPE_CHECKING:
     from .bank import Bank
@@ -52,16 +53,30 @@ def read_commit_records(fs: BankFS, rels: list[str], on_error: Callable[[str, Ca
     hour to read). ``on_error(shard, error)``: called for an unreadable record, which is skipped
     (default: raise)."""
     for rel, data in fs.read_many(rels):
+        shard = rel.split("/", 1)[1][: -len(".json")]
         try:
-            rec = CommitRecord.from_json(json.loads(data))
-        except (ValueError, KeyError, TypeError) as e:
-            err = CatalogError(f"commit record {rel} is unreadable: {e!r}")
+            rec = parse_commit_record(rel, shard, data)
+        except CatalogError as err:
             if on_error is None:
-                raise err from e
-            on_error(rel.split("/", 1)[1][: -len(".json")], err)
+                raise
+            on_error(shard, err)
             continue
         rec.commit_bytes = len(data)
         yield rec
+
+
+def parse_commit_record(rel: str, shard: str, data: bytes) -> CommitRecord:
+    """The commit record of ``shard`` read from ``rel``: the shard's name is the file's, checked
+    as a shard name, and the record must name the same shard (a record copied or crafted under
+    another name would otherwise put an unsafe or wrong name into the catalog)."""
+    try:
+        check_key(shard, "shard name")
+        rec = CommitRecord.from_json(json.loads(data))
+    except (BankError, ValueError, KeyError, TypeError) as e:
+        raise CatalogError(f"commit record {rel} is unreadable: {e}") from e
+    if rec.name != shard:
+        raise CatalogError(f"commit record {rel} names shard {rec.name!r}, not {shard!r}: moved or crafted")
+    return rec
 
 
 def iter_commit_records(bank: Bank, on_error: Callable[[str, CatalogError], None] | None = None
@@ -95,7 +110,8 @@ def sync_catalog(bank: Bank) -> list[str]:
         if rec is None or mtime is None or mtime >= since or size != rec.commit_bytes:
             stale.append(f"{COMMITS}/{f}")
     added, dirty = [], False
-    for rec in read_commit_records(bank.fs, stale):
+    bad: list[str] = []
+    for rec in read_commit_records(bank.fs, stale, on_error=lambda shard, e: bad.append(str(e))):
         cur = catalog.shards.get(rec.name)
         if cur is None or cur.summary_json() != rec.summary_json():
             catalog.shards[rec.name] = rec.slim()
@@ -104,6 +120,9 @@ def sync_catalog(bank: Bank) -> list[str]:
             cur.commit_bytes, dirty = rec.commit_bytes, True
     if added or dirty:
         bank.save_catalog()
+    if bad:  # the good ones are merged; these are damage to repair, not shards to guess at
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise CatalogError(f"{bank.root}: {len(bad)} commit record(s) not merged: " + "; ".join(bad[:3]) + more)
     return sorted(added)
 
 
@@ -182,16 +201,32 @@ def _check_rebuilt(bank: Bank, records: list[CommitRecord]) -> list[str]:
 
 
 def remove_temporaries(fs: BankFS, deep: bool = True) -> list[str]:
-    """Delete temporary files of crashed writers (only safe when no writer is running).
+    """Delete temporary files no live writer owns (:mod:`audistill.shards.lease`: a temporary
+    names its run; one whose run holds a live lease is being written now and stays).
 
-    ``deep``: every ``.tmp-`` file and folder under shards/ - new shards', added fields', local
-    atomic writes' (NAME.json.tmp-X) - found in one walk of shards/, not a listing per shard
-    (100 000 requests on an object store). Otherwise only what crashed writers of new shards
-    leave directly in shards/: one listing of the ``.tmp-`` prefix on an object store (every
-    single-process extraction does this as it starts). Layouts name every temporary so
-    (:mod:`audistill.shards.layouts`)."""
+    ``deep`` (``shards clean``): every ``.tmp-`` file and folder under shards/ - new shards', added
+    fields', local atomic writes' (NAME.json.tmp-X) - found in one walk of shards/, not a listing
+    per shard (100 000 requests on an object store); torn atomic writes of the catalog, commit
+    records and codec states; and the lease and claim files of runs that are gone. Otherwise only
+    what writers of new shards leave directly in shards/: one listing of the ``.tmp-`` prefix on an
+    object store (every single-process extraction does this as it starts). Layouts name every
+    temporary so (:mod:`audistill.shards.layouts`)."""
+    leases = lease.Leases(fs)
+    gone = [rel for rel in find_temporaries(fs, deep) if _orphan(fs, leases, rel)]
+    if deep:
+        gone += lease.stale_files(fs)
+    for rel in sorted(gone):
+        fs.remove(rel)
+    return sorted(gone)
+
+
+def find_temporaries(fs: BankFS, deep: bool = True) -> list[str]:
+    """Every temporary file or folder (the outermost ``.tmp-`` path), whoever owns it; see
+    :func:`remove_temporaries` for where ``deep`` looks."""
     if deep:
         rels = list(fs.walk_files("shards"))
+        rels += [f"{COMMITS}/{f}" for f in fs.listdir(COMMITS)] + list(fs.walk_files("codec_state"))
+        rels += [f for f in fs.listdir_root() if f.startswith(f"{CATALOG}.tmp-")]
     else:
         found = fs.sizes_with_prefix("shards", ".tmp-")
         rels = list(found) if found is not None else [f"shards/{f}" for f in fs.listdir("shards")]
@@ -202,6 +237,14 @@ def remove_temporaries(fs: BankFS, deep: bool = True) -> list[str]:
         k = next((i for i, p in enumerate(parts) if ".tmp-" in p), None)
         if k is not None:
             tops.add("/".join(parts[: k + 1]))
-    for rel in sorted(tops):
-        fs.remove(rel)
     return sorted(tops)
+
+
+def _orphan(fs: BankFS, leases: lease.Leases, rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    if lease.temp_run(name) is None:
+        return True  # from a writer of a version before leases
+    live = leases.live(lease.temp_run(name))
+    if live is not None:
+        return not live
+    return lease.temporary_is_orphan(leases, name, fs.newest_mtime(rel))

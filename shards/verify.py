@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import lease
 from .bank import Bank
 from .catalog import CommitRecord, ShardRecord
 from .errors import BankError
-from .recovery import iter_commit_records
+from .recovery import CATALOG, COMMITS, iter_commit_records
 
 
 @dataclass
@@ -159,10 +160,11 @@ def _verify_shard(bank: Bank, rec: CommitRecord | None, cat: ShardRecord, checks
         return out
     if _comparable(rec) != _comparable(cat):
         out.problems.append("commit record disagrees with the catalog")
-    try:
-        bank.check_codec_states(rec)
-    except BankError as e:
-        out.problems.append(str(e))
+    for check in (bank.check_codec_states, bank.check_teacher_records):
+        try:
+            check(rec)
+        except BankError as e:
+            out.problems.append(str(e))
     if _check_files(bank, rec, out, checksums):
         _check_structure(bank, cat, out)
     return out
@@ -176,7 +178,11 @@ def _check_files(bank: Bank, rec: CommitRecord, out: _Findings, checksums: bool)
     """True when every file of the shard is intact (sizes from the layout's listing of the shard:
     :meth:`Bank.file_sizes`)."""
     before = len(out.problems)
-    sizes = bank.file_sizes(rec)
+    try:
+        sizes = bank.file_sizes(rec)
+    except BankError as e:  # e.g. a symbolic link in the shard
+        out.problems.append(str(e))
+        return False
     for rel, meta in sorted(rec.files.items()):
         out.files += 1
         size = sizes[rel]
@@ -224,10 +230,24 @@ def _check_codec_states(bank: Bank, report: VerifyReport, checksums: bool) -> No
 
 
 def _check_extra_files(bank: Bank, owned: set[str], unknown: set[str], report: VerifyReport) -> None:
-    """Files under shards/ that no committed shard owns: leftovers of a crashed writer, or junk.
-    (Files of the ``unknown`` shards - cataloged, without a commit record - are not listed again.)"""
+    """Files under shards/ that no committed shard owns: leftovers of a crashed writer, or junk;
+    and torn atomic writes of the catalog, commit records and codec states. Files a live run is
+    writing now (its lease says so) are not problems. (Files of the ``unknown`` shards -
+    cataloged, without a commit record - are not listed again.)"""
+    leases = lease.Leases(bank.fs)
+
+    def live(rel: str) -> bool:
+        runs = [lease.temp_run(p) for p in rel.split("/") if ".tmp-" in p]
+        return bool(runs) and runs[0] is not None and bool(leases.live(runs[0]))
+
+    torn = [f"{COMMITS}/{f}" for f in bank.fs.listdir(COMMITS) if ".tmp-" in f]
+    torn += [f for f in bank.fs.listdir_root() if f.startswith(f"{CATALOG}.tmp-")]
+    torn += [r for r in bank.fs.walk_files("codec_state") if ".tmp-" in r]
+    for rel in torn:
+        if not live(rel):
+            report.add(BANK, f"leftover of an interrupted write: {rel} (`audistill shards clean` removes it)")
     for rel in bank.fs.walk_files("shards"):
-        if rel in owned:
+        if rel in owned or live(rel):
             continue
         shard = _shard_of(rel, bank)
         if shard in unknown:

@@ -97,9 +97,10 @@ def test_requests_per_operation_do_not_grow_with_the_bank(s3_bucket, count_reque
     assert small["start-up cleanup"] == {"ListObjectsV2": 1}
     if layout == "zarr":
         assert "HeadObject" not in small["read one shard"], small["read one shard"]
-    # an audio-only shard: 32 / 23 (it was 60 / 34 before Zarr writers staged their metadata and
-    # WebDataset files were moved as files)
-    assert sum(small["commit one more shard"].values()) <= (36 if layout == "zarr" else 26), small["commit one more shard"]
+    # an audio-only shard: 39 / 30 (it was 60 / 34 before Zarr writers staged their metadata and
+    # WebDataset files were moved as files; 32 / 23 before runs excluded each other: the shard's
+    # claim is a LIST, a conditional PUT and a DELETE, the catalog's the same and a HEAD)
+    assert sum(small["commit one more shard"].values()) <= (43 if layout == "zarr" else 33), small["commit one more shard"]
 
 
 @pytest.mark.parametrize("layout", ["zarr", "webdataset"])
