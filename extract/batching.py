@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from audistill.shards.segments import SAMPLE_RATE
+
 from .audio import load_segment, to_int16
 from .errors import AudioError
 from .plan import ShardPlan
@@ -72,7 +74,7 @@ class Decoded:
 
     @property
     def seconds(self) -> float:
-        return 0.0 if self.lengths is None else float(self.lengths.sum()) / 16000
+        return 0.0 if self.lengths is None else float(self.lengths.sum()) / SAMPLE_RATE
 
 
 class _BatchDataset(Dataset):

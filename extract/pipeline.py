@@ -35,6 +35,7 @@ from audistill.shards.bank import Bank, CatalogSaver
 from audistill.shards.catalog import ShardRecord
 from audistill.shards.codecs import Codec, codec_from_record
 from audistill.shards.devices import host_to_device
+from audistill.shards.segments import SAMPLE_RATE
 
 from .batching import Decoded, batch_work, decoded_batches, equal_length_groups
 from .corpus import error_record
@@ -252,7 +253,7 @@ def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None, b
                                       "in its output"))
             else:
                 tot.segments += 1
-                tot.seconds += int(lengths[b]) / 16000
+                tot.seconds += int(lengths[b]) / SAMPLE_RATE
         tot.frames += frames
         tot.values += frames * t.dim * len(t.layers)
 
@@ -269,7 +270,7 @@ def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[Shard
                 audio = as_array(st.audio[i])
                 w.add(ref.segment(len(audio)), audio, materialize(st.feats[i]))
                 res.segments += 1
-                res.seconds += len(audio) / 16000
+                res.seconds += len(audio) / SAMPLE_RATE
     rec = w.record
     for t in teachers:
         res.teachers[t].bytes = rec.fields[t].bytes
@@ -288,7 +289,7 @@ def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
                 a.add(ref.segment(), None if parts is None else {k: parts[k] for k in layers})
         rec = a.record
     res.segments = len(st.audio)
-    res.seconds = sum(len(as_array(x)) for x in st.audio.values()) / 16000
+    res.seconds = sum(len(as_array(x)) for x in st.audio.values()) / SAMPLE_RATE
     for name in st.add:
         res.teachers[name].bytes = sum(f.bytes for f in rec.teacher_fields(name))
     return res, rec.slim()
@@ -415,7 +416,7 @@ def shared_bytes_needed(teachers: list[Teacher], codecs: dict[str, Codec], shard
     in_flight = (opts.writers + 2) * shard_seconds
     audio = 0
     if opts.loader_workers > 0:
-        audio = int(in_flight * 16000 * 2 + opts.loader_workers * 4 * opts.batch_seconds * 16000 * 6)
+        audio = int(in_flight * SAMPLE_RATE * 2 + opts.loader_workers * 4 * opts.batch_seconds * SAMPLE_RATE * 6)
     return SharedNeed(audio, int(in_flight * per_second))
 
 
@@ -475,8 +476,8 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], cod
     opts = opts.resolved(device)
     states = {t.name: {layer: device_state(bank.load_codec_state(t.name, layer), device) for layer in t.layers}
               for t in teachers}
-    batch_samples = int(opts.batch_seconds * 16000)
-    min_samples = int(opts.min_seconds * 16000)
+    batch_samples = int(opts.batch_seconds * SAMPLE_RATE)
+    min_samples = int(opts.min_seconds * SAMPLE_RATE)
     add = add or {}
     live = {}
     for si, sh in enumerate(shards):

@@ -17,6 +17,8 @@ from importlib.metadata import version
 import torch
 import torch.nn.functional as F
 
+from audistill.shards.segments import SAMPLE_RATE
+
 from .errors import TeacherError
 from .spec import TeacherSpec
 from .teachers import Teacher
@@ -40,7 +42,7 @@ class CrepeTeacher(Teacher):
         self.hop = int(spec.options.get("hop", HOP))  # 160 = CREPE's 100 Hz; 320 = 50 Hz at half the cost
         if self.hop <= 0:
             raise TeacherError(f"teacher {spec.name!r}: crepe hop must be positive")
-        super()._setup(spec, device, net.to(device).eval(), 16000 / self.hop, net.in_features, 7,
+        super()._setup(spec, device, net.to(device).eval(), SAMPLE_RATE / self.hop, net.in_features, 7,
                        {"capacity": cap, "window": WINDOW, "hop": self.hop,
                         "pooling": "block maps pooled along the window axis"})
         self.revision = spec.revision or f"torchcrepe=={version('torchcrepe')}:{cap}"
@@ -81,7 +83,7 @@ def load_crepe(spec: TeacherSpec, device="cpu") -> Teacher:
 
 def _describe(spec: TeacherSpec) -> dict:
     dim = 256 if spec.options.get("capacity", "full") == "tiny" else 2048
-    return {"frame_rate": 16000 / int(spec.options.get("hop", HOP)), "dim": dim, "num_layers": 7}
+    return {"frame_rate": SAMPLE_RATE / int(spec.options.get("hop", HOP)), "dim": dim, "num_layers": 7}
 
 
 load_crepe.describe = _describe  # type: ignore[attr-defined]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
+from audistill.shards.segments import SAMPLE_RATE
+
 from .spec import TeacherSpec
 from .teachers import Teacher
 
@@ -21,7 +23,7 @@ class FCPETeacher(Teacher):
         infer = spawn_bundled_infer_model(device=str(device))
         self.wav2mel, net = infer.wav2mel, infer.model
         self.hop = int(infer.get_hop_size())
-        super()._setup(spec, device, net.to(device).eval(), 16000 / self.hop, net.norm.normalized_shape[0],
+        super()._setup(spec, device, net.to(device).eval(), SAMPLE_RATE / self.hop, net.norm.normalized_shape[0],
                        len(net.net.encoder_layers) + 1, {"model": "fcpe_c_v001", "mel_hop": self.hop})
         self.revision = spec.revision or f"torchfcpe=={version('torchfcpe')}"
         self.pad_invariant = False
@@ -30,7 +32,7 @@ class FCPETeacher(Teacher):
         return num_samples_16k // self.hop + 1
 
     def _forward(self, wave, lengths):
-        mel = self.wav2mel(wave[:, :, None], 16000)  # (B, T, 128)
+        mel = self.wav2mel(wave[:, :, None], SAMPLE_RATE)  # (B, T, 128)
         x = self.model.input_stack(mel.transpose(1, 2)).transpose(1, 2)  # (B, T, 512)
         hs = [x]
         for layer in self.model.net.encoder_layers:

@@ -22,6 +22,7 @@ from audistill.shards.bank import CATALOG, Bank
 from audistill.shards.codecs import Codec, codec_from_record
 from audistill.shards.errors import CatalogError
 from audistill.shards.layouts import LayoutName, layout_names
+from audistill.shards.segments import SAMPLE_RATE
 
 from .corpus import iter_items, iter_segments
 from .errors import ExtractError, TooManyFailures
@@ -355,8 +356,8 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], codecs: dict[str, Codec], fi
             break
         try:
             waves.append((ref.domain, load_segment(ref.path, ref.member, ref.start, ref.end,
-                                                   int(cfg.min_seconds * 16000), cfg.storage_options, window)))
-            total += len(waves[-1][1]) / 16000
+                                                   int(cfg.min_seconds * SAMPLE_RATE), cfg.storage_options, window)))
+            total += len(waves[-1][1]) / SAMPLE_RATE
         except AudioError:
             continue
     if not waves:

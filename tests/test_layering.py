@@ -8,6 +8,7 @@ written here with its reason. No library module imports the tests.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,17 @@ def test_allowed_imports_pass(tmp_path):
     (tmp_path / "train" / "a.py").write_text("from audistill.shards.reader import BankReader\n")
     (tmp_path / "tools" / "sub" / "a.py").write_text("from ...train import loop\nfrom ..cli.options import JsonOpt\n")
     assert violations(tmp_path) == []
+
+
+def test_the_sample_rate_has_one_name():
+    """16 kHz is ``shards.segments.SAMPLE_RATE`` everywhere in the library: a literal beside it is a
+    second source of truth (that module alone defines it)."""
+    literal = re.compile(r"(?<![\w.])16_?000(?![\w.])")
+    found = []
+    for folder in ("shards", "extract", "train", "tools"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if literal.search(code) and "SAMPLE_RATE =" not in code and not code.lstrip().startswith(('"', "'")):
+                    found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)

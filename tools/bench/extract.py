@@ -120,7 +120,7 @@ def forward_flops(model_dir: Path, layers: str, seconds: float = 20.0, items: in
     from audistill.extract.teachers import load_teacher
 
     t = load_teacher(_spec(model_dir, "fp32", layers, "float32"), "meta")
-    n = int(seconds * 16000)
+    n = int(seconds * SAMPLE_RATE)
     counter = FlopCounterMode(display=False)
     with counter:
         t.extract(torch.zeros(items, n, device="meta"), torch.full((items,), n))
@@ -190,7 +190,7 @@ def fixed_forward(t, device: str, items: int = 10, seconds: float = 20.0, min_s:
     warm-up runs: the forward's own pace, the figure the speed levers are judged on."""
     import torch
 
-    n = int(seconds * 16000)
+    n = int(seconds * SAMPLE_RATE)
     wave = (torch.randn(items, n, generator=torch.Generator().manual_seed(0)) * 0.1).to(device)
     lengths = torch.full((items,), n)
     for _ in range(2):

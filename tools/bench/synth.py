@@ -13,20 +13,20 @@ import torch
 
 from audistill.shards.bank import Bank
 from audistill.shards.codecs import codec_from_record
-from audistill.shards.segments import Segment, make_segment_id
+from audistill.shards.segments import SAMPLE_RATE, Segment, make_segment_id
 
 DOMAINS = ("speech", "music", "sound")
 
 
 def synthetic_audio(num_samples: int, domain: str, rng: np.random.Generator) -> np.ndarray:
     """int16 audio: harmonic tones (music), chirpy formant-like tones (speech), noise bursts (sound)."""
-    t = np.arange(num_samples) / 16000
+    t = np.arange(num_samples) / SAMPLE_RATE
     if domain == "music":
         f0 = rng.uniform(110, 440)
         x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 5))
     elif domain == "speech":
         f = rng.uniform(100, 250) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(2, 5) * t))
-        x = np.sin(2 * np.pi * np.cumsum(f) / 16000) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
+        x = np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
     else:
         x = rng.standard_normal(num_samples) * (rng.random(num_samples // 1600 + 1).repeat(1600)[:num_samples] > 0.5)
     x = x / (np.abs(x).max() + 1e-9) * 0.5 + 0.01 * rng.standard_normal(num_samples)
@@ -61,7 +61,7 @@ def write_bank(root: str, teachers: list, num_shards: int = 2, segments_per_shar
                         made.append((dom, audio, feats))
                 n = len(audio)
                 src = f"synthetic://{k}"
-                seg = Segment(make_segment_id(src, 0.0, n / 16000), src, 0.0, n / 16000, domain=dom,
+                seg = Segment(make_segment_id(src, 0.0, n / SAMPLE_RATE), src, 0.0, n / SAMPLE_RATE, domain=dom,
                               dataset="synthetic", num_samples=n)
                 w.add(seg, audio, feats)
                 k += 1
@@ -69,7 +69,7 @@ def write_bank(root: str, teachers: list, num_shards: int = 2, segments_per_shar
 
 
 def _make_one(teachers, recs, cods, dom: str, seconds, rng, device):
-    n = int(rng.uniform(*seconds) * 16000)
+    n = int(rng.uniform(*seconds) * SAMPLE_RATE)
     audio = synthetic_audio(n, dom, rng)
     wave = torch.from_numpy(audio.astype(np.float32) / 32768).to(device)[None]
     feats = {}

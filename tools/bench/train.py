@@ -28,6 +28,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from audistill.shards.segments import SAMPLE_RATE
 from audistill.tools.cli.options import DeviceOpt, JsonOpt
 
 from .common import emit
@@ -152,7 +153,7 @@ class RandomTeacher:
     def extract(self, wave, lengths):
         import torch
 
-        n = int(lengths[0]) * self.frame_rate // 16000
+        n = int(lengths[0]) * self.frame_rate // SAMPLE_RATE
         return ({la: torch.randn(1, n, self.dim, generator=self.gen) for la in self.layers},
                 torch.tensor([n]))
 
@@ -191,7 +192,7 @@ def _loader_timed(cfg, workers: int, batches: int) -> dict:
     w0, t0, c0 = _worker_cpu_s(), time.perf_counter(), time.process_time()
     audio = 0.0
     for b in itertools.islice(it, batches):
-        audio += float(b["lengths"].sum()) / 16000
+        audio += float(b["lengths"].sum()) / SAMPLE_RATE
     wall, cpu, w1 = time.perf_counter() - t0, time.process_time() - c0, _worker_cpu_s()
     out = {"batches": batches, "batches_per_s": batches / wall, "audio_s_per_s": audio / wall,
            "main_cpu_s_per_batch": cpu / batches}
@@ -268,7 +269,7 @@ def _step_model(size: str, preset: Preset, device):
     for name, hidden, blocks, _, hz, home in preset.teachers:
         pairs = sparse_map(scfg.depth, blocks, 4)
         targets += [Target(name, a, b) for a, b in pairs]
-        infos[name] = TeacherInfo(name, hidden, 16000 / hz, home, tuple(b for _, b in pairs))
+        infos[name] = TeacherInfo(name, hidden, SAMPLE_RATE / hz, home, tuple(b for _, b in pairs))
         dims[name] = hidden
     return Distiller(Student(scfg), Heads(targets, scfg.dim, dims), infos, 10.0).to(device), infos
 
@@ -279,7 +280,7 @@ def _step_batch(infos, batch_seconds: float, crop: float, device) -> dict:
 
     from audistill.train.loop import to_device
 
-    b, n = max(1, round(batch_seconds / crop)), int(crop * 16000)
+    b, n = max(1, round(batch_seconds / crop)), int(crop * SAMPLE_RATE)
     g = torch.Generator().manual_seed(0)
     batch = {"wave": torch.randn(b, n, generator=g) * 0.1, "lengths": torch.full((b,), n),
              "domains": [("speech", "sound")[k % 2] for k in range(b)], "global_items": b,
