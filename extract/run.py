@@ -18,6 +18,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from audistill.shards import lease
 from audistill.shards.bank import CATALOG, Bank
 from audistill.shards.codecs import Codec, codec_from_record
 from audistill.shards.errors import CatalogError
@@ -342,11 +343,9 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], codecs: dict[str, Codec], fi
                max_rows: int = 100_000) -> None:
     """Fit the ``codecs`` that need it on the first shard's first ``fit_seconds`` (deterministic)."""
     from .audio import load_segment
-    from .batching import pad_batch
     from .errors import AudioError
 
-    need = [t for t in teachers if codecs[t.name].needs_fit
-            and any(bank.load_codec_state(t.name, layer) is None for layer in t.layers)]
+    need = [t for t in teachers if codecs[t.name].needs_fit and _unfitted(bank, t)]
     if not need:
         return
     waves, total = [], 0.0  # (domain, wave)
@@ -363,25 +362,44 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], codecs: dict[str, Codec], fi
     if not waves:
         raise ExtractError(f"cannot fit codecs: no readable audio in shard {first.name}")
     for t in need:
-        doms = set(t.spec.domains)
-        mine = [w for d, w in waves if not doms or d in doms] or [w for _, w in waves]  # its domains if present
-        rows: dict[int, list[np.ndarray]] = {layer: [] for layer in t.layers}
-        for w in mine:
-            wave, lengths = pad_batch([w])
-            feats, flen = t.extract(wave, lengths)
-            xs = {layer: x[0, : int(flen[0])].float().cpu().numpy() for layer, x in feats.items()}
-            if all(np.isfinite(x).all() for x in xs.values()):  # NaN/Inf outputs are recorded later, never fitted
-                for layer, x in xs.items():
-                    rows[layer].append(x)
-        if not any(len(x) for xs in rows.values() for x in xs):
-            raise ExtractError(f"cannot fit the {t.spec.codec} codec of teacher {t.name!r}: no finite features "
-                               f"in the first {total:.0f} s of shard {first.name}")
-        rng = np.random.default_rng(0)
-        for layer, xs in rows.items():
-            sample = np.concatenate(xs)
-            if len(sample) > max_rows:
-                sample = sample[np.sort(rng.choice(len(sample), max_rows, replace=False))]
-            bank.save_codec_state(t.name, layer, codecs[t.name].fit(sample))
+        # one run fits a teacher's codec: a second run on the bank waits, then uses the states the
+        # first saved (two fits would write different states over one another)
+        with lease.Claim(bank.fs, "codecs", t.name):
+            bank.reload()
+            if _unfitted(bank, t):
+                _fit_teacher(bank, t, codecs[t.name], waves, total, first, max_rows)
+
+
+def _unfitted(bank: Bank, t: Teacher) -> list[int]:
+    """The layers of ``t`` with no fitted codec state in the bank's catalog."""
+    return [layer for layer in t.layers if bank.load_codec_state(t.name, layer) is None]
+
+
+def _fit_teacher(bank: Bank, t: Teacher, codec: Codec, waves: list[tuple[str, np.ndarray]], total: float,
+                 first: ShardPlan, max_rows: int) -> None:
+    """Fit ``t``'s codec on ``waves`` (its domains' when there are any) and save each layer's state."""
+    from .batching import pad_batch
+
+    doms = set(t.spec.domains)
+    mine = [w for d, w in waves if not doms or d in doms] or [w for _, w in waves]  # its domains if present
+    layers = _unfitted(bank, t)
+    rows: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    for w in mine:
+        wave, lengths = pad_batch([w])
+        feats, flen = t.extract(wave, lengths)
+        xs = {layer: x[0, : int(flen[0])].float().cpu().numpy() for layer, x in feats.items()}
+        if all(np.isfinite(x).all() for x in xs.values()):  # NaN/Inf outputs are recorded later, never fitted
+            for layer in layers:
+                rows[layer].append(xs[layer])
+    if not any(len(x) for xs in rows.values() for x in xs):
+        raise ExtractError(f"cannot fit the {t.spec.codec} codec of teacher {t.name!r}: no finite features "
+                           f"in the first {total:.0f} s of shard {first.name}")
+    rng = np.random.default_rng(0)
+    for layer, xs in rows.items():
+        sample = np.concatenate(xs)
+        if len(sample) > max_rows:
+            sample = sample[np.sort(rng.choice(len(sample), max_rows, replace=False))]
+        bank.save_codec_state(t.name, layer, codec.fit(sample))
 
 
 def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,

@@ -77,3 +77,31 @@ def test_two_runs_with_two_teachers_at_once_keep_everything(tmp_path, tiny_dir, 
             assert feats.get(kind) == refs[kind][seg][1].get(kind), (seg, kind)
     assert not [p for p in (bank / "shards").iterdir() if ".tmp-" in p.name]
     assert not list((bank / "leases").glob("*.json"))  # every run gave its lease back
+
+
+def test_a_codec_state_another_run_fitted_meanwhile_is_used_not_fitted_over(tmp_path, tiny_dir):
+    """Run A registered its teacher before run B (other audio) fitted and saved that teacher's
+    int8-delta states: A, fitting next, takes the codecs claim, sees B's states and keeps them -
+    fitting its own would write other states over the files B's shards were encoded with."""
+    from audistill.extract.pipeline import teacher_codecs
+    from audistill.extract.run import ExtractConfig, extract, fit_codecs, open_run
+    from audistill.extract.spec import TeacherSpec
+
+    from .conftest import write_wav
+
+    spec = TeacherSpec(name="wavlm", source=str(tiny_dir("wavlm")), layers=[1, 3], codec="int8-delta")
+    cfg = ExtractConfig(max_seconds=1.5, loader_workers=0)
+    corpora = []
+    for k in range(2):
+        for i in range(3):
+            write_wav(tmp_path / f"corpus{k}" / "speech" / f"u{i}.wav", 1.2, seed=10 * k + i)
+        corpora.append(str(tmp_path / f"corpus{k}"))
+    bank_root = str(tmp_path / "bank")
+    plan_a, _, teachers_a, bank_a = open_run([corpora[0]], [spec], bank_root, cfg)  # A: registered, not fitted
+    extract([corpora[1]], [spec], bank_root, cfg)  # B: fits on its own audio, writes its shards
+    state_file = tmp_path / "bank" / "codec_state" / "wavlm" / "L01.npz"
+    fitted_by_b = state_file.read_bytes()
+    fit_codecs(bank_a, teachers_a, teacher_codecs(bank_a, teachers_a), plan_a[0], cfg)
+    assert state_file.read_bytes() == fitted_by_b
+    assert bank_a.load_codec_state("wavlm", 1) is not None
+    assert verify_bank(bank_root).ok

@@ -97,7 +97,7 @@ def test_quick_honours_the_options_it_is_given():
 def test_cli_refuses_a_bad_option_in_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from audistill.tools.cli import app
+    from audistill.tools.cli.app import app
 
     res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path / "o"), "--steps", "0"])
     assert res.exit_code == 2 and "audistill: error: demo: seeds and steps must be 1+" in res.output
