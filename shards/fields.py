@@ -27,10 +27,14 @@ class FieldSpec:
     layers: list[int] = field(default_factory=list)
     codec: dict | None = None  # codec record
     dim: int = 0
+    _codec: Codec | None = field(default=None, init=False, repr=False, compare=False)
 
     def codec_obj(self) -> Codec:
+        """The field's codec, built once from its record (the catalog's)."""
         assert self.codec is not None
-        return codec_from_record(self.codec)
+        if self._codec is None:
+            self._codec = codec_from_record(self.codec)
+        return self._codec
 
     def part_specs(self) -> list[PartSpec]:
         return self.codec_obj().parts(self.dim)
