@@ -28,7 +28,9 @@ _DATA_SIZE = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.M)
 _BLOCK_ALIGN = re.compile(r"^\s*Block Align\s*:\s*(\d+)", re.M)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 _TARS: dict[str, dict[str, bytes]] = {}  # compressed tars: every member, a few tars per process
-_INDEX: dict[str, dict[str, tuple[int, int]] | AudioError] = {}  # uncompressed tars: where each member is
+_INDEX: dict[
+    str, dict[str, tuple[int, int]] | AudioError
+] = {}  # uncompressed tars: where each member is
 _CUTS: dict[str, str | None] = {}  # tars scanned: why one is cut short (None: complete)
 
 
@@ -45,12 +47,15 @@ def open_binary(path: str, storage_options: dict | None = None, mode: str = "rb"
             return fsspec.open(path, mode, **(storage_options or {})).open()
         except OSError:  # this file: missing, forbidden ...
             raise
-        except Exception as e:  # noqa: BLE001 - credentials, endpoint, options: every file of the store fails alike
+        # noqa: BLE001 - credentials, endpoint, options: every file of the store fails alike
+        except Exception as e:
             raise CorpusError(f"cannot open {path}: {type(e).__name__}: {e}") from e
     return open(path.removeprefix("file://"), mode)
 
 
-def read_ranges(path: str, ranges: list[tuple[int, int]], storage_options: dict | None = None) -> list[bytes]:
+def read_ranges(
+    path: str, ranges: list[tuple[int, int]], storage_options: dict | None = None
+) -> list[bytes]:
     """The bytes ``[start, end)`` of each range of a local file or an fsspec URL: on a store, one
     ranged request each (concurrent where it can), exactly those bytes - a file object would read
     ahead in 5 MB blocks."""
@@ -70,7 +75,8 @@ def read_ranges(path: str, ranges: list[tuple[int, int]], storage_options: dict 
 
 
 class _Counting:
-    """A read-only stream that counts the bytes read through it (all tarfile's stream mode needs)."""
+    """A read-only stream that counts the bytes read through it (all tarfile's stream mode
+    needs)."""
 
     def __init__(self, f):
         self.f, self.n = f, 0
@@ -87,14 +93,25 @@ class _Inflating:
     loses the bytes decoded in that read, and with them the last member before the cut."""
 
     def __init__(self, f, make):
-        self.f, self.make, self.d, self.buf, self.pos, self.cut = f, make, make(), bytearray(), 0, False
+        self.f, self.make, self.d, self.buf, self.pos, self.cut = (
+            f,
+            make,
+            make(),
+            bytearray(),
+            0,
+            False,
+        )
 
     def read(self, size: int = -1) -> bytes:
-        if self.pos > (1 << 20) and self.pos * 2 > len(self.buf):  # drop what was read, now and then
+        if self.pos > (1 << 20) and self.pos * 2 > len(
+            self.buf
+        ):  # drop what was read, now and then
             del self.buf[: self.pos]
             self.pos = 0
         while size < 0 or len(self.buf) - self.pos < size:
-            if self.d.eof:  # the end of one compressed member: another may follow (concatenated gzip)
+            if (
+                self.d.eof
+            ):  # the end of one compressed member: another may follow (concatenated gzip)
                 rest = self.d.unused_data or self.f.read(1 << 16)
                 if not rest:
                     break
@@ -107,13 +124,16 @@ class _Inflating:
                 break
             self.buf += self.d.decompress(chunk)
         end = len(self.buf) if size < 0 else min(self.pos + size, len(self.buf))
-        out = bytes(self.buf[self.pos: end])
+        out = bytes(self.buf[self.pos : end])
         self.pos = end
         return out
 
 
-_DECOMPRESSORS = {b"\x1f\x8b": lambda: zlib.decompressobj(wbits=31), b"BZh": bz2.BZ2Decompressor,
-                  b"\xfd7zXZ\x00": lzma.LZMADecompressor}
+_DECOMPRESSORS = {
+    b"\x1f\x8b": lambda: zlib.decompressobj(wbits=31),
+    b"BZh": bz2.BZ2Decompressor,
+    b"\xfd7zXZ\x00": lzma.LZMADecompressor,
+}
 
 
 def _scan_tar(url: str, storage_options: dict | None, on_member) -> tuple[int, str | None]:
@@ -146,9 +166,15 @@ def _scan_tar(url: str, storage_options: dict | None, on_member) -> tuple[int, s
     except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise AudioError(f"unreadable tar {url}: {e}") from e
     if inflating is not None and inflating.cut:
-        return src.n, f"truncated: the tar ends after member {seen} (its compressed stream stops early)"
+        return (
+            src.n,
+            f"truncated: the tar ends after member {seen} (its compressed stream stops early)",
+        )
     if seen is not None and src.n < end + tarfile.BLOCKSIZE:
-        return src.n, f"truncated: the tar ends after member {seen} without its end-of-archive block"
+        return (
+            src.n,
+            f"truncated: the tar ends after member {seen} without its end-of-archive block",
+        )
     return src.n, None
 
 
@@ -188,8 +214,11 @@ def tar_index(url: str, storage_options: dict | None = None) -> dict[str, tuple[
             _INDEX.pop(next(iter(_INDEX)))
         index: dict[str, tuple[int, int]] = {}
         try:
-            size, _CUTS[url] = _scan_tar(url, storage_options,
-                                         lambda tf, m: index.__setitem__(m.name, (m.offset_data, m.size)))
+            size, _CUTS[url] = _scan_tar(
+                url,
+                storage_options,
+                lambda tf, m: index.__setitem__(m.name, (m.offset_data, m.size)),
+            )
             _INDEX[url] = {k: (o, n) for k, (o, n) in index.items() if o + n <= size}
         except AudioError as e:  # once per process, then for every member of it
             _INDEX[url] = e
@@ -242,16 +271,23 @@ def check_header(frames: int, rate: int, log: str) -> None:
     ``log``: libsndfile's description of the header (``extra_info``). A data size of 0 or
     0xFFFFFFFF is what streaming writers leave when the length is unknown: not a truncation."""
     if not MIN_RATE <= rate <= MAX_RATE:
-        raise AudioError(f"implausible sample rate {rate} Hz in the header (accepted: {MIN_RATE}..{MAX_RATE} Hz)")
+        raise AudioError(
+            f"implausible sample rate {rate} Hz in the header (accepted: {MIN_RATE}..{MAX_RATE} Hz)"
+        )
     said = _DATA_SIZE.search(log)
     align = _BLOCK_ALIGN.search(log)
     if said and align and int(align.group(1)) > 0:
         claimed, held = int(said.group(1)), int(said.group(2))
         if claimed > held and claimed not in (0, 0xFFFFFFFF):
-            raise AudioError(f"truncated: header says {claimed // int(align.group(1))} frames, file holds {frames}")
+            raise AudioError(
+                f"truncated: header says {claimed // int(align.group(1))} frames, file holds "
+                f"{frames}"
+            )
 
 
-def audio_info(path: str, member: str | None = None, storage_options: dict | None = None) -> tuple[int, int]:
+def audio_info(
+    path: str, member: str | None = None, storage_options: dict | None = None
+) -> tuple[int, int]:
     """(frames, sample rate) from the header; AudioError if missing, unreadable or implausible
     (see :func:`check_header`)."""
     try:
@@ -264,9 +300,15 @@ def audio_info(path: str, member: str | None = None, storage_options: dict | Non
     return int(info.frames), int(info.samplerate)
 
 
-def read_audio(path: str, member: str | None = None, start: float = 0.0, end: float | None = None,
-               storage_options: dict | None = None, max_seconds: float | None = None,
-               declared: float | None = None) -> tuple[np.ndarray, int]:
+def read_audio(
+    path: str,
+    member: str | None = None,
+    start: float = 0.0,
+    end: float | None = None,
+    storage_options: dict | None = None,
+    max_seconds: float | None = None,
+    declared: float | None = None,
+) -> tuple[np.ndarray, int]:
     """Decode ``[start, end)`` seconds as float32 mono ``(N,)`` at the file's own rate.
 
     ``max_seconds``: read at most one frame more than that (enough to tell a longer file; a
@@ -278,8 +320,10 @@ def read_audio(path: str, member: str | None = None, start: float = 0.0, end: fl
             sr = f.samplerate
             check_header(f.frames, sr, f.extra_info)
             if declared is not None and abs(f.frames / sr - declared) > DURATION_TOLERANCE_S:
-                raise AudioError(f"the manifest says {declared:g} s, the file holds {f.frames / sr:g} s "
-                                 "(write the manifest again with `audistill manifest`)")
+                raise AudioError(
+                    f"the manifest says {declared:g} s, the file holds {f.frames / sr:g} s "
+                    "(write the manifest again with `audistill manifest`)"
+                )
             first = int(round(start * sr))
             count = -1 if end is None else max(0, int(round(end * sr)) - first)
             if max_seconds is not None:
@@ -303,7 +347,9 @@ def to_16k(x: np.ndarray, sr: int) -> np.ndarray:
         return np.ascontiguousarray(x, dtype=np.float32)
     import torchaudio  # only where resampling is needed: `shards` commands never load it
 
-    y = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), sr, SAMPLE_RATE)
+    y = torchaudio.functional.resample(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), sr, SAMPLE_RATE
+    )
     return y.numpy()
 
 
@@ -322,9 +368,16 @@ def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
 
 
-def load_segment(path: str, member: str | None, start: float, end: float | None, min_samples: int,
-                 storage_options: dict | None = None, max_samples: int | None = None,
-                 declared: float | None = None) -> np.ndarray:
+def load_segment(
+    path: str,
+    member: str | None,
+    start: float,
+    end: float | None,
+    min_samples: int,
+    storage_options: dict | None = None,
+    max_samples: int | None = None,
+    declared: float | None = None,
+) -> np.ndarray:
     """One segment as float32 mono 16 kHz in [-1, 1], checked (AudioError on any problem).
 
     ``max_samples``: the longest segment the teachers take (their window). A planned segment is
@@ -334,10 +387,20 @@ def load_segment(path: str, member: str | None, start: float, end: float | None,
 
     Float audio beyond full scale is clipped here, before the teachers see it: the bank stores
     int16 (which cannot hold it), and the features must come from the samples the bank stores."""
-    x, sr = read_audio(path, member, start, end, storage_options,
-                       None if max_samples is None else max_samples / SAMPLE_RATE, declared)
+    x, sr = read_audio(
+        path,
+        member,
+        start,
+        end,
+        storage_options,
+        None if max_samples is None else max_samples / SAMPLE_RATE,
+        declared,
+    )
     y = np.clip(check_audio(to_16k(x, sr), min_samples), -1.0, 1.0)
     if max_samples is not None and y.size > max_samples:
-        raise AudioError(f"longer than the teachers' {max_samples / SAMPLE_RATE:g} s window, so longer than any planned "
-                         "segment (is a manifest's duration for this file wrong?)")
+        raise AudioError(
+            f"longer than the teachers' {max_samples / SAMPLE_RATE:g} s window, so longer than any "
+            "planned "
+            "segment (is a manifest's duration for this file wrong?)"
+        )
     return y

@@ -78,8 +78,14 @@ class Decoded:
 
 
 class _BatchDataset(Dataset):
-    def __init__(self, shards: list[ShardPlan], work: list[tuple[int, list[int]]], min_samples: int,
-                 storage_options: dict | None, max_samples: int | None = None):
+    def __init__(
+        self,
+        shards: list[ShardPlan],
+        work: list[tuple[int, list[int]]],
+        min_samples: int,
+        storage_options: dict | None,
+        max_samples: int | None = None,
+    ):
         self.shards, self.min_samples, self.so = shards, min_samples, storage_options
         self.max_samples = max_samples
         # the batches as flat arrays, not a list of lists of ints: forked decode workers read them
@@ -93,14 +99,22 @@ class _BatchDataset(Dataset):
 
     def __getitem__(self, k: int) -> Decoded:
         si = int(self.shard_of[k])
-        idx = self.flat[(self.ends[k - 1] if k else 0): self.ends[k]].tolist()
+        idx = self.flat[(self.ends[k - 1] if k else 0) : self.ends[k]].tolist()
         waves, fails = {}, {}
         refs = self.shards[si].segments
         for i in idx:
             ref = refs[i]
             try:
-                waves[i] = load_segment(ref.path, ref.member, ref.start, ref.end, self.min_samples, self.so,
-                                        self.max_samples, ref.declared)
+                waves[i] = load_segment(
+                    ref.path,
+                    ref.member,
+                    ref.start,
+                    ref.end,
+                    self.min_samples,
+                    self.so,
+                    self.max_samples,
+                    ref.declared,
+                )
             except AudioError as e:
                 fails[i] = str(e)
         ok = [i for i in idx if i in waves]
@@ -113,20 +127,41 @@ def _identity(x):
     return x
 
 
-def batch_work(shards: list[ShardPlan], batch_samples: int, max_batch: int) -> list[tuple[int, list[int]]]:
-    """Every batch of a run, in shard order: (position of the shard in ``shards``, segment indices)."""
-    return [(si, b) for si, sh in enumerate(shards)
-            for b in make_batches([s.num_samples for s in sh.segments], batch_samples, max_batch)]
+def batch_work(
+    shards: list[ShardPlan], batch_samples: int, max_batch: int
+) -> list[tuple[int, list[int]]]:
+    """Every batch of a run, in shard order: (position of the shard in ``shards``, segment
+    indices)."""
+    return [
+        (si, b)
+        for si, sh in enumerate(shards)
+        for b in make_batches([s.num_samples for s in sh.segments], batch_samples, max_batch)
+    ]
 
 
-def decoded_batches(shards: list[ShardPlan], work: list[tuple[int, list[int]]], min_samples: int, workers: int,
-                    storage_options: dict | None = None, pin_memory: bool = False, max_samples: int | None = None):
+def decoded_batches(
+    shards: list[ShardPlan],
+    work: list[tuple[int, list[int]]],
+    min_samples: int,
+    workers: int,
+    storage_options: dict | None = None,
+    pin_memory: bool = False,
+    max_samples: int | None = None,
+):
     """Yield :class:`Decoded` batches of ``work`` (:func:`batch_work`), in order, decoded
     ``workers`` ahead. Segments longer than ``max_samples`` fail (see :func:`load_segment`)."""
     ds = _BatchDataset(shards, work, min_samples, storage_options, max_samples)
     if workers <= 0:
         yield from (ds[k] for k in range(len(ds)))
         return
-    loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
-                        prefetch_factor=4, multiprocessing_context="fork", pin_memory=pin_memory)
+    loader = DataLoader(
+        ds,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=4,
+        multiprocessing_context="fork",
+        pin_memory=pin_memory,
+    )
     yield from loader

@@ -61,8 +61,15 @@ def _teachers(specs: tuple[TeacherSpec, ...], device: str) -> list[Teacher]:
         return _CACHE[key]
 
 
-def shard_task(bank_root: str, storage_options: dict | None, shards: list[ShardPlan], specs: tuple[TeacherSpec, ...],
-               opts: RunOptions, device: str, add: dict[str, dict[str, list[int]]] | None = None) -> list[ShardResult]:
+def shard_task(
+    bank_root: str,
+    storage_options: dict | None,
+    shards: list[ShardPlan],
+    specs: tuple[TeacherSpec, ...],
+    opts: RunOptions,
+    device: str,
+    add: dict[str, dict[str, list[int]]] | None = None,
+) -> list[ShardResult]:
     """Compute and commit a group of shards (or add teachers to committed ones) on a worker, with
     no catalog write. A group, not one shard: inside one ``run_shards`` the decode workers start
     once and each shard's write overlaps the next shard's forward. With one shard per task, every
@@ -78,7 +85,9 @@ def shard_task(bank_root: str, storage_options: dict | None, shards: list[ShardP
     # writer threads: the task is one of many on this worker process; no process pool per task
     opts = replace(opts, writer_kind="thread")
     # every shard in add is in todo
-    return run_shards(bank, todo, teachers, teacher_codecs(bank, teachers), opts, update_catalog=False, add=add).shards
+    return run_shards(
+        bank, todo, teachers, teacher_codecs(bank, teachers), opts, update_catalog=False, add=add
+    ).shards
 
 
 def _done(bank, name: str, add: dict[str, list[int]] | None) -> bool:
@@ -96,50 +105,92 @@ def _cluster(device: str, workers: int):
     # Worker processes start decode (and, on CUDA, writer) processes of their own.
     dask.config.set({"distributed.worker.daemon": False})
     n = torch.cuda.device_count() if device == "cuda" else workers
-    return LocalCluster(n_workers=max(1, n), threads_per_worker=1, processes=device == "cuda",
-                        dashboard_address=None)
+    return LocalCluster(
+        n_workers=max(1, n),
+        threads_per_worker=1,
+        processes=device == "cuda",
+        dashboard_address=None,
+    )
 
 
-def extract_dask(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
-                 scheduler: str | None = None, workers: int = 2, retries: int = 2,
-                 shards_per_task: int = 8, progress_factory=None) -> RunSummary:
+def extract_dask(
+    inputs: list[str],
+    specs: list[TeacherSpec],
+    bank_root: str,
+    cfg: ExtractConfig,
+    scheduler: str | None = None,
+    workers: int = 2,
+    retries: int = 2,
+    shards_per_task: int = 8,
+    progress_factory=None,
+) -> RunSummary:
     """Run the whole plan on a Dask cluster (``scheduler`` address, or a LocalCluster), in tasks of
     ``shards_per_task`` consecutive shards (see :func:`shard_task`). ``progress_factory`` as for
     :func:`extract` (advanced as each task finishes)."""
     from distributed import Client, as_completed
 
     if cfg.num_workers > 1:
-        raise ExtractError("a Dask run is the bank's one coordinator and runs the whole plan: "
-                           "slices (--num-workers, --worker-index) are for separate processes")
+        raise ExtractError(
+            "a Dask run is the bank's one coordinator and runs the whole plan: "
+            "slices (--num-workers, --worker-index) are for separate processes"
+        )
     t0 = time.perf_counter()
     run = start_run(inputs, specs, bank_root, cfg)
     bank, todo, add, plan_errors = run.bank, run.todo, run.add, run.plan_errors
     device = resolve_device(cfg.device).split(":")[0]
     run_specs = tuple(t.spec for t in run.teachers)
-    summary = RunSummary(bank.root, shards_planned=len(run.mine), shards_skipped=run.skipped,
-                         segments_planned=run.segments_planned, teachers={s.name: TeacherTotals() for s in specs})
+    summary = RunSummary(
+        bank.root,
+        shards_planned=len(run.mine),
+        shards_skipped=run.skipped,
+        segments_planned=run.segments_planned,
+        teachers={s.name: TeacherTotals() for s in specs},
+    )
     del run  # the coordinator's teachers: workers load their own
     cluster = None if scheduler else _cluster(device, workers)
     results, errors = [], list(plan_errors)
-    groups = [todo[i: i + max(1, shards_per_task)] for i in range(0, len(todo), max(1, shards_per_task))]
+    groups = [
+        todo[i : i + max(1, shards_per_task)] for i in range(0, len(todo), max(1, shards_per_task))
+    ]
     with Client(scheduler or cluster) as client:
-        futures = [client.submit(shard_task, bank.root, cfg.storage_options, g, run_specs, cfg.run_options(),
-                                 device, {sh.name: add[sh.name] for sh in g if sh.name in add},
-                                 key=f"extract-{g[0].name}-{len(g)}", retries=retries, pure=False)
-                   for g in groups]
+        futures = [
+            client.submit(
+                shard_task,
+                bank.root,
+                cfg.storage_options,
+                g,
+                run_specs,
+                cfg.run_options(),
+                device,
+                {sh.name: add[sh.name] for sh in g if sh.name in add},
+                key=f"extract-{g[0].name}-{len(g)}",
+                retries=retries,
+                pure=False,
+            )
+            for g in groups
+        ]
         group_of = {fut.key: g for g, fut in zip(groups, futures, strict=True)}
-        progress = None if progress_factory is None else progress_factory(
-            sum(sh.count for sh in todo), sum(sh.seconds for sh in todo))
+        progress = (
+            None
+            if progress_factory is None
+            else progress_factory(sum(sh.count for sh in todo), sum(sh.seconds for sh in todo))
+        )
         try:
             for fut in as_completed(futures):
                 g = group_of[fut.key]
                 try:
                     done = fut.result()
                     results += done
-                except Exception as e:  # noqa: BLE001 - a group that failed every retry is recorded, the rest go on
-                    bank.sync_catalog()  # what the tries did commit stays committed, and is not an error
-                    errors += [error_record(s.id, s.path, f"shard {sh.name} failed: {e}")
-                               for sh in g if not _done(bank, sh.name, add.get(sh.name)) for s in sh.segments]
+                # noqa: BLE001 - a group that failed every retry is recorded, the rest go on
+                except Exception as e:
+                    # what the tries did commit stays committed, and is not an error
+                    bank.sync_catalog()
+                    errors += [
+                        error_record(s.id, s.path, f"shard {sh.name} failed: {e}")
+                        for sh in g
+                        if not _done(bank, sh.name, add.get(sh.name))
+                        for s in sh.segments
+                    ]
                     done = []
                 if progress is not None:
                     progress(sum(sh.count for sh in g), sum(r.seconds for r in done))

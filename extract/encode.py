@@ -22,7 +22,13 @@ from audistill.shards.codecs import Codec
 class Encoded:
     """One teacher's encoded batch (or OOM-split group), on its way to host memory."""
 
-    def __init__(self, codec: Codec, feats: dict[int, torch.Tensor], flen: list[int], states: dict[int, dict | None]):
+    def __init__(
+        self,
+        codec: Codec,
+        feats: dict[int, torch.Tensor],
+        flen: list[int],
+        states: dict[int, dict | None],
+    ):
         self.flen = flen
         first = next(iter(feats.values()), None)  # (B, T, D)
         cuda = first is not None and first.device.type == "cuda"
@@ -31,15 +37,21 @@ class Encoded:
             parts[layer], ok = codec.encode_padded(x, flen, states.get(layer))
             oks.append(ok)
         ok = torch.stack(oks).all(0) if oks else torch.ones(len(flen), dtype=torch.bool)
-        self.kinds = {p.name: p.kind for p in codec.parts(first.shape[2])} if first is not None else {}
-        self.host = {layer: {k: _to_host(v, cuda) for k, v in p.items()} for layer, p in parts.items()}
+        self.kinds = (
+            {p.name: p.kind for p in codec.parts(first.shape[2])} if first is not None else {}
+        )
+        self.host = {
+            layer: {k: _to_host(v, cuda) for k, v in p.items()} for layer, p in parts.items()
+        }
         self.ok = _to_host(ok, cuda)
         self.event = None
         if cuda:
             self.event = torch.cuda.Event()
             self.event.record()
 
-    def result(self, mode: str = "arrays", block: BatchBlock | None = None) -> list[dict[int, dict] | None]:
+    def result(
+        self, mode: str = "arrays", block: BatchBlock | None = None
+    ) -> list[dict[int, dict] | None]:
         """Per item: ``{layer: {part: ...}}``, or None where the codec refused a frame. Waits for
         this batch's copies only. Never hands out views of the (reused) staging buffers.
 
@@ -61,7 +73,9 @@ class Encoded:
         need = self.copy_bytes(mode)
         if need:
             block = block if block is not None else BatchBlock(None, mode == "shared", need)
-            host = {layer: {k: block.carve(v) for k, v in p.items()} for layer, p in self.host.items()}
+            host = {
+                layer: {k: block.carve(v) for k, v in p.items()} for layer, p in self.host.items()
+            }
         out: list[dict | None] = []
         for b, n in enumerate(self.flen):
             if not ok[b]:
@@ -70,7 +84,10 @@ class Encoded:
             m = {k: (n if kind == "frame" else None) for k, kind in self.kinds.items()}
             rows = {layer: {k: Rows(v, b, m[k]) for k, v in p.items()} for layer, p in host.items()}
             if mode == "arrays":  # own copies: nothing may point into the staging buffers
-                rows = {layer: {k: np.array(r.array()) for k, r in p.items()} for layer, p in rows.items()}
+                rows = {
+                    layer: {k: np.array(r.array()) for k, r in p.items()}
+                    for layer, p in rows.items()
+                }
             out.append(rows)
         return out
 
@@ -80,7 +97,9 @@ class Encoded:
         on as they are (the CPU, writer threads) or copied per item ("arrays")."""
         if mode == "arrays" or (self.event is None and mode != "shared"):
             return 0
-        return sum(_aligned(v.numel() * v.element_size()) for p in self.host.values() for v in p.values())
+        return sum(
+            _aligned(v.numel() * v.element_size()) for p in self.host.values() for v in p.values()
+        )
 
 
 class BatchBlock:
@@ -112,9 +131,14 @@ def new_block(nbytes: int, shared: bool) -> torch.UntypedStorage | None:
     return torch.UntypedStorage._new_shared(nbytes) if shared else torch.UntypedStorage(nbytes)
 
 
-def carve(storage: torch.UntypedStorage | None, byte_offset: int, shape: tuple[int, ...], dtype: torch.dtype
-          ) -> torch.Tensor:
-    """A ``shape``/``dtype`` tensor on ``storage`` at ``byte_offset`` (a multiple of the item size)."""
+def carve(
+    storage: torch.UntypedStorage | None,
+    byte_offset: int,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """A ``shape``/``dtype`` tensor on ``storage`` at ``byte_offset`` (a multiple of the item
+    size)."""
     n = int(np.prod(shape, dtype=np.int64))
     if storage is None or n == 0:
         return torch.empty(shape, dtype=dtype)
@@ -165,7 +189,7 @@ class HostBlocks:
             self.free.extend(storages)
             if len(self.free) > self.max_free:
                 self.free.sort(key=lambda s: s.nbytes(), reverse=True)
-                del self.free[self.max_free:]
+                del self.free[self.max_free :]
 
 
 class Rows:
@@ -197,8 +221,12 @@ def materialize(feats: dict | None) -> dict | None:
     """``{teacher: {layer: {part: Rows | array}} | None}`` with every :class:`Rows` as an array."""
     if feats is None:
         return None
-    return {t: None if f is None else {layer: {k: as_array(v) for k, v in p.items()} for layer, p in f.items()}
-            for t, f in feats.items()}
+    return {
+        t: None
+        if f is None
+        else {layer: {k: as_array(v) for k, v in p.items()} for layer, p in f.items()}
+        for t, f in feats.items()
+    }
 
 
 def _to_host(x: torch.Tensor, cuda: bool) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""``--dry-run`` estimates: frames and bytes per teacher and layer, from configs only (no weights)."""
+"""``--dry-run`` estimates: frames and bytes per teacher and layer, from configs only (no
+weights)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,19 @@ def teacher_shape(spec: TeacherSpec) -> dict | None:
     if c.model_type == "whisper":
         return {"frame_rate": 50.0, "dim": c.d_model, "num_layers": c.encoder_layers + 1}
     if c.model_type == "audio-spectrogram-transformer":
-        return {"frame_rate": 100.0 / c.time_stride, "dim": c.hidden_size, "num_layers": c.num_hidden_layers + 1}
+        return {
+            "frame_rate": 100.0 / c.time_stride,
+            "dim": c.hidden_size,
+            "num_layers": c.num_hidden_layers + 1,
+        }
     # the conv stride applies at the model's own input rate (its feature extractor's), to which
     # extraction resamples: a 24 kHz model with stride 320 stores 75 Hz, not 50
     stride = math.prod(getattr(c, "conv_stride", [320]))
-    return {"frame_rate": input_rate(spec, kw) / stride, "dim": c.hidden_size, "num_layers": c.num_hidden_layers + 1}
+    return {
+        "frame_rate": input_rate(spec, kw) / stride,
+        "dim": c.hidden_size,
+        "num_layers": c.num_hidden_layers + 1,
+    }
 
 
 def input_rate(spec: TeacherSpec, kw: dict) -> int:
@@ -77,6 +86,13 @@ def estimate_bytes(spec: TeacherSpec, seconds_per_domain: dict[str, float]) -> d
     frames = int(seconds * rate)
     bpv = bits_per_value(spec, shape["dim"])
     per_layer = None if bpv is None else frames * shape["dim"] * bpv / 8
-    return {"seconds": seconds, "frame_rate": rate, "dim": shape["dim"], "layers": layers, "frames": frames,
-            "bits_per_value": bpv, "bytes_per_layer": per_layer,
-            "bytes": None if per_layer is None else per_layer * len(layers)}
+    return {
+        "seconds": seconds,
+        "frame_rate": rate,
+        "dim": shape["dim"],
+        "layers": layers,
+        "frames": frames,
+        "bits_per_value": bpv,
+        "bytes_per_layer": per_layer,
+        "bytes": None if per_layer is None else per_layer * len(layers),
+    }

@@ -12,7 +12,8 @@ Batch parts reach the writers through recycled host blocks (:class:`~.encode.Hos
 back when their shard is written.
 
 A committed shard that lacks some teachers (or layers) is run again with just those teachers, on
-the segments it holds, and they are added with ``bank.add_field`` - nothing committed is rewritten."""
+the segments it holds, and they are added with ``bank.add_field`` - nothing committed is
+rewritten."""
 
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ WriterKind = Literal["auto", "process", "thread"]
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How shards are computed (flat parameters). :class:`~.run.ExtractConfig` extends it, so a run's
-    one configuration is also its run options; ``loader_workers=None`` and ``writers=0`` are
+    """How shards are computed (flat parameters). :class:`~.run.ExtractConfig` extends it, so a
+    run's one configuration is also its run options; ``loader_workers=None`` and ``writers=0`` are
     "auto", made concrete for a device by :meth:`resolved`."""
 
     batch_seconds: float = 200.0
@@ -63,7 +64,8 @@ class RunOptions:
     loader_workers: int | None = None
     min_seconds: float = 0.1
     storage_options: dict | None = None
-    writers: int = 0  # shards compressed and written at the same time; 0 = auto: min(8, cores / 2) on CUDA, 2 on CPU
+    # shards compressed and written at the same time; 0 = auto: min(8, cores / 2) on CUDA, 2 on CPU
+    writers: int = 0
     # Write in threads or in processes (fed through shared memory); "auto": threads
     # (resolve_writer_kind says why)
     writer_kind: WriterKind = "auto"
@@ -131,7 +133,9 @@ class RunResult:
 class _ShardState:
     """What has been computed for one shard so far."""
 
-    def __init__(self, plan: ShardPlan, teachers: list[Teacher], add: dict[str, list[int]] | None = None):
+    def __init__(
+        self, plan: ShardPlan, teachers: list[Teacher], add: dict[str, list[int]] | None = None
+    ):
         self.plan = plan
         self.teachers = [t.name for t in teachers]
         self.add = add  # None: a new shard; else {teacher: layers} to add to the committed shard
@@ -142,13 +146,19 @@ class _ShardState:
         self.result = ShardResult(plan.name, teachers={t.name: TeacherTotals() for t in teachers})
 
 
-def _launch_group(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
-                  g: list[int]) -> list[tuple[list[int], Encoded]]:
-    """Run ``t`` on batch positions ``g`` and start encoding; on out-of-memory split ``g`` in two."""
+def _launch_group(
+    t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor, g: list[int]
+) -> list[tuple[list[int], Encoded]]:
+    """Run ``t`` on batch positions ``g`` and start encoding; on out-of-memory split ``g`` in
+    two."""
     idx = torch.tensor(g)
     n = int(lengths[idx].max())
     try:
-        rows = wave[: len(g)] if g == list(range(len(g))) else wave.index_select(0, host_to_device(idx, wave.device))
+        rows = (
+            wave[: len(g)]
+            if g == list(range(len(g)))
+            else wave.index_select(0, host_to_device(idx, wave.device))
+        )
         feats, flen = t.extract(rows[:, :n], lengths[idx])  # {layer: (b, T, D)}, (b,) on the host
         return [(g, Encoded(codec, feats, flen.tolist(), states))]
     except torch.OutOfMemoryError:
@@ -156,8 +166,9 @@ def _launch_group(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, le
             raise
         del_cache(t.device)
         half = len(g) // 2
-        return (_launch_group(t, codec, states, wave, lengths, g[:half])
-                + _launch_group(t, codec, states, wave, lengths, g[half:]))
+        return _launch_group(t, codec, states, wave, lengths, g[:half]) + _launch_group(
+            t, codec, states, wave, lengths, g[half:]
+        )
 
 
 def del_cache(device: torch.device) -> None:
@@ -165,16 +176,29 @@ def del_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _launch_teacher(t: Teacher, codec: Codec, states: dict, wave: torch.Tensor, lengths: torch.Tensor,
-                    pos: list[int]) -> list[tuple[list[int], Encoded]]:
-    groups = [pos] if t.pad_invariant else [[pos[j] for j in g] for g in
-                                             equal_length_groups([int(lengths[p]) for p in pos])]
+def _launch_teacher(
+    t: Teacher,
+    codec: Codec,
+    states: dict,
+    wave: torch.Tensor,
+    lengths: torch.Tensor,
+    pos: list[int],
+) -> list[tuple[list[int], Encoded]]:
+    groups = (
+        [pos]
+        if t.pad_invariant
+        else [[pos[j] for j in g] for g in equal_length_groups([int(lengths[p]) for p in pos])]
+    )
     return [x for g in groups for x in _launch_group(t, codec, states, wave, lengths, g)]
 
 
-def _collect(launched: list[tuple[list[int], Encoded]], pos: list[int], mode: str = "arrays",
-             timers: dict[str, float] | None = None, block: BatchBlock | None = None
-             ) -> tuple[list[dict | None], int]:
+def _collect(
+    launched: list[tuple[list[int], Encoded]],
+    pos: list[int],
+    mode: str = "arrays",
+    timers: dict[str, float] | None = None,
+    block: BatchBlock | None = None,
+) -> tuple[list[dict | None], int]:
     """Parts per position in ``pos`` (None where the codec refused the output) and frames kept;
     copies (see :meth:`Encoded.result`) go to ``block``."""
     out: dict[int, dict | None] = {}
@@ -198,12 +222,20 @@ class _Launched:
     launch_s: dict[str, float]
 
 
-def _launch(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: dict[str, Codec],
-            states: dict[str, dict], device: torch.device) -> _Launched:
+def _launch(
+    batch: Decoded,
+    st: _ShardState,
+    teachers: list[Teacher],
+    codecs: dict[str, Codec],
+    states: dict[str, dict],
+    device: torch.device,
+) -> _Launched:
     for i, reason in batch.failures.items():
         st.failed[i] = reason
         ref = st.plan.segments[i]
-        st.result.errors.append(error_record(ref.id, ref.source if ref.member else ref.path, reason))
+        st.result.errors.append(
+            error_record(ref.id, ref.source if ref.member else ref.path, reason)
+        )
     ok = batch.ok
     out = _Launched(batch, st, [], {})
     if not ok:
@@ -224,13 +256,20 @@ def _launch(batch: Decoded, st: _ShardState, teachers: list[Teacher], codecs: di
         if not pos:
             continue
         t0 = time.perf_counter()
-        out.work.append((t, pos, _launch_teacher(t, codecs[t.name], states[t.name], wave, lengths, pos)))
+        out.work.append(
+            (t, pos, _launch_teacher(t, codecs[t.name], states[t.name], wave, lengths, pos))
+        )
         out.launch_s[t.name] = time.perf_counter() - t0
     return out
 
 
-def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None, blocks: HostBlocks | None = None,
-            taken: list | None = None) -> None:
+def _finish(
+    job: _Launched,
+    mode: str,
+    timers: dict[str, float] | None = None,
+    blocks: HostBlocks | None = None,
+    taken: list | None = None,
+) -> None:
     """Collect a launched batch into its shard's state. The parts of every teacher and group of
     the batch that need a host copy share one block from ``blocks``; it is appended to ``taken``."""
     st, ok, lengths = job.st, job.batch.ok, job.batch.lengths
@@ -248,9 +287,15 @@ def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None, b
             st.feats[i][t.name] = p
             if p is None:
                 ref = st.plan.segments[i]
-                st.result.errors.append(error_record(
-                    ref.id, ref.path, f"teacher {t.name}: NaN/Inf (or values beyond codec {t.spec.codec}'s range) "
-                                      "in its output"))
+                st.result.errors.append(
+                    error_record(
+                        ref.id,
+                        ref.path,
+                        f"teacher {t.name}: NaN/Inf (or values beyond codec {t.spec.codec}'s "
+                        "range) "
+                        "in its output",
+                    )
+                )
             else:
                 tot.segments += 1
                 tot.seconds += int(lengths[b]) / SAMPLE_RATE
@@ -258,10 +303,13 @@ def _finish(job: _Launched, mode: str, timers: dict[str, float] | None = None, b
         tot.values += frames * t.dim * len(t.layers)
 
 
-def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[ShardResult, ShardRecord]:
+def write_shard(
+    bank: Bank, st: _ShardState, teachers: list[str]
+) -> tuple[ShardResult, ShardRecord]:
     """Write one computed shard (every segment that decoded, in plan order) and commit it.
 
-    Runs in a writer thread or process, so it never touches the catalog (the caller adds the record).
+    Runs in a writer thread or process, so it never touches the catalog (the caller adds the
+    record).
     """
     res = st.result
     with bank.write_shard(st.plan.name, teachers=teachers, update_catalog=False) as w:
@@ -278,7 +326,8 @@ def write_shard(bank: Bank, st: _ShardState, teachers: list[str]) -> tuple[Shard
 
 
 def add_fields(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
-    """Add teachers (or more layers of one) to a committed shard, segment by segment in its order."""
+    """Add teachers (or more layers of one) to a committed shard, segment by segment in its
+    order."""
     res = st.result
     assert st.add is not None
     rec = None
@@ -301,7 +350,9 @@ def _write(bank: Bank, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
     return res, rec
 
 
-_BANKS: dict[str, tuple[tuple, Bank]] = {}  # per process: root -> (bank.json stamp, the opened bank)
+_BANKS: dict[
+    str, tuple[tuple, Bank]
+] = {}  # per process: root -> (bank.json stamp, the opened bank)
 
 
 def open_bank_cached(root: str, storage_options: dict | None = None) -> Bank:
@@ -323,7 +374,9 @@ def open_bank_cached(root: str, storage_options: dict | None = None) -> Bank:
     return bank
 
 
-def write_shard_in_process(root: str, storage_options: dict | None, st: _ShardState) -> tuple[ShardResult, ShardRecord]:
+def write_shard_in_process(
+    root: str, storage_options: dict | None, st: _ShardState
+) -> tuple[ShardResult, ShardRecord]:
     return _write(open_bank_cached(root, storage_options), st)
 
 
@@ -341,7 +394,9 @@ def _die_with_parent(parent: int | None = None) -> None:
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     elif parent is not None:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
+        threading.Thread(
+            target=_watch_parent, args=(parent,), daemon=True, name="parent-watch"
+        ).start()
     if parent is not None and os.getppid() != parent:
         os._exit(1)
 
@@ -354,7 +409,8 @@ def _watch_parent(parent: int) -> None:
 
 def _warm_writer() -> None:
     """Runs once in each writer process as the run starts: the imports (torch, zarr, numcodecs)
-    take seconds, which would otherwise stall the first shards' writes - and the loop behind them."""
+    take seconds, which would otherwise stall the first shards' writes - and the loop behind
+    them."""
     import numcodecs  # noqa: F401
     import zarr  # noqa: F401
 
@@ -403,8 +459,9 @@ class SharedNeed:
     features: int  # encoded teacher parts of the shards in flight, when writers are processes
 
 
-def shared_bytes_needed(teachers: list[Teacher], codecs: dict[str, Codec], shard_seconds: float,
-                        opts: RunOptions) -> SharedNeed:
+def shared_bytes_needed(
+    teachers: list[Teacher], codecs: dict[str, Codec], shard_seconds: float, opts: RunOptions
+) -> SharedNeed:
     """What :class:`SharedNeed` a run of ``opts`` over shards of up to ``shard_seconds`` holds:
     ``writers`` shards being written, one being computed and (features) one shard's blocks kept
     for reuse; the decode workers' prefetch (4 batches each, float32 + int16 audio)."""
@@ -412,11 +469,19 @@ def shared_bytes_needed(teachers: list[Teacher], codecs: dict[str, Codec], shard
     for t in teachers:
         for ps in codecs[t.name].parts(t.dim):
             if ps.kind == "frame":
-                per_second += t.frame_rate * len(t.layers) * np.dtype(ps.dtype).itemsize * int(np.prod(ps.shape))
+                per_second += (
+                    t.frame_rate
+                    * len(t.layers)
+                    * np.dtype(ps.dtype).itemsize
+                    * int(np.prod(ps.shape))
+                )
     in_flight = (opts.writers + 2) * shard_seconds
     audio = 0
     if opts.loader_workers > 0:
-        audio = int(in_flight * SAMPLE_RATE * 2 + opts.loader_workers * 4 * opts.batch_seconds * SAMPLE_RATE * 6)
+        audio = int(
+            in_flight * SAMPLE_RATE * 2
+            + opts.loader_workers * 4 * opts.batch_seconds * SAMPLE_RATE * 6
+        )
     return SharedNeed(audio, int(in_flight * per_second))
 
 
@@ -435,36 +500,60 @@ def _gib(n: int) -> str:
 
 def _writer_pool(opts: RunOptions, device: torch.device, need: SharedNeed | None = None):
     """The writer pool, after checking shared memory against ``need`` (an upper bound: it assumes
-    the writers' queue full): a shortfall is warned about - running out mid-way is a bus error in a decode worker
-    or no space for a batch block (the run stops; committed shards stay and a re-run resumes)."""
+    the writers' queue full): a shortfall is warned about - running out mid-way is a bus error in a
+    decode worker or no space for a batch block (the run stops; committed shards stay and a re-run
+    resumes)."""
     kind = resolve_writer_kind(opts.writer_kind, device)
     free = shared_bytes_free() if need is not None else None
     if free is not None:
         fix = "enlarge it (docker run --shm-size ...) or use smaller shards / fewer writers"
         if kind == "process" and free < need.audio + need.features:
-            msg = (f"writer processes may hold up to {_gib(need.audio + need.features)} of shared memory, "
-                   f"{SHM} has {_gib(free)} free")
+            msg = (
+                f"writer processes may hold up to {_gib(need.audio + need.features)} of shared "
+                "memory, "
+                f"{SHM} has {_gib(free)} free"
+            )
             log.warning("%s: %s, or --writer-kind thread", msg, fix)
         if free < need.audio:
-            log.warning("decode workers pass audio through shared memory, up to %s; %s has %s free: %s, or "
-                        "fewer --loader-workers", _gib(need.audio), SHM, _gib(free), fix)
+            log.warning(
+                "decode workers pass audio through shared memory, up to %s; %s has %s free: %s, or "
+                "fewer --loader-workers",
+                _gib(need.audio),
+                SHM,
+                _gib(free),
+                fix,
+            )
     if kind == "process":
-        pool = ProcessPoolExecutor(max_workers=opts.writers, mp_context=mp.get_context("spawn"),
-                                   initializer=_die_with_parent, initargs=(os.getpid(),))
-        for _ in range(opts.writers):  # start every writer now (the pool starts them one per waiting task)
+        pool = ProcessPoolExecutor(
+            max_workers=opts.writers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
+        for _ in range(
+            opts.writers
+        ):  # start every writer now (the pool starts them one per waiting task)
             pool.submit(_warm_writer)
         return pool, True
     return ThreadPoolExecutor(max_workers=opts.writers, thread_name_prefix="shard-writer"), False
 
 
 def teacher_codecs(bank: Bank, teachers: list[Teacher]) -> dict[str, Codec]:
-    """Each teacher's codec, built once from the bank's catalog (what its shards are written with)."""
+    """Each teacher's codec, built once from the bank's catalog (what its shards are written
+    with)."""
     return {t.name: codec_from_record(bank.catalog.teacher(t.name).codec) for t in teachers}
 
 
-def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], codecs: dict[str, Codec],
-               opts: RunOptions, update_catalog: bool = True, progress: Progress | None = None,
-               add: dict[str, dict[str, list[int]]] | None = None) -> RunResult:
+def run_shards(
+    bank: Bank,
+    shards: list[ShardPlan],
+    teachers: list[Teacher],
+    codecs: dict[str, Codec],
+    opts: RunOptions,
+    update_catalog: bool = True,
+    progress: Progress | None = None,
+    add: dict[str, dict[str, list[int]]] | None = None,
+) -> RunResult:
     """Compute and commit ``shards`` with ``teachers``, encoding with ``codecs`` (see
     :func:`teacher_codecs`). Shards named in ``add`` are committed already: only the
     teachers/layers ``add[shard]`` lists are computed and added to them."""
@@ -474,8 +563,12 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], cod
     clock = _StageClock(timers)
     device = teachers[0].device
     opts = opts.resolved(device)
-    states = {t.name: {layer: device_state(bank.load_codec_state(t.name, layer), device) for layer in t.layers}
-              for t in teachers}
+    states = {
+        t.name: {
+            layer: device_state(bank.load_codec_state(t.name, layer), device) for layer in t.layers
+        }
+        for t in teachers
+    }
     batch_samples = int(opts.batch_seconds * SAMPLE_RATE)
     min_samples = int(opts.min_seconds * SAMPLE_RATE)
     add = add or {}
@@ -504,7 +597,13 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], cod
 
     def finish(job: _Launched) -> None:
         with clock("collect"):
-            _finish(job, "shared" if in_process else "rows", timers, host_blocks, taken.setdefault(job.batch.shard, []))
+            _finish(
+                job,
+                "shared" if in_process else "rows",
+                timers,
+                host_blocks,
+                taken.setdefault(job.batch.shard, []),
+            )
         st = job.st
         st.batches_left -= 1
         if progress is not None:
@@ -513,19 +612,31 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], cod
             while len(pending) >= opts.writers:  # bounded memory: at most `writers` shards queued
                 done(pending.pop(0))
             live.pop(job.batch.shard)
-            fut = (pool.submit(write_shard_in_process, bank.root, opts.storage_options, st)
-                   if in_process else pool.submit(_write, bank, st))
+            fut = (
+                pool.submit(write_shard_in_process, bank.root, opts.storage_options, st)
+                if in_process
+                else pool.submit(_write, bank, st)
+            )
             pending.append((fut, taken.pop(job.batch.shard, [])))
 
     _raise_fd_limit()
     need = shared_bytes_needed(teachers, codecs, max(sh.seconds for sh in shards), opts)
-    pool, in_process = _writer_pool(opts, device, need)  # writer processes start while the loader does
+    pool, in_process = _writer_pool(
+        opts, device, need
+    )  # writer processes start while the loader does
     old_interval = sys.getswitchinterval()
     if opts.switch_interval_ms > 0:
         sys.setswitchinterval(opts.switch_interval_ms / 1000)
     host_blocks = HostBlocks(shared=in_process)
-    batches = decoded_batches(shards, work, min_samples, opts.loader_workers, opts.storage_options,
-                              pin_memory=device.type == "cuda", max_samples=window_samples(teachers))
+    batches = decoded_batches(
+        shards,
+        work,
+        min_samples,
+        opts.loader_workers,
+        opts.storage_options,
+        pin_memory=device.type == "cuda",
+        max_samples=window_samples(teachers),
+    )
     inflight: deque[_Launched] = deque()
     try:
         with pool:
@@ -533,7 +644,9 @@ def run_shards(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], cod
                 # launch this batch, then collect the previous one: its copies to host and the
                 # host-side work overlap this batch's forward on the device
                 with clock("launch"):
-                    inflight.append(_launch(batch, live[batch.shard], teachers, codecs, states, device))
+                    inflight.append(
+                        _launch(batch, live[batch.shard], teachers, codecs, states, device)
+                    )
                 while len(inflight) > PIPELINE_DEPTH:
                     finish(inflight.popleft())
             while inflight:

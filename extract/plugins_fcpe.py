@@ -23,8 +23,15 @@ class FCPETeacher(Teacher):
         infer = spawn_bundled_infer_model(device=str(device))
         self.wav2mel, net = infer.wav2mel, infer.model
         self.hop = int(infer.get_hop_size())
-        super()._setup(spec, device, net.to(device).eval(), SAMPLE_RATE / self.hop, net.norm.normalized_shape[0],
-                       len(net.net.encoder_layers) + 1, {"model": "fcpe_c_v001", "mel_hop": self.hop})
+        super()._setup(
+            spec,
+            device,
+            net.to(device).eval(),
+            SAMPLE_RATE / self.hop,
+            net.norm.normalized_shape[0],
+            len(net.net.encoder_layers) + 1,
+            {"model": "fcpe_c_v001", "mel_hop": self.hop},
+        )
         self.revision = spec.revision or f"torchfcpe=={version('torchfcpe')}"
         self.pad_invariant = False
 

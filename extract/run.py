@@ -94,9 +94,19 @@ class ExtractConfig(RunOptions):
         if not 0 <= self.max_failed <= 1:
             errs.append("max_failed is a fraction in [0, 1]")
         if self.num_workers < 1 or not 0 <= self.worker_index < self.num_workers:
-            errs.append(f"need 0 <= worker_index < num_workers (got {self.worker_index} of {self.num_workers})")
-        if self.max_batch < 1 or (self.loader_workers or 0) < 0 or self.shard_segments < 1 or self.writers < 0:
-            errs.append("max_batch and shard_segments must be >= 1, writers and loader_workers >= 0")
+            errs.append(
+                f"need 0 <= worker_index < num_workers (got {self.worker_index} of "
+                f"{self.num_workers})"
+            )
+        if (
+            self.max_batch < 1
+            or (self.loader_workers or 0) < 0
+            or self.shard_segments < 1
+            or self.writers < 0
+        ):
+            errs.append(
+                "max_batch and shard_segments must be >= 1, writers and loader_workers >= 0"
+            )
         errs.extend(filter(None, [device_problem(self.device)]))
         if errs:
             raise ExtractError("bad extraction settings: " + "; ".join(errs))
@@ -118,11 +128,17 @@ class RunSummary:
     failed: int = 0
     wall_s: float = 0.0
     run_s: float = 0.0  # computing and writing shards (no planning, no model loading)
-    stages: dict[str, float] = field(default_factory=dict)  # run_s split by stage (run_shards' timers)
+    stages: dict[str, float] = field(
+        default_factory=dict
+    )  # run_s split by stage (run_shards' timers)
     writer_kind: Literal["process", "thread", ""] = ""  # how shards were written ("" when none ran)
-    padded_samples: int = 0  # samples the device ran (padding included) and real ones, over every batch
+    padded_samples: int = (
+        0  # samples the device ran (padding included) and real ones, over every batch
+    )
     real_samples: int = 0
-    commits: list[tuple[float, float]] = field(default_factory=list)  # (time.time(), audio s) per shard run
+    commits: list[tuple[float, float]] = field(
+        default_factory=list
+    )  # (time.time(), audio s) per shard run
     teachers: dict[str, TeacherTotals] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
 
@@ -132,7 +148,8 @@ class RunSummary:
 
     @property
     def padding_efficiency(self) -> float | None:
-        """Real audio / audio the device ran: what length bucketing within shards left as padding."""
+        """Real audio / audio the device ran: what length bucketing within shards left as
+        padding."""
         return self.real_samples / self.padded_samples if self.padded_samples else None
 
     def pace_sps(self) -> float | None:
@@ -186,21 +203,30 @@ def segment_seconds(specs: list[TeacherSpec], cfg: ExtractConfig) -> float:
     than the shortest segment kept: every piece would be dropped)."""
     short = [s.name for s in specs if s.max_seconds <= cfg.min_seconds]
     if short:
-        raise ExtractError(f"teacher(s) {short}: max_seconds is at most the shortest segment kept "
-                           f"({cfg.min_seconds:g} s): every segment would be dropped")
+        raise ExtractError(
+            f"teacher(s) {short}: max_seconds is at most the shortest segment kept "
+            f"({cfg.min_seconds:g} s): every segment would be dropped"
+        )
     return min([cfg.max_seconds] + [s.max_seconds for s in specs])
 
 
 def plan_settings(specs: list[TeacherSpec], cfg: ExtractConfig) -> dict:
     """What the plan depends on besides the inputs (a plan file records them, and is refused by a
     run whose settings differ)."""
-    return {"segment_seconds": segment_seconds(specs, cfg), "min_seconds": cfg.min_seconds,
-            "shard_seconds": cfg.shard_seconds, "shard_segments": cfg.shard_segments, "domain": cfg.domain,
-            "domain_map": dict(sorted(cfg.domain_map.items())), "dataset": cfg.dataset}
+    return {
+        "segment_seconds": segment_seconds(specs, cfg),
+        "min_seconds": cfg.min_seconds,
+        "shard_seconds": cfg.shard_seconds,
+        "shard_segments": cfg.shard_segments,
+        "domain": cfg.domain,
+        "domain_map": dict(sorted(cfg.domain_map.items())),
+        "dataset": cfg.dataset,
+    }
 
 
-def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig
-               ) -> tuple[Sequence[ShardPlan], list[dict]]:
+def build_plan(
+    inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig
+) -> tuple[Sequence[ShardPlan], list[dict]]:
     """The shard plan, streamed from the inputs: only the packed shards are held (see ShardPlan).
     With ``cfg.plan_file`` (and no inputs), the plan in that file (``audistill plan``), whose
     shards are read when used: a slice reads only its own."""
@@ -215,8 +241,12 @@ def build_plan(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig
     from .audio import forget_tars
 
     errors: list[dict] = []
-    items = iter_items(inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options, cfg.allow_outside_root)
-    segs = iter_segments(items, errors, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options)
+    items = iter_items(
+        inputs, cfg.domain, cfg.domain_map, cfg.dataset, cfg.storage_options, cfg.allow_outside_root
+    )
+    segs = iter_segments(
+        items, errors, segment_seconds(specs, cfg), cfg.min_seconds, cfg.storage_options
+    )
     plan = make_plan(segs, cfg.shard_seconds, cfg.shard_segments)
     forget_tars()
     return plan, errors
@@ -228,7 +258,13 @@ def plan_to_file(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig
     from .planfile import write_plan_file
 
     plan, errors = build_plan(inputs, specs, cfg)
-    write_plan_file(out, plan, errors, {**plan_settings(specs, cfg), "inputs": list(inputs)}, cfg.storage_options)
+    write_plan_file(
+        out,
+        plan,
+        errors,
+        {**plan_settings(specs, cfg), "inputs": list(inputs)},
+        cfg.storage_options,
+    )
     summary = plan_summary(plan)
     summary["unusable_inputs"] = len(errors)
     summary["plan_file"] = out
@@ -263,8 +299,9 @@ def check_and_register(bank: Bank, teachers: list[Teacher], config: dict) -> Non
     bank.save_catalog()
 
 
-def plan_work(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], synced: bool = False
-              ) -> tuple[list[ShardPlan], dict[str, dict[str, list[int]]], int]:
+def plan_work(
+    bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], synced: bool = False
+) -> tuple[list[ShardPlan], dict[str, dict[str, list[int]]], int]:
     """What to run: new shards, committed shards lacking some teachers' layers (with those
     layers, restricted to the segments the shard holds), and how many need nothing.
 
@@ -297,8 +334,10 @@ def plan_work(bank: Bank, shards: list[ShardPlan], teachers: list[Teacher], sync
         by_id = {r.id: r for r in sh.segments}
         lost = [i for i in ids if i not in by_id]
         if lost:
-            raise ExtractError(f"shard {sh.name} holds segments the corpus no longer has ({lost[:3]}...); "
-                               "cannot add teachers to it from this corpus")
+            raise ExtractError(
+                f"shard {sh.name} holds segments the corpus no longer has ({lost[:3]}...); "
+                "cannot add teachers to it from this corpus"
+            )
         todo.append(ShardPlan.of(sh.name, (by_id[i] for i in ids)))
         add[sh.name] = need
     return todo, add, skipped
@@ -314,7 +353,9 @@ def append_errors(bank: Bank, records: list[dict], part: str | None = None) -> N
     if not records:
         return
     if part is not None:
-        bank.fs.write_bytes_atomic(f"{ERRORS_DIR}/{part}.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+        bank.fs.write_bytes_atomic(
+            f"{ERRORS_DIR}/{part}.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode()
+        )
         return
     old = bank.fs.read_bytes(ERRORS_FILE).decode() if bank.fs.exists(ERRORS_FILE) else ""
     seen = set()
@@ -332,16 +373,28 @@ def merge_errors(bank: Bank) -> int:
     """Fold the error files of parallel slices (``errors.d/``) into ``errors.jsonl`` and remove
     them; returns how many parts were merged. Run it when no slice is running."""
     parts = [p for p in bank.fs.walk_files(ERRORS_DIR) if p.endswith(".jsonl")]
-    records = [json.loads(line) for p in parts for line in bank.fs.read_bytes(p).decode().splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for p in parts
+        for line in bank.fs.read_bytes(p).decode().splitlines()
+        if line.strip()
+    ]
     append_errors(bank, records)  # one rewrite of errors.jsonl for all parts, before any part goes
     for p in parts:
         bank.fs.remove(p)
     return len(parts)
 
 
-def fit_codecs(bank: Bank, teachers: list[Teacher], codecs: dict[str, Codec], first: ShardPlan, cfg: ExtractConfig,
-               max_rows: int = 100_000) -> None:
-    """Fit the ``codecs`` that need it on the first shard's first ``fit_seconds`` (deterministic)."""
+def fit_codecs(
+    bank: Bank,
+    teachers: list[Teacher],
+    codecs: dict[str, Codec],
+    first: ShardPlan,
+    cfg: ExtractConfig,
+    max_rows: int = 100_000,
+) -> None:
+    """Fit the ``codecs`` that need it on the first shard's first ``fit_seconds``
+    (deterministic)."""
     from .audio import load_segment
     from .errors import AudioError
 
@@ -354,8 +407,20 @@ def fit_codecs(bank: Bank, teachers: list[Teacher], codecs: dict[str, Codec], fi
         if total >= cfg.fit_seconds:
             break
         try:
-            waves.append((ref.domain, load_segment(ref.path, ref.member, ref.start, ref.end,
-                                                   int(cfg.min_seconds * SAMPLE_RATE), cfg.storage_options, window)))
+            waves.append(
+                (
+                    ref.domain,
+                    load_segment(
+                        ref.path,
+                        ref.member,
+                        ref.start,
+                        ref.end,
+                        int(cfg.min_seconds * SAMPLE_RATE),
+                        cfg.storage_options,
+                        window,
+                    ),
+                )
+            )
             total += len(waves[-1][1]) / SAMPLE_RATE
         except AudioError:
             continue
@@ -375,25 +440,39 @@ def _unfitted(bank: Bank, t: Teacher) -> list[int]:
     return [layer for layer in t.layers if bank.load_codec_state(t.name, layer) is None]
 
 
-def _fit_teacher(bank: Bank, t: Teacher, codec: Codec, waves: list[tuple[str, np.ndarray]], total: float,
-                 first: ShardPlan, max_rows: int) -> None:
-    """Fit ``t``'s codec on ``waves`` (its domains' when there are any) and save each layer's state."""
+def _fit_teacher(
+    bank: Bank,
+    t: Teacher,
+    codec: Codec,
+    waves: list[tuple[str, np.ndarray]],
+    total: float,
+    first: ShardPlan,
+    max_rows: int,
+) -> None:
+    """Fit ``t``'s codec on ``waves`` (its domains' when there are any) and save each layer's
+    state."""
     from .batching import pad_batch
 
     doms = set(t.spec.domains)
-    mine = [w for d, w in waves if not doms or d in doms] or [w for _, w in waves]  # its domains if present
+    mine = [w for d, w in waves if not doms or d in doms] or [
+        w for _, w in waves
+    ]  # its domains if present
     layers = _unfitted(bank, t)
     rows: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
     for w in mine:
         wave, lengths = pad_batch([w])
         feats, flen = t.extract(wave, lengths)
         xs = {layer: x[0, : int(flen[0])].float().cpu().numpy() for layer, x in feats.items()}
-        if all(np.isfinite(x).all() for x in xs.values()):  # NaN/Inf outputs are recorded later, never fitted
+        if all(
+            np.isfinite(x).all() for x in xs.values()
+        ):  # NaN/Inf outputs are recorded later, never fitted
             for layer in layers:
                 rows[layer].append(xs[layer])
     if not any(len(x) for xs in rows.values() for x in xs):
-        raise ExtractError(f"cannot fit the {t.spec.codec} codec of teacher {t.name!r}: no finite features "
-                           f"in the first {total:.0f} s of shard {first.name}")
+        raise ExtractError(
+            f"cannot fit the {t.spec.codec} codec of teacher {t.name!r}: no finite features "
+            f"in the first {total:.0f} s of shard {first.name}"
+        )
     rng = np.random.default_rng(0)
     for layer, xs in rows.items():
         sample = np.concatenate(xs)
@@ -402,8 +481,13 @@ def _fit_teacher(bank: Bank, t: Teacher, codec: Codec, waves: list[tuple[str, np
         bank.save_codec_state(t.name, layer, codec.fit(sample))
 
 
-def open_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
-             teachers: list[Teacher] | None = None):
+def open_run(
+    inputs: list[str],
+    specs: list[TeacherSpec],
+    bank_root: str,
+    cfg: ExtractConfig,
+    teachers: list[Teacher] | None = None,
+):
     """Plan the corpus, load the teachers (unless given, loaded from ``specs``), open the bank and
     register them (a different revision of a teacher already in the bank is refused here, before
     anything is written)."""
@@ -450,18 +534,33 @@ def wait_for_slice_zero(bank_root: str, teachers: list[Teacher], cfg: ExtractCon
         if bank.fs.exists("bank.json"):
             bank.reload()
             if cfg.layout is not None and bank.catalog.layout != cfg.layout:
-                raise ExtractError(f"bank {bank_root} has layout {bank.catalog.layout!r}, not {cfg.layout!r}")
-            check_teachers(bank, records)  # another revision / weights / codec than slice 0's: refused now
+                raise ExtractError(
+                    f"bank {bank_root} has layout {bank.catalog.layout!r}, not {cfg.layout!r}"
+                )
+            check_teachers(
+                bank, records
+            )  # another revision / weights / codec than slice 0's: refused now
             absent = [r.name for r in records if r.name not in bank.catalog.teachers]
-            unfitted = [f"{name} layer {layer}" for name, layers in fitted.items() if name not in absent
-                        for layer in layers if str(layer) not in bank.catalog.teachers[name].codec_state]
-            missing = (f"teachers {absent}" if absent else "") or (f"fitted codecs of {unfitted}" if unfitted else "")
+            unfitted = [
+                f"{name} layer {layer}"
+                for name, layers in fitted.items()
+                if name not in absent
+                for layer in layers
+                if str(layer) not in bank.catalog.teachers[name].codec_state
+            ]
+            missing = (f"teachers {absent}" if absent else "") or (
+                f"fitted codecs of {unfitted}" if unfitted else ""
+            )
             if not missing:
                 return bank
         if time.monotonic() >= deadline:
-            raise ExtractError(f"slice {cfg.worker_index} of {cfg.num_workers}: after {cfg.slice_wait_s / 60:.0f} min "
-                               f"{missing} still missing from {bank_root}; slice 0 registers the teachers and fits "
-                               "their codecs for every slice - run it (first, or alongside)")
+            raise ExtractError(
+                f"slice {cfg.worker_index} of {cfg.num_workers}: after {cfg.slice_wait_s / 60:.0f} "
+                "min "
+                f"{missing} still missing from {bank_root}; slice 0 registers the teachers and "
+                "fits "
+                "their codecs for every slice - run it (first, or alongside)"
+            )
         log.info("slice %d waits for slice 0 (%s missing)", cfg.worker_index, missing)
         time.sleep(min(SLICE_POLL_S, max(0.05, deadline - time.monotonic())))
 
@@ -485,8 +584,13 @@ class RunStart:
         return sum(s.count for s in self.mine) + len(self.plan_errors)
 
 
-def start_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
-              teachers: list[Teacher] | None = None) -> RunStart:
+def start_run(
+    inputs: list[str],
+    specs: list[TeacherSpec],
+    bank_root: str,
+    cfg: ExtractConfig,
+    teachers: list[Teacher] | None = None,
+) -> RunStart:
     """Everything before the shards run, the same for one process, a slice and a Dask coordinator:
     plan, load and register the teachers (:func:`open_run`); when this process is the bank's only
     writer (no slices), merge commit records and slices' error files into the catalog and clear
@@ -500,18 +604,35 @@ def start_run(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: 
         bank.remove_temporaries(deep=False)  # new shards' leftovers; `shards clean` finds the rest
     mine = slice_plan(plan, cfg.num_workers, cfg.worker_index)
     todo, add, skipped = plan_work(bank, mine, teachers, synced=single)
-    for warning in idle_teachers(specs, plan_domains(todo) if any(s.domains for s in specs) else ()):
+    for warning in idle_teachers(
+        specs, plan_domains(todo) if any(s.domains for s in specs) else ()
+    ):
         log.warning(warning)
     codecs = teacher_codecs(bank, teachers)
     if len(plan) and (todo or (cfg.num_workers > 1 and cfg.worker_index == 0)):
         fit_codecs(bank, teachers, codecs, plan[0], cfg)
     # inputs unusable at planning time are seen by every slice; the first records them
-    return RunStart(bank, teachers, codecs, plan, mine, plan_errors if cfg.worker_index == 0 else [],
-                    todo, add, skipped)
+    return RunStart(
+        bank,
+        teachers,
+        codecs,
+        plan,
+        mine,
+        plan_errors if cfg.worker_index == 0 else [],
+        todo,
+        add,
+        skipped,
+    )
 
 
-def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: ExtractConfig,
-            progress_factory=None, teachers: list[Teacher] | None = None) -> RunSummary:
+def extract(
+    inputs: list[str],
+    specs: list[TeacherSpec],
+    bank_root: str,
+    cfg: ExtractConfig,
+    progress_factory=None,
+    teachers: list[Teacher] | None = None,
+) -> RunSummary:
     """Run every teacher over the corpus into the bank (this process's slice of the plan).
 
     ``progress_factory(total_segments, total_seconds) -> Progress`` lets the CLI draw a bar.
@@ -520,23 +641,42 @@ def extract(inputs: list[str], specs: list[TeacherSpec], bank_root: str, cfg: Ex
     t0 = time.perf_counter()
     run = start_run(inputs, specs, bank_root, cfg, teachers)
     single = cfg.num_workers == 1
-    summary = RunSummary(run.bank.root, shards_planned=len(run.mine), shards_skipped=run.skipped,
-                         segments_planned=run.segments_planned,
-                         teachers={t.name: TeacherTotals() for t in run.teachers})
+    summary = RunSummary(
+        run.bank.root,
+        shards_planned=len(run.mine),
+        shards_skipped=run.skipped,
+        segments_planned=run.segments_planned,
+        teachers={t.name: TeacherTotals() for t in run.teachers},
+    )
     progress: Progress | None = None
     if progress_factory is not None:
-        progress = progress_factory(sum(s.count for s in run.todo), sum(s.seconds for s in run.todo))
+        progress = progress_factory(
+            sum(s.count for s in run.todo), sum(s.seconds for s in run.todo)
+        )
     t_run = time.perf_counter()
     try:
-        result = run_shards(run.bank, run.todo, run.teachers, run.codecs, cfg.run_options(), update_catalog=single,
-                            progress=progress, add=run.add)
+        result = run_shards(
+            run.bank,
+            run.todo,
+            run.teachers,
+            run.codecs,
+            cfg.run_options(),
+            update_catalog=single,
+            progress=progress,
+            add=run.add,
+        )
     finally:
         stop_progress(progress)
     summary.run_s = time.perf_counter() - t_run
     summary.stages, summary.writer_kind = result.stages, result.writer_kind
     errors = run.plan_errors + [e for r in result.shards for e in r.errors]
-    append_errors(run.bank, errors, None if single else
-                  f"slice-{cfg.worker_index:05d}-of-{cfg.num_workers:05d}-{uuid.uuid4().hex[:8]}")
+    append_errors(
+        run.bank,
+        errors,
+        None
+        if single
+        else f"slice-{cfg.worker_index:05d}-of-{cfg.num_workers:05d}-{uuid.uuid4().hex[:8]}",
+    )
     summarize(summary, result.shards, errors, t0)
     return summary
 
@@ -566,8 +706,10 @@ def summarize(summary: RunSummary, results, errors: list[dict], t0: float) -> Ru
 
 def check_failures(summary: RunSummary, max_failed: float) -> None:
     if summary.failed_fraction > max_failed:
-        raise TooManyFailures(f"{summary.failed} of {summary.segments_planned} segments failed "
-                              f"({summary.failed_fraction:.1%} > --max-failed {max_failed:.1%}); see errors.jsonl")
+        raise TooManyFailures(
+            f"{summary.failed} of {summary.segments_planned} segments failed "
+            f"({summary.failed_fraction:.1%} > --max-failed {max_failed:.1%}); see errors.jsonl"
+        )
 
 
 def dry_run(inputs: list[str], specs: list[TeacherSpec], cfg: ExtractConfig) -> dict:

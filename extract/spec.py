@@ -13,11 +13,11 @@ A file holds a list of teachers (``[[teacher]]`` tables in TOML, a ``teachers:``
     home_domain = "speech"
     domains = ["speech"]                # domains it is run on; [] = all
     frame_policy = "native"             # or "50hz" (resampled to the student's frame rate)
-    codec = "int8-delta"                # the default: fewest bits with no measurable loss (demo study)
+    codec = "int8-delta"                # the default (fewest bits, no measurable loss)
     codec_params = {}
     trust_remote_code = false
     options = {}                        # adapter/plugin options
-    precision = "autocast"              # or "weights": the weights cast to dtype (faster; within tolerance)
+    precision = "autocast"              # or "weights": weights cast to dtype (within tolerance)
     compile = "off"                     # or a torch.compile mode, e.g. "default", "reduce-overhead"
     bucket_seconds = 0.0                # > 0: batch lengths padded to a multiple (graphs reused)
 
@@ -102,7 +102,9 @@ def resolve_layers(layers: str | tuple[int, ...] | list[int], num_blocks: int) -
             return list(range(num_blocks + 1))
         m = _SPARSE.match(layers)
         if not m or not 1 <= int(m.group(1)) <= num_blocks:
-            raise SpecError(f"layers {layers!r}: use 'all', 'sparse:K' with 1 <= K <= {num_blocks}, or a list")
+            raise SpecError(
+                f"layers {layers!r}: use 'all', 'sparse:K' with 1 <= K <= {num_blocks}, or a list"
+            )
         k = int(m.group(1))
         return sorted({(i * num_blocks) // k for i in range(1, k + 1)})
     bad = [x for x in layers if not 0 <= int(x) <= num_blocks]
@@ -115,17 +117,35 @@ def _check_layers(value, where: str, errs: list[str]) -> str | tuple[int, ...] |
     if isinstance(value, str):
         if value == "all" or _SPARSE.match(value) and int(value.split(":")[1]) >= 1:
             return value
-        errs.append(f"{where}: layers {value!r} is not 'all', 'sparse:K' (K >= 1) or a list of ints")
+        errs.append(
+            f"{where}: layers {value!r} is not 'all', 'sparse:K' (K >= 1) or a list of ints"
+        )
         return None
-    if isinstance(value, list) and value and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value)
+    ):
         return tuple(value)
-    errs.append(f"{where}: layers must be 'all', 'sparse:K' or a non-empty list of ints >= 0, not {value!r}")
+    errs.append(
+        f"{where}: layers must be 'all', 'sparse:K' or a non-empty list of ints >= 0, not {value!r}"
+    )
     return None
 
 
-_TYPES = {"name": str, "source": str, "kind": str, "revision": str, "dtype": str, "home_domain": str,
-          "frame_policy": str, "codec": str, "codec_params": dict, "trust_remote_code": bool,
-          "options": dict}
+_TYPES = {
+    "name": str,
+    "source": str,
+    "kind": str,
+    "revision": str,
+    "dtype": str,
+    "home_domain": str,
+    "frame_policy": str,
+    "codec": str,
+    "codec_params": dict,
+    "trust_remote_code": bool,
+    "options": dict,
+}
 
 
 def spec_from_dict(d: dict, where: str, errs: list[str]) -> TeacherSpec | None:
@@ -165,7 +185,9 @@ def spec_from_dict(d: dict, where: str, errs: list[str]) -> TeacherSpec | None:
         errs.append(f"{where}: domains must be a list of names, not {doms!r}")
     else:
         kw["domains"] = tuple(doms)
-    if isinstance(d.get("codec", DEFAULT_CODEC), str) and isinstance(d.get("codec_params", {}), dict):
+    if isinstance(d.get("codec", DEFAULT_CODEC), str) and isinstance(
+        d.get("codec_params", {}), dict
+    ):
         try:
             get_codec(d.get("codec", DEFAULT_CODEC), **d.get("codec_params", {}))
         except BankError as e:
@@ -194,15 +216,21 @@ def parse_specs(data, where: str) -> list[TeacherSpec]:
         tables = data.get("teacher", data.get("teachers"))
         extra = sorted(set(data) - {"teacher", "teachers"})
         if extra:
-            raise SpecError(f"{where}: unknown top-level key(s) {extra}; put teachers under [[teacher]]")
+            raise SpecError(
+                f"{where}: unknown top-level key(s) {extra}; put teachers under [[teacher]]"
+            )
     else:
         tables = data
     if not isinstance(tables, list) or not tables:
-        raise SpecError(f"{where}: no teachers: expected [[teacher]] tables (TOML) or a 'teachers:' list (YAML)")
+        raise SpecError(
+            f"{where}: no teachers: expected [[teacher]] tables (TOML) or a 'teachers:' list (YAML)"
+        )
     errs: list[str] = []
     specs = []
     for i, d in enumerate(tables):
-        label = d.get("name") if isinstance(d, dict) and isinstance(d.get("name"), str) else f"#{i + 1}"
+        label = (
+            d.get("name") if isinstance(d, dict) and isinstance(d.get("name"), str) else f"#{i + 1}"
+        )
         s = spec_from_dict(d, f"teacher {label}", errs)
         if s is not None:
             specs.append(s)

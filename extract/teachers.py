@@ -1,4 +1,5 @@
-"""The teacher registry and the adapter contract shared by extraction and the online-teacher baseline.
+"""The teacher registry and the adapter contract shared by extraction and the online-teacher
+baseline.
 
 ``load_teacher(spec, device)`` returns a :class:`Teacher`. ``spec.kind == "hf"`` goes through
 transformers (teachers_hf.py); any other kind is looked up in the ``audistill.teachers``
@@ -29,7 +30,10 @@ ENTRY_POINT_GROUP = "audistill.teachers"
 STUDENT_RATE = 50.0
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
+CUDA_GRAPH_MODES = (
+    "reduce-overhead",
+    "max-autotune",
+)  # torch.compile modes that capture CUDA graphs
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -46,7 +50,9 @@ def resample_frames(x: torch.Tensor, num: int) -> torch.Tensor:
     """Linear resampling of one segment's frames ``(T, D)`` to ``(num, D)``."""
     if x.shape[0] == num:
         return x
-    y = F.interpolate(x.float().t()[None], size=num, mode="linear", align_corners=False)  # (1, D, num)
+    y = F.interpolate(
+        x.float().t()[None], size=num, mode="linear", align_corners=False
+    )  # (1, D, num)
     return y[0].t().to(x.dtype)
 
 
@@ -74,10 +80,23 @@ class Teacher:
     pad_invariant: bool = True
     extra: dict
 
-    def _setup(self, spec: TeacherSpec, device, model: torch.nn.Module, native_rate: float, dim: int,
-               num_layers: int, extra: dict | None = None) -> None:
+    def _setup(
+        self,
+        spec: TeacherSpec,
+        device,
+        model: torch.nn.Module,
+        native_rate: float,
+        dim: int,
+        num_layers: int,
+        extra: dict | None = None,
+    ) -> None:
         self.name, self.spec, self.device = spec.name, spec, torch.device(device)
-        self.model, self.native_rate, self.dim, self.num_layers = model, float(native_rate), int(dim), int(num_layers)
+        self.model, self.native_rate, self.dim, self.num_layers = (
+            model,
+            float(native_rate),
+            int(dim),
+            int(num_layers),
+        )
         self.layers = resolve_layers(spec.layers, num_layers - 1)
         self.extra = dict(extra or {})
         self.revision = spec.revision
@@ -101,20 +120,34 @@ class Teacher:
         return self._fingerprint
 
     def record(self) -> TeacherRecord:
-        """The catalog's record of this teacher. ``extra`` holds the device kind and the dtype it runs
-        in (the spec's dtype applies on CUDA only: elsewhere it runs float32)."""
+        """The catalog's record of this teacher. ``extra`` holds the device kind and the dtype it
+        runs in (the spec's dtype applies on CUDA only: elsewhere it runs float32)."""
         codec = self.spec.make_codec()
-        extra = {"kind": self.spec.kind, "dtype": _DTYPE_NAMES[self.run_dtype], "device": self.device.type,
-                 "precision": self.spec.precision,
-                 "frame_policy": self.spec.frame_policy,
-                 "native_frame_rate": self.native_rate, "layer_semantics": "0 = embedding output, 1..L = blocks",
-                 **self.extra}
+        extra = {
+            "kind": self.spec.kind,
+            "dtype": _DTYPE_NAMES[self.run_dtype],
+            "device": self.device.type,
+            "precision": self.spec.precision,
+            "frame_policy": self.spec.frame_policy,
+            "native_frame_rate": self.native_rate,
+            "layer_semantics": "0 = embedding output, 1..L = blocks",
+            **self.extra,
+        }
         return TeacherRecord(
-            name=self.name, source=self.spec.source, dim=self.dim, frame_rate=self.frame_rate,
-            codec=codec.record(), layers=list(self.layers), num_layers=self.num_layers,
-            revision=self.revision, fingerprint=self.fingerprint(),
-            input_sample_rate=self.input_sample_rate, domains=sorted(self.spec.domains),
-            home_domain=self.spec.home_domain, extra=extra)
+            name=self.name,
+            source=self.spec.source,
+            dim=self.dim,
+            frame_rate=self.frame_rate,
+            codec=codec.record(),
+            layers=list(self.layers),
+            num_layers=self.num_layers,
+            revision=self.revision,
+            fingerprint=self.fingerprint(),
+            input_sample_rate=self.input_sample_rate,
+            domains=sorted(self.spec.domains),
+            home_domain=self.spec.home_domain,
+            extra=extra,
+        )
 
     def num_frames(self, num_samples_16k: int) -> int:
         if self.spec.frame_policy == "50hz":
@@ -129,15 +162,23 @@ class Teacher:
         raise NotImplementedError
 
     def autocast(self):
-        if self.device.type == "cuda" and self.run_dtype != torch.float32 and self.spec.precision == "autocast":
+        if (
+            self.device.type == "cuda"
+            and self.run_dtype != torch.float32
+            and self.spec.precision == "autocast"
+        ):
             return torch.autocast("cuda", dtype=self.run_dtype)
         return contextlib.nullcontext()
 
     @torch.no_grad()
-    def extract(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-        """Features of the kept layers for 16 kHz float32 ``wave`` (B, N) with valid ``lengths`` (B,).
+    def extract(
+        self, wave: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """Features of the kept layers for 16 kHz float32 ``wave`` (B, N) with valid ``lengths``
+        (B,).
 
-        Returns ``({layer: (B, T, D)}, frame_lengths (B,))``; frames past an item's length are padding.
+        Returns ``({layer: (B, T, D)}, frame_lengths (B,))``; frames past an item's length are
+        padding.
         """
         wave = wave.to(self.device, torch.float32)
         lengths = lengths.to("cpu", torch.long)
@@ -206,13 +247,17 @@ def _load_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
         return load_hf_teacher(spec, device)
     eps = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec.kind]
     if not eps:
-        raise TeacherError(f"teacher {spec.name!r}: no plugin {spec.kind!r} in entry-point group "
-                           f"{ENTRY_POINT_GROUP!r} (installed: {plugin_names() or 'none'}; 'hf' = transformers)")
+        raise TeacherError(
+            f"teacher {spec.name!r}: no plugin {spec.kind!r} in entry-point group "
+            f"{ENTRY_POINT_GROUP!r} (installed: {plugin_names() or 'none'}; 'hf' = transformers)"
+        )
     try:
         factory = eps[0].load()
     except ImportError as e:
-        raise TeacherError(f"teacher {spec.name!r}: plugin {spec.kind!r} cannot be imported ({e}); "
-                           f"install its extra, e.g. pip install 'audistill[{spec.kind}]'") from e
+        raise TeacherError(
+            f"teacher {spec.name!r}: plugin {spec.kind!r} cannot be imported ({e}); "
+            f"install its extra, e.g. pip install 'audistill[{spec.kind}]'"
+        ) from e
     teacher = factory(spec, device)
     if not isinstance(teacher, Teacher):
         raise TeacherError(f"plugin {spec.kind!r} returned {type(teacher).__name__}, not a Teacher")

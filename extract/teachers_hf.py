@@ -44,8 +44,16 @@ from .errors import TeacherError
 from .spec import TeacherSpec
 from .teachers import Teacher
 
-W2V_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer", "unispeech",
-             "unispeech-sat", "wav2vec2-bert")
+W2V_TYPES = (
+    "wav2vec2",
+    "hubert",
+    "wavlm",
+    "data2vec-audio",
+    "wav2vec2-conformer",
+    "unispeech",
+    "unispeech-sat",
+    "wav2vec2-bert",
+)
 
 
 def _looks_local(source: str) -> bool:
@@ -66,24 +74,40 @@ def _load(spec: TeacherSpec):
         config = AutoConfig.from_pretrained(src, **kw)
     except ValueError as e:
         if "trust_remote_code" in str(e) and not spec.trust_remote_code:
-            raise TeacherError(f"teacher {spec.name!r}: {src} needs remote code; set trust_remote_code = true "
-                               "in the spec (or pass --trust-remote-code) if you trust it") from e
+            raise TeacherError(
+                f"teacher {spec.name!r}: {src} needs remote code; set trust_remote_code = true "
+                "in the spec (or pass --trust-remote-code) if you trust it"
+            ) from e
         raise TeacherError(f"teacher {spec.name!r}: cannot load config from {src}: {e}") from e
     except OSError as e:
-        raise TeacherError(f"teacher {spec.name!r}: cannot load {src} (offline? wrong id/folder?): {e}") from e
-    except Exception as e:  # noqa: BLE001 - a config.json with values of the wrong type (huggingface_hub's validation)
-        raise TeacherError(f"teacher {spec.name!r}: invalid config in {src}: {type(e).__name__}: {e}") from e
+        raise TeacherError(
+            f"teacher {spec.name!r}: cannot load {src} (offline? wrong id/folder?): {e}"
+        ) from e
+    # noqa: BLE001 - a config.json with values of the wrong type (huggingface_hub's validation)
+    except Exception as e:
+        raise TeacherError(
+            f"teacher {spec.name!r}: invalid config in {src}: {type(e).__name__}: {e}"
+        ) from e
     try:
         model = AutoModel.from_pretrained(src, config=config, **kw)
     except (OSError, ValueError) as e:
-        raise TeacherError(f"teacher {spec.name!r}: cannot load model weights from {src}: {e}") from e
-    except Exception as e:  # noqa: BLE001 - truncated or damaged weights (safetensors' own error type)
-        raise TeacherError(f"teacher {spec.name!r}: damaged model weights in {src}: {type(e).__name__}: {e}") from e
+        raise TeacherError(
+            f"teacher {spec.name!r}: cannot load model weights from {src}: {e}"
+        ) from e
+    # noqa: BLE001 - truncated or damaged weights (safetensors' own error type)
+    except Exception as e:
+        raise TeacherError(
+            f"teacher {spec.name!r}: damaged model weights in {src}: {type(e).__name__}: {e}"
+        ) from e
     try:
         fe = AutoFeatureExtractor.from_pretrained(src, **kw)
     except (OSError, ValueError) as e:
-        if (Path(src) / "preprocessor_config.json").is_file():  # there, but unreadable: never silently the defaults
-            raise TeacherError(f"teacher {spec.name!r}: cannot read {src}/preprocessor_config.json: {e}") from e
+        if (
+            Path(src) / "preprocessor_config.json"
+        ).is_file():  # there, but unreadable: never silently the defaults
+            raise TeacherError(
+                f"teacher {spec.name!r}: cannot read {src}/preprocessor_config.json: {e}"
+            ) from e
         fe = None  # a bare model folder: the model type's defaults are used
     return config, model.eval(), fe
 
@@ -97,8 +121,10 @@ def load_hf_teacher(spec: TeacherSpec, device="cpu") -> Teacher:
         return ASTTeacher(spec, device, config, model, fe)
     if mtype in W2V_TYPES or spec.trust_remote_code:
         return Wav2Vec2Teacher(spec, device, config, model, fe)
-    raise TeacherError(f"teacher {spec.name!r}: model type {mtype!r} is not supported (supported: "
-                       f"{', '.join(W2V_TYPES)}, whisper, audio-spectrogram-transformer; others as plugins)")
+    raise TeacherError(
+        f"teacher {spec.name!r}: model type {mtype!r} is not supported (supported: "
+        f"{', '.join(W2V_TYPES)}, whisper, audio-spectrogram-transformer; others as plugins)"
+    )
 
 
 def _resample(wave: torch.Tensor, rate: int) -> torch.Tensor:
@@ -115,17 +141,28 @@ class Wav2Vec2Teacher(Teacher):
         stride = math.prod(getattr(config, "conv_stride", [5, 2, 2, 2, 2, 2, 2]))
         self.normalize = bool(getattr(fe, "do_normalize", True))
         self.use_mask = bool(getattr(fe, "return_attention_mask", True))
-        super()._setup(spec, device, model.to(device), rate / stride, config.hidden_size,
-                       config.num_hidden_layers + 1,
-                       {"model_type": config.model_type, "normalize": self.normalize})
+        super()._setup(
+            spec,
+            device,
+            model.to(device),
+            rate / stride,
+            config.hidden_size,
+            config.num_hidden_layers + 1,
+            {"model_type": config.model_type, "normalize": self.normalize},
+        )
         self.input_sample_rate = rate
         # A group-norm feature encoder normalizes over padding; data2vec-audio's stacked positional
         # convolutions carry padding into real frames: both are batched by equal length only.
-        self.pad_invariant = (getattr(config, "feat_extract_norm", "layer") != "group" and self.use_mask
-                              and config.model_type != "data2vec-audio")
+        self.pad_invariant = (
+            getattr(config, "feat_extract_norm", "layer") != "group"
+            and self.use_mask
+            and config.model_type != "data2vec-audio"
+        )
         if config.model_type == "wavlm":
             fused_wavlm_attention(self.model)
-        self.sync_free = config.model_type in SYNC_FREE_TYPES and sync_free_masks(self.model, config.model_type)
+        self.sync_free = config.model_type in SYNC_FREE_TYPES and sync_free_masks(
+            self.model, config.model_type
+        )
 
     def _in_len(self, n16k: int) -> int:
         return int(math.ceil(n16k * self.input_sample_rate / SAMPLE_RATE))
@@ -176,17 +213,23 @@ def sync_free_masks(model: torch.nn.Module, model_type: str) -> bool:
     if not hasattr(model, "_get_feat_extract_output_lengths") or layers is None:
         return False
     model._get_feature_vector_attention_mask = _frame_mask.__get__(model)
-    held = threading.local()  # the mask of the forward running in this thread (one model, many threads)
+    held = (
+        threading.local()
+    )  # the mask of the forward running in this thread (one model, many threads)
     encoder.forward = _MaskedEncoder(encoder.forward, encoder.config, held, model_type == "wavlm")
     for layer in layers:
         layer.forward = _MaskedLayer(layer.forward, held)
     return True
 
 
-def _frame_mask(self, feature_vector_length: int, attention_mask: torch.Tensor, add_adapter=None) -> torch.Tensor:
+def _frame_mask(
+    self, feature_vector_length: int, attention_mask: torch.Tensor, add_adapter=None
+) -> torch.Tensor:
     """transformers' ``_get_feature_vector_attention_mask`` (bool (B, T), True up to each item's
     frame count) from a comparison instead of an index assignment."""
-    n = self._get_feat_extract_output_lengths(attention_mask.sum(-1), add_adapter=add_adapter).to(torch.long)
+    n = self._get_feat_extract_output_lengths(attention_mask.sum(-1), add_adapter=add_adapter).to(
+        torch.long
+    )
     return torch.arange(feature_vector_length, device=attention_mask.device)[None] < n[:, None]
 
 
@@ -195,7 +238,12 @@ class _MaskedEncoder:
     its layers getting the mask through ``held`` (per thread: threads may share one model)."""
 
     def __init__(self, forward, config, held: threading.local, frame_mask_to_layers: bool):
-        self.forward, self.config, self.held, self.two_d = forward, config, held, frame_mask_to_layers
+        self.forward, self.config, self.held, self.two_d = (
+            forward,
+            config,
+            held,
+            frame_mask_to_layers,
+        )
 
     def __call__(self, hidden_states, attention_mask=None, **kwargs):
         if attention_mask is None:
@@ -204,9 +252,16 @@ class _MaskedEncoder:
 
         mask = attention_mask.bool()  # (B, T)
         hidden_states = hidden_states.masked_fill(~mask[..., None], 0)  # (B, T, D)
-        self.held.mask = mask if self.two_d else create_bidirectional_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=mask,
-            allow_is_bidirectional_skip=False)
+        self.held.mask = (
+            mask
+            if self.two_d
+            else create_bidirectional_mask(
+                config=self.config,
+                inputs_embeds=hidden_states,
+                attention_mask=mask,
+                allow_is_bidirectional_skip=False,
+            )
+        )
         try:
             return self.forward(hidden_states, attention_mask=None, **kwargs)
         finally:
@@ -214,7 +269,8 @@ class _MaskedEncoder:
 
 
 class _MaskedLayer:
-    """An encoder layer's forward taking the mask ``held`` by its encoder's :class:`_MaskedEncoder`."""
+    """An encoder layer's forward taking the mask ``held`` by its encoder's
+    :class:`_MaskedEncoder`."""
 
     def __init__(self, forward, held: threading.local):
         self.forward, self.held = forward, held
@@ -231,7 +287,16 @@ def fused_wavlm_attention(model: torch.nn.Module) -> int:
     returns how many. Modules not shaped as expected keep transformers' own."""
     from transformers.models.wavlm import modeling_wavlm
 
-    need = ("embed_dim", "num_heads", "dropout", "q_proj", "k_proj", "v_proj", "out_proj", "torch_multi_head_self_attention")
+    need = (
+        "embed_dim",
+        "num_heads",
+        "dropout",
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "out_proj",
+        "torch_multi_head_self_attention",
+    )
     n = 0
     for mod in model.modules():
         if isinstance(mod, modeling_wavlm.WavLMAttention) and all(hasattr(mod, a) for a in need):
@@ -240,8 +305,12 @@ def fused_wavlm_attention(model: torch.nn.Module) -> int:
     return n
 
 
-def _wavlm_attention(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
-                     gated_position_bias: torch.Tensor) -> tuple[torch.Tensor, None]:
+def _wavlm_attention(
+    self,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    gated_position_bias: torch.Tensor,
+) -> tuple[torch.Tensor, None]:
     """transformers' ``WavLMAttention.torch_multi_head_self_attention`` without the attention
     weights: ``F.multi_head_attention_forward`` then runs fused scaled-dot-product attention."""
     import torch.nn.functional as F
@@ -257,11 +326,28 @@ def _wavlm_attention(self, hidden_states: torch.Tensor, attention_mask: torch.Te
         pad = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
         pad = pad.masked_fill_(attention_mask.ne(1), float("-inf"))
     out, _ = F.multi_head_attention_forward(
-        query, query, query, self.embed_dim, self.num_heads, torch.empty([0]),
-        torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)), None, None, False, self.dropout,
-        self.out_proj.weight, self.out_proj.bias, self.training, pad, need_weights=False,
-        attn_mask=bias, use_separate_proj_weight=True, q_proj_weight=self.q_proj.weight,
-        k_proj_weight=self.k_proj.weight, v_proj_weight=self.v_proj.weight)
+        query,
+        query,
+        query,
+        self.embed_dim,
+        self.num_heads,
+        torch.empty([0]),
+        torch.cat((self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)),
+        None,
+        None,
+        False,
+        self.dropout,
+        self.out_proj.weight,
+        self.out_proj.bias,
+        self.training,
+        pad,
+        need_weights=False,
+        attn_mask=bias,
+        use_separate_proj_weight=True,
+        q_proj_weight=self.q_proj.weight,
+        k_proj_weight=self.k_proj.weight,
+        v_proj_weight=self.v_proj.weight,
+    )
     return out.transpose(0, 1), None
 
 
@@ -276,8 +362,10 @@ def _check_rate(spec: TeacherSpec, fe) -> None:
     """Spectrogram teachers compute their extractor's features from 16 kHz audio themselves."""
     rate = int(getattr(fe, "sampling_rate", SAMPLE_RATE) or SAMPLE_RATE)
     if rate != SAMPLE_RATE:
-        raise TeacherError(f"teacher {spec.name!r}: its feature extractor expects {rate} Hz audio; "
-                           f"only {SAMPLE_RATE} Hz is supported for this model type")
+        raise TeacherError(
+            f"teacher {spec.name!r}: its feature extractor expects {rate} Hz audio; "
+            f"only {SAMPLE_RATE} Hz is supported for this model type"
+        )
 
 
 class WhisperTeacher(Teacher):
@@ -286,18 +374,33 @@ class WhisperTeacher(Teacher):
     def __init__(self, spec, device, config, model, fe):
         from transformers import WhisperFeatureExtractor
 
-        self.fe = fe if fe is not None else WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+        self.fe = (
+            fe if fe is not None else WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+        )
         self.window = int(self.fe.n_samples)  # 480000
         self.max_frames = int(config.max_source_positions)  # 1500
         self.hop = self.window // self.max_frames  # 320
         encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
-        super()._setup(spec, device, encoder.to(device), SAMPLE_RATE / self.hop, config.d_model,
-                       config.encoder_layers + 1, {"model_type": "whisper", "window_samples": self.window})
-        self._mel = torch.from_numpy(np.asarray(self.fe.mel_filters, dtype=np.float32)).T.contiguous().to(self.device)
+        super()._setup(
+            spec,
+            device,
+            encoder.to(device),
+            SAMPLE_RATE / self.hop,
+            config.d_model,
+            config.encoder_layers + 1,
+            {"model_type": "whisper", "window_samples": self.window},
+        )
+        self._mel = (
+            torch.from_numpy(np.asarray(self.fe.mel_filters, dtype=np.float32))
+            .T.contiguous()
+            .to(self.device)
+        )
         self._hann = torch.hann_window(self.fe.n_fft, device=self.device)
         if getattr(self.fe, "do_normalize", False):
-            raise TeacherError(f"teacher {spec.name!r}: a Whisper feature extractor with do_normalize is not "
-                               "supported (the released models do not normalize)")
+            raise TeacherError(
+                f"teacher {spec.name!r}: a Whisper feature extractor with do_normalize is not "
+                "supported (the released models do not normalize)"
+            )
         _check_rate(spec, self.fe)
 
     def _native_frames(self, num_samples_16k: int) -> int:
@@ -329,20 +432,36 @@ class ASTTeacher(Teacher):
     def __init__(self, spec, device, config, model, fe):
         from transformers import ASTFeatureExtractor
 
-        self.fe = fe if fe is not None else ASTFeatureExtractor(num_mel_bins=config.num_mel_bins,
-                                                                max_length=config.max_length)
+        self.fe = (
+            fe
+            if fe is not None
+            else ASTFeatureExtractor(num_mel_bins=config.num_mel_bins, max_length=config.max_length)
+        )
         self.f_dim, self.t_dim = model.embeddings.get_shape(config)
         self.patch, self.tstride = int(config.patch_size), int(config.time_stride)
         self.max_len = int(config.max_length)
-        super()._setup(spec, device, model.to(device), 100.0 / self.tstride, config.hidden_size,
-                       config.num_hidden_layers + 1,
-                       {"model_type": "ast", "pooling": "mean over frequency patches",
-                        "freq_patches": self.f_dim, "time_patches": self.t_dim})
+        super()._setup(
+            spec,
+            device,
+            model.to(device),
+            100.0 / self.tstride,
+            config.hidden_size,
+            config.num_hidden_layers + 1,
+            {
+                "model_type": "ast",
+                "pooling": "mean over frequency patches",
+                "freq_patches": self.f_dim,
+                "time_patches": self.t_dim,
+            },
+        )
         from torchaudio.compliance import kaldi
 
-        banks, _ = kaldi.get_mel_banks(self.fe.num_mel_bins, self.NFFT, float(SAMPLE_RATE), 20.0, 0.0,
-                                       100.0, -500.0, 1.0)  # (mel, NFFT/2)
-        self._banks = torch.nn.functional.pad(banks, (0, 1)).T.contiguous().to(self.device, torch.float32)
+        banks, _ = kaldi.get_mel_banks(
+            self.fe.num_mel_bins, self.NFFT, float(SAMPLE_RATE), 20.0, 0.0, 100.0, -500.0, 1.0
+        )  # (mel, NFFT/2)
+        self._banks = (
+            torch.nn.functional.pad(banks, (0, 1)).T.contiguous().to(self.device, torch.float32)
+        )
         self._window = torch.hann_window(self.WIN, periodic=False, device=self.device)
         _check_rate(spec, self.fe)
 
@@ -366,7 +485,9 @@ class ASTTeacher(Teacher):
             frames = (frames - self.PREEMPH * prev) * self._window
             spec = torch.fft.rfft(frames, n=self.NFFT).abs().pow(2)  # (B, M, NFFT/2 + 1)
             fb = (spec @ self._banks).clamp_min(torch.finfo(torch.float32).eps).log()  # (B, M, mel)
-            counts = torch.tensor([1 + (int(n) - self.WIN) // self.HOP if int(n) >= self.WIN else 0 for n in lengths])
+            counts = torch.tensor(
+                [1 + (int(n) - self.WIN) // self.HOP if int(n) >= self.WIN else 0 for n in lengths]
+            )
             keep = length_mask(counts, fb.shape[1], dev)  # frames that fit in each item's audio
             fb = fb * keep[..., None]
             fb = fb[:, : self.max_len]
@@ -385,6 +506,6 @@ class ASTTeacher(Teacher):
         hs = self.model(self.fbank(wave, lengths), output_hidden_states=True).hidden_states
         out = {}
         for k in self.layers:
-            h = hs[k][:, -self.f_dim * self.t_dim:]  # (B, F*T, D): special tokens dropped
+            h = hs[k][:, -self.f_dim * self.t_dim :]  # (B, F*T, D): special tokens dropped
             out[k] = h.reshape(h.shape[0], self.f_dim, self.t_dim, h.shape[2]).mean(1)  # (B, T, D)
         return out

@@ -48,7 +48,9 @@ class Bank:
         self.fs = BankFS(root, storage_options)
         self.root = str(root)
         self._catalog: Catalog | None = None
-        self._stamp = None  # bank.json's stamp when this process last read or wrote it (save_catalog)
+        self._stamp = (
+            None  # bank.json's stamp when this process last read or wrote it (save_catalog)
+        )
 
     def __repr__(self) -> str:
         return f"Bank({self.root!r})"
@@ -61,38 +63,50 @@ class Bank:
         return bank
 
     @classmethod
-    def create(cls, root: str, layout: LayoutName = "zarr", storage_options: dict | None = None) -> Bank:
+    def create(
+        cls, root: str, layout: LayoutName = "zarr", storage_options: dict | None = None
+    ) -> Bank:
         """Open the bank at ``root``, creating an empty one of ``layout`` if none is there."""
         bank = cls(root, storage_options)
         if bank.fs.exists(CATALOG):
             bank.reload()
             if bank.catalog.layout != layout:
-                raise CatalogError(f"bank {root} has layout {bank.catalog.layout!r}, not {layout!r}")
+                raise CatalogError(
+                    f"bank {root} has layout {bank.catalog.layout!r}, not {layout!r}"
+                )
             return bank
         outer = bank.fs.enclosing(CATALOG)
         if outer is not None:  # its clean, verify and sync would take this bank's files for its own
-            raise CatalogError(f"{root} lies inside the bank {outer}: make a bank outside any other")
+            raise CatalogError(
+                f"{root} lies inside the bank {outer}: make a bank outside any other"
+            )
         held = recovery.commit_files(bank.fs)
         if held:
             # a bank whose catalog is gone: its teachers' identities and fitted codec states went
             # with it, and a new catalog would fit new states over the files the shards were
             # encoded with - every committed shard would then decode wrong, silently
-            raise CatalogError(f"{root} holds {len(held)} committed shard(s) (commits/) but no {CATALOG}: its "
-                               f"catalog was lost; `audistill shards rebuild {root}` makes it again from the commit "
-                               f"records (or restore {CATALOG} from a backup)")
+            raise CatalogError(
+                f"{root} holds {len(held)} committed shard(s) (commits/) but no {CATALOG}: its "
+                f"catalog was lost; `audistill shards rebuild {root}` makes it again from the "
+                "commit "
+                f"records (or restore {CATALOG} from a backup)"
+            )
         bank.catalog = Catalog(layout=layout, created_by=f"audistill {__version__}")
         bank.save_catalog()
         return bank
 
     @classmethod
     def rebuild(cls, root: str, storage_options: dict | None = None) -> Bank:
-        """Make a lost ``bank.json`` again from the commit records (:func:`recovery.rebuild_catalog`)."""
+        """Make a lost ``bank.json`` again from the commit records
+        (:func:`recovery.rebuild_catalog`)."""
         bank = cls(root, storage_options)
         recovery.rebuild_catalog(bank)
         return bank
 
     def reload(self) -> None:
-        before = self._disk_stamp() if self.fs.is_local else None  # taken first: a later change is seen as one
+        before = (
+            self._disk_stamp() if self.fs.is_local else None
+        )  # taken first: a later change is seen as one
         try:
             data = self.fs.read_bytes(CATALOG)
         except FileNotFoundError:
@@ -109,7 +123,8 @@ class Bank:
 
     @catalog.setter
     def catalog(self, catalog: Catalog | None) -> None:
-        """Use ``catalog`` (not saved until :meth:`save_catalog`); None: read bank.json when next needed."""
+        """Use ``catalog`` (not saved until :meth:`save_catalog`); None: read bank.json when next
+        needed."""
         self._catalog = catalog
 
     @property
@@ -130,12 +145,16 @@ class Bank:
             if stamp == "missing" and self._stamp not in (None, "missing"):
                 # read here, gone now: the store lost its objects (or someone removed the bank) - a
                 # catalog written now would name shards whose files may be gone with it
-                raise StorageError(f"{self.root}/{CATALOG} is gone from the store since this process read it; "
-                                   "not writing a catalog that may name lost objects (check the store, then "
-                                   "`audistill shards rebuild` from commits/)")
+                raise StorageError(
+                    f"{self.root}/{CATALOG} is gone from the store since this process read it; "
+                    "not writing a catalog that may name lost objects (check the store, then "
+                    "`audistill shards rebuild` from commits/)"
+                )
             if stamp is None or stamp != self._stamp:
                 try:
-                    on_disk = Catalog.loads(self.fs.read_bytes(CATALOG), where=f"{self.root}/{CATALOG}")
+                    on_disk = Catalog.loads(
+                        self.fs.read_bytes(CATALOG), where=f"{self.root}/{CATALOG}"
+                    )
                 except FileNotFoundError:
                     on_disk = None
                 if on_disk is not None:
@@ -172,7 +191,9 @@ class Bank:
             self.save_catalog()
         return merged
 
-    def save_codec_state(self, teacher: str, layer: int, state: dict[str, np.ndarray], save: bool = True) -> dict:
+    def save_codec_state(
+        self, teacher: str, layer: int, state: dict[str, np.ndarray], save: bool = True
+    ) -> dict:
         """Store a fitted codec state once per (teacher, layer); returns its {path, sha256}."""
         import hashlib
 
@@ -180,11 +201,16 @@ class Bank:
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in state.items()})
         data = buf.getvalue()
-        ref = {"path": f"codec_state/{teacher}/L{int(layer):02d}.npz", "sha256": hashlib.sha256(data).hexdigest()}
+        ref = {
+            "path": f"codec_state/{teacher}/L{int(layer):02d}.npz",
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
         rec = self.catalog.teacher(teacher)
         old = rec.codec_state.get(str(layer))
         if old and old["sha256"] != ref["sha256"]:
-            raise CatalogError(f"teacher {teacher!r} layer {layer} already has a different fitted codec state")
+            raise CatalogError(
+                f"teacher {teacher!r} layer {layer} already has a different fitted codec state"
+            )
         self.fs.write_bytes_atomic(ref["path"], data)
         rec.codec_state[str(layer)] = ref
         if save:
@@ -207,14 +233,25 @@ class Bank:
     def is_committed(self, name: str) -> bool:
         return name in self.catalog.shards or self.fs.exists(commit_path(name))
 
-    def field_spec(self, teacher: str, name: str | None = None, layers: list[int] | None = None) -> FieldSpec:
+    def field_spec(
+        self, teacher: str, name: str | None = None, layers: list[int] | None = None
+    ) -> FieldSpec:
         rec = self.catalog.teacher(teacher)
-        return FieldSpec(name=name or teacher, teacher=teacher, layers=sorted(layers if layers is not None else rec.layers),
-                         codec=rec.codec, dim=rec.dim)
+        return FieldSpec(
+            name=name or teacher,
+            teacher=teacher,
+            layers=sorted(layers if layers is not None else rec.layers),
+            codec=rec.codec,
+            dim=rec.dim,
+        )
 
     @contextlib.contextmanager
-    def write_shard(self, name: str, teachers: list[str] | dict[str, list[int]] | None = None,
-                    update_catalog: bool = True) -> Iterator:
+    def write_shard(
+        self,
+        name: str,
+        teachers: list[str] | dict[str, list[int]] | None = None,
+        update_catalog: bool = True,
+    ) -> Iterator:
         """Write a new shard holding audio and ``teachers`` (a list: all kept layers of each; a
         dict: the given layers of each).
 
@@ -224,18 +261,23 @@ class Bank:
 
         The shard is claimed for this run first (:class:`lease.Claim`; a live run writing it is
         waited for). If another run committed it meanwhile, the writer keeps what it is given and
-        adds the teachers (layers) that run's shard lacks, after checking it holds the same segments.
+        adds the teachers (layers) that run's shard lacks, after checking it holds the same
+        segments.
         """
         check_key(name, "shard name")
         if not isinstance(teachers, dict):
             teachers = {t: None for t in teachers or []}
         with lease.Claim(self.fs, "shards", name):
-            if name in self.catalog.shards or self.fs.exists(commit_path(name)):  # another run committed it
+            if name in self.catalog.shards or self.fs.exists(
+                commit_path(name)
+            ):  # another run committed it
                 writer = LateShardWriter(self, name, teachers)
                 yield writer
                 writer.record = writer.commit()
             else:
-                fields = [FieldSpec(AUDIO)] + [self.field_spec(t, layers=lay) for t, lay in teachers.items()]
+                fields = [FieldSpec(AUDIO)] + [
+                    self.field_spec(t, layers=lay) for t, lay in teachers.items()
+                ]
                 layout = self.layout_of()
                 layout.remove_uncommitted(self.fs, name, fields)
                 writer = layout.writer(self.fs, name, fields)
@@ -246,7 +288,9 @@ class Bank:
                 except BaseException:
                     writer.abort()
                     raise
-                writer.record = record  # this shard's commit record (safe with several writers at once)
+                writer.record = (
+                    record  # this shard's commit record (safe with several writers at once)
+                )
         if update_catalog:
             self.catalog.shards[name] = writer.record.slim()
             self.save_catalog()
@@ -256,17 +300,33 @@ class Bank:
         spd: dict[str, float] = {}
         for s in segs:
             spd[s.domain] = spd.get(s.domain, 0.0) + s.num_samples / SAMPLE_RATE
-        frecs = {f.name: FieldRecord(f.name, f.teacher, list(f.layers), *counts[f.name]) for f in fields}
+        frecs = {
+            f.name: FieldRecord(f.name, f.teacher, list(f.layers), *counts[f.name]) for f in fields
+        }
         for fname, lb in writer.layer_bytes().items():
             frecs[fname].layer_bytes = lb
         num_samples = writer.num_samples()
         files = writer.commit()
-        record = CommitRecord(name=name, layout=self.layout, num_segments=len(segs), num_samples=num_samples,
-                              seconds_per_domain=spd, fields=frecs, files=files, committed_at=time.time(),
-                              codec_states={f.name: self._state_digests(f.teacher, f.layers) for f in fields
-                                            if f.teacher is not None},
-                              teachers={f.teacher: self.catalog.teacher(f.teacher).to_json() for f in fields
-                                        if f.teacher is not None})
+        record = CommitRecord(
+            name=name,
+            layout=self.layout,
+            num_segments=len(segs),
+            num_samples=num_samples,
+            seconds_per_domain=spd,
+            fields=frecs,
+            files=files,
+            committed_at=time.time(),
+            codec_states={
+                f.name: self._state_digests(f.teacher, f.layers)
+                for f in fields
+                if f.teacher is not None
+            },
+            teachers={
+                f.teacher: self.catalog.teacher(f.teacher).to_json()
+                for f in fields
+                if f.teacher is not None
+            },
+        )
         self._check_committed(record)
         self._write_commit(record)
         return record
@@ -277,8 +337,9 @@ class Bank:
         record.commit_bytes = len(data)
 
     @contextlib.contextmanager
-    def add_field(self, shard: str, teacher: str, layers: list[int] | None = None,
-                  update_catalog: bool = True) -> Iterator:
+    def add_field(
+        self, shard: str, teacher: str, layers: list[int] | None = None, update_catalog: bool = True
+    ) -> Iterator:
         """Add a teacher's layers to a committed shard without touching what is there.
 
         Yields a writer with ``add(segment, {layer: parts} | None)``, called once per segment of
@@ -289,7 +350,9 @@ class Bank:
             record = self.full_record(shard)
             want = set(layers if layers is not None else self.catalog.teacher(teacher).layers)
             known = self.catalog.shards[shard].layers_of(teacher)
-            if want <= record.layers_of(teacher) and not want & known:  # another run added them meanwhile
+            if (
+                want <= record.layers_of(teacher) and not want & known
+            ):  # another run added them meanwhile
                 adder = AlreadyAdded(record)
                 yield adder
             else:
@@ -298,7 +361,9 @@ class Bank:
             self.catalog.shards[shard] = adder.record.slim()
             self.save_catalog()
 
-    def _add_field(self, shard: str, teacher: str, layers: list[int] | None, record: CommitRecord | None = None):
+    def _add_field(
+        self, shard: str, teacher: str, layers: list[int] | None, record: CommitRecord | None = None
+    ):
         """:meth:`add_field`'s work, under a claim its caller holds: yields the adder once, then
         commits; returns the adder (its ``record``: the shard's new commit record)."""
         # the commit record, not the catalog's copy: a field another process added since this
@@ -320,7 +385,9 @@ class Bank:
         except BaseException:
             adder.abort()
             raise
-        record.fields[fname] = FieldRecord(fname, teacher, layers, covered, frames, layer_bytes=adder.layer_bytes())
+        record.fields[fname] = FieldRecord(
+            fname, teacher, layers, covered, frames, layer_bytes=adder.layer_bytes()
+        )
         record.files.update(new_files)
         if record.codec_states is not None:
             record.codec_states[fname] = self._state_digests(teacher, layers)
@@ -333,7 +400,8 @@ class Bank:
         return adder
 
     def _state_digests(self, teacher: str, layers: list[int]) -> dict[str, str]:
-        """{"LAYER": sha256} of the fitted codec state each layer is encoded with (none: unfitted)."""
+        """{"LAYER": sha256} of the fitted codec state each layer is encoded with (none:
+        unfitted)."""
         refs = self.catalog.teacher(teacher).codec_state
         return {str(layer): refs[str(layer)]["sha256"] for layer in layers if str(layer) in refs}
 
@@ -343,13 +411,22 @@ class Bank:
         record (:meth:`full_record`); records from before digests were kept pass."""
         for fname, digests in (record.codec_states or {}).items():
             teacher = record.fields[fname].teacher
-            refs = self.catalog.teachers[teacher].codec_state if teacher in self.catalog.teachers else {}
+            refs = (
+                self.catalog.teachers[teacher].codec_state
+                if teacher in self.catalog.teachers
+                else {}
+            )
             for layer, sha in digests.items():
                 have = refs.get(layer, {}).get("sha256")
                 if have != sha:
-                    raise ShardError(f"field {fname!r} layer {layer} was encoded with codec state {sha[:12]}, but the "
-                                     f"catalog's teacher {teacher!r} has {(have or 'none')[:12]}: its features would "
-                                     "decode wrong", shard=record.name)
+                    raise ShardError(
+                        f"field {fname!r} layer {layer} was encoded with codec state {sha[:12]}, "
+                        "but the "
+                        f"catalog's teacher {teacher!r} has {(have or 'none')[:12]}: its features "
+                        "would "
+                        "decode wrong",
+                        shard=record.name,
+                    )
 
     def check_teacher_records(self, record: CommitRecord) -> None:
         """Refuse a shard whose teachers' catalog records differ from the copies its commit record
@@ -361,21 +438,29 @@ class Bank:
                 raise ShardError(f"its teacher {name!r} is not in the catalog", shard=record.name)
             diff = have.differences(TeacherRecord.from_json(tj))
             if diff:
-                raise ShardError(f"the catalog's teacher {name!r} is not the one this shard was committed with: "
-                                 + "; ".join(diff) + " (bank.json edited?)", shard=record.name)
+                raise ShardError(
+                    f"the catalog's teacher {name!r} is not the one this shard was committed with: "
+                    + "; ".join(diff)
+                    + " (bank.json edited?)",
+                    shard=record.name,
+                )
 
     def _check_committed(self, record: CommitRecord) -> None:
         """Re-open the shard as a reader would and check it against its record."""
         reader = self.shard_reader(record.name, record=record, check="none")
         if len(reader.segments) != record.num_segments:
-            raise ShardError(f"wrote {record.num_segments} segments but {len(reader.segments)} read back",
-                             shard=record.name)
+            raise ShardError(
+                f"wrote {record.num_segments} segments but {len(reader.segments)} read back",
+                shard=record.name,
+            )
         for f in record.fields.values():
             if f.teacher is not None:
                 got = sum(reader.num_frames(f.name, i) for i in range(record.num_segments))
                 if got != f.num_frames:
-                    raise ShardError(f"field {f.name!r}: {f.num_frames} frames written, {got} read back",
-                                     shard=record.name)
+                    raise ShardError(
+                        f"field {f.name!r}: {f.num_frames} frames written, {got} read back",
+                        shard=record.name,
+                    )
 
     # -- recovery (recovery.py) --------------------------------------------------------------------
     def remove_temporaries(self, deep: bool = True) -> list[str]:
@@ -409,8 +494,12 @@ class Bank:
         full = self.read_commit_record(name)
         lost = sorted(set(record.fields) - set(full.fields))
         if full.name != name or full.num_segments != record.num_segments or lost:
-            raise ShardError(f"commit record {commit_path(name)} disagrees with the catalog ({full.num_segments} segments, "
-                             f"fields missing: {lost or 'none'}; run `audistill shards verify`)", shard=name)
+            raise ShardError(
+                f"commit record {commit_path(name)} disagrees with the catalog "
+                f"({full.num_segments} segments, "
+                f"fields missing: {lost or 'none'}; run `audistill shards verify`)",
+                shard=name,
+            )
         return full
 
     def read_commit_record(self, name: str) -> CommitRecord:
@@ -419,7 +508,9 @@ class Bank:
         try:
             data = self.fs.read_bytes(rel)
         except FileNotFoundError:
-            raise ShardError(f"commit record {rel} is missing (run `audistill shards verify`)", shard=name) from None
+            raise ShardError(
+                f"commit record {rel} is missing (run `audistill shards verify`)", shard=name
+            ) from None
         try:
             full = recovery.parse_commit_record(rel, name, data)
         except CatalogError as e:
@@ -447,9 +538,12 @@ class Bank:
                 out[rel] = None
         return out
 
-    def shard_reader(self, name: str, record: ShardRecord | None = None, check: CheckMode = "size") -> ShardReader:
+    def shard_reader(
+        self, name: str, record: ShardRecord | None = None, check: CheckMode = "size"
+    ) -> ShardReader:
         """Open one shard. ``check``: "size" compares file sizes with the commit record (cheap,
-        catches truncation and missing files), "sha256" hashes every file, "none" trusts the files."""
+        catches truncation and missing files), "sha256" hashes every file, "none" trusts the
+        files."""
         record = record or self.shard_record(name)
         files = None
         if check != "none":
@@ -463,7 +557,9 @@ class Bank:
                 if size is None:
                     raise ShardError(f"file {rel} is missing", shard=name)
                 if size != int(meta["bytes"]):
-                    raise ShardError(f"file {rel} has {size} bytes, the catalog says {meta['bytes']}", shard=name)
+                    raise ShardError(
+                        f"file {rel} has {size} bytes, the catalog says {meta['bytes']}", shard=name
+                    )
                 if check == "sha256" and self.fs.sha256(rel) != meta["sha256"]:
                     raise ShardError(f"file {rel} does not match its sha256", shard=name)
         return self.layout_of(record).reader(self.fs, name, list(record.fields), files)
@@ -499,8 +595,11 @@ class LateShardWriter:
         record = self.bank.read_commit_record(self.name)
         held = [s.id for s in self.bank.shard_reader(self.name, record=record).segments]
         if held != [s.id for s in self.segments]:
-            raise ShardError(f"another run committed this shard with other segments ({len(held)} there, "
-                             f"{len(self.segments)} here); nothing added", shard=self.name)
+            raise ShardError(
+                f"another run committed this shard with other segments ({len(held)} there, "
+                f"{len(self.segments)} here); nothing added",
+                shard=self.name,
+            )
         for teacher, layers in self.teachers.items():
             want = layers if layers is not None else self.bank.catalog.teacher(teacher).layers
             need = sorted(set(want) - record.layers_of(teacher))
@@ -524,7 +623,9 @@ class LateShardWriter:
         raise AssertionError("_add_field yields once")
 
 
-CATALOG_SAVE_S = 30.0  # a long run (extraction, a copy) saves the catalog at most this often, and at its end
+CATALOG_SAVE_S = (
+    30.0  # a long run (extraction, a copy) saves the catalog at most this often, and at its end
+)
 # ... and at most this share of the run's time: a 100 000-shard catalog is ~50 MB to write
 CATALOG_SAVE_SHARE = 0.05
 
@@ -553,4 +654,3 @@ class CatalogSaver:
         self.bank.save_catalog()
         self.last = time.monotonic()
         self.took = self.last - t0
-

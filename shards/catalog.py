@@ -36,7 +36,9 @@ class TeacherRecord:
     dim: int
     frame_rate: float
     codec: dict  # {"name", "version", "config"}
-    layers: list[int] = field(default_factory=list)  # layers kept (hidden-state indices; 0 = input embeddings)
+    layers: list[int] = field(
+        default_factory=list
+    )  # layers kept (hidden-state indices; 0 = input embeddings)
     num_layers: int = 0  # hidden states the model has (so "sparse:K" is reproducible)
     revision: str = ""
     fingerprint: str = ""  # sha256 over the weights actually run
@@ -66,13 +68,30 @@ class TeacherRecord:
         """How this (catalog) record disagrees with ``committed``, the copy a shard's commit record
         holds: what decodes and aligns its features must be equal; the layers and domains a
         teacher has may only have grown since (codec states: see Bank.check_codec_states)."""
-        out = [f"{k} {getattr(self, k)!r} (shard committed with {getattr(committed, k)!r})"
-               for k in ("source", "revision", "fingerprint", "dim", "frame_rate", "codec", "num_layers",
-                         "input_sample_rate", "home_domain", "extra") if getattr(self, k) != getattr(committed, k)]
+        out = [
+            f"{k} {getattr(self, k)!r} (shard committed with {getattr(committed, k)!r})"
+            for k in (
+                "source",
+                "revision",
+                "fingerprint",
+                "dim",
+                "frame_rate",
+                "codec",
+                "num_layers",
+                "input_sample_rate",
+                "home_domain",
+                "extra",
+            )
+            if getattr(self, k) != getattr(committed, k)
+        ]
         if not set(committed.layers) <= set(self.layers):
-            out.append(f"layers {self.layers} lack {sorted(set(committed.layers) - set(self.layers))}")
+            out.append(
+                f"layers {self.layers} lack {sorted(set(committed.layers) - set(self.layers))}"
+            )
         if self.domains and not (committed.domains and set(committed.domains) <= set(self.domains)):
-            out.append(f"domains {self.domains} (shard committed with {committed.domains or 'all'})")
+            out.append(
+                f"domains {self.domains} (shard committed with {committed.domains or 'all'})"
+            )
         return out
 
     @classmethod
@@ -90,22 +109,37 @@ class FieldRecord:
     layers: list[int] = field(default_factory=list)
     num_covered: int = 0  # segments that have this field
     num_frames: int = 0
-    bytes: int | None = None  # stored bytes of the field's files (None: a schema-1 record without files)
+    bytes: int | None = (
+        None  # stored bytes of the field's files (None: a schema-1 record without files)
+    )
     # stored bytes per layer, {"LAYER": n}: the compressed codec parts (None: unknown - a schema-1
     # WebDataset record; `shards info` then reads the field's index)
     layer_bytes: dict[str, int] | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "teacher": self.teacher, "layers": list(self.layers),
-                "num_covered": self.num_covered, "num_frames": self.num_frames, "bytes": self.bytes,
-                "layer_bytes": None if self.layer_bytes is None else dict(self.layer_bytes)}
+        return {
+            "name": self.name,
+            "teacher": self.teacher,
+            "layers": list(self.layers),
+            "num_covered": self.num_covered,
+            "num_frames": self.num_frames,
+            "bytes": self.bytes,
+            "layer_bytes": None if self.layer_bytes is None else dict(self.layer_bytes),
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> FieldRecord:
-        return cls(name=d["name"], teacher=d.get("teacher"), layers=list(d.get("layers", [])),
-                   num_covered=int(d.get("num_covered", 0)), num_frames=int(d.get("num_frames", 0)),
-                   bytes=None if d.get("bytes") is None else int(d["bytes"]),
-                   layer_bytes=None if d.get("layer_bytes") is None else {str(k): int(v) for k, v in d["layer_bytes"].items()})
+        return cls(
+            name=d["name"],
+            teacher=d.get("teacher"),
+            layers=list(d.get("layers", [])),
+            num_covered=int(d.get("num_covered", 0)),
+            num_frames=int(d.get("num_frames", 0)),
+            bytes=None if d.get("bytes") is None else int(d["bytes"]),
+            layer_bytes=None
+            if d.get("layer_bytes") is None
+            else {str(k): int(v) for k, v in d["layer_bytes"].items()},
+        )
 
 
 @dataclass
@@ -124,7 +158,9 @@ class ShardRecord:
     committed_at: float = 0.0
     total_bytes: int = 0  # sum of the file sizes
     num_files: int = 0
-    commit_bytes: int | None = None  # size of commits/NAME.json as written (sync compares it); None: unknown
+    commit_bytes: int | None = (
+        None  # size of commits/NAME.json as written (sync compares it); None: unknown
+    )
 
     @property
     def bytes(self) -> int:
@@ -140,10 +176,17 @@ class ShardRecord:
         """What bank.json keeps of the record: everything but the file list."""
         # built by hand, in a fixed key order: asdict deep-copies recursively in Python, which
         # made saving a 10 000-shard catalog (and comparing records in a sync) take seconds
-        return {"name": self.name, "layout": self.layout, "num_segments": self.num_segments,
-                "num_samples": self.num_samples, "seconds_per_domain": dict(self.seconds_per_domain),
-                "fields": {k: v.to_json() for k, v in self.fields.items()}, "committed_at": self.committed_at,
-                "bytes": self.total_bytes, "num_files": self.num_files}
+        return {
+            "name": self.name,
+            "layout": self.layout,
+            "num_segments": self.num_segments,
+            "num_samples": self.num_samples,
+            "seconds_per_domain": dict(self.seconds_per_domain),
+            "fields": {k: v.to_json() for k, v in self.fields.items()},
+            "committed_at": self.committed_at,
+            "bytes": self.total_bytes,
+            "num_files": self.num_files,
+        }
 
     def catalog_json(self) -> dict:
         """The record as bank.json holds it."""
@@ -155,7 +198,8 @@ class ShardRecord:
 
     @classmethod
     def from_json(cls, d: dict) -> ShardRecord:
-        """A catalog entry of either schema (a schema-1 entry lists files: its totals come from them)."""
+        """A catalog entry of either schema (a schema-1 entry lists files: its totals come from
+        them)."""
         if d.get("files") is not None:
             return CommitRecord.from_json(d).slim()
         return ShardRecord(**_entry_args(d))
@@ -182,7 +226,9 @@ class CommitRecord(ShardRecord):
     size and sha256, the codec states its fields were encoded with, and the records of its
     teachers. The totals of the entry are counted from the file list."""
 
-    files: dict[str, dict] = field(default_factory=dict)  # bank-relative path -> {"bytes", "sha256"}
+    files: dict[str, dict] = field(
+        default_factory=dict
+    )  # bank-relative path -> {"bytes", "sha256"}
     # {FIELD: {"LAYER": sha256}}: the fitted codec state each layer was encoded with, checked
     # against the catalog's on open; None: a record from before it was kept
     codec_states: dict[str, dict[str, str]] | None = None
@@ -207,7 +253,9 @@ class CommitRecord(ShardRecord):
         for f in self.fields.values():
             f.bytes = per.get(f.name, 0)
             if f.layer_bytes is None and f.teacher is not None:
-                f.layer_bytes = layout.layer_bytes_from_files(self.name, f.name, f.layers, self.files)
+                f.layer_bytes = layout.layer_bytes_from_files(
+                    self.name, f.name, f.layers, self.files
+                )
 
     def to_json(self) -> dict:
         """The commit record as ``commits/NAME.json`` holds it."""
@@ -221,16 +269,30 @@ class CommitRecord(ShardRecord):
     def slim(self) -> ShardRecord:
         """The catalog entry: this record without its file list, codec-state digests and
         teacher records."""
-        return ShardRecord(self.name, self.layout, self.num_segments, self.num_samples, self.seconds_per_domain,
-                           self.fields, self.committed_at, self.total_bytes, self.num_files, self.commit_bytes)
+        return ShardRecord(
+            self.name,
+            self.layout,
+            self.num_segments,
+            self.num_samples,
+            self.seconds_per_domain,
+            self.fields,
+            self.committed_at,
+            self.total_bytes,
+            self.num_files,
+            self.commit_bytes,
+        )
 
     @classmethod
     def from_json(cls, d: dict) -> CommitRecord:
         """A commit record (or a schema-1 catalog entry, which lists files too)."""
-        return cls(**_entry_args(d), files=dict(d["files"]),
-                   codec_states=None if d.get("codec_states") is None
-                   else {k: dict(v) for k, v in d["codec_states"].items()},
-                   teachers=d.get("teachers"))
+        return cls(
+            **_entry_args(d),
+            files=dict(d["files"]),
+            codec_states=None
+            if d.get("codec_states") is None
+            else {k: dict(v) for k, v in d["codec_states"].items()},
+            teachers=d.get("teachers"),
+        )
 
 
 @dataclass
@@ -260,7 +322,8 @@ class Catalog:
             raise CatalogError(
                 f"teacher {rec.name!r} is already in the bank from {old.source!r} revision "
                 f"{old.revision!r} (weights {old.fingerprint[:12] or '?'}); refusing features from "
-                f"{rec.source!r} revision {rec.revision!r} (weights {rec.fingerprint[:12] or '?'}): "
+                f"{rec.source!r} revision {rec.revision!r} (weights "
+                f"{rec.fingerprint[:12] or '?'}): "
                 "use another teacher name"
             )
         for attr in ("dim", "frame_rate", "codec"):
@@ -270,7 +333,9 @@ class Catalog:
                     f"{getattr(old, attr)!r}"
                 )
         old.layers = sorted(set(old.layers) | set(rec.layers))
-        old.domains = sorted(set(old.domains) | set(rec.domains)) if old.domains and rec.domains else []
+        old.domains = (
+            sorted(set(old.domains) | set(rec.domains)) if old.domains and rec.domains else []
+        )
         old.codec_state.update(rec.codec_state)
         return old
 
@@ -282,11 +347,16 @@ class Catalog:
         for name, theirs in other.teachers.items():
             mine = self.teachers.get(name)
             if mine is not None:
-                clash = sorted(k for k, ref in theirs.codec_state.items()
-                               if k in mine.codec_state and mine.codec_state[k] != ref)
+                clash = sorted(
+                    k
+                    for k, ref in theirs.codec_state.items()
+                    if k in mine.codec_state and mine.codec_state[k] != ref
+                )
                 if clash:
-                    raise CatalogError(f"teacher {name!r} layers {clash}: another run saved other fitted codec "
-                                       "states into this bank at the same time")
+                    raise CatalogError(
+                        f"teacher {name!r} layers {clash}: another run saved other fitted codec "
+                        "states into this bank at the same time"
+                    )
             self.add_teacher(TeacherRecord.from_json(theirs.to_json()))
         for name, rec in other.shards.items():
             mine = self.shards.get(name)
@@ -299,7 +369,11 @@ class Catalog:
         for k, v in other.config.items():
             self.config.setdefault(k, v)
         if other.written_at is not None:
-            self.written_at = other.written_at if self.written_at is None else min(self.written_at, other.written_at)
+            self.written_at = (
+                other.written_at
+                if self.written_at is None
+                else min(self.written_at, other.written_at)
+            )
 
     def teacher(self, name: str) -> TeacherRecord:
         from .errors import MissingDataError
@@ -354,11 +428,15 @@ class Catalog:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CatalogError(f"{where} is not valid JSON: {e}") from e
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise SchemaError(f"{where} is not an audistill bank catalog (format {d.get('format') if isinstance(d, dict) else None!r})")
+            raise SchemaError(
+                f"{where} is not an audistill bank catalog (format "
+                f"{d.get('format') if isinstance(d, dict) else None!r})"
+            )
         version = d.get("schema_version")
         if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
             raise SchemaError(
-                f"{where} has schema version {version!r}; this audistill reads versions 1..{SCHEMA_VERSION}"
+                f"{where} has schema version {version!r}; this audistill reads versions "
+                f"1..{SCHEMA_VERSION}"
                 " - upgrade audistill to read this bank"
             )
         try:
@@ -371,7 +449,9 @@ class Catalog:
                 sample_rate=int(d.get("sample_rate", SAMPLE_RATE)),
                 created_by=d.get("created_by", ""),
                 config=d.get("config", {}),
-                written_at=float(d["written_at"]) if isinstance(d.get("written_at"), (int, float)) else None,
+                written_at=float(d["written_at"])
+                if isinstance(d.get("written_at"), (int, float))
+                else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CatalogError(f"{where} is malformed: {e!r}") from e

@@ -78,8 +78,11 @@ class Codec:
         """Fit state on a ``(N, D)`` float sample. Codecs that need none return ``{}``."""
         return {}
 
-    def encode(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """Parts of one segment ``(T, D)``; CodecError on NaN/Inf or values the codec cannot represent."""
+    def encode(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Parts of one segment ``(T, D)``; CodecError on NaN/Inf or values the codec cannot
+        represent."""
         self.check_input(x)
         if x.numel() and not bool(self.rows_ok(x, state).all()):
             raise CodecError(f"codec {self.name}: {self.range_error}")
@@ -88,17 +91,23 @@ class Codec:
     # What ``rows_ok`` refuses besides NaN/Inf, for the error message.
     range_error: ClassVar[str] = "features contain NaN or Inf"
 
-    def _encode(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    def _encode(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
         """The codec's arithmetic on checked input: no validation, no host synchronization."""
         raise NotImplementedError
 
-    def rows_ok(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def rows_ok(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """``(..., T)`` bool: frames the codec represents (finite, within its range). No sync."""
         return torch.isfinite(x).all(-1)
 
-    def encode_padded(self, x: torch.Tensor, lengths: list[int], state: dict[str, torch.Tensor] | None = None
-                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Encode a padded batch ``(B, T, D)`` with valid frame counts ``lengths`` without any host sync.
+    def encode_padded(
+        self, x: torch.Tensor, lengths: list[int], state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Encode a padded batch ``(B, T, D)`` with valid frame counts ``lengths`` without any host
+        sync.
 
         Returns ``(parts, ok)``: frame parts shaped ``(B, T, ...)``, segment parts ``(B, 1, ...)``
         (item ``b``'s parts are ``[b, :lengths[b]]`` and ``[b]``, equal to ``encode(x[b, :n])``),
@@ -110,8 +119,9 @@ class Codec:
         good = self.rows_ok(x, state) | ~mask
         return self._encode_padded(x, good & mask, lengths, state), good.all(1)
 
-    def _encode_padded(self, x: torch.Tensor, valid: torch.Tensor, lengths: list[int], state
-                       ) -> dict[str, torch.Tensor]:
+    def _encode_padded(
+        self, x: torch.Tensor, valid: torch.Tensor, lengths: list[int], state
+    ) -> dict[str, torch.Tensor]:
         """``encode_padded``'s parts; ``valid`` (B, T) marks the frames to encode (the others -
         padding, refused frames - must not affect them). By default they are zeroed and the batch
         is encoded as rows (row-independent frame-only codecs) or item by item."""
@@ -134,17 +144,24 @@ class Codec:
                 out[k][i, : v.shape[0]] = v
         return out
 
-    def decode(self, parts: dict[str, np.ndarray], state: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def decode(
+        self, parts: dict[str, np.ndarray], state: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         raise NotImplementedError
 
-    def decode_into(self, parts: dict[str, np.ndarray], state: dict[str, np.ndarray] | None, out: np.ndarray) -> None:
-        """``decode`` written into ``out`` ``(T, D)``: float32, or ``decoded_dtype`` (bfloat16 as its
-        raw bits in a uint16 array). Codecs whose parts already hold the values copy them once."""
+    def decode_into(
+        self, parts: dict[str, np.ndarray], state: dict[str, np.ndarray] | None, out: np.ndarray
+    ) -> None:
+        """``decode`` written into ``out`` ``(T, D)``: float32, or ``decoded_dtype`` (bfloat16 as
+        its raw bits in a uint16 array). Codecs whose parts already hold the values copy them
+        once."""
         np.copyto(out, self.decode(parts, state), casting="same_kind")
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 2:
-            raise CodecError(f"codec {self.name}: expected (frames, dim) features, got shape {tuple(x.shape)}")
+            raise CodecError(
+                f"codec {self.name}: expected (frames, dim) features, got shape {tuple(x.shape)}"
+            )
         if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
             raise CodecError(f"codec {self.name}: features contain NaN or Inf")
 
@@ -183,10 +200,14 @@ def codec_from_record(record: dict) -> Codec:
     """Rebuild the codec a catalog record describes; refuse versions this code cannot decode."""
     cls = _REGISTRY.get(record.get("name", ""))
     if cls is None:
-        raise CodecError(f"bank uses codec {record.get('name')!r}, unknown to this audistill; known: {', '.join(codec_names())}")
+        raise CodecError(
+            f"bank uses codec {record.get('name')!r}, unknown to this audistill; known: "
+            f"{', '.join(codec_names())}"
+        )
     if int(record.get("version", 0)) > cls.version:
         raise CodecError(
-            f"bank uses codec {cls.name!r} version {record['version']}, this audistill decodes up to "
+            f"bank uses codec {cls.name!r} version {record['version']}, this audistill decodes up "
+            "to "
             f"version {cls.version}; upgrade audistill"
         )
     return get_codec(cls.name, **record.get("config", {}))
@@ -264,7 +285,9 @@ class BFloat16(Codec):
         if out.dtype == np.uint16:  # bfloat16 bits
             np.copyto(out, parts["x"], casting="no")
         else:
-            np.copyto(out.view(np.uint32), np.left_shift(np.asarray(parts["x"], dtype=np.uint32), 16))
+            np.copyto(
+                out.view(np.uint32), np.left_shift(np.asarray(parts["x"], dtype=np.uint32), 16)
+            )
 
 
 # Integer and vector-quantizer codecs live in their own modules; importing them registers them.

@@ -21,7 +21,13 @@ F16_MAX = 65504.0
 def small_part(typesize: int = 1) -> dict:
     """Compressor for tiny parts (a row per segment): blosc-lz4 decodes in ~3 us where numcodecs'
     zstd spends ~10 us setting up per call."""
-    return {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1 if typesize > 1 else 0, "typesize": typesize}
+    return {
+        "id": "blosc",
+        "cname": "lz4",
+        "clevel": 5,
+        "shuffle": 1 if typesize > 1 else 0,
+        "typesize": typesize,
+    }
 
 
 def _safe(scale: torch.Tensor) -> torch.Tensor:
@@ -47,8 +53,10 @@ class Int8Row(Codec):
             raise ValueError("scale_dtype must be 'float16' or 'float32'")
 
     def parts(self, dim):
-        return [PartSpec("q", "frame", "int8", (dim,), ZSTD),
-                PartSpec("scale", "frame", self.scale_dtype, (1,), ZSTD)]
+        return [
+            PartSpec("q", "frame", "int8", (dim,), ZSTD),
+            PartSpec("scale", "frame", self.scale_dtype, (1,), ZSTD),
+        ]
 
     range_error: ClassVar[str] = "scale exceeds the float16 range (use scale_dtype='float32')"
 
@@ -60,8 +68,10 @@ class Int8Row(Codec):
 
     def _encode(self, x, state=None):
         x = x.float()
-        scale = _scale_to(x.abs().amax(dim=1, keepdim=True) * (1.0 / 127.0) if x.shape[0] else x.new_zeros(0, 1),
-                          self.scale_dtype)  # (T, 1)
+        scale = _scale_to(
+            x.abs().amax(dim=1, keepdim=True) * (1.0 / 127.0) if x.shape[0] else x.new_zeros(0, 1),
+            self.scale_dtype,
+        )  # (T, 1)
         q = torch.round(x / _safe(scale.float())).clamp_(-127, 127).to(torch.int8)
         return {"q": q, "scale": scale}
 
@@ -80,8 +90,10 @@ class Int8Channel(Codec):
     name: ClassVar[str] = "int8-channel"
 
     def parts(self, dim):
-        return [PartSpec("q", "frame", "int8", (dim,), ZSTD),
-                PartSpec("scale", "segment", "float32", (dim,), small_part(4))]
+        return [
+            PartSpec("q", "frame", "int8", (dim,), ZSTD),
+            PartSpec("scale", "segment", "float32", (dim,), small_part(4)),
+        ]
 
     def _encode(self, x, state=None):
         x = x.float()
@@ -100,10 +112,11 @@ class Int8Channel(Codec):
 @register_codec
 @dataclass(frozen=True)
 class Int4Group(Codec):
-    """4-bit symmetric (-7..7) with a float16 absmax scale per group of ``group`` channels per frame.
+    """4-bit symmetric (-7..7) with a float16 absmax scale per group of ``group`` channels per
+    frame.
 
-    Two values per byte: the low nibble holds the even channel. ``D`` is zero-padded to a multiple of
-    ``group``; the number of padded channels is stored as a (1, 1) segment part ``pad``.
+    Two values per byte: the low nibble holds the even channel. ``D`` is zero-padded to a multiple
+    of ``group``; the number of padded channels is stored as a (1, 1) segment part ``pad``.
     """
 
     name: ClassVar[str] = "int4-group"
@@ -118,9 +131,11 @@ class Int4Group(Codec):
 
     def parts(self, dim):
         dp = self._padded(dim)
-        return [PartSpec("q", "frame", "uint8", (dp // 2,), ZSTD),
-                PartSpec("scale", "frame", "float16", (dp // self.group,), ZSTD),
-                PartSpec("pad", "segment", "uint8", (1,), small_part())]
+        return [
+            PartSpec("q", "frame", "uint8", (dp // 2,), ZSTD),
+            PartSpec("scale", "frame", "float16", (dp // self.group,), ZSTD),
+            PartSpec("pad", "segment", "uint8", (1,), small_part()),
+        ]
 
     range_error: ClassVar[str] = "scale exceeds the float16 range"
 
@@ -130,7 +145,9 @@ class Int4Group(Codec):
     def _encode(self, x, state=None):
         t, d = x.shape
         dp = self._padded(d)
-        xp = torch.nn.functional.pad(x.float(), (0, dp - d)).reshape(t, dp // self.group, self.group)
+        xp = torch.nn.functional.pad(x.float(), (0, dp - d)).reshape(
+            t, dp // self.group, self.group
+        )
         scale = _scale_to(xp.abs().amax(dim=2) * (1.0 / 7.0), "float16")  # (T, G)
         q = torch.round(xp / _safe(scale.float())[..., None]).clamp_(-7, 7).to(torch.int16) + 8
         q = q.reshape(t, dp // 2, 2)
@@ -153,8 +170,9 @@ class Int4Group(Codec):
         return out[:, : out.shape[1] - pad] if pad else out
 
 
-def _delta_fit_steps(sample: np.ndarray, target: float, margin: float,
-                     chan_target: float) -> tuple[np.ndarray, np.ndarray]:
+def _delta_fit_steps(
+    sample: np.ndarray, target: float, margin: float, chan_target: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (center, step) for ``int8-delta`` meeting ``target`` relative L2 on ``sample``.
 
     One uniform step ``s`` for all channels is the MSE-optimal choice for relative L2, but with a
@@ -172,6 +190,7 @@ def _delta_fit_steps(sample: np.ndarray, target: float, margin: float,
     budget = target**2 * float(np.mean(x * x)) * 12.0 * x.shape[1]  # allowed sum of step^2
     if budget <= 0:  # all-zero sample: any step is exact for zeros
         return center.astype(np.float32), np.maximum(need, 1.0).astype(np.float32)
+
     def steps(s: float) -> np.ndarray:
         return np.clip(s, need, cap)
 
@@ -264,8 +283,10 @@ class Int8Delta(Codec):
             raise ValueError("margin must be >= 1")
 
     def parts(self, dim):
-        return [PartSpec("d", "frame", "uint8", (dim,), {"id": "zstd", "level": self.level}),
-                PartSpec("shift", "segment", "uint8", (dim,), small_part())]
+        return [
+            PartSpec("d", "frame", "uint8", (dim,), {"id": "zstd", "level": self.level}),
+            PartSpec("shift", "segment", "uint8", (dim,), small_part()),
+        ]
 
     def fit(self, sample):
         sample = np.asarray(sample, dtype=np.float32)
@@ -280,7 +301,10 @@ class Int8Delta(Codec):
         c = torch.as_tensor(state["center"], dtype=torch.float32, device=x.device)
         s = torch.as_tensor(state["step"], dtype=torch.float32, device=x.device)
         if c.shape != (x.shape[1],) or s.shape != (x.shape[1],):
-            raise CodecError(f"codec {self.name}: state is for dim {tuple(c.shape)}, features have dim {x.shape[1]}")
+            raise CodecError(
+                f"codec {self.name}: state is for dim {tuple(c.shape)}, features have dim "
+                f"{x.shape[1]}"
+            )
         return c, s
 
     def _encode(self, x, state=None):
@@ -288,10 +312,13 @@ class Int8Delta(Codec):
         return {"d": parts["d"][0], "shift": parts["shift"][0]}
 
     def _encode_padded(self, x, valid, lengths, state):
-        # one vectorized pass over the batch (the per-item fallback would launch ~15 kernels per item)
+        # one vectorized pass over the batch (the per-item fallback would launch ~15 kernels per
+        # item)
         return self._encode_batch(x, valid[..., None], state)
 
-    def _encode_batch(self, x: torch.Tensor, valid: torch.Tensor | None, state) -> dict[str, torch.Tensor]:
+    def _encode_batch(
+        self, x: torch.Tensor, valid: torch.Tensor | None, state
+    ) -> dict[str, torch.Tensor]:
         """(B, T, D) -> d (B, T, D), shift (B, 1, D); frames where ``valid`` is False (padding) do
         not affect the others."""
         center, step = self._state(state, x[0] if len(x) else x.new_zeros(0, x.shape[2]))
@@ -304,7 +331,9 @@ class Int8Delta(Codec):
         need = torch.log2(torch.clamp(peak / (127.0 * step), min=1.0)) * SHIFT_UNIT
         shift = torch.ceil(need * (1 - 1e-6)).clamp_(0, 255).long()  # (B, D)
         eff = step * _shift_factors(x.device)[shift]  # (B, D)
-        u = (torch.round(y / eff[:, None]).clamp_(-127, 127) + 128).to(torch.int16)  # (B, T, D) in 1..255
+        u = (torch.round(y / eff[:, None]).clamp_(-127, 127) + 128).to(
+            torch.int16
+        )  # (B, T, D) in 1..255
         prev = torch.full_like(u, 128)  # the first frame is stored relative to the center
         prev[:, 1:] = u[:, :-1]
         dlt = torch.remainder(u - prev, 256).to(torch.uint8)
@@ -316,7 +345,9 @@ class Int8Delta(Codec):
         d = np.array(parts["d"], dtype=np.uint8, copy=True)
         if len(d):
             d[0] += 128  # the first frame is relative to the center level
-        block = max(4, min(32, int(0.7 * np.sqrt(len(d)))))  # measured: ~8 for 150 frames, ~16 for 500
+        block = max(
+            4, min(32, int(0.7 * np.sqrt(len(d))))
+        )  # measured: ~8 for 150 frames, ~16 for 500
         u = _wrapping_prefix_sum(d, block)  # (T, D) levels
         shift = np.asarray(parts["shift"]).reshape(-1)
         eff = np.asarray(state["step"], dtype=np.float32) * SHIFT_FACTORS[shift]

@@ -44,14 +44,17 @@ def _kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Tensor:
-    """Lloyd's k-means on (C, N, S) sub-vectors, all codebooks at once; empty clusters keep their centroid."""
+    """Lloyd's k-means on (C, N, S) sub-vectors, all codebooks at once; empty clusters keep their
+    centroid."""
     gen = torch.Generator().manual_seed(seed)
     cb = _kmeans_pp(x, k, gen)
     c, _, s = x.shape
     for _ in range(iters):
         assign = _sq_dist(x, cb).argmin(-1)  # (C, N)
         sums = torch.zeros(c, k, s).scatter_add_(1, assign[..., None].expand_as(x), x)
-        counts = torch.zeros(c, k).scatter_add_(1, assign, torch.ones_like(assign, dtype=torch.float32))
+        counts = torch.zeros(c, k).scatter_add_(
+            1, assign, torch.ones_like(assign, dtype=torch.float32)
+        )
         cb = torch.where(counts[..., None] > 0, sums / counts.clamp(min=1)[..., None], cb)
     return cb
 
@@ -59,7 +62,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Tensor:
 @register_codec
 @dataclass(frozen=True)
 class MultiVQ(Codec):
-    """Product VQ: ``codebooks`` x 256 centroids; ``codebooks`` bytes per frame (+2 with ``normalize``)."""
+    """Product VQ: ``codebooks`` x 256 centroids; ``codebooks`` bytes per frame (+2 with
+    ``normalize``)."""
 
     name: ClassVar[str] = "mvq"
     needs_fit: ClassVar[bool] = True
@@ -92,7 +96,9 @@ class MultiVQ(Codec):
         y = x - mean
         if not self.normalize:
             return y, None
-        norm = y.norm(dim=1, keepdim=True)  # (N, 1); encode's rows_ok has refused norms beyond float16
+        norm = y.norm(
+            dim=1, keepdim=True
+        )  # (N, 1); encode's rows_ok has refused norms beyond float16
         norm = norm.to(torch.float16).float()
         return y / torch.where(norm > 0, norm, torch.ones_like(norm)), norm
 
@@ -101,13 +107,19 @@ class MultiVQ(Codec):
         if x.ndim != 2 or x.shape[0] == 0 or not np.isfinite(x).all():
             raise CodecError("codec mvq: fit needs a finite, non-empty (N, D) sample")
         if x.shape[0] > self.max_fit_frames:  # deterministic subsample
-            idx = np.random.default_rng(self.seed).choice(x.shape[0], self.max_fit_frames, replace=False)
+            idx = np.random.default_rng(self.seed).choice(
+                x.shape[0], self.max_fit_frames, replace=False
+            )
             x = x[np.sort(idx)]
         xt = torch.from_numpy(x)
         mean = xt.mean(0)
         y, _ = self._prepare(xt, mean)
         cb = kmeans(self._split(y), K, self.iters, self.seed)  # (C, K, S)
-        return {"codebooks": cb.numpy(), "mean": mean.numpy(), "dim": np.array([x.shape[1]], np.int64)}
+        return {
+            "codebooks": cb.numpy(),
+            "mean": mean.numpy(),
+            "dim": np.array([x.shape[1]], np.int64),
+        }
 
     def _state(self, state, dim: int, device):
         if not state or "codebooks" not in state:
@@ -118,7 +130,9 @@ class MultiVQ(Codec):
             raise CodecError(f"codec mvq: state fitted for dim {fitted}, features have dim {dim}")
         cb = torch.as_tensor(state["codebooks"], dtype=torch.float32, device=device)
         if cb.shape[0] != self.codebooks:
-            raise CodecError(f"codec mvq: state has {cb.shape[0]} codebooks, codec has {self.codebooks}")
+            raise CodecError(
+                f"codec mvq: state has {cb.shape[0]} codebooks, codec has {self.codebooks}"
+            )
         return cb, torch.as_tensor(state["mean"], dtype=torch.float32, device=device)
 
     range_error: ClassVar[str] = "frame norms exceed the float16 range"

@@ -20,9 +20,15 @@ def default_workers(*banks: Bank) -> int:
     return 2 if all(b.fs.is_local for b in banks) else 8
 
 
-def _copy_shards(source: Bank, teachers: TeacherRequest, target: Bank, shards: list[str],
-                 one: Callable[[BankReader, str], ShardRecord], workers: int | None,
-                 progress: Callable[[str], None] | None) -> None:
+def _copy_shards(
+    source: Bank,
+    teachers: TeacherRequest,
+    target: Bank,
+    shards: list[str],
+    one: Callable[[BankReader, str], ShardRecord],
+    workers: int | None,
+    progress: Callable[[str], None] | None,
+) -> None:
     """Run ``one(reader, shard)`` (which commits ``shard`` at ``target`` without touching its
     catalog) for every shard not committed there yet, ``workers`` at a time, each worker thread
     with a reader of its own. The catalog is merged as shards finish and saved now and then
@@ -35,7 +41,9 @@ def _copy_shards(source: Bank, teachers: TeacherRequest, target: Bank, shards: l
     def run(shard: str) -> ShardRecord:
         reader = getattr(local, "reader", None)
         if reader is None:
-            reader = local.reader = BankReader(source, teachers, audio=True, check="size", max_open_shards=1)
+            reader = local.reader = BankReader(
+                source, teachers, audio=True, check="size", max_open_shards=1
+            )
         try:
             return one(reader, shard)
         finally:
@@ -53,15 +61,27 @@ def _copy_shards(source: Bank, teachers: TeacherRequest, target: Bank, shards: l
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for shard, fut in futures.items():  # what finished beside a failure, too
-            if shard not in target.catalog.shards and fut.done() and not fut.cancelled() and fut.exception() is None:
+            if (
+                shard not in target.catalog.shards
+                and fut.done()
+                and not fut.cancelled()
+                and fut.exception() is None
+            ):
                 target.catalog.shards[shard] = fut.result().slim()
         saver.save()
 
 
-def copy_bank(src: str | Bank, dst: str, *, layout: str | None = None,
-              teachers: dict[str, list[int] | None] | None = None,
-              src_options: dict | None = None, dst_options: dict | None = None,
-              progress: Callable[[str], None] | None = None, workers: int | None = None) -> Bank:
+def copy_bank(
+    src: str | Bank,
+    dst: str,
+    *,
+    layout: str | None = None,
+    teachers: dict[str, list[int] | None] | None = None,
+    src_options: dict | None = None,
+    dst_options: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+    workers: int | None = None,
+) -> Bank:
     """Copy ``src`` into a new bank at ``dst`` (same layout unless ``layout`` is given).
 
     ``teachers``: ``{name: [layers] | None}`` to keep (None = every kept layer); ``None`` keeps
@@ -84,19 +104,39 @@ def copy_bank(src: str | Bank, dst: str, *, layout: str | None = None,
             state = source.load_codec_state(name, layer)
             if state is not None:
                 target.save_codec_state(name, layer, state, save=False)
-    target.catalog.stats.update({t: {str(k): v for k, v in source.catalog.stats.get(t, {}).items()
-                                     if int(k) in wanted[t]} for t in wanted if t in source.catalog.stats})
-    target.catalog.config.setdefault("copied_from", []).append({"bank": source.root, "teachers": wanted})
+    target.catalog.stats.update(
+        {
+            t: {
+                str(k): v for k, v in source.catalog.stats.get(t, {}).items() if int(k) in wanted[t]
+            }
+            for t in wanted
+            if t in source.catalog.stats
+        }
+    )
+    target.catalog.config.setdefault("copied_from", []).append(
+        {"bank": source.root, "teachers": wanted}
+    )
     target.save_catalog()
-    _copy_shards(source, wanted, target, reader.shards, lambda r, s: _copy_shard(r, target, s, wanted), workers,
-                 progress)
+    _copy_shards(
+        source,
+        wanted,
+        target,
+        reader.shards,
+        lambda r, s: _copy_shard(r, target, s, wanted),
+        workers,
+        progress,
+    )
     return target
 
 
-def _copy_shard(reader: BankReader, target: Bank, shard: str, wanted: dict[str, list[int]]) -> ShardRecord:
+def _copy_shard(
+    reader: BankReader, target: Bank, shard: str, wanted: dict[str, list[int]]
+) -> ShardRecord:
     r = reader.reader(shard)
     rec = reader.bank.catalog.shards[shard]
-    fields = {(f.teacher, lay): f.name for f in rec.fields.values() if f.teacher for lay in f.layers}
+    fields = {
+        (f.teacher, lay): f.name for f in rec.fields.values() if f.teacher for lay in f.layers
+    }
     with target.write_shard(shard, wanted, update_catalog=False) as w:
         for i, seg in enumerate(r.segments):
             feats: dict[str, dict | None] = {}
@@ -104,21 +144,34 @@ def _copy_shard(reader: BankReader, target: Bank, shard: str, wanted: dict[str, 
                 names = {fields[(teacher, lay)] for lay in layers}
                 if not all(r.covered(f, i) for f in names):
                     if any(r.covered(f, i) for f in names):
-                        raise MissingDataError(f"shard {shard!r} segment {seg.id!r}: teacher {teacher!r} "
-                                               "covers it in some of its fields only")
+                        raise MissingDataError(
+                            f"shard {shard!r} segment {seg.id!r}: teacher {teacher!r} "
+                            "covers it in some of its fields only"
+                        )
                     feats[teacher] = None
                     continue
-                feats[teacher] = {lay: r.read_parts(fields[(teacher, lay)], lay, i) for lay in layers}
+                feats[teacher] = {
+                    lay: r.read_parts(fields[(teacher, lay)], lay, i) for lay in layers
+                }
             w.add(seg, r.read_audio(i), feats)
     return w.record
 
 
-
-def recode_bank(src: str | Bank, dst: str, codec: str, *, codec_config: dict | None = None,
-                layout: str | None = None, teachers: dict[str, list[int] | None] | None = None,
-                fit_frames: int = 20000, seed: int = 0, src_options: dict | None = None,
-                dst_options: dict | None = None, progress: Callable[[str], None] | None = None,
-                workers: int | None = None) -> Bank:
+def recode_bank(
+    src: str | Bank,
+    dst: str,
+    codec: str,
+    *,
+    codec_config: dict | None = None,
+    layout: str | None = None,
+    teachers: dict[str, list[int] | None] | None = None,
+    fit_frames: int = 20000,
+    seed: int = 0,
+    src_options: dict | None = None,
+    dst_options: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+    workers: int | None = None,
+) -> Bank:
     """Copy ``src`` to ``dst`` with every teacher layer re-encoded by another codec.
 
     Decodes the stored features and encodes them again (lossy codecs lose what they lose;
@@ -143,22 +196,46 @@ def recode_bank(src: str | Bank, dst: str, codec: str, *, codec_config: dict | N
         rec.extra = {**rec.extra, "recoded_from": source.catalog.teachers[name].codec}
         target.register_teacher(rec, save=False)
         for layer in layers:
-            st = new.fit(_sample_frames(reader, name, layer, fit_frames, seed)) if new.needs_fit else None
+            st = (
+                new.fit(_sample_frames(reader, name, layer, fit_frames, seed))
+                if new.needs_fit
+                else None
+            )
             if st:
                 target.save_codec_state(name, layer, st, save=False)
             states[(name, layer)] = st
-    target.catalog.stats.update({t: {str(k): v for k, v in source.catalog.stats.get(t, {}).items()
-                                     if int(k) in wanted[t]} for t in wanted if t in source.catalog.stats})
-    target.catalog.config.setdefault("recoded_from", []).append({"bank": source.root, "codec": new.record()})
+    target.catalog.stats.update(
+        {
+            t: {
+                str(k): v for k, v in source.catalog.stats.get(t, {}).items() if int(k) in wanted[t]
+            }
+            for t in wanted
+            if t in source.catalog.stats
+        }
+    )
+    target.catalog.config.setdefault("recoded_from", []).append(
+        {"bank": source.root, "codec": new.record()}
+    )
     target.save_catalog()
-    tstates = {k: (None if v is None else {a: torch.from_numpy(np.asarray(b)) for a, b in v.items()})
-               for k, v in states.items()}
+    tstates = {
+        k: (None if v is None else {a: torch.from_numpy(np.asarray(b)) for a, b in v.items()})
+        for k, v in states.items()
+    }
 
     def one(r: BankReader, shard: str) -> ShardRecord:
         with target.write_shard(shard, wanted, update_catalog=False) as w:
             for sd in r.iter_shard(shard):
-                feats = {t: ({lay: new.encode(torch.tensor(x), tstates[(t, lay)]) for lay, x in sd.features[t].items()}
-                             if t in sd.features else None) for t in wanted}
+                feats = {
+                    t: (
+                        {
+                            lay: new.encode(torch.tensor(x), tstates[(t, lay)])
+                            for lay, x in sd.features[t].items()
+                        }
+                        if t in sd.features
+                        else None
+                    )
+                    for t in wanted
+                }
                 w.add(sd.segment, sd.audio, feats)
         return w.record
 
@@ -186,7 +263,9 @@ def _sample_frames(reader: BankReader, teacher: str, layer: int, limit: int, see
         if total >= 4 * limit:
             break
     if not chunks:
-        raise MissingDataError(f"no frames of teacher {teacher!r} layer {layer} to fit the codec on")
+        raise MissingDataError(
+            f"no frames of teacher {teacher!r} layer {layer} to fit the codec on"
+        )
     allx = np.concatenate(chunks)
     if total > limit:
         allx = allx[np.sort(rng.choice(total, size=limit, replace=False))]

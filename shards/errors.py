@@ -33,7 +33,9 @@ class ShardError(BankError):
         if segment is not None:
             where.append(f"segment {segment!r}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
-        self.message = message  # without the shard and segment (to say them once when re-raised with more)
+        self.message = (
+            message  # without the shard and segment (to say them once when re-raised with more)
+        )
         self.shard = shard
         self.segment = segment
 
@@ -47,8 +49,10 @@ class UnsafePathError(BankError):
 
 
 class BusyError(BankError):
-    """Another live run holds what this one needs (a shard being written, the catalog) for too long."""
+    """Another live run holds what this one needs (a shard being written, the catalog) for too
+    long."""
 
 
 class StorageError(BankError):
-    """The bank's store failed: unreachable, credentials refused, or an object the bank names is gone."""
+    """The bank's store failed: unreachable, credentials refused, or an object the bank names is
+    gone."""

@@ -40,13 +40,23 @@ class FieldSpec:
         return self.codec_obj().parts(self.dim)
 
     def attrs(self) -> dict:
-        return {"name": self.name, "teacher": self.teacher, "layers": list(self.layers),
-                "codec": self.codec, "dim": self.dim}
+        return {
+            "name": self.name,
+            "teacher": self.teacher,
+            "layers": list(self.layers),
+            "codec": self.codec,
+            "dim": self.dim,
+        }
 
     @classmethod
     def from_attrs(cls, d: dict) -> FieldSpec:
-        return cls(name=d["name"], teacher=d.get("teacher"), layers=[int(x) for x in d.get("layers", [])],
-                   codec=d.get("codec"), dim=int(d.get("dim", 0)))
+        return cls(
+            name=d["name"],
+            teacher=d.get("teacher"),
+            layers=[int(x) for x in d.get("layers", [])],
+            codec=d.get("codec"),
+            dim=int(d.get("dim", 0)),
+        )
 
 
 def layer_key(layer: int) -> str:
@@ -54,7 +64,8 @@ def layer_key(layer: int) -> str:
 
 
 def to_numpy(value, spec: PartSpec) -> np.ndarray:
-    """A codec part (torch on any device, or numpy) as a C-contiguous numpy array of spec's dtype."""
+    """A codec part (torch on any device, or numpy) as a C-contiguous numpy array of spec's
+    dtype."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     arr = np.ascontiguousarray(value)
@@ -67,7 +78,9 @@ def to_numpy(value, spec: PartSpec) -> np.ndarray:
     return arr
 
 
-def check_parts(parts: dict, specs: list[PartSpec], num_frames: int | None, where: str) -> tuple[dict, int]:
+def check_parts(
+    parts: dict, specs: list[PartSpec], num_frames: int | None, where: str
+) -> tuple[dict, int]:
     """Validate one segment's parts; return them as numpy plus the segment's frame count."""
     from .errors import ShardError
 
@@ -78,15 +91,21 @@ def check_parts(parts: dict, specs: list[PartSpec], num_frames: int | None, wher
             raise ShardError(f"{where}: codec part {spec.name!r} missing")
         arr = to_numpy(parts[spec.name], spec)
         if tuple(arr.shape[1:]) != tuple(spec.shape):
-            raise ShardError(f"{where}: part {spec.name!r} has shape {arr.shape}, expected (*, {spec.shape})")
+            raise ShardError(
+                f"{where}: part {spec.name!r} has shape {arr.shape}, expected (*, {spec.shape})"
+            )
         if spec.kind == "segment":
             if arr.shape[0] != 1:
-                raise ShardError(f"{where}: segment part {spec.name!r} must have one row, has {arr.shape[0]}")
+                raise ShardError(
+                    f"{where}: segment part {spec.name!r} must have one row, has {arr.shape[0]}"
+                )
         else:
             if frames is None:
                 frames = arr.shape[0]
             elif arr.shape[0] != frames:
-                raise ShardError(f"{where}: part {spec.name!r} has {arr.shape[0]} frames, other parts {frames}")
+                raise ShardError(
+                    f"{where}: part {spec.name!r} has {arr.shape[0]} frames, other parts {frames}"
+                )
         out[spec.name] = arr
     return out, int(frames or 0)
 
@@ -112,17 +131,26 @@ class SegmentData:
 class LayerDecoder:
     """``read_layer`` for both layouts' shard readers, on top of their ``read_parts``."""
 
-    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
-                   state: dict | None = None) -> np.ndarray:
-        """Decoded float32 frames ``f0:f0+nf`` of segment ``i``; a codec whose rows depend on earlier
-        rows (time-delta) decodes the segment from its start."""
+    def read_layer(
+        self,
+        fname: str,
+        layer: int,
+        i: int,
+        f0: int = 0,
+        nf: int | None = None,
+        state: dict | None = None,
+    ) -> np.ndarray:
+        """Decoded float32 frames ``f0:f0+nf`` of segment ``i``; a codec whose rows depend on
+        earlier rows (time-delta) decodes the segment from its start."""
         codec = self.field(fname)["codec"]
         nf = self.num_frames(fname, i) - f0 if nf is None else nf
         if codec.row_independent:
             return codec.decode(self.read_parts(fname, layer, i, f0, f0 + nf), state)
-        return codec.decode(self.read_parts(fname, layer, i), state)[f0:f0 + nf]
+        return codec.decode(self.read_parts(fname, layer, i), state)[f0 : f0 + nf]
 
-    def read_layer_into(self, fname: str, layer: int, i: int, f0: int, state: dict | None, out: np.ndarray) -> None:
+    def read_layer_into(
+        self, fname: str, layer: int, i: int, f0: int, state: dict | None, out: np.ndarray
+    ) -> None:
         """``read_layer`` of ``len(out)`` frames from ``f0``, decoded straight into ``out`` (see
         ``Codec.decode_into`` for its dtypes)."""
         codec = self.field(fname)["codec"]
@@ -130,4 +158,8 @@ class LayerDecoder:
         if codec.row_independent:
             codec.decode_into(self.read_parts(fname, layer, i, f0, f0 + nf), state, out)
         else:
-            np.copyto(out, codec.decode(self.read_parts(fname, layer, i), state)[f0:f0 + nf], casting="same_kind")
+            np.copyto(
+                out,
+                codec.decode(self.read_parts(fname, layer, i), state)[f0 : f0 + nf],
+                casting="same_kind",
+            )

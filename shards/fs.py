@@ -3,8 +3,9 @@
 Every path is relative to the bank root and checked, so nothing built from ids, keys or a
 catalog can read or write outside the root. A local bank holds no symbolic links below its root
 (the root itself may be one): reading through a link is refused, whatever its target, so a
-crafted bank cannot make a reader or a conversion copy files from outside it. Whole-object writes are atomic: local files are
-written to a temporary name and renamed; object stores replace an object with a single PUT.
+crafted bank cannot make a reader or a conversion copy files from outside it. Whole-object writes
+are atomic: local files are written to a temporary name and renamed; object stores replace an object
+with a single PUT.
 """
 
 from __future__ import annotations
@@ -30,13 +31,30 @@ def check_relpath(rel: str) -> str:
     if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
         raise UnsafePathError(f"unsafe path in bank: {rel!r}")
     norm = posixpath.normpath(rel)
-    if norm.startswith("/") or norm == ".." or norm.startswith("../") or norm == "." or ":" in norm.split("/")[0]:
+    if (
+        norm.startswith("/")
+        or norm == ".."
+        or norm.startswith("../")
+        or norm == "."
+        or ":" in norm.split("/")[0]
+    ):
         raise UnsafePathError(f"path {rel!r} would leave the bank root")
     return norm
 
 
-_STORE_LIBRARIES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "adlfs", "azure", "urllib3",
-                    "requests", "fsspec"}
+_STORE_LIBRARIES = {
+    "botocore",
+    "aiobotocore",
+    "aiohttp",
+    "s3fs",
+    "gcsfs",
+    "google",
+    "adlfs",
+    "azure",
+    "urllib3",
+    "requests",
+    "fsspec",
+}
 
 
 def is_store_failure(e: BaseException) -> bool:
@@ -68,7 +86,9 @@ def _named(op: str):
                 if not is_store_failure(e):
                     raise
                 what = args[0] if args and isinstance(args[0], str) else ""
-                raise StorageError(f"{self.url}: {op} {what} failed: {type(e).__name__}: {e}".replace("  ", " ")) from e
+                raise StorageError(
+                    f"{self.url}: {op} {what} failed: {type(e).__name__}: {e}".replace("  ", " ")
+                ) from e
 
         return run
 
@@ -85,13 +105,24 @@ class BankFS:
         opts = dict(self.storage_options)
         protocol = fsspec.core.split_protocol(self.url)[0]
         # stores of objects, without folders: nothing to make before a write
-        self.is_object_store = protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory")
+        self.is_object_store = protocol in (
+            "s3",
+            "s3a",
+            "gs",
+            "gcs",
+            "az",
+            "abfs",
+            "abfss",
+            "memory",
+        )
         if protocol in ("s3", "s3a"):
             # s3fs asks an object's size (a HEAD) before every whole-object read, to fetch objects
             # over 50 MB in parallel parts; a bank reads small objects whole (metadata, commit
             # records, the catalog) and large ones by range, so that HEAD doubled its requests
             opts.setdefault("max_concurrency", 1)
-        self.open_options = opts  # what this bank's filesystem was made with (Zarr's stores make their own)
+        self.open_options = (
+            opts  # what this bank's filesystem was made with (Zarr's stores make their own)
+        )
         self.fs, path = fsspec.core.url_to_fs(self.url, **opts)
         self.root = path.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, LocalFileSystem)
@@ -116,7 +147,8 @@ class BankFS:
         return self.fs.exists(self.path(rel))
 
     def _fresh(self) -> None:
-        """Other writers (Zarr's own store, other processes) change the tree: drop listing caches."""
+        """Other writers (Zarr's own store, other processes) change the tree: drop listing
+        caches."""
         if not self.is_local:
             self.fs.invalidate_cache()
 
@@ -128,8 +160,10 @@ class BankFS:
         for part in check_relpath(rel).split("/"):
             p = f"{p}/{part}"
             if os.path.islink(p):
-                raise UnsafePathError(f"{self.url}: {posixpath.relpath(p, self.root)} is a symbolic link; a bank "
-                                      "holds none (reading through it could copy files from outside the bank)")
+                raise UnsafePathError(
+                    f"{self.url}: {posixpath.relpath(p, self.root)} is a symbolic link; a bank "
+                    "holds none (reading through it could copy files from outside the bank)"
+                )
 
     def refuse_links_under(self, rel: str) -> None:
         """:meth:`refuse_link` for ``rel`` and everything under it (one walk of a local folder)."""
@@ -151,7 +185,7 @@ class BankFS:
         after another on a local disk, concurrently on an object store (fsspec's ``cat`` of many
         paths), where one GET after another costs ~20-50 ms each."""
         for i in range(0, len(rels), batch):
-            part = rels[i: i + batch]
+            part = rels[i : i + batch]
             if self.is_local or len(part) == 1:
                 yield from ((r, self.read_bytes(r)) for r in part)
                 continue
@@ -162,7 +196,9 @@ class BankFS:
                 if isinstance(data, FileNotFoundError):
                     raise FileNotFoundError(f"{self.url}: {r} does not exist ({data})")
                 if isinstance(data, BaseException):
-                    raise StorageError(f"{self.url}: reading {r} failed: {type(data).__name__}: {data}") from data
+                    raise StorageError(
+                        f"{self.url}: reading {r} failed: {type(data).__name__}: {data}"
+                    ) from data
                 yield r, data
 
     @_named("reading")
@@ -296,7 +332,9 @@ class BankFS:
         out = {}
         for p, info in self.fs.find(base, detail=True).items():
             if info.get("type", "file") == "file":
-                out[check_relpath(posixpath.relpath(_strip_proto(p), self.root))] = int(info.get("size") or 0)
+                out[check_relpath(posixpath.relpath(_strip_proto(p), self.root))] = int(
+                    info.get("size") or 0
+                )
         return out
 
     @_named("listing")
@@ -312,8 +350,11 @@ class BankFS:
             found = self.fs.find(self.path(rel), prefix=prefix, detail=True)
         except TypeError:  # this store's find() takes no prefix
             return None
-        return {check_relpath(posixpath.relpath(_strip_proto(p), self.root)): int(info.get("size") or 0)
-                for p, info in found.items() if info.get("type", "file") == "file"}
+        return {
+            check_relpath(posixpath.relpath(_strip_proto(p), self.root)): int(info.get("size") or 0)
+            for p, info in found.items()
+            if info.get("type", "file") == "file"
+        }
 
     def sizes_named(self, rel: str, prefix: str) -> dict[str, int] | None:
         """:meth:`sizes_with_prefix`, files directly in ``rel`` only."""
@@ -343,7 +384,9 @@ class BankFS:
         return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in found)
 
     def listdir(self, rel: str) -> list[str]:
-        return sorted(posixpath.basename(_strip_proto(p).rstrip("/")) for p in self._ls(rel, detail=False))
+        return sorted(
+            posixpath.basename(_strip_proto(p).rstrip("/")) for p in self._ls(rel, detail=False)
+        )
 
     def list_details(self, rel: str) -> dict[str, tuple[int, float | None]]:
         """Names in folder ``rel`` with their size and modification time (seconds since the
@@ -361,7 +404,8 @@ class BankFS:
 
     @_named("listing")
     def newest_mtime(self, rel: str) -> float | None:
-        """The latest modification time of the file ``rel`` or of any file under it (one listing)."""
+        """The latest modification time of the file ``rel`` or of any file under it (one
+        listing)."""
         self._fresh()
         times = [_mtime(i) for i in self.fs.find(self.path(rel), detail=True).values()]
         times = [t for t in times if t is not None]
@@ -386,10 +430,11 @@ class BankFS:
         elif self.fs.isfile(s):
             self.fs.copy(s, d)
             self.fs.rm(s)
-        else:  # object stores have no folders: copy every object (concurrently), then delete the sources
+        # object stores have no folders: copy every object (concurrently), then delete the sources
+        else:
             srcs = [_strip_proto(p) for p in self.fs.find(s)]
             if srcs:
-                self.fs.copy(srcs, [d + p[len(s):] for p in srcs])
+                self.fs.copy(srcs, [d + p[len(s) :] for p in srcs])
             self.fs.rm(s, recursive=True)
         self._fresh()
 

@@ -18,7 +18,9 @@ def layer_bytes(bank: Bank) -> dict[tuple[str, int], int]:
             if per is None:  # a schema-1 record that did not count them: read them from the shard
                 per = bank.layout_of(rec).layer_bytes_stored(bank.fs, name, f.name, f.layers)
             for layer in f.layers:
-                out[(f.teacher, layer)] = out.get((f.teacher, layer), 0) + int(per.get(str(layer), 0))
+                out[(f.teacher, layer)] = out.get((f.teacher, layer), 0) + int(
+                    per.get(str(layer), 0)
+                )
     return out
 
 
@@ -28,24 +30,47 @@ def bank_info(root: str | Bank, storage_options: dict | None = None) -> dict:
     lbytes = layer_bytes(bank)
     teachers = {}
     for t in cat.teachers.values():
-        covered = sum(max((f.num_covered for f in s.teacher_fields(t.name)), default=0)
-                      for s in cat.shards.values())
+        covered = sum(
+            max((f.num_covered for f in s.teacher_fields(t.name)), default=0)
+            for s in cat.shards.values()
+        )
         layers = {}
         for layer in t.layers:
-            lf = sum(f.num_frames for s in cat.shards.values() for f in s.teacher_fields(t.name) if layer in f.layers)
+            lf = sum(
+                f.num_frames
+                for s in cat.shards.values()
+                for f in s.teacher_fields(t.name)
+                if layer in f.layers
+            )
             b = lbytes.get((t.name, layer), 0)
             values = lf * t.dim
-            layers[str(layer)] = {"frames": lf, "bytes": b, "bits_per_value": (8 * b / values) if values else None}
+            layers[str(layer)] = {
+                "frames": lf,
+                "bytes": b,
+                "bits_per_value": (8 * b / values) if values else None,
+            }
         teachers[t.name] = {
-            "source": t.source, "revision": t.revision, "fingerprint": t.fingerprint,
-            "codec": t.codec, "dim": t.dim, "frame_rate": t.frame_rate, "num_layers": t.num_layers,
-            "layers_kept": t.layers, "home_domain": t.home_domain, "domains": t.domains or ["all"],
-            "segments_covered": covered, "layers": layers,
+            "source": t.source,
+            "revision": t.revision,
+            "fingerprint": t.fingerprint,
+            "codec": t.codec,
+            "dim": t.dim,
+            "frame_rate": t.frame_rate,
+            "num_layers": t.num_layers,
+            "layers_kept": t.layers,
+            "home_domain": t.home_domain,
+            "domains": t.domains or ["all"],
+            "segments_covered": covered,
+            "layers": layers,
         }
     spd = cat.seconds_per_domain()
     return {
-        "bank": bank.root, "layout": cat.layout, "schema_version": SCHEMA_VERSION,
-        "shards": len(cat.shards), "segments": cat.num_segments, "bytes": cat.bytes,
+        "bank": bank.root,
+        "layout": cat.layout,
+        "schema_version": SCHEMA_VERSION,
+        "shards": len(cat.shards),
+        "segments": cat.num_segments,
+        "bytes": cat.bytes,
         "hours_per_domain": {d: s / 3600 for d, s in sorted(spd.items())},
         "hours": sum(spd.values()) / 3600,
         "teachers": teachers,

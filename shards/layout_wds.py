@@ -151,7 +151,9 @@ class WdsFieldWriter:
             parts, frames = check_parts(layers[layer], self.specs, frames, f"{where} layer {layer}")
             for ps in self.specs:
                 m = f"{layer_key(layer)}.{ps.name}.bin"
-                members[m] = self.tar.add(f"{segment.id}.{m}", compress(parts[ps.name], ps.compressor))
+                members[m] = self.tar.add(
+                    f"{segment.id}.{m}", compress(parts[ps.name], ps.compressor)
+                )
         self.entries.append({"key": segment.id, "frames": int(frames or 0), "members": members})
         self.covered += 1
         self.frames += int(frames or 0)
@@ -163,8 +165,16 @@ class WdsFieldWriter:
             "format_version": FORMAT_VERSION,
             "shard": self.shard,
             "field": self.spec.attrs(),
-            "parts": [{"name": p.name, "kind": p.kind, "dtype": p.dtype, "shape": list(p.shape),
-                       "compressor": p.compressor} for p in self.specs],
+            "parts": [
+                {
+                    "name": p.name,
+                    "kind": p.kind,
+                    "dtype": p.dtype,
+                    "shape": list(p.shape),
+                    "compressor": p.compressor,
+                }
+                for p in self.specs
+            ],
             "segments": self.entries,
         }
         self.fs.write_bytes_atomic(self.tmp_index, json.dumps(index).encode())
@@ -172,16 +182,25 @@ class WdsFieldWriter:
 
     def move(self) -> list[str]:
         """Move tar and index to their final names: the tar first, the index last."""
-        final_tar, final_index = tar_path(self.shard, self.spec.name), index_path(self.shard, self.spec.name)
+        final_tar, final_index = (
+            tar_path(self.shard, self.spec.name),
+            index_path(self.shard, self.spec.name),
+        )
         try:
             if self.fs.is_local and os.path.getsize(self.fs.path(self.tmp_tar)) != self.file.bytes:
-                raise ShardError(f"staged file {self.tmp_tar} is not the {self.file.bytes} bytes written (changed "
-                                 "by another process?); nothing committed", shard=self.shard)
+                raise ShardError(
+                    f"staged file {self.tmp_tar} is not the {self.file.bytes} bytes written "
+                    "(changed "
+                    "by another process?); nothing committed",
+                    shard=self.shard,
+                )
             self.fs.move_file(self.tmp_tar, final_tar)
             self.fs.move_file(self.tmp_index, final_index)
         except FileNotFoundError as e:
-            raise ShardError(f"a staged file is gone before the commit ({e}; removed by another process?)",
-                             shard=self.shard) from e
+            raise ShardError(
+                f"a staged file is gone before the commit ({e}; removed by another process?)",
+                shard=self.shard,
+            ) from e
         return [final_tar, final_index]
 
     def layer_bytes(self) -> dict[str, int]:
@@ -190,7 +209,12 @@ class WdsFieldWriter:
 
     def known_files(self) -> dict[str, dict]:
         """{final tar path: {"bytes", "sha256"}}, hashed as it was written (after :meth:`close`)."""
-        return {tar_path(self.shard, self.spec.name): {"bytes": self.file.bytes, "sha256": self.file.sha.hexdigest()}}
+        return {
+            tar_path(self.shard, self.spec.name): {
+                "bytes": self.file.bytes,
+                "sha256": self.file.sha.hexdigest(),
+            }
+        }
 
     def abort(self) -> None:
         for close in (self.tar.close, self.file.close):
@@ -208,7 +232,9 @@ class WdsShardWriter:
         self.writers = {f.name: WdsFieldWriter(fs, name, f) for f in fields}
         self.segments: list[Segment] = []
 
-    def add(self, segment: Segment, audio: np.ndarray | None, features: dict[str, dict | None]) -> None:
+    def add(
+        self, segment: Segment, audio: np.ndarray | None, features: dict[str, dict | None]
+    ) -> None:
         for fname, w in self.writers.items():
             if fname == AUDIO:
                 w.add_audio(segment, audio if audio is not None else np.zeros(0, np.int16))
@@ -233,7 +259,9 @@ class WdsShardWriter:
         return {k: v for w in self.writers.values() for k, v in w.known_files().items()}
 
     def layer_bytes(self) -> dict[str, dict[str, int]]:
-        return {name: w.layer_bytes() for name, w in self.writers.items() if w.spec.teacher is not None}
+        return {
+            name: w.layer_bytes() for name, w in self.writers.items() if w.spec.teacher is not None
+        }
 
     def abort(self) -> None:
         for w in self.writers.values():
@@ -251,8 +279,11 @@ class WdsFieldAdder:
 
     def close(self) -> tuple[int, int]:
         if len(self.writer.entries) != self.num_segments:
-            raise ShardError(f"field {self.writer.spec.name!r} got {len(self.writer.entries)} segments, "
-                             f"shard has {self.num_segments}", shard=self.shard)
+            raise ShardError(
+                f"field {self.writer.spec.name!r} got {len(self.writer.entries)} segments, "
+                f"shard has {self.num_segments}",
+                shard=self.shard,
+            )
         return self.writer.close()
 
     def commit(self) -> FileEntries:
@@ -269,9 +300,13 @@ class WdsFieldAdder:
 class WdsShardReader(LayerDecoder):
     """Reads a committed WebDataset shard through its field indexes (ranged reads)."""
 
-    def __init__(self, fs: BankFS, name: str, field_names: list[str], files: FileEntries | None = None):
+    def __init__(
+        self, fs: BankFS, name: str, field_names: list[str], files: FileEntries | None = None
+    ):
         self.fs, self.name = fs, name
-        self.files = files  # the commit record's file list: each index read is checked against its sha256
+        self.files = (
+            files  # the commit record's file list: each index read is checked against its sha256
+        )
         self._fields: dict[str, dict] = {}
         self._files: dict[str, object] = {}
         audio = self.field(AUDIO) if AUDIO in field_names else None
@@ -279,22 +314,31 @@ class WdsShardReader(LayerDecoder):
             raise ShardError("WebDataset shard has no audio field", shard=name)
         self.segments = []
         for e in audio["index"]["segments"]:
-            self.segments.append(Segment.from_json(json.loads(self._member(AUDIO, e["key"], e["members"]["json"]))))
+            self.segments.append(
+                Segment.from_json(json.loads(self._member(AUDIO, e["key"], e["members"]["json"])))
+            )
 
     def field(self, fname: str) -> dict:
         f = self._fields.get(fname)
         if f is None:
             rel = index_path(self.name, fname)
             data = self.fs.read_bytes(rel)
-            if self.files is not None and hashlib.sha256(data).hexdigest() != self.files.get(rel, {}).get("sha256"):
-                # members carry CRCs; the index (offsets, segment keys, the field spec) has only this
-                raise ShardError(f"index {rel} does not match its commit record (changed since the commit)",
-                                 shard=self.name)
+            if self.files is not None and hashlib.sha256(data).hexdigest() != self.files.get(
+                rel, {}
+            ).get("sha256"):
+                # members carry CRCs; the index (offsets, segment keys, the field spec) has only
+                # this
+                raise ShardError(
+                    f"index {rel} does not match its commit record (changed since the commit)",
+                    shard=self.name,
+                )
             try:
                 index = json.loads(data)
                 spec = FieldSpec.from_attrs(index["field"])
             except Exception as e:  # noqa: BLE001
-                raise ShardError(f"cannot read the index of field {fname!r}: {e}", shard=self.name) from e
+                raise ShardError(
+                    f"cannot read the index of field {fname!r}: {e}", shard=self.name
+                ) from e
             f = {"index": index, "spec": spec}
             if spec.teacher is not None:
                 try:
@@ -312,13 +356,17 @@ class WdsShardReader(LayerDecoder):
         fh.seek(m["offset"])
         data = fh.read(m["size"])
         if len(data) != m["size"] or zlib.crc32(data) != m["crc32"]:
-            raise ShardError(f"member of field {fname!r} is truncated or corrupted", shard=self.name, segment=key)
+            raise ShardError(
+                f"member of field {fname!r} is truncated or corrupted", shard=self.name, segment=key
+            )
         return data
 
     def read_audio(self, i: int, start: int = 0, num: int | None = None) -> np.ndarray:
         e = self.field(AUDIO)["index"]["segments"][i]
-        arr = np.load(io.BytesIO(self._member(AUDIO, e["key"], e["members"]["audio.npy"])), allow_pickle=False)
-        return arr[start:] if num is None else arr[start:start + num]
+        arr = np.load(
+            io.BytesIO(self._member(AUDIO, e["key"], e["members"]["audio.npy"])), allow_pickle=False
+        )
+        return arr[start:] if num is None else arr[start : start + num]
 
     def covered(self, fname: str, i: int) -> bool:
         return self.field(fname)["index"]["segments"][i]["members"] is not None
@@ -326,7 +374,9 @@ class WdsShardReader(LayerDecoder):
     def num_frames(self, fname: str, i: int) -> int:
         return int(self.field(fname)["index"]["segments"][i]["frames"])
 
-    def read_parts(self, fname: str, layer: int, i: int, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
+    def read_parts(
+        self, fname: str, layer: int, i: int, lo: int = 0, hi: int | None = None
+    ) -> dict[str, np.ndarray]:
         """The stored codec parts of segment ``i`` (frame rows ``lo:hi`` of it), undecoded."""
         f = self.field(fname)
         e = f["index"]["segments"][i]
@@ -335,7 +385,11 @@ class WdsShardReader(LayerDecoder):
         parts = {}
         for ps in f["parts"]:
             if e["members"] is None:
-                raise ShardError(f"field {fname!r} does not cover this segment", shard=self.name, segment=e["key"])
+                raise ShardError(
+                    f"field {fname!r} does not cover this segment",
+                    shard=self.name,
+                    segment=e["key"],
+                )
             data = self._member(fname, e["key"], e["members"][f"{layer_key(layer)}.{ps.name}.bin"])
             rows = 1 if ps.kind == "segment" else frames
             arr = decompress(data, ps.compressor, ps.dtype, (rows, *ps.shape))
@@ -356,23 +410,31 @@ class WdsLayout:
     def writer(self, fs: BankFS, shard: str, fields: list[FieldSpec]) -> WdsShardWriter:
         return WdsShardWriter(fs, shard, fields)
 
-    def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> WdsFieldAdder:
+    def field_adder(
+        self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int
+    ) -> WdsFieldAdder:
         return WdsFieldAdder(fs, shard, spec, num_segments)
 
-    def reader(self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
-               ) -> WdsShardReader:
+    def reader(
+        self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
+    ) -> WdsShardReader:
         return WdsShardReader(fs, shard, field_names, files)
 
     def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
-        return fs.sizes_named("shards", f"{shard}.") or {}  # one listing of the name prefix (object stores)
+        return (
+            fs.sizes_named("shards", f"{shard}.") or {}
+        )  # one listing of the name prefix (object stores)
 
     def remove_uncommitted(self, fs: BankFS, shard: str, fields: list[FieldSpec]) -> None:
         # not a listing of shards/ - 100 000 shards' files, once per shard written: on an object
         # store a listing of this shard's name prefix; locally the files this write would make
         # (a crashed writer's others are stray files `shards verify` reports)
         listed = fs.sizes_named("shards", f"{shard}.")
-        rels = list(listed) if listed is not None else [p for f in fields for p in (tar_path(shard, f.name),
-                                                                                   index_path(shard, f.name))]
+        rels = (
+            list(listed)
+            if listed is not None
+            else [p for f in fields for p in (tar_path(shard, f.name), index_path(shard, f.name))]
+        )
         for rel in rels:
             if rel.endswith(".tar") or rel.endswith(".json"):
                 fs.remove(rel)
@@ -380,14 +442,17 @@ class WdsLayout:
     def field_of_file(self, shard: str, rel: str) -> str | None:
         base = rel.split("/")[-1]
         if base.startswith(f"{shard}.") and (base.endswith(".tar") or base.endswith(".json")):
-            return base[len(shard) + 1: base.rindex(".")]
+            return base[len(shard) + 1 : base.rindex(".")]
         return None
 
-    def layer_bytes_from_files(self, shard: str, field: str, layers: list[int],
-                               files: FileEntries) -> None:
+    def layer_bytes_from_files(
+        self, shard: str, field: str, layers: list[int], files: FileEntries
+    ) -> None:
         return None  # a tar holds every layer: the field's index tells (layer_bytes_stored)
 
-    def layer_bytes_stored(self, fs: BankFS, shard: str, field: str, layers: list[int]) -> dict[str, int]:
+    def layer_bytes_stored(
+        self, fs: BankFS, shard: str, field: str, layers: list[int]
+    ) -> dict[str, int]:
         index = json.loads(fs.read_bytes(index_path(shard, field)))
         return index_layer_bytes(index["segments"], layers)
 

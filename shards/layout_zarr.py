@@ -3,9 +3,9 @@
     shards/NAME.zarr/                 group; attributes["audistill"] = {"shard", "segments": [...]}
       audio/samples   int16 (S,)      all segments' 16 kHz audio, concatenated
       audio/offsets   int64 (n+1,)    sample offsets: segment i is samples[offsets[i]:offsets[i+1]]
-      FIELD/                          group; attributes["audistill"] = field spec (teacher, layers, codec, dim)
-        offsets       int64 (n+1,)    frame offsets per segment (a segment the teacher skipped has 0 frames)
-        present       uint8 (n,)      1 where the teacher covered the segment
+      FIELD/                          group; attributes["audistill"] = field spec (teacher, layers,
+      codec, dim) offsets       int64 (n+1,)    frame offsets per segment (a segment the teacher
+      skipped has 0 frames) present       uint8 (n,)      1 where the teacher covered the segment
         LNN/PART      (F, ...)        a codec's frame part, concatenated over segments
         LNN/PART      (n, ...)        a codec's segment part, one row per segment
 
@@ -48,10 +48,13 @@ def shard_dir(name: str) -> str:
 def _read_store(fs: BankFS, rel: str):
     """A read-only store on a committed shard (writers stage through :class:`_StagedGroup`)."""
     if fs.is_local:
-        fs.refuse_links_under(rel)  # zarr opens the files itself: no link may lead it out of the bank
+        fs.refuse_links_under(
+            rel
+        )  # zarr opens the files itself: no link may lead it out of the bank
         return zarr.storage.LocalStore(fs.path(rel), read_only=True)
-    return zarr.storage.FsspecStore.from_url(fs.url_of(rel), storage_options=fs.open_options or None,
-                                             read_only=True)
+    return zarr.storage.FsspecStore.from_url(
+        fs.url_of(rel), storage_options=fs.open_options or None, read_only=True
+    )
 
 
 class _CheckedStore(zarr.storage.WrapperStore):
@@ -72,8 +75,10 @@ class _CheckedStore(zarr.storage.WrapperStore):
         if buf is not None and key.rsplit("/", 1)[-1] == "zarr.json":
             want = self.digests.get(key)
             if want is None or hashlib.sha256(buf.to_bytes()).hexdigest() != want:
-                raise ShardError(f"metadata {key} does not match its commit record (changed since the commit)",
-                                 shard=self.shard)
+                raise ShardError(
+                    f"metadata {key} does not match its commit record (changed since the commit)",
+                    shard=self.shard,
+                )
         return buf
 
 
@@ -82,9 +87,15 @@ def zarr_compressors(cfg: dict) -> list:
     if cid == "zstd":
         comp = ZstdCodec(level=int(cfg.get("level", 3)), checksum=False)
     elif cid == "blosc":
-        shuffle = [BloscShuffle.noshuffle, BloscShuffle.shuffle, BloscShuffle.bitshuffle][int(cfg.get("shuffle", 1))]
-        comp = BloscCodec(typesize=int(cfg.get("typesize", 1)), cname=cfg.get("cname", "zstd"),
-                          clevel=int(cfg.get("clevel", 5)), shuffle=shuffle)
+        shuffle = [BloscShuffle.noshuffle, BloscShuffle.shuffle, BloscShuffle.bitshuffle][
+            int(cfg.get("shuffle", 1))
+        ]
+        comp = BloscCodec(
+            typesize=int(cfg.get("typesize", 1)),
+            cname=cfg.get("cname", "zstd"),
+            clevel=int(cfg.get("clevel", 5)),
+            shuffle=shuffle,
+        )
     elif cid in (None, "none"):
         return [Crc32cCodec()]
     else:
@@ -101,7 +112,9 @@ def _crc32c(data) -> bytes:
     return np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()
 
 
-def encode_shard_object(block: np.ndarray, chunk_rows: int, chunks: int, compressor) -> np.ndarray | None:
+def encode_shard_object(
+    block: np.ndarray, chunk_rows: int, chunks: int, compressor
+) -> np.ndarray | None:
     """One object of a Zarr v3 array sharded along rows, as uint8: ``block`` (at most ``chunk_rows *
     chunks`` rows; the array's last object may hold fewer) as inner chunks of ``chunk_rows`` rows,
     each ``bytes`` (little-endian, C order) -> ``compressor`` -> CRC32C, in order, then the index
@@ -112,12 +125,18 @@ def encode_shard_object(block: np.ndarray, chunk_rows: int, chunks: int, compres
     index = np.full((chunks, 2), _EMPTY, dtype="<u8")
     encoded: list[tuple[int, np.ndarray]] = []
     for k in range(-(-block.shape[0] // chunk_rows)):
-        chunk = block[k * chunk_rows:(k + 1) * chunk_rows]
+        chunk = block[k * chunk_rows : (k + 1) * chunk_rows]
         if not chunk.any():
             continue
         if chunk.shape[0] < chunk_rows:
-            chunk = np.concatenate([chunk, np.zeros((chunk_rows - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)])
-        raw = np.ascontiguousarray(chunk, dtype=chunk.dtype.newbyteorder("<")).view(np.uint8).reshape(-1)
+            chunk = np.concatenate(
+                [chunk, np.zeros((chunk_rows - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)]
+            )
+        raw = (
+            np.ascontiguousarray(chunk, dtype=chunk.dtype.newbyteorder("<"))
+            .view(np.uint8)
+            .reshape(-1)
+        )
         enc = raw if compressor is None else np.frombuffer(compressor.encode(raw), dtype=np.uint8)
         encoded.append((k, enc))
     if not encoded:
@@ -125,13 +144,13 @@ def encode_shard_object(block: np.ndarray, chunk_rows: int, chunks: int, compres
     out = np.empty(sum(e.size + 4 for _, e in encoded) + index.nbytes + 4, dtype=np.uint8)
     at = 0
     for k, enc in encoded:
-        out[at:at + enc.size] = enc
-        out[at + enc.size:at + enc.size + 4] = np.frombuffer(_crc32c(enc), dtype=np.uint8)
+        out[at : at + enc.size] = enc
+        out[at + enc.size : at + enc.size + 4] = np.frombuffer(_crc32c(enc), dtype=np.uint8)
         index[k] = (at, enc.size + 4)
         at += enc.size + 4
     idx = index.view(np.uint8).reshape(-1)
-    out[at:at + idx.size] = idx
-    out[at + idx.size:] = np.frombuffer(_crc32c(idx), dtype=np.uint8)
+    out[at : at + idx.size] = idx
+    out[at + idx.size :] = np.frombuffer(_crc32c(idx), dtype=np.uint8)
     return out
 
 
@@ -140,18 +159,32 @@ class _Appender:
     ``put``: where the blocks go, ``put({store-relative path: bytes})``; the array's metadata goes
     to the group's store."""
 
-    def __init__(self, group, name: str, dtype: str, trailing: tuple[int, ...], compressor: dict,
-                 put: Callable[[dict[str, bytes]], None]):
+    def __init__(
+        self,
+        group,
+        name: str,
+        dtype: str,
+        trailing: tuple[int, ...],
+        compressor: dict,
+        put: Callable[[dict[str, bytes]], None],
+    ):
         row_bytes = max(1, int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize)
         self.chunk_rows = int(min(1 << 20, max(64, _CHUNK_BYTES // row_bytes)))
         self.block_rows = self.chunk_rows * _CHUNKS_PER_SHARD
         self.array = group.create_array(
-            name, shape=(0, *trailing), dtype=dtype, chunks=(self.chunk_rows, *trailing),
-            shards=(self.block_rows, *trailing), compressors=zarr_compressors(compressor),
-            fill_value=0, dimension_names=None,
+            name,
+            shape=(0, *trailing),
+            dtype=dtype,
+            chunks=(self.chunk_rows, *trailing),
+            shards=(self.block_rows, *trailing),
+            compressors=zarr_compressors(compressor),
+            fill_value=0,
+            dimension_names=None,
         )
         # the numcodecs codec zarr_compressors configures (typesize explicit: chunks go in as bytes)
-        self.compressor = None if compressor.get("id") in (None, "none") else numcodecs.get_codec(compressor)
+        self.compressor = (
+            None if compressor.get("id") in (None, "none") else numcodecs.get_codec(compressor)
+        )
         # {store-relative path: {"bytes", "sha256"}} of the objects this appender wrote, hashed
         # from memory so the commit need not read them back (on object storage: download them)
         self.files: dict[str, dict] = {}
@@ -188,12 +221,16 @@ class _Appender:
         sp = self.array.store_path
         objs = {}
         for k, lo in enumerate(range(0, data.shape[0], self.block_rows)):
-            obj = encode_shard_object(data[lo:lo + self.block_rows], self.chunk_rows, _CHUNKS_PER_SHARD,
-                                      self.compressor)
+            obj = encode_shard_object(
+                data[lo : lo + self.block_rows], self.chunk_rows, _CHUNKS_PER_SHARD, self.compressor
+            )
             if obj is not None:
                 key = self.array.metadata.encode_chunk_key((first + k,) + (0,) * len(self.trailing))
                 path = f"{sp.path}/{key}" if sp.path else key
-                self.files[path] = {"bytes": int(obj.size), "sha256": hashlib.sha256(obj).hexdigest()}
+                self.files[path] = {
+                    "bytes": int(obj.size),
+                    "sha256": hashlib.sha256(obj).hexdigest(),
+                }
                 objs[path] = obj.tobytes()
         if objs:
             self.put(objs)
@@ -203,8 +240,12 @@ class _Appender:
 
 
 def _small_array(group, name: str, data: np.ndarray) -> None:
-    group.create_array(name, data=data, chunks=data.shape if data.size else (1,) * data.ndim,
-                       compressors=zarr_compressors({"id": "zstd", "level": 3}))
+    group.create_array(
+        name,
+        data=data,
+        chunks=data.shape if data.size else (1,) * data.ndim,
+        compressors=zarr_compressors({"id": "zstd", "level": 3}),
+    )
 
 
 class ZarrFieldWriter:
@@ -227,8 +268,9 @@ class ZarrFieldWriter:
             lg = group.create_group(layer_key(layer))
             for ps in self.specs:
                 if ps.kind == "frame":
-                    self.frame_parts[(layer, ps.name)] = _Appender(lg, ps.name, ps.dtype, ps.shape, ps.compressor,
-                                                                   put)
+                    self.frame_parts[(layer, ps.name)] = _Appender(
+                        lg, ps.name, ps.dtype, ps.shape, ps.compressor, put
+                    )
                 else:
                     self.segment_rows[(layer, ps.name)] = []
 
@@ -291,9 +333,14 @@ class _StagedGroup:
 
     def __init__(self, fs: BankFS, tmp: str):
         self.fs, self.tmp = fs, tmp
-        self.objects: dict = {}  # the in-memory store's contents: store-relative path -> zarr Buffer
-        self.group = zarr.open_group(zarr.storage.MemoryStore(self.objects), mode="w", zarr_format=3)
-        self.written: dict[str, int] = {}  # bank-relative path -> bytes, of every file put under tmp
+        # the in-memory store's contents: store-relative path -> zarr Buffer
+        self.objects: dict = {}
+        self.group = zarr.open_group(
+            zarr.storage.MemoryStore(self.objects), mode="w", zarr_format=3
+        )
+        self.written: dict[
+            str, int
+        ] = {}  # bank-relative path -> bytes, of every file put under tmp
 
     def put(self, objs: dict[str, bytes]) -> None:
         staged = {f"{self.tmp}/{k}": v for k, v in objs.items()}
@@ -313,10 +360,15 @@ class ZarrShardWriter:
         self.final = shard_dir(name)
         self.staged = _StagedGroup(fs, self.tmp)
         self.root = self.staged.group
-        self.writers = {f.name: ZarrFieldWriter(self.root.create_group(f.name), f, self.staged.put) for f in fields}
+        self.writers = {
+            f.name: ZarrFieldWriter(self.root.create_group(f.name), f, self.staged.put)
+            for f in fields
+        }
         self.segments: list[Segment] = []
 
-    def add(self, segment: Segment, audio: np.ndarray | None, features: dict[str, dict | None]) -> None:
+    def add(
+        self, segment: Segment, audio: np.ndarray | None, features: dict[str, dict | None]
+    ) -> None:
         where = f"shard {self.name!r} segment {segment.id!r}"
         for fname, w in self.writers.items():
             if fname == AUDIO:
@@ -327,7 +379,10 @@ class ZarrShardWriter:
 
     def close(self) -> dict[str, tuple[int, int]]:
         counts = {name: w.close() for name, w in self.writers.items()}
-        self.root.attrs["audistill"] = {"shard": self.name, "segments": [s.to_json() for s in self.segments]}
+        self.root.attrs["audistill"] = {
+            "shard": self.name,
+            "segments": [s.to_json() for s in self.segments],
+        }
         self.staged.upload()
         return counts
 
@@ -350,7 +405,9 @@ class ZarrShardWriter:
         self.fs.remove(self.tmp)
 
 
-def _commit_folder(fs: BankFS, staged: _StagedGroup, final: str, known: FileEntries, shard: str) -> FileEntries:
+def _commit_folder(
+    fs: BankFS, staged: _StagedGroup, final: str, known: FileEntries, shard: str
+) -> FileEntries:
     """Check that every file written under the staged folder is there with the size written
     (another process may have deleted it: a commit of what is left would read back as zeros),
     hash those not ``known`` where they are, then move the folder to its final name; the final
@@ -359,8 +416,11 @@ def _commit_folder(fs: BankFS, staged: _StagedGroup, final: str, known: FileEntr
     there = fs.sizes_under(tmp)
     lost = sorted(rel for rel, n in staged.written.items() if there.get(rel) != n)
     if lost:
-        raise ShardError(f"{len(lost)} staged file(s) are gone or changed before the commit, e.g. {lost[0]} "
-                         "(removed by another process?); nothing committed", shard=shard)
+        raise ShardError(
+            f"{len(lost)} staged file(s) are gone or changed before the commit, e.g. {lost[0]} "
+            "(removed by another process?); nothing committed",
+            shard=shard,
+        )
     files = file_entries(fs, {f.replace(tmp, final, 1): f for f in sorted(there)}, known)
     fs.move(tmp, final)
     return files
@@ -386,8 +446,11 @@ class ZarrFieldAdder:
 
     def close(self) -> tuple[int, int]:
         if len(self.writer.present) != self.num_segments:
-            raise ShardError(f"field {self.spec.name!r} got {len(self.writer.present)} segments, "
-                             f"shard has {self.num_segments}", shard=self.shard)
+            raise ShardError(
+                f"field {self.spec.name!r} got {len(self.writer.present)} segments, "
+                f"shard has {self.num_segments}",
+                shard=self.shard,
+            )
         counts = self.writer.close()
         self.staged.upload()
         return counts
@@ -410,7 +473,9 @@ class _RowWindow:
     shard order, share chunks) and decoding none it does not need. ``direct``: a
     :class:`ChunkReader` of the array (local banks), else chunks are read through zarr."""
 
-    def __init__(self, array, readahead_chunks: int, direct: ChunkReader | None = None, where: str = ""):
+    def __init__(
+        self, array, readahead_chunks: int, direct: ChunkReader | None = None, where: str = ""
+    ):
         self.array, self.direct = array, direct
         self.where = where  # the shard, for a store failure's message
         self.chunk = int(array.chunks[0]) if array.ndim else 1
@@ -423,13 +488,14 @@ class _RowWindow:
         if self.direct is not None:
             return self.direct.chunks(k0, k1)
         try:
-            data = self.array[k0 * self.chunk:min(self.array.shape[0], k1 * self.chunk)]
+            data = self.array[k0 * self.chunk : min(self.array.shape[0], k1 * self.chunk)]
         except Exception as e:
             if not is_store_failure(e):
                 raise
-            raise StorageError(f"reading {self.array.path} of shard {self.where!r} failed: {type(e).__name__}: "
-                               f"{e}") from e
-        return [data[i:i + self.chunk] for i in range(0, data.shape[0], self.chunk)]
+            raise StorageError(
+                f"reading {self.array.path} of shard {self.where!r} failed: {type(e).__name__}: {e}"
+            ) from e
+        return [data[i : i + self.chunk] for i in range(0, data.shape[0], self.chunk)]
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
         if hi <= lo:
@@ -442,33 +508,50 @@ class _RowWindow:
             stop = min(stop, -(-self.array.shape[0] // self.chunk))
             r0, r1 = max(k0, self.k0), min(stop, held)  # chunks held already
             if r0 < r1:
-                chunks = self._read(k0, r0) + self.cached[r0 - self.k0:r1 - self.k0] + self._read(r1, stop)
+                chunks = (
+                    self._read(k0, r0)
+                    + self.cached[r0 - self.k0 : r1 - self.k0]
+                    + self._read(r1, stop)
+                )
             else:
                 chunks = self._read(k0, stop)
             self.k0, self.cached = k0, chunks
         self.end = hi
-        parts = self.cached[k0 - self.k0:k1 - self.k0]
+        parts = self.cached[k0 - self.k0 : k1 - self.k0]
         base = k0 * self.chunk
         if len(parts) == 1:
-            return parts[0][lo - base:hi - base]
+            return parts[0][lo - base : hi - base]
         last = hi - (k1 - 1) * self.chunk
-        return np.concatenate([parts[0][lo - base:], *parts[1:-1], parts[-1][:last]])
+        return np.concatenate([parts[0][lo - base :], *parts[1:-1], parts[-1][:last]])
 
 
 class ZarrShardReader(LayerDecoder):
     """Reads one committed shard. All offsets are loaded at open; data is read on demand through
     per-array windows of ``readahead_chunks`` chunks (sequential reads decode each chunk once)."""
 
-    def __init__(self, fs: BankFS, name: str, readahead_chunks: int = 8, files: FileEntries | None = None):
+    def __init__(
+        self, fs: BankFS, name: str, readahead_chunks: int = 8, files: FileEntries | None = None
+    ):
         self.name = name
         self.readahead = readahead_chunks
-        self.folder = fs.path(shard_dir(name)) if fs.is_local else None  # chunks read directly (ChunkReader)
+        self.folder = (
+            fs.path(shard_dir(name)) if fs.is_local else None
+        )  # chunks read directly (ChunkReader)
         try:
             store = _read_store(fs, shard_dir(name))
-            if files is not None:  # the commit record's file list: metadata is checked as it is read
+            if (
+                files is not None
+            ):  # the commit record's file list: metadata is checked as it is read
                 top = f"{shard_dir(name)}/"
-                store = _CheckedStore(store, {rel[len(top):]: m["sha256"] for rel, m in files.items()
-                                              if rel.startswith(top)}, name)
+                store = _CheckedStore(
+                    store,
+                    {
+                        rel[len(top) :]: m["sha256"]
+                        for rel, m in files.items()
+                        if rel.startswith(top)
+                    },
+                    name,
+                )
             self.root = zarr.open_group(store, mode="r", zarr_format=3)
             meta = self.root.attrs["audistill"]
             self.segments = [Segment.from_json(s) for s in meta["segments"]]
@@ -501,7 +584,9 @@ class ZarrShardReader(LayerDecoder):
         win = f.get("window")
         if win is None:
             arr = f["group"]["samples"]
-            win = f["window"] = _RowWindow(arr, self.readahead, ChunkReader.for_array(arr, self.folder), self.name)
+            win = f["window"] = _RowWindow(
+                arr, self.readahead, ChunkReader.for_array(arr, self.folder), self.name
+            )
         return win.rows(lo, hi).copy()
 
     def covered(self, fname: str, i: int) -> bool:
@@ -511,7 +596,9 @@ class ZarrShardReader(LayerDecoder):
         off = self.field(fname)["offsets"]
         return int(off[i + 1] - off[i])
 
-    def read_parts(self, fname: str, layer: int, i: int, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
+    def read_parts(
+        self, fname: str, layer: int, i: int, lo: int = 0, hi: int | None = None
+    ) -> dict[str, np.ndarray]:
         """The stored codec parts of segment ``i`` (frame rows ``lo:hi`` of it), undecoded."""
         f = self.field(fname)
         a, b = int(f["offsets"][i]), int(f["offsets"][i + 1])
@@ -521,11 +608,16 @@ class ZarrShardReader(LayerDecoder):
             win = f["arrays"].get((layer, ps.name))
             if win is None:
                 arr = f["group"][layer_key(layer)][ps.name]
-                win = f["arrays"][(layer, ps.name)] = _RowWindow(arr, self.readahead if ps.kind == "frame" else 1 << 30,
-                                                                 ChunkReader.for_array(arr, self.folder), self.name)
-            parts[ps.name] = win.rows(i, i + 1) if ps.kind == "segment" else win.rows(a + lo, a + hi)
+                win = f["arrays"][(layer, ps.name)] = _RowWindow(
+                    arr,
+                    self.readahead if ps.kind == "frame" else 1 << 30,
+                    ChunkReader.for_array(arr, self.folder),
+                    self.name,
+                )
+            parts[ps.name] = (
+                win.rows(i, i + 1) if ps.kind == "segment" else win.rows(a + lo, a + hi)
+            )
         return parts
-
 
 
 class ZarrLayout:
@@ -536,11 +628,14 @@ class ZarrLayout:
     def writer(self, fs: BankFS, shard: str, fields: list[FieldSpec]) -> ZarrShardWriter:
         return ZarrShardWriter(fs, shard, fields)
 
-    def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> ZarrFieldAdder:
+    def field_adder(
+        self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int
+    ) -> ZarrFieldAdder:
         return ZarrFieldAdder(fs, shard, spec, num_segments)
 
-    def reader(self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
-               ) -> ZarrShardReader:
+    def reader(
+        self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
+    ) -> ZarrShardReader:
         return ZarrShardReader(fs, shard, files=files)
 
     def listed_sizes(self, fs: BankFS, shard: str) -> dict[str, int]:
@@ -555,17 +650,22 @@ class ZarrLayout:
             return parts[2]
         return None  # the shard group's own metadata
 
-    def layer_bytes_from_files(self, shard: str, field: str, layers: list[int],
-                               files: FileEntries) -> dict[str, int]:
+    def layer_bytes_from_files(
+        self, shard: str, field: str, layers: list[int], files: FileEntries
+    ) -> dict[str, int]:
         out = {}
         for layer in layers:
             prefix = f"{shard_dir(shard)}/{field}/{layer_key(layer)}/"
             out[str(layer)] = sum(int(m["bytes"]) for p, m in files.items() if p.startswith(prefix))
         return out
 
-    def layer_bytes_stored(self, fs: BankFS, shard: str, field: str, layers: list[int]) -> dict[str, int]:
+    def layer_bytes_stored(
+        self, fs: BankFS, shard: str, field: str, layers: list[int]
+    ) -> dict[str, int]:
         sizes = fs.sizes_under(f"{shard_dir(shard)}/{field}")
-        return self.layer_bytes_from_files(shard, field, layers, {p: {"bytes": n} for p, n in sizes.items()})
+        return self.layer_bytes_from_files(
+            shard, field, layers, {p: {"bytes": n} for p, n in sizes.items()}
+        )
 
     def in_shard_container(self, shard: str, rel: str) -> bool:
         return rel.startswith(f"{shard_dir(shard)}/")

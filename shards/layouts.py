@@ -37,7 +37,9 @@ class ShardWriter(Protocol):
 
     segments: list[Segment]
 
-    def add(self, segment: Segment, audio: np.ndarray | None, features: dict[str, dict | None]) -> None:
+    def add(
+        self, segment: Segment, audio: np.ndarray | None, features: dict[str, dict | None]
+    ) -> None:
         """One segment: its int16 audio and ``{teacher: {layer: parts} | None}``."""
 
     def close(self) -> dict[str, tuple[int, int]]:
@@ -87,10 +89,18 @@ class ShardReader(Protocol):
     def covered(self, fname: str, i: int) -> bool: ...
     def num_frames(self, fname: str, i: int) -> int: ...
     def read_audio(self, i: int, start: int = 0, num: int | None = None) -> np.ndarray: ...
-    def read_parts(self, fname: str, layer: int, i: int, lo: int = 0, hi: int | None = None
-                   ) -> dict[str, np.ndarray]: ...
-    def read_layer(self, fname: str, layer: int, i: int, f0: int = 0, nf: int | None = None,
-                   state: dict | None = None) -> np.ndarray: ...
+    def read_parts(
+        self, fname: str, layer: int, i: int, lo: int = 0, hi: int | None = None
+    ) -> dict[str, np.ndarray]: ...
+    def read_layer(
+        self,
+        fname: str,
+        layer: int,
+        i: int,
+        f0: int = 0,
+        nf: int | None = None,
+        state: dict | None = None,
+    ) -> np.ndarray: ...
 
 
 class Layout(Protocol):
@@ -104,8 +114,9 @@ class Layout(Protocol):
     def field_adder(self, fs: BankFS, shard: str, spec: FieldSpec, num_segments: int) -> FieldAdder:
         """A writer of field ``spec`` of committed shard ``shard`` (of ``num_segments``)."""
 
-    def reader(self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
-               ) -> ShardReader:
+    def reader(
+        self, fs: BankFS, shard: str, field_names: list[str], files: FileEntries | None = None
+    ) -> ShardReader:
         """A reader of committed shard ``shard`` (``field_names``: its fields, from its record).
         ``files`` (the commit record's file list): the metadata the reader reads is checked against
         its sha256 (a same-size change would otherwise be read as it is)."""
@@ -121,12 +132,15 @@ class Layout(Protocol):
     def field_of_file(self, shard: str, rel: str) -> str | None:
         """The field a bank-relative file of ``shard`` belongs to; None: a shard-level file."""
 
-    def layer_bytes_from_files(self, shard: str, field: str, layers: list[int],
-                               files: FileEntries) -> dict[str, int] | None:
+    def layer_bytes_from_files(
+        self, shard: str, field: str, layers: list[int], files: FileEntries
+    ) -> dict[str, int] | None:
         """``{"LAYER": stored bytes}`` of a field, from the shard's file list; None: the file
         list does not tell (:meth:`layer_bytes_stored` reads it from the shard)."""
 
-    def layer_bytes_stored(self, fs: BankFS, shard: str, field: str, layers: list[int]) -> dict[str, int]:
+    def layer_bytes_stored(
+        self, fs: BankFS, shard: str, field: str, layers: list[int]
+    ) -> dict[str, int]:
         """``{"LAYER": stored bytes}`` of a field, read from the shard itself."""
 
     def in_shard_container(self, shard: str, rel: str) -> bool:
@@ -165,6 +179,7 @@ def file_entries(fs: BankFS, paths: dict[str, str], known: FileEntries) -> FileE
     """``{final path: {"bytes", "sha256"}}`` for ``paths`` (``{final path: where the file is
     now}``). Files a writer hashed as it wrote them (``known``, by final path) are not read
     back: on object storage that would download the shard again."""
-    return {final: known.get(final) or {"bytes": fs.size(now), "sha256": fs.sha256(now)}
-            for final, now in paths.items()}
-
+    return {
+        final: known.get(final) or {"bytes": fs.size(now), "sha256": fs.sha256(now)}
+        for final, now in paths.items()
+    }

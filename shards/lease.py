@@ -66,7 +66,7 @@ def temp_tag() -> str:
 def temp_run(name: str) -> str | None:
     """The run id in a temporary's path component ``name`` (None: it names none)."""
     k = name.find(".tmp-")
-    m = _RUN_RE.search(name[k + len(".tmp-"):]) if k >= 0 else None
+    m = _RUN_RE.search(name[k + len(".tmp-") :]) if k >= 0 else None
     return m.group(1) if m else None
 
 
@@ -118,8 +118,14 @@ def _pid_alive(pid: int, started: str | None) -> bool:
 def owner_record() -> dict:
     """What a lease or claim says about the process that holds it."""
     pid = os.getpid()
-    return {"run": run_id(), "host": host_id(), "pid": pid, "pid_started": _proc_started(pid),
-            "heartbeat": time.time(), "ttl_s": LEASE_TTL_S}
+    return {
+        "run": run_id(),
+        "host": host_id(),
+        "pid": pid,
+        "pid_started": _proc_started(pid),
+        "heartbeat": time.time(),
+        "ttl_s": LEASE_TTL_S,
+    }
 
 
 def is_live(rec: dict, now: float | None = None) -> bool:
@@ -152,7 +158,9 @@ def read_lease(fs: BankFS, run: str) -> dict | None:
 
 
 # -- holding leases --------------------------------------------------------------------------------
-_held: dict[tuple[str, str], BankFS] = {}  # (run, bank url) -> the bank this process holds a lease on
+_held: dict[
+    tuple[str, str], BankFS
+] = {}  # (run, bank url) -> the bank this process holds a lease on
 _held_lock = threading.Lock()
 _beater: tuple[int, threading.Thread] | None = None
 
@@ -186,7 +194,8 @@ def _heartbeat() -> None:
         for run, fs in held:
             try:
                 fs.write_bytes_atomic(lease_path(run), json.dumps(owner_record()).encode())
-            except Exception as e:  # noqa: BLE001 - a missed beat is retried; the lease expires only after 4
+            # noqa: BLE001 - a missed beat is retried; the lease expires only after 4
+            except Exception as e:
                 log.warning("could not refresh the lease %s of %s: %s", lease_path(run), fs.url, e)
 
 
@@ -265,8 +274,12 @@ class Claim:
 
     def _generations(self) -> dict[int, str]:
         out = {}
-        found = self.fs.sizes_with_prefix(self.folder, f"{self.name}.")  # one LIST of the prefix on S3
-        names = self.fs.listdir(self.folder) if found is None else [r.rsplit("/", 1)[-1] for r in found]
+        found = self.fs.sizes_with_prefix(
+            self.folder, f"{self.name}."
+        )  # one LIST of the prefix on S3
+        names = (
+            self.fs.listdir(self.folder) if found is None else [r.rsplit("/", 1)[-1] for r in found]
+        )
         for f in names:
             stem, _, ext = f.rpartition(".")
             base, _, gen = stem.rpartition(".")
@@ -305,8 +318,11 @@ class Claim:
             if holder is None:
                 return
             if time.monotonic() >= deadline:
-                raise BusyError(f"{self.kind} {self.name!r} of {self.fs.url} is claimed by run {holder}, still live "
-                                f"after {self.wait_s:.0f} s ({self.folder}/{self.name}.*.json)")
+                raise BusyError(
+                    f"{self.kind} {self.name!r} of {self.fs.url} is claimed by run {holder}, still "
+                    "live "
+                    f"after {self.wait_s:.0f} s ({self.folder}/{self.name}.*.json)"
+                )
             time.sleep(CLAIM_POLL_S)
 
     def release(self) -> None:

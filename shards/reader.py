@@ -30,10 +30,18 @@ class BankReader:
     shard and segment; ``"skip"`` logs it, records it in ``self.errors`` and goes on.
     """
 
-    def __init__(self, bank: Bank | str, teachers: TeacherRequest = None, *, audio: bool = True,
-                 shards: list[str] | None = None, on_error: Literal["raise", "skip"] = "raise",
-                 check: CheckMode = "size",
-                 storage_options: dict | None = None, max_open_shards: int = 64):
+    def __init__(
+        self,
+        bank: Bank | str,
+        teachers: TeacherRequest = None,
+        *,
+        audio: bool = True,
+        shards: list[str] | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        check: CheckMode = "size",
+        storage_options: dict | None = None,
+        max_open_shards: int = 64,
+    ):
         self.bank = bank if isinstance(bank, Bank) else Bank.open(bank, storage_options)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -102,7 +110,9 @@ class BankReader:
 
     def _field_of(self, shard: str) -> dict[tuple[str, int], str]:
         rec = self.bank.catalog.shards[shard]
-        return {(f.teacher, lay): f.name for f in rec.fields.values() if f.teacher for lay in f.layers}
+        return {
+            (f.teacher, lay): f.name for f in rec.fields.values() if f.teacher for lay in f.layers
+        }
 
     def read(self, shard: str, i: int, crop: tuple[int, int] | None = None) -> SegmentData:
         """Segment ``i`` of ``shard``; ``crop=(start_sample, num_samples)`` reads only that stretch
@@ -124,10 +134,13 @@ class BankReader:
         except BankError:
             raise
         except Exception as e:  # noqa: BLE001 - a decode failure is a broken shard
-            raise ShardError(f"cannot read segment: {type(e).__name__}: {e}", shard=shard, segment=seg.id) from e
+            raise ShardError(
+                f"cannot read segment: {type(e).__name__}: {e}", shard=shard, segment=seg.id
+            ) from e
 
     def _frames(self, r, fname: str, i: int, crop, teacher: str) -> tuple[int, int]:
-        """(first frame, frames) of field ``fname`` covering ``crop`` of segment ``i`` (all when None)."""
+        """(first frame, frames) of field ``fname`` covering ``crop`` of segment ``i`` (all when
+        None)."""
         start, num = (0, None) if crop is None else (int(crop[0]), int(crop[1]))
         hop = self.bank.catalog.teachers[teacher].hop
         total = r.num_frames(fname, i)
@@ -153,19 +166,26 @@ class BankReader:
                 out.features[teacher] = feats
         return out
 
-    # -- crops into caller's buffers (a training loader's batches) ----------------------------------
+    # -- crops into caller's buffers (a training loader's batches)
+    # ----------------------------------
     def decoded_dtype(self, teacher: str) -> str:
-        """The narrowest dtype holding ``teacher``'s decoded values exactly (``Codec.decoded_dtype``)."""
+        """The narrowest dtype holding ``teacher``'s decoded values exactly
+        (``Codec.decoded_dtype``)."""
         return codec_from_record(self.bank.catalog.teachers[teacher].codec).decoded_dtype
 
     def read_audio(self, shard: str, i: int, crop: tuple[int, int] | None = None) -> np.ndarray:
         """The int16 audio of segment ``i`` (``crop``: that stretch), as ``read`` gives it."""
         r = self.reader(shard)
         with self._naming(shard, r.segments[i]):
-            return r.read_audio(i, 0, None) if crop is None else r.read_audio(i, int(crop[0]), int(crop[1]))
+            return (
+                r.read_audio(i, 0, None)
+                if crop is None
+                else r.read_audio(i, int(crop[0]), int(crop[1]))
+            )
 
-    def frame_window(self, shard: str, i: int, teacher: str, crop: tuple[int, int] | None = None
-                     ) -> tuple[int, int] | None:
+    def frame_window(
+        self, shard: str, i: int, teacher: str, crop: tuple[int, int] | None = None
+    ) -> tuple[int, int] | None:
         """(first frame, frames) of ``teacher``'s first requested layer covering ``crop`` of segment
         ``i``, as ``read`` crops them; None where the teacher skipped the segment."""
         r = self.reader(shard)
@@ -176,8 +196,15 @@ class BankReader:
                 return None
             return self._frames(r, names[0], i, crop, teacher)
 
-    def read_layer_into(self, shard: str, i: int, teacher: str, layer: int, crop: tuple[int, int] | None,
-                        out: np.ndarray) -> int:
+    def read_layer_into(
+        self,
+        shard: str,
+        i: int,
+        teacher: str,
+        layer: int,
+        crop: tuple[int, int] | None,
+        out: np.ndarray,
+    ) -> int:
         """``read``'s frames of ``teacher``'s ``layer`` decoded into ``out[:n]`` (float32, or the
         codec's ``decoded_dtype`` - bfloat16 as uint16 bits); returns n."""
         r = self.reader(shard)
@@ -211,7 +238,8 @@ class BankReader:
         for s in self.shards:
             yield from self.iter_shard(s)
 
-    # -- random access ------------------------------------------------------------------------------
+    # -- random access
+    # ------------------------------------------------------------------------------
     def locate(self, segment_id: str) -> tuple[str, int]:
         if self._index is None:
             self._index = {}
@@ -247,7 +275,8 @@ def crop_hop(hops: Iterable[float]) -> int:
     for h in hops:
         hi = int(round(h))
         if abs(h - hi) > 1e-6:
-            raise MissingDataError(f"hop {h} samples is not whole; resample that teacher's frames instead")
+            raise MissingDataError(
+                f"hop {h} samples is not whole; resample that teacher's frames instead"
+            )
         out = out * hi // math.gcd(out, hi)
     return out
-

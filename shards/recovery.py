@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 CATALOG = "bank.json"
 COMMITS = "commits"
-SYNC_CLOCK_MARGIN_S = 600.0  # a commit record this much older than bank.json may still be missing from it
+SYNC_CLOCK_MARGIN_S = (
+    600.0  # a commit record this much older than bank.json may still be missing from it
+)
 
 
 def commit_path(shard: str) -> str:
@@ -46,8 +48,9 @@ def commit_files(fs: BankFS) -> list[str]:
     return sorted(f"{COMMITS}/{f}" for f in fs.listdir(COMMITS) if is_commit_file(f))
 
 
-def read_commit_records(fs: BankFS, rels: list[str], on_error: Callable[[str, CatalogError], None] | None = None
-                        ) -> Iterator[CommitRecord]:
+def read_commit_records(
+    fs: BankFS, rels: list[str], on_error: Callable[[str, CatalogError], None] | None = None
+) -> Iterator[CommitRecord]:
     """The commit records at ``rels``, in order (read concurrently on object stores: a bank of
     100 000 shards is as many small objects, which one GET after another would take most of an
     hour to read). ``on_error(shard, error)``: called for an unreadable record, which is skipped
@@ -75,12 +78,15 @@ def parse_commit_record(rel: str, shard: str, data: bytes) -> CommitRecord:
     except (BankError, ValueError, KeyError, TypeError) as e:
         raise CatalogError(f"commit record {rel} is unreadable: {e}") from e
     if rec.name != shard:
-        raise CatalogError(f"commit record {rel} names shard {rec.name!r}, not {shard!r}: moved or crafted")
+        raise CatalogError(
+            f"commit record {rel} names shard {rec.name!r}, not {shard!r}: moved or crafted"
+        )
     return rec
 
 
-def iter_commit_records(bank: Bank, on_error: Callable[[str, CatalogError], None] | None = None
-                        ) -> Iterator[CommitRecord]:
+def iter_commit_records(
+    bank: Bank, on_error: Callable[[str, CatalogError], None] | None = None
+) -> Iterator[CommitRecord]:
     """Every commit record of ``bank`` with its file list, streamed in name order (see
     :func:`read_commit_records`)."""
     return read_commit_records(bank.fs, commit_files(bank.fs), on_error)
@@ -101,7 +107,9 @@ def sync_catalog(bank: Bank) -> list[str]:
     bank.reload()
     catalog = bank.catalog
     written = catalog.written_at
-    since = -math.inf if written is None else written - SYNC_CLOCK_MARGIN_S  # unknown: read them all
+    since = (
+        -math.inf if written is None else written - SYNC_CLOCK_MARGIN_S
+    )  # unknown: read them all
     stale = []
     for f, (size, mtime) in bank.fs.list_details(COMMITS).items():
         if not is_commit_file(f):
@@ -116,13 +124,17 @@ def sync_catalog(bank: Bank) -> list[str]:
         if cur is None or cur.summary_json() != rec.summary_json():
             catalog.shards[rec.name] = rec.slim()
             added.append(rec.name)
-        elif cur.commit_bytes != rec.commit_bytes:  # same record; its size was not known (a schema-1 catalog)
+        elif (
+            cur.commit_bytes != rec.commit_bytes
+        ):  # same record; its size was not known (a schema-1 catalog)
             cur.commit_bytes, dirty = rec.commit_bytes, True
     if added or dirty:
         bank.save_catalog()
     if bad:  # the good ones are merged; these are damage to repair, not shards to guess at
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise CatalogError(f"{bank.root}: {len(bad)} commit record(s) not merged: " + "; ".join(bad[:3]) + more)
+        raise CatalogError(
+            f"{bank.root}: {len(bad)} commit record(s) not merged: " + "; ".join(bad[:3]) + more
+        )
     return sorted(added)
 
 
@@ -135,20 +147,32 @@ def rebuild_catalog(bank: Bank) -> None:
     altered. Per-layer statistics are not in the records (`audistill shards stats`)."""
     root = bank.root
     if bank.fs.exists(CATALOG):
-        raise CatalogError(f"{root} has a {CATALOG}: `audistill shards sync` merges commit records into it")
+        raise CatalogError(
+            f"{root} has a {CATALOG}: `audistill shards sync` merges commit records into it"
+        )
     problems: list[str] = []
     records = list(iter_commit_records(bank, on_error=lambda shard, e: problems.append(str(e))))
     if not records and not problems:
-        raise CatalogError(f"{root} holds no commit records (commits/): nothing to rebuild a catalog from")
-    old = [r.name for r in records if r.teachers is None and any(f.teacher for f in r.fields.values())]
+        raise CatalogError(
+            f"{root} holds no commit records (commits/): nothing to rebuild a catalog from"
+        )
+    old = [
+        r.name for r in records if r.teachers is None and any(f.teacher for f in r.fields.values())
+    ]
     if old:
-        problems.append(f"{len(old)} commit record(s) predate teacher records (e.g. {', '.join(old[:3])}): restore "
-                        f"{CATALOG} from a backup")
+        problems.append(
+            f"{len(old)} commit record(s) predate teacher records (e.g. {', '.join(old[:3])}): "
+            "restore "
+            f"{CATALOG} from a backup"
+        )
     layouts = sorted({r.layout for r in records})
     if len(layouts) > 1:
         problems.append(f"commit records of several layouts: {layouts}")
-    catalog = Catalog(layout=layouts[0] if layouts else "zarr", created_by=f"audistill {__version__}",
-                      config={"rebuilt_from_commits": {"at": time.time(), "shards": len(records)}})
+    catalog = Catalog(
+        layout=layouts[0] if layouts else "zarr",
+        created_by=f"audistill {__version__}",
+        config={"rebuilt_from_commits": {"at": time.time(), "shards": len(records)}},
+    )
     for r in records:
         problems += _merge_teachers(catalog, r)
         catalog.shards[r.name] = r.slim()
@@ -169,11 +193,16 @@ def _merge_teachers(catalog: Catalog, r: CommitRecord) -> list[str]:
         have = catalog.teachers.get(name)
         if have is not None and have.to_json() == t.to_json():
             continue  # the usual case: every shard has the same record
-        clash = sorted(layer for layer, ref in t.codec_state.items()
-                       if have is not None and layer in have.codec_state and have.codec_state[layer] != ref)
+        clash = sorted(
+            layer
+            for layer, ref in t.codec_state.items()
+            if have is not None and layer in have.codec_state and have.codec_state[layer] != ref
+        )
         if clash:
-            problems.append(f"teacher {name!r} layers {clash}: shard {r.name} was encoded with other codec "
-                            "states than earlier shards")
+            problems.append(
+                f"teacher {name!r} layers {clash}: shard {r.name} was encoded with other codec "
+                "states than earlier shards"
+            )
             continue
         try:
             catalog.add_teacher(t)

@@ -40,7 +40,9 @@ def make_segment_id(source: str, start: float = 0.0, end: float | None = None) -
     start_ms = int(round(start * 1000))
     end_ms = -1 if end is None else int(round(end * 1000))
     # surrogateescape: a file name that is not UTF-8 (os.scandir keeps its bytes as surrogates)
-    digest = hashlib.sha1(f"{source}\x00{start_ms}\x00{end_ms}".encode(errors="surrogateescape")).hexdigest()[:12]
+    digest = hashlib.sha1(
+        f"{source}\x00{start_ms}\x00{end_ms}".encode(errors="surrogateescape")
+    ).hexdigest()[:12]
     return f"{stem}-{start_ms:09d}-{digest}"
 
 

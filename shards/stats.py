@@ -11,7 +11,9 @@ from .reader import BankReader
 
 
 def _shard_moments(root: str, storage_options: dict | None, shard: str, teachers: dict) -> dict:
-    reader = BankReader(root, teachers, audio=False, shards=[shard], storage_options=storage_options)
+    reader = BankReader(
+        root, teachers, audio=False, shards=[shard], storage_options=storage_options
+    )
     acc: dict = {}
     for sd in reader.iter_shard(shard):
         for t, layers in sd.features.items():
@@ -39,9 +41,14 @@ def _merge(a, b):
     return n, ma + delta * (nb / n), m2a + m2b + delta**2 * (na * nb / n), np.maximum(xa, xb)
 
 
-def compute_stats(root: str, *, teachers: dict[str, list[int] | None] | None = None,
-                  scheduler: str | None = None, storage_options: dict | None = None,
-                  save: bool = True) -> dict:
+def compute_stats(
+    root: str,
+    *,
+    teachers: dict[str, list[int] | None] | None = None,
+    scheduler: str | None = None,
+    storage_options: dict | None = None,
+    save: bool = True,
+) -> dict:
     """Compute per-layer channel statistics with Dask and (by default) store them in the catalog.
 
     ``scheduler``: None for Dask's local threaded scheduler, "processes", "synchronous", or the
@@ -51,7 +58,10 @@ def compute_stats(root: str, *, teachers: dict[str, list[int] | None] | None = N
 
     bank = Bank.open(root, storage_options)
     wanted = BankReader(bank, teachers, audio=False).teachers
-    tasks = [dask.delayed(_shard_moments)(bank.root, storage_options, s, wanted) for s in sorted(bank.catalog.shards)]
+    tasks = [
+        dask.delayed(_shard_moments)(bank.root, storage_options, s, wanted)
+        for s in sorted(bank.catalog.shards)
+    ]
     if scheduler and "://" in scheduler:
         from distributed import Client
 
@@ -66,7 +76,8 @@ def compute_stats(root: str, *, teachers: dict[str, list[int] | None] | None = N
     stats: dict = {}
     for (t, layer), (n, mean, m2, amax) in sorted(total.items()):
         stats.setdefault(t, {})[str(layer)] = {
-            "count": int(n), "mean": mean.astype(np.float32).tolist(),
+            "count": int(n),
+            "mean": mean.astype(np.float32).tolist(),
             "std": np.sqrt(m2 / max(n, 1)).astype(np.float32).tolist(),
             "absmax": amax.astype(np.float32).tolist(),
         }

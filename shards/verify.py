@@ -34,16 +34,26 @@ class VerifyReport:
         self.broken.setdefault(shard, []).append(problem)
 
     def to_json(self) -> dict:
-        return {"bank": self.bank, "ok": self.ok, "shards_checked": self.shards_checked,
-                "files_checked": self.files_checked, "bytes_checked": self.bytes_checked,
-                "broken": self.broken}
+        return {
+            "bank": self.bank,
+            "ok": self.ok,
+            "shards_checked": self.shards_checked,
+            "files_checked": self.files_checked,
+            "bytes_checked": self.bytes_checked,
+            "broken": self.broken,
+        }
 
 
 BANK = "<bank>"
 
 
-def verify_bank(root: str | Bank, *, checksums: bool = True, storage_options: dict | None = None,
-                workers: int | None = None) -> VerifyReport:
+def verify_bank(
+    root: str | Bank,
+    *,
+    checksums: bool = True,
+    storage_options: dict | None = None,
+    workers: int | None = None,
+) -> VerifyReport:
     """Verify the whole bank; never raises for damage it finds (it reports it).
 
     Shards are checked ``workers`` at a time (default: 16 on an object store, where every file
@@ -85,17 +95,30 @@ def verify_bank(root: str | Bank, *, checksums: bool = True, storage_options: di
                 owned.update(rec.files)
                 cat = bank.catalog.shards.get(rec.name)
                 if cat is None:
-                    report.add(rec.name, "committed but not in the catalog (run `audistill shards sync`)")
+                    report.add(
+                        rec.name, "committed but not in the catalog (run `audistill shards sync`)"
+                    )
                     continue
                 pending.append(pool.submit(_verify_shard, bank, rec, cat, checksums))
                 while len(pending) > 4 * workers:
                     merge(pending.popleft().result())
-        except (BankError, OSError) as e:  # the commits/ folder itself unreadable: a finding, not a crash
+        except (
+            BankError,
+            OSError,
+        ) as e:  # the commits/ folder itself unreadable: a finding, not a crash
             report.add(BANK, f"cannot read the commit records: {e}")
         unknown = set(bank.catalog.shards) - seen
         for name in sorted(unknown):
-            pending.append(pool.submit(_verify_shard, bank, None, bank.catalog.shards[name], checksums,
-                                       name in unreadable))
+            pending.append(
+                pool.submit(
+                    _verify_shard,
+                    bank,
+                    None,
+                    bank.catalog.shards[name],
+                    checksums,
+                    name in unreadable,
+                )
+            )
         while pending:
             merge(pending.popleft().result())
     for shard, problem in ids.duplicates(bank):
@@ -125,7 +148,10 @@ class _IdIndex:
         self.shards: list[np.ndarray] = []
 
     def add(self, shard: str, ids: list[str]) -> None:
-        d = [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little") for i in ids]
+        d = [
+            int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little")
+            for i in ids
+        ]
         self.digests.append(np.array(d, dtype=np.uint64))
         self.shards.append(np.full(len(d), len(self.names), dtype=np.int32))
         self.names.append(shard)
@@ -144,18 +170,25 @@ class _IdIndex:
         for name in suspects:
             for seg in bank.shard_reader(name, check="none").segments:
                 where.setdefault(seg.id, []).append(name)
-        return [(shards[-1], f"segment {i} is stored more than once (shards {', '.join(shards)})")
-                for i, shards in sorted(where.items()) if len(shards) > 1]
+        return [
+            (shards[-1], f"segment {i} is stored more than once (shards {', '.join(shards)})")
+            for i, shards in sorted(where.items())
+            if len(shards) > 1
+        ]
 
 
-def _verify_shard(bank: Bank, rec: CommitRecord | None, cat: ShardRecord, checksums: bool,
-                  said: bool = False) -> _Findings:
+def _verify_shard(
+    bank: Bank, rec: CommitRecord | None, cat: ShardRecord, checksums: bool, said: bool = False
+) -> _Findings:
     """One shard: ``rec`` its commit record (None: missing - ``said``: already reported
     unreadable), ``cat`` the catalog's entry. Runs in a worker thread; touches no shared state."""
     out = _Findings(cat.name)
     if rec is None:
         if not said:
-            out.problems.append("no commit record (commits/NAME.json) for this cataloged shard: its files are unknown")
+            out.problems.append(
+                "no commit record (commits/NAME.json) for this cataloged shard: its files are "
+                "unknown"
+            )
         _check_structure(bank, cat, out)
         return out
     if _comparable(rec) != _comparable(cat):
@@ -191,7 +224,9 @@ def _check_files(bank: Bank, rec: CommitRecord, out: _Findings, checksums: bool)
             continue
         out.bytes += size
         if size != int(meta["bytes"]):
-            out.problems.append(f"{rel}: {size} bytes, catalog says {meta['bytes']} (truncated or grown)")
+            out.problems.append(
+                f"{rel}: {size} bytes, catalog says {meta['bytes']} (truncated or grown)"
+            )
         elif checksums and bank.fs.sha256(rel) != meta["sha256"]:
             out.problems.append(f"{rel}: sha256 mismatch (corrupted)")
     return len(out.problems) == before
@@ -211,8 +246,10 @@ def _check_structure(bank: Bank, rec: ShardRecord, out: _Findings) -> None:
             frames = sum(reader.num_frames(f.name, i) for i in range(n))
             covered = sum(reader.covered(f.name, i) for i in range(n))
             if (frames, covered) != (f.num_frames, f.num_covered):
-                out.problems.append(f"field {f.name!r}: {frames} frames / {covered} segments, catalog says "
-                                    f"{f.num_frames} / {f.num_covered}")
+                out.problems.append(
+                    f"field {f.name!r}: {frames} frames / {covered} segments, catalog says "
+                    f"{f.num_frames} / {f.num_covered}"
+                )
     except BankError as e:
         out.problems.append(str(e))
 
@@ -221,7 +258,9 @@ def _check_codec_states(bank: Bank, report: VerifyReport, checksums: bool) -> No
     for t in bank.catalog.teachers.values():
         for layer, ref in t.codec_state.items():
             if not bank.fs.exists(ref["path"]):
-                report.add(BANK, f"teacher {t.name!r} layer {layer}: codec state {ref['path']} missing")
+                report.add(
+                    BANK, f"teacher {t.name!r} layer {layer}: codec state {ref['path']} missing"
+                )
             elif checksums:
                 try:
                     bank.load_codec_state(t.name, int(layer))
@@ -229,7 +268,9 @@ def _check_codec_states(bank: Bank, report: VerifyReport, checksums: bool) -> No
                     report.add(BANK, str(e))
 
 
-def _check_extra_files(bank: Bank, owned: set[str], unknown: set[str], report: VerifyReport) -> None:
+def _check_extra_files(
+    bank: Bank, owned: set[str], unknown: set[str], report: VerifyReport
+) -> None:
     """Files under shards/ that no committed shard owns: leftovers of a crashed writer, or junk;
     and torn atomic writes of the catalog, commit records and codec states. Files a live run is
     writing now (its lease says so) are not problems. (Files of the ``unknown`` shards -
@@ -245,7 +286,10 @@ def _check_extra_files(bank: Bank, owned: set[str], unknown: set[str], report: V
     torn += [r for r in bank.fs.walk_files("codec_state") if ".tmp-" in r]
     for rel in torn:
         if not live(rel):
-            report.add(BANK, f"leftover of an interrupted write: {rel} (`audistill shards clean` removes it)")
+            report.add(
+                BANK,
+                f"leftover of an interrupted write: {rel} (`audistill shards clean` removes it)",
+            )
     for rel in bank.fs.walk_files("shards"):
         if rel in owned or live(rel):
             continue
@@ -255,7 +299,9 @@ def _check_extra_files(bank: Bank, owned: set[str], unknown: set[str], report: V
         if shard and bank.layout_of(bank.catalog.shards[shard]).in_shard_container(shard, rel):
             report.add(shard, f"extra file {rel} not in the catalog")
         else:
-            report.add(shard or BANK, f"uncommitted or stray file {rel} (a crashed writer's leftover?)")
+            report.add(
+                shard or BANK, f"uncommitted or stray file {rel} (a crashed writer's leftover?)"
+            )
 
 
 def _shard_of(rel: str, bank: Bank) -> str | None:

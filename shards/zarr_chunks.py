@@ -50,7 +50,12 @@ def _plain_pipeline(meta: dict) -> tuple[int, int, str | None] | None:
         return None
     names = [c.get("name") for c in conf.get("codecs", [])]
     index_names = [c.get("name") for c in conf.get("index_codecs", [])]
-    if index_names != ["bytes", "crc32c"] or not names or names[0] != "bytes" or names[-1] != "crc32c":
+    if (
+        index_names != ["bytes", "crc32c"]
+        or not names
+        or names[0] != "bytes"
+        or names[-1] != "crc32c"
+    ):
         return None
     for c in list(conf["codecs"][:1]) + list(conf["index_codecs"][:1]):
         if c.get("configuration", {}).get("endian", "little") != "little":
@@ -65,7 +70,9 @@ class ChunkReader:
     """Decoded inner chunks of one array (see the module docstring). ``folder``: the local folder
     of the store the array was opened from (its ``array.path`` is relative to it)."""
 
-    def __init__(self, array, folder: str, object_rows: int, chunk_rows: int, compressor: str | None):
+    def __init__(
+        self, array, folder: str, object_rows: int, chunk_rows: int, compressor: str | None
+    ):
         self.array = array
         self.folder = os.path.realpath(folder)
         self.dir = os.path.join(self.folder, array.path)
@@ -113,7 +120,9 @@ class ChunkReader:
         n = self.per_object * 16 + 4
         raw = os.pread(fd, n, size - n) if size >= n else b""
         if len(raw) != n or not _intact(raw):
-            raise ShardError(f"the chunk index of {self._object_path(obj)} is truncated or corrupted")
+            raise ShardError(
+                f"the chunk index of {self._object_path(obj)} is truncated or corrupted"
+            )
         return np.frombuffer(raw[:-4], dtype="<u8").reshape(self.per_object, 2)
 
     def chunks(self, k0: int, k1: int) -> list[np.ndarray]:
@@ -138,7 +147,11 @@ class ChunkReader:
     def _chunk(self, fd: int | None, index: np.ndarray | None, obj: int, k: int) -> np.ndarray:
         rows = min(self.chunk_rows, self.shape[0] - k * self.chunk_rows)
         full = (self.chunk_rows, *self.shape[1:])
-        offset, length = (_EMPTY, _EMPTY) if index is None else (int(x) for x in index[k - obj * self.per_object])
+        offset, length = (
+            (_EMPTY, _EMPTY)
+            if index is None
+            else (int(x) for x in index[k - obj * self.per_object])
+        )
         if offset == _EMPTY:
             return np.zeros((rows, *self.shape[1:]), self.dtype)
         data = os.pread(fd, length, offset)
@@ -148,7 +161,9 @@ class ChunkReader:
         body = memoryview(data)[:-4]
         if self.decoder is None:
             if len(body) != arr.nbytes:
-                raise ShardError(f"chunk {k} of {self.dir} has {len(body)} bytes, expected {arr.nbytes}")
+                raise ShardError(
+                    f"chunk {k} of {self.dir} has {len(body)} bytes, expected {arr.nbytes}"
+                )
             arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(body, np.uint8)
         else:
             self.decoder.decode(body, out=arr.reshape(-1).view(np.uint8))

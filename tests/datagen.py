@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def outlier_features(rng: np.random.Generator, frames: int, dim: int, *, num_outliers: int = 3,
-                     scale: float = 60.0) -> np.ndarray:
+def outlier_features(
+    rng: np.random.Generator, frames: int, dim: int, *, num_outliers: int = 3, scale: float = 60.0
+) -> np.ndarray:
     """Features shaped like real SSL activations: temporally correlated channels plus a few
     channels of very large magnitude."""
     x = rng.standard_normal((frames, dim)).astype(np.float32)

@@ -1,1 +1,2 @@
-"""Everything around the library, one room each: ``cli`` (the command), ``demo``, ``probe``, ``bench``."""
+"""Everything around the library, one room each: ``cli`` (the command), ``demo``, ``probe``,
+``bench``."""

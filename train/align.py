@@ -41,8 +41,14 @@ def resample_frames(z: torch.Tensor, num_out: int, ratio: float) -> torch.Tensor
     return z[:, lo] * (1 - w) + z[:, hi] * w  # (B, T', D)
 
 
-def align(student: torch.Tensor, s_len: torch.Tensor, teacher: torch.Tensor, t_len: torch.Tensor,
-          student_hop: float, teacher_hop: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def align(
+    student: torch.Tensor,
+    s_len: torch.Tensor,
+    teacher: torch.Tensor,
+    t_len: torch.Tensor,
+    student_hop: float,
+    teacher_hop: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bring student hidden states (B, Ts, D) and teacher frames (B, Tt, Dt) to one frame rate.
 
     Returns (student', teacher', valid_lengths) with equal time lengths.
@@ -56,4 +62,8 @@ def align(student: torch.Tensor, s_len: torch.Tensor, teacher: torch.Tensor, t_l
         teacher = resample_frames(teacher, n, ratio)
         t_len = torch.floor(t_len.to(torch.float64) / ratio).long()
     t = min(student.shape[1], teacher.shape[1])
-    return student[:, :t], teacher[:, :t], torch.minimum(torch.minimum(s_len, t_len), torch.tensor(t))
+    return (
+        student[:, :t],
+        teacher[:, :t],
+        torch.minimum(torch.minimum(s_len, t_len), torch.tensor(t)),
+    )

@@ -23,9 +23,13 @@ class Augment:
 
     @classmethod
     def from_dict(cls, d: dict) -> Augment:
-        return cls(gain_db=d.get("gain_db", 0.0), noise_files=list(d.get("noise_files", [])),
-                   snr_db=tuple(d.get("snr_db", (5.0, 20.0))), noise_prob=d.get("noise_prob", 0.5),
-                   time_mask_seconds=d.get("time_mask_seconds", 0.0))
+        return cls(
+            gain_db=d.get("gain_db", 0.0),
+            noise_files=list(d.get("noise_files", [])),
+            snr_db=tuple(d.get("snr_db", (5.0, 20.0))),
+            noise_prob=d.get("noise_prob", 0.5),
+            time_mask_seconds=d.get("time_mask_seconds", 0.0),
+        )
 
     @property
     def active(self) -> bool:
@@ -59,7 +63,7 @@ class Augment:
             n = noises[int(rng.integers(len(noises)))]
             reps = int(np.ceil(len(x) / max(1, len(n))))
             off = int(rng.integers(0, max(1, len(n))))
-            seg = torch.from_numpy(np.tile(n, reps + 1)[off: off + len(x)].copy())
+            seg = torch.from_numpy(np.tile(n, reps + 1)[off : off + len(x)].copy())
             snr = rng.uniform(*self.snr_db)
             p_x, p_n = float(x.pow(2).mean()) + 1e-10, float(seg.pow(2).mean()) + 1e-10
             x = x + seg * float(np.sqrt(p_x / (p_n * 10 ** (snr / 10))))
@@ -68,5 +72,5 @@ class Augment:
             if 0 < span < len(x):
                 s = int(rng.integers(0, len(x) - span))
                 x = x.clone()
-                x[s: s + span] = 0
+                x[s : s + span] = 0
         return x

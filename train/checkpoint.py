@@ -57,7 +57,10 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
             tensors[f"rng.cuda.{i}"] = s
     py = random.getstate()
     npst = np.random.get_state(legacy=False)
-    npst = {**npst, "state": {"key": npst["state"]["key"].tolist(), "pos": int(npst["state"]["pos"])}}
+    npst = {
+        **npst,
+        "state": {"key": npst["state"]["key"].tolist(), "pos": int(npst["state"]["pos"])},
+    }
     return tensors, {"numpy": npst, "python": [py[0], list(py[1]), py[2]]}
 
 
@@ -67,26 +70,53 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     npst = meta["numpy"]
-    np.random.set_state({**npst, "state": {"key": np.asarray(npst["state"]["key"], dtype=np.uint32),
-                                           "pos": npst["state"]["pos"]}})
+    np.random.set_state(
+        {
+            **npst,
+            "state": {
+                "key": np.asarray(npst["state"]["key"], dtype=np.uint32),
+                "pos": npst["state"]["pos"],
+            },
+        }
+    )
     p = meta["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
-def save(folder: Path, step: int, model: torch.nn.Module, opt, sched, data_pos: dict, config: dict,
-         extra: dict | None = None, keep: int = 2) -> Path:
+def save(
+    folder: Path,
+    step: int,
+    model: torch.nn.Module,
+    opt,
+    sched,
+    data_pos: dict,
+    config: dict,
+    extra: dict | None = None,
+    keep: int = 2,
+) -> Path:
     folder = Path(folder)
     out = folder / f"ckpt-{step:08d}"
     tmp = folder / f".tmp-ckpt-{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        str(tmp / "model.safetensors"),
+    )
     ot, ometa = _flat_optim(opt)
     rt, rmeta = rng_state()
     save_file({**ot, **rt}, str(tmp / "optim.safetensors"))
     sched_sd = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
-    state = {"step": step, "data": data_pos, "optimizer": ometa, "scheduler": sched_sd, "rng": rmeta,
-             "config": config, "files": {n: _sha256(tmp / n) for n in TENSOR_FILES}, **(extra or {})}
+    state = {
+        "step": step,
+        "data": data_pos,
+        "optimizer": ometa,
+        "scheduler": sched_sd,
+        "rng": rmeta,
+        "config": config,
+        "files": {n: _sha256(tmp / n) for n in TENSOR_FILES},
+        **(extra or {}),
+    }
     (tmp / STATE).write_text(json.dumps(state, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -134,7 +164,9 @@ def check_files(ckpt: Path, state: dict) -> None:
         if not p.exists():
             raise CheckpointError(f"{p} is missing")
         if _sha256(p) != digest:
-            raise CheckpointError(f"{p} is corrupt (its sha256 differs from the one recorded in {STATE})")
+            raise CheckpointError(
+                f"{p} is corrupt (its sha256 differs from the one recorded in {STATE})"
+            )
 
 
 def _load(p: Path) -> dict[str, torch.Tensor]:
@@ -158,13 +190,21 @@ def restore(ckpt: Path, model: torch.nn.Module, opt, sched) -> dict:
     weights, tensors = load_model_tensors(ckpt), _load(Path(ckpt) / "optim.safetensors")
     try:
         model.load_state_dict(weights)
-        opt.load_state_dict(_unflat_optim({k: v for k, v in tensors.items() if k.startswith("state.")},
-                                          state["optimizer"]))
+        opt.load_state_dict(
+            _unflat_optim(
+                {k: v for k, v in tensors.items() if k.startswith("state.")}, state["optimizer"]
+            )
+        )
         sched.load_state_dict({**sched.state_dict(), **state["scheduler"]})
         set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, state["rng"])
-        int(state["data"]["epoch"]), int(state["data"]["micro"])  # the loader's position is there too
+        (
+            int(state["data"]["epoch"]),
+            int(state["data"]["micro"]),
+        )  # the loader's position is there too
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{ckpt} does not fit this run or is corrupt: {type(e).__name__}: {e}") from None
+        raise CheckpointError(
+            f"{ckpt} does not fit this run or is corrupt: {type(e).__name__}: {e}"
+        ) from None
     return state
 
 

@@ -28,8 +28,12 @@ class RunSection:
     stage: int = 1  # 1: layer-to-layer from SSL teachers; 2: final layer of supervised teachers
     init_from: str = ""  # stage 2: a stage-1 checkpoint folder
     resume: bool = True  # continue from out_dir/name/checkpoints/last when it exists
-    online_teachers: str = ""  # a teacher-spec file: run the teachers in the loop instead of the bank
-    compile: bool = False  # torch.compile the student (measure with `audistill tools bench-train --compile`)
+    online_teachers: str = (
+        ""  # a teacher-spec file: run the teachers in the loop instead of the bank
+    )
+    compile: bool = (
+        False  # torch.compile the student (measure with `audistill tools bench-train --compile`)
+    )
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,9 @@ class BankSection:
 @dataclass(frozen=True)
 class DataSection:
     crop_seconds: float = 5.0
-    batch_seconds: float = 800.0  # audio seconds per optimizer update (global, over ranks and accumulation)
+    batch_seconds: float = (
+        800.0  # audio seconds per optimizer update (global, over ranks and accumulation)
+    )
     grad_accum: int = 1
     num_workers: int = 2
     shuffle_buffer: int = 256
@@ -120,9 +126,17 @@ class RunConfig:
         return Path(self.run.out_dir) / self.run.name
 
 
-_SECTIONS = {"run": RunSection, "student": StudentSection, "bank": BankSection, "data": DataSection,
-             "augment": AugmentSection, "teachers": TeacherSection, "distill": DistillSection,
-             "optim": OptimSection, "log": LogSection}
+_SECTIONS = {
+    "run": RunSection,
+    "student": StudentSection,
+    "bank": BankSection,
+    "data": DataSection,
+    "augment": AugmentSection,
+    "teachers": TeacherSection,
+    "distill": DistillSection,
+    "optim": OptimSection,
+    "log": LogSection,
+}
 
 
 def _section(cls, raw, where: str, errors: list[str]):
@@ -157,26 +171,54 @@ def _check(cfg: RunConfig, errors: list[str]) -> None:
             errors.append(msg)
 
     _check_finite(cfg, errors)
-    need(cfg.student.size.lower() in SIZES, f"student.size: unknown {cfg.student.size!r} (known: {', '.join(SIZES)})")
+    need(
+        cfg.student.size.lower() in SIZES,
+        f"student.size: unknown {cfg.student.size!r} (known: {', '.join(SIZES)})",
+    )
     need(0 <= cfg.student.dropout < 1, f"student.dropout: in [0, 1), got {cfg.student.dropout}")
-    need(DEVICE.fullmatch(cfg.run.device) is not None,
-         f"run.device: auto, cpu, mps, cuda or cuda:N, got {cfg.run.device!r}")
-    need(cfg.data.prefetch >= 1 or cfg.data.num_workers == 0,
-         f"data.prefetch: must be >= 1 with data.num_workers > 0, got {cfg.data.prefetch}")
-    need(cfg.optim.clip >= 0, f"optim.clip: a gradient-norm limit > 0, or 0 for none; got {cfg.optim.clip}")
-    need(cfg.optim.weight_decay >= 0, f"optim.weight_decay: must be >= 0, got {cfg.optim.weight_decay}")
-    need(len(cfg.optim.betas) != 2 or all(_number(b) and 0 <= b < 1 for b in cfg.optim.betas),
-         f"optim.betas: two numbers in [0, 1), got {cfg.optim.betas}")
-    need(cfg.augment.gain_db >= 0 and cfg.augment.time_mask_seconds >= 0,
-         "augment.gain_db and augment.time_mask_seconds: must be >= 0")
-    need(cfg.distill.head_hidden >= 0, "distill.head_hidden: must be >= 0 (0 = the student's width)")
+    need(
+        DEVICE.fullmatch(cfg.run.device) is not None,
+        f"run.device: auto, cpu, mps, cuda or cuda:N, got {cfg.run.device!r}",
+    )
+    need(
+        cfg.data.prefetch >= 1 or cfg.data.num_workers == 0,
+        f"data.prefetch: must be >= 1 with data.num_workers > 0, got {cfg.data.prefetch}",
+    )
+    need(
+        cfg.optim.clip >= 0,
+        f"optim.clip: a gradient-norm limit > 0, or 0 for none; got {cfg.optim.clip}",
+    )
+    need(
+        cfg.optim.weight_decay >= 0,
+        f"optim.weight_decay: must be >= 0, got {cfg.optim.weight_decay}",
+    )
+    need(
+        len(cfg.optim.betas) != 2 or all(_number(b) and 0 <= b < 1 for b in cfg.optim.betas),
+        f"optim.betas: two numbers in [0, 1), got {cfg.optim.betas}",
+    )
+    need(
+        cfg.augment.gain_db >= 0 and cfg.augment.time_mask_seconds >= 0,
+        "augment.gain_db and augment.time_mask_seconds: must be >= 0",
+    )
+    need(
+        cfg.distill.head_hidden >= 0, "distill.head_hidden: must be >= 0 (0 = the student's width)"
+    )
     need(cfg.student.stride in (0, 2, 4), "student.stride: 0, 2 or 4")
     need(bool(cfg.bank.root), "bank.root: required")
-    need(not set(cfg.bank.shards) & set(cfg.bank.val_shards), "bank: a shard is both in shards and val_shards")
+    need(
+        not set(cfg.bank.shards) & set(cfg.bank.val_shards),
+        "bank: a shard is both in shards and val_shards",
+    )
     need(cfg.run.stage in (1, 2), "run.stage: 1 or 2")
-    need(cfg.run.stage == 1 or bool(cfg.run.init_from), "run.init_from: stage 2 starts from a stage-1 checkpoint")
+    need(
+        cfg.run.stage == 1 or bool(cfg.run.init_from),
+        "run.init_from: stage 2 starts from a stage-1 checkpoint",
+    )
     need(cfg.data.crop_seconds > 0, "data.crop_seconds: must be > 0")
-    need(cfg.data.batch_seconds >= cfg.data.crop_seconds, "data.batch_seconds: must be >= data.crop_seconds")
+    need(
+        cfg.data.batch_seconds >= cfg.data.crop_seconds,
+        "data.batch_seconds: must be >= data.crop_seconds",
+    )
     need(cfg.data.grad_accum >= 1, "data.grad_accum: must be >= 1")
     need(cfg.data.num_workers >= 0, "data.num_workers: must be >= 0")
     need(cfg.data.shuffle_buffer >= 1, "data.shuffle_buffer: must be >= 1")
@@ -185,9 +227,14 @@ def _check(cfg: RunConfig, errors: list[str]) -> None:
     need(cfg.distill.omega > 0, "distill.omega: must be > 0")
     need(cfg.optim.lr > 0, "optim.lr: must be > 0")
     need(cfg.optim.max_steps >= 1, "optim.max_steps: must be >= 1")
-    need(0 <= cfg.optim.warmup_steps <= cfg.optim.max_steps, "optim.warmup_steps: in [0, max_steps]")
+    need(
+        0 <= cfg.optim.warmup_steps <= cfg.optim.max_steps, "optim.warmup_steps: in [0, max_steps]"
+    )
     need(len(cfg.optim.betas) == 2, "optim.betas: two numbers")
-    need(cfg.log.every >= 1 and cfg.log.val_every >= 1 and cfg.log.ckpt_every >= 1, "log: intervals must be >= 1")
+    need(
+        cfg.log.every >= 1 and cfg.log.val_every >= 1 and cfg.log.ckpt_every >= 1,
+        "log: intervals must be >= 1",
+    )
     need(len(cfg.teachers) >= 1, "teachers: at least one [[teachers]] table")
     names = [t.name for t in cfg.teachers]
     need(len(set(names)) == len(names), f"teachers: duplicate names in {names}")
@@ -195,8 +242,10 @@ def _check(cfg: RunConfig, errors: list[str]) -> None:
         need(bool(t.name), f"teachers[{i}].name: required")
         need(t.num_targets >= 1, f"teachers[{i}].num_targets: must be >= 1")
         for pair in t.map:
-            need(isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair),
-                 f"teachers[{i}].map: pairs [student_layer, teacher_layer], got {pair!r}")
+            need(
+                isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair),
+                f"teachers[{i}].map: pairs [student_layer, teacher_layer], got {pair!r}",
+            )
 
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -209,7 +258,9 @@ def _number(x) -> bool:
 def _check_finite(cfg: RunConfig, errors: list[str]) -> None:
     """Every float setting (and every number in a float list) must be finite: inf and nan pass
     each range check written as a comparison and then train nothing (an lr of inf writes NaN)."""
-    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "teachers"}
+    sections = {
+        f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "teachers"
+    }
     for name, sec in sections.items():
         for f in dataclasses.fields(sec):
             v = getattr(sec, f.name)
@@ -229,7 +280,8 @@ def set_dotted(raw: dict, key: str, value) -> None:
 
 
 def parse_value(text: str):
-    """A --set value: TOML syntax when it parses (numbers, booleans, lists, quoted), else a string."""
+    """A --set value: TOML syntax when it parses (numbers, booleans, lists, quoted), else a
+    string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -246,7 +298,9 @@ def from_dict(raw: dict) -> RunConfig:
             if not isinstance(v, list):
                 errors.append("teachers: a list of [[teachers]] tables")
                 continue
-            vals[k] = tuple(_section(TeacherSection, t, f"teachers[{i}]", errors) for i, t in enumerate(v))
+            vals[k] = tuple(
+                _section(TeacherSection, t, f"teachers[{i}]", errors) for i, t in enumerate(v)
+            )
         else:
             vals[k] = _section(_SECTIONS[k], v, k, errors)
     cfg = RunConfig(**vals)
@@ -274,7 +328,9 @@ def read_raw(path: str | Path) -> dict:
 def load_config(path: str | Path, overrides: list[str] | dict | None = None) -> RunConfig:
     """Read a TOML/YAML run config, apply ``key=value`` overrides, validate everything at once."""
     raw = read_raw(path)
-    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides or []]
+    items = (
+        overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides or []]
+    )
     for k, v in items:
         set_dotted(raw, k, parse_value(v) if isinstance(v, str) else v)
     return from_dict(raw)

@@ -47,8 +47,14 @@ def crop_length(crop_seconds: float, align_hop: int) -> int:
     return max(align_hop, int(crop_seconds * SAMPLE_RATE) // align_hop * align_hop)
 
 
-def epoch_items(segments: dict[str, list], crop_samples: int, align_hop: int, seed: int, epoch: int,
-                shuffle_buffer: int) -> list[Item]:
+def epoch_items(
+    segments: dict[str, list],
+    crop_samples: int,
+    align_hop: int,
+    seed: int,
+    epoch: int,
+    shuffle_buffer: int,
+) -> list[Item]:
     """The epoch's items in order: shuffled shards, aligned random crops, a shuffle buffer."""
     rng = np.random.default_rng([seed, epoch, 7])
     names = sorted(segments)
@@ -89,11 +95,13 @@ def global_batches(items: list[Item], batch_seconds: float, min_items: int) -> l
     return out
 
 
-def rank_micro_batches(batches: list[list[Item]], rank: int, world: int, accum: int) -> list[tuple[list[Item], int]]:
+def rank_micro_batches(
+    batches: list[list[Item]], rank: int, world: int, accum: int
+) -> list[tuple[list[Item], int]]:
     """Rank's micro-batches in order (step s, accumulation a -> index s * accum + a), each with
     the item count of its global batch (the loss normalizer)."""
     parts = world * accum
-    return [(b[(rank * accum + a)::parts], len(b)) for b in batches for a in range(accum)]
+    return [(b[(rank * accum + a) :: parts], len(b)) for b in batches for a in range(accum)]
 
 
 @dataclass(frozen=True)
@@ -112,14 +120,22 @@ class LoaderSpec:
     world: int = 1
     accum: int = 1
     storage_options: dict | None = None
-    full_audio: bool = False  # online mode: the whole segment's audio, the crop applied after the teacher
+    full_audio: bool = (
+        False  # online mode: the whole segment's audio, the crop applied after the teacher
+    )
     augment: dict | None = None
-    readahead_chunks: int | None = None  # Zarr read-ahead window in chunks (None: the reader's default)
-    max_open_shards: int = 4  # shard readers kept open per worker (their windows hold decoded chunks)
+    readahead_chunks: int | None = (
+        None  # Zarr read-ahead window in chunks (None: the reader's default)
+    )
+    max_open_shards: int = (
+        4  # shard readers kept open per worker (their windows hold decoded chunks)
+    )
 
 
 def plan(spec: LoaderSpec, epoch: int, segments: dict[str, list]) -> list[tuple[list[Item], int]]:
-    items = epoch_items(segments, spec.crop_samples, spec.align_hop, spec.seed, epoch, spec.shuffle_buffer)
+    items = epoch_items(
+        segments, spec.crop_samples, spec.align_hop, spec.seed, epoch, spec.shuffle_buffer
+    )
     batches = global_batches(items, spec.batch_seconds, spec.world * spec.accum)
     return rank_micro_batches(batches, spec.rank, spec.world, spec.accum)
 
@@ -129,7 +145,8 @@ def catalog_segments(reader: BankReader) -> dict[str, list]:
 
 
 class BankBatches(torch.utils.data.IterableDataset):
-    """This rank's micro-batches from ``(epoch, start)`` on, for ``epochs`` epochs (None: endless)."""
+    """This rank's micro-batches from ``(epoch, start)`` on, for ``epochs`` epochs (None:
+    endless)."""
 
     def __init__(self, spec: LoaderSpec, epoch: int, start: int = 0, epochs: int | None = 1):
         super().__init__()
@@ -144,8 +161,12 @@ class BankBatches(torch.utils.data.IterableDataset):
     def reader(self) -> BankReader:
         if self._reader is None:
             s = self.spec
-            self._reader = BankReader(s.root, teachers=s.teachers, shards=list(s.shards),
-                                      storage_options=s.storage_options)
+            self._reader = BankReader(
+                s.root,
+                teachers=s.teachers,
+                shards=list(s.shards),
+                storage_options=s.storage_options,
+            )
         return self._reader
 
     def micro_batches(self, epoch: int | None = None) -> list[tuple[list[Item], int]]:
@@ -170,8 +191,11 @@ class BankBatches(torch.utils.data.IterableDataset):
             for j in range(self.start if e == self.epoch else 0, len(mbs)):
                 if k % nw == wid:
                     items, global_items = mbs[j]
-                    yield {**self.collate(e, j, items, aug), "global_items": global_items,
-                           "epoch_batches": len(mbs)}
+                    yield {
+                        **self.collate(e, j, items, aug),
+                        "global_items": global_items,
+                        "epoch_batches": len(mbs),
+                    }
                 k += 1
             e += 1
 
@@ -183,7 +207,9 @@ class BankBatches(torch.utils.data.IterableDataset):
         if shard in self._open:
             self._open.move_to_end(shard)
             return
-        for old in [s for s in self._open if s not in keep][:max(0, len(self._open) + 1 - self.spec.max_open_shards)]:
+        for old in [s for s in self._open if s not in keep][
+            : max(0, len(self._open) + 1 - self.spec.max_open_shards)
+        ]:
             del self._open[old]
             self.reader().release(old)
         sr = self.reader().reader(shard)
@@ -196,36 +222,71 @@ class BankBatches(torch.utils.data.IterableDataset):
         straight into the batch's tensors (targets in the codec's exact dtype: float16 banks give
         float16 targets, the same values in half the bytes)."""
         r = self.reader()
-        order = sorted(range(len(items)), key=lambda k: (items[k].shard, items[k].index))  # read in shard order
+        order = sorted(
+            range(len(items)), key=lambda k: (items[k].shard, items[k].index)
+        )  # read in shard order
         keep = {it.shard for it in items}
         crops = [None if self.spec.full_audio else (it.start, it.num) for it in items]
-        audio, windows = [None] * len(items), {name: [None] * len(items) for name in self.spec.teachers}
+        audio, windows = (
+            [None] * len(items),
+            {name: [None] * len(items) for name in self.spec.teachers},
+        )
         for k in order:
             it = items[k]
             self.open_shard(it.shard, keep)
             audio[k] = r.read_audio(it.shard, it.index, crops[k])
             for name in self.spec.teachers:
                 windows[name][k] = r.frame_window(it.shard, it.index, name, crops[k])
-        waves = [a[it.start: it.start + it.num] for a, it in zip(audio, items, strict=True)] \
-            if self.spec.full_audio else audio
-        augment = None if aug is None else (
-            lambda b, x: aug(x, np.random.default_rng([self.spec.seed, epoch, items[b].uid, 11])))
+        waves = (
+            [a[it.start : it.start + it.num] for a, it in zip(audio, items, strict=True)]
+            if self.spec.full_audio
+            else audio
+        )
+        augment = (
+            None
+            if aug is None
+            else (
+                lambda b, x: aug(
+                    x, np.random.default_rng([self.spec.seed, epoch, items[b].uid, 11])
+                )
+            )
+        )
         wave, lengths = pad_pcm(waves, augment)
-        out = {"epoch": epoch, "index": j, "wave": wave, "lengths": lengths, "domains": [it.domain for it in items],
-               "ids": [r.segments(it.shard)[it.index].id for it in items], "targets": {}, "target_lengths": {},
-               "present": {}}
+        out = {
+            "epoch": epoch,
+            "index": j,
+            "wave": wave,
+            "lengths": lengths,
+            "domains": [it.domain for it in items],
+            "ids": [r.segments(it.shard)[it.index].id for it in items],
+            "targets": {},
+            "target_lengths": {},
+            "present": {},
+        }
         if self.spec.full_audio:
             fw, flen = pad_pcm(audio)
-            out.update(full_wave=fw, full_lengths=flen, crop_start=torch.tensor([it.start for it in items]))
+            out.update(
+                full_wave=fw, full_lengths=flen, crop_start=torch.tensor([it.start for it in items])
+            )
         for name, layers in self.spec.teachers.items():
             feats = self.read_teacher(name, layers, items, order, crops, windows[name], keep)
             out["targets"][name] = feats
-            out["target_lengths"][name] = torch.tensor([0 if w is None else w[1] for w in windows[name]])
+            out["target_lengths"][name] = torch.tensor(
+                [0 if w is None else w[1] for w in windows[name]]
+            )
             out["present"][name] = torch.tensor([w is not None for w in windows[name]])
         return out
 
-    def read_teacher(self, name: str, layers: list[int], items: list[Item], order: list[int], crops: list,
-                     windows: list, keep: set[str]) -> dict[int, torch.Tensor]:
+    def read_teacher(
+        self,
+        name: str,
+        layers: list[int],
+        items: list[Item],
+        order: list[int],
+        crops: list,
+        windows: list,
+        keep: set[str],
+    ) -> dict[int, torch.Tensor]:
         """Zero-padded ``{layer: (B, T, D)}`` of one teacher, each item decoded into its row; a
         segment the teacher skipped is zeros (T is at least 1, D is 1 when no item has it)."""
         r = self.reader()
@@ -276,15 +337,24 @@ def pad_pcm(pcm: list[np.ndarray], fn=None) -> tuple[torch.Tensor, torch.Tensor]
         if fn is not None:
             x = fn(b, x)
         wave[b, : len(x)] = x
-        wave[b, len(x):] = 0
+        wave[b, len(x) :] = 0
     return wave, lengths
 
 
-def make_loader(spec: LoaderSpec, epoch: int, start: int, num_workers: int, prefetch: int, pin: bool,
-                epochs: int | None = 1):
+def make_loader(
+    spec: LoaderSpec,
+    epoch: int,
+    start: int,
+    num_workers: int,
+    prefetch: int,
+    pin: bool,
+    epochs: int | None = 1,
+):
     ds = BankBatches(spec, epoch, start, epochs)
     kw = {"prefetch_factor": prefetch, "persistent_workers": False} if num_workers > 0 else {}
-    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin, **kw)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=num_workers, pin_memory=pin, **kw
+    )
 
 
 def num_micro_batches(spec: LoaderSpec, epoch: int, reader: BankReader) -> int:

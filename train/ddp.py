@@ -33,15 +33,21 @@ def setup(device: str) -> tuple[Dist, torch.device]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device {device!r}: this machine has no CUDA device (use cpu or auto)")
+        raise ConfigError(
+            f"run.device {device!r}: this machine has no CUDA device (use cpu or auto)"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"run.device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ConfigError(
+            f"run.device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local if world > 1 else 0)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+        dist.init_process_group(
+            "nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world
+        )
     return Dist(rank, world, local), dev
 
 

@@ -43,9 +43,13 @@ class StudentEncoder:
         return self.model.cfg.dim
 
     @torch.no_grad()
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """(B, N) float 16 kHz -> num_layers tensors (B, T, D) on the encoder's device."""
-        return self.model(wave.to(self.device).float(), None if lengths is None else lengths.to(self.device))
+        return self.model(
+            wave.to(self.device).float(), None if lengths is None else lengths.to(self.device)
+        )
 
     def layers(self, wave: torch.Tensor | np.ndarray) -> list[torch.Tensor]:
         """(N,) float 16 kHz -> num_layers tensors (T, D) on the CPU."""
@@ -69,7 +73,7 @@ class StudentEncoder:
 
 def student_state(model_tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The student's weights out of a training checkpoint (keys 'student.*')."""
-    return {k[len("student."):]: v for k, v in model_tensors.items() if k.startswith("student.")}
+    return {k[len("student.") :]: v for k, v in model_tensors.items() if k.startswith("student.")}
 
 
 def student_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -93,7 +97,9 @@ def upscale(src: str | Path, out: str | Path, keep: int = 24) -> Path:
     cfg = student_config_of(src)
     tensors = depth_upscale(student_weights(src), cfg.depth, keep)
     new = StudentConfig.from_json({**cfg.to_json(), "depth": 2 * keep})
-    return write_student(out, new, tensors, {"upscaled_from": str(src), "blocks": upscale_layers(cfg.depth, keep)})
+    return write_student(
+        out, new, tensors, {"upscaled_from": str(src), "blocks": upscale_layers(cfg.depth, keep)}
+    )
 
 
 def export(ckpt: str | Path, out: str | Path) -> Path:
@@ -102,16 +108,32 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
     tensors = student_state(load_model_tensors(Path(ckpt)))
     if not tensors:
         raise CheckpointError(f"{ckpt} holds no student weights")
-    return write_student(out, StudentConfig.from_json(state["student"]), tensors,
-                         {"checkpoint": str(ckpt), "step": state["step"], "run_config": state["config"],
-                          "targets": state.get("targets", [])})
+    return write_student(
+        out,
+        StudentConfig.from_json(state["student"]),
+        tensors,
+        {
+            "checkpoint": str(ckpt),
+            "step": state["step"],
+            "run_config": state["config"],
+            "targets": state.get("targets", []),
+        },
+    )
 
 
-def write_student(out: str | Path, cfg: StudentConfig, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> Path:
+def write_student(
+    out: str | Path, cfg: StudentConfig, tensors: dict[str, torch.Tensor], meta: dict | None = None
+) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "student.safetensors"))
-    doc = {"format": FORMAT, "version": 1, "student": cfg.to_json(), "frame_rate": cfg.frame_rate, **(meta or {})}
+    doc = {
+        "format": FORMAT,
+        "version": 1,
+        "student": cfg.to_json(),
+        "frame_rate": cfg.frame_rate,
+        **(meta or {}),
+    }
     (out / "config.json").write_text(json.dumps(doc, indent=1))
     return out
 
@@ -123,15 +145,24 @@ def load_student(path: str | Path, device: str = "cpu") -> StudentEncoder:
         doc = json.loads((p / "config.json").read_text())
         if doc.get("format") != FORMAT:
             raise CheckpointError(f"{p}/config.json is not an exported audistill student")
-        cfg, tensors = StudentConfig.from_json(doc["student"]), load_file(str(p / "student.safetensors"))
+        cfg, tensors = (
+            StudentConfig.from_json(doc["student"]),
+            load_file(str(p / "student.safetensors")),
+        )
     else:
         state = read_state(p)
-        cfg, tensors = StudentConfig.from_json(state["student"]), student_state(load_model_tensors(p))
+        cfg, tensors = (
+            StudentConfig.from_json(state["student"]),
+            student_state(load_model_tensors(p)),
+        )
     model = Student(cfg)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith("mel.")]
     if missing or unexpected:
-        raise CheckpointError(f"{p}: weights do not fit the student (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CheckpointError(
+            f"{p}: weights do not fit the student (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]})"
+        )
     return StudentEncoder(model, device)
 
 

@@ -24,10 +24,19 @@ class LogMel(torch.nn.Module):
         super().__init__()
         import torchaudio
 
-        with torch.device("cpu"):  # the filterbank is built eagerly, also under a meta-device context
+        with torch.device(
+            "cpu"
+        ):  # the filterbank is built eagerly, also under a meta-device context
             self.mel = torchaudio.transforms.MelSpectrogram(
-                sample_rate=SAMPLE_RATE, n_fft=1024, win_length=WIN, hop_length=HOP, n_mels=n_mels,
-                center=True, power=2.0, window_fn=torch.hann_window)
+                sample_rate=SAMPLE_RATE,
+                n_fft=1024,
+                win_length=WIN,
+                hop_length=HOP,
+                n_mels=n_mels,
+                center=True,
+                power=2.0,
+                window_fn=torch.hann_window,
+            )
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=wave.device.type, enabled=False):

@@ -10,7 +10,8 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Target:
-    """Student hidden state ``student_layer`` predicts ``teacher``'s hidden state ``teacher_layer``."""
+    """Student hidden state ``student_layer`` predicts ``teacher``'s hidden state
+    ``teacher_layer``."""
 
     teacher: str
     student_layer: int
@@ -31,13 +32,24 @@ def sparse_map(student_depth: int, teacher_depth: int, k: int = 4) -> list[tuple
 class Heads(nn.Module):
     """One head per target: Linear(Ds, H) -> ReLU -> Linear(H, Dt)."""
 
-    def __init__(self, targets: list[Target], student_dim: int, teacher_dims: dict[str, int], hidden: int | None = None):
+    def __init__(
+        self,
+        targets: list[Target],
+        student_dim: int,
+        teacher_dims: dict[str, int],
+        hidden: int | None = None,
+    ):
         super().__init__()
         self.targets = list(targets)
         h = hidden or student_dim
-        self.heads = nn.ModuleDict({
-            t.key: nn.Sequential(nn.Linear(student_dim, h), nn.ReLU(), nn.Linear(h, teacher_dims[t.teacher]))
-            for t in self.targets})
+        self.heads = nn.ModuleDict(
+            {
+                t.key: nn.Sequential(
+                    nn.Linear(student_dim, h), nn.ReLU(), nn.Linear(h, teacher_dims[t.teacher])
+                )
+                for t in self.targets
+            }
+        )
 
     def forward(self, target: Target, x: torch.Tensor) -> torch.Tensor:  # (B, T, Ds) -> (B, T, Dt)
         return self.heads[target.key](x)

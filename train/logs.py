@@ -38,4 +38,8 @@ class RunLog:
 
 def read_log(run_dir: Path, kind: str = "train") -> list[dict]:
     p = Path(run_dir) / "log.jsonl"
-    return [r for r in map(json.loads, p.read_text().splitlines()) if r["kind"] == kind] if p.exists() else []
+    return (
+        [r for r in map(json.loads, p.read_text().splitlines()) if r["kind"] == kind]
+        if p.exists()
+        else []
+    )

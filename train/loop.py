@@ -37,8 +37,14 @@ from .targets import TeacherInfo, open_reader, plan_targets
 class Distiller(nn.Module):
     """Student + heads; ``forward(batch, norm)`` is the loss of one micro-batch."""
 
-    def __init__(self, student: Student, heads: Heads, infos: dict[str, TeacherInfo], omega: float,
-                 target_stats: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] | None = None):
+    def __init__(
+        self,
+        student: Student,
+        heads: Heads,
+        infos: dict[str, TeacherInfo],
+        omega: float,
+        target_stats: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ):
         super().__init__()
         self.student, self.heads, self.omega = student, heads, omega
         self.hops = {n: i.hop for n, i in infos.items()}
@@ -55,16 +61,30 @@ class Distiller(nn.Module):
         targets = {t: dict(d) for t, d in batch["targets"].items()}
         for t, layer in self.normalized:
             if t in targets and layer in targets[t]:
-                mean, std = getattr(self, f"tmean__{t}__{layer}"), getattr(self, f"tstd__{t}__{layer}")
+                mean, std = (
+                    getattr(self, f"tmean__{t}__{layer}"),
+                    getattr(self, f"tstd__{t}__{layer}"),
+                )
                 targets[t][layer] = (targets[t][layer] - mean) / std  # (B, T, Dt)
         return {**batch, "targets": targets}
 
     def forward(self, batch: dict, norm: float):
         batch = self.normalize(batch)
-        hidden = self.student(batch["wave"], batch.get("host_lengths", batch["lengths"]))  # depth + 1 x (B, T, D)
+        hidden = self.student(
+            batch["wave"], batch.get("host_lengths", batch["lengths"])
+        )  # depth + 1 x (B, T, D)
         s_len = batch["lengths"] // self.student.cfg.hop
-        return distill_loss(hidden, s_len, self.student.cfg.hop, self.heads, batch, self.hops, self.homes,
-                            self.omega, norm)
+        return distill_loss(
+            hidden,
+            s_len,
+            self.student.cfg.hop,
+            self.heads,
+            batch,
+            self.hops,
+            self.homes,
+            self.omega,
+            norm,
+        )
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -75,9 +95,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
     for k in ("wave", "lengths", "full_wave", "full_lengths", "crop_start"):
         if k in batch:
             out[k] = batch[k].to(device, non_blocking=nb)
-    out["targets"] = {t: {la: z.to(device, non_blocking=nb).float() for la, z in d.items()}
-                      for t, d in batch["targets"].items()}
-    out["target_lengths"] = {t: v.to(device, non_blocking=nb) for t, v in batch["target_lengths"].items()}
+    out["targets"] = {
+        t: {la: z.to(device, non_blocking=nb).float() for la, z in d.items()}
+        for t, d in batch["targets"].items()
+    }
+    out["target_lengths"] = {
+        t: v.to(device, non_blocking=nb) for t, v in batch["target_lengths"].items()
+    }
     return out
 
 
@@ -86,13 +110,17 @@ def lr_lambda(warmup: int, total: int):
         if step < warmup:
             return (step + 1) / max(1, warmup)
         return max(0.0, (total - step) / max(1, total - warmup))
+
     return f
 
 
 def build(cfg: RunConfig, device: torch.device, online=None):
     """Student, heads, teacher infos, reader-checked shards; stops early on any bank mismatch."""
-    scfg = student_config(cfg.student.size, dropout=cfg.student.dropout,
-                          **({"stride": cfg.student.stride} if cfg.student.stride else {}))
+    scfg = student_config(
+        cfg.student.size,
+        dropout=cfg.student.dropout,
+        **({"stride": cfg.student.stride} if cfg.student.stride else {}),
+    )
     bank = Bank.open(cfg.bank.root, cfg.bank.storage_options or None)
     catalog = bank.catalog if online is None else SimpleNamespace(teachers=online.records())
     targets, infos = plan_targets(cfg.teachers, catalog, scfg.depth, cfg.run.stage)
@@ -101,17 +129,24 @@ def build(cfg: RunConfig, device: torch.device, online=None):
     if not train_shards:
         raise ConfigError(f"bank {cfg.bank.root} has no training shards")
     if online is None:
-        open_reader(bank, infos, train_shards + val)  # every needed layer in every shard, or stop here
+        open_reader(
+            bank, infos, train_shards + val
+        )  # every needed layer in every shard, or stop here
     student = Student(scfg)
-    heads = Heads(targets, scfg.dim, {n: i.dim for n, i in infos.items()}, cfg.distill.head_hidden or None)
+    heads = Heads(
+        targets, scfg.dim, {n: i.dim for n, i in infos.items()}, cfg.distill.head_hidden or None
+    )
     omega = 1.0 if cfg.run.stage == 2 else cfg.distill.omega
     stats = target_stats(bank, targets, cfg.bank.root) if cfg.distill.normalize_targets else None
     model = Distiller(student, heads, infos, omega, stats).to(device)
     return model, infos, train_shards, val
 
 
-def target_stats(bank: Bank, targets, root: str) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
-    """Per-channel mean and std of every target layer from the catalog; all missing ones named at once."""
+def target_stats(
+    bank: Bank, targets, root: str
+) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel mean and std of every target layer from the catalog; all missing ones named at
+    once."""
     out, missing = {}, []
     for tgt in targets:
         s = bank.catalog.stats.get(tgt.teacher, {}).get(str(tgt.teacher_layer))
@@ -121,22 +156,36 @@ def target_stats(bank: Bank, targets, root: str) -> dict[tuple[str, int], tuple[
         std = torch.tensor(s["std"], dtype=torch.float32).clamp(min=1e-5)
         out[(tgt.teacher, tgt.teacher_layer)] = (torch.tensor(s["mean"], dtype=torch.float32), std)
     if missing:
-        raise ConfigError(f"distill.normalize_targets needs statistics the bank lacks ({', '.join(missing)}): "
-                          f"run `audistill shards stats {root}` first")
+        raise ConfigError(
+            f"distill.normalize_targets needs statistics the bank lacks ({', '.join(missing)}): "
+            f"run `audistill shards stats {root}` first"
+        )
     return out
 
 
-def loader_spec(cfg: RunConfig, model: Distiller, infos, shards, d: ddp.Dist, online: bool) -> LoaderSpec:
+def loader_spec(
+    cfg: RunConfig, model: Distiller, infos, shards, d: ddp.Dist, online: bool
+) -> LoaderSpec:
     hops = [i.hop for i in infos.values() if abs(i.hop - round(i.hop)) < 1e-6]
     align = lcm(model.student.cfg.hop, crop_hop(hops))
     aug = dataclasses.asdict(cfg.augment)
     active = aug["gain_db"] or aug["noise_files"] or aug["time_mask_seconds"]
-    return LoaderSpec(root=cfg.bank.root, teachers={} if online else {n: list(i.layers) for n, i in infos.items()},
-                      shards=tuple(shards), crop_samples=int(cfg.data.crop_seconds * SAMPLE_RATE) // align * align or align,
-                      align_hop=align, batch_seconds=cfg.data.batch_seconds, shuffle_buffer=cfg.data.shuffle_buffer,
-                      seed=cfg.run.seed, rank=d.rank, world=d.world, accum=cfg.data.grad_accum,
-                      storage_options=cfg.bank.storage_options or None, full_audio=online,
-                      augment=aug if active else None)
+    return LoaderSpec(
+        root=cfg.bank.root,
+        teachers={} if online else {n: list(i.layers) for n, i in infos.items()},
+        shards=tuple(shards),
+        crop_samples=int(cfg.data.crop_seconds * SAMPLE_RATE) // align * align or align,
+        align_hop=align,
+        batch_seconds=cfg.data.batch_seconds,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        seed=cfg.run.seed,
+        rank=d.rank,
+        world=d.world,
+        accum=cfg.data.grad_accum,
+        storage_options=cfg.bank.storage_options or None,
+        full_audio=online,
+        augment=aug if active else None,
+    )
 
 
 def seed_all(seed: int) -> None:
@@ -161,15 +210,25 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
         from .online import OnlineTeachers
 
         online = OnlineTeachers.from_spec_file(cfg.run.online_teachers, device)
-    seed_all(cfg.run.seed)  # after loading teachers (which may draw random numbers): same init as cached
+    seed_all(
+        cfg.run.seed
+    )  # after loading teachers (which may draw random numbers): same init as cached
     model, infos, shards, val_shards = build(cfg, device, online)
     ckpt_dir = cfg.run_dir / "checkpoints"
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                            fused=device.type == "cuda")  # one kernel per step for every parameter
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.optim.warmup_steps, cfg.optim.max_steps))
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        fused=device.type == "cuda",
+    )  # one kernel per step for every parameter
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_lambda(cfg.optim.warmup_steps, cfg.optim.max_steps)
+    )
     step, epoch, micro = 0, 0, 0
     restored = checkpoint.restore_latest(ckpt_dir, model, opt, sched) if cfg.run.resume else None
     if restored is not None:
@@ -181,24 +240,42 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
         model.student.compile()  # in place: parameter names (and checkpoints) unchanged
     net = model
     if d.world > 1:
-        top = max(t.student_layer for t in model.heads.targets)  # blocks above the top target get no gradient
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                                  find_unused_parameters=top < model.student.cfg.depth)
+        top = max(
+            t.student_layer for t in model.heads.targets
+        )  # blocks above the top target get no gradient
+        net = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=top < model.student.cfg.depth,
+        )
     spec = loader_spec(cfg, model, infos, shards, d, online is not None)
     pin = device.type == "cuda"
     log = RunLog(cfg.run_dir, d.main, cfg.log.tensorboard)
     conf = resolved(cfg)
-    meta = {"student": model.student.cfg.to_json(), "targets": [dataclasses.asdict(t) for t in model.heads.targets],
-            "params": count_parameters(model.student)}
+    meta = {
+        "student": model.student.cfg.to_json(),
+        "targets": [dataclasses.asdict(t) for t in model.heads.targets],
+        "params": count_parameters(model.student),
+    }
     if d.main:
-        log.write("start", step, {"params": meta["params"], "world": d.world, "device": str(device)})
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.optim.bf16 else contextlib.nullcontext()
+        log.write(
+            "start", step, {"params": meta["params"], "world": d.world, "device": str(device)}
+        )
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda" and cfg.optim.bf16
+        else contextlib.nullcontext()
+    )
     if not BankBatches(spec, 0).micro_batches():
         raise ConfigError(f"no training data: the shards {shards[:3]}... hold no segments")
-    it = iter(make_loader(spec, epoch, micro, cfg.data.num_workers, cfg.data.prefetch, pin, epochs=None))
+    it = iter(
+        make_loader(spec, epoch, micro, cfg.data.num_workers, cfg.data.prefetch, pin, epochs=None)
+    )
     times: dict[str, list[float]] = {"step": [], "wait": [], "audio": []}
     done, losses = 0, []
-    pending: list[torch.Tensor] = []  # this interval's step losses, on the device until a log or checkpoint step
+    pending: list[
+        torch.Tensor
+    ] = []  # this interval's step losses, on the device until a log or checkpoint step
     parts: dict[str, list[torch.Tensor]] = {}
     t_last, wait, secs, n_steps = time.perf_counter(), 0.0, 0.0, 0
     while step < cfg.optim.max_steps and (stop_after is None or done < stop_after):
@@ -229,10 +306,20 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
         if log_due:
             dt = time.perf_counter() - t_last
             audio_all = ddp.all_reduce_mean(secs, d, device) * d.world  # every rank takes part
-            log.write("train", step, {"loss": losses[-1], "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
-                                      "steps_per_s": n_steps / dt, "audio_h_per_s": audio_all / 3600 / dt,
-                                      "loader_wait_s": wait / n_steps, "epoch": epoch,
-                                      **{k: float(torch.stack(v).mean()) for k, v in parts.items()}})
+            log.write(
+                "train",
+                step,
+                {
+                    "loss": losses[-1],
+                    "lr": sched.get_last_lr()[0],
+                    "grad_norm": float(gnorm),
+                    "steps_per_s": n_steps / dt,
+                    "audio_h_per_s": audio_all / 3600 / dt,
+                    "loader_wait_s": wait / n_steps,
+                    "epoch": epoch,
+                    **{k: float(torch.stack(v).mean()) for k, v in parts.items()},
+                },
+            )
             t_last, wait, secs, n_steps, parts = time.perf_counter(), 0.0, 0.0, 0, {}
         if val_shards and step % cfg.log.val_every == 0:
             v = validate(model, cfg, infos, val_shards, d, device, amp, online)
@@ -240,18 +327,35 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
                 log.write("val", step, v)
         if ckpt_due and d.main:
             check_finite_weights(model, step, ckpt_dir)
-            checkpoint.save(ckpt_dir, step, model, opt, sched, {"epoch": epoch, "micro": micro}, conf, meta)
+            checkpoint.save(
+                ckpt_dir, step, model, opt, sched, {"epoch": epoch, "micro": micro}, conf, meta
+            )
     if device.type == "cuda" and times["step"]:  # queued work belongs to the last step's time
         t0 = time.perf_counter()
         torch.cuda.synchronize(device)
         times["step"][-1] += time.perf_counter() - t0
     log.close()
-    return {"step": step, "losses": losses, "run_dir": str(cfg.run_dir), "rank": d.rank,
-            "step_seconds": times["step"], "wait_seconds": times["wait"], "audio_seconds": times["audio"]}
+    return {
+        "step": step,
+        "losses": losses,
+        "run_dir": str(cfg.run_dir),
+        "rank": d.rank,
+        "step_seconds": times["step"],
+        "wait_seconds": times["wait"],
+        "audio_seconds": times["audio"],
+    }
 
 
-def update(net: nn.Module, model: Distiller, batches: list[dict], opt, clip: float, d: ddp.Dist, amp,
-           online=None) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
+def update(
+    net: nn.Module,
+    model: Distiller,
+    batches: list[dict],
+    opt,
+    clip: float,
+    d: ddp.Dist,
+    amp,
+    online=None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
     """One optimizer update over the step's micro-batches (on the device), without a host sync:
     the summed loss and the gradient norm stay on the device. ``clip`` > 0 clips the norm to it."""
     total, parts = None, {}
@@ -271,7 +375,9 @@ def update(net: nn.Module, model: Distiller, batches: list[dict], opt, clip: flo
     return total, gnorm, parts
 
 
-def read_losses(pending: list[torch.Tensor], step: int, d: ddp.Dist, device, ckpt_dir: Path) -> list[float]:
+def read_losses(
+    pending: list[torch.Tensor], step: int, d: ddp.Dist, device, ckpt_dir: Path
+) -> list[float]:
     """The interval's step losses (mean over ranks) as floats - one sync; a non-finite one stops
     the run before anything is checkpointed after it."""
     vals = torch.stack(pending).double()
@@ -294,11 +400,15 @@ def check_finite_weights(model: nn.Module, step: int, ckpt_dir: Path) -> None:
 def raise_diverged(what: str, ckpt_dir: Path) -> None:
     last = checkpoint.latest(ckpt_dir)
     kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written"
-    raise TrainingDiverged(f"training diverged: {what}; stopped ({kept}). Lower optim.lr or check optim.clip")
+    raise TrainingDiverged(
+        f"training diverged: {what}; stopped ({kept}). Lower optim.lr or check optim.clip"
+    )
 
 
 @torch.no_grad()
-def validate(model: Distiller, cfg: RunConfig, infos, shards: list[str], d: ddp.Dist, device, amp, online) -> dict:
+def validate(
+    model: Distiller, cfg: RunConfig, infos, shards: list[str], d: ddp.Dist, device, amp, online
+) -> dict:
     spec = loader_spec(cfg, model, infos, shards, d, online is not None)
     spec = dataclasses.replace(spec, accum=1, augment=None, seed=cfg.run.seed + 1)
     model.eval()

@@ -93,8 +93,14 @@ def relative_buckets(t: int, num_buckets: int, max_distance: int, device) -> tor
     out = (rel > 0).long() * half
     n = rel.abs()
     exact = half // 2
-    large = exact + (torch.log(n.float().clamp(min=1) / exact) / math.log(max_distance / exact)
-                     * (half - exact)).long()
+    large = (
+        exact
+        + (
+            torch.log(n.float().clamp(min=1) / exact)
+            / math.log(max_distance / exact)
+            * (half - exact)
+        ).long()
+    )
     large = large.clamp(max=half - 1)
     return out + torch.where(n < exact, n, large)
 
@@ -109,9 +115,13 @@ class Block(nn.Module):
         self.rel = nn.Embedding(cfg.rel_buckets, cfg.heads)
         self.drop = cfg.dropout
 
-    def forward(self, x: torch.Tensor, buckets: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, buckets: torch.Tensor, pad: torch.Tensor | None
+    ) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        )
         bias = self.rel(buckets).permute(2, 0, 1).unsqueeze(0).to(q.dtype)  # (1, H, T, T)
         if pad is not None:  # (B, T) True where padded
             bias = bias.masked_fill(pad[:, None, None, :], torch.finfo(q.dtype).min)
@@ -139,7 +149,9 @@ class Student(nn.Module):
     def num_frames(self, num_samples: torch.Tensor | int):
         return num_samples // self.cfg.hop
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """``wave`` (B, N) float at 16 kHz, ``lengths`` (B,) samples -> depth + 1 tensors (B, T, D).
         ``lengths`` on the host keeps the forward free of host syncs."""
         t = wave.shape[1] // self.cfg.hop

@@ -12,7 +12,8 @@ from audistill.shards.segments import SAMPLE_RATE
 
 
 class OnlineTeachers:
-    """Teachers with the extraction registry's interface (``record()``, ``extract(wave, lengths)``)."""
+    """Teachers with the extraction registry's interface (``record()``, ``extract(wave,
+    lengths)``)."""
 
     def __init__(self, teachers: list):
         self.teachers = {t.name: t for t in teachers}
@@ -48,7 +49,8 @@ class OnlineTeachers:
 
     @torch.no_grad()
     def fill(self, batch: dict) -> None:
-        """Put ``targets`` / ``target_lengths`` / ``present`` into a full-audio batch (see data.py)."""
+        """Put ``targets`` / ``target_lengths`` / ``present`` into a full-audio batch (see
+        data.py)."""
         wave, lengths = batch["full_wave"], batch["full_lengths"]  # (B, N), (B,)
         starts, nums = batch["crop_start"].tolist(), batch["lengths"].tolist()
         device = batch["wave"].device
@@ -60,11 +62,15 @@ class OnlineTeachers:
             crops: dict[int, dict[int, torch.Tensor]] = {}
             for group in self.groups(t, lengths.tolist(), present.tolist()):
                 longest = int(lengths[group].max())
-                feats, fl = t.extract(wave[group, :longest], lengths[group])  # {layer: (G, T, D)}, (G,)
+                feats, fl = t.extract(
+                    wave[group, :longest], lengths[group]
+                )  # {layer: (G, T, D)}, (G,)
                 for g, b in enumerate(group):
                     f0[b] = min(int(fl[g]), int(round(starts[b] / hop)))
                     nf[b] = max(0, min(int(round(nums[b] / hop)), int(fl[g]) - f0[b]))
-                    crops[b] = {layer: z[g, f0[b]: f0[b] + nf[b]].float() for layer, z in feats.items()}
+                    crops[b] = {
+                        layer: z[g, f0[b] : f0[b] + nf[b]].float() for layer, z in feats.items()
+                    }
             out = {}
             for layer in t.layers:
                 dim = next((c[layer].shape[-1] for c in crops.values()), t.dim)

@@ -14,9 +14,13 @@ from .errors import ConfigError
 from .model import StudentConfig
 
 SIZES: dict[str, StudentConfig] = {
-    "tiny": StudentConfig(dim=64, depth=2, heads=4, conv_channels=16, pos_kernel=16, pos_groups=4, rel_buckets=32),
+    "tiny": StudentConfig(
+        dim=64, depth=2, heads=4, conv_channels=16, pos_kernel=16, pos_groups=4, rel_buckets=32
+    ),
     # A student that trains on a 2-core CPU in minutes (the built-in demo), ~1 M parameters.
-    "mini": StudentConfig(dim=128, depth=4, heads=4, conv_channels=32, pos_kernel=32, pos_groups=8, rel_buckets=32),
+    "mini": StudentConfig(
+        dim=128, depth=4, heads=4, conv_channels=32, pos_kernel=32, pos_groups=8, rel_buckets=32
+    ),
     "small": StudentConfig(dim=384, depth=12, heads=6, conv_channels=160),
     "base": StudentConfig(dim=768, depth=12, heads=12, conv_channels=256),
     "large": StudentConfig(dim=1024, depth=24, heads=16, conv_channels=512),
@@ -46,7 +50,9 @@ def upscale_layers(depth: int, keep: int) -> list[int]:
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.*)$")
 
 
-def depth_upscale(state: dict[str, torch.Tensor], depth: int, keep: int = 24) -> dict[str, torch.Tensor]:
+def depth_upscale(
+    state: dict[str, torch.Tensor], depth: int, keep: int = 24
+) -> dict[str, torch.Tensor]:
     """A student state dict of ``2 * keep`` blocks made from one of ``depth`` blocks."""
     src = upscale_layers(depth, keep)
     out = {k: v.clone() for k, v in state.items() if not _BLOCK.match(k)}

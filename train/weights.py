@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 
 
-def domain_weights(domains: list[str], homes: list[str], present: torch.Tensor, omega: float = 10.0) -> torch.Tensor:
+def domain_weights(
+    domains: list[str], homes: list[str], present: torch.Tensor, omega: float = 10.0
+) -> torch.Tensor:
     """``domains`` (B,), ``homes`` (M,), ``present`` (B, M) bool -> weights (B, M), rows summing
     to 1 (or all 0 when no teacher covers the sample)."""
     raw = torch.ones(len(domains), len(homes), dtype=torch.float64)

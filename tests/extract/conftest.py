@@ -28,7 +28,9 @@ def tiny_dir(tmp_path_factory):
     return get
 
 
-def write_wav(path: Path, seconds: float, sr: int = 16000, channels: int = 1, seed: int = 0, fmt=None) -> Path:
+def write_wav(
+    path: Path, seconds: float, sr: int = 16000, channels: int = 1, seed: int = 0, fmt=None
+) -> Path:
     rng = np.random.default_rng(seed)
     n = int(round(seconds * sr))
     x = (rng.standard_normal((n, channels)) * 0.1).astype(np.float32)
@@ -42,7 +44,9 @@ def make_corpus(root: Path, n_speech: int = 6, n_music: int = 3) -> Path:
     for i in range(n_speech):
         write_wav(root / "speech" / f"utt{i:02d}.wav", 0.4 + 0.37 * i, seed=i)
     for i in range(n_music):
-        write_wav(root / "music" / f"song{i}.flac", 1.0 + 0.8 * i, sr=22050, channels=2, seed=100 + i)
+        write_wav(
+            root / "music" / f"song{i}.flac", 1.0 + 0.8 * i, sr=22050, channels=2, seed=100 + i
+        )
     return root
 
 

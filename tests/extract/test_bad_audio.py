@@ -32,8 +32,13 @@ def test_a_truncated_wav_is_an_error_naming_what_its_header_says(tmp_path):
     segs, errs = plan_segments(scan_inputs([str(tmp_path / "c")]), max_seconds=10.0)
     assert [s.source for s in segs] == ["c/ok.wav"]
     (err,) = errs
-    assert err["file"].endswith("cut.wav") and err["reason"] == "truncated: header says 48000 frames, file holds 16000"
-    with pytest.raises(AudioError, match="truncated: header says 48000 frames"):  # at decode too (manifests)
+    assert (
+        err["file"].endswith("cut.wav")
+        and err["reason"] == "truncated: header says 48000 frames, file holds 16000"
+    )
+    with pytest.raises(
+        AudioError, match="truncated: header says 48000 frames"
+    ):  # at decode too (manifests)
         load_segment(str(tmp_path / "c" / "cut.wav"), None, 0.0, None, 100)
 
 
@@ -52,7 +57,11 @@ def test_an_implausible_sample_rate_is_refused_naming_the_file(tmp_path, rate):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "odd.wav").write_bytes(bytes(data))
     segs, errs = plan_segments(scan_inputs([str(tmp_path / "c")]))
-    assert segs == [] and errs[0]["file"].endswith("odd.wav") and f"implausible sample rate {rate} Hz" in errs[0]["reason"]
+    assert (
+        segs == []
+        and errs[0]["file"].endswith("odd.wav")
+        and f"implausible sample rate {rate} Hz" in errs[0]["reason"]
+    )
 
 
 def _tar(path, n: int, compress: bool = False):
@@ -75,8 +84,11 @@ def _member_ends(raw: bytes) -> list[int]:
 
 @pytest.mark.parametrize("where", ["in data", "in a header", "at a header"])
 @pytest.mark.parametrize("compress", [False, True])
-def test_a_truncated_tar_keeps_the_members_before_the_cut_and_records_the_cut(tmp_path, where, compress):
-    """tarfile takes a cut inside or at a header for the end of the archive: no end block says otherwise."""
+def test_a_truncated_tar_keeps_the_members_before_the_cut_and_records_the_cut(
+    tmp_path, where, compress
+):
+    """tarfile takes a cut inside or at a header for the end of the archive: no end block says
+    otherwise."""
     name = "a.tar.gz" if compress else "a.tar"
     raw = _tar(tmp_path / "whole", 10)
     ends = _member_ends(raw)
@@ -85,12 +97,16 @@ def test_a_truncated_tar_keeps_the_members_before_the_cut_and_records_the_cut(tm
     cut = {"in data": ends[5] - 100, "in a header": header6 + 200, "at a header": header6}[where]
     kept = 5 if where == "in data" else 6
     part = raw[:cut]
-    (tmp_path / name).write_bytes(gzip.compress(part)[:-8] if compress else part)  # a gzip cut short: no trailer
+    (tmp_path / name).write_bytes(
+        gzip.compress(part)[:-8] if compress else part
+    )  # a gzip cut short: no trailer
     forget_tars()
     segs, errs = plan_segments(scan_inputs([str(tmp_path / name)]))
     assert [s.source.rsplit("#", 1)[1] for s in segs] == [f"k{i:02d}" for i in range(kept)]
     (err,) = errs
-    assert err["file"] == str(tmp_path / name) and err["reason"].startswith("truncated: the tar ends")
+    assert err["file"] == str(tmp_path / name) and err["reason"].startswith(
+        "truncated: the tar ends"
+    )
     for s in segs:  # the kept members decode
         assert len(load_segment(s.path, s.member, s.start, s.end, 100)) == 8000
 
@@ -106,7 +122,10 @@ def test_a_complete_tar_has_no_cut(tmp_path):
 def test_a_declared_duration_that_is_not_the_files_is_an_error_not_a_lost_tail(tmp_path):
     write_wav(tmp_path / "long.wav", 2.5)
     write_wav(tmp_path / "ok.wav", 2.5, seed=1)
-    rows = [{"id": "long", "path": "long.wav", "duration": 1.5}, {"id": "ok", "path": "ok.wav", "duration": 2.5}]
+    rows = [
+        {"id": "long", "path": "long.wav", "duration": 1.5},
+        {"id": "ok", "path": "ok.wav", "duration": 2.5},
+    ]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     segs, errs = plan_segments(scan_inputs([str(tmp_path / "m.jsonl")]), max_seconds=1.0)
     assert not errs and [s.source for s in segs] == ["long", "long", "ok", "ok", "ok"]
@@ -123,7 +142,9 @@ def test_float_audio_beyond_full_scale_is_clipped_before_the_teachers_see_it(tmp
     sf.write(tmp_path / "loud.wav", x, 16000, subtype="FLOAT")
     y = load_segment(str(tmp_path / "loud.wav"), None, 0.0, None, 100)
     assert np.abs(y).max() == 1.0
-    np.testing.assert_allclose(to_int16(y) / 32767, y, atol=1 / 32767)  # what is stored is what was computed on
+    np.testing.assert_allclose(
+        to_int16(y) / 32767, y, atol=1 / 32767
+    )  # what is stored is what was computed on
 
 
 def test_a_shard_packed_before_declared_durations_reads_back_without_one():
@@ -131,7 +152,17 @@ def test_a_shard_packed_before_declared_durations_reads_back_without_one():
 
     from audistill.extract.plan import ShardPlan
 
-    row = ["a-000000000-0", "a", "a.wav", None, 0.0, None, "speech", "", 16000]  # a plan file's row before
+    row = [
+        "a-000000000-0",
+        "a",
+        "a.wav",
+        None,
+        0.0,
+        None,
+        "speech",
+        "",
+        16000,
+    ]  # a plan file's row before
     old = ShardPlan("shard-000000-x", zlib.compress(json.dumps([row]).encode()), 1, 16000)
     (seg,) = old.segments
     assert seg.declared is None and seg.num_samples == 16000

@@ -13,21 +13,35 @@ from audistill.extract.teachers import load_teacher
 from .conftest import make_corpus, run_cli
 
 
-@pytest.mark.parametrize(("device", "message"), [
-    ("nosuchdev", "device 'nosuchdev' is not a torch device"),
-    ("cuda", "device 'cuda': no cuda device on this machine"),
-    ("cuda:7", "device 'cuda:7'"),
-])
-def test_a_device_this_machine_lacks_is_refused_before_any_work(tmp_path, tiny_dir, capsys, monkeypatch, device,
-                                                                 message):
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("nosuchdev", "device 'nosuchdev' is not a torch device"),
+        ("cuda", "device 'cuda': no cuda device on this machine"),
+        ("cuda:7", "device 'cuda:7'"),
+    ],
+)
+def test_a_device_this_machine_lacks_is_refused_before_any_work(
+    tmp_path, tiny_dir, capsys, monkeypatch, device, message
+):
     if device.startswith("cuda") and torch.cuda.device_count() > 7:
         pytest.skip("this machine has that device")
     corpus = make_corpus(tmp_path / "c", 1, 0)
     spec = tmp_path / "t.toml"
     spec.write_text(f'[[teacher]]\nname = "w"\nsource = "{tiny_dir("wavlm")}"\ncodec = "float16"\n')
     capsys.readouterr()
-    code, _, err = run_cli(monkeypatch, capsys, "extract", str(corpus), "--teachers", str(spec), "--bank",
-                           str(tmp_path / "b"), "--device", device)
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "extract",
+        str(corpus),
+        "--teachers",
+        str(spec),
+        "--bank",
+        str(tmp_path / "b"),
+        "--device",
+        device,
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
     assert not (tmp_path / "b").exists()
     with pytest.raises(ExtractError, match=message):
@@ -48,8 +62,16 @@ def _damage(folder, what):
         (folder / "preprocessor_config.json").write_text("{oops")
 
 
-@pytest.mark.parametrize("what", ["config not JSON", "config value of the wrong type", "weights truncated",
-                                  "weights empty", "preprocessor config not JSON"])
+@pytest.mark.parametrize(
+    "what",
+    [
+        "config not JSON",
+        "config value of the wrong type",
+        "weights truncated",
+        "weights empty",
+        "preprocessor config not JSON",
+    ],
+)
 def test_a_damaged_teacher_folder_is_a_teacher_error_naming_it(tmp_path, tiny_dir, what):
     folder = tmp_path / "teacher"
     shutil.copytree(tiny_dir("wavlm"), folder)

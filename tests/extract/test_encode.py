@@ -19,7 +19,9 @@ def test_blocks_are_reused_only_after_they_are_given_back(shared):
     sc = pool.take(1_100_000)  # fits in sa (at most about twice the size): reused
     assert pool.allocated == 2 and sc.data_ptr() == sa.data_ptr()
     pool.give([sb])
-    assert pool.take(1000).nbytes() == 1 << 20 and pool.allocated == 3  # far smaller: a block of its own
+    assert (
+        pool.take(1000).nbytes() == 1 << 20 and pool.allocated == 3
+    )  # far smaller: a block of its own
     assert pool.take(0) is None
 
 
@@ -66,7 +68,10 @@ def test_staged_results_equal_arrays_and_share_one_block_per_batch(mode):
     feats = {1: torch.randn(3, 50, 16, generator=g), 4: torch.randn(3, 50, 16, generator=g)}
     feats[4][2, 3, 0] = float("nan")  # item 2 is refused
     flen = [50, 31, 12]
-    teachers = [(get_codec("int8-row"), feats), (get_codec("float16"), {2: torch.randn(3, 50, 8, generator=g)})]
+    teachers = [
+        (get_codec("int8-row"), feats),
+        (get_codec("float16"), {2: torch.randn(3, 50, 8, generator=g)}),
+    ]
     refs = [Encoded(c, f, flen, {}).result("arrays") for c, f in teachers]
     encs = [Encoded(c, f, flen, {}) for c, f in teachers]
     for enc in encs:
@@ -81,8 +86,13 @@ def test_staged_results_equal_arrays_and_share_one_block_per_batch(mode):
             for layer in a or {}:
                 for k in a[layer]:
                     r = b[layer][k]
-                    assert isinstance(r, Rows) and r.block.untyped_storage().data_ptr() == block.storage.data_ptr()
+                    assert (
+                        isinstance(r, Rows)
+                        and r.block.untyped_storage().data_ptr() == block.storage.data_ptr()
+                    )
                     arr = r.array()
                     assert arr.dtype == a[layer][k].dtype and (arr == a[layer][k]).all()
                     assert r.block.is_shared() == (mode == "shared")
-    assert block.at == sum(enc.copy_bytes(mode) for enc in encs) <= block.storage.nbytes()  # carved in turn
+    assert (
+        block.at == sum(enc.copy_bytes(mode) for enc in encs) <= block.storage.nbytes()
+    )  # carved in turn

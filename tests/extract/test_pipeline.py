@@ -19,36 +19,59 @@ DOMAINS = {"speech": "speech", "music": "music"}
 
 
 def _cfg(**kw):
-    base = dict(max_seconds=2.0, shard_seconds=5.0, domain_map=DOMAINS, loader_workers=0, batch_seconds=8.0)
+    base = dict(
+        max_seconds=2.0, shard_seconds=5.0, domain_map=DOMAINS, loader_workers=0, batch_seconds=8.0
+    )
     return ExtractConfig(**{**base, **kw})
 
 
 def _specs(tiny_dir):
-    return [TeacherSpec(name="wavlm", source=str(tiny_dir("wavlm")), layers="sparse:2", domains=("speech",),
-                        home_domain="speech", codec="float32"),
-            TeacherSpec(name="hubert", source=str(tiny_dir("hubert")), layers=[0, 3], codec="float16")]
+    return [
+        TeacherSpec(
+            name="wavlm",
+            source=str(tiny_dir("wavlm")),
+            layers="sparse:2",
+            domains=("speech",),
+            home_domain="speech",
+            codec="float32",
+        ),
+        TeacherSpec(name="hubert", source=str(tiny_dir("hubert")), layers=[0, 3], codec="float16"),
+    ]
 
 
-@pytest.mark.parametrize(("layout", "writer_kind"), [("zarr", "thread"), ("webdataset", "thread"), ("zarr", "process")])
+@pytest.mark.parametrize(
+    ("layout", "writer_kind"), [("zarr", "thread"), ("webdataset", "thread"), ("zarr", "process")]
+)
 def test_bank_features_equal_direct_extraction(tiny_dir, corpus, tmp_path, layout, writer_kind):
     """Process writers get each batch part through shared memory (encode.Rows): same content."""
     specs = _specs(tiny_dir)
-    s = extract([str(corpus)], specs, str(tmp_path / "bank"), _cfg(layout=layout, loader_workers=2,
-                                                                     writer_kind=writer_kind))
+    s = extract(
+        [str(corpus)],
+        specs,
+        str(tmp_path / "bank"),
+        _cfg(layout=layout, loader_workers=2, writer_kind=writer_kind),
+    )
     assert s.failed == 0 and s.segments_written == s.segments_planned > 6 and s.shards_run > 1
     assert s.writer_kind == writer_kind
     assert set(s.stages) == {"loader", "launch", "device_wait", "collect", "writers"}
-    assert all(v >= 0 for v in s.stages.values()) and sum(s.stages.values()) <= s.run_s  # one thread's split
+    assert (
+        all(v >= 0 for v in s.stages.values()) and sum(s.stages.values()) <= s.run_s
+    )  # one thread's split
     # every decoded sample went through the device once, padding on top
     assert s.real_samples == round(s.seconds * 16000) and s.padded_samples >= s.real_samples
     assert 0 < s.padding_efficiency <= 1
     # one commit time per shard (stamped by the writer, thread or process), within the run
-    assert len(s.commits) == s.shards_run and sum(sec for _, sec in s.commits) == pytest.approx(s.seconds)
+    assert len(s.commits) == s.shards_run and sum(sec for _, sec in s.commits) == pytest.approx(
+        s.seconds
+    )
     assert s.shards_run >= 3 and s.pace_sps() > 0
     json.dumps(s.to_json())
     assert verify_bank(str(tmp_path / "bank")).ok
     bank = Bank.open(str(tmp_path / "bank"))
-    assert bank.catalog.teachers["wavlm"].domains == ["speech"] and bank.catalog.teachers["hubert"].domains == []
+    assert (
+        bank.catalog.teachers["wavlm"].domains == ["speech"]
+        and bank.catalog.teachers["hubert"].domains == []
+    )
     teachers = {sp.name: load_teacher(sp) for sp in specs}
     reader = BankReader(bank)
     seen = 0
@@ -64,7 +87,9 @@ def test_bank_features_equal_direct_extraction(tiny_dir, corpus, tmp_path, layou
             ref, flen = t.extract(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
             tol = 1e-4 if name == "wavlm" else 2e-3
             for layer, x in feats.items():
-                np.testing.assert_allclose(x, ref[layer][0, : int(flen[0])].numpy(), atol=tol, rtol=tol)
+                np.testing.assert_allclose(
+                    x, ref[layer][0, : int(flen[0])].numpy(), atol=tol, rtol=tol
+                )
     assert seen == s.segments_written
 
 
@@ -76,9 +101,11 @@ def _reference_audio(seg, corpus):
     x, sr = sf.read(path, dtype="float32", always_2d=True)
     x = x.mean(1)
     first = int(round(seg.start * sr))
-    x = x[first: None if seg.end is None else int(round(seg.end * sr))]
+    x = x[first : None if seg.end is None else int(round(seg.end * sr))]
     if sr != 16000:
-        x = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x)), sr, 16000).numpy()
+        x = torchaudio.functional.resample(
+            torch.from_numpy(np.ascontiguousarray(x)), sr, 16000
+        ).numpy()
     return x, sr
 
 
@@ -87,7 +114,12 @@ def test_rerun_skips_committed_shards(tiny_dir, corpus, tmp_path, monkeypatch):
     import sys
 
     before_interval = sys.getswitchinterval()
-    a = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg(writer_kind="process", writers=2, switch_interval_ms=1))
+    a = extract(
+        [str(corpus)],
+        specs,
+        str(tmp_path / "b"),
+        _cfg(writer_kind="process", writers=2, switch_interval_ms=1),
+    )
     assert sys.getswitchinterval() == before_interval  # the run's GIL switch interval is undone
     with pytest.raises(ExtractError, match="switch_interval_ms"):
         _cfg(switch_interval_ms=-1)
@@ -97,7 +129,11 @@ def test_rerun_skips_committed_shards(tiny_dir, corpus, tmp_path, monkeypatch):
 
     passes, full = [], []
     real = BankFS.read_many
-    monkeypatch.setattr(BankFS, "read_many", lambda self, rels, **kw: (passes.append(list(rels)), real(self, rels, **kw))[1])
+    monkeypatch.setattr(
+        BankFS,
+        "read_many",
+        lambda self, rels, **kw: (passes.append(list(rels)), real(self, rels, **kw))[1],
+    )
     real_all = Bank.commit_records
     monkeypatch.setattr(Bank, "commit_records", lambda self: (full.append(1), real_all(self))[1])
     b = extract([str(corpus)], specs, str(tmp_path / "b"), _cfg())
@@ -122,13 +158,34 @@ def test_corrupt_inputs_are_recorded_and_the_run_goes_on(tiny_dir, tmp_path):
     truncated = (c / "good2.wav").read_bytes()
     (c / "truncated.wav").write_bytes(truncated[:60])
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"id": "missing", "path": str(tmp_path / "gone.wav"), "domain": "speech"}) + "\n")
-    s = extract([str(tmp_path / "c"), str(manifest)], _specs(tiny_dir)[:1], str(tmp_path / "bank"),
-                _cfg(domain="speech"))
+    manifest.write_text(
+        json.dumps({"id": "missing", "path": str(tmp_path / "gone.wav"), "domain": "speech"}) + "\n"
+    )
+    s = extract(
+        [str(tmp_path / "c"), str(manifest)],
+        _specs(tiny_dir)[:1],
+        str(tmp_path / "bank"),
+        _cfg(domain="speech"),
+    )
     assert s.segments_written == 2
-    reasons = {e["file"].rsplit("/", 1)[-1]: e["reason"] for e in map(json.loads, (tmp_path / "bank" / "errors.jsonl").open())}
-    assert set(reasons) == {"garbage.wav", "empty.flac", "zero.wav", "tiny.wav", "nan.wav", "truncated.wav", "gone.wav"}
-    assert "NaN" in reasons["nan.wav"] and "too short" in reasons["tiny.wav"] and reasons["gone.wav"] == "file not found"
+    reasons = {
+        e["file"].rsplit("/", 1)[-1]: e["reason"]
+        for e in map(json.loads, (tmp_path / "bank" / "errors.jsonl").open())
+    }
+    assert set(reasons) == {
+        "garbage.wav",
+        "empty.flac",
+        "zero.wav",
+        "tiny.wav",
+        "nan.wav",
+        "truncated.wav",
+        "gone.wav",
+    }
+    assert (
+        "NaN" in reasons["nan.wav"]
+        and "too short" in reasons["tiny.wav"]
+        and reasons["gone.wav"] == "file not found"
+    )
     assert "empty" in reasons["zero.wav"]
     assert s.failed == 7 and s.failed_fraction == 7 / 9
     with pytest.raises(TooManyFailures):
@@ -140,21 +197,32 @@ def test_a_wrong_manifest_duration_is_recorded_not_stored_cut(tiny_dir, tmp_path
     write_wav(tmp_path / "a.wav", 1.0)
     write_wav(tmp_path / "b.wav", 3.0, seed=1)
     write_wav(tmp_path / "c.wav", 5.0, seed=2)
-    rows = [{"id": "a", "path": "a.wav", "domain": "speech", "duration": 1.0},
-            {"id": "b", "path": "b.wav", "domain": "speech", "duration": 1.5},  # b is really 3 s long
-            {"id": "c", "path": "c.wav", "domain": "speech", "duration": 3.0}]  # cut in two pieces: 2 s of tail
+    rows = [
+        {"id": "a", "path": "a.wav", "domain": "speech", "duration": 1.0},
+        {"id": "b", "path": "b.wav", "domain": "speech", "duration": 1.5},  # b is really 3 s long
+        {"id": "c", "path": "c.wav", "domain": "speech", "duration": 3.0},
+    ]  # cut in two pieces: 2 s of tail
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = TeacherSpec(name="wavlm", source=str(tiny_dir("wavlm")), layers=[1], codec="float16", max_seconds=2.0)
+    spec = TeacherSpec(
+        name="wavlm", source=str(tiny_dir("wavlm")), layers=[1], codec="float16", max_seconds=2.0
+    )
     s = extract([str(tmp_path / "m.jsonl")], [spec], str(tmp_path / "bank"), _cfg(max_seconds=30.0))
     assert s.segments_written == 1 and s.failed == 3
-    errs = {e["segment"][0]: e for e in map(json.loads, (tmp_path / "bank" / "errors.jsonl").open())}
-    assert errs["b"]["segment"].startswith("b-") and "the manifest says 1.5 s, the file holds 3 s" in errs["b"]["reason"]
+    errs = {
+        e["segment"][0]: e for e in map(json.loads, (tmp_path / "bank" / "errors.jsonl").open())
+    }
+    assert (
+        errs["b"]["segment"].startswith("b-")
+        and "the manifest says 1.5 s, the file holds 3 s" in errs["b"]["reason"]
+    )
     assert "the manifest says 3 s, the file holds 5 s" in errs["c"]["reason"]
     assert [sd.segment.source for sd in BankReader(str(tmp_path / "bank"))] == ["a"]
     assert verify_bank(str(tmp_path / "bank")).ok
 
 
-def test_a_file_name_that_is_not_utf8_is_extracted_under_an_escaped_source(tiny_dir, tmp_path, capsys, monkeypatch):
+def test_a_file_name_that_is_not_utf8_is_extracted_under_an_escaped_source(
+    tiny_dir, tmp_path, capsys, monkeypatch
+):
     import os
 
     c = tmp_path / "c"
@@ -165,12 +233,16 @@ def test_a_file_name_that_is_not_utf8_is_extracted_under_an_escaped_source(tiny_
     for layout in ("zarr", "webdataset"):
         s = extract([str(c)], [spec], str(tmp_path / layout), _cfg(layout=layout))
         assert s.segments_written == 2 and s.failed == 0
-        assert sorted(sd.segment.source for sd in BankReader(str(tmp_path / layout))) == ["c/caf\\xe9.wav", "c/ok.wav"]
+        assert sorted(sd.segment.source for sd in BankReader(str(tmp_path / layout))) == [
+            "c/caf\\xe9.wav",
+            "c/ok.wav",
+        ]
         assert verify_bank(str(tmp_path / layout)).ok
     assert run_cli(monkeypatch, capsys, "manifest", str(c), "-o", str(tmp_path / "m.jsonl"))[0] == 0
     s = extract([str(tmp_path / "m.jsonl")], [spec], str(tmp_path / "from-manifest"), _cfg())
-    assert ({sd.segment.id for sd in BankReader(str(tmp_path / "from-manifest"))}
-            == {sd.segment.id for sd in BankReader(str(tmp_path / "zarr"))})
+    assert {sd.segment.id for sd in BankReader(str(tmp_path / "from-manifest"))} == {
+        sd.segment.id for sd in BankReader(str(tmp_path / "zarr"))
+    }
 
 
 class _NaNTeacher(Teacher):
@@ -200,7 +272,10 @@ def test_nan_teacher_outputs_are_recorded_never_stored(tmp_path, monkeypatch):
     spec = TeacherSpec(name="nanny", source="test", layers="all")
     s = extract([str(tmp_path / "c")], [spec], str(tmp_path / "bank"), _cfg())
     assert s.segments_written == 2 and s.teachers["nanny"].segments == 1
-    got = {sd.segment.source.rsplit("/", 1)[-1]: sorted(sd.features) for sd in BankReader(str(tmp_path / "bank"))}
+    got = {
+        sd.segment.source.rsplit("/", 1)[-1]: sorted(sd.features)
+        for sd in BankReader(str(tmp_path / "bank"))
+    }
     assert got == {"short.wav": [], "long.wav": ["nanny"]}
     (err,) = [json.loads(x) for x in (tmp_path / "bank" / "errors.jsonl").open()]
     assert "NaN" in err["reason"] and "nanny" in err["reason"]
@@ -214,8 +289,12 @@ def test_another_revision_is_refused_and_nothing_written(tiny_dir, corpus, tmp_p
     before = (tmp_path / "bank" / "bank.json").read_bytes()
     other = make_tiny("wavlm", tmp_path / "other", seed=7)
     with pytest.raises(ExtractError, match="refusing"):
-        extract([str(corpus)], [TeacherSpec(**{**spec.__dict__, "source": str(other)})], str(tmp_path / "bank"),
-                _cfg(shard_seconds=3.0))
+        extract(
+            [str(corpus)],
+            [TeacherSpec(**{**spec.__dict__, "source": str(other)})],
+            str(tmp_path / "bank"),
+            _cfg(shard_seconds=3.0),
+        )
     assert (tmp_path / "bank" / "bank.json").read_bytes() == before
 
 
@@ -241,14 +320,17 @@ def test_bank_on_an_fsspec_url(tiny_dir, corpus):
 
 
 def test_a_new_teacher_is_added_to_committed_shards(tiny_dir, corpus, tmp_path):
-    """Re-running with one more teacher (and more layers of an old one) adds fields, rewrites nothing."""
+    """Re-running with one more teacher (and more layers of an old one) adds fields, rewrites
+    nothing."""
     wavlm, hubert = _specs(tiny_dir)
     root = str(tmp_path / "bank")
     first = extract([str(corpus)], [wavlm], root, _cfg())
     before = Bank.open(root)
     files_before = {n: before.shard_files(n) for n in before.catalog.shards}
     more = TeacherSpec(**{**wavlm.__dict__, "layers": (0, 1, 3)})
-    s = extract([str(corpus)], [more, hubert], root, _cfg(writer_kind="process", writers=2))  # shared-memory path
+    s = extract(
+        [str(corpus)], [more, hubert], root, _cfg(writer_kind="process", writers=2)
+    )  # shared-memory path
     assert s.shards_run == first.shards_run and s.shards_skipped == 0 and s.failed == 0
     bank = Bank.open(root)
     assert bank.catalog.teachers["wavlm"].layers == [0, 1, 3] and "hubert" in bank.catalog.teachers
@@ -266,7 +348,9 @@ def test_a_new_teacher_is_added_to_committed_shards(tiny_dir, corpus, tmp_path):
     assert again.shards_run == 0 and again.shards_skipped == s.shards_run
 
 
-def test_adding_a_teacher_opens_only_shards_that_lost_a_segment(tiny_dir, corpus, tmp_path, monkeypatch):
+def test_adding_a_teacher_opens_only_shards_that_lost_a_segment(
+    tiny_dir, corpus, tmp_path, monkeypatch
+):
     """A shard holding every planned segment holds them in plan order: planning to add a teacher to
     it needs no read of the shard (hours at 100 000 shards on an object store). A shard that lost
     a segment is opened for the ids it holds."""
@@ -274,7 +358,9 @@ def test_adding_a_teacher_opens_only_shards_that_lost_a_segment(tiny_dir, corpus
 
     nan = np.full(12000, 0.1, np.float32)
     nan[5] = np.nan
-    sf.write(corpus / "speech" / "utt01b.wav", nan, 16000, subtype="FLOAT")  # planned, fails to decode
+    sf.write(
+        corpus / "speech" / "utt01b.wav", nan, 16000, subtype="FLOAT"
+    )  # planned, fails to decode
     wavlm, hubert = _specs(tiny_dir)
     root = str(tmp_path / "bank")
     first = extract([str(corpus)], [wavlm], root, _cfg())
@@ -284,14 +370,20 @@ def test_adding_a_teacher_opens_only_shards_that_lost_a_segment(tiny_dir, corpus
     lossy = {sh.name for sh in plan if bank.catalog.shards[sh.name].num_segments < sh.count}
     opened = []
     real = Bank.shard_reader
-    monkeypatch.setattr(Bank, "shard_reader", lambda self, name, *a, **k: opened.append(name) or real(self, name, *a, **k))
+    monkeypatch.setattr(
+        Bank,
+        "shard_reader",
+        lambda self, name, *a, **k: opened.append(name) or real(self, name, *a, **k),
+    )
     todo, add, skipped = plan_work(bank, plan, load_teachers([wavlm, hubert], _cfg()))
     assert len(lossy) == 1 and set(opened) == lossy and len(todo) == len(plan) and not skipped
     for sh in todo:  # what the add will run: exactly the segments each shard holds, in its order
         assert [s.id for s in sh.segments] == [s.id for s in real(bank, sh.name).segments]
     monkeypatch.undo()
     s = extract([str(corpus)], [wavlm, hubert], root, _cfg())
-    assert s.shards_run == first.shards_run and s.failed == 0  # the lost segment is not retried by an add
+    assert (
+        s.shards_run == first.shards_run and s.failed == 0
+    )  # the lost segment is not retried by an add
     ref = str(tmp_path / "ref")
     extract([str(corpus)], [wavlm, hubert], ref, _cfg())
     for a, b in zip(BankReader(root), BankReader(ref), strict=True):
@@ -323,7 +415,9 @@ def test_auto_decode_workers_and_writers_follow_the_device_and_cores(monkeypatch
     gpu = ExtractConfig(device="cuda").run_options()
     assert (gpu.loader_workers, gpu.writers) == (5, 8)
     assert ExtractConfig(device="cpu").run_options().loader_workers == 2
-    assert ExtractConfig(device="cuda", loader_workers=0, writers=3).run_options().loader_workers == 0
+    assert (
+        ExtractConfig(device="cuda", loader_workers=0, writers=3).run_options().loader_workers == 0
+    )
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 64)
     assert ExtractConfig(device="cuda").run_options().loader_workers == 8
     with pytest.raises(ExtractError, match="loader_workers"):
@@ -334,9 +428,16 @@ def test_writers_are_threads_unless_asked_for_processes():
     """auto picks the kind measured faster on the GPU machine and on the CPU: threads."""
     from audistill.extract.pipeline import resolve_writer_kind
 
-    assert resolve_writer_kind("auto", "cuda") == resolve_writer_kind("auto", torch.device("cuda:1")) == "thread"
+    assert (
+        resolve_writer_kind("auto", "cuda")
+        == resolve_writer_kind("auto", torch.device("cuda:1"))
+        == "thread"
+    )
     assert resolve_writer_kind("auto", "cpu") == "thread"
-    assert resolve_writer_kind("thread", "cuda") == "thread" and resolve_writer_kind("process", "cpu") == "process"
+    assert (
+        resolve_writer_kind("thread", "cuda") == "thread"
+        and resolve_writer_kind("process", "cpu") == "process"
+    )
 
 
 def test_runs_check_shared_memory_first(tiny_dir, corpus, tmp_path, monkeypatch, caplog):
@@ -350,13 +451,24 @@ def test_runs_check_shared_memory_first(tiny_dir, corpus, tmp_path, monkeypatch,
 
     spec = _specs(tiny_dir)[0]  # float32 parts: dim 32, 2 layers, 50 Hz
     t = load_teacher(spec)
-    need = shared_bytes_needed([t], {t.name: t.spec.make_codec()}, 5.0, RunOptions(writers=2, loader_workers=1,
-                                                                                     batch_seconds=8.0))
+    need = shared_bytes_needed(
+        [t],
+        {t.name: t.spec.make_codec()},
+        5.0,
+        RunOptions(writers=2, loader_workers=1, batch_seconds=8.0),
+    )
     assert need.features == (2 + 2) * 5 * 50 * 2 * 4 * 32
     assert need.audio == (2 + 2) * 5 * 16000 * 2 + 1 * 4 * 8 * 16000 * 6
-    assert shared_bytes_needed([t], {t.name: t.spec.make_codec()}, 5.0, RunOptions(loader_workers=0)).audio == 0
+    assert (
+        shared_bytes_needed(
+            [t], {t.name: t.spec.make_codec()}, 5.0, RunOptions(loader_workers=0)
+        ).audio
+        == 0
+    )
     monkeypatch.setattr(pipeline, "shared_bytes_free", lambda path=pipeline.SHM: 1000)
-    pool, in_process = _writer_pool(RunOptions(writers=2), torch.device("cuda"), SharedNeed(500, 4500))
+    pool, in_process = _writer_pool(
+        RunOptions(writers=2), torch.device("cuda"), SharedNeed(500, 4500)
+    )
     with pool:
         assert not in_process and isinstance(pool, concurrent.futures.ThreadPoolExecutor)
     assert "shared memory" not in caplog.text
@@ -365,7 +477,12 @@ def test_runs_check_shared_memory_first(tiny_dir, corpus, tmp_path, monkeypatch,
     with pool:
         assert not in_process and "decode workers pass audio through shared memory" in caplog.text
     caplog.clear()
-    s = extract([str(corpus)], [spec], str(tmp_path / "b"), _cfg(writer_kind="process", writers=2, loader_workers=1))
+    s = extract(
+        [str(corpus)],
+        [spec],
+        str(tmp_path / "b"),
+        _cfg(writer_kind="process", writers=2, loader_workers=1),
+    )
     assert s.writer_kind == "process" and s.shards_run > 1  # as asked, warned about
     assert "may hold up to" in caplog.text and "--writer-kind thread" in caplog.text
 
@@ -379,7 +496,9 @@ def test_catalog_saves_take_at_most_a_small_share_of_the_run():
     assert not catalog_save_due(100.0, 7.0) and catalog_save_due(140.0, 7.0)
 
 
-def test_writer_processes_open_the_bank_once_until_its_catalog_changes(tiny_dir, corpus, tmp_path, monkeypatch):
+def test_writer_processes_open_the_bank_once_until_its_catalog_changes(
+    tiny_dir, corpus, tmp_path, monkeypatch
+):
     """A writer process (or Dask worker) re-parses bank.json only when it changed, not per shard:
     at 10 000 shards the catalog is ~100 MB and takes ~1 s to parse."""
     import os
@@ -391,14 +510,18 @@ def test_writer_processes_open_the_bank_once_until_its_catalog_changes(tiny_dir,
     extract([str(corpus)], _specs(tiny_dir)[:1], root, _cfg())
     opened = []
     real = Bank.open
-    monkeypatch.setattr(Bank, "open", classmethod(lambda cls, r, so=None: (opened.append(r), real(r, so))[1]))
+    monkeypatch.setattr(
+        Bank, "open", classmethod(lambda cls, r, so=None: (opened.append(r), real(r, so))[1])
+    )
     pipeline._BANKS.clear()
     a = pipeline.open_bank_cached(root)
     assert pipeline.open_bank_cached(root) is a and len(opened) == 1
     a.save_catalog()  # bank.json rewritten (by the main process, say): the next call re-opens
     os.utime(os.path.join(root, "bank.json"), (time.time() + 5, time.time() + 5))
     b = pipeline.open_bank_cached(root)
-    assert b is not a and len(opened) == 2 and b.catalog.teachers.keys() == a.catalog.teachers.keys()
+    assert (
+        b is not a and len(opened) == 2 and b.catalog.teachers.keys() == a.catalog.teachers.keys()
+    )
 
 
 def test_the_catalog_records_the_device_and_dtype_a_teacher_ran_in(tiny_dir):
@@ -428,7 +551,9 @@ def test_domain_map_names_the_input_folder_itself(tiny_dir, corpus):
     """`--domain-map speech=speech` with corpus/speech itself as the input (it was ignored)."""
     plan = dry_run([str(corpus / "speech")], _specs(tiny_dir), _cfg())
     assert set(plan["hours_per_domain"]) == {"speech"} and plan["teachers"]["wavlm"]["seconds"] > 0
-    assert set(dry_run([str(corpus / "speech")], _specs(tiny_dir), _cfg(domain_map={}))["hours_per_domain"]) == {"unknown"}
+    assert set(
+        dry_run([str(corpus / "speech")], _specs(tiny_dir), _cfg(domain_map={}))["hours_per_domain"]
+    ) == {"unknown"}
 
 
 def test_an_existing_bank_keeps_its_layout(tiny_dir, corpus, tmp_path):
@@ -454,11 +579,27 @@ def test_run_options_are_the_configs_own_fields():
 
     from audistill.extract.pipeline import RunOptions
 
-    cfg = ExtractConfig(batch_seconds=3.0, max_batch=5, loader_workers=1, min_seconds=0.2, storage_options={"k": 1},
-                        writers=3, writer_kind="thread", switch_interval_ms=1.0, device="cpu")
+    cfg = ExtractConfig(
+        batch_seconds=3.0,
+        max_batch=5,
+        loader_workers=1,
+        min_seconds=0.2,
+        storage_options={"k": 1},
+        writers=3,
+        writer_kind="thread",
+        switch_interval_ms=1.0,
+        device="cpu",
+    )
     opts = cfg.run_options()
     assert type(opts) is RunOptions
     assert {f.name: getattr(opts, f.name) for f in fields(RunOptions)} == {
-        "batch_seconds": 3.0, "max_batch": 5, "loader_workers": 1, "min_seconds": 0.2, "storage_options": {"k": 1},
-        "writers": 3, "writer_kind": "thread", "switch_interval_ms": 1.0}
+        "batch_seconds": 3.0,
+        "max_batch": 5,
+        "loader_workers": 1,
+        "min_seconds": 0.2,
+        "storage_options": {"k": 1},
+        "writers": 3,
+        "writer_kind": "thread",
+        "switch_interval_ms": 1.0,
+    }
     assert ExtractConfig(device="cpu").run_options() == RunOptions(loader_workers=2, writers=2)

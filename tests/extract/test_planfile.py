@@ -16,14 +16,23 @@ from .conftest import make_corpus, run_cli
 
 
 def _cfg(**kw):
-    base = dict(max_seconds=1.0, shard_seconds=3.0, domain_map={"speech": "speech", "music": "music"},
-                loader_workers=0, batch_seconds=8.0)
+    base = dict(
+        max_seconds=1.0,
+        shard_seconds=3.0,
+        domain_map={"speech": "speech", "music": "music"},
+        loader_workers=0,
+        batch_seconds=8.0,
+    )
     return ExtractConfig(**{**base, **kw})
 
 
 def _spec(tiny_dir=None):
-    return TeacherSpec(name="wavlm", source=str(tiny_dir("wavlm")) if tiny_dir else "/unused", layers=[1],
-                       codec="float16")
+    return TeacherSpec(
+        name="wavlm",
+        source=str(tiny_dir("wavlm")) if tiny_dir else "/unused",
+        layers=[1],
+        codec="float16",
+    )
 
 
 @pytest.fixture
@@ -45,18 +54,26 @@ def test_a_plan_file_holds_the_plan_and_a_slice_reads_only_its_shards(planned, m
     assert pf.params["inputs"] == [str(root)] and pf.params["segment_seconds"] == 1.0
     read = []
     real = PlanFile._read
-    monkeypatch.setattr(PlanFile, "_read", lambda self, which: read.extend(which) or real(self, which))
+    monkeypatch.setattr(
+        PlanFile, "_read", lambda self, which: read.extend(which) or real(self, which)
+    )
     plan, errors = build_plan([], [_spec()], _cfg(plan_file=out))
     mine = plan[1::3]
-    assert [sh.name for sh in mine] == [sh.name for sh in want[1::3]] and read == list(range(len(want)))[1::3]
+    assert [sh.name for sh in mine] == [sh.name for sh in want[1::3]] and read == list(
+        range(len(want))
+    )[1::3]
 
 
-def test_extracting_from_a_plan_file_in_slices_equals_extracting_from_the_corpus(planned, tiny_dir, tmp_path):
+def test_extracting_from_a_plan_file_in_slices_equals_extracting_from_the_corpus(
+    planned, tiny_dir, tmp_path
+):
     root, out, _ = planned
     spec = _spec(tiny_dir)
     direct = extract([str(root)], [spec], str(tmp_path / "direct"), _cfg())
     for i in range(2):
-        extract([], [spec], str(tmp_path / "sliced"), _cfg(plan_file=out, num_workers=2, worker_index=i))
+        extract(
+            [], [spec], str(tmp_path / "sliced"), _cfg(plan_file=out, num_workers=2, worker_index=i)
+        )
     from audistill.extract.run import merge_errors
     from audistill.shards.bank import Bank
 
@@ -65,18 +82,29 @@ def test_extracting_from_a_plan_file_in_slices_equals_extracting_from_the_corpus
     merge_errors(bank)
 
     def content(root):
-        return {sd.segment.id: (sd.shard, sd.audio.tobytes(), sd.features["wavlm"][1].tobytes())
-                for sd in BankReader(root)}
+        return {
+            sd.segment.id: (sd.shard, sd.audio.tobytes(), sd.features["wavlm"][1].tobytes())
+            for sd in BankReader(root)
+        }
 
-    assert content(str(tmp_path / "sliced")) == content(str(tmp_path / "direct")) and direct.segments_written > 0
-    errs = [json.loads(line) for line in (tmp_path / "sliced" / "errors.jsonl").read_text().splitlines()]
-    assert [e["file"].rsplit("/", 1)[-1] for e in errs] == ["broken.wav"]  # recorded once, by slice 0
+    assert (
+        content(str(tmp_path / "sliced")) == content(str(tmp_path / "direct"))
+        and direct.segments_written > 0
+    )
+    errs = [
+        json.loads(line) for line in (tmp_path / "sliced" / "errors.jsonl").read_text().splitlines()
+    ]
+    assert [e["file"].rsplit("/", 1)[-1] for e in errs] == [
+        "broken.wav"
+    ]  # recorded once, by slice 0
     assert verify_bank(str(tmp_path / "sliced")).ok
 
 
 def test_a_plan_made_with_other_settings_or_beside_inputs_is_refused(planned):
     root, out, _ = planned
-    with pytest.raises(PlanFileError, match=r"other settings \(shard_seconds: the plan has 3.0, this run 7.0\)"):
+    with pytest.raises(
+        PlanFileError, match=r"other settings \(shard_seconds: the plan has 3.0, this run 7.0\)"
+    ):
         build_plan([], [_spec()], _cfg(plan_file=out, shard_seconds=7.0))
     short = TeacherSpec(name="w", source="/unused", max_seconds=0.5)
     with pytest.raises(PlanFileError, match="segment_seconds"):
@@ -115,20 +143,48 @@ def test_cli_plan_then_extract_from_it(tmp_path, tiny_dir, capsys, monkeypatch):
 
     root = make_corpus(tmp_path / "corpus", 3, 1)
     spec = tmp_path / "t.toml"
-    spec.write_text(f'[[teacher]]\nname = "wavlm"\nsource = "{tiny_dir("wavlm")}"\nlayers = [1]\ncodec = "float16"\n')
+    spec.write_text(
+        f'[[teacher]]\nname = "wavlm"\nsource = "{tiny_dir("wavlm")}"\nlayers = [1]\ncodec = '
+        '"float16"\n'
+    )
 
     def run(*args):
         return run_cli(monkeypatch, capsys, *args)
 
     plan = str(tmp_path / "c.plan")
-    code, out, err = run("plan", str(root), "--teachers", str(spec), "-o", plan, "--max-seconds", "2", "--json")
+    code, out, err = run(
+        "plan", str(root), "--teachers", str(spec), "-o", plan, "--max-seconds", "2", "--json"
+    )
     assert code == 0, err
     assert json.loads(out)["segments"] == 4
-    code, out, err = run("extract", "--plan", plan, "--teachers", str(spec), "--bank", str(tmp_path / "b"),
-                         "--max-seconds", "2", "--loader-workers", "0", "--json")
+    code, out, err = run(
+        "extract",
+        "--plan",
+        plan,
+        "--teachers",
+        str(spec),
+        "--bank",
+        str(tmp_path / "b"),
+        "--max-seconds",
+        "2",
+        "--loader-workers",
+        "0",
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(out)["segments_written"] == 4
-    code, _, err = run("extract", str(root), "--plan", plan, "--teachers", str(spec), "--bank", str(tmp_path / "b2"))
+    code, _, err = run(
+        "extract",
+        str(root),
+        "--plan",
+        plan,
+        "--teachers",
+        str(spec),
+        "--bank",
+        str(tmp_path / "b2"),
+    )
     assert code == 2 and "not both" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run("extract", "--plan", plan, "--teachers", str(spec), "--bank", str(tmp_path / "b2"))
+    code, _, err = run(
+        "extract", "--plan", plan, "--teachers", str(spec), "--bank", str(tmp_path / "b2")
+    )
     assert code == 2 and "other settings" in err and not (tmp_path / "b2").exists()

@@ -14,8 +14,18 @@ from .conftest import make_corpus, write_wav
 
 
 def _cfg(**kw):
-    return ExtractConfig(**{**dict(max_seconds=1.0, shard_seconds=3.0, domain="speech", loader_workers=0,
-                                   batch_seconds=8.0), **kw})
+    return ExtractConfig(
+        **{
+            **dict(
+                max_seconds=1.0,
+                shard_seconds=3.0,
+                domain="speech",
+                loader_workers=0,
+                batch_seconds=8.0,
+            ),
+            **kw,
+        }
+    )
 
 
 def _spec(tiny_dir, kind="wavlm"):
@@ -37,13 +47,17 @@ def test_a_file_added_to_a_folder_is_extracted_and_nothing_is_stored_twice(tiny_
     root = str(tmp_path / "bank")
     first = extract([str(corpus)], specs, root, _cfg())
     assert first.failed == 0 and first.shards_run >= 3
-    write_wav(corpus / "music" / "a-new.wav", 1.7, seed=9)  # sorts first: every later shard is re-planned
+    write_wav(
+        corpus / "music" / "a-new.wav", 1.7, seed=9
+    )  # sorts first: every later shard is re-planned
     plan_file = str(tmp_path / "plan.bin")  # from a plan file: its index names the shards
     plan_to_file([str(corpus)], specs, _cfg(), plan_file)
     again = extract([], specs, root, _cfg(plan_file=plan_file))
     ids = _ids(root)
     assert max(ids.values()) == 1 and set(ids) == _planned(corpus, specs)
-    assert again.segments_written == 2 and again.failed == 0  # the new file's two pieces, nothing else
+    assert (
+        again.segments_written == 2 and again.failed == 0
+    )  # the new file's two pieces, nothing else
     assert verify_bank(root).ok
     third = extract([str(corpus)], specs, root, _cfg())
     assert third.shards_run == 0 and _ids(root) == ids
@@ -61,7 +75,9 @@ def test_a_file_unreadable_in_the_first_run_is_added_once_when_restored(tiny_dir
     assert first.segments_written == 5 and first.failed == 1
     (corpus / "f1.wav").write_bytes(good)
     catalog = json.loads((tmp_path / "bank" / "bank.json").read_text())
-    catalog["shards"] = {}  # as after a run killed before it saved the catalog: the commit records say it all
+    catalog[
+        "shards"
+    ] = {}  # as after a run killed before it saved the catalog: the commit records say it all
     (tmp_path / "bank" / "bank.json").write_text(json.dumps(catalog))
     extract([str(corpus)], specs, root, _cfg())
     ids = _ids(root)
@@ -98,7 +114,9 @@ def test_slices_of_a_re_run_after_the_corpus_changed_store_every_segment_once(ti
     extract([str(corpus)], specs, root, _cfg())
     write_wav(corpus / "music" / "a-new.wav", 1.7, seed=9)
     write_wav(corpus / "speech" / "utt02b.wav", 2.2, seed=8)  # a second change, further on
-    runs = [extract([str(corpus)], specs, root, _cfg(num_workers=2, worker_index=i)) for i in range(2)]
+    runs = [
+        extract([str(corpus)], specs, root, _cfg(num_workers=2, worker_index=i)) for i in range(2)
+    ]
     bank = Bank.open(root)
     bank.sync_catalog()
     merge_errors(bank)

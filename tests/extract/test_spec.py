@@ -6,11 +6,16 @@ from audistill.extract.spec import TeacherSpec, load_teacher_specs, resolve_laye
 
 def test_toml_and_yaml_give_the_same_specs(tmp_path):
     (tmp_path / "t.toml").write_text(
-        '[[teacher]]\nname = "wavlm"\nsource = "/m/wavlm"\nlayers = "sparse:4"\ndomains = ["speech"]\n'
-        'codec = "bfloat16"\n[[teacher]]\nname = "ast"\nsource = "/m/ast"\nlayers = [1, 2]\nmax_seconds = 10.24\n')
+        '[[teacher]]\nname = "wavlm"\nsource = "/m/wavlm"\nlayers = "sparse:4"\ndomains = '
+        '["speech"]\n'
+        'codec = "bfloat16"\n[[teacher]]\nname = "ast"\nsource = "/m/ast"\nlayers = [1, '
+        "2]\nmax_seconds = 10.24\n"
+    )
     (tmp_path / "t.yaml").write_text(
-        "teachers:\n  - {name: wavlm, source: /m/wavlm, layers: 'sparse:4', domains: [speech], codec: bfloat16}\n"
-        "  - {name: ast, source: /m/ast, layers: [1, 2], max_seconds: 10.24}\n")
+        "teachers:\n  - {name: wavlm, source: /m/wavlm, layers: 'sparse:4', domains: [speech], "
+        "codec: bfloat16}\n"
+        "  - {name: ast, source: /m/ast, layers: [1, 2], max_seconds: 10.24}\n"
+    )
     a, b = load_teacher_specs(tmp_path / "t.toml"), load_teacher_specs(tmp_path / "t.yaml")
     assert a == b
     assert a[0].domains == ("speech",) and a[1].layers == (1, 2) and a[1].max_seconds == 10.24
@@ -19,14 +24,26 @@ def test_toml_and_yaml_give_the_same_specs(tmp_path):
 
 def test_every_problem_is_reported_at_once(tmp_path):
     p = tmp_path / "bad.toml"
-    p.write_text('[[teacher]]\nname = "bad name"\nsource = "x"\nlayers = "some"\ndtype = "int3"\ncodec = "nope"\n'
-                 'colour = 1\n[[teacher]]\nsource = "y"\nmax_seconds = -1\nframe_policy = "25hz"\n'
-                 '[[teacher]]\nname = "a"\nsource = "z"\n[[teacher]]\nname = "a"\nsource = "z"\n')
+    p.write_text(
+        '[[teacher]]\nname = "bad name"\nsource = "x"\nlayers = "some"\ndtype = "int3"\ncodec = '
+        '"nope"\n'
+        'colour = 1\n[[teacher]]\nsource = "y"\nmax_seconds = -1\nframe_policy = "25hz"\n'
+        '[[teacher]]\nname = "a"\nsource = "z"\n[[teacher]]\nname = "a"\nsource = "z"\n'
+    )
     with pytest.raises(SpecError) as e:
         load_teacher_specs(p)
     msg = str(e.value)
-    for needle in ("not a safe key", "layers 'some'", "dtype 'int3'", "unknown codec 'nope'", "unknown key 'colour'",
-                   "missing 'name'", "max_seconds", "frame_policy '25hz'", "used more than once"):
+    for needle in (
+        "not a safe key",
+        "layers 'some'",
+        "dtype 'int3'",
+        "unknown codec 'nope'",
+        "unknown key 'colour'",
+        "missing 'name'",
+        "max_seconds",
+        "frame_policy '25hz'",
+        "used more than once",
+    ):
         assert needle in msg, needle
 
 
@@ -54,5 +71,13 @@ def test_resolve_layers():
 
 def test_spec_json_round_trip():
     s = TeacherSpec(name="t", source="s", layers=(1, 2), domains=("speech",))
-    assert TeacherSpec(**{**s.to_json(), "layers": tuple(s.to_json()["layers"]),
-                          "domains": tuple(s.to_json()["domains"])}) == s
+    assert (
+        TeacherSpec(
+            **{
+                **s.to_json(),
+                "layers": tuple(s.to_json()["layers"]),
+                "domains": tuple(s.to_json()["domains"]),
+            }
+        )
+        == s
+    )

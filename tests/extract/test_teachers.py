@@ -35,11 +35,17 @@ def test_batched_equals_one_at_a_time(tiny_dir, kind, tmp_path):
         feats, flen = t.extract(torch.from_numpy(waves[b])[None], torch.tensor([n]))
         assert int(flen[0]) == t.num_frames(n) == batched[b][t.layers[0]].shape[0]
         for layer in t.layers:
-            torch.testing.assert_close(torch.from_numpy(batched[b][layer]), feats[layer][0, : int(flen[0])],
-                                       atol=2e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                torch.from_numpy(batched[b][layer]),
+                feats[layer][0, : int(flen[0])],
+                atol=2e-4,
+                rtol=1e-4,
+            )
 
 
-@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # transformers' own eager path
+@pytest.mark.filterwarnings(
+    "ignore:Support for mismatched key_padding_mask"
+)  # transformers' own eager path
 def test_wavlm_fused_attention_equals_transformers(tiny_dir):
     """The WavLM teacher's attention without weights (fused SDPA) gives transformers' eager
     attention's features, padding masks included; every layer has it."""
@@ -47,7 +53,9 @@ def test_wavlm_fused_attention_equals_transformers(tiny_dir):
 
     t = _teacher(tiny_dir, "wavlm", layers="all")
     mods = [m for m in t.model.modules() if isinstance(m, WavLMAttention)]
-    assert len(mods) == t.num_layers - 1 and all("torch_multi_head_self_attention" in vars(m) for m in mods)
+    assert len(mods) == t.num_layers - 1 and all(
+        "torch_multi_head_self_attention" in vars(m) for m in mods
+    )
     wave, lengths = _batch()
     fused, flen = t.extract(wave, lengths)
     for m in mods:
@@ -56,14 +64,19 @@ def test_wavlm_fused_attention_equals_transformers(tiny_dir):
     assert flen.tolist() == flen2.tolist()
     for layer in t.layers:
         for b, n in enumerate(flen.tolist()):
-            torch.testing.assert_close(fused[layer][b, :n], eager[layer][b, :n], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                fused[layer][b, :n], eager[layer][b, :n], atol=1e-5, rtol=1e-5
+            )
 
 
-@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # transformers' own eager path
+@pytest.mark.filterwarnings(
+    "ignore:Support for mismatched key_padding_mask"
+)  # transformers' own eager path
 @pytest.mark.parametrize("kind", ["wavlm", "wav2vec2", "data2vec"])
 def test_sync_free_masks_equal_transformers_masking(tiny_dir, kind):
     """The teacher's model, its padding masks made without host syncs, gives the hidden states of
-    the model as transformers loads it, on a padded batch (real frames; padded ones are zero in both)."""
+    the model as transformers loads it, on a padded batch (real frames; padded ones are zero in
+    both)."""
     from transformers import AutoModel
 
     t = _teacher(tiny_dir, kind, layers="all")
@@ -120,8 +133,12 @@ def test_whisper_keeps_only_frames_covering_real_audio(tiny_dir):
     feats, flen = t.extract(*_batch())
     assert flen.tolist() == [math.ceil(n / 320) for n in LENGTHS] == [50, 74, 25, 74]
     assert feats[2].shape[1] == 74  # not 1500
-    full = t.model(t.fe([_batch()[0][2, :8000].numpy()], sampling_rate=16000, return_tensors="pt")["input_features"],
-                   output_hidden_states=True).hidden_states[2]
+    full = t.model(
+        t.fe([_batch()[0][2, :8000].numpy()], sampling_rate=16000, return_tensors="pt")[
+            "input_features"
+        ],
+        output_hidden_states=True,
+    ).hidden_states[2]
     assert full.shape[1] == 1500
     torch.testing.assert_close(feats[2][2, :25], full[0, :25], atol=1e-5, rtol=1e-5)
 
@@ -131,12 +148,17 @@ def test_whisper_log_mel_on_the_device_equals_the_feature_extractor(tiny_dir):
     and per-item max - 8 floor), for items shorter than, and cut at, the window."""
     t = _teacher(tiny_dir, "whisper")
     wave, lengths = _batch(seed=3)
-    long = torch.randn(1, t.window + 5000, generator=torch.Generator().manual_seed(1)) * 0.1  # cut at 30 s
+    long = (
+        torch.randn(1, t.window + 5000, generator=torch.Generator().manual_seed(1)) * 0.1
+    )  # cut at 30 s
     wave = torch.cat([torch.nn.functional.pad(wave, (0, long.shape[1] - wave.shape[1])), long])
     lengths = torch.cat([lengths, torch.tensor([long.shape[1]])])
     ours = t.log_mel(wave * (torch.arange(wave.shape[1])[None] < lengths[:, None]))
-    ref = t.fe([wave[b, : int(n)].numpy() for b, n in enumerate(lengths)], sampling_rate=16000,
-               return_tensors="pt")["input_features"]
+    ref = t.fe(
+        [wave[b, : int(n)].numpy() for b, n in enumerate(lengths)],
+        sampling_rate=16000,
+        return_tensors="pt",
+    )["input_features"]
     assert ours.shape == ref.shape == (5, 80, 3000)
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)  # bit-identical on the CPU here
 
@@ -151,8 +173,11 @@ def test_ast_fbank_on_the_device_equals_the_feature_extractor(tiny_dir):
     wave = torch.cat([torch.nn.functional.pad(wave, (0, n_long - wave.shape[1])), long])
     lengths = torch.cat([lengths, torch.tensor([n_long])])
     ours = t.fbank(wave * (torch.arange(wave.shape[1])[None] < lengths[:, None]), lengths)
-    ref = t.fe([wave[b, : int(n)].numpy() for b, n in enumerate(lengths)], sampling_rate=16000,
-               return_tensors="pt")["input_values"]
+    ref = t.fe(
+        [wave[b, : int(n)].numpy() for b, n in enumerate(lengths)],
+        sampling_rate=16000,
+        return_tensors="pt",
+    )["input_values"]
     assert ours.shape == ref.shape == (5, t.max_len, 128)
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)  # bit-identical on the CPU here
 
@@ -172,10 +197,22 @@ def test_ast_mean_over_frequency_patches(tiny_dir):
 def test_record_identity_and_fingerprint(tiny_dir, tmp_path):
     from .tiny_models import make_tiny
 
-    a = _teacher(tiny_dir, "wavlm", layers="sparse:2", codec="bfloat16", domains=("speech",),
-                 home_domain="speech").record()
-    assert (a.layers, a.num_layers, a.dim, a.frame_rate, a.domains, a.home_domain) == ([1, 3], 4, 32, 50.0,
-                                                                                     ["speech"], "speech")
+    a = _teacher(
+        tiny_dir,
+        "wavlm",
+        layers="sparse:2",
+        codec="bfloat16",
+        domains=("speech",),
+        home_domain="speech",
+    ).record()
+    assert (a.layers, a.num_layers, a.dim, a.frame_rate, a.domains, a.home_domain) == (
+        [1, 3],
+        4,
+        32,
+        50.0,
+        ["speech"],
+        "speech",
+    )
     assert a.codec["name"] == "bfloat16" and len(a.fingerprint) == 64
     b = _teacher(tiny_dir, "wavlm").record()
     assert a.fingerprint == b.fingerprint
@@ -305,12 +342,37 @@ def test_speed_lever_options_are_validated():
     from audistill.extract.errors import SpecError
     from audistill.extract.spec import parse_specs
 
-    s = parse_specs([{"name": "w", "source": "x", "precision": "weights", "compile": "reduce-overhead",
-                      "bucket_seconds": 4}], "t")[0]
+    s = parse_specs(
+        [
+            {
+                "name": "w",
+                "source": "x",
+                "precision": "weights",
+                "compile": "reduce-overhead",
+                "bucket_seconds": 4,
+            }
+        ],
+        "t",
+    )[0]
     assert (s.precision, s.compile, s.bucket_seconds) == ("weights", "reduce-overhead", 4.0)
     with pytest.raises(SpecError) as e:
-        parse_specs([{"name": "w", "source": "x", "precision": "fp8", "compile": "fast", "bucket_seconds": -1}], "t")
-    assert "precision 'fp8'" in str(e.value) and "compile 'fast'" in str(e.value) and "bucket_seconds" in str(e.value)
+        parse_specs(
+            [
+                {
+                    "name": "w",
+                    "source": "x",
+                    "precision": "fp8",
+                    "compile": "fast",
+                    "bucket_seconds": -1,
+                }
+            ],
+            "t",
+        )
+    assert (
+        "precision 'fp8'" in str(e.value)
+        and "compile 'fast'" in str(e.value)
+        and "bucket_seconds" in str(e.value)
+    )
 
 
 @pytest.mark.slow

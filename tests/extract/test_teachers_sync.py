@@ -1,12 +1,13 @@
-"""A teacher's forward queues on the device without waiting for it (no host sync), checked on the CPU.
+"""A teacher's forward queues on the device without waiting for it (no host sync), checked on the
+CPU.
 
 On CUDA, ``torch.cuda.set_sync_debug_mode`` finds syncs (tests/extract/test_gpu.py). Here the
 teacher runs on the ``meta`` device (tensors without data, the stand-in for the accelerator; the
 batch's lengths stay on the host, as in extraction) under a dispatch mode that records every
 operator which, on a CUDA tensor, makes the host wait: reading a value (``item``, ``tolist``,
 ``if t:``), data-dependent shapes (``nonzero``, boolean-mask indexing, ``masked_select``,
-``unique``), assignment through tensor indices (``x[idx] = v``), and copies between host and device other than the pinned, queued ones of
-``host_to_device``.
+``unique``), assignment through tensor indices (``x[idx] = v``), and copies between host and device
+other than the pinned, queued ones of ``host_to_device``.
 """
 
 import contextlib
@@ -20,9 +21,23 @@ from audistill.extract.spec import TeacherSpec
 from audistill.extract.teachers import load_teacher
 
 DEVICE = "meta"
-READS_OR_DATA_SHAPED = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique", "_unique2",
-                        "unique_consecutive", "unique_dim", "repeat_interleave", "masked_scatter",
-                        "masked_scatter_", "_assert_async", "is_nonzero", "equal", "allclose"}
+READS_OR_DATA_SHAPED = {
+    "_local_scalar_dense",
+    "nonzero",
+    "masked_select",
+    "unique",
+    "_unique",
+    "_unique2",
+    "unique_consecutive",
+    "unique_dim",
+    "repeat_interleave",
+    "masked_scatter",
+    "masked_scatter_",
+    "_assert_async",
+    "is_nonzero",
+    "equal",
+    "allclose",
+}
 INDEXING = {"index", "_unsafe_index"}
 ASSIGNING = {"index_put", "index_put_", "_index_put_impl_", "_unsafe_index_put"}
 COPIES = {"_to_copy", "copy_", "_copy_from", "_copy_from_and_resize", "to"}
@@ -60,7 +75,7 @@ class SyncRecorder(TorchDispatchMode):
         if name in READS_OR_DATA_SHAPED:
             return True
         if name in ASSIGNING:  # boolean masks: masked_fill_ with the value read on the host; tensor
-            return True        # indices: found syncing on CUDA by the sync debug mode
+            return True  # indices: found syncing on CUDA by the sync debug mode
         if name in INDEXING:  # boolean masks become nonzero's data-dependent indices
             return any(t.dtype == torch.bool for t in _tensors(args[1:2]))
         if name in COPIES and "cpu" in devices:  # host <-> device, not through host_to_device

@@ -39,20 +39,40 @@ def _alive(pid: int) -> bool:
 def test_writer_processes_exit_when_the_run_is_killed_as_they_start(tmp_path, tiny_dir):
     corpus = make_corpus(tmp_path / "corpus", n_speech=4, n_music=0)
     spec = tmp_path / "t.toml"
-    spec.write_text(f'[[teacher]]\nname = "wavlm"\nsource = "{tiny_dir("wavlm")}"\nlayers = "sparse:2"\n'
-                    'codec = "float16"\n')
-    proc = subprocess.Popen(CLI + [str(corpus), "--bank", str(tmp_path / "bank"), "--teachers", str(spec),
-                                   "--max-seconds", "1.5", "--loader-workers", "0", "--writers", "2",
-                                   "--writer-kind", "process"],
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    spec.write_text(
+        f'[[teacher]]\nname = "wavlm"\nsource = "{tiny_dir("wavlm")}"\nlayers = "sparse:2"\n'
+        'codec = "float16"\n'
+    )
+    proc = subprocess.Popen(
+        CLI
+        + [
+            str(corpus),
+            "--bank",
+            str(tmp_path / "bank"),
+            "--teachers",
+            str(spec),
+            "--max-seconds",
+            "1.5",
+            "--loader-workers",
+            "0",
+            "--writers",
+            "2",
+            "--writer-kind",
+            "process",
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     kids: list[int] = []
     while time.time() < deadline and proc.poll() is None and len(kids) < 2:
         kids = _children(proc.pid)
         time.sleep(0.005)
     assert kids, "no writer process started"
-    os.kill(proc.pid, signal.SIGKILL)  # while the writers still import (seconds): no death signal is set yet
+    os.kill(
+        proc.pid, signal.SIGKILL
+    )  # while the writers still import (seconds): no death signal is set yet
     proc.wait()
     deadline = time.time() + 60
     while time.time() < deadline and any(_alive(k) for k in kids):

@@ -20,7 +20,9 @@ def exact_waves(wave: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
     return [q[b, : int(n)].numpy().astype(np.float32) for b, n in enumerate(lengths.tolist())]
 
 
-def bank_features(teacher, waves: list[np.ndarray], root: Path, **cfg) -> tuple[list[dict[int, np.ndarray]], RunSummary]:
+def bank_features(
+    teacher, waves: list[np.ndarray], root: Path, **cfg
+) -> tuple[list[dict[int, np.ndarray]], RunSummary]:
     """``teacher``'s features of every wave (float32 at 16 kHz, 16-bit exact), read back from a bank
     that ``extract`` wrote with ``teacher`` (one shard, one batch unless ``cfg`` says otherwise)."""
     corpus = root / "corpus"
@@ -28,8 +30,21 @@ def bank_features(teacher, waves: list[np.ndarray], root: Path, **cfg) -> tuple[
     for i, w in enumerate(waves):
         sf.write(corpus / f"item{i:02d}.wav", w, 16000, subtype="PCM_16")
     longest = max(len(w) for w in waves) / 16000
-    base = dict(max_seconds=longest + 0.5, shard_seconds=3600.0, loader_workers=0,
-                batch_seconds=len(waves) * (longest + 0.5), device=str(teacher.device))
-    s = extract([str(corpus)], [teacher.spec], str(root / "bank"), ExtractConfig(**{**base, **cfg}), teachers=[teacher])
-    feats = {sd.segment.source: sd.features.get(teacher.name) for sd in BankReader(str(root / "bank"))}
+    base = dict(
+        max_seconds=longest + 0.5,
+        shard_seconds=3600.0,
+        loader_workers=0,
+        batch_seconds=len(waves) * (longest + 0.5),
+        device=str(teacher.device),
+    )
+    s = extract(
+        [str(corpus)],
+        [teacher.spec],
+        str(root / "bank"),
+        ExtractConfig(**{**base, **cfg}),
+        teachers=[teacher],
+    )
+    feats = {
+        sd.segment.source: sd.features.get(teacher.name) for sd in BankReader(str(root / "bank"))
+    }
     return [feats.get(f"corpus/item{i:02d}.wav") for i in range(len(waves))], s

@@ -13,31 +13,62 @@ def make_tiny(kind: str, out: Path, seed: int = 0) -> Path:
     import transformers as tf
 
     torch.manual_seed(seed)
-    enc = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-               num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    enc = dict(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
     if kind == "wavlm":
-        model = tf.WavLMModel(tf.WavLMConfig(**enc, **CONV, feat_extract_norm="layer", num_buckets=16,
-                                             max_bucket_distance=50))
+        model = tf.WavLMModel(
+            tf.WavLMConfig(
+                **enc, **CONV, feat_extract_norm="layer", num_buckets=16, max_bucket_distance=50
+            )
+        )
         fe = tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
     elif kind == "hubert":
         model = tf.HubertModel(tf.HubertConfig(**enc, **CONV, feat_extract_norm="group"))
         fe = tf.Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False)
     elif kind == "wav2vec2":
-        model = tf.Wav2Vec2Model(tf.Wav2Vec2Config(**enc, **CONV, feat_extract_norm="layer", do_stable_layer_norm=True))
+        model = tf.Wav2Vec2Model(
+            tf.Wav2Vec2Config(**enc, **CONV, feat_extract_norm="layer", do_stable_layer_norm=True)
+        )
         fe = tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
     elif kind == "data2vec":
-        model = tf.Data2VecAudioModel(tf.Data2VecAudioConfig(**{**enc, "num_conv_pos_embeddings": 5}, **CONV))
+        model = tf.Data2VecAudioModel(
+            tf.Data2VecAudioConfig(**{**enc, "num_conv_pos_embeddings": 5}, **CONV)
+        )
         fe = tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
     elif kind == "whisper":
-        cfg = tf.WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-                               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                               num_mel_bins=80, vocab_size=64, pad_token_id=0, bos_token_id=1,
-                               eos_token_id=2, decoder_start_token_id=3, max_target_positions=32)
+        cfg = tf.WhisperConfig(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            num_mel_bins=80,
+            vocab_size=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=3,
+            max_target_positions=32,
+        )
         model = tf.WhisperModel(cfg)
         fe = tf.WhisperFeatureExtractor(feature_size=80)
     elif kind == "ast":
-        cfg = tf.ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                           num_mel_bins=128, max_length=1024)
+        cfg = tf.ASTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_mel_bins=128,
+            max_length=1024,
+        )
         model = tf.ASTModel(cfg)
         fe = tf.ASTFeatureExtractor(num_mel_bins=128, max_length=1024)
     else:

@@ -13,22 +13,47 @@ from audistill.shards.segments import Segment, make_segment_id
 from ..datagen import outlier_features
 
 # (teacher, frame rate, dim, layers, home domain, domains it runs on)
-TEACHERS = [("speechy", 50.0, 12, [1, 2, 3], "speech", []), ("soundy", 25.0, 8, [2, 4], "sound", ["sound", "music"])]
+TEACHERS = [
+    ("speechy", 50.0, 12, [1, 2, 3], "speech", []),
+    ("soundy", 25.0, 8, [2, 4], "sound", ["sound", "music"]),
+]
 
 
-def make_bank(root, layout: str, *, codec: str = "float32", shards: int = 2, per_shard: int = 4,
-              seed: int = 0, storage_options=None, durations=None):
-    """A bank with two teachers (one skipping speech) and the exact values written, by segment id."""
+def make_bank(
+    root,
+    layout: str,
+    *,
+    codec: str = "float32",
+    shards: int = 2,
+    per_shard: int = 4,
+    seed: int = 0,
+    storage_options=None,
+    durations=None,
+):
+    """A bank with two teachers (one skipping speech) and the exact values written, by segment
+    id."""
     rng = np.random.default_rng(seed)
     bank = Bank.create(str(root), layout, storage_options)
     codecs = {}
     for name, rate, dim, layers, home, domains in TEACHERS:
         c = get_codec(codec)
         codecs[name] = c
-        bank.register_teacher(TeacherRecord(name=name, source=f"test/{name}", dim=dim, frame_rate=rate,
-                                            codec=c.record(), layers=layers, num_layers=max(layers) + 1,
-                                            revision="r1", fingerprint="f" * 64, home_domain=home,
-                                            domains=domains), save=False)
+        bank.register_teacher(
+            TeacherRecord(
+                name=name,
+                source=f"test/{name}",
+                dim=dim,
+                frame_rate=rate,
+                codec=c.record(),
+                layers=layers,
+                num_layers=max(layers) + 1,
+                revision="r1",
+                fingerprint="f" * 64,
+                home_domain=home,
+                domains=domains,
+            ),
+            save=False,
+        )
     states = {}
     for name, _, dim, layers, _, _ in TEACHERS:
         if codecs[name].needs_fit:
@@ -59,7 +84,9 @@ def make_bank(root, layout: str, *, codec: str = "float32", shards: int = 2, per
                     for layer in layers:
                         x = outlier_features(rng, frames, dim) * (1 + layer)
                         st = states.get((name, layer))
-                        tst = None if st is None else {a: torch.from_numpy(b) for a, b in st.items()}
+                        tst = (
+                            None if st is None else {a: torch.from_numpy(b) for a, b in st.items()}
+                        )
                         parts = codecs[name].encode(torch.from_numpy(x), tst)
                         enc[layer] = parts
                         dec[layer] = codecs[name].decode({a: _np(b) for a, b in parts.items()}, st)

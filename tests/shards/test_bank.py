@@ -57,7 +57,11 @@ def test_only_requested_layers_and_random_access(tmp_path, layout):
     reader = BankReader(str(tmp_path / "b"), {"speechy": [2]}, audio=False)
     some = sorted(truth)[3]
     sd = reader.get(some)
-    assert sd.audio is None and list(sd.features) == ["speechy"] and list(sd.features["speechy"]) == [2]
+    assert (
+        sd.audio is None
+        and list(sd.features) == ["speechy"]
+        and list(sd.features["speechy"]) == [2]
+    )
     np.testing.assert_array_equal(sd.features["speechy"][2], truth[some][2]["speechy"][2])
 
 
@@ -69,17 +73,19 @@ def test_crops_are_frame_aligned(tmp_path, layout):
     assert hop == 640
     sid = next(k for k, v in truth.items() if v[0].domain == "music")
     sd = reader.get(sid, crop=(3 * hop, 10 * hop))
-    np.testing.assert_array_equal(sd.audio, truth[sid][1][3 * hop:13 * hop])
+    np.testing.assert_array_equal(sd.audio, truth[sid][1][3 * hop : 13 * hop])
     for t, rate in (("speechy", 50), ("soundy", 25)):
         per = 16000 // rate
         f0, nf = 3 * hop // per, 10 * hop // per
         assert sd.frame_start[t] == f0
-        np.testing.assert_array_equal(sd.features[t][2], truth[sid][2][t][2][f0:f0 + nf])
+        np.testing.assert_array_equal(sd.features[t][2], truth[sid][2][t][2][f0 : f0 + nf])
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_empty_and_one_frame_segments(tmp_path, layout):
-    _, truth = make_bank(tmp_path / "b", layout, durations=[0.0, 1 / 50, 0.03], shards=1, per_shard=3)
+    _, truth = make_bank(
+        tmp_path / "b", layout, durations=[0.0, 1 / 50, 0.03], shards=1, per_shard=3
+    )
     assert assert_matches(BankReader(str(tmp_path / "b")), truth) == 3
     lengths = sorted(len(v[1]) for v in truth.values())
     assert lengths == [0, 320, 480]
@@ -99,15 +105,26 @@ def test_add_teacher_and_layers_without_rewriting(tmp_path, layout):
     bank, truth = make_bank(tmp_path / "b", layout)
     before = {p: m["sha256"] for s in bank.catalog.shards for p, m in bank.shard_files(s).items()}
     codec = get_codec("float16")
-    bank.register_teacher(TeacherRecord(name="late", source="t/late", dim=4, frame_rate=50, codec=codec.record(),
-                                        layers=[5], num_layers=6))
+    bank.register_teacher(
+        TeacherRecord(
+            name="late",
+            source="t/late",
+            dim=4,
+            frame_rate=50,
+            codec=codec.record(),
+            layers=[5],
+            num_layers=6,
+        )
+    )
     rng = np.random.default_rng(1)
     added = {}
     for shard in sorted(bank.catalog.shards):
         reader = bank.shard_reader(shard)
         with bank.add_field(shard, "late") as a:
             for seg in reader.segments:
-                x = torch.from_numpy(rng.standard_normal((seg.num_samples // 320, 4)).astype(np.float32))
+                x = torch.from_numpy(
+                    rng.standard_normal((seg.num_samples // 320, 4)).astype(np.float32)
+                )
                 a.add(seg, {5: codec.encode(x)})
                 added[seg.id] = x.half().float().numpy()
     # more layers of an existing teacher
@@ -117,9 +134,16 @@ def test_add_teacher_and_layers_without_rewriting(tmp_path, layout):
         reader = bank.shard_reader(shard)
         with bank.add_field(shard, "speechy", [7]) as a:
             for seg in reader.segments:
-                a.add(seg, None if seg.domain == "sound" else {7: get_codec("float32").encode(torch.ones(seg.num_samples // 320, 12))})
+                a.add(
+                    seg,
+                    None
+                    if seg.domain == "sound"
+                    else {7: get_codec("float32").encode(torch.ones(seg.num_samples // 320, 12))},
+                )
     reopened = Bank.open(str(tmp_path / "b"))
-    after = {p: m["sha256"] for s in reopened.catalog.shards for p, m in reopened.shard_files(s).items()}
+    after = {
+        p: m["sha256"] for s in reopened.catalog.shards for p, m in reopened.shard_files(s).items()
+    }
     assert all(after[p] == h for p, h in before.items())  # nothing rewritten
     assert len(after) > len(before)
     reader = BankReader(str(tmp_path / "b"), {"late": None, "speechy": [1, 7]})
@@ -128,7 +152,9 @@ def test_add_teacher_and_layers_without_rewriting(tmp_path, layout):
         if sd.segment.domain == "sound":
             assert "speechy" not in sd.features
         else:
-            np.testing.assert_array_equal(sd.features["speechy"][1], truth[sd.segment.id][2]["speechy"][1])
+            np.testing.assert_array_equal(
+                sd.features["speechy"][1], truth[sd.segment.id][2]["speechy"][1]
+            )
     with pytest.raises(CatalogError, match="already holds"):
         with bank.add_field(sorted(bank.catalog.shards)[0], "late"):
             pass
@@ -139,7 +165,11 @@ def test_add_teacher_and_layers_without_rewriting(tmp_path, layout):
 
 @pytest.mark.parametrize("src_layout,dst_layout", [("zarr", "webdataset"), ("webdataset", "zarr")])
 def test_convert_both_ways_is_lossless(tmp_path, src_layout, dst_layout):
-    _, truth = make_bank(tmp_path / "a", src_layout, codec="int8-channel" if "int8-channel" in codec_names() else "bfloat16")
+    _, truth = make_bank(
+        tmp_path / "a",
+        src_layout,
+        codec="int8-channel" if "int8-channel" in codec_names() else "bfloat16",
+    )
     from audistill.shards.copy import copy_bank
 
     copy_bank(str(tmp_path / "a"), str(tmp_path / "b"), layout=dst_layout)
@@ -155,7 +185,9 @@ def test_export_keeps_only_what_is_asked(tmp_path, layout):
     from audistill.shards.copy import copy_bank
 
     small = copy_bank(str(tmp_path / "a"), str(tmp_path / "b"), teachers={"speechy": [1, 3]})
-    assert list(small.catalog.teachers) == ["speechy"] and small.catalog.teachers["speechy"].layers == [1, 3]
+    assert list(small.catalog.teachers) == ["speechy"] and small.catalog.teachers[
+        "speechy"
+    ].layers == [1, 3]
     assert small.catalog.bytes < Bank.open(str(tmp_path / "a")).catalog.bytes
     reader = BankReader(small)
     assert assert_matches(reader, truth) == 8
@@ -192,7 +224,9 @@ def test_teacher_identity_is_enforced(tmp_path):
     assert merged.layers == [1, 2, 3, 9]
 
 
-@pytest.mark.parametrize("bad", ["a.b", "../x", "a/b", "", "-lead", "x" * 201, "é", "a b", ".hidden"])
+@pytest.mark.parametrize(
+    "bad", ["a.b", "../x", "a/b", "", "-lead", "x" * 201, "é", "a b", ".hidden"]
+)
 def test_unsafe_ids_are_refused(bad):
     with pytest.raises(UnsafeKeyError):
         Segment(bad, "src")
@@ -201,12 +235,24 @@ def test_unsafe_ids_are_refused(bad):
 def test_unusual_but_safe_ids_round_trip(tmp_path):
     bank = Bank.create(str(tmp_path / "b"), "webdataset")
     codec = get_codec("float32")
-    bank.register_teacher(TeacherRecord(name="t", source="s", dim=2, frame_rate=50, codec=codec.record(), layers=[0]))
-    ids = ["0", "9-lives", "A" * 200, "a_b-c_" + "9" * 50, make_segment_id("../../etc/passwd.wav"),
-           make_segment_id("https://host/a b/ü.flac", 1.5, 3.0)]
+    bank.register_teacher(
+        TeacherRecord(name="t", source="s", dim=2, frame_rate=50, codec=codec.record(), layers=[0])
+    )
+    ids = [
+        "0",
+        "9-lives",
+        "A" * 200,
+        "a_b-c_" + "9" * 50,
+        make_segment_id("../../etc/passwd.wav"),
+        make_segment_id("https://host/a b/ü.flac", 1.5, 3.0),
+    ]
     with bank.write_shard("s", ["t"]) as w:
         for sid in ids:
-            w.add(Segment(sid, "x", num_samples=320), np.arange(320, dtype=np.int16), {"t": {0: codec.encode(torch.ones(1, 2))}})
+            w.add(
+                Segment(sid, "x", num_samples=320),
+                np.arange(320, dtype=np.int16),
+                {"t": {0: codec.encode(torch.ones(1, 2))}},
+            )
     assert w.record.name == "s" and w.record.num_segments == len(ids)
     got = [sd.segment.id for sd in BankReader(bank)]
     assert got == ids
@@ -217,7 +263,16 @@ def test_segment_ids_are_stable_and_distinct():
     a = make_segment_id("/data/x/clip.wav", 0.0, 30.0)
     assert a == make_segment_id("/data/x/clip.wav", 0.0, 30.0)
     assert a.startswith("clip-000000000-")
-    assert len({a, make_segment_id("/data/x/clip.wav", 30.0, 60.0), make_segment_id("/data/y/clip.wav", 0.0, 30.0)}) == 3
+    assert (
+        len(
+            {
+                a,
+                make_segment_id("/data/x/clip.wav", 30.0, 60.0),
+                make_segment_id("/data/y/clip.wav", 0.0, 30.0),
+            }
+        )
+        == 3
+    )
 
 
 def test_codec_state_is_checksummed(tmp_path):
@@ -248,7 +303,9 @@ def test_stats_on_a_distributed_local_cluster(tmp_path):
     bank, _ = make_bank(tmp_path / "b", "webdataset")
     from audistill.shards.stats import compute_stats
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         stats = compute_stats(str(tmp_path / "b"), scheduler=cluster.scheduler_address)
     local = compute_stats(str(tmp_path / "b"), save=False)
     np.testing.assert_allclose(stats["soundy"]["4"]["std"], local["soundy"]["4"]["std"], rtol=1e-6)
@@ -288,27 +345,41 @@ def test_sync_reads_only_the_commit_records_that_can_differ_from_the_catalog(tmp
         os.utime(f, (old, old))  # committed an hour before the catalog was written
     reads = []
     real = BankFS.read_many
-    monkeypatch.setattr(BankFS, "read_many", lambda self, rels, **kw: reads.append(list(rels)) or real(self, rels, **kw))
+    monkeypatch.setattr(
+        BankFS,
+        "read_many",
+        lambda self, rels, **kw: reads.append(list(rels)) or real(self, rels, **kw),
+    )
     bank = Bank.open(str(root))
     assert bank.sync_catalog() == [] and reads == [[]]
 
     names = sorted(bank.catalog.shards)
     new = json.loads((root / "commits" / f"{names[0]}.json").read_text())
     new["name"] = "shard-from-another-slice"
-    (root / "commits" / "shard-from-another-slice.json").write_text(json.dumps(new))  # a shard the catalog lacks
+    (root / "commits" / "shard-from-another-slice.json").write_text(
+        json.dumps(new)
+    )  # a shard the catalog lacks
     grown = json.loads((root / "commits" / f"{names[1]}.json").read_text())
-    grown["fields"]["audio"]["num_frames"] += 10**6  # rewritten elsewhere (e.g. a teacher added): another size
+    grown["fields"]["audio"]["num_frames"] += (
+        10**6
+    )  # rewritten elsewhere (e.g. a teacher added): another size
     (root / "commits" / f"{names[1]}.json").write_text(json.dumps(grown))
     os.utime(root / "commits" / f"{names[1]}.json", (old, old))
     reads.clear()
     assert Bank.open(str(root)).sync_catalog() == sorted(["shard-from-another-slice", names[1]])
-    assert sorted(reads[0]) == sorted(["commits/shard-from-another-slice.json", f"commits/{names[1]}.json"])
+    assert sorted(reads[0]) == sorted(
+        ["commits/shard-from-another-slice.json", f"commits/{names[1]}.json"]
+    )
     synced = Bank.open(str(root)).catalog
-    assert synced.shards[names[1]].fields["audio"].num_frames == grown["fields"]["audio"]["num_frames"]
+    assert (
+        synced.shards[names[1]].fields["audio"].num_frames == grown["fields"]["audio"]["num_frames"]
+    )
 
     reads.clear()
     fresh = Bank.open(str(root))
-    fresh.catalog.written_at = None  # a catalog that does not say when it was written: every record is read
+    fresh.catalog.written_at = (
+        None  # a catalog that does not say when it was written: every record is read
+    )
     fresh.reload = lambda: None
     fresh.sync_catalog()
     assert len(reads[0]) == 4
@@ -323,7 +394,9 @@ def test_a_reader_keeps_only_its_most_recent_shards_open(tmp_path, layout, monke
     _, truth = make_bank(tmp_path / "b", layout, shards=4, per_shard=2)
     closed = []
     real_close = WdsShardReader.close
-    monkeypatch.setattr(WdsShardReader, "close", lambda self: closed.append(self.name) or real_close(self))
+    monkeypatch.setattr(
+        WdsShardReader, "close", lambda self: closed.append(self.name) or real_close(self)
+    )
     reader = BankReader(str(tmp_path / "b"), max_open_shards=2)
     assert assert_matches(reader, truth) == 8 and len(reader._readers) <= 2
     ids = sorted(truth)

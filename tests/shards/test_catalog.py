@@ -42,7 +42,11 @@ def test_catalog_keeps_totals_and_commit_records_keep_the_files(tmp_path, layout
         assert entry["num_files"] == len(files)
         assert entry["commit_bytes"] == (root / "commits" / f"{name}.json").stat().st_size
         for fname, f in entry["fields"].items():
-            mine = [p for p in files if p.split("/")[-1].startswith(f"{name}.{fname}.") or f"/{fname}/" in p]
+            mine = [
+                p
+                for p in files
+                if p.split("/")[-1].startswith(f"{name}.{fname}.") or f"/{fname}/" in p
+            ]
             assert f["bytes"] == sum(files[p]["bytes"] for p in mine) > 0
             assert (f["layer_bytes"] is None) == (f["teacher"] is None)
             if f["teacher"] is not None:
@@ -74,7 +78,9 @@ def test_a_schema_1_bank_reads_verifies_and_is_rewritten_as_schema_2(tmp_path, l
     _, truth = make_bank(root, layout, shards=2, per_shard=3)
     info_before = _as_schema_1(root)
     old = Bank.open(str(root))
-    assert all(type(r) is ShardRecord and r.commit_bytes is None for r in old.catalog.shards.values())  # lists dropped
+    assert all(
+        type(r) is ShardRecord and r.commit_bytes is None for r in old.catalog.shards.values()
+    )  # lists dropped
     info = bank_info(old)
     assert info["bytes"] == info_before["bytes"] and info["teachers"] == info_before["teachers"]
     assert assert_matches(BankReader(old), truth) == 6
@@ -82,13 +88,21 @@ def test_a_schema_1_bank_reads_verifies_and_is_rewritten_as_schema_2(tmp_path, l
 
     assert old.sync_catalog() == []  # the same records; their sizes are learnt once
     cat = json.loads((root / "bank.json").read_text())
-    assert cat["schema_version"] == 2 and all("files" not in e and e["commit_bytes"] for e in cat["shards"].values())
+    assert cat["schema_version"] == 2 and all(
+        "files" not in e and e["commit_bytes"] for e in cat["shards"].values()
+    )
     reads = []
     real = type(old.fs).read_many
-    monkeypatch.setattr(type(old.fs), "read_many", lambda self, rels, **kw: reads.extend(rels) or real(self, rels, **kw))
+    monkeypatch.setattr(
+        type(old.fs),
+        "read_many",
+        lambda self, rels, **kw: reads.extend(rels) or real(self, rels, **kw),
+    )
     hour_ago = time.time() - 3600
     for f in (root / "commits").iterdir():
-        os.utime(f, (hour_ago, hour_ago))  # older than the catalog: only a size can tell a record apart
+        os.utime(
+            f, (hour_ago, hour_ago)
+        )  # older than the catalog: only a size can tell a record apart
     assert Bank.open(str(root)).sync_catalog() == [] and reads == []
     assert verify_bank(str(root)).ok
 
@@ -111,11 +125,15 @@ def test_adding_a_field_builds_on_the_commit_record_not_a_stale_catalog(tmp_path
                 parts = reader.read_parts(field, layer, i) if reader.covered(field, i) else None
                 add.add(seg, None if parts is None else {9: parts})
     commit = _commit(root, shard)
-    assert {f["teacher"]: f["layers"] for f in commit["fields"].values() if f["layers"] == [9]} == \
-        {"speechy": [9], "soundy": [9]}
+    assert {f["teacher"]: f["layers"] for f in commit["fields"].values() if f["layers"] == [9]} == {
+        "speechy": [9],
+        "soundy": [9],
+    }
     fresh = Bank.open(str(root))
     fresh.sync_catalog()
-    assert {9} <= fresh.catalog.shards[shard].layers_of("speechy") and {9} <= fresh.catalog.shards[shard].layers_of("soundy")
+    assert {9} <= fresh.catalog.shards[shard].layers_of("speechy") and {9} <= fresh.catalog.shards[
+        shard
+    ].layers_of("soundy")
     assert verify_bank(str(root)).ok
     assert assert_matches(BankReader(fresh, {"speechy": [1, 2, 3], "soundy": [2, 4]}), truth) == 3
 
@@ -128,7 +146,9 @@ def test_a_missing_or_damaged_commit_record_is_named(tmp_path, layout):
     (root / "commits" / f"{names[0]}.json").unlink()
     (root / "commits" / f"{names[1]}.json").write_text('{"name": "truncated')
     bank = Bank.open(str(root))
-    with pytest.raises(ShardError, match=f"commit record commits/{names[0]}.json is missing.*{names[0]}"):
+    with pytest.raises(
+        ShardError, match=f"commit record commits/{names[0]}.json is missing.*{names[0]}"
+    ):
         bank.shard_reader(names[0])
     with pytest.raises(ShardError, match=f"commit record commits/{names[1]}.json is unreadable"):
         bank.shard_reader(names[1])
@@ -137,7 +157,9 @@ def test_a_missing_or_damaged_commit_record_is_named(tmp_path, layout):
     report = verify_bank(str(root))
     assert sorted(report.broken) == names[:2]
     assert any("no commit record" in p for p in report.broken[names[0]])
-    assert not any("extra file" in p or "stray" in p for n in names[:2] for p in report.broken[n])  # said once, not per file
+    assert not any(
+        "extra file" in p or "stray" in p for n in names[:2] for p in report.broken[n]
+    )  # said once, not per file
     assert any("unreadable" in p for p in report.broken[names[1]])
     assert report.shards_checked == 3
 
@@ -171,19 +193,28 @@ def test_shards_encoded_with_another_codec_state_are_refused(tmp_path, layout):
     bank = Bank.open(str(root))
     (name, *_) = sorted(bank.catalog.shards)
     full = bank.full_record(name)
-    assert full.codec_states == {"speechy": {str(x): bank.catalog.teachers["speechy"].codec_state[str(x)]["sha256"]
-                                             for x in (1, 2, 3)},
-                                 "soundy": {str(x): bank.catalog.teachers["soundy"].codec_state[str(x)]["sha256"]
-                                            for x in (2, 4)}}
+    assert full.codec_states == {
+        "speechy": {
+            str(x): bank.catalog.teachers["speechy"].codec_state[str(x)]["sha256"]
+            for x in (1, 2, 3)
+        },
+        "soundy": {
+            str(x): bank.catalog.teachers["soundy"].codec_state[str(x)]["sha256"] for x in (2, 4)
+        },
+    }
     assert assert_matches(BankReader(bank), truth) == 6
 
     other = get_codec("int8-delta").fit(outlier_features(np.random.default_rng(7), 512, 12))
     bank.catalog.teachers["speechy"].codec_state.pop("2")
     bank.save_codec_state("speechy", 2, other)  # another state under the same teacher and layer
-    with pytest.raises(ShardError, match=f"field 'speechy' layer 2 was encoded with codec state .*'{name}'"):
+    with pytest.raises(
+        ShardError, match=f"field 'speechy' layer 2 was encoded with codec state .*'{name}'"
+    ):
         bank.shard_reader(name)
     with pytest.raises(ShardError, match="would decode wrong"):
-        list(BankReader(bank, {"speechy": [1]}))  # any layer of the shard: the shard is refused on open
+        list(
+            BankReader(bank, {"speechy": [1]})
+        )  # any layer of the shard: the shard is refused on open
     report = verify_bank(str(root))
     assert sorted(report.broken) == sorted(bank.catalog.shards)
     assert all(any("codec state" in p for p in ps) for ps in report.broken.values())
@@ -203,8 +234,15 @@ def test_a_lost_catalog_is_rebuilt_from_the_commit_records(tmp_path, layout):
         Bank.create(str(root), layout)
     rebuilt = Bank.rebuild(str(root))
     after = bank_info(str(root))
-    assert after["teachers"] == before["teachers"] and after["hours_per_domain"] == before["hours_per_domain"]
-    assert (after["shards"], after["segments"], after["bytes"]) == (before["shards"], before["segments"], before["bytes"])
+    assert (
+        after["teachers"] == before["teachers"]
+        and after["hours_per_domain"] == before["hours_per_domain"]
+    )
+    assert (after["shards"], after["segments"], after["bytes"]) == (
+        before["shards"],
+        before["segments"],
+        before["bytes"],
+    )
     assert after["stats_layers"] == {}  # not in the records: `shards stats` makes them again
     assert verify_bank(str(root)).ok
     assert assert_matches(BankReader(rebuilt), truth) == 6
@@ -225,10 +263,19 @@ def test_a_rebuild_refuses_what_would_not_give_back_the_same_catalog(tmp_path):
     # a shard encoded with another codec state than the others (e.g. from another bank)
     rec = _commit(root, names[1])
     other = get_codec("int8-delta").fit(outlier_features(np.random.default_rng(9), 512, 12))
-    np.savez(root / "codec_state" / "speechy" / "L02-other.npz", **{k: np.asarray(v) for k, v in other.items()})
+    np.savez(
+        root / "codec_state" / "speechy" / "L02-other.npz",
+        **{k: np.asarray(v) for k, v in other.items()},
+    )
     import hashlib
-    sha = hashlib.sha256((root / "codec_state" / "speechy" / "L02-other.npz").read_bytes()).hexdigest()
-    rec["teachers"]["speechy"]["codec_state"]["2"] = {"path": "codec_state/speechy/L02-other.npz", "sha256": sha}
+
+    sha = hashlib.sha256(
+        (root / "codec_state" / "speechy" / "L02-other.npz").read_bytes()
+    ).hexdigest()
+    rec["teachers"]["speechy"]["codec_state"]["2"] = {
+        "path": "codec_state/speechy/L02-other.npz",
+        "sha256": sha,
+    }
     rec["codec_states"]["speechy"]["2"] = sha
     (root / "commits" / f"{names[1]}.json").write_text(json.dumps(rec))
     # and a record from before teacher records were kept
@@ -238,6 +285,9 @@ def test_a_rebuild_refuses_what_would_not_give_back_the_same_catalog(tmp_path):
     with pytest.raises(CatalogError) as e:
         Bank.rebuild(str(root))
     msg = str(e.value)
-    assert f"teacher 'speechy' layers ['2']: shard {names[1]} was encoded with other codec states" in msg
+    assert (
+        f"teacher 'speechy' layers ['2']: shard {names[1]} was encoded with other codec states"
+        in msg
+    )
     assert f"1 commit record(s) predate teacher records (e.g. {names[2]})" in msg
     assert not (root / "bank.json").exists()  # nothing that looks complete

@@ -1,4 +1,5 @@
-"""Every codec: round trips within stated bounds on features with loud channels, edge cases, state."""
+"""Every codec: round trips within stated bounds on features with loud channels, edge cases,
+state."""
 
 from __future__ import annotations
 
@@ -60,7 +61,9 @@ def _stored(codec: Codec, parts: dict[str, torch.Tensor], dim: int) -> dict[str,
             out[p.name] = a
             continue
         comp = numcodecs.get_codec(dict(p.compressor))
-        out[p.name] = np.frombuffer(comp.decode(comp.encode(np.ascontiguousarray(a))), p.dtype).reshape(a.shape)
+        out[p.name] = np.frombuffer(
+            comp.decode(comp.encode(np.ascontiguousarray(a))), p.dtype
+        ).reshape(a.shape)
     return out
 
 
@@ -152,8 +155,10 @@ def test_non_finite_rejected(rng, name, bad):
     codec = get_codec(name)
     state_t = {}
     if codec.needs_fit:
-        _, state_t = _fit(get_codec(name, **({"codebooks": 2, "iters": 1} if name == "mvq" else {})),
-                          rng.standard_normal((300, 4)).astype(np.float32))
+        _, state_t = _fit(
+            get_codec(name, **({"codebooks": 2, "iters": 1} if name == "mvq" else {})),
+            rng.standard_normal((300, 4)).astype(np.float32),
+        )
         codec = get_codec(name, **({"codebooks": 2, "iters": 1} if name == "mvq" else {}))
     x = torch.zeros(5, 4)
     x[2, 1] = bad
@@ -208,7 +213,9 @@ def test_mvq_lloyd_iterations_reduce_error(feats):
     for iters in (0, 6):
         codec = get_codec("mvq", codebooks=4, iters=iters)
         state, state_t = _fit(codec, x)
-        xh = codec.decode({k: v.numpy() for k, v in codec.encode(torch.from_numpy(x), state_t).items()}, state)
+        xh = codec.decode(
+            {k: v.numpy() for k, v in codec.encode(torch.from_numpy(x), state_t).items()}, state
+        )
         errs.append(_rel(x, xh))
     assert errs[1] < errs[0]
 
@@ -255,7 +262,7 @@ def test_encode_padded_equals_per_segment_encode(feats, name, config, bound):
     x = torch.full((len(lengths), 150, feats.shape[1]), float("nan"))  # NaN padding
     at = 600
     for b, n in enumerate(lengths):
-        x[b, :n] = torch.from_numpy(feats[at: at + n])
+        x[b, :n] = torch.from_numpy(feats[at : at + n])
         at += n
     x[5, 7, 3] = float("inf")  # item 5 holds a non-finite frame
     parts, ok = codec.encode_padded(x, lengths, state_t)

@@ -44,7 +44,9 @@ _SLOW_WRITER = textwrap.dedent("""
 
 
 def _start_slow_writer(root) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(root)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(root)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "writing"
     return proc
 
@@ -72,7 +74,9 @@ def test_clean_spares_a_live_runs_staged_files_and_removes_a_killed_runs(tmp_pat
     assert set(staged) <= {p.rsplit("/", 1)[-1] for p in gone}
     assert any(p.startswith("leases/") for p in gone)  # the killed run's lease (dead by its pid)
     assert _staged(tmp_path / "b") == []
-    assert [p.stem for p in (tmp_path / "b" / "leases").glob("*.json")] == [lease.run_id()]  # this test's own
+    assert [p.stem for p in (tmp_path / "b" / "leases").glob("*.json")] == [
+        lease.run_id()
+    ]  # this test's own
 
 
 @pytest.mark.parametrize("layout", ["zarr", "webdataset"])
@@ -97,8 +101,15 @@ def test_a_commit_refuses_staged_files_another_process_deleted(tmp_path, layout,
 
 def _foreign(run: str, heartbeat: float) -> bytes:
     """A lease / claim record of a run on another machine."""
-    return json.dumps({"run": run, "host": "elsewhere/x/1", "pid": 1, "heartbeat": heartbeat,
-                       "ttl_s": lease.LEASE_TTL_S}).encode()
+    return json.dumps(
+        {
+            "run": run,
+            "host": "elsewhere/x/1",
+            "pid": 1,
+            "heartbeat": heartbeat,
+            "ttl_s": lease.LEASE_TTL_S,
+        }
+    ).encode()
 
 
 def _bank_at(where: str, tmp_path, s3_bucket_or_none):
@@ -122,7 +133,9 @@ def test_claims_exclude_live_runs_and_take_over_dead_ones(where, bucket, tmp_pat
     monkeypatch.setattr(lease, "CLAIM_WAIT_S", 0.5)
     bank = _bank_at(where, tmp_path, bucket)
     fs = bank.fs
-    assert fs.create_exclusive("locks/x/one.json", b"a") and not fs.create_exclusive("locks/x/one.json", b"b")
+    assert fs.create_exclusive("locks/x/one.json", b"a") and not fs.create_exclusive(
+        "locks/x/one.json", b"b"
+    )
     assert fs.read_bytes("locks/x/one.json") == b"a"  # the loser wrote nothing
     other = "0123456789abcdef"
     fs.write_bytes_atomic(lease.lease_path(other), _foreign(other, time.time()))
@@ -134,7 +147,9 @@ def test_claims_exclude_live_runs_and_take_over_dead_ones(where, bucket, tmp_pat
     with pytest.raises(lease.BusyError):  # a writer of that shard waits, then says who holds it
         with bank.write_shard("s1", []):
             pass
-    fs.write_bytes_atomic(lease.lease_path(other), _foreign(other, time.time() - 2 * lease.LEASE_TTL_S))
+    fs.write_bytes_atomic(
+        lease.lease_path(other), _foreign(other, time.time() - 2 * lease.LEASE_TTL_S)
+    )
     assert claim.try_acquire() is None  # its run is dead: taken over as the next generation
     assert fs.exists("locks/shards/s1.1.json")
     assert lease.Claim(fs, "shards", "s1").try_acquire() == lease.run_id()  # held: not twice
@@ -147,7 +162,9 @@ def test_clean_keeps_temporaries_of_live_runs_on_any_store(where, bucket, tmp_pa
     fs = bank.fs
     live, dead, unleased = "1" * 16, "2" * 16, "3" * 16
     fs.write_bytes_atomic(lease.lease_path(live), _foreign(live, time.time()))
-    fs.write_bytes_atomic(lease.lease_path(dead), _foreign(dead, time.time() - 3 * lease.LEASE_TTL_S))
+    fs.write_bytes_atomic(
+        lease.lease_path(dead), _foreign(dead, time.time() - 3 * lease.LEASE_TTL_S)
+    )
     temps = {run: f"shards/.tmp-s-run{run}-0a1b2c3d.zarr" for run in (live, dead, unleased)}
     for rel in temps.values():
         fs.put_many({f"{rel}/zarr.json": b"{}"})
@@ -161,11 +178,25 @@ def test_clean_keeps_temporaries_of_live_runs_on_any_store(where, bucket, tmp_pa
 
 def test_catalog_saves_merge_teachers_of_other_savers(tmp_path):
     make_bank(tmp_path / "b", "zarr", shards=1)
-    one, two = Bank.open(str(tmp_path / "b")), Bank.open(str(tmp_path / "b"))  # two runs, read at once
+    one, two = (
+        Bank.open(str(tmp_path / "b")),
+        Bank.open(str(tmp_path / "b")),
+    )  # two runs, read at once
     for bank, name in ((one, "first"), (two, "second")):
-        bank.register_teacher(TeacherRecord(name=name, source=f"test/{name}", dim=4, frame_rate=50.0,
-                                            codec=get_codec("float16").record(), layers=[1], num_layers=2,
-                                            revision="r1", fingerprint="f" * 64), save=False)
+        bank.register_teacher(
+            TeacherRecord(
+                name=name,
+                source=f"test/{name}",
+                dim=4,
+                frame_rate=50.0,
+                codec=get_codec("float16").record(),
+                layers=[1],
+                num_layers=2,
+                revision="r1",
+                fingerprint="f" * 64,
+            ),
+            save=False,
+        )
     one.save_catalog()
     two.save_catalog()  # without the merge, 'first' would be gone from bank.json
     assert {"first", "second"} <= set(Bank.open(str(tmp_path / "b")).catalog.teachers)
@@ -182,16 +213,32 @@ def test_a_shard_another_run_committed_meanwhile_gets_only_what_it_lacks(tmp_pat
             w.add(sd.segment, sd.audio, {"speechy": None})
     assert w.record.fields.keys() == rec.fields.keys()  # the other run's shard, untouched
     assert verify_bank(str(tmp_path / "b")).ok
-    with pytest.raises(ShardError, match="other segments"), stale.write_shard("shard-00000", ["speechy"]) as w:
+    with (
+        pytest.raises(ShardError, match="other segments"),
+        stale.write_shard("shard-00000", ["speechy"]) as w,
+    ):
         w.add(segs[0].segment, segs[0].audio, {"speechy": None})
 
 
 def test_layers_another_run_added_meanwhile_are_not_added_twice(tmp_path):
     bank, _ = make_bank(tmp_path / "b", "zarr", shards=1)
-    bank.register_teacher(TeacherRecord(name="late", source="test/late", dim=4, frame_rate=50.0,
-                                        codec=get_codec("float32").record(), layers=[1], num_layers=2,
-                                        revision="r1", fingerprint="f" * 64))
-    one, two = Bank.open(str(tmp_path / "b")), Bank.open(str(tmp_path / "b"))  # both planned the addition
+    bank.register_teacher(
+        TeacherRecord(
+            name="late",
+            source="test/late",
+            dim=4,
+            frame_rate=50.0,
+            codec=get_codec("float32").record(),
+            layers=[1],
+            num_layers=2,
+            revision="r1",
+            fingerprint="f" * 64,
+        )
+    )
+    one, two = (
+        Bank.open(str(tmp_path / "b")),
+        Bank.open(str(tmp_path / "b")),
+    )  # both planned the addition
     segs = list(BankReader(one, {"speechy": [1]}, shards=["shard-00000"]))
     codec = get_codec("float32")
     import torch
@@ -204,6 +251,8 @@ def test_layers_another_run_added_meanwhile_are_not_added_twice(tmp_path):
     rec = Bank.open(str(tmp_path / "b")).read_commit_record("shard-00000")
     assert [f.name for f in rec.teacher_fields("late")] == ["late"]  # once, not as "late-f2" too
     assert verify_bank(str(tmp_path / "b")).ok
-    with pytest.raises(Exception, match="already holds"):  # a caller that knew they are there: refused
+    with pytest.raises(
+        Exception, match="already holds"
+    ):  # a caller that knew they are there: refused
         with Bank.open(str(tmp_path / "b")).add_field("shard-00000", "late"):
             pass

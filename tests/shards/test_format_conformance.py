@@ -22,11 +22,18 @@ import zarr
 
 # (teacher name, codec name, codec parameters): every registered codec, and the variants that
 # change the part list
-CODECS = [("t-f32", "float32", {}), ("t-f16", "float16", {}), ("t-bf16", "bfloat16", {}),
-          ("t-i8row", "int8-row", {}), ("t-i8row32", "int8-row", {"scale_dtype": "float32"}),
-          ("t-i8ch", "int8-channel", {}), ("t-i4", "int4-group", {"group": 8}),
-          ("t-delta", "int8-delta", {}), ("t-mvq", "mvq", {"codebooks": 4}),
-          ("t-mvqn", "mvq", {"codebooks": 3, "normalize": True})]
+CODECS = [
+    ("t-f32", "float32", {}),
+    ("t-f16", "float16", {}),
+    ("t-bf16", "bfloat16", {}),
+    ("t-i8row", "int8-row", {}),
+    ("t-i8row32", "int8-row", {"scale_dtype": "float32"}),
+    ("t-i8ch", "int8-channel", {}),
+    ("t-i4", "int4-group", {"group": 8}),
+    ("t-delta", "int8-delta", {}),
+    ("t-mvq", "mvq", {"codebooks": 4}),
+    ("t-mvqn", "mvq", {"codebooks": 3, "normalize": True}),
+]
 DIM = 10  # not a multiple of the int4 group or the VQ codebooks: padding is exercised
 LAYERS = [0, 3]
 
@@ -40,18 +47,34 @@ def _build(root: Path, layout: str) -> None:
     from audistill.shards.segments import Segment, make_segment_id
     from audistill.shards.stats import compute_stats
 
-    assert {c for _, c, _ in CODECS} == set(codec_names()), "a codec FORMAT.md must describe is missing here"
+    assert {c for _, c, _ in CODECS} == set(codec_names()), (
+        "a codec FORMAT.md must describe is missing here"
+    )
     rng = np.random.default_rng(7)
     bank = Bank.create(str(root), layout)
     codecs = {}
     for name, cname, params in CODECS:
         codec = codecs[name] = get_codec(cname, **params)
-        bank.register_teacher(TeacherRecord(name=name, source=f"test/{name}", dim=DIM, frame_rate=50.0,
-                                            codec=codec.record(), layers=LAYERS, num_layers=4), save=False)
+        bank.register_teacher(
+            TeacherRecord(
+                name=name,
+                source=f"test/{name}",
+                dim=DIM,
+                frame_rate=50.0,
+                codec=codec.record(),
+                layers=LAYERS,
+                num_layers=4,
+            ),
+            save=False,
+        )
         if codec.needs_fit:
             for layer in LAYERS:
-                bank.save_codec_state(name, layer, codec.fit(rng.standard_normal((400, DIM)).astype(np.float32)),
-                                      save=False)
+                bank.save_codec_state(
+                    name,
+                    layer,
+                    codec.fit(rng.standard_normal((400, DIM)).astype(np.float32)),
+                    save=False,
+                )
     bank.save_catalog()
     states = {(t, layer): bank.load_codec_state(t, layer) for t, _, _ in CODECS for layer in LAYERS}
     k = 0
@@ -60,8 +83,15 @@ def _build(root: Path, layout: str) -> None:
             for i in range(3):
                 n = 16000 * (1 + i) // 2 + 37 * k
                 src = f"/corpus/clip {k}.wav"
-                seg = Segment(make_segment_id(src, 0.25, 0.25 + n / 16000), src, 0.25, 0.25 + n / 16000,
-                              "speech", "test", n)
+                seg = Segment(
+                    make_segment_id(src, 0.25, 0.25 + n / 16000),
+                    src,
+                    0.25,
+                    0.25 + n / 16000,
+                    "speech",
+                    "test",
+                    n,
+                )
                 feats = {}
                 for t, _, _ in CODECS:
                     if (k + len(t)) % 5 == 0:  # some teachers skip some segments
@@ -70,10 +100,14 @@ def _build(root: Path, layout: str) -> None:
                     frames = n // 320
                     feats[t] = {}
                     for layer in LAYERS:
-                        x = torch.from_numpy((rng.standard_normal((frames, DIM)) * (1 + layer)).astype(np.float32))
+                        x = torch.from_numpy(
+                            (rng.standard_normal((frames, DIM)) * (1 + layer)).astype(np.float32)
+                        )
                         st = states[(t, layer)]
-                        feats[t][layer] = codecs[t].encode(x, None if st is None else
-                                                           {a: torch.from_numpy(b) for a, b in st.items()})
+                        feats[t][layer] = codecs[t].encode(
+                            x,
+                            None if st is None else {a: torch.from_numpy(b) for a, b in st.items()},
+                        )
                 w.add(seg, rng.integers(-3000, 3000, n).astype(np.int16), feats)
                 k += 1
     compute_stats(str(root), teachers={"t-f32": None}, scheduler="synchronous")
@@ -101,8 +135,16 @@ def _small(t, s):
     return {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": s, "typesize": t}
 
 
-KNOWN_VERSIONS = {"float32": 1, "float16": 1, "bfloat16": 1, "int8-row": 1, "int8-channel": 1, "int4-group": 1,
-                  "int8-delta": 1, "mvq": 1}
+KNOWN_VERSIONS = {
+    "float32": 1,
+    "float16": 1,
+    "bfloat16": 1,
+    "int8-row": 1,
+    "int8-channel": 1,
+    "int4-group": 1,
+    "int8-delta": 1,
+    "mvq": 1,
+}
 
 
 def fmt_parts(codec: dict, dim: int) -> list[dict]:
@@ -119,17 +161,28 @@ def fmt_parts(codec: dict, dim: int) -> list[dict]:
     if name == "bfloat16":
         return [p("x", "frame", "uint16", (dim,), _blosc(2, 2))]
     if name == "int8-row":
-        return [p("q", "frame", "int8", (dim,), ZSTD), p("scale", "frame", cfg["scale_dtype"], (1,), ZSTD)]
+        return [
+            p("q", "frame", "int8", (dim,), ZSTD),
+            p("scale", "frame", cfg["scale_dtype"], (1,), ZSTD),
+        ]
     if name == "int8-channel":
-        return [p("q", "frame", "int8", (dim,), ZSTD), p("scale", "segment", "float32", (dim,), _small(4, 1))]
+        return [
+            p("q", "frame", "int8", (dim,), ZSTD),
+            p("scale", "segment", "float32", (dim,), _small(4, 1)),
+        ]
     if name == "int4-group":
         g = cfg["group"]
         dp = -(-dim // g) * g
-        return [p("q", "frame", "uint8", (dp // 2,), ZSTD), p("scale", "frame", "float16", (dp // g,), ZSTD),
-                p("pad", "segment", "uint8", (1,), _small(1, 0))]
+        return [
+            p("q", "frame", "uint8", (dp // 2,), ZSTD),
+            p("scale", "frame", "float16", (dp // g,), ZSTD),
+            p("pad", "segment", "uint8", (1,), _small(1, 0)),
+        ]
     if name == "int8-delta":
-        return [p("d", "frame", "uint8", (dim,), {"id": "zstd", "level": cfg["level"]}),
-                p("shift", "segment", "uint8", (dim,), _small(1, 0))]
+        return [
+            p("d", "frame", "uint8", (dim,), {"id": "zstd", "level": cfg["level"]}),
+            p("shift", "segment", "uint8", (dim,), _small(1, 0)),
+        ]
     if name == "mvq":
         out = [p("codes", "frame", "uint8", (cfg["codebooks"],), ZSTD)]
         return out + [p("norm", "frame", "float16", (1,), ZSTD)] if cfg["normalize"] else out
@@ -170,7 +223,7 @@ def fmt_decode(codec: dict, parts: dict[str, np.ndarray], state: dict | None) ->
         c, _, s = cb.shape
         x = np.empty((codes.shape[0], c * s), f32)
         for j in range(c):
-            x[:, j * s:(j + 1) * s] = cb[j, codes[:, j]]
+            x[:, j * s : (j + 1) * s] = cb[j, codes[:, j]]
         x = x[:, : int(state["dim"].reshape(-1)[0])]
         if "norm" in parts:
             x = x * parts["norm"].astype(f32)
@@ -188,7 +241,10 @@ class FormatReader:
     def __init__(self, root: Path):
         self.root = root
         self.catalog = json.loads((root / "bank.json").read_text())
-        assert self.catalog["format"] == "audistill-bank" and self.catalog["schema_version"] in (1, 2)
+        assert self.catalog["format"] == "audistill-bank" and self.catalog["schema_version"] in (
+            1,
+            2,
+        )
         self.states = {}
         for name, t in self.catalog["teachers"].items():
             for layer, ref in t["codec_state"].items():
@@ -206,7 +262,9 @@ class FormatReader:
         return rec
 
     def check_codec(self, codec: dict) -> None:
-        assert codec["version"] <= KNOWN_VERSIONS[codec["name"]], f"codec {codec} is newer than this reader"
+        assert codec["version"] <= KNOWN_VERSIONS[codec["name"]], (
+            f"codec {codec} is newer than this reader"
+        )
 
     def read(self) -> dict:
         out = {}
@@ -223,7 +281,7 @@ class FormatReader:
         g = zarr.open_group(str(self.root / "shards" / f"{shard}.zarr"), mode="r")
         segments = g.attrs["audistill"]["segments"]
         samples, offsets = g["audio/samples"][:], g["audio/offsets"][:]
-        out = {s["id"]: (samples[offsets[i]:offsets[i + 1]], {}) for i, s in enumerate(segments)}
+        out = {s["id"]: (samples[offsets[i] : offsets[i + 1]], {}) for i, s in enumerate(segments)}
         for fname, f in rec["fields"].items():
             if f["teacher"] is None:
                 continue
@@ -240,8 +298,12 @@ class FormatReader:
                 for i, s in enumerate(segments):
                     if not present[i]:
                         continue
-                    seg_parts = {p["name"]: arrays[p["name"]][i:i + 1] if p["kind"] == "segment"
-                                 else arrays[p["name"]][off[i]:off[i + 1]] for p in parts}
+                    seg_parts = {
+                        p["name"]: arrays[p["name"]][i : i + 1]
+                        if p["kind"] == "segment"
+                        else arrays[p["name"]][off[i] : off[i + 1]]
+                        for p in parts
+                    }
                     x = self._decode(spec["teacher"], spec, layer, seg_parts)
                     out[s["id"]][1].setdefault(spec["teacher"], {})[layer] = x
         return out
@@ -255,16 +317,25 @@ class FormatReader:
                 return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
 
         def member(tar_bytes: dict, raw: bytes, key: str, mname: str, m: dict) -> bytes:
-            data = raw[m["offset"]:m["offset"] + m["size"]]  # the index's ranged read ...
-            assert data == tar_bytes[f"{key}.{mname}"] and zlib.crc32(data) == m["crc32"]  # ... is the member
+            data = raw[m["offset"] : m["offset"] + m["size"]]  # the index's ranged read ...
+            assert (
+                data == tar_bytes[f"{key}.{mname}"] and zlib.crc32(data) == m["crc32"]
+            )  # ... is the member
             return data
 
         audio_index = index("audio")
-        audio_tar, audio_raw = members("audio"), (self.root / "shards" / f"{shard}.audio.tar").read_bytes()
+        audio_tar, audio_raw = (
+            members("audio"),
+            (self.root / "shards" / f"{shard}.audio.tar").read_bytes(),
+        )
         order = [e["key"] for e in audio_index["segments"]]  # the shard's segment order
         out = {}
         for e in audio_index["segments"]:
-            a = np.load(io.BytesIO(member(audio_tar, audio_raw, e["key"], "audio.npy", e["members"]["audio.npy"])))
+            a = np.load(
+                io.BytesIO(
+                    member(audio_tar, audio_raw, e["key"], "audio.npy", e["members"]["audio.npy"])
+                )
+            )
             seg = json.loads(member(audio_tar, audio_raw, e["key"], "json", e["members"]["json"]))
             assert seg["id"] == e["key"] and a.shape == (e["samples"],)
             out[e["key"]] = (a, {})
@@ -274,7 +345,9 @@ class FormatReader:
             idx = index(fname)
             spec = idx["field"]
             self.check_codec(spec["codec"])
-            assert idx["parts"] == fmt_parts(spec["codec"], spec["dim"])  # the index's parts are section 4's
+            assert idx["parts"] == fmt_parts(
+                spec["codec"], spec["dim"]
+            )  # the index's parts are section 4's
             assert [e["key"] for e in idx["segments"]] == order
             tar, raw = members(fname), (self.root / "shards" / f"{shard}.{fname}.tar").read_bytes()
             for e in idx["segments"]:
@@ -289,9 +362,12 @@ class FormatReader:
                         if rows * int(np.prod(p["shape"])):
                             comp = {k: v for k, v in p["compressor"].items() if k != "typesize"}
                             data = numcodecs.get_codec(comp).decode(data)
-                        parts[p["name"]] = np.frombuffer(data, dtype=p["dtype"]).reshape(rows, *p["shape"])
-                    out[e["key"]][1].setdefault(spec["teacher"], {})[layer] = self._decode(spec["teacher"], spec,
-                                                                                           layer, parts)
+                        parts[p["name"]] = np.frombuffer(data, dtype=p["dtype"]).reshape(
+                            rows, *p["shape"]
+                        )
+                    out[e["key"]][1].setdefault(spec["teacher"], {})[layer] = self._decode(
+                        spec["teacher"], spec, layer, parts
+                    )
         return out
 
     def layer_bytes(self, shard: str, rec: dict, fname: str, layer: int) -> int:
@@ -300,8 +376,12 @@ class FormatReader:
             prefix = f"shards/{shard}.zarr/{fname}/{_layer_key(layer)}/"
             return sum(m["bytes"] for p, m in rec["files"].items() if p.startswith(prefix))
         idx = json.loads((self.root / "shards" / f"{shard}.{fname}.json").read_text())
-        return sum(m["size"] for e in idx["segments"] for n, m in (e["members"] or {}).items()
-                   if n.startswith(f"{_layer_key(layer)}."))
+        return sum(
+            m["size"]
+            for e in idx["segments"]
+            for n, m in (e["members"] or {}).items()
+            if n.startswith(f"{_layer_key(layer)}.")
+        )
 
 
 def segment_id(seg: dict) -> str:
@@ -311,11 +391,14 @@ def segment_id(seg: dict) -> str:
     stem = stem if stem[0].isalnum() else "s" + stem
     start_ms = round(seg["start"] * 1000)
     end_ms = -1 if seg["end"] is None else round(seg["end"] * 1000)
-    digest = hashlib.sha1(f"{seg['source']}\0{start_ms}\0{end_ms}".encode(errors="surrogateescape")).hexdigest()
+    digest = hashlib.sha1(
+        f"{seg['source']}\0{start_ms}\0{end_ms}".encode(errors="surrogateescape")
+    ).hexdigest()
     return f"{stem}-{start_ms:09d}-{digest[:12]}"
 
 
 # -- the checks -----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module", params=["zarr", "webdataset"])
 def bank(request, tmp_path_factory):
@@ -335,7 +418,12 @@ def test_a_reader_written_from_the_format_reads_what_the_library_reads(bank):
             teachers_seen.add(t)
             for layer, x in layers.items():
                 got = ours[sid][1][t][layer]
-                assert got.dtype == np.float32 and got.shape == x.shape, (t, layer, got.dtype, got.shape)
+                assert got.dtype == np.float32 and got.shape == x.shape, (
+                    t,
+                    layer,
+                    got.dtype,
+                    got.shape,
+                )
                 # the same stored bytes, decoded by the same arithmetic: equal, to the bit
                 np.testing.assert_array_equal(got, x, err_msg=f"{t} layer {layer}")
     assert teachers_seen == {t for t, _, _ in CODECS}
@@ -346,14 +434,22 @@ def test_the_catalog_says_what_the_format_says_it_does(bank):
     layout = r.catalog["layout"]
     for shard, entry in r.catalog["shards"].items():
         rec = r.commit(shard)
-        assert {k: v for k, v in rec.items() if k not in ("files", "codec_states", "teachers")} == \
-            {k: v for k, v in entry.items() if k != "commit_bytes"}
-        assert entry["bytes"] == sum(m["bytes"] for m in rec["files"].values()) and entry["num_files"] == len(rec["files"])
+        assert {k: v for k, v in rec.items() if k not in ("files", "codec_states", "teachers")} == {
+            k: v for k, v in entry.items() if k != "commit_bytes"
+        }
+        assert entry["bytes"] == sum(m["bytes"] for m in rec["files"].values()) and entry[
+            "num_files"
+        ] == len(rec["files"])
         for fname, f in entry["fields"].items():
             for layer in f["layers"]:
-                assert f["layer_bytes"][str(layer)] == r.layer_bytes(shard, rec, fname, layer), (fname, layer)
+                assert f["layer_bytes"][str(layer)] == r.layer_bytes(shard, rec, fname, layer), (
+                    fname,
+                    layer,
+                )
         audio = entry["fields"]["audio"]
-        stored = sum(len(a) for a, _ in r.read_zarr(shard, rec).values()) if layout == "zarr" else None
+        stored = (
+            sum(len(a) for a, _ in r.read_zarr(shard, rec).values()) if layout == "zarr" else None
+        )
         if layout == "zarr":
             assert audio["num_frames"] == stored == entry["num_samples"]
         else:
@@ -368,7 +464,9 @@ def test_stats_hold_the_population_std_of_the_decoded_features(bank):
     r = FormatReader(bank)
     stats = r.catalog["stats"]["t-f32"]
     for layer in LAYERS:
-        x = np.concatenate([f["t-f32"][layer] for _, f in r.read().values() if "t-f32" in f]).astype(np.float64)
+        x = np.concatenate(
+            [f["t-f32"][layer] for _, f in r.read().values() if "t-f32" in f]
+        ).astype(np.float64)
         s = stats[str(layer)]
         assert s["count"] == x.shape[0]
         np.testing.assert_allclose(s["std"], x.std(0, ddof=0).astype(np.float32), rtol=1e-5)
@@ -384,10 +482,15 @@ def test_zarr_compresses_segment_parts_with_zstd_and_frame_parts_with_their_own(
     for p in fmt_parts(spec["codec"], spec["dim"]):
         codecs = json.loads((group / "L00" / p["name"] / "zarr.json").read_text())["codecs"]
         if p["kind"] == "segment":
-            assert [c["name"] for c in codecs] == ["bytes", "zstd", "crc32c"] and codecs[1]["configuration"]["level"] == 3
+            assert [c["name"] for c in codecs] == ["bytes", "zstd", "crc32c"] and codecs[1][
+                "configuration"
+            ]["level"] == 3
         else:
             inner = codecs[0]["configuration"]["codecs"]
-            assert codecs[0]["name"] == "sharding_indexed" and inner[1]["name"] == p["compressor"]["id"]
+            assert (
+                codecs[0]["name"] == "sharding_indexed"
+                and inner[1]["name"] == p["compressor"]["id"]
+            )
             assert inner[-1]["name"] == "crc32c"
 
 
@@ -395,8 +498,14 @@ def _segments(root: Path, layout: str) -> list[dict]:
     out = []
     for shard in ("alpha", "beta"):
         if layout == "zarr":
-            out += zarr.open_group(str(root / "shards" / f"{shard}.zarr"), mode="r").attrs["audistill"]["segments"]
+            out += zarr.open_group(str(root / "shards" / f"{shard}.zarr"), mode="r").attrs[
+                "audistill"
+            ]["segments"]
         else:
             with tarfile.open(root / "shards" / f"{shard}.audio.tar") as tar:
-                out += [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+                out += [
+                    json.loads(tar.extractfile(m).read())
+                    for m in tar.getmembers()
+                    if m.name.endswith(".json")
+                ]
     return out

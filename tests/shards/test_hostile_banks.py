@@ -32,7 +32,9 @@ def test_a_symlink_in_a_bank_is_never_followed(tmp_path, layout, what):
     secret.parent.mkdir()
     path = tmp_path / "b" / rel
     if what == "file":  # the link has the size the commit record says, so a size check alone passes
-        secret.write_bytes(b"SECRET" * (path.stat().st_size // 6) + b"S" * (path.stat().st_size % 6))
+        secret.write_bytes(
+            b"SECRET" * (path.stat().st_size // 6) + b"S" * (path.stat().st_size % 6)
+        )
         os.remove(path)
         os.symlink(secret, path)
     else:  # a folder of the shard moved outside and linked back
@@ -42,9 +44,15 @@ def test_a_symlink_in_a_bank_is_never_followed(tmp_path, layout, what):
     with pytest.raises(BankError, match="symbolic link"):
         list(BankReader(str(tmp_path / "b")))
     with pytest.raises(BankError, match="symbolic link"):
-        copy_bank(str(tmp_path / "b"), str(tmp_path / "out"), layout="webdataset" if layout == "zarr" else "zarr")
+        copy_bank(
+            str(tmp_path / "b"),
+            str(tmp_path / "out"),
+            layout="webdataset" if layout == "zarr" else "zarr",
+        )
     out = tmp_path / "out"
-    assert not out.exists() or not any(b"SECRET" in p.read_bytes() for p in out.rglob("*") if p.is_file())
+    assert not out.exists() or not any(
+        b"SECRET" in p.read_bytes() for p in out.rglob("*") if p.is_file()
+    )
     report = verify_bank(str(tmp_path / "b"))
     assert not report.ok and "symbolic link" in str(report.broken)
 
@@ -56,8 +64,12 @@ def test_sync_takes_a_shard_name_from_its_record_file_and_checks_it(tmp_path, in
     bank, truth = make_bank(tmp_path / "b", "zarr", shards=1)
     rec = json.loads((tmp_path / "b" / "commits" / "shard-00000.json").read_text())
     rec["name"] = inner
-    (tmp_path / "b" / "commits" / "copied.json").write_text(json.dumps(rec))  # a record under another name
-    (tmp_path / "b" / "commits" / "bad name.json").write_text(json.dumps({**rec, "name": "bad name"}))
+    (tmp_path / "b" / "commits" / "copied.json").write_text(
+        json.dumps(rec)
+    )  # a record under another name
+    (tmp_path / "b" / "commits" / "bad name.json").write_text(
+        json.dumps({**rec, "name": "bad name"})
+    )
     with pytest.raises(BankError, match="copied.json") as e:
         Bank.open(str(tmp_path / "b")).sync_catalog()
     assert "bad name.json" in str(e.value)
@@ -80,12 +92,18 @@ def test_same_size_metadata_changes_are_refused_by_the_default_reader(tmp_path, 
     make_bank(tmp_path / "b", layout, shards=1)
     shard = tmp_path / "b" / "shards"
     if edit == "fill value":
-        _same_size_edit(shard / "shard-00000.zarr" / "audio" / "samples" / "zarr.json", b'"fill_value": 0', b'"fill_value": 7')
+        _same_size_edit(
+            shard / "shard-00000.zarr" / "audio" / "samples" / "zarr.json",
+            b'"fill_value": 0',
+            b'"fill_value": 7',
+        )
     elif edit == "domain":
         _same_size_edit(shard / "shard-00000.zarr" / "zarr.json", b'"music"', b'"mus1c"')
     elif edit == "segment id":
         seg = next(iter(BankReader(str(tmp_path / "b")))).segment.id
-        _same_size_edit(shard / "shard-00000.zarr" / "zarr.json", seg.encode(), seg[:-1].encode() + b"x")
+        _same_size_edit(
+            shard / "shard-00000.zarr" / "zarr.json", seg.encode(), seg[:-1].encode() + b"x"
+        )
     else:
         _same_size_edit(shard / "shard-00000.speechy.json", b'"frames": ', b'"frames":\t')
     with pytest.raises(BankError, match="does not match its commit record"):
@@ -93,8 +111,15 @@ def test_same_size_metadata_changes_are_refused_by_the_default_reader(tmp_path, 
     assert not verify_bank(str(tmp_path / "b")).ok
 
 
-@pytest.mark.parametrize(("key", "value"), [("frame_rate", 49.0), ("dim", 13), ("home_domain", "music"),
-                                            ("codec", {"name": "float16", "version": 1, "config": {}})])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("frame_rate", 49.0),
+        ("dim", 13),
+        ("home_domain", "music"),
+        ("codec", {"name": "float16", "version": 1, "config": {}}),
+    ],
+)
 def test_an_edited_teacher_record_in_the_catalog_is_refused(tmp_path, key, value):
     import json
 
@@ -120,8 +145,11 @@ def test_a_bank_is_not_made_inside_another(tmp_path, inner):
 
 def test_torn_atomic_writes_are_reported_and_cleaned(tmp_path):
     bank, _ = make_bank(tmp_path / "b", "zarr", shards=1)
-    torn = ["bank.json.tmp-1a2b3c4d", "commits/shard-00000.json.tmp-run0123456789abcdef-1a2b3c4d",
-            "codec_state/x/L01.npz.tmp-5e6f7a8b"]
+    torn = [
+        "bank.json.tmp-1a2b3c4d",
+        "commits/shard-00000.json.tmp-run0123456789abcdef-1a2b3c4d",
+        "codec_state/x/L01.npz.tmp-5e6f7a8b",
+    ]
     for rel in torn:
         (tmp_path / "b" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "b" / rel).write_bytes(b"{")

@@ -82,8 +82,11 @@ def test_missing_and_extra_files_are_caught(tmp_path, layout):
     bank, _ = make_bank(tmp_path / "b", layout)
     victim = biggest_file(bank, "shard-00000", "audio")
     os.remove(tmp_path / "b" / victim)
-    extra = (tmp_path / "b" / "shards" / "shard-00001.zarr" / "stray.bin") if layout == "zarr" else (
-        tmp_path / "b" / "shards" / "shard-00001.extra.tar")
+    extra = (
+        (tmp_path / "b" / "shards" / "shard-00001.zarr" / "stray.bin")
+        if layout == "zarr"
+        else (tmp_path / "b" / "shards" / "shard-00001.extra.tar")
+    )
     extra.write_bytes(b"x")
     report = verify_bank(str(tmp_path / "b"))
     assert set(report.broken) == {"shard-00000", "shard-00001"}
@@ -129,7 +132,8 @@ _KILLED_WRITER = textwrap.dedent("""
     with bank.write_shard("victim", ["speechy"]) as w:
         for k in range(100000):
             seg = Segment(f"seg-{k}", "x", num_samples=16000)
-            w.add(seg, np.zeros(16000, np.int16), {"speechy": {l: codec.encode(torch.ones(50, 12)) for l in (1, 2, 3)}})
+            parts = {l: codec.encode(torch.ones(50, 12)) for l in (1, 2, 3)}
+            w.add(seg, np.zeros(16000, np.int16), {"speechy": parts})
             if k == 3:
                 print("writing", flush=True)
             time.sleep(0.01)
@@ -139,7 +143,11 @@ _KILLED_WRITER = textwrap.dedent("""
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_sigkill_mid_write_leaves_nothing_that_looks_complete(tmp_path, layout):
     make_bank(tmp_path / "b", layout, shards=1)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path / "b")], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path / "b")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "writing"
     time.sleep(1.0)
     os.kill(proc.pid, signal.SIGKILL)
@@ -185,9 +193,14 @@ def test_a_rewrite_removes_what_a_crashed_writer_moved_into_place(tmp_path, layo
     leaves final-named files; the next write of that shard replaces them and commits cleanly."""
     bank, truth = make_bank(tmp_path / "b", layout, shards=1)
     seg, audio, _ = next(iter(truth.values()))
-    seg = dataclasses.replace(seg, id=f"{seg.id}-2")  # another segment: one stored twice is a finding of its own
-    leftovers = (["shards/again.zarr/zarr.json", "shards/again.zarr/audio/c/0"] if layout == "zarr" else
-                 ["shards/again.audio.tar", "shards/again.audio.json", "shards/again.speechy.tar"])
+    seg = dataclasses.replace(
+        seg, id=f"{seg.id}-2"
+    )  # another segment: one stored twice is a finding of its own
+    leftovers = (
+        ["shards/again.zarr/zarr.json", "shards/again.zarr/audio/c/0"]
+        if layout == "zarr"
+        else ["shards/again.audio.tar", "shards/again.audio.json", "shards/again.speechy.tar"]
+    )
     for rel in leftovers:
         bank.fs.write_bytes_atomic(rel, b"half of an earlier try")
     with bank.write_shard("again", []) as w:
@@ -198,16 +211,22 @@ def test_a_rewrite_removes_what_a_crashed_writer_moved_into_place(tmp_path, layo
     # the files this write makes are replaced; locally, a WebDataset field it does not make stays
     # a stray file (finding it would list the whole shards/ folder - 100 000 shards' - per write)
     stray = {p for ps in report.broken.values() for p in ps}
-    assert stray == ({"uncommitted or stray file shards/again.speechy.tar (a crashed writer's leftover?)"}
-                     if layout == "webdataset" else set()), stray
+    assert stray == (
+        {"uncommitted or stray file shards/again.speechy.tar (a crashed writer's leftover?)"}
+        if layout == "webdataset"
+        else set()
+    ), stray
 
 
 def test_clean_removes_every_kind_of_temporary_from_one_listing(tmp_path, monkeypatch):
     from audistill.shards.fs import BankFS
 
     bank, truth = make_bank(tmp_path / "b", "zarr", shards=2)
-    temps = ["shards/.tmp-gone-1a2b3c4d.zarr", "shards/shard-00000.zarr/.tmp-late-5e6f7a8b",
-             "shards/shard-00001.zarr/zarr.json.tmp-0a1b2c3d"]
+    temps = [
+        "shards/.tmp-gone-1a2b3c4d.zarr",
+        "shards/shard-00000.zarr/.tmp-late-5e6f7a8b",
+        "shards/shard-00001.zarr/zarr.json.tmp-0a1b2c3d",
+    ]
     for t, f in zip(temps, ["/audio/zarr.json", "/zarr.json", ""], strict=True):
         bank.fs.write_bytes_atomic(t + f, b"{}")
     assert not verify_bank(bank).ok
@@ -215,16 +234,21 @@ def test_clean_removes_every_kind_of_temporary_from_one_listing(tmp_path, monkey
     real = BankFS.listdir
     monkeypatch.setattr(BankFS, "listdir", lambda self, rel: listed.append(rel) or real(self, rel))
     assert bank.remove_temporaries() == sorted(temps)
-    # one walk of shards/, no listing per shard (the few fixed folders - commits/, leases/, locks/ - are listed once)
+    # one walk of shards/, no listing per shard (the few fixed folders - commits/, leases/, locks/ -
+    # are listed once)
     assert not [r for r in listed if r.startswith("shards")], listed
     assert verify_bank(bank).ok
     assert len(list(BankReader(bank))) == len(truth)
 
 
 def _newer_codec_in_shard(root, shard: str, field: str, layout: str) -> None:
-    """Raise the codec version in the field spec the shard itself stores (what its reader decodes by)."""
-    path = (root / "shards" / f"{shard}.zarr" / field / "zarr.json") if layout == "zarr" else (
-        root / "shards" / f"{shard}.{field}.json")
+    """Raise the codec version in the field spec the shard itself stores (what its reader decodes
+    by)."""
+    path = (
+        (root / "shards" / f"{shard}.zarr" / field / "zarr.json")
+        if layout == "zarr"
+        else (root / "shards" / f"{shard}.{field}.json")
+    )
     d = json.loads(path.read_text())
     spec = d["attributes"]["audistill"] if layout == "zarr" else d["field"]
     spec["codec"]["version"] = 99

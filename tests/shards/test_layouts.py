@@ -28,19 +28,30 @@ def test_the_built_in_layouts_are_registered_and_an_unknown_one_is_named():
         get_layout("parquet")
 
 
-@pytest.mark.parametrize("module", ["bank.py", "catalog.py", "verify.py", "info.py", "recovery.py", "reader.py"])
+@pytest.mark.parametrize(
+    "module", ["bank.py", "catalog.py", "verify.py", "info.py", "recovery.py", "reader.py"]
+)
 def test_the_bank_modules_reach_layouts_only_through_the_registry(module):
     tree = ast.parse((SHARDS / module).read_text())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert not imported & {"layout_zarr", "layout_wds"}, imported
-    compared = [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Compare)
-                and any(isinstance(c, ast.Constant) and c.value in ("zarr", "webdataset")
-                        for c in [node.left, *node.comparators])]
+    compared = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare)
+        and any(
+            isinstance(c, ast.Constant) and c.value in ("zarr", "webdataset")
+            for c in [node.left, *node.comparators]
+        )
+    ]
     assert not compared, compared
 
 
 class _Mirror(WdsLayout):
-    """A third layout, as a new module would add one (here: the WebDataset files under another name)."""
+    """A third layout, as a new module would add one (here: the WebDataset files under another
+    name)."""
 
     name = "mirror"
 

@@ -45,7 +45,9 @@ def count_requests(monkeypatch):
 
 
 @pytest.mark.parametrize("layout", ["zarr", "webdataset"])
-def test_requests_per_operation_do_not_grow_with_the_bank(s3_bucket, count_requests, tmp_path, layout, monkeypatch):
+def test_requests_per_operation_do_not_grow_with_the_bank(
+    s3_bucket, count_requests, tmp_path, layout, monkeypatch
+):
     import audistill.shards.recovery as recovery
 
     # a sync re-reads records written up to 10 minutes before the catalog (clocks that disagree);
@@ -69,14 +71,23 @@ def test_requests_per_operation_do_not_grow_with_the_bank(s3_bucket, count_reque
             "shards info": count_requests(lambda: bank_info(bank)),
             "start-up cleanup": count_requests(lambda: bank.remove_temporaries(deep=False)),
         }
-        out["verify --quick"] = count_requests(lambda: verify_bank(root, storage_options=opts, checksums=False))
+        out["verify --quick"] = count_requests(
+            lambda: verify_bank(root, storage_options=opts, checksums=False)
+        )
         out["export a teacher"] = count_requests(
-            lambda: copy_bank(root, str(tmp_path / f"pull-{layout}-{n}"), teachers={"speechy": [1]}, src_options=opts))
+            lambda: copy_bank(
+                root,
+                str(tmp_path / f"pull-{layout}-{n}"),
+                teachers={"speechy": [1]},
+                src_options=opts,
+            )
+        )
         seg = next(iter(BankReader(bank, shards=[first])))
 
         def write_one() -> None:
             with bank.write_shard("one-more", []) as w:
                 w.add(seg.segment, seg.audio, {})
+
         out["commit one more shard"] = count_requests(write_one)
         return out
 
@@ -86,13 +97,21 @@ def test_requests_per_operation_do_not_grow_with_the_bank(s3_bucket, count_reque
         s, big = sum(small[op].values()), sum(large[op].values())
         if op in grows:
             per_shard = (big - s) / (LARGE - SMALL)
-            assert 0 < per_shard <= 25, (op, small[op], large[op])  # measured: 13 / 18 (Zarr), 7 / 9 (WebDataset)
+            assert 0 < per_shard <= 25, (
+                op,
+                small[op],
+                large[op],
+            )  # measured: 13 / 18 (Zarr), 7 / 9 (WebDataset)
         else:
             assert big == s, (op, small[op], large[op])  # the same count at 3 and 9 shards
     # the cheap ones are cheap (measured at the time of writing, in the comments)
     assert small["open the bank"] == {"GetObject": 1}  # no HEAD before a whole-object read
-    assert sum(small["sync an up-to-date catalog"].values()) <= 2, small["sync an up-to-date catalog"]
-    assert sum(small["open one shard, sizes checked"].values()) <= 5, small["open one shard, sizes checked"]  # 3 / 5
+    assert sum(small["sync an up-to-date catalog"].values()) <= 2, small[
+        "sync an up-to-date catalog"
+    ]
+    assert sum(small["open one shard, sizes checked"].values()) <= 5, small[
+        "open one shard, sizes checked"
+    ]  # 3 / 5
     assert sum(small["shards info"].values()) == 0, small["shards info"]  # the catalog holds it all
     assert small["start-up cleanup"] == {"ListObjectsV2": 1}
     if layout == "zarr":
@@ -100,11 +119,15 @@ def test_requests_per_operation_do_not_grow_with_the_bank(s3_bucket, count_reque
     # an audio-only shard: 39 / 30 (it was 60 / 34 before Zarr writers staged their metadata and
     # WebDataset files were moved as files; 32 / 23 before runs excluded each other: the shard's
     # claim is a LIST, a conditional PUT and a DELETE, the catalog's the same and a HEAD)
-    assert sum(small["commit one more shard"].values()) <= (43 if layout == "zarr" else 33), small["commit one more shard"]
+    assert sum(small["commit one more shard"].values()) <= (43 if layout == "zarr" else 33), small[
+        "commit one more shard"
+    ]
 
 
 @pytest.mark.parametrize("layout", ["zarr", "webdataset"])
-def test_reading_a_shard_costs_the_same_requests_for_4_or_32_segments(s3_bucket, count_requests, layout):
+def test_reading_a_shard_costs_the_same_requests_for_4_or_32_segments(
+    s3_bucket, count_requests, layout
+):
     """Reads are windowed: a segment costs no request of its own (a 1 h shard holds hundreds)."""
     prefix, opts = s3_bucket
     got = {}

@@ -55,9 +55,13 @@ def test_commit_records_are_read_many_at_a_time_in_order(s3_bucket, tmp_path, mo
         local.write_bytes_atomic(r, f"record {i}".encode() * (i + 1))
     calls = []
     real = fs.fs.cat
-    monkeypatch.setattr(fs.fs, "cat", lambda paths, **kw: calls.append(len(paths)) or real(paths, **kw))
+    monkeypatch.setattr(
+        fs.fs, "cat", lambda paths, **kw: calls.append(len(paths)) or real(paths, **kw)
+    )
     got = list(fs.read_many(list(reversed(rels)), batch=3))
-    assert got == [(r, f"record {int(r[10:13])}".encode() * (int(r[10:13]) + 1)) for r in reversed(rels)]
+    assert got == [
+        (r, f"record {int(r[10:13])}".encode() * (int(r[10:13]) + 1)) for r in reversed(rels)
+    ]
     assert calls == [3, 3]  # and the last one alone, by a plain read
     assert list(local.read_many(rels, batch=3)) == [(r, fs.read_bytes(r)) for r in rels]
     with pytest.raises(FileNotFoundError):
@@ -66,7 +70,10 @@ def test_commit_records_are_read_many_at_a_time_in_order(s3_bucket, tmp_path, mo
     root = f"{prefix}/bank"
     make_bank(root, "zarr", storage_options=opts, shards=3, per_shard=2)
     bank = Bank.open(root, opts)
-    assert sorted(bank.commit_records()) == sorted(bank.catalog.shards) and len(bank.catalog.shards) == 3
+    assert (
+        sorted(bank.commit_records()) == sorted(bank.catalog.shards)
+        and len(bank.catalog.shards) == 3
+    )
 
 
 def test_shards_cli_reaches_the_store_through_storage_options(s3_bucket, tmp_path):
@@ -79,12 +86,26 @@ def test_shards_cli_reaches_the_store_through_storage_options(s3_bucket, tmp_pat
     root = f"{prefix}/cli-bank"
     make_bank(root, "zarr", storage_options=opts, shards=2, per_shard=2)
     (tmp_path / "so.json").write_text(json.dumps(opts))
-    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}  # only the flag knows the server
+    env = {
+        k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"
+    }  # only the flag knows the server
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "audistill.tools.cli", "shards", *args,
-                               "--storage-options", f"@{tmp_path / 'so.json'}"],
-                              capture_output=True, text=True, env=env, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "audistill.tools.cli",
+                "shards",
+                *args,
+                "--storage-options",
+                f"@{tmp_path / 'so.json'}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
 
     r = cli("info", root, "--json")
     assert r.returncode == 0, r.stderr
@@ -105,7 +126,9 @@ def test_opening_a_shard_checks_sizes_from_one_listing(s3_bucket, monkeypatch, l
 
     prefix, opts = s3_bucket
     root = f"{prefix}/sizes-{layout}"
-    make_bank(root, layout, storage_options=opts, shards=2, per_shard=2)  # two shards: a prefix, not the folder
+    make_bank(
+        root, layout, storage_options=opts, shards=2, per_shard=2
+    )  # two shards: a prefix, not the folder
     bank = Bank.open(root, opts)
     name = sorted(bank.catalog.shards)[0]
     heads = []
@@ -125,7 +148,9 @@ def test_opening_a_shard_checks_sizes_from_one_listing(s3_bucket, monkeypatch, l
         bank.shard_reader(name, check="size")
 
 
-def test_verify_on_s3_lists_each_zarr_shard_once_and_checks_shards_concurrently(s3_bucket, monkeypatch):
+def test_verify_on_s3_lists_each_zarr_shard_once_and_checks_shards_concurrently(
+    s3_bucket, monkeypatch
+):
     """verify asked each file's existence and size (two HEADs a file, ~50 files a shard), one
     shard after another; a damaged bank reports the same with 1 worker as with 8."""
     from audistill.shards.fs import BankFS
@@ -138,17 +163,23 @@ def test_verify_on_s3_lists_each_zarr_shard_once_and_checks_shards_concurrently(
     heads = []
     for meth in ("size", "exists"):
         real = getattr(BankFS, meth)
-        monkeypatch.setattr(BankFS, meth, lambda self, rel, _r=real: heads.append(rel) or _r(self, rel))
+        monkeypatch.setattr(
+            BankFS, meth, lambda self, rel, _r=real: heads.append(rel) or _r(self, rel)
+        )
     assert verify_bank(root, storage_options=opts, checksums=False).ok
     assert not [h for h in heads if h.startswith("shards/")]  # sizes from one listing per shard
     victim = sorted(f for f in bank.shard_files(names[1]) if "/c/" in f)[0]
     good = bank.fs.read_bytes(victim)
-    bank.fs.fs.pipe_file(bank.fs.path(victim), good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit off
+    bank.fs.fs.pipe_file(
+        bank.fs.path(victim), good[:-1] + bytes([good[-1] ^ 1])
+    )  # same size, one bit off
     bank.fs.remove(sorted(f for f in bank.shard_files(names[3]) if "/c/" in f)[0])
     one, many = (verify_bank(root, storage_options=opts, workers=w) for w in (1, 8))
     assert one.to_json() == many.to_json()
     assert sorted(one.broken) == [names[1], names[3]] and one.shards_checked == 4
-    assert "sha256 mismatch" in one.broken[names[1]][0] and "missing file" in one.broken[names[3]][0]
+    assert (
+        "sha256 mismatch" in one.broken[names[1]][0] and "missing file" in one.broken[names[3]][0]
+    )
 
 
 def test_writing_a_webdataset_shard_lists_only_its_own_name_prefix(s3_bucket, monkeypatch):
@@ -164,7 +195,9 @@ def test_writing_a_webdataset_shard_lists_only_its_own_name_prefix(s3_bucket, mo
     real = BankFS.listdir
     monkeypatch.setattr(BankFS, "listdir", lambda self, rel: listed.append(rel) or real(self, rel))
     seg, audio, _ = next(iter(truth.values()))
-    seg = dataclasses.replace(seg, id=f"{seg.id}-2")  # another segment: one stored twice is a finding of its own
+    seg = dataclasses.replace(
+        seg, id=f"{seg.id}-2"
+    )  # another segment: one stored twice is a finding of its own
     with bank.write_shard("again", []) as w:
         w.add(seg, audio, {})
     assert "shards" not in listed
@@ -172,7 +205,9 @@ def test_writing_a_webdataset_shard_lists_only_its_own_name_prefix(s3_bucket, mo
     assert verify_bank(root, storage_options=opts).ok
 
 
-def test_an_extraction_start_cleans_new_shards_temporaries_from_one_prefix_listing(s3_bucket, monkeypatch):
+def test_an_extraction_start_cleans_new_shards_temporaries_from_one_prefix_listing(
+    s3_bucket, monkeypatch
+):
     from audistill.shards.fs import BankFS
 
     prefix, opts = s3_bucket
@@ -182,8 +217,12 @@ def test_an_extraction_start_cleans_new_shards_temporaries_from_one_prefix_listi
     bank.fs.write_bytes_atomic("shards/shard-00000.zarr/.tmp-late-5e6f7a8b/zarr.json", b"{}")
     walked = []
     real = BankFS.walk_files
-    monkeypatch.setattr(BankFS, "walk_files", lambda self, rel: walked.append(rel) or real(self, rel))
+    monkeypatch.setattr(
+        BankFS, "walk_files", lambda self, rel: walked.append(rel) or real(self, rel)
+    )
     assert bank.remove_temporaries(deep=False) == ["shards/.tmp-crashed-1a2b3c4d.zarr"]
     assert walked == []  # no walk of every shard's files
-    assert bank.remove_temporaries() == ["shards/shard-00000.zarr/.tmp-late-5e6f7a8b"]  # `shards clean`
+    assert bank.remove_temporaries() == [
+        "shards/shard-00000.zarr/.tmp-late-5e6f7a8b"
+    ]  # `shards clean`
     assert verify_bank(root, storage_options=opts).ok

@@ -16,7 +16,9 @@ from .helpers import make_bank
 
 pytestmark = pytest.mark.s3
 
-FAST = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}  # one try, not botocore's 5
+FAST = {
+    "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}
+}  # one try, not botocore's 5
 
 
 def _closed_port() -> int:
@@ -28,11 +30,20 @@ def _closed_port() -> int:
 def test_a_closed_endpoint_is_a_storage_error_naming_the_bank_and_the_object(s3_bucket):
     prefix, opts = s3_bucket
     make_bank(f"{prefix}/b", "zarr", storage_options=opts, shards=1)
-    dead = {**opts, **FAST, "client_kwargs": {**opts["client_kwargs"], "endpoint_url": f"http://127.0.0.1:{_closed_port()}"}}
+    dead = {
+        **opts,
+        **FAST,
+        "client_kwargs": {
+            **opts["client_kwargs"],
+            "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
+        },
+    }
     import s3fs
 
     s3fs.S3FileSystem.clear_instance_cache()
-    with pytest.raises(StorageError, match=rf"{prefix}/b: reading bank.json failed: EndpointConnectionError"):
+    with pytest.raises(
+        StorageError, match=rf"{prefix}/b: reading bank.json failed: EndpointConnectionError"
+    ):
         Bank.open(f"{prefix}/b", dead)
 
 
@@ -45,9 +56,19 @@ def test_a_store_stopped_mid_run_is_a_storage_error(tmp_path):
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     ep = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=ep, region_name="us-east-1", aws_access_key_id="t",
-                 aws_secret_access_key="t").create_bucket(Bucket="down")
-    opts = {"key": "t", "secret": "t", "client_kwargs": {"endpoint_url": ep, "region_name": "us-east-1"}, **FAST}
+    boto3.client(
+        "s3",
+        endpoint_url=ep,
+        region_name="us-east-1",
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+    ).create_bucket(Bucket="down")
+    opts = {
+        "key": "t",
+        "secret": "t",
+        "client_kwargs": {"endpoint_url": ep, "region_name": "us-east-1"},
+        **FAST,
+    }
     s3fs.S3FileSystem.clear_instance_cache()
     bank, _ = make_bank("s3://down/b", "zarr", storage_options=opts, shards=1)
     reader = BankReader(bank)
@@ -90,8 +111,19 @@ def test_the_cli_says_a_closed_endpoint_in_one_line(s3_bucket, monkeypatch, caps
     from audistill.tools.cli import main
 
     prefix, opts = s3_bucket
-    dead = {**opts, **FAST, "client_kwargs": {**opts["client_kwargs"], "endpoint_url": f"http://127.0.0.1:{_closed_port()}"}}
-    monkeypatch.setattr(sys, "argv", ["audistill", "shards", "info", f"{prefix}/b", "--storage-options", json.dumps(dead)])
+    dead = {
+        **opts,
+        **FAST,
+        "client_kwargs": {
+            **opts["client_kwargs"],
+            "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
+        },
+    }
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["audistill", "shards", "info", f"{prefix}/b", "--storage-options", json.dumps(dead)],
+    )
     with pytest.raises(SystemExit) as e:
         main()
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""verify names a segment stored in more than one shard: readers and training would count it twice."""
+"""verify names a segment stored in more than one shard: readers and training would count it
+twice."""
 
 import pytest
 
@@ -15,5 +16,8 @@ def test_a_segment_stored_twice_is_named_by_verify(tmp_path, layout):
     with bank.write_shard("shard-again", [t[0] for t in TEACHERS]) as w:
         w.add(seg, audio, {t[0]: None for t in TEACHERS})
     report = verify_bank(bank.root)
-    assert report.broken == {"shard-again": [f"segment {seg.id} is stored more than once (shards shard-00000, "
-                                              "shard-again)"]}
+    assert report.broken == {
+        "shard-again": [
+            f"segment {seg.id} is stored more than once (shards shard-00000, shard-again)"
+        ]
+    }

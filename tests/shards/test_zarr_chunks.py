@@ -26,8 +26,9 @@ def _arrays(group, prefix=""):
 
 @pytest.mark.parametrize("codec", ["float16", "float32", "int8-channel"])
 def test_direct_chunks_equal_zarr_reads(tmp_path, codec):
-    make_bank(tmp_path / "b", "zarr", codec=codec, shards=1, per_shard=6,
-              durations=[9.0, 11.0, 3.0])
+    make_bank(
+        tmp_path / "b", "zarr", codec=codec, shards=1, per_shard=6, durations=[9.0, 11.0, 3.0]
+    )
     folder = str(tmp_path / "b" / shard_dir("shard-00000"))
     group = zarr.open_group(zarr.storage.LocalStore(folder, read_only=True), mode="r")
     direct = 0
@@ -38,15 +39,20 @@ def test_direct_chunks_equal_zarr_reads(tmp_path, codec):
             continue
         assert cr is not None, name  # every array the layout shards is read directly
         direct += 1
-        got = np.concatenate(cr.chunks(0, cr.num_chunks)) if cr.num_chunks else np.zeros((0, *a.shape[1:]))
+        got = (
+            np.concatenate(cr.chunks(0, cr.num_chunks))
+            if cr.num_chunks
+            else np.zeros((0, *a.shape[1:]))
+        )
         np.testing.assert_array_equal(got, a[:])
         assert got.dtype == a.dtype
     assert direct >= 5  # audio + 2 teachers' layers
 
 
 def test_random_crops_through_the_window_equal_zarr(tmp_path):
-    bank, truth = make_bank(tmp_path / "b", "zarr", codec="float16", shards=1, per_shard=8,
-                            durations=[12.0, 20.0, 7.0])
+    bank, truth = make_bank(
+        tmp_path / "b", "zarr", codec="float16", shards=1, per_shard=8, durations=[12.0, 20.0, 7.0]
+    )
     r = BankReader(bank)
     rng = np.random.default_rng(1)
     shard = r.shards[0]
@@ -57,11 +63,11 @@ def test_random_crops_through_the_window_equal_zarr(tmp_path):
         start = int(rng.integers(0, max(1, segs[i].num_samples - num) // 640 + 1)) * 640
         d = r.read(shard, i, crop=(start, num))
         seg, audio, want = truth[segs[i].id]
-        np.testing.assert_array_equal(d.audio, audio[start:start + num])
+        np.testing.assert_array_equal(d.audio, audio[start : start + num])
         for t, layers in d.features.items():
             f0 = d.frame_start[t]
             for layer, x in layers.items():
-                np.testing.assert_array_equal(x, want[t][layer][f0:f0 + len(x)])
+                np.testing.assert_array_equal(x, want[t][layer][f0 : f0 + len(x)])
 
 
 def _one_data_object(folder: str) -> str:

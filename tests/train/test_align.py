@@ -10,8 +10,14 @@ def test_half_rate_teacher_mean_pools_student_frames():
     s = torch.arange(8.0).view(1, 8, 1)  # 50 Hz
     t = torch.zeros(1, 4, 1)  # 25 Hz
     x, z, n = align(s, torch.tensor([8]), t, torch.tensor([4]), 320, 640)
-    assert x.flatten().tolist() == [0.5, 2.5, 4.5, 6.5] and n.tolist() == [4] and z.shape == (1, 4, 1)
-    assert pool_ratio(320, 640) == 2 and pool_ratio(320, 320) == 1 and pool_ratio(320, 16000 / 75) is None
+    assert (
+        x.flatten().tolist() == [0.5, 2.5, 4.5, 6.5] and n.tolist() == [4] and z.shape == (1, 4, 1)
+    )
+    assert (
+        pool_ratio(320, 640) == 2
+        and pool_ratio(320, 320) == 1
+        and pool_ratio(320, 16000 / 75) is None
+    )
 
 
 def test_75hz_teacher_is_resampled_to_student_rate():
@@ -35,7 +41,9 @@ def test_crops_start_on_every_teachers_frame_boundary():
     assert hop == 640
     n = crop_length(1.3, hop)
     assert n % hop == 0
-    items = epoch_items({"a": [Seg(50000 + i * 777) for i in range(30)]}, n, hop, seed=1, epoch=0, shuffle_buffer=8)
+    items = epoch_items(
+        {"a": [Seg(50000 + i * 777) for i in range(30)]}, n, hop, seed=1, epoch=0, shuffle_buffer=8
+    )
     starts = [it.start for it in items]
     assert all(s % hop == 0 for s in starts) and len(set(starts)) > 3
     assert all(it.start + it.num <= 50000 + it.index * 777 for it in items)

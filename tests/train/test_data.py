@@ -16,13 +16,25 @@ from audistill.train.data import (
 
 
 def segs(counts, n=40000):
-    return {f"s{k}": [Segment(f"id{k}_{i}", "x", num_samples=n + 320 * i, domain="speech") for i in range(c)]
-            for k, c in enumerate(counts)}
+    return {
+        f"s{k}": [
+            Segment(f"id{k}_{i}", "x", num_samples=n + 320 * i, domain="speech") for i in range(c)
+        ]
+        for k, c in enumerate(counts)
+    }
 
 
 def spec(**kw):
-    base = dict(root="unused", teachers={}, shards=(), crop_samples=16000, align_hop=640, batch_seconds=3.0,
-                shuffle_buffer=5, seed=3)
+    base = dict(
+        root="unused",
+        teachers={},
+        shards=(),
+        crop_samples=16000,
+        align_hop=640,
+        batch_seconds=3.0,
+        shuffle_buffer=5,
+        seed=3,
+    )
     return LoaderSpec(**{**base, **kw})
 
 
@@ -56,8 +68,12 @@ def test_batches_by_seconds():
 
 
 def test_loader_workers_yield_in_plan_order_and_resume(tiny_bank):
-    sp = spec(root=tiny_bank, teachers={"tspeech": [1, 4], "tmusic": [2]}, shards=("s000", "s001", "s002"),
-              batch_seconds=2.5)
+    sp = spec(
+        root=tiny_bank,
+        teachers={"tspeech": [1, 4], "tmusic": [2]},
+        shards=("s000", "s001", "s002"),
+        batch_seconds=2.5,
+    )
     n = len(BankBatches(sp, 0).micro_batches())
     order = [b["index"] for b in make_loader(sp, 0, 0, 2, 2, False)]
     assert order == list(range(n))
@@ -85,28 +101,42 @@ def _reference(reader, items, teachers):
     n = max(len(d.audio) for d in datas)
     wave = torch.zeros(len(datas), n)
     for b, d in enumerate(datas):
-        wave[b, :len(d.audio)] = torch.from_numpy(d.audio.astype("float32") / 32768.0)
-    out = {"ids": [d.segment.id for d in datas], "wave": wave, "targets": {}, "lengths": {}, "present": {}}
+        wave[b, : len(d.audio)] = torch.from_numpy(d.audio.astype("float32") / 32768.0)
+    out = {
+        "ids": [d.segment.id for d in datas],
+        "wave": wave,
+        "targets": {},
+        "lengths": {},
+        "present": {},
+    }
     for name, layers in teachers.items():
         have = [d for d in datas if name in d.features]
         t = max([1] + [d.features[name][layers[0]].shape[0] for d in have])
         dim = have[0].features[name][layers[0]].shape[1] if have else 1
         out["present"][name] = [name in d.features for d in datas]
-        out["lengths"][name] = [d.features[name][layers[0]].shape[0] if name in d.features else 0 for d in datas]
+        out["lengths"][name] = [
+            d.features[name][layers[0]].shape[0] if name in d.features else 0 for d in datas
+        ]
         out["targets"][name] = {}
         for layer in layers:
             z = torch.zeros(len(datas), t, dim)
             for b, d in enumerate(datas):
                 if name in d.features:
                     f = torch.from_numpy(d.features[name][layer])
-                    z[b, :len(f)] = f
+                    z[b, : len(f)] = f
             out["targets"][name][layer] = z
     return out
 
 
-@pytest.mark.parametrize("layout,codec,dtype", [("zarr", "float16", torch.float16), ("zarr", "bfloat16", torch.bfloat16),
-                                                ("webdataset", "float16", torch.float16),
-                                                ("zarr", "int8-channel", torch.float32)])
+@pytest.mark.parametrize(
+    "layout,codec,dtype",
+    [
+        ("zarr", "float16", torch.float16),
+        ("zarr", "bfloat16", torch.bfloat16),
+        ("webdataset", "float16", torch.float16),
+        ("zarr", "int8-channel", torch.float32),
+    ],
+)
 def test_loader_batches_equal_one_read_per_segment(tmp_path, teachers, layout, codec, dtype):
     """The loader decodes into the batch's tensors in the codec's exact dtype: same crops, ids,
     order and values (after .float()) as reading each segment on its own."""
@@ -116,9 +146,17 @@ def test_loader_batches_equal_one_read_per_segment(tmp_path, teachers, layout, c
     root = str(tmp_path / "bank")
     for t in teachers:
         t.record = functools.partial(t.record, codec=codec)  # write_bank stores what record() says
-    write_bank(root, teachers, num_shards=3, segments_per_shard=5, seconds=(1.0, 7.0), layout=layout)
+    write_bank(
+        root, teachers, num_shards=3, segments_per_shard=5, seconds=(1.0, 7.0), layout=layout
+    )
     want = {"tspeech": [1, 4], "tmusic": [2, 3]}
-    sp = spec(root=root, teachers=want, shards=("s000", "s001", "s002"), batch_seconds=3.0, crop_samples=32000)
+    sp = spec(
+        root=root,
+        teachers=want,
+        shards=("s000", "s001", "s002"),
+        batch_seconds=3.0,
+        crop_samples=32000,
+    )
     ds = BankBatches(sp, 0, epochs=2)
     reader = BankReader(root, teachers=want)
     got = list(ds)
@@ -138,9 +176,14 @@ def test_loader_batches_equal_one_read_per_segment(tmp_path, teachers, layout, c
 
 
 def test_worker_batches_made_in_shared_memory_equal_in_process_ones(tiny_bank):
-    """Batches a worker builds in shared memory arrive equal to those built in the trainer's process."""
-    sp = spec(root=tiny_bank, teachers={"tspeech": [1, 4], "tmusic": [2]}, shards=("s000", "s001", "s002"),
-              batch_seconds=2.5)
+    """Batches a worker builds in shared memory arrive equal to those built in the trainer's
+    process."""
+    sp = spec(
+        root=tiny_bank,
+        teachers={"tspeech": [1, 4], "tmusic": [2]},
+        shards=("s000", "s001", "s002"),
+        batch_seconds=2.5,
+    )
     alone = list(make_loader(sp, 0, 0, 0, 2, False))
     workers = list(make_loader(sp, 0, 0, 2, 2, False))
     assert len(alone) == len(workers)

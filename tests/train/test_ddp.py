@@ -1,4 +1,5 @@
-"""Two real gloo processes on the CPU take the same step as one process with the same global batch."""
+"""Two real gloo processes on the CPU take the same step as one process with the same global
+batch."""
 
 import os
 import socket
@@ -21,8 +22,13 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, raw: dict) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     try:
         train(from_dict(raw))

@@ -22,12 +22,23 @@ from .conftest import tiny_config
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     """The console script's entry point (its one-line errors and exit codes), in a fresh process."""
-    return subprocess.run([sys.executable, "-c", "from audistill.tools.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", "from audistill.tools.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-BAD = {"optim.clip": -1.0, "optim.lr": float("inf"), "optim.betas": [0.9, 2.0], "student.dropout": 5.0,
-       "run.device": "tpu", "data.prefetch": 0, "data.num_workers": 2}
+BAD = {
+    "optim.clip": -1.0,
+    "optim.lr": float("inf"),
+    "optim.betas": [0.9, 2.0],
+    "student.dropout": 5.0,
+    "run.device": "tpu",
+    "data.prefetch": 0,
+    "data.num_workers": 2,
+}
 
 
 def test_out_of_range_settings_are_all_refused_at_once(tiny_bank, tmp_path):
@@ -35,7 +46,14 @@ def test_out_of_range_settings_are_all_refused_at_once(tiny_bank, tmp_path):
         from_dict(tiny_config(tiny_bank, str(tmp_path), **BAD))
     msg = str(e.value)
     assert msg.startswith("6 config error(s)")
-    for key in ("optim.clip", "optim.lr", "optim.betas", "student.dropout", "run.device", "data.prefetch"):
+    for key in (
+        "optim.clip",
+        "optim.lr",
+        "optim.betas",
+        "student.dropout",
+        "run.device",
+        "data.prefetch",
+    ):
         assert key in msg, key
 
 
@@ -44,8 +62,18 @@ def test_train_check_and_run_refuse_them_in_one_line(tiny_bank, tmp_path, comman
     raw = tiny_config(tiny_bank, str(tmp_path / "runs"))
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
-    sets = ["--set", "optim.clip=-1", "--set", "optim.lr=inf", "--set", "optim.betas=[0.9, 2.0]",
-            "--set", "student.dropout=5", "--set", 'run.device="tpu"']
+    sets = [
+        "--set",
+        "optim.clip=-1",
+        "--set",
+        "optim.lr=inf",
+        "--set",
+        "optim.betas=[0.9, 2.0]",
+        "--set",
+        "student.dropout=5",
+        "--set",
+        'run.device="tpu"',
+    ]
     r = _cli("train", command, str(path), *sets)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -54,9 +82,19 @@ def test_train_check_and_run_refuse_them_in_one_line(tiny_bank, tmp_path, comman
 
 
 def test_a_diverging_run_stops_and_keeps_only_finite_checkpoints(tiny_bank, tmp_path):
-    cfg = from_dict(tiny_config(tiny_bank, str(tmp_path), **{"optim.lr": 1e30, "optim.warmup_steps": 0,
-                                                               "optim.max_steps": 8, "log.ckpt_every": 1,
-                                                               "log.every": 4}))
+    cfg = from_dict(
+        tiny_config(
+            tiny_bank,
+            str(tmp_path),
+            **{
+                "optim.lr": 1e30,
+                "optim.warmup_steps": 0,
+                "optim.max_steps": 8,
+                "log.ckpt_every": 1,
+                "log.every": 4,
+            },
+        )
+    )
     with pytest.raises(TrainingDiverged, match="training diverged"):
         train(cfg)
     for ckpt in (cfg.run_dir / "checkpoints").glob("ckpt-*"):
@@ -85,7 +123,9 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(tiny_bank, tmp
 
 
 def test_no_usable_checkpoint_is_one_line(tiny_bank, tmp_path):
-    raw = tiny_config(tiny_bank, str(tmp_path / "runs"), **{"optim.max_steps": 4, "log.ckpt_every": 2})
+    raw = tiny_config(
+        tiny_bank, str(tmp_path / "runs"), **{"optim.max_steps": 4, "log.ckpt_every": 2}
+    )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert _cli("train", "run", str(path), "--stop-after", "4").returncode == 0

@@ -11,19 +11,35 @@ from .conftest import tiny_config
 
 
 def test_tiny_student_trains_and_loss_falls(tiny_bank, tmp_path):
-    cfg = from_dict(tiny_config(tiny_bank, str(tmp_path / "runs"), **{"optim.max_steps": 14,
-                                                                    "bank.val_shards": ["s002"],
-                                                                    "log.val_every": 7,
-                                                                    "log.tensorboard": True}))
+    cfg = from_dict(
+        tiny_config(
+            tiny_bank,
+            str(tmp_path / "runs"),
+            **{
+                "optim.max_steps": 14,
+                "bank.val_shards": ["s002"],
+                "log.val_every": 7,
+                "log.tensorboard": True,
+            },
+        )
+    )
     out = train(cfg)
     losses = out["losses"]
     assert len(losses) == 14
     assert sum(losses[-3:]) / 3 < 0.85 * sum(losses[:3]) / 3, losses
     rows = read_log(cfg.run_dir)
-    assert {"loss/tspeech__L02", "loss/tmusic__L04", "steps_per_s", "audio_h_per_s", "loader_wait_s"} <= set(rows[-1])
+    assert {
+        "loss/tspeech__L02",
+        "loss/tmusic__L04",
+        "steps_per_s",
+        "audio_h_per_s",
+        "loader_wait_s",
+    } <= set(rows[-1])
     vals = read_log(cfg.run_dir, "val")
     assert len(vals) == 2
-    assert any(k.startswith("loss/t") for k in vals[-1])  # unweighted per-target losses, as in training
+    assert any(
+        k.startswith("loss/t") for k in vals[-1]
+    )  # unweighted per-target losses, as in training
     assert list((cfg.run_dir / "tb").glob("events.out.tfevents.*"))
     ckpt = sorted((cfg.run_dir / "checkpoints").glob("ckpt-*"))[-1]
     state = json.loads((ckpt / "state.json").read_text())
@@ -42,8 +58,11 @@ def test_resume_follows_the_uninterrupted_loss_curve(tiny_bank, tmp_path):
 
 def test_bank_missing_a_layer_stops_with_one_message(tiny_bank, tmp_path):
     raw = tiny_config(tiny_bank, str(tmp_path / "r"))
-    raw["teachers"] = [{"name": "tspeech", "map": [[1, 1], [2, 9]]}, {"name": "nope"},
-                       {"name": "tmusic", "fingerprint": "abc"}]
+    raw["teachers"] = [
+        {"name": "tspeech", "map": [[1, 1], [2, 9]]},
+        {"name": "nope"},
+        {"name": "tmusic", "fingerprint": "abc"},
+    ]
     with pytest.raises(BankMismatchError) as e:
         train(from_dict(raw))
     msg = str(e.value)
@@ -65,8 +84,11 @@ def test_stage2_distills_final_layer_from_stage1_checkpoint(tiny_bank, tmp_path)
     s1 = from_dict(tiny_config(tiny_bank, str(tmp_path / "s1"), **{"optim.max_steps": 2}))
     train(s1)
     ckpt = sorted((s1.run_dir / "checkpoints").glob("ckpt-*"))[-1]
-    raw = tiny_config(tiny_bank, str(tmp_path / "s2"), **{"optim.max_steps": 2, "run.stage": 2,
-                                                          "run.init_from": str(ckpt)})
+    raw = tiny_config(
+        tiny_bank,
+        str(tmp_path / "s2"),
+        **{"optim.max_steps": 2, "run.stage": 2, "run.init_from": str(ckpt)},
+    )
     raw["teachers"] = [{"name": "tspeech"}]
     out = train(from_dict(raw))
     rows = read_log(from_dict(raw).run_dir)
@@ -81,8 +103,12 @@ def test_normalized_targets_use_bank_statistics(tiny_bank, tmp_path):
     from audistill.shards.stats import compute_stats
     from audistill.train.loop import build
 
-    tiny_bank = str(shutil.copytree(tiny_bank, tmp_path / "bank"))  # the fixture's bank stays as it is
-    raw = tiny_config(tiny_bank, str(tmp_path / "n"), **{"optim.max_steps": 2, "distill.normalize_targets": True})
+    tiny_bank = str(
+        shutil.copytree(tiny_bank, tmp_path / "bank")
+    )  # the fixture's bank stays as it is
+    raw = tiny_config(
+        tiny_bank, str(tmp_path / "n"), **{"optim.max_steps": 2, "distill.normalize_targets": True}
+    )
     bank = Bank.open(tiny_bank)
     if bank.catalog.stats:  # start from a bank without statistics
         bank.catalog.stats = {}

@@ -12,7 +12,9 @@ from audistill.train.model import Block, Student, relative_buckets
 from audistill.train.sizes import student_config
 
 
-def _reference_block(blk: Block, x: torch.Tensor, buckets: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+def _reference_block(
+    blk: Block, x: torch.Tensor, buckets: torch.Tensor, pad: torch.Tensor
+) -> torch.Tensor:
     b, t, d = x.shape
     h = blk.heads
     q, k, v = blk.qkv(blk.ln1(x)).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)  # (B, H, T, Dh)
@@ -39,7 +41,8 @@ def test_fused_attention_equals_written_out_attention():
 
 
 def test_student_gives_the_same_states_with_host_or_device_lengths():
-    """The trainer hands the student its lengths on the host (no device sync to test for padding)."""
+    """The trainer hands the student its lengths on the host (no device sync to test for
+    padding)."""
     torch.manual_seed(0)
     s = Student(student_config("tiny")).eval()
     wave = torch.randn(2, 16000) * 0.1

@@ -12,8 +12,10 @@ from .conftest import make_teachers, tiny_config
 def test_online_teachers_give_the_cached_loss_curve(tiny_bank, tmp_path):
     over = {"optim.max_steps": 3}
     cached = train(from_dict(tiny_config(tiny_bank, str(tmp_path / "c"), **over)))["losses"]
-    online = train(from_dict(tiny_config(tiny_bank, str(tmp_path / "o"), **over)),
-                   online=OnlineTeachers(make_teachers()))["losses"]
+    online = train(
+        from_dict(tiny_config(tiny_bank, str(tmp_path / "o"), **over)),
+        online=OnlineTeachers(make_teachers()),
+    )["losses"]
     assert online == pytest.approx(cached, rel=1e-4)
 
 
@@ -30,7 +32,9 @@ class PaddingSensitive:
     def extract(self, wave, lengths):
         import torch
 
-        z = (wave - wave.mean(1, keepdim=True))[:, : wave.shape[1] // 320 * 320].reshape(wave.shape[0], -1, 320)
+        z = (wave - wave.mean(1, keepdim=True))[:, : wave.shape[1] // 320 * 320].reshape(
+            wave.shape[0], -1, 320
+        )
         feats = torch.stack([z.mean(-1), z.std(-1)], -1)  # (B, T, 2)
         return {0: feats}, lengths // 320
 
@@ -39,12 +43,23 @@ def test_padding_sensitive_teachers_run_per_length_and_only_where_covered():
     import torch
 
     t = PaddingSensitive()
-    assert OnlineTeachers.groups(t, [640, 960, 640, 320], [True, True, True, False]) == [[0, 2], [1]]
+    assert OnlineTeachers.groups(t, [640, 960, 640, 320], [True, True, True, False]) == [
+        [0, 2],
+        [1],
+    ]
     wave = torch.randn(3, 960)
     lengths = torch.tensor([960, 640, 960])
-    batch = {"full_wave": wave, "full_lengths": lengths, "crop_start": torch.tensor([0, 320, 320]),
-             "lengths": torch.tensor([640, 320, 640]), "wave": wave[:, :640], "domains": ["speech"] * 3,
-             "targets": {}, "target_lengths": {}, "present": {}}
+    batch = {
+        "full_wave": wave,
+        "full_lengths": lengths,
+        "crop_start": torch.tensor([0, 320, 320]),
+        "lengths": torch.tensor([640, 320, 640]),
+        "wave": wave[:, :640],
+        "domains": ["speech"] * 3,
+        "targets": {},
+        "target_lengths": {},
+        "present": {},
+    }
     OnlineTeachers([t]).fill(batch)
     alone = t.extract(wave[1:2, :640], lengths[1:2])[0][0]  # item 1 on its own, unpadded
     torch.testing.assert_close(batch["targets"]["pad"][0][1, :1], alone[0, 1:2])

@@ -21,11 +21,16 @@ def test_unmatched_and_unknown_domain_are_uniform():
 
 
 def test_omega_one_is_plain_multi_teacher():
-    torch.testing.assert_close(w(["speech"], omega=1.0)[0], torch.full((3,), 1 / 3, dtype=torch.float64))
+    torch.testing.assert_close(
+        w(["speech"], omega=1.0)[0], torch.full((3,), 1 / 3, dtype=torch.float64)
+    )
 
 
 def test_skipped_teacher_gets_zero_and_rest_renormalized():
-    got = w(["speech", "music", "speech"], present=[[True, False, True], [True, False, True], [False, False, False]])
+    got = w(
+        ["speech", "music", "speech"],
+        present=[[True, False, True], [True, False, True], [False, False, False]],
+    )
     torch.testing.assert_close(got[0], torch.tensor([10 / 11, 0, 1 / 11], dtype=torch.float64))
     torch.testing.assert_close(got[1], torch.tensor([0.5, 0, 0.5], dtype=torch.float64))
     assert got[2].sum() == 0

@@ -1,1 +1,2 @@
-"""Benchmarks (``audistill tools bench-*``): each measures one stage and prints a table or one JSON object."""
+"""Benchmarks (``audistill tools bench-*``): each measures one stage and prints a table or one JSON
+object."""

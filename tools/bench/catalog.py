@@ -92,8 +92,9 @@ def run_catalog_bench(shards: int = 10000) -> dict:
         open_new, mem_new = _open_cost(root)
         opened = Bank.open(root)
         n = len(opened.catalog.shards)
-        if {k: r.summary_json() for k, r in opened.catalog.shards.items()} != \
-                {k: r.summary_json() for k, r in bank.catalog.shards.items()}:
+        if {k: r.summary_json() for k, r in opened.catalog.shards.items()} != {
+            k: r.summary_json() for k, r in bank.catalog.shards.items()
+        }:
             raise RuntimeError("the catalog read back differs from the one written")
         t0 = time.perf_counter()
         every = opened.commit_records()
@@ -103,12 +104,25 @@ def run_catalog_bench(shards: int = 10000) -> dict:
         t_sync = time.perf_counter() - t0
         if len(every) != n or changed:
             raise RuntimeError(f"sync changed {len(changed)} records of an up-to-date catalog")
-    return {"shards": n, "record_kb": len(json.dumps(full.to_json())) / 1e3, "files_per_shard": full.num_files,
-            "catalog_mb": len(new) / 1e6, "catalog_mb_before": len(was) / 1e6,
-            "encode_s": t_new, "encode_s_before": t_old, "open_s": open_new, "open_s_before": open_old,
-            "memory_mb": mem_new, "memory_mb_before": mem_old,
-            "read_every_record_s": t_every, "records_read": len(every), "sync_s": t_sync,
-            "size_ratio": len(was) / len(new), "open_speedup": open_old / open_new, "memory_ratio": mem_old / mem_new}
+    return {
+        "shards": n,
+        "record_kb": len(json.dumps(full.to_json())) / 1e3,
+        "files_per_shard": full.num_files,
+        "catalog_mb": len(new) / 1e6,
+        "catalog_mb_before": len(was) / 1e6,
+        "encode_s": t_new,
+        "encode_s_before": t_old,
+        "open_s": open_new,
+        "open_s_before": open_old,
+        "memory_mb": mem_new,
+        "memory_mb_before": mem_old,
+        "read_every_record_s": t_every,
+        "records_read": len(every),
+        "sync_s": t_sync,
+        "size_ratio": len(was) / len(new),
+        "open_speedup": open_old / open_new,
+        "memory_ratio": mem_old / mem_new,
+    }
 
 
 def register(app: typer.Typer) -> None:
@@ -117,24 +131,56 @@ def register(app: typer.Typer) -> None:
         shards: Annotated[int, typer.Option(help="Shards in the catalog.")] = 10000,
         json_out: JsonOpt = False,
     ) -> None:
-        """bank.json at SHARDS shards, schema 1 against 2: size, encoding, opening, memory; the start-up sync."""
+        """bank.json at SHARDS shards, schema 1 against 2: size, encoding, opening, memory; the
+        start-up sync."""
         r = run_catalog_bench(shards)
         t = Table("operation", "schema 1 (file lists inside)", "schema 2 (now)", "ratio")
-        t.add_row("bank.json size, MB", f"{r['catalog_mb_before']:.1f}", f"{r['catalog_mb']:.1f}", f"{r['size_ratio']:.0f}x")
-        t.add_row("encode bank.json, s", f"{r['encode_s_before']:.2f}", f"{r['encode_s']:.2f}",
-                  f"{r['encode_s_before'] / r['encode_s']:.0f}x")
-        t.add_row("open the bank (parse bank.json), s", f"{r['open_s_before']:.2f}", f"{r['open_s']:.2f}",
-                  f"{r['open_speedup']:.0f}x")
-        t.add_row("peak Python memory opening it, MB", f"{r['memory_mb_before']:.0f}", f"{r['memory_mb']:.0f}",
-                  f"{r['memory_ratio']:.0f}x")
+        t.add_row(
+            "bank.json size, MB",
+            f"{r['catalog_mb_before']:.1f}",
+            f"{r['catalog_mb']:.1f}",
+            f"{r['size_ratio']:.0f}x",
+        )
+        t.add_row(
+            "encode bank.json, s",
+            f"{r['encode_s_before']:.2f}",
+            f"{r['encode_s']:.2f}",
+            f"{r['encode_s_before'] / r['encode_s']:.0f}x",
+        )
+        t.add_row(
+            "open the bank (parse bank.json), s",
+            f"{r['open_s_before']:.2f}",
+            f"{r['open_s']:.2f}",
+            f"{r['open_speedup']:.0f}x",
+        )
+        t.add_row(
+            "peak Python memory opening it, MB",
+            f"{r['memory_mb_before']:.0f}",
+            f"{r['memory_mb']:.0f}",
+            f"{r['memory_ratio']:.0f}x",
+        )
         if json_out:
             emit(r, None, True)
             return
         emit(r, t, False)
         t = Table("sync", "seconds", "note")
-        t.add_row("read every commit record (the old sync)", f"{r['read_every_record_s']:.2f}",
-                  f"{r['records_read']} reads: GETs on an object store")
-        t.add_row("sync now (list commits/, read what may differ)", f"{r['sync_s']:.2f}",
-                  "one listing, 0 reads here (includes re-parsing bank.json)")
-        emit(r, t, False, [f"{r['shards']} shards, clones of one real commit record of {r['record_kb']:.1f} KB, "
-                              f"{r['files_per_shard']} files (1024-wide teacher, 4 layers, float16; local disk)"])
+        t.add_row(
+            "read every commit record (the old sync)",
+            f"{r['read_every_record_s']:.2f}",
+            f"{r['records_read']} reads: GETs on an object store",
+        )
+        t.add_row(
+            "sync now (list commits/, read what may differ)",
+            f"{r['sync_s']:.2f}",
+            "one listing, 0 reads here (includes re-parsing bank.json)",
+        )
+        emit(
+            r,
+            t,
+            False,
+            [
+                f"{r['shards']} shards, clones of one real commit record of {r['record_kb']:.1f} "
+                "KB, "
+                f"{r['files_per_shard']} files (1024-wide teacher, 4 layers, float16; local disk)"
+            ],
+        )

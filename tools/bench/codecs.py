@@ -33,28 +33,42 @@ import typer
 from audistill.shards.codecs import Codec, get_codec
 from audistill.tools.cli.options import JsonOpt, SeedOpt
 
-DEFAULT_CODECS = ("float32", "float16", "bfloat16", "int8-row", "int8-channel", "int4-group",
-                  "int8-delta", "mvq")
+DEFAULT_CODECS = (
+    "float32",
+    "float16",
+    "bfloat16",
+    "int8-row",
+    "int8-channel",
+    "int4-group",
+    "int8-delta",
+    "mvq",
+)
 
 
 @dataclass(frozen=True)
 class Target:
-    """The bar: at most ``bits`` per stored value, ``rel_l2`` error, decode ``decode_mvps`` M values/s."""
+    """The bar: at most ``bits`` per stored value, ``rel_l2`` error, decode ``decode_mvps`` M
+    values/s."""
 
     bits: float = 5.7
     rel_l2: float = 0.01
     decode_mvps: float = 400.0
 
     def check(self, r: dict) -> dict[str, bool]:
-        return {"bits": r["bits"] <= self.bits, "rel_l2": r["rel_l2"] <= self.rel_l2,
-                "decode": r["decode_mvps"] >= self.decode_mvps}
+        return {
+            "bits": r["bits"] <= self.bits,
+            "rel_l2": r["rel_l2"] <= self.rel_l2,
+            "decode": r["decode_mvps"] >= self.decode_mvps,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
 # Feature sources
 
 
-def synthetic_features(n_frames: int = 6000, dim: int = 384, layers: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_features(
+    n_frames: int = 6000, dim: int = 384, layers: int = 3, seed: int = 0
+) -> dict[str, np.ndarray]:
     """SSL-like features: temporally correlated (AR(1)) channels mixed by a low-rank map, non-zero
     means, and a few outlier channels at 50-100x the typical magnitude (also correlated in time)."""
     rng = np.random.default_rng(seed)
@@ -76,7 +90,8 @@ def synthetic_features(n_frames: int = 6000, dim: int = 384, layers: int = 3, se
 
 
 def load_features(source: str, max_frames: int, seed: int = 0) -> tuple[str, dict[str, np.ndarray]]:
-    """``real`` (Whisper tiny.en on real speech), ``synthetic``, or ``auto`` (real when installed)."""
+    """``real`` (Whisper tiny.en on real speech), ``synthetic``, or ``auto`` (real when
+    installed)."""
     from audistill.tools.demo.realfeatures import real_sources_available, whisper_features
 
     if source not in ("real", "synthetic", "auto"):
@@ -112,9 +127,11 @@ class _Errors:
     def result(self) -> dict:
         chan = np.concatenate(self.chan) if self.chan else np.zeros(0)
         cos = np.concatenate(self.cos) if self.cos else np.zeros(0)
-        return {"rel_l2": float(np.sqrt(self.err2 / self.sig2)) if self.sig2 > 0 else 0.0,
-                "chan_err": float(np.sqrt(chan.mean())) if chan.size else 0.0,
-                "cosine": float(cos.mean()) if cos.size else 1.0}
+        return {
+            "rel_l2": float(np.sqrt(self.err2 / self.sig2)) if self.sig2 > 0 else 0.0,
+            "chan_err": float(np.sqrt(chan.mean())) if chan.size else 0.0,
+            "cosine": float(cos.mean()) if cos.size else 1.0,
+        }
 
 
 def _segments(x: np.ndarray, segment_frames: int) -> list[np.ndarray]:
@@ -148,7 +165,9 @@ def _timed_map(fn: Callable, items: list, repeats: int) -> tuple[list, float]:
     return out, total
 
 
-def _bench_codec(codec: Codec, layers: dict[str, tuple[np.ndarray, list[np.ndarray]]], repeats: int) -> dict:
+def _bench_codec(
+    codec: Codec, layers: dict[str, tuple[np.ndarray, list[np.ndarray]]], repeats: int
+) -> dict:
     errors, nbytes, values, t_enc, t_dec = _Errors(), 0, 0, 0.0, 0.0
     for fit_sample, segs in layers.values():
         dim = segs[0].shape[1]
@@ -163,8 +182,12 @@ def _bench_codec(codec: Codec, layers: dict[str, tuple[np.ndarray, list[np.ndarr
             return {n: comps[n].encode(np.ascontiguousarray(parts[n].cpu().numpy())) for n in comps}
 
         def decode_one(blob, specs=specs, comps=comps, state_np=state_np):
-            parts = {p.name: np.frombuffer(comps[p.name].decode(blob[p.name]), p.dtype).reshape(-1, *p.shape)
-                     for p in specs}
+            parts = {
+                p.name: np.frombuffer(comps[p.name].decode(blob[p.name]), p.dtype).reshape(
+                    -1, *p.shape
+                )
+                for p in specs
+            }
             return codec.decode(parts, state_np)
 
         blobs, t = _timed_map(encode_one, tensors, repeats)
@@ -175,12 +198,22 @@ def _bench_codec(codec: Codec, layers: dict[str, tuple[np.ndarray, list[np.ndarr
         x = np.concatenate(segs)
         errors.add_layer(x, np.concatenate(decoded))
         values += x.size
-    return {"bits": nbytes * 8 / values, **errors.result(),
-            "encode_mvps": values / t_enc / 1e6, "decode_mvps": values / t_dec / 1e6}
+    return {
+        "bits": nbytes * 8 / values,
+        **errors.result(),
+        "encode_mvps": values / t_enc / 1e6,
+        "decode_mvps": values / t_dec / 1e6,
+    }
 
 
-def _bench_baseline(name: str, encode: Callable, decode: Callable, stored_bytes: Callable,
-                    layers: dict[str, tuple[np.ndarray, list[np.ndarray]]], repeats: int) -> dict:
+def _bench_baseline(
+    name: str,
+    encode: Callable,
+    decode: Callable,
+    stored_bytes: Callable,
+    layers: dict[str, tuple[np.ndarray, list[np.ndarray]]],
+    repeats: int,
+) -> dict:
     """A baseline as per-segment ``encode``/``decode`` plus ``stored_bytes(blobs, segs)``: the size
     of the files it really writes (tar headers, npy headers, a lengths file)."""
     errors, nbytes, values, t_enc, t_dec = _Errors(), 0, 0, 0.0, 0.0
@@ -193,8 +226,14 @@ def _bench_baseline(name: str, encode: Callable, decode: Callable, stored_bytes:
         x = np.concatenate(segs)
         errors.add_layer(x, np.concatenate(decoded))
         values += x.size
-    return {"name": name, "baseline": True, "bits": nbytes * 8 / values, **errors.result(),
-            "encode_mvps": values / t_enc / 1e6, "decode_mvps": values / t_dec / 1e6}
+    return {
+        "name": name,
+        "baseline": True,
+        "bits": nbytes * 8 / values,
+        **errors.result(),
+        "encode_mvps": values / t_enc / 1e6,
+        "decode_mvps": values / t_dec / 1e6,
+    }
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
@@ -237,12 +276,22 @@ def _lilcom_decode(b: bytes) -> np.ndarray:
 
 
 BASELINES: dict[str, tuple[Callable, Callable, Callable]] = {
-    "wds-float16-npy": (lambda x: _npy_bytes(x.astype(np.float16)),
-                        lambda b: _npy_load(b).astype(np.float32), _wds_tar_bytes),
+    "wds-float16-npy": (
+        lambda x: _npy_bytes(x.astype(np.float16)),
+        lambda b: _npy_load(b).astype(np.float32),
+        _wds_tar_bytes,
+    ),
     # the fairseq reader slices one memory-mapped float32 array: raw rows in, a copy out
-    "fairseq-float32-npy": (lambda x: np.array(x, np.float32),
-                            lambda a: np.array(a, np.float32), lambda blobs, segs: _fairseq_bytes(segs)),
-    "lilcom(tick=-5)": (_lilcom_encode, _lilcom_decode, lambda blobs, segs: sum(len(b) for b in blobs)),
+    "fairseq-float32-npy": (
+        lambda x: np.array(x, np.float32),
+        lambda a: np.array(a, np.float32),
+        lambda blobs, segs: _fairseq_bytes(segs),
+    ),
+    "lilcom(tick=-5)": (
+        _lilcom_encode,
+        _lilcom_decode,
+        lambda blobs, segs: sum(len(b) for b in blobs),
+    ),
 }
 
 
@@ -254,9 +303,17 @@ def _parse_codec(spec: str | tuple[str, dict]) -> Codec:
     return get_codec(name.strip(), **(json.loads(cfg) if cfg else {}))
 
 
-def run_codec_bench(features: dict[str, np.ndarray], codecs: list | tuple = DEFAULT_CODECS, *,
-                    segment_frames: int = 500, fit_fraction: float = 0.5, fit_frames: int = 8000,
-                    repeats: int = 3, baselines: bool = True, target: Target = Target()) -> dict:
+def run_codec_bench(
+    features: dict[str, np.ndarray],
+    codecs: list | tuple = DEFAULT_CODECS,
+    *,
+    segment_frames: int = 500,
+    fit_fraction: float = 0.5,
+    fit_frames: int = 8000,
+    repeats: int = 3,
+    baselines: bool = True,
+    target: Target = Target(),
+) -> dict:
     """Measure every codec (and the baselines) on ``features``; returns one JSON-able dict.
 
     ``results`` holds one row per codec and baseline with ``bits``, ``rel_l2``, ``chan_err``,
@@ -279,19 +336,31 @@ def run_codec_bench(features: dict[str, np.ndarray], codecs: list | tuple = DEFA
         rows = []
         for spec in codecs:
             codec = _parse_codec(spec)
-            row = {"name": codec.name, "config": codec.config(), "baseline": False,
-                   **_bench_codec(codec, layers, repeats)}
+            row = {
+                "name": codec.name,
+                "config": codec.config(),
+                "baseline": False,
+                **_bench_codec(codec, layers, repeats),
+            }
             rows.append(row)
         if baselines:
-            rows += [_bench_baseline(n, e, d, b, layers, repeats) for n, (e, d, b) in BASELINES.items()]
+            rows += [
+                _bench_baseline(n, e, d, b, layers, repeats) for n, (e, d, b) in BASELINES.items()
+            ]
     finally:
         torch.set_num_threads(prev_threads)
     for r in rows:
         r["meets"] = target.check(r)
         r["meets_target"] = all(r["meets"].values())
     lil = next((r for r in rows if r["name"].startswith("lilcom")), None)
-    beats = [r["name"] for r in rows if lil is not None and not r["baseline"]
-             and r["bits"] < lil["bits"] and r["rel_l2"] < lil["rel_l2"]]
+    beats = [
+        r["name"]
+        for r in rows
+        if lil is not None
+        and not r["baseline"]
+        and r["bits"] < lil["bits"]
+        and r["rel_l2"] < lil["rel_l2"]
+    ]
     return {
         "layers": {k: list(v.shape) for k, v in features.items()},
         # other processes on the machine slow the speeds down; the load says how busy it was
@@ -314,11 +383,23 @@ def _table(report: dict):
     from rich.table import Table
 
     tg = report["target"]
-    table = Table(title=f"codecs on {report.get('source', '?')} features, {report['held_out_values']:,} held-out values, "
-                        f"segments of {report['segment_frames']} frames; target: <= {tg['bits']} bits, "
-                        f"rel L2 <= {tg['rel_l2']}, decode >= {tg['decode_mvps']:.0f} M/s (one core); "
-                        f"load {report.get('load_avg_1min') or 0:.1f} on {report.get('cpu_count')} cores")
-    for col in ("codec", "bits/value", "rel L2", "chan err", "cosine", "enc M/s", "dec M/s", "target"):
+    table = Table(
+        title=f"codecs on {report.get('source', '?')} features, {report['held_out_values']:,} "
+        "held-out values, "
+        f"segments of {report['segment_frames']} frames; target: <= {tg['bits']} bits, "
+        f"rel L2 <= {tg['rel_l2']}, decode >= {tg['decode_mvps']:.0f} M/s (one core); "
+        f"load {report.get('load_avg_1min') or 0:.1f} on {report.get('cpu_count')} cores"
+    )
+    for col in (
+        "codec",
+        "bits/value",
+        "rel L2",
+        "chan err",
+        "cosine",
+        "enc M/s",
+        "dec M/s",
+        "target",
+    ):
         table.add_column(col, justify="left" if col == "codec" else "right")
 
     def mark(ok: bool, text: str) -> str:
@@ -327,10 +408,16 @@ def _table(report: dict):
     for r in report["results"]:
         m = r["meets"]
         name = r["name"] + (" (baseline)" if r["baseline"] else "")
-        table.add_row(name, mark(m["bits"], f"{r['bits']:.2f}"), mark(m["rel_l2"], f"{r['rel_l2']:.4f}"),
-                      f"{r['chan_err']:.4f}", f"{r['cosine']:.4f}", f"{r['encode_mvps']:.0f}",
-                      mark(m["decode"], f"{r['decode_mvps']:.0f}"),
-                      "[bold green]PASS[/]" if r["meets_target"] else "[red]fail[/]")
+        table.add_row(
+            name,
+            mark(m["bits"], f"{r['bits']:.2f}"),
+            mark(m["rel_l2"], f"{r['rel_l2']:.4f}"),
+            f"{r['chan_err']:.4f}",
+            f"{r['cosine']:.4f}",
+            f"{r['encode_mvps']:.0f}",
+            mark(m["decode"], f"{r['decode_mvps']:.0f}"),
+            "[bold green]PASS[/]" if r["meets_target"] else "[red]fail[/]",
+        )
     return table
 
 
@@ -338,19 +425,32 @@ def register(app: typer.Typer) -> None:
     @app.command("bench-codecs")
     def bench_codecs(
         json_out: JsonOpt = False,
-        source: str = typer.Option("auto", "--source", help="real | synthetic | auto (real when installed)."),
-        max_frames: int = typer.Option(20000, "--max-frames", help="Frames per layer (half fit, half measured)."),
-        codecs: str = typer.Option(",".join(DEFAULT_CODECS), "--codecs", help="Comma-separated codec names."),
-        segment_frames: int = typer.Option(500, "--segment-frames", help="Frames per stored segment (500 = 10 s at 50 Hz)."),
+        source: str = typer.Option(
+            "auto", "--source", help="real | synthetic | auto (real when installed)."
+        ),
+        max_frames: int = typer.Option(
+            20000, "--max-frames", help="Frames per layer (half fit, half measured)."
+        ),
+        codecs: str = typer.Option(
+            ",".join(DEFAULT_CODECS), "--codecs", help="Comma-separated codec names."
+        ),
+        segment_frames: int = typer.Option(
+            500, "--segment-frames", help="Frames per stored segment (500 = 10 s at 50 Hz)."
+        ),
         repeats: int = typer.Option(3, "--repeats", help="Timing repeats (best is kept)."),
-        require_target: bool = typer.Option(False, "--require-target",
-                                            help="Exit 1 unless some codec meets the target."),
+        require_target: bool = typer.Option(
+            False, "--require-target", help="Exit 1 unless some codec meets the target."
+        ),
         seed: SeedOpt = 0,
     ) -> None:
         """Bits per value, error and one-core speed of each codec vs WebDataset/fairseq/lilcom."""
         src, feats = load_features(source, max_frames, seed)
-        report = run_codec_bench(feats, [c for c in codecs.split(",") if c.strip()],
-                                 segment_frames=segment_frames, repeats=repeats)
+        report = run_codec_bench(
+            feats,
+            [c for c in codecs.split(",") if c.strip()],
+            segment_frames=segment_frames,
+            repeats=repeats,
+        )
         report["source"] = src
         if json_out:
             print(json.dumps(report))
@@ -359,7 +459,9 @@ def register(app: typer.Typer) -> None:
 
             console = Console()
             console.print(_table(report))
-            console.print(f"meets target: {', '.join(report['meets_target']) or 'none'}; "
-                          f"ahead of lilcom on bits and error: {', '.join(report['beats_lilcom']) or 'none'}")
+            console.print(
+                f"meets target: {', '.join(report['meets_target']) or 'none'}; "
+                f"ahead of lilcom on bits and error: {', '.join(report['beats_lilcom']) or 'none'}"
+            )
         if require_target and not report["meets_target"]:
             raise typer.Exit(1)

@@ -62,8 +62,14 @@ def cpu_note() -> str:
     return f"{os.cpu_count()} CPU(s) visible; throughput per core (1 thread)"
 
 
-def real_bank(root: str, shards: int = 1, layers: int = 4, segments: int = 8, dim: int = 1024,
-              storage_options: dict | None = None):
+def real_bank(
+    root: str,
+    shards: int = 1,
+    layers: int = 4,
+    segments: int = 8,
+    dim: int = 1024,
+    storage_options: dict | None = None,
+):
     """A real Zarr bank of ``shards`` shards of ``segments`` segments (2-9 s): one ``dim``-wide
     teacher at 50 Hz, ``layers`` layers, float16."""
     import numpy as np
@@ -77,17 +83,36 @@ def real_bank(root: str, shards: int = 1, layers: int = 4, segments: int = 8, di
     bank = Bank.create(root, "zarr", storage_options)
     codec = get_codec("float16")
     keep = list(range(1, layers + 1))
-    bank.register_teacher(TeacherRecord(name="wavlm", source="bench/wavlm", dim=dim, frame_rate=50.0,
-                                        codec=codec.record(), layers=keep, num_layers=25, revision="r",
-                                        fingerprint="f" * 64, home_domain="speech", domains=[]))
+    bank.register_teacher(
+        TeacherRecord(
+            name="wavlm",
+            source="bench/wavlm",
+            dim=dim,
+            frame_rate=50.0,
+            codec=codec.record(),
+            layers=keep,
+            num_layers=25,
+            revision="r",
+            fingerprint="f" * 64,
+            home_domain="speech",
+            domains=[],
+        )
+    )
     rng = np.random.default_rng(0)
     for s in range(shards):
-        with bank.write_shard("shard-template" if shards == 1 else f"shard-{s:05d}", ["wavlm"]) as w:
+        with bank.write_shard(
+            "shard-template" if shards == 1 else f"shard-{s:05d}", ["wavlm"]
+        ) as w:
             for k in range(segments):
                 n = SAMPLE_RATE * (2 + k)
                 src = f"corpus/s{s}/clip{k}.wav"
                 seg = Segment(make_segment_id(src), src, 0.0, None, "speech", "bench", n)
-                feats = {layer: codec.encode(torch.from_numpy(rng.standard_normal((n // 320, dim)).astype("float32")),
-                                             None) for layer in keep}
+                feats = {
+                    layer: codec.encode(
+                        torch.from_numpy(rng.standard_normal((n // 320, dim)).astype("float32")),
+                        None,
+                    )
+                    for layer in keep
+                }
                 w.add(seg, rng.integers(-3000, 3000, n).astype(np.int16), {"wavlm": feats})
     return Bank.open(root, storage_options)

@@ -40,14 +40,32 @@ def synthetic_layer(rng: np.random.Generator, frames: int, dim: int) -> np.ndarr
     return smooth
 
 
-def build_bank(root: str, layout: str, *, codec: str, seconds: float, dim: int, num_layers: int,
-               segment_seconds: float = 10.0, seed: int = 0) -> Bank:
+def build_bank(
+    root: str,
+    layout: str,
+    *,
+    codec: str,
+    seconds: float,
+    dim: int,
+    num_layers: int,
+    segment_seconds: float = 10.0,
+    seed: int = 0,
+) -> Bank:
     rng = np.random.default_rng(seed)
     c = get_codec(codec)
     bank = Bank.create(root, layout)
     layers = list(range(num_layers))
-    bank.register_teacher(TeacherRecord(name="teacher", source="synthetic", dim=dim, frame_rate=50.0,
-                                        codec=c.record(), layers=layers, num_layers=num_layers))
+    bank.register_teacher(
+        TeacherRecord(
+            name="teacher",
+            source="synthetic",
+            dim=dim,
+            frame_rate=50.0,
+            codec=c.record(),
+            layers=layers,
+            num_layers=num_layers,
+        )
+    )
     state = None
     if c.needs_fit:
         sample = synthetic_layer(rng, 4096, dim)
@@ -60,10 +78,20 @@ def build_bank(root: str, layout: str, *, codec: str, seconds: float, dim: int, 
     with bank.write_shard("shard-00000", ["teacher"]) as w:
         for k in range(n_seg):
             n = int(segment_seconds * SAMPLE_RATE)
-            seg = Segment(make_segment_id(f"synthetic/{k}.wav"), f"synthetic/{k}.wav", 0.0, segment_seconds,
-                          "speech", "synthetic", n)
+            seg = Segment(
+                make_segment_id(f"synthetic/{k}.wav"),
+                f"synthetic/{k}.wav",
+                0.0,
+                segment_seconds,
+                "speech",
+                "synthetic",
+                n,
+            )
             shift = np.roll(base, k * 7, axis=0)
-            feats = {layer: c.encode(torch.from_numpy(shift * (1 + 0.1 * layer)), state) for layer in layers}
+            feats = {
+                layer: c.encode(torch.from_numpy(shift * (1 + 0.1 * layer)), state)
+                for layer in layers
+            }
             w.add(seg, np.zeros(n, np.int16), {"teacher": feats})
     return bank
 
@@ -81,7 +109,9 @@ def read_all(root: str, layers: list[int]) -> tuple[float, int, int]:
     return dt, n, nbytes
 
 
-def read_crops(root: str, layers: list[int], crop_seconds: float = 2.0, n: int = 200, seed: int = 0) -> float:
+def read_crops(
+    root: str, layers: list[int], crop_seconds: float = 2.0, n: int = 200, seed: int = 0
+) -> float:
     """Random frame-aligned crops (the training loader's access pattern): crops per second."""
     reader = BankReader(root, {"teacher": layers}, audio=True)
     rng = np.random.default_rng(seed)
@@ -98,45 +128,87 @@ def read_crops(root: str, layers: list[int], crop_seconds: float = 2.0, n: int =
     return n / dt
 
 
-def run_read_bench(*, seconds: float = 120.0, dim: int = 768, num_layers: int = 13, codec: str = "int8-channel",
-                   repeats: int = 2, workdir: str | None = None) -> dict:
+def run_read_bench(
+    *,
+    seconds: float = 120.0,
+    dim: int = 768,
+    num_layers: int = 13,
+    codec: str = "int8-channel",
+    repeats: int = 2,
+    workdir: str | None = None,
+) -> dict:
     results = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp, one_core():
         for layout in ("zarr", "webdataset"):
             root = str(Path(tmp) / layout)
-            bank = build_bank(root, layout, codec=codec, seconds=seconds, dim=dim, num_layers=num_layers)
+            bank = build_bank(
+                root, layout, codec=codec, seconds=seconds, dim=dim, num_layers=num_layers
+            )
             row = {"layout": layout, "codec": codec, "bytes": bank.catalog.bytes}
             for label, layers in (("all", list(range(num_layers))), ("sparse4", SPARSE)):
                 best = min((read_all(root, layers) for _ in range(repeats)), key=lambda r: r[0])
                 dt, n, nbytes = best
-                row[label] = {"layers": len(layers), "seconds": dt, "segments_per_s": n / dt,
-                              "decoded_mb_per_s": nbytes / dt / 1e6, "segments": n}
+                row[label] = {
+                    "layers": len(layers),
+                    "seconds": dt,
+                    "segments_per_s": n / dt,
+                    "decoded_mb_per_s": nbytes / dt / 1e6,
+                    "segments": n,
+                }
             row["sparse4_cost_vs_all"] = row["sparse4"]["seconds"] / row["all"]["seconds"]
             row["crops_per_s_sparse4"] = max(read_crops(root, SPARSE) for _ in range(repeats))
             row["target_sparse4_le_40pct"] = row["sparse4_cost_vs_all"] <= 0.40
             results.append(row)
-    return {"bench": "reads", "audio_seconds": seconds, "dim": dim, "num_layers": num_layers, "rows": results}
+    return {
+        "bench": "reads",
+        "audio_seconds": seconds,
+        "dim": dim,
+        "num_layers": num_layers,
+        "rows": results,
+    }
 
 
 def register(app: typer.Typer) -> None:
     @app.command("bench-reads")
     def bench_reads(
-        seconds: Annotated[float, typer.Option(help="Seconds of audio in the synthetic bank.")] = 120.0,
+        seconds: Annotated[
+            float, typer.Option(help="Seconds of audio in the synthetic bank.")
+        ] = 120.0,
         dim: Annotated[int, typer.Option(help="Feature dimension.")] = 768,
-        num_layers: Annotated[int, typer.Option("--num-layers", help="Layers stored per frame.")] = 13,
+        num_layers: Annotated[
+            int, typer.Option("--num-layers", help="Layers stored per frame.")
+        ] = 13,
         codec: Annotated[str, typer.Option(help="Codec of the bank.")] = "int8-channel",
         json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
         """Segments/s and decoded MB/s per core, both layouts, all layers vs 4 of them."""
         res = run_read_bench(seconds=seconds, dim=dim, num_layers=num_layers, codec=codec)
-        table = Table("layout", "codec", "layers", "segments/s", "decoded MB/s", "4-layer cost vs all", "≤ 40 %",
-                      "2 s crops/s (4 layers)")
+        table = Table(
+            "layout",
+            "codec",
+            "layers",
+            "segments/s",
+            "decoded MB/s",
+            "4-layer cost vs all",
+            "≤ 40 %",
+            "2 s crops/s (4 layers)",
+        )
         for r in res["rows"]:
             for label in ("all", "sparse4"):
                 x = r[label]
                 cost = f"{r['sparse4_cost_vs_all']:.0%}" if label == "sparse4" else ""
                 ok = ("yes" if r["target_sparse4_le_40pct"] else "NO") if label == "sparse4" else ""
                 crops = f"{r['crops_per_s_sparse4']:.0f}" if label == "sparse4" else ""
-                table.add_row(r["layout"], r["codec"], str(x["layers"]), f"{x['segments_per_s']:.1f}",
-                              f"{x['decoded_mb_per_s']:.0f}", cost, ok, crops)
-        emit(res, table, json_out, [f"{seconds:g} s of audio, {num_layers} layers x {dim}, one core"])
+                table.add_row(
+                    r["layout"],
+                    r["codec"],
+                    str(x["layers"]),
+                    f"{x['segments_per_s']:.1f}",
+                    f"{x['decoded_mb_per_s']:.0f}",
+                    cost,
+                    ok,
+                    crops,
+                )
+        emit(
+            res, table, json_out, [f"{seconds:g} s of audio, {num_layers} layers x {dim}, one core"]
+        )

@@ -46,8 +46,11 @@ def _moto() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -89,8 +92,15 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def run_store_bench(url: str | None = None, storage_options: dict | None = None, records: int = 500,
-                    objects: int = 54, repeats: int = 2, verify_shards: int = 8, latency_ms: float = 0.0) -> dict:
+def run_store_bench(
+    url: str | None = None,
+    storage_options: dict | None = None,
+    records: int = 500,
+    objects: int = 54,
+    repeats: int = 2,
+    verify_shards: int = 8,
+    latency_ms: float = 0.0,
+) -> dict:
     import json
     import shutil
     import tempfile
@@ -106,30 +116,61 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
         import boto3
 
         proc, endpoint = _moto()
-        storage_options = {"key": "bench", "secret": "bench",
-                           "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
-                     aws_secret_access_key="bench").create_bucket(Bucket="audistill-bench")
+        storage_options = {
+            "key": "bench",
+            "secret": "bench",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        ).create_bucket(Bucket="audistill-bench")
         url = "s3://audistill-bench"
     root = f"{url.rstrip('/')}/bench-store-{uuid.uuid4().hex[:8]}"
     fs = BankFS(root, storage_options)
     fs_head = BankFS(root, {**(storage_options or {}), "max_concurrency": 10})  # s3fs's default
     try:
-        record = json.dumps({"name": "x", "files": {f"shards/x.zarr/f{i}": {"bytes": 1 << 20, "sha256": "0" * 64}
-                                                    for i in range(54)}}).encode()
+        record = json.dumps(
+            {
+                "name": "x",
+                "files": {
+                    f"shards/x.zarr/f{i}": {"bytes": 1 << 20, "sha256": "0" * 64} for i in range(54)
+                },
+            }
+        ).encode()
         fs.fs.pipe({fs.path(f"commits/s-{i:06d}.json"): record for i in range(records)})
         names = [f"commits/s-{i:06d}.json" for i in range(records)]
         blob = os.urandom(1 << 20)
         shard_files = {fs.path(f"shards/open.zarr/c/{i}"): blob[: 1000 + i] for i in range(objects)}
         fs.fs.pipe(shard_files)
-        bank = real_bank(f"{root}/bank", shards=verify_shards, layers=4, segments=4, dim=64,
-                         storage_options=storage_options)
+        bank = real_bank(
+            f"{root}/bank",
+            shards=verify_shards,
+            layers=4,
+            segments=4,
+            dim=64,
+            storage_options=storage_options,
+        )
         bank_files = [f for name in sorted(bank.catalog.shards) for f in bank.shard_files(name)]
-        rows: dict[str, list[float]] = {k: [] for k in ("records_one_by_one", "records_read_many",
-                                                        "records_head_first", "sizes_per_file",
-                                                        "sizes_listing", "move_one_by_one", "move_concurrent",
-                                                        "verify_per_file", "verify_now", "export_one_at_a_time",
-                                                        "export_concurrent")}
+        rows: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "records_one_by_one",
+                "records_read_many",
+                "records_head_first",
+                "sizes_per_file",
+                "sizes_listing",
+                "move_one_by_one",
+                "move_concurrent",
+                "verify_per_file",
+                "verify_now",
+                "export_one_at_a_time",
+                "export_concurrent",
+            )
+        }
         pulls = tempfile.mkdtemp(prefix="audistill-bench-store-")
 
         def export(workers: int) -> None:
@@ -150,15 +191,19 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
         def old_move(src: str, dst: str) -> None:
             s, d = fs.path(src), fs.path(dst)
             for p in fs.fs.find(s):
-                p = p.split("://", 1)[1] if "://" in p else p  # find() may return protocol-prefixed paths
-                fs.fs.copy(p, d + p[len(s):])
+                p = (
+                    p.split("://", 1)[1] if "://" in p else p
+                )  # find() may return protocol-prefixed paths
+                fs.fs.copy(p, d + p[len(s) :])
             fs.fs.rm(s, recursive=True)
 
         with _latency(latency_ms):
             for k in range(repeats):
                 rows["records_one_by_one"].append(_timed(lambda: [fs.read_bytes(n) for n in names]))
                 rows["records_read_many"].append(_timed(lambda: list(fs.read_many(names))))
-                rows["records_head_first"].append(_timed(lambda: [fs_head.read_bytes(n) for n in names]))
+                rows["records_head_first"].append(
+                    _timed(lambda: [fs_head.read_bytes(n) for n in names])
+                )
                 rels = [f"shards/open.zarr/c/{i}" for i in range(objects)]
                 rows["sizes_per_file"].append(_timed(lambda rels=rels: [fs.size(r) for r in rels]))
                 rows["sizes_listing"].append(_timed(lambda: fs.sizes_under("shards/open.zarr")))
@@ -179,46 +224,103 @@ def run_store_bench(url: str | None = None, storage_options: dict | None = None,
         finally:
             if proc is not None:
                 proc.terminate()
-    return {"url": url, "moto": proc is not None, "records": records, "objects": objects, "seconds": rows,
-            "best": best, "verify_shards": verify_shards, "verify_files": len(bank_files), "latency_ms": latency_ms,
-            "speedup": {"records": best["records_one_by_one"] / best["records_read_many"],
-                        "no_head": best["records_head_first"] / best["records_one_by_one"],
-                        "sizes": best["sizes_per_file"] / best["sizes_listing"],
-                        "move": best["move_one_by_one"] / best["move_concurrent"],
-                        "verify": best["verify_per_file"] / best["verify_now"],
-                        "export": best["export_one_at_a_time"] / best["export_concurrent"]}}
+    return {
+        "url": url,
+        "moto": proc is not None,
+        "records": records,
+        "objects": objects,
+        "seconds": rows,
+        "best": best,
+        "verify_shards": verify_shards,
+        "verify_files": len(bank_files),
+        "latency_ms": latency_ms,
+        "speedup": {
+            "records": best["records_one_by_one"] / best["records_read_many"],
+            "no_head": best["records_head_first"] / best["records_one_by_one"],
+            "sizes": best["sizes_per_file"] / best["sizes_listing"],
+            "move": best["move_one_by_one"] / best["move_concurrent"],
+            "verify": best["verify_per_file"] / best["verify_now"],
+            "export": best["export_one_at_a_time"] / best["export_concurrent"],
+        },
+    }
 
 
 def register(app: typer.Typer) -> None:
     @app.command("bench-store")
     def bench_store(
-        url: Annotated[str, typer.Option("--url", help="s3://BUCKET/PREFIX to measure (default: moto on loopback).")] = "",
+        url: Annotated[
+            str,
+            typer.Option(
+                "--url", help="s3://BUCKET/PREFIX to measure (default: moto on loopback)."
+            ),
+        ] = "",
         storage_options: StorageOpt = "",
         records: Annotated[int, typer.Option(help="Commit records read.")] = 500,
-        objects: Annotated[int, typer.Option(help="Objects in the shard folder opened and moved.")] = 54,
-        repeats: Annotated[int, typer.Option(help="Runs of each, alternating (best reported).")] = 2,
+        objects: Annotated[
+            int, typer.Option(help="Objects in the shard folder opened and moved.")
+        ] = 54,
+        repeats: Annotated[
+            int, typer.Option(help="Runs of each, alternating (best reported).")
+        ] = 2,
         verify_shards: Annotated[int, typer.Option(help="Shards of the bank verified.")] = 8,
-        latency_ms: Annotated[float, typer.Option(help="Added to every request while timing (S3: 20-50 ms).")] = 0.0,
+        latency_ms: Annotated[
+            float, typer.Option(help="Added to every request while timing (S3: 20-50 ms).")
+        ] = 0.0,
         json_out: JsonOpt = False,
     ) -> None:
-        """Object-store operations of a bank, now against before: commit records, size checks, commits, verify."""
-        r = run_store_bench(url or None, parse_storage_options(storage_options), records, objects, repeats,
-                            verify_shards, latency_ms)
+        """Object-store operations of a bank, now against before: commit records, size checks,
+        commits, verify."""
+        r = run_store_bench(
+            url or None,
+            parse_storage_options(storage_options),
+            records,
+            objects,
+            repeats,
+            verify_shards,
+            latency_ms,
+        )
         b = r["best"]
         t = Table("operation", "before (s)", "now (s)", "speed-up")
-        t.add_row(f"read {records} commit records", f"{b['records_one_by_one']:.2f}", f"{b['records_read_many']:.2f}",
-                  f"{r['speedup']['records']:.1f}x")
-        t.add_row(f"read {records} commit records one by one: HEAD + GET each / one GET", f"{b['records_head_first']:.2f}",
-                  f"{b['records_one_by_one']:.2f}", f"{r['speedup']['no_head']:.1f}x")
-        t.add_row(f"sizes of a {objects}-file Zarr shard", f"{b['sizes_per_file']:.3f}", f"{b['sizes_listing']:.3f}",
-                  f"{r['speedup']['sizes']:.1f}x")
-        t.add_row(f"commit (move) {objects} x 1 MiB objects", f"{b['move_one_by_one']:.2f}", f"{b['move_concurrent']:.2f}",
-                  f"{r['speedup']['move']:.1f}x")
-        t.add_row(f"verify --quick, {r['verify_shards']} shards, {r['verify_files']} files",
-                  f"{b['verify_per_file']:.2f}", f"{b['verify_now']:.2f}", f"{r['speedup']['verify']:.1f}x")
-        t.add_row(f"export 2 of 4 layers, {r['verify_shards']} shards, to a local folder",
-                  f"{b['export_one_at_a_time']:.2f}", f"{b['export_concurrent']:.2f}", f"{r['speedup']['export']:.1f}x")
+        t.add_row(
+            f"read {records} commit records",
+            f"{b['records_one_by_one']:.2f}",
+            f"{b['records_read_many']:.2f}",
+            f"{r['speedup']['records']:.1f}x",
+        )
+        t.add_row(
+            f"read {records} commit records one by one: HEAD + GET each / one GET",
+            f"{b['records_head_first']:.2f}",
+            f"{b['records_one_by_one']:.2f}",
+            f"{r['speedup']['no_head']:.1f}x",
+        )
+        t.add_row(
+            f"sizes of a {objects}-file Zarr shard",
+            f"{b['sizes_per_file']:.3f}",
+            f"{b['sizes_listing']:.3f}",
+            f"{r['speedup']['sizes']:.1f}x",
+        )
+        t.add_row(
+            f"commit (move) {objects} x 1 MiB objects",
+            f"{b['move_one_by_one']:.2f}",
+            f"{b['move_concurrent']:.2f}",
+            f"{r['speedup']['move']:.1f}x",
+        )
+        t.add_row(
+            f"verify --quick, {r['verify_shards']} shards, {r['verify_files']} files",
+            f"{b['verify_per_file']:.2f}",
+            f"{b['verify_now']:.2f}",
+            f"{r['speedup']['verify']:.1f}x",
+        )
+        t.add_row(
+            f"export 2 of 4 layers, {r['verify_shards']} shards, to a local folder",
+            f"{b['export_one_at_a_time']:.2f}",
+            f"{b['export_concurrent']:.2f}",
+            f"{r['speedup']['export']:.1f}x",
+        )
         where = "moto on loopback" if r["moto"] else r["url"]
-        where += f", +{latency_ms:g} ms a request" if latency_ms else (" (no network latency: a lower bound)"
-                                                                       if r["moto"] else "")
+        where += (
+            f", +{latency_ms:g} ms a request"
+            if latency_ms
+            else (" (no network latency: a lower bound)" if r["moto"] else "")
+        )
         emit(r, t, json_out, [f"store: {where}; best of {repeats}"])

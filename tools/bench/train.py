@@ -47,15 +47,32 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset((("speechy", 64, 4, 2, 50, "speech"), ("soundy", 96, 4, 2, 25, "sound")), 16, 3.0, 2.0, 8.0,
-                   6, 4, (0, 1, 2)),
-    "gpu": Preset((("wavlm_base_plus", 768, 12, 12, 50, "speech"), ("sound25hz", 1024, 12, 16, 25, "sound")), 48,
-                  10.0, 5.0, 120.0, 40, 8, (1, 2, 4)),
+    "tiny": Preset(
+        (("speechy", 64, 4, 2, 50, "speech"), ("soundy", 96, 4, 2, 25, "sound")),
+        16,
+        3.0,
+        2.0,
+        8.0,
+        6,
+        4,
+        (0, 1, 2),
+    ),
+    "gpu": Preset(
+        (("wavlm_base_plus", 768, 12, 12, 50, "speech"), ("sound25hz", 1024, 12, 16, 25, "sound")),
+        48,
+        10.0,
+        5.0,
+        120.0,
+        40,
+        8,
+        (1, 2, 4),
+    ),
 }
 
 
-def _make_teacher_folder(root: Path, name: str, hidden: int, blocks: int, heads: int, hz: int,
-                         conv: int = 512) -> Path:
+def _make_teacher_folder(
+    root: Path, name: str, hidden: int, blocks: int, heads: int, hz: int, conv: int = 512
+) -> Path:
     """A random-weight WavLM (50 Hz) or wav2vec2 (25 Hz: one more stride-2 conv) saved offline."""
     import torch
     from transformers import (
@@ -67,13 +84,25 @@ def _make_teacher_folder(root: Path, name: str, hidden: int, blocks: int, heads:
     )
 
     torch.manual_seed(len(name))
-    common = dict(hidden_size=hidden, num_hidden_layers=blocks, num_attention_heads=heads,
-                  intermediate_size=4 * hidden, feat_extract_norm="layer", do_stable_layer_norm=True)
+    common = dict(
+        hidden_size=hidden,
+        num_hidden_layers=blocks,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+    )
     if hz == 50:
         model = WavLMModel(WavLMConfig(**common, conv_dim=(conv,) * 7))
     else:
-        model = Wav2Vec2Model(Wav2Vec2Config(**common, conv_dim=(conv,) * 8, conv_stride=(5, 2, 2, 2, 2, 2, 2, 2),
-                                             conv_kernel=(10, 3, 3, 3, 3, 2, 2, 2)))
+        model = Wav2Vec2Model(
+            Wav2Vec2Config(
+                **common,
+                conv_dim=(conv,) * 8,
+                conv_stride=(5, 2, 2, 2, 2, 2, 2, 2),
+                conv_kernel=(10, 3, 3, 3, 3, 2, 2, 2),
+            )
+        )
     out = root / name
     model.save_pretrained(out)
     Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True).save_pretrained(out)
@@ -86,20 +115,35 @@ def _teachers(preset: Preset, root: Path, device: str, codec: str):
 
     out = []
     for name, hidden, blocks, heads, hz, home in preset.teachers:
-        folder = _make_teacher_folder(root, name, hidden, blocks, heads, hz, 512 if hidden >= 512 else 32)
-        spec = TeacherSpec(name=name, source=str(folder), kind="hf", layers="sparse:4", dtype="bf16",
-                           home_domain=home, codec=codec)
+        folder = _make_teacher_folder(
+            root, name, hidden, blocks, heads, hz, 512 if hidden >= 512 else 32
+        )
+        spec = TeacherSpec(
+            name=name,
+            source=str(folder),
+            kind="hf",
+            layers="sparse:4",
+            dtype="bf16",
+            home_domain=home,
+            codec=codec,
+        )
         out.append(load_teacher(spec, device))
     return out
 
 
-def _config(bank: str, run_dir: Path, size: str, device: str, preset: Preset, workers: int, names) -> dict:
+def _config(
+    bank: str, run_dir: Path, size: str, device: str, preset: Preset, workers: int, names
+) -> dict:
     return {
         "run": {"name": "bench", "out_dir": str(run_dir), "device": device, "resume": False},
         "student": {"size": size},
         "bank": {"root": bank},
-        "data": {"crop_seconds": preset.crop, "batch_seconds": preset.batch_seconds, "num_workers": workers,
-                 "shuffle_buffer": 64},
+        "data": {
+            "crop_seconds": preset.crop,
+            "batch_seconds": preset.batch_seconds,
+            "num_workers": workers,
+            "shuffle_buffer": 64,
+        },
         "teachers": [{"name": n, "num_targets": 4} for n in names],
         "optim": {"lr": 1e-4, "warmup_steps": 0, "max_steps": 10**6},
         "log": {"every": 10**6, "val_every": 10**6, "ckpt_every": 10**6, "tensorboard": False},
@@ -109,8 +153,12 @@ def _config(bank: str, run_dir: Path, size: str, device: str, preset: Preset, wo
 def _rates(out: dict, skip: int) -> dict:
     st, au, wt = out["step_seconds"][skip:], out["audio_seconds"][skip:], out["wait_seconds"]
     total = sum(st)
-    return {"steps": len(st), "steps_per_s": len(st) / total, "audio_s_per_s": sum(au) / total,
-            "loader_wait_frac": sum(wt[skip:]) / total}
+    return {
+        "steps": len(st),
+        "steps_per_s": len(st) / total,
+        "audio_s_per_s": sum(au) / total,
+        "loader_wait_frac": sum(wt[skip:]) / total,
+    }
 
 
 def _loader_rate(cfg, workers: int, batches: int) -> float:
@@ -146,16 +194,25 @@ class RandomTeacher:
         from audistill.shards.catalog import TeacherRecord
         from audistill.shards.codecs import get_codec
 
-        return TeacherRecord(name=self.name, source=f"random/{self.name}", dim=self.dim,
-                             frame_rate=float(self.frame_rate), codec=get_codec(self.codec).record(),
-                             layers=list(self.layers), num_layers=self.num_layers, home_domain=self.home_domain)
+        return TeacherRecord(
+            name=self.name,
+            source=f"random/{self.name}",
+            dim=self.dim,
+            frame_rate=float(self.frame_rate),
+            codec=get_codec(self.codec).record(),
+            layers=list(self.layers),
+            num_layers=self.num_layers,
+            home_domain=self.home_domain,
+        )
 
     def extract(self, wave, lengths):
         import torch
 
         n = int(lengths[0]) * self.frame_rate // SAMPLE_RATE
-        return ({la: torch.randn(1, n, self.dim, generator=self.gen) for la in self.layers},
-                torch.tensor([n]))
+        return (
+            {la: torch.randn(1, n, self.dim, generator=self.gen) for la in self.layers},
+            torch.tensor([n]),
+        )
 
 
 def _worker_cpu_s() -> float | None:
@@ -194,8 +251,12 @@ def _loader_timed(cfg, workers: int, batches: int) -> dict:
     for b in itertools.islice(it, batches):
         audio += float(b["lengths"].sum()) / SAMPLE_RATE
     wall, cpu, w1 = time.perf_counter() - t0, time.process_time() - c0, _worker_cpu_s()
-    out = {"batches": batches, "batches_per_s": batches / wall, "audio_s_per_s": audio / wall,
-           "main_cpu_s_per_batch": cpu / batches}
+    out = {
+        "batches": batches,
+        "batches_per_s": batches / wall,
+        "audio_s_per_s": audio / wall,
+        "main_cpu_s_per_batch": cpu / batches,
+    }
     if workers == 0:
         out["batches_per_cpu_s"] = batches / cpu
     elif w0 is not None and w1 is not None and w1 > w0:
@@ -204,7 +265,9 @@ def _loader_timed(cfg, workers: int, batches: int) -> dict:
     return out
 
 
-def run_loader_bench(size: str, workers: tuple, batches: int, codec: str = "float16", layout: str = "zarr") -> dict:
+def run_loader_bench(
+    size: str, workers: tuple, batches: int, codec: str = "float16", layout: str = "zarr"
+) -> dict:
     """The loader alone on the preset's shapes: in this process on one thread (batches per
     CPU-second: what one worker process can deliver) and with each worker count."""
     import numcodecs
@@ -216,14 +279,38 @@ def run_loader_bench(size: str, workers: tuple, batches: int, codec: str = "floa
     from .synth import write_bank
 
     preset = PRESETS["tiny" if size == "tiny" else "gpu"]
-    res: dict = {"loader_only": True, "preset": "tiny" if size == "tiny" else "gpu", "codec": codec,
-                 "layout": layout, "cpus": os.cpu_count(), "torch": torch.__version__,
-                 "batch_seconds": preset.batch_seconds, "crop_seconds": preset.crop}
+    res: dict = {
+        "loader_only": True,
+        "preset": "tiny" if size == "tiny" else "gpu",
+        "codec": codec,
+        "layout": layout,
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "batch_seconds": preset.batch_seconds,
+        "crop_seconds": preset.crop,
+    }
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
-        teachers = [RandomTeacher(n, hidden, hz, home, blocks, codec) for n, hidden, blocks, _, hz, home in preset.teachers]
-        write_bank(str(Path(tmp) / "bank"), teachers, 4, preset.segments // 4, (preset.seconds * 0.8, preset.seconds * 1.2),
-                   layout=layout)
-        raw = _config(str(Path(tmp) / "bank"), Path(tmp) / "runs", "tiny", "cpu", preset, 0, [t.name for t in teachers])
+        teachers = [
+            RandomTeacher(n, hidden, hz, home, blocks, codec)
+            for n, hidden, blocks, _, hz, home in preset.teachers
+        ]
+        write_bank(
+            str(Path(tmp) / "bank"),
+            teachers,
+            4,
+            preset.segments // 4,
+            (preset.seconds * 0.8, preset.seconds * 1.2),
+            layout=layout,
+        )
+        raw = _config(
+            str(Path(tmp) / "bank"),
+            Path(tmp) / "runs",
+            "tiny",
+            "cpu",
+            preset,
+            0,
+            [t.name for t in teachers],
+        )
         cfg = from_dict(raw)
         threads = numcodecs.blosc.use_threads
         numcodecs.blosc.use_threads = False  # one thread, as in a loader worker
@@ -232,27 +319,41 @@ def run_loader_bench(size: str, workers: tuple, batches: int, codec: str = "floa
                 res["in_process"] = _loader_timed(cfg, 0, batches)
         finally:
             numcodecs.blosc.use_threads = threads
-        res["workers"] = {str(w): _loader_timed(cfg, w, batches * max(1, w)) for w in workers if w > 0}
+        res["workers"] = {
+            str(w): _loader_timed(cfg, w, batches * max(1, w)) for w in workers if w > 0
+        }
     per = res["in_process"]["batches_per_cpu_s"]
     res["per_worker_batches_per_s"] = per
-    res["per_worker_audio_s_per_s"] = per * res["in_process"]["audio_s_per_s"] / res["in_process"]["batches_per_s"]
+    res["per_worker_audio_s_per_s"] = (
+        per * res["in_process"]["audio_s_per_s"] / res["in_process"]["batches_per_s"]
+    )
     res["targets"] = {"per_worker_ge_3_batches_per_s": per >= 3.0}
     return res
 
 
 def _loader_table(r: dict) -> Table:
-    t = Table(title=f"bench-train --loader-only: {r['preset']} preset ({r['layout']}, {r['codec']}, "
-                    f"{r['batch_seconds']:.0f} s batches of {r['crop_seconds']:.0f} s crops)")
+    t = Table(
+        title=f"bench-train --loader-only: {r['preset']} preset ({r['layout']}, {r['codec']}, "
+        f"{r['batch_seconds']:.0f} s batches of {r['crop_seconds']:.0f} s crops)"
+    )
     for c in ("measure", "value", "note"):
         t.add_column(c)
     ip = r["in_process"]
-    t.add_row("one process, one thread", f"{ip['batches_per_cpu_s']:.2f} batches/CPU-s",
-              f"{r['per_worker_audio_s_per_s']:.0f} audio-s per CPU-s "
-              f"({'met' if r['targets']['per_worker_ge_3_batches_per_s'] else 'NOT met'}: >= 3 batches/s per worker)")
+    t.add_row(
+        "one process, one thread",
+        f"{ip['batches_per_cpu_s']:.2f} batches/CPU-s",
+        f"{r['per_worker_audio_s_per_s']:.0f} audio-s per CPU-s "
+        f"({'met' if r['targets']['per_worker_ge_3_batches_per_s'] else 'NOT met'}: >= 3 batches/s "
+        "per worker)",
+    )
     for w, v in r["workers"].items():
         per = v.get("batches_per_worker_cpu_s")
-        t.add_row(f"{w} workers", f"{v['batches_per_s']:.2f} batches/s",
-                  f"{v['audio_s_per_s']:.0f} audio-s/s" + (f", {per:.2f} batches per worker CPU-s" if per else ""))
+        t.add_row(
+            f"{w} workers",
+            f"{v['batches_per_s']:.2f} batches/s",
+            f"{v['audio_s_per_s']:.0f} audio-s/s"
+            + (f", {per:.2f} batches per worker CPU-s" if per else ""),
+        )
     return t
 
 
@@ -282,9 +383,15 @@ def _step_batch(infos, batch_seconds: float, crop: float, device) -> dict:
 
     b, n = max(1, round(batch_seconds / crop)), int(crop * SAMPLE_RATE)
     g = torch.Generator().manual_seed(0)
-    batch = {"wave": torch.randn(b, n, generator=g) * 0.1, "lengths": torch.full((b,), n),
-             "domains": [("speech", "sound")[k % 2] for k in range(b)], "global_items": b,
-             "targets": {}, "target_lengths": {}, "present": {}}
+    batch = {
+        "wave": torch.randn(b, n, generator=g) * 0.1,
+        "lengths": torch.full((b,), n),
+        "domains": [("speech", "sound")[k % 2] for k in range(b)],
+        "global_items": b,
+        "targets": {},
+        "target_lengths": {},
+        "present": {},
+    }
     for name, i in infos.items():
         t = int(n // i.hop)
         batch["targets"][name] = {la: torch.randn(b, t, i.dim, generator=g) for la in i.layers}
@@ -299,7 +406,10 @@ def matmul_peak(device) -> float:
 
     cuda = device.type == "cuda"
     n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a, b = (
+        torch.randn(n, n, device=device, dtype=dtype),
+        torch.randn(n, n, device=device, dtype=dtype),
+    )
     best = float("inf")
     for _ in range(3):
         if cuda:
@@ -313,8 +423,15 @@ def matmul_peak(device) -> float:
     return 2 * n**3 / best
 
 
-def step_bench(size: str, device: str, batch_seconds: float, crop: float, steps: int, compile_student: bool = False,
-               peak: float | None = None) -> dict:
+def step_bench(
+    size: str,
+    device: str,
+    batch_seconds: float,
+    crop: float,
+    steps: int,
+    compile_student: bool = False,
+    peak: float | None = None,
+) -> dict:
     """The student's update alone (the loop's ``update``: bf16 autocast and fused AdamW on CUDA) on
     a batch held on the device: steps/s, FLOPs per step (FlopCounterMode) and the share of the
     device's measured matmul peak reached (MFU)."""
@@ -331,9 +448,15 @@ def step_bench(size: str, device: str, batch_seconds: float, crop: float, steps:
     model, infos = _step_model(size, PRESETS["gpu"], dev)
     batch = _step_batch(infos, batch_seconds, crop, dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if dev.type == "cuda"
+        else contextlib.nullcontext()
+    )
     d = ddp.Dist()
-    with FlopCounterMode(display=False) as fc:  # counted eager: the same arithmetic a compiled step does
+    with FlopCounterMode(
+        display=False
+    ) as fc:  # counted eager: the same arithmetic a compiled step does
         update(model, model, [batch], opt, 1.0, d, amp)
     flops = fc.get_total_flops()
     if compile_student:
@@ -348,12 +471,22 @@ def step_bench(size: str, device: str, batch_seconds: float, crop: float, steps:
     sync(dev)
     dt = (time.perf_counter() - t0) / steps
     peak = peak or matmul_peak(dev)
-    return {"batch_seconds": batch_seconds, "items": len(batch["domains"]), "steps_per_s": 1 / dt,
-            "audio_s_per_s": batch_seconds / dt, "tflop_per_step": flops / 1e12, "tflop_per_s": flops / dt / 1e12,
-            "peak_tflop_per_s": peak / 1e12, "mfu": flops / dt / peak, "loss_finite": bool(torch.isfinite(total))}
+    return {
+        "batch_seconds": batch_seconds,
+        "items": len(batch["domains"]),
+        "steps_per_s": 1 / dt,
+        "audio_s_per_s": batch_seconds / dt,
+        "tflop_per_step": flops / 1e12,
+        "tflop_per_s": flops / dt / 1e12,
+        "peak_tflop_per_s": peak / 1e12,
+        "mfu": flops / dt / peak,
+        "loss_finite": bool(torch.isfinite(total)),
+    }
 
 
-def run_step_bench(size: str, device: str, seconds: tuple, steps: int, compile_student: bool) -> dict:
+def run_step_bench(
+    size: str, device: str, seconds: tuple, steps: int, compile_student: bool
+) -> dict:
     import torch
 
     from audistill.train.model import count_parameters
@@ -363,25 +496,41 @@ def run_step_bench(size: str, device: str, seconds: tuple, steps: int, compile_s
         device = "cuda" if torch.cuda.is_available() else "cpu"
     peak = matmul_peak(torch.device(device))
     crop = 10.0
-    rows = [step_bench(size, device, s, min(crop, s), steps, compile_student, peak) for s in seconds]
+    rows = [
+        step_bench(size, device, s, min(crop, s), steps, compile_student, peak) for s in seconds
+    ]
     from audistill.train.model import Student
 
-    return {"step_only": True, "size": size, "device": device, "compile": compile_student,
-            "params": count_parameters(Student(student_config(size))), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-            "peak_tflop_per_s": peak / 1e12, "rows": rows}
+    return {
+        "step_only": True,
+        "size": size,
+        "device": device,
+        "compile": compile_student,
+        "params": count_parameters(Student(student_config(size))),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        "peak_tflop_per_s": peak / 1e12,
+        "rows": rows,
+    }
 
 
 def _step_table(r: dict) -> Table:
-    t = Table(title=f"bench-train --step-only: {r['size']} student ({r['params'] / 1e6:.1f} M) on "
-                    f"{r['gpu'] or r['device']}{', compiled' if r['compile'] else ''}; measured peak "
-                    f"{r['peak_tflop_per_s']:.3g} TFLOP/s")
+    t = Table(
+        title=f"bench-train --step-only: {r['size']} student ({r['params'] / 1e6:.1f} M) on "
+        f"{r['gpu'] or r['device']}{', compiled' if r['compile'] else ''}; measured peak "
+        f"{r['peak_tflop_per_s']:.3g} TFLOP/s"
+    )
     for c in ("batch", "steps/s", "audio-s/s", "TFLOP/step", "TFLOP/s", "MFU"):
         t.add_column(c)
     for x in r["rows"]:
-        t.add_row(f"{x['batch_seconds']:.0f} s ({x['items']} items)", f"{x['steps_per_s']:.3f}",
-                  f"{x['audio_s_per_s']:.0f}", f"{x['tflop_per_step']:.3g}", f"{x['tflop_per_s']:.3g}",
-                  f"{100 * x['mfu']:.1f} %")
+        t.add_row(
+            f"{x['batch_seconds']:.0f} s ({x['items']} items)",
+            f"{x['steps_per_s']:.3f}",
+            f"{x['audio_s_per_s']:.0f}",
+            f"{x['tflop_per_step']:.3g}",
+            f"{x['tflop_per_s']:.3g}",
+            f"{100 * x['mfu']:.1f} %",
+        )
     return t
 
 
@@ -406,9 +555,18 @@ def _rss(raws: list[dict], steps: int) -> list[dict]:
     """Peak RSS of fresh trainer processes, one per config, run side by side."""
     procs = []
     for raw in raws:
-        code = f"from audistill.tools.bench.train import rss_probe; rss_probe({json.dumps(json.dumps(raw))}, {steps})"
-        procs.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        code = (
+            "from audistill.tools.bench.train import rss_probe; "
+            f"rss_probe({json.dumps(json.dumps(raw))}, {steps})"
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     out = []
     for p in procs:
         so, se = p.communicate(timeout=300)
@@ -418,8 +576,13 @@ def _rss(raws: list[dict], steps: int) -> list[dict]:
     return out
 
 
-def run_bench(size: str, device: str, workers: tuple | None = None, steps: int | None = None,
-              codec: str = "float16") -> dict:
+def run_bench(
+    size: str,
+    device: str,
+    workers: tuple | None = None,
+    steps: int | None = None,
+    codec: str = "float16",
+) -> dict:
     import torch
 
     from audistill.train.config import from_dict
@@ -433,8 +596,14 @@ def run_bench(size: str, device: str, workers: tuple | None = None, steps: int |
     preset = PRESETS["tiny" if size == "tiny" else "gpu"]
     workers = workers or preset.workers
     n_steps = steps or preset.steps
-    res: dict = {"size": size, "device": device, "codec": codec, "torch": torch.__version__,
-                 "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None, "cpus": os.cpu_count()}
+    res: dict = {
+        "size": size,
+        "device": device,
+        "codec": codec,
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        "cpus": os.cpu_count(),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -443,14 +612,36 @@ def run_bench(size: str, device: str, workers: tuple | None = None, steps: int |
         shards = 4
         per = preset.segments // shards
         made: list = []  # the 10x bank repeats the base bank's segments under new ids
-        write_bank(str(tmp / "bank"), teachers, shards, per, (preset.seconds * 0.8, preset.seconds * 1.2),
-                   device=device, cache=made)  # the teachers' specs hold the codec
-        write_bank(str(tmp / "bank10"), teachers, shards * 10, per, (preset.seconds * 0.8, preset.seconds * 1.2),
-                   device=device, unique=len(made), cache=made)
+        write_bank(
+            str(tmp / "bank"),
+            teachers,
+            shards,
+            per,
+            (preset.seconds * 0.8, preset.seconds * 1.2),
+            device=device,
+            cache=made,
+        )  # the teachers' specs hold the codec
+        write_bank(
+            str(tmp / "bank10"),
+            teachers,
+            shards * 10,
+            per,
+            (preset.seconds * 0.8, preset.seconds * 1.2),
+            device=device,
+            unique=len(made),
+            cache=made,
+        )
         res["setup_s"] = time.perf_counter() - t0
         res["bank_minutes"] = preset.segments * preset.seconds / 60
-        res["teachers"] = [{"name": t.name, "dim": t.dim, "hz": t.frame_rate, "layers": list(t.layers)} for t in teachers]
-        nw = min(4, os.cpu_count() or 1) if device.startswith("cuda") else min(2, os.cpu_count() or 1)
+        res["teachers"] = [
+            {"name": t.name, "dim": t.dim, "hz": t.frame_rate, "layers": list(t.layers)}
+            for t in teachers
+        ]
+        nw = (
+            min(4, os.cpu_count() or 1)
+            if device.startswith("cuda")
+            else min(2, os.cpu_count() or 1)
+        )
         raw = _config(str(tmp / "bank"), tmp / "runs", size, device, preset, nw, names)
         skip = 3
         cached = train(from_dict(raw), stop_after=n_steps + skip)
@@ -459,82 +650,170 @@ def run_bench(size: str, device: str, workers: tuple | None = None, steps: int |
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
         raw_o = {**raw, "run": {**raw["run"], "name": "bench_online"}}
-        online = train(from_dict(raw_o), stop_after=preset.online_steps + 2, online=OnlineTeachers(teachers))
+        online = train(
+            from_dict(raw_o), stop_after=preset.online_steps + 2, online=OnlineTeachers(teachers)
+        )
         res["online"] = _rates(online, 2)
         res["cached_over_online"] = res["cached"]["steps_per_s"] / res["online"]["steps_per_s"]
-        res["loader"] = {str(w): _loader_rate(from_dict(raw), w, 3 * max(1, w) + 3) for w in workers}
+        res["loader"] = {
+            str(w): _loader_rate(from_dict(raw), w, 3 * max(1, w) + 3) for w in workers
+        }
         need = res["cached"]["steps_per_s"]  # micro-batches/s the trainer consumed (grad_accum = 1)
         best = max(v for k, v in res["loader"].items() if int(k) <= 4)
         res["loader_needed_batches_per_s"] = need
         res["loader_best_le4_workers"] = best
-        rss_raw = {**raw, "student": {"size": "tiny"}, "run": {**raw["run"], "device": "cpu", "name": "rss"}}
-        rss_10x = {**rss_raw, "bank": {"root": str(tmp / "bank10")}, "run": {**rss_raw["run"], "name": "rss10x"}}
+        rss_raw = {
+            **raw,
+            "student": {"size": "tiny"},
+            "run": {**raw["run"], "device": "cpu", "name": "rss"},
+        }
+        rss_10x = {
+            **rss_raw,
+            "bank": {"root": str(tmp / "bank10")},
+            "run": {**rss_raw["run"], "name": "rss10x"},
+        }
         res["rss_base"], res["rss_10x"] = _rss([rss_raw, rss_10x], 3)
         res["rss_growth"] = res["rss_10x"]["rss_mb"] / res["rss_base"]["rss_mb"] - 1
-        res["targets"] = {"cached_faster_than_online": res["cached_over_online"] > 1.0,
-                          "loader_keeps_up_le4_workers": best >= need,
-                          "rss_flat_10x_bank": res["rss_growth"] <= 0.20}
+        res["targets"] = {
+            "cached_faster_than_online": res["cached_over_online"] > 1.0,
+            "loader_keeps_up_le4_workers": best >= need,
+            "rss_flat_10x_bank": res["rss_growth"] <= 0.20,
+        }
     return res
 
 
 def _table(r: dict) -> Table:
-    t = Table(title=f"bench-train: {r['size']} student on {r['gpu'] or r['device']} ({r['codec']} bank, "
-                    f"{r['bank_minutes']:.1f} min audio, {r['batch_seconds']:.0f} s/step)")
+    t = Table(
+        title=f"bench-train: {r['size']} student on {r['gpu'] or r['device']} ({r['codec']} bank, "
+        f"{r['bank_minutes']:.1f} min audio, {r['batch_seconds']:.0f} s/step)"
+    )
     for c in ("measure", "value", "note"):
         t.add_column(c)
     c, o = r["cached"], r["online"]
-    t.add_row("(a) from bank: steps/s", f"{c['steps_per_s']:.3f}", f"{c['audio_s_per_s']:.0f} audio-s/s, "
-              f"loader wait {100 * c['loader_wait_frac']:.0f} %")
-    t.add_row("(b) teachers online: steps/s", f"{o['steps_per_s']:.3f}", f"{o['audio_s_per_s']:.0f} audio-s/s")
-    t.add_row("(a)/(b)", f"{r['cached_over_online']:.2f}x", "met" if r["targets"]["cached_faster_than_online"] else "NOT met")
+    t.add_row(
+        "(a) from bank: steps/s",
+        f"{c['steps_per_s']:.3f}",
+        f"{c['audio_s_per_s']:.0f} audio-s/s, loader wait {100 * c['loader_wait_frac']:.0f} %",
+    )
+    t.add_row(
+        "(b) teachers online: steps/s",
+        f"{o['steps_per_s']:.3f}",
+        f"{o['audio_s_per_s']:.0f} audio-s/s",
+    )
+    t.add_row(
+        "(a)/(b)",
+        f"{r['cached_over_online']:.2f}x",
+        "met" if r["targets"]["cached_faster_than_online"] else "NOT met",
+    )
     for w, v in r["loader"].items():
-        t.add_row(f"(c) loader alone, {w} workers", f"{v:.2f} batches/s", f"{v / max(1, int(w)):.2f} per worker")
-    t.add_row("(c) needed by (a)", f"{r['loader_needed_batches_per_s']:.2f} batches/s",
-              "keeps up" if r["targets"]["loader_keeps_up_le4_workers"] else "I/O bound: NOT met")
-    t.add_row("(d) peak RSS, bank", f"{r['rss_base']['rss_mb']:.0f} MB", f"worker {r['rss_base']['worker_rss_mb']:.0f} MB")
-    t.add_row("(d) peak RSS, 10x bank", f"{r['rss_10x']['rss_mb']:.0f} MB",
-              f"{100 * r['rss_growth']:+.1f} % ({'met' if r['targets']['rss_flat_10x_bank'] else 'NOT met'})")
+        t.add_row(
+            f"(c) loader alone, {w} workers",
+            f"{v:.2f} batches/s",
+            f"{v / max(1, int(w)):.2f} per worker",
+        )
+    t.add_row(
+        "(c) needed by (a)",
+        f"{r['loader_needed_batches_per_s']:.2f} batches/s",
+        "keeps up" if r["targets"]["loader_keeps_up_le4_workers"] else "I/O bound: NOT met",
+    )
+    t.add_row(
+        "(d) peak RSS, bank",
+        f"{r['rss_base']['rss_mb']:.0f} MB",
+        f"worker {r['rss_base']['worker_rss_mb']:.0f} MB",
+    )
+    t.add_row(
+        "(d) peak RSS, 10x bank",
+        f"{r['rss_10x']['rss_mb']:.0f} MB",
+        f"{100 * r['rss_growth']:+.1f} % "
+        f"({'met' if r['targets']['rss_flat_10x_bank'] else 'NOT met'})",
+    )
     for x in r.get("step", {}).get("rows", []):
-        t.add_row(f"(e) step alone, {x['batch_seconds']:.0f} s batch", f"{x['steps_per_s']:.3f} steps/s",
-                  f"{x['tflop_per_step']:.3f} TFLOP/step, MFU {100 * x['mfu']:.1f} % of "
-                  f"{x['peak_tflop_per_s']:.1f} TFLOP/s measured")
+        t.add_row(
+            f"(e) step alone, {x['batch_seconds']:.0f} s batch",
+            f"{x['steps_per_s']:.3f} steps/s",
+            f"{x['tflop_per_step']:.3f} TFLOP/step, MFU {100 * x['mfu']:.1f} % of "
+            f"{x['peak_tflop_per_s']:.1f} TFLOP/s measured",
+        )
     return t
 
 
-def bench_train(size: Annotated[str, typer.Option("--size", help="Student size: tiny (CPU) ... base, large.")] = "tiny",
-                device: DeviceOpt = "auto",
-                workers: Annotated[str, typer.Option("--workers", help="Loader worker counts to try, e.g. 1,2,4.")] = "",
-                steps: Annotated[int, typer.Option("--steps", help="Timed steps from the bank (0 = preset).")] = 0,
-                codec: Annotated[str, typer.Option("--codec", help="Bank codec.")] = "float16",
-                loader_only: Annotated[bool, typer.Option(
-                    "--loader-only", help="Only the data loader (no model, no GPU): batches/s per worker.")] = False,
-                layout: Annotated[str, typer.Option("--layout", help="Bank layout for --loader-only.")] = "zarr",
-                batches: Annotated[int, typer.Option("--batches", help="Timed batches per worker (--loader-only).")] = 8,
-                step_only: Annotated[bool, typer.Option(
-                    "--step-only", help="Only the student's update on a batch held on the device: FLOPs, MFU.")] = False,
-                step_seconds: Annotated[str, typer.Option(
-                    "--step-seconds", help="Batch seconds for the step's FLOPs and MFU.")] = "120,800",
-                compile_student: Annotated[bool, typer.Option("--compile", help="torch.compile the student.")] = False,
-                as_json: JsonOpt = False) -> None:
+def bench_train(
+    size: Annotated[
+        str, typer.Option("--size", help="Student size: tiny (CPU) ... base, large.")
+    ] = "tiny",
+    device: DeviceOpt = "auto",
+    workers: Annotated[
+        str, typer.Option("--workers", help="Loader worker counts to try, e.g. 1,2,4.")
+    ] = "",
+    steps: Annotated[
+        int, typer.Option("--steps", help="Timed steps from the bank (0 = preset).")
+    ] = 0,
+    codec: Annotated[str, typer.Option("--codec", help="Bank codec.")] = "float16",
+    loader_only: Annotated[
+        bool,
+        typer.Option(
+            "--loader-only", help="Only the data loader (no model, no GPU): batches/s per worker."
+        ),
+    ] = False,
+    layout: Annotated[
+        str, typer.Option("--layout", help="Bank layout for --loader-only.")
+    ] = "zarr",
+    batches: Annotated[
+        int, typer.Option("--batches", help="Timed batches per worker (--loader-only).")
+    ] = 8,
+    step_only: Annotated[
+        bool,
+        typer.Option(
+            "--step-only",
+            help="Only the student's update on a batch held on the device: FLOPs, MFU.",
+        ),
+    ] = False,
+    step_seconds: Annotated[
+        str, typer.Option("--step-seconds", help="Batch seconds for the step's FLOPs and MFU.")
+    ] = "120,800",
+    compile_student: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the student.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Training throughput from the bank vs teachers online, the loader alone, RSS vs bank size,
     the student step's FLOPs and MFU."""
     ws = tuple(int(x) for x in workers.split(",")) if workers else None
     secs = tuple(float(x) for x in step_seconds.split(","))
     if step_only:
         r = run_step_bench(size, device, secs, steps or 3, compile_student)
-        emit(r, None if as_json else _step_table(r), as_json, ["MFU: the step's FLOPs x steps/s / the measured peak"])
+        emit(
+            r,
+            None if as_json else _step_table(r),
+            as_json,
+            ["MFU: the step's FLOPs x steps/s / the measured peak"],
+        )
         return
     if loader_only:
         r = run_loader_bench(size, ws or (1, 2), batches, codec, layout)
-        emit(r, None if as_json else _loader_table(r), as_json,
-             ["per-worker figure: the loader in one process on one thread, batches per CPU-second"])
+        emit(
+            r,
+            None if as_json else _loader_table(r),
+            as_json,
+            ["per-worker figure: the loader in one process on one thread, batches per CPU-second"],
+        )
         return
     r = run_bench(size, device, ws, steps or None, codec)
-    cpu_secs = (PRESETS["tiny" if size == "tiny" else "gpu"].batch_seconds,)  # the CPU: one small batch
-    r["step"] = run_step_bench(size, r["device"], secs if r["device"].startswith("cuda") else cpu_secs, 3,
-                               compile_student)
-    emit(r, None if as_json else _table(r), as_json,
-         [f"targets: {json.dumps(r['targets'])}; RSS probes use a tiny student on the CPU (data path only)"])
+    cpu_secs = (
+        PRESETS["tiny" if size == "tiny" else "gpu"].batch_seconds,
+    )  # the CPU: one small batch
+    r["step"] = run_step_bench(
+        size, r["device"], secs if r["device"].startswith("cuda") else cpu_secs, 3, compile_student
+    )
+    emit(
+        r,
+        None if as_json else _table(r),
+        as_json,
+        [
+            f"targets: {json.dumps(r['targets'])}; RSS probes use a tiny student on the CPU (data "
+            "path only)"
+        ],
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -18,8 +18,12 @@ from audistill.tools.cli import extract, shards, tools, train
 from audistill.tools.demo import run as demo
 from audistill.train.errors import USER_ERRORS as TRAIN_ERRORS
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Run audio teachers once into a feature bank; distill students from it.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Run audio teachers once into a feature bank; distill students from it.",
+)
 
 app.add_typer(shards.shards_app, name="shards")
 extract.register(app)  # root commands: extract, plan, manifest
@@ -28,18 +32,27 @@ app.add_typer(tools.tools_app, name="tools")
 demo.register(app)  # root command: demo, the main job
 
 # Raised on purpose for bad input, broken shards, wrong configs: one line on stderr, exit 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (BankError, FileNotFoundError, *EXTRACT_ERRORS, *TRAIN_ERRORS)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    BankError,
+    FileNotFoundError,
+    *EXTRACT_ERRORS,
+    *TRAIN_ERRORS,
+)
 
 
 def _click_error_types() -> tuple[type[BaseException], ...]:
     """Click's usage errors: typer >= 0.29 raises those of its bundled copy of click."""
     import click
 
-    return (click.ClickException, *((typer.TyperException,) if hasattr(typer, "TyperException") else ()))
+    return (
+        click.ClickException,
+        *((typer.TyperException,) if hasattr(typer, "TyperException") else ()),
+    )
 
 
 def _usage_line(e) -> int:
-    """One line on stderr for a usage error (missing argument, unknown option ...); its exit code."""
+    """One line on stderr for a usage error (missing argument, unknown option ...); its exit
+    code."""
     ctx = getattr(e, "ctx", None)
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
     print(f"audistill: error: {e.format_message()}{hint}", file=sys.stderr)

@@ -7,16 +7,27 @@ from typing import Annotated
 
 import typer
 
-BankArg = Annotated[str, typer.Argument(help="Bank root: a local path or an fsspec URL (s3://, file://, http(s)://).")]
+BankArg = Annotated[
+    str,
+    typer.Argument(help="Bank root: a local path or an fsspec URL (s3://, file://, http(s)://)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 OutDirOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="torch device: auto, cpu, cuda, cuda:1 ...")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="torch device: auto, cpu, cuda, cuda:1 ...")
+]
 
-StorageOpt = Annotated[str, typer.Option(
-    "--storage-options",
-    help="fsspec storage options for URLs (bank, corpus, tars): a JSON object or @FILE.json, e.g. "
-         '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'. Default: the AWS_* / fsspec environment.')]
+StorageOpt = Annotated[
+    str,
+    typer.Option(
+        "--storage-options",
+        help="fsspec storage options for URLs (bank, corpus, tars): a JSON object or @FILE.json, "
+        "e.g. "
+        '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'. Default: the AWS_* / '
+        "fsspec environment.",
+    ),
+]
 
 
 def parse_storage_options(text: str) -> dict | None:

@@ -11,7 +11,9 @@ from rich.table import Table
 
 from .options import BankArg, JsonOpt, StorageOpt, parse_storage_options
 
-shards_app = typer.Typer(no_args_is_help=True, help="Inspect, verify, convert and export feature banks.")
+shards_app = typer.Typer(
+    no_args_is_help=True, help="Inspect, verify, convert and export feature banks."
+)
 console = Console(width=None if Console().is_terminal else 160)
 
 
@@ -21,12 +23,18 @@ def _parse_layers(spec: str | None) -> list[int] | None:
     try:
         return sorted({int(x) for x in spec.split(",") if x.strip()})
     except ValueError:
-        raise typer.BadParameter(f"--layers takes comma-separated integers or 'all', not {spec!r}") from None
+        raise typer.BadParameter(
+            f"--layers takes comma-separated integers or 'all', not {spec!r}"
+        ) from None
 
 
 def _opts(root: str, storage_options: str) -> dict | None:
     """--storage-options for ``root`` when it is a URL (a local path takes none)."""
-    return parse_storage_options(storage_options) if "://" in root and not root.startswith("file://") else None
+    return (
+        parse_storage_options(storage_options)
+        if "://" in root and not root.startswith("file://")
+        else None
+    )
 
 
 def _gib(n: float) -> str:
@@ -43,28 +51,63 @@ def info(bank: BankArg, json_out: JsonOpt = False, storage_options: StorageOpt =
         print(json.dumps(d))
         return
     hours = ", ".join(f"{k} {v:.3f} h" for k, v in d["hours_per_domain"].items()) or "none"
-    console.print(f"[bold]{d['bank']}[/] layout {d['layout']}: {d['shards']} shards, {d['segments']} segments, "
-                  f"{d['hours']:.3f} h ({hours}), {_gib(d['bytes'])}")
-    table = Table("teacher", "layer", "codec", "dim", "rate Hz", "frames", "bytes", "bits/value", "home", "domains")
+    console.print(
+        f"[bold]{d['bank']}[/] layout {d['layout']}: {d['shards']} shards, {d['segments']} "
+        "segments, "
+        f"{d['hours']:.3f} h ({hours}), {_gib(d['bytes'])}"
+    )
+    table = Table(
+        "teacher",
+        "layer",
+        "codec",
+        "dim",
+        "rate Hz",
+        "frames",
+        "bytes",
+        "bits/value",
+        "home",
+        "domains",
+    )
     for name, t in d["teachers"].items():
         for layer, lay in t["layers"].items():
             bpv = "-" if lay["bits_per_value"] is None else f"{lay['bits_per_value']:.2f}"
-            table.add_row(name, layer, t["codec"]["name"], str(t["dim"]), f"{t['frame_rate']:g}", str(lay["frames"]),
-                          _gib(lay["bytes"]), bpv, t["home_domain"], ",".join(t["domains"]))
+            table.add_row(
+                name,
+                layer,
+                t["codec"]["name"],
+                str(t["dim"]),
+                f"{t['frame_rate']:g}",
+                str(lay["frames"]),
+                _gib(lay["bytes"]),
+                bpv,
+                t["home_domain"],
+                ",".join(t["domains"]),
+            )
     console.print(table)
 
 
 @shards_app.command()
-def verify(bank: BankArg, json_out: JsonOpt = False,
-           quick: Annotated[bool, typer.Option("--quick", help="Sizes only, no sha256.")] = False,
-           workers: Annotated[int, typer.Option(min=0, help="Shards checked at once (0: 16 on an object "
-                                                             "store, 2 on a local disk).")] = 0,
-           storage_options: StorageOpt = "") -> None:
+def verify(
+    bank: BankArg,
+    json_out: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Sizes only, no sha256.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Shards checked at once (0: 16 on an object store, 2 on a local disk)."
+        ),
+    ] = 0,
+    storage_options: StorageOpt = "",
+) -> None:
     """Check every file against its commit record; exit 1 naming every broken shard."""
     from audistill.shards.verify import verify_bank
 
-    report = verify_bank(bank, checksums=not quick, storage_options=_opts(bank, storage_options),
-                         workers=workers or None)
+    report = verify_bank(
+        bank,
+        checksums=not quick,
+        storage_options=_opts(bank, storage_options),
+        workers=workers or None,
+    )
     if json_out:
         print(json.dumps(report.to_json()))
     else:
@@ -72,61 +115,121 @@ def verify(bank: BankArg, json_out: JsonOpt = False,
             for p in problems:
                 console.print(f"[red]BROKEN[/] {shard}: {p}", highlight=False)
         status = "[green]intact[/]" if report.ok else f"[red]{len(report.broken)} broken[/]"
-        console.print(f"{report.bank}: {report.shards_checked} shards, {report.files_checked} files, "
-                      f"{_gib(report.bytes_checked)} checked: {status}")
+        console.print(
+            f"{report.bank}: {report.shards_checked} shards, {report.files_checked} files, "
+            f"{_gib(report.bytes_checked)} checked: {status}"
+        )
     if not report.ok:
         raise typer.Exit(1)
 
 
-CopyWorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Shards copied at once (0: 8 when a side "
-                                                                   "is an object store, else 2).")]
+CopyWorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Shards copied at once (0: 8 when a side is an object store, else 2).",
+    ),
+]
 
 
 @shards_app.command()
-def convert(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank root.")],
-            to: Annotated[str, typer.Option("--to", help="zarr or webdataset")],
-            workers: CopyWorkersOpt = 0, storage_options: StorageOpt = "") -> None:
-    """Copy a bank into the other layout, exactly (stored codec parts are copied, not re-encoded)."""
+def convert(
+    bank: BankArg,
+    out: Annotated[str, typer.Argument(help="New bank root.")],
+    to: Annotated[str, typer.Option("--to", help="zarr or webdataset")],
+    workers: CopyWorkersOpt = 0,
+    storage_options: StorageOpt = "",
+) -> None:
+    """Copy a bank into the other layout, exactly (stored codec parts are copied, not
+    re-encoded)."""
     from audistill.shards.copy import copy_bank
     from audistill.shards.layouts import layout_names
 
     if to not in layout_names():
         raise typer.BadParameter(f"--to must be one of {', '.join(layout_names())}")
-    target = copy_bank(bank, out, layout=to, src_options=_opts(bank, storage_options),
-                       dst_options=_opts(out, storage_options), workers=workers or None,
-                       progress=lambda s: console.print(f"shard {s}", highlight=False))
-    console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
+    target = copy_bank(
+        bank,
+        out,
+        layout=to,
+        src_options=_opts(bank, storage_options),
+        dst_options=_opts(out, storage_options),
+        workers=workers or None,
+        progress=lambda s: console.print(f"shard {s}", highlight=False),
+    )
+    console.print(
+        f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}"
+    )
 
 
 @shards_app.command()
-def export(bank: BankArg, out: Annotated[str, typer.Argument(help="New, smaller bank root.")],
-           teacher: Annotated[list[str], typer.Option("--teacher", help="Teacher to keep (repeat).")],
-           layers: Annotated[str | None, typer.Option("--layers", help="Layers to keep, e.g. 3,6,9,12 (all teachers given).")] = None,
-           to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None,
-           workers: CopyWorkersOpt = 0, storage_options: StorageOpt = "") -> None:
-    """A smaller bank with only the teachers and layers one student needs (local or object store)."""
+def export(
+    bank: BankArg,
+    out: Annotated[str, typer.Argument(help="New, smaller bank root.")],
+    teacher: Annotated[list[str], typer.Option("--teacher", help="Teacher to keep (repeat).")],
+    layers: Annotated[
+        str | None,
+        typer.Option("--layers", help="Layers to keep, e.g. 3,6,9,12 (all teachers given)."),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Layout of the new bank (default: same).")
+    ] = None,
+    workers: CopyWorkersOpt = 0,
+    storage_options: StorageOpt = "",
+) -> None:
+    """A smaller bank with only the teachers and layers one student needs (local or object
+    store)."""
     from audistill.shards.copy import copy_bank
 
     want = {t: _parse_layers(layers) for t in teacher}
-    target = copy_bank(bank, out, layout=to, teachers=want, src_options=_opts(bank, storage_options),
-                       dst_options=_opts(out, storage_options), workers=workers or None,
-                       progress=lambda s: console.print(f"shard {s}", highlight=False))
-    console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
+    target = copy_bank(
+        bank,
+        out,
+        layout=to,
+        teachers=want,
+        src_options=_opts(bank, storage_options),
+        dst_options=_opts(out, storage_options),
+        workers=workers or None,
+        progress=lambda s: console.print(f"shard {s}", highlight=False),
+    )
+    console.print(
+        f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}"
+    )
 
 
 @shards_app.command()
-def recode(bank: BankArg, out: Annotated[str, typer.Argument(help="New bank root.")],
-           codec: Annotated[str, typer.Option("--codec", help="Codec of the new bank (see `shards codecs`).")],
-           teacher: Annotated[list[str] | None, typer.Option("--teacher", help="Teacher to keep (repeat; default all).")] = None,
-           to: Annotated[str | None, typer.Option("--to", help="Layout of the new bank (default: same).")] = None,
-           workers: CopyWorkersOpt = 0, storage_options: StorageOpt = "") -> None:
+def recode(
+    bank: BankArg,
+    out: Annotated[str, typer.Argument(help="New bank root.")],
+    codec: Annotated[
+        str, typer.Option("--codec", help="Codec of the new bank (see `shards codecs`).")
+    ],
+    teacher: Annotated[
+        list[str] | None, typer.Option("--teacher", help="Teacher to keep (repeat; default all).")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Layout of the new bank (default: same).")
+    ] = None,
+    workers: CopyWorkersOpt = 0,
+    storage_options: StorageOpt = "",
+) -> None:
     """Copy a bank with its features re-encoded by another codec (fitted codecs are fitted here)."""
     from audistill.shards.copy import recode_bank
 
-    target = recode_bank(bank, out, codec, layout=to, teachers={t: None for t in teacher} if teacher else None,
-                         src_options=_opts(bank, storage_options), dst_options=_opts(out, storage_options),
-                         workers=workers or None, progress=lambda s: console.print(f"shard {s}", highlight=False))
-    console.print(f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}")
+    target = recode_bank(
+        bank,
+        out,
+        codec,
+        layout=to,
+        teachers={t: None for t in teacher} if teacher else None,
+        src_options=_opts(bank, storage_options),
+        dst_options=_opts(out, storage_options),
+        workers=workers or None,
+        progress=lambda s: console.print(f"shard {s}", highlight=False),
+    )
+    console.print(
+        f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}"
+    )
 
 
 @shards_app.command()
@@ -138,26 +241,46 @@ def codecs() -> None:
     for name in codec_names():
         cls = type(get_codec(name))  # every codec has defaults for all its parameters
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        table.add_row(name, str(cls.version), "yes" if cls.lossless else "", "yes" if cls.needs_fit else "", doc)
+        table.add_row(
+            name,
+            str(cls.version),
+            "yes" if cls.lossless else "",
+            "yes" if cls.needs_fit else "",
+            doc,
+        )
     console.print(table)
 
 
 @shards_app.command()
-def stats(bank: BankArg,
-          scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address, or threads/processes.")] = None,
-          json_out: JsonOpt = False, storage_options: StorageOpt = "") -> None:
+def stats(
+    bank: BankArg,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Dask scheduler address, or threads/processes."),
+    ] = None,
+    json_out: JsonOpt = False,
+    storage_options: StorageOpt = "",
+) -> None:
     """Per-layer channel mean / std / absmax over the whole bank (Dask), stored in the catalog."""
     from audistill.shards.stats import compute_stats
 
     s = compute_stats(bank, scheduler=scheduler, storage_options=_opts(bank, storage_options))
     if json_out:
-        print(json.dumps({t: {k: {"count": v["count"]} for k, v in d.items()} for t, d in s.items()}))
+        print(
+            json.dumps({t: {k: {"count": v["count"]} for k, v in d.items()} for t, d in s.items()})
+        )
         return
     table = Table("teacher", "layer", "frames", "mean |mean|", "mean std", "max absmax")
     for t, d in s.items():
         for layer, v in d.items():
-            table.add_row(t, layer, str(v["count"]), f"{sum(abs(x) for x in v['mean']) / len(v['mean']):.4g}",
-                          f"{sum(v['std']) / len(v['std']):.4g}", f"{max(v['absmax']):.4g}")
+            table.add_row(
+                t,
+                layer,
+                str(v["count"]),
+                f"{sum(abs(x) for x in v['mean']) / len(v['mean']):.4g}",
+                f"{sum(v['std']) / len(v['std']):.4g}",
+                f"{max(v['absmax']):.4g}",
+            )
     console.print(table)
 
 
@@ -171,8 +294,11 @@ def sync(bank: BankArg, storage_options: StorageOpt = "") -> None:
     b = Bank.open(bank, _opts(bank, storage_options))
     added = b.sync_catalog()
     merged = merge_errors(b)
-    console.print(f"{len(added)} shard(s) added to the catalog: {', '.join(added) or '-'}; "
-                  f"{merged} slice error file(s) merged into errors.jsonl", highlight=False)
+    console.print(
+        f"{len(added)} shard(s) added to the catalog: {', '.join(added) or '-'}; "
+        f"{merged} slice error file(s) merged into errors.jsonl",
+        highlight=False,
+    )
 
 
 @shards_app.command()
@@ -183,9 +309,14 @@ def rebuild(bank: BankArg, storage_options: StorageOpt = "") -> None:
 
     b = Bank.rebuild(bank, _opts(bank, storage_options))
     cat = b.catalog
-    console.print(f"rebuilt {b.root}/bank.json: {len(cat.shards)} shard(s), teachers {', '.join(sorted(cat.teachers))}; "
-                  "per-layer statistics are not kept in commit records: `audistill shards stats` computes them "
-                  "again", highlight=False)
+    console.print(
+        f"rebuilt {b.root}/bank.json: {len(cat.shards)} shard(s), teachers "
+        f"{', '.join(sorted(cat.teachers))}; "
+        "per-layer statistics are not kept in commit records: `audistill shards stats` computes "
+        "them "
+        "again",
+        highlight=False,
+    )
 
 
 @shards_app.command()

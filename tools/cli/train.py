@@ -23,8 +23,12 @@ from audistill.tools.cli.options import JsonOpt
 
 train_app = typer.Typer(no_args_is_help=True, help="Distill students from a bank; export them.")
 
-ConfigArg = Annotated[str, typer.Argument(help="Run config (TOML/YAML) or a shipped config's name, e.g. base_stage1.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")]
+ConfigArg = Annotated[
+    str, typer.Argument(help="Run config (TOML/YAML) or a shipped config's name, e.g. base_stage1.")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")
+]
 
 
 def _config_path(name: str) -> Path:
@@ -38,8 +42,17 @@ def _config_path(name: str) -> Path:
 
 
 @train_app.command("run")
-def run_cmd(config: ConfigArg, set_: SetOpt = None, stop_after: Annotated[int | None, typer.Option(
-        "--stop-after", help="Stop after this many steps of this call (checkpointed; resumable).")] = None) -> None:
+def run_cmd(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            "--stop-after",
+            help="Stop after this many steps of this call (checkpointed; resumable).",
+        ),
+    ] = None,
+) -> None:
     """Train a student from the bank; resumes from the run's last checkpoint when there is one."""
     from audistill.train.config import load_config
     from audistill.train.loop import train
@@ -62,15 +75,28 @@ def check_cmd(config: ConfigArg, set_: SetOpt = None, as_json: JsonOpt = False) 
 
     cfg = load_config(_config_path(config), set_ or [])
     model, infos, shards, val = build(cfg, torch.device("cpu"))
-    rows = [{"teacher": t.teacher, "student_layer": t.student_layer, "teacher_layer": t.teacher_layer,
-             "teacher_hz": SAMPLE_RATE / infos[t.teacher].hop, "home": infos[t.teacher].home} for t in model.heads.targets]
+    rows = [
+        {
+            "teacher": t.teacher,
+            "student_layer": t.student_layer,
+            "teacher_layer": t.teacher_layer,
+            "teacher_hz": SAMPLE_RATE / infos[t.teacher].hop,
+            "home": infos[t.teacher].home,
+        }
+        for t in model.heads.targets
+    ]
     if as_json:
-        typer.echo(json.dumps({"targets": rows, "train_shards": len(shards), "val_shards": len(val)}))
+        typer.echo(
+            json.dumps({"targets": rows, "train_shards": len(shards), "val_shards": len(val)})
+        )
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{cfg.run.name}: {cfg.student.size} student, {len(shards)} train / {len(val)} val shards")
+    table = Table(
+        title=f"{cfg.run.name}: {cfg.student.size} student, {len(shards)} train / {len(val)} val "
+        "shards"
+    )
     for c in rows[0]:
         table.add_column(c)
     for r in rows:
@@ -79,8 +105,12 @@ def check_cmd(config: ConfigArg, set_: SetOpt = None, as_json: JsonOpt = False) 
 
 
 @train_app.command("export")
-def export_cmd(ckpt: Annotated[str, typer.Argument(help="A checkpoint folder (runs/NAME/checkpoints/ckpt-N).")],
-               out: Annotated[str, typer.Argument(help="Output folder.")]) -> None:
+def export_cmd(
+    ckpt: Annotated[
+        str, typer.Argument(help="A checkpoint folder (runs/NAME/checkpoints/ckpt-N).")
+    ],
+    out: Annotated[str, typer.Argument(help="Output folder.")],
+) -> None:
     """Write student.safetensors + config.json (load with audistill.train.export.load_student)."""
     from audistill.train.export import export
 
@@ -88,9 +118,11 @@ def export_cmd(ckpt: Annotated[str, typer.Argument(help="A checkpoint folder (ru
 
 
 @train_app.command("upscale")
-def upscale_cmd(src: Annotated[str, typer.Argument(help="XLarge checkpoint or exported folder.")],
-                out: Annotated[str, typer.Argument(help="Output folder (an exported student).")],
-                keep: Annotated[int, typer.Option("--keep", help="Blocks taken from each end.")] = 24) -> None:
+def upscale_cmd(
+    src: Annotated[str, typer.Argument(help="XLarge checkpoint or exported folder.")],
+    out: Annotated[str, typer.Argument(help="Output folder (an exported student).")],
+    keep: Annotated[int, typer.Option("--keep", help="Blocks taken from each end.")] = 24,
+) -> None:
     """Depth up-scaling: stack the first KEEP and the last KEEP blocks (XLarge 32 -> XXLarge 48)."""
     from audistill.train.export import upscale
 

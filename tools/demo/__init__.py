@@ -1,1 +1,2 @@
-"""The built-in demo application: a labeled offline corpus, real packaged teachers, the whole pipeline, a report."""
+"""The built-in demo application: a labeled offline corpus, real packaged teachers, the whole
+pipeline, a report."""

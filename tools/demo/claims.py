@@ -1,4 +1,5 @@
-"""The demo's claims, decided by paired tests on the probes' per-item hits (``tools/probe/stats.py``).
+"""The demo's claims, decided by paired tests on the probes' per-item hits
+(``tools/probe/stats.py``).
 
 Every comparison pairs two recipes on the items both were probed on; a recipe trained with
 several student seeds is scored by its per-item mean over seeds. Decisions are made on the
@@ -48,14 +49,24 @@ def spread(runs: list[dict], task: str) -> dict | None:
     accs = [r["tasks"][task]["accuracy"] for r in runs if task in r.get("tasks", {})]
     if not accs:
         return None
-    return {"per_seed": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-            "min": float(min(accs)), "max": float(max(accs)), "n_seeds": len(accs)}
+    return {
+        "per_seed": accs,
+        "mean": float(np.mean(accs)),
+        "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+        "min": float(min(accs)),
+        "max": float(max(accs)),
+        "n_seeds": len(accs),
+    }
 
 
 def printed(r: Paired) -> Paired:
     """The comparison as the report prints it: difference and bounds to 3 decimals, p to 3."""
-    return replace(r, diff=round(r.diff, 3), ci95=(round(r.ci95[0], 3), round(r.ci95[1], 3)),
-                   p_value=round(r.p_value, 3))
+    return replace(
+        r,
+        diff=round(r.diff, 3),
+        ci95=(round(r.ci95[0], 3), round(r.ci95[1], 3)),
+        p_value=round(r.p_value, 3),
+    )
 
 
 def comparison(a: Scores | None, b: Scores | None, seed: int) -> dict | None:
@@ -64,15 +75,22 @@ def comparison(a: Scores | None, b: Scores | None, seed: int) -> dict | None:
         return None
     r = printed(stats.paired_bootstrap(a, b, seed=seed))
     few = r.n_clusters < MIN_CLUSTERS  # a bootstrap over a handful of clips decides nothing
-    return r.to_json() | {"verdict": "open" if few else stats.verdict(r, MARGIN), "few_clips": few,
-                          "mcnemar_p": _mcnemar(*stats.align(a, b))}
+    return r.to_json() | {
+        "verdict": "open" if few else stats.verdict(r, MARGIN),
+        "few_clips": few,
+        "mcnemar_p": _mcnemar(*stats.align(a, b)),
+    }
 
 
 def _mcnemar(a: Scores, b: Scores) -> float | None:
     """McNemar's exact p beside the bootstrap, where it applies: one 0/1 hit per independent item
     (one seed, utterance task, no shared groups); None elsewhere."""
     hits = np.concatenate([a.correct, b.correct])
-    if (a.total != 1).any() or not np.isin(hits, (0.0, 1.0)).all() or len(set(a.clusters)) < len(a.clusters):
+    if (
+        (a.total != 1).any()
+        or not np.isin(hits, (0.0, 1.0)).all()
+        or len(set(a.clusters)) < len(a.clusters)
+    ):
         return None
     return round(stats.mcnemar_exact(a.correct, b.correct), 3)
 
@@ -91,13 +109,16 @@ def compare_recipes(results: dict, a: str, b: str, tasks: list[str], seed: int =
     if pairs:
         r = printed(stats.paired_mean_bootstrap(pairs, seed=seed))
         few = r.n_clusters < MIN_CLUSTERS
-        mean = r.to_json() | {"verdict": "open" if few else stats.verdict(r, MARGIN), "few_clips": few,
-                              "tasks": [t for t in tasks if t in per]}
+        mean = r.to_json() | {
+            "verdict": "open" if few else stats.verdict(r, MARGIN),
+            "few_clips": few,
+            "tasks": [t for t in tasks if t in per],
+        }
     return {"a": a, "b": b, "tasks": per, "mean": mean}
 
 
 def non_inferiority(c: dict | None) -> str:
-    """"yes" (lower bound above -MARGIN), "no" (upper bound below -MARGIN: a loss larger than the
+    """ "yes" (lower bound above -MARGIN), "no" (upper bound below -MARGIN: a loss larger than the
     margin is shown), "open" otherwise or when there is nothing to compare."""
     if c is None or c.get("few_clips"):
         return "open"
@@ -113,13 +134,21 @@ def decide(results: dict, tasks: list[str], codecs: list[str], seed: int = 0) ->
     teacher_vs_random = {k: compare_recipes(results, k, RANDOM, tasks, seed) for k in teachers}
     taught = [t for t in tasks if any(wins(teacher_vs_random[k]["tasks"].get(t)) for k in teachers)]
     omega = compare_recipes(results, MAIN, OMEGA1, tasks, seed)
-    codec_cmp = {c: compare_recipes(results, f"omega10-{c}", MAIN, tasks, seed) for c in codecs if c != "float32"}
+    codec_cmp = {
+        c: compare_recipes(results, f"omega10-{c}", MAIN, tasks, seed)
+        for c in codecs
+        if c != "float32"
+    }
     return {
-        "margin": MARGIN, "min_clusters": MIN_CLUSTERS,
-        "distilled_vs_random": vs_random | {"claim": _beats_where_taught(vs_random, taught), "taught_tasks": taught},
+        "margin": MARGIN,
+        "min_clusters": MIN_CLUSTERS,
+        "distilled_vs_random": vs_random
+        | {"claim": _beats_where_taught(vs_random, taught), "taught_tasks": taught},
         "teacher_vs_random": teacher_vs_random,
         "omega10_vs_omega1": omega | {"claim": _status(omega["mean"])},
-        "codecs": {c: v | {"no_measurable_loss": non_inferiority(v["mean"])} for c, v in codec_cmp.items()},
+        "codecs": {
+            c: v | {"no_measurable_loss": non_inferiority(v["mean"])} for c, v in codec_cmp.items()
+        },
     }
 
 
@@ -128,7 +157,7 @@ def wins(c: dict | None) -> bool:
 
 
 def _beats_where_taught(cmp: dict, taught: list[str]) -> dict:
-    """"Distilled beats random on every task some teacher beats random on": decided true when it
+    """ "Distilled beats random on every task some teacher beats random on": decided true when it
     wins each of them, decided false when random wins one, open otherwise."""
     verdicts = {t: cmp["tasks"][t]["verdict"] if t in cmp["tasks"] else "open" for t in taught}
     if not taught:
@@ -151,7 +180,14 @@ def _status(mean: dict | None) -> dict:
 def default_codec(decisions: dict, bits: dict[str, float]) -> tuple[str, str]:
     """The codec with the fewest bits per value (codec state included) that is shown to lose
     nothing measurable against float32, and why; float32 when none is."""
-    fine = [(bits[c], c) for c, v in decisions["codecs"].items() if v["no_measurable_loss"] == "yes"]
+    fine = [
+        (bits[c], c) for c, v in decisions["codecs"].items() if v["no_measurable_loss"] == "yes"
+    ]
     if fine:
-        return min(fine)[1], "fewest bits per value among the codecs shown to lose nothing measurable"
-    return "float32", "no lower-precision codec was shown to lose nothing measurable at this scale (open)"
+        return min(fine)[
+            1
+        ], "fewest bits per value among the codecs shown to lose nothing measurable"
+    return (
+        "float32",
+        "no lower-precision codec was shown to lose nothing measurable at this scale (open)",
+    )

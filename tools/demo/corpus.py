@@ -70,7 +70,9 @@ Progress = Callable[[str, int, int], None]
 
 
 def install_hint() -> str:
-    return f"apt-get install -y {' '.join(DEBIAN_PACKAGES)} && pip install {' '.join(PYPI_PACKAGES)}"
+    return (
+        f"apt-get install -y {' '.join(DEBIAN_PACKAGES)} && pip install {' '.join(PYPI_PACKAGES)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,19 @@ class Counts:
         def mult(x: float, m: int, floor: int) -> int:
             return max(floor, m * int(round(x / m)))
 
-        return cls(words=mult(120 * s, 40, 40), language_per_class=max(3, round(10 * s)),
-                   activity=max(4, round(24 * s)), notes=mult(120 * s, 24, 48),
-                   melodies=mult(32 * s, 8, 8), sound_per_class=max(5, round(16 * s)))
+        return cls(
+            words=mult(120 * s, 40, 40),
+            language_per_class=max(3, round(10 * s)),
+            activity=max(4, round(24 * s)),
+            notes=mult(120 * s, 24, 48),
+            melodies=mult(32 * s, 8, 8),
+            sound_per_class=max(5, round(16 * s)),
+        )
 
 
-def _collect(counts: Counts, seed: int, tmp: Path, progress: Progress | None) -> tuple[list[src.Clip], list[str]]:
+def _collect(
+    counts: Counts, seed: int, tmp: Path, progress: Progress | None
+) -> tuple[list[src.Clip], list[str]]:
     steps = (
         ("speech: words", lambda r: src.make_words(counts.words, r, tmp)),
         ("speech: language", lambda r: src.make_language(counts.language_per_class, r)),
@@ -143,14 +152,17 @@ def _record(clip: src.Clip) -> dict:
         "dataset": clip.dataset,
         "duration": round(len(clip.audio) / SAMPLE_RATE, 4),
         "labels": dict(sorted(clip.labels.items())),
-        "frame_labels": {k: [[a, b, lab] for a, b, lab in v] for k, v in sorted(clip.frame_labels.items())},
+        "frame_labels": {
+            k: [[a, b, lab] for a, b, lab in v] for k, v in sorted(clip.frame_labels.items())
+        },
         "source": clip.source,
         "group": clip.group or clip.key,
     }
 
 
 def describe_tasks(records: list[dict]) -> dict[str, dict]:
-    """The probe tasks present in manifest records, with label counts (frame tasks: clips per label)."""
+    """The probe tasks present in manifest records, with label counts (frame tasks: clips per
+    label)."""
     out = {}
     for name, level, key, domain in TASKS:
         where = "labels" if level == "utterance" else "frame_labels"
@@ -159,11 +171,22 @@ def describe_tasks(records: list[dict]) -> dict[str, dict]:
         for r in records:
             if key in r[where]:
                 n += 1
-                labs = [r[where][key]] if level == "utterance" else {lab for _, _, lab in r[where][key]}
+                labs = (
+                    [r[where][key]]
+                    if level == "utterance"
+                    else {lab for _, _, lab in r[where][key]}
+                )
                 counts.update(labs)
         if len(counts) >= 2:
-            out[name] = {"name": name, "level": level, "key": key, "domain": domain,
-                         "labels": sorted(counts), "counts": dict(sorted(counts.items())), "n_clips": n}
+            out[name] = {
+                "name": name,
+                "level": level,
+                "key": key,
+                "domain": domain,
+                "labels": sorted(counts),
+                "counts": dict(sorted(counts.items())),
+                "n_clips": n,
+            }
     return out
 
 
@@ -181,8 +204,14 @@ def _write(clips: list[src.Clip], stage: Path, progress: Progress | None) -> lis
     return records
 
 
-def build_demo_corpus(out_dir: str | Path, *, minutes: float = DEFAULT_MINUTES, seed: int = 0,
-                      progress: Progress | None = None, overwrite: bool = False) -> CorpusInfo:
+def build_demo_corpus(
+    out_dir: str | Path,
+    *,
+    minutes: float = DEFAULT_MINUTES,
+    seed: int = 0,
+    progress: Progress | None = None,
+    overwrite: bool = False,
+) -> CorpusInfo:
     """Build the corpus into ``out_dir`` (written to a staging folder, then moved in place)."""
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -202,9 +231,15 @@ def build_demo_corpus(out_dir: str | Path, *, minutes: float = DEFAULT_MINUTES, 
         with open(stage / "manifest.jsonl", "w") as f:
             for rec in records:
                 f.write(json.dumps(rec) + "\n")
-        meta = {"seed": seed, "minutes": minutes, "sample_rate": SAMPLE_RATE, "n_clips": len(records),
-                "seconds": round(sum(r["duration"] for r in records), 2),
-                "tasks": list(tasks.values()), "fallbacks": fallbacks}
+        meta = {
+            "seed": seed,
+            "minutes": minutes,
+            "sample_rate": SAMPLE_RATE,
+            "n_clips": len(records),
+            "seconds": round(sum(r["duration"] for r in records), 2),
+            "tasks": list(tasks.values()),
+            "fallbacks": fallbacks,
+        }
         (stage / "tasks.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -212,38 +247,59 @@ def build_demo_corpus(out_dir: str | Path, *, minutes: float = DEFAULT_MINUTES, 
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return CorpusInfo(root=out, manifest=out / "manifest.jsonl", tasks_file=out / "tasks.json",
-                      n_clips=len(records), seconds=meta["seconds"], tasks=tasks,
-                      datasets=dict(sorted(Counter(r["dataset"] for r in records).items())),
-                      fallbacks=fallbacks, build_seconds=round(time.perf_counter() - t0, 2))
+    return CorpusInfo(
+        root=out,
+        manifest=out / "manifest.jsonl",
+        tasks_file=out / "tasks.json",
+        n_clips=len(records),
+        seconds=meta["seconds"],
+        tasks=tasks,
+        datasets=dict(sorted(Counter(r["dataset"] for r in records).items())),
+        fallbacks=fallbacks,
+        build_seconds=round(time.perf_counter() - t0, 2),
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command("build-corpus")
     def build_corpus(
-        out: Annotated[Path, typer.Argument(help="Output folder (must be empty unless --overwrite).")],
-        minutes: Annotated[float, typer.Option("--minutes", help="About how many minutes of audio.")] = DEFAULT_MINUTES,
+        out: Annotated[
+            Path, typer.Argument(help="Output folder (must be empty unless --overwrite).")
+        ],
+        minutes: Annotated[
+            float, typer.Option("--minutes", help="About how many minutes of audio.")
+        ] = DEFAULT_MINUTES,
         seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing corpus.")] = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing corpus.")
+        ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
         """Build a small labeled speech/music/sound corpus from Debian packages (offline)."""
+
         def show(stage: str, done: int, total: int) -> None:
             if not as_json:
                 typer.echo(f"  {stage} ({done}/{total})", err=True)
 
         try:
-            info = build_demo_corpus(out, minutes=minutes, seed=seed, progress=show, overwrite=overwrite)
+            info = build_demo_corpus(
+                out, minutes=minutes, seed=seed, progress=show, overwrite=overwrite
+            )
         except (FileExistsError, ValueError) as e:
             typer.echo(f"audistill: error: {e}", err=True)
             raise typer.Exit(2) from None
         if as_json:
             typer.echo(json.dumps(info.to_dict()))
             return
-        typer.echo(f"{info.n_clips} clips, {info.seconds / 60:.1f} min of audio in {info.root} "
-                   f"({info.build_seconds:.0f} s)")
+        typer.echo(
+            f"{info.n_clips} clips, {info.seconds / 60:.1f} min of audio in {info.root} "
+            f"({info.build_seconds:.0f} s)"
+        )
         for t in info.tasks.values():
-            typer.echo(f"  {t['name']:<18} {t['level']:<9} {len(t['labels']):>3} labels {t['n_clips']:>5} clips")
+            typer.echo(
+                f"  {t['name']:<18} {t['level']:<9} {len(t['labels']):>3} labels {t['n_clips']:>5} "
+                "clips"
+            )
         for note in info.fallbacks:
             typer.echo(f"  fallback: {note}")
         if info.fallbacks:

@@ -38,7 +38,9 @@ def resample(x: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
     return y.numpy()
 
 
-def load_mono(path: str | Path, target: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
+def load_mono(
+    path: str | Path, target: int = SAMPLE_RATE, max_seconds: float | None = None
+) -> np.ndarray:
     """Decode with soundfile (wav/flac/ogg), downmix to mono, resample to ``target``."""
     frames = -1
     if max_seconds is not None:
@@ -78,7 +80,9 @@ def fit_length(x: np.ndarray, n: int, offset: int = 0) -> np.ndarray:
     return out
 
 
-def set_loudness(x: np.ndarray, rng: np.random.Generator, db: tuple[float, float] = (-26.0, -18.0)) -> np.ndarray:
+def set_loudness(
+    x: np.ndarray, rng: np.random.Generator, db: tuple[float, float] = (-26.0, -18.0)
+) -> np.ndarray:
     """Scale to a random RMS level (dBFS) over the active part; keep peaks under 0.98."""
     a, b = active_span(x)
     rms = float(np.sqrt(np.mean(x[a:b] ** 2))) if b > a else 0.0
@@ -91,7 +95,9 @@ def set_loudness(x: np.ndarray, rng: np.random.Generator, db: tuple[float, float
     return y.astype(np.float32)
 
 
-def noise_floor(n: int, rng: np.random.Generator, db: tuple[float, float] = (-65.0, -50.0)) -> np.ndarray:
+def noise_floor(
+    n: int, rng: np.random.Generator, db: tuple[float, float] = (-65.0, -50.0)
+) -> np.ndarray:
     return (rng.standard_normal(n) * 10 ** (rng.uniform(*db) / 20)).astype(np.float32)
 
 
@@ -116,7 +122,9 @@ SYNTH_FAMILIES = tuple(_FAMILY_TIMBRE)
 def _adsr(n_on: int, n_total: int, sr: int, a: float, d: float, s: float, r: float) -> np.ndarray:
     env = np.zeros(n_total, np.float32)
     na, nd, nr = max(1, int(a * sr)), max(1, int(d * sr)), max(1, int(r * sr))
-    seg = np.concatenate([np.linspace(0, 1, na), np.linspace(1, s, nd), np.full(max(0, n_on - na - nd), s)])[:n_on]
+    seg = np.concatenate(
+        [np.linspace(0, 1, na), np.linspace(1, s, nd), np.full(max(0, n_on - na - nd), s)]
+    )[:n_on]
     env[:n_on] = seg
     last = seg[-1] if len(seg) else 0.0
     tail = last * np.linspace(1, 0, nr)[: n_total - n_on]
@@ -124,7 +132,9 @@ def _adsr(n_on: int, n_total: int, sr: int, a: float, d: float, s: float, r: flo
     return env
 
 
-def synth_note(family: str, midi_note: int, hold_s: float, total_s: float, rng: np.random.Generator) -> np.ndarray:
+def synth_note(
+    family: str, midi_note: int, hold_s: float, total_s: float, rng: np.random.Generator
+) -> np.ndarray:
     """A note of ``family`` starting at 0, held ``hold_s`` then released, ``total_s`` long."""
     exp, odd, a, d, s, r, decay, vib = _FAMILY_TIMBRE[family]
     sr = SAMPLE_RATE
@@ -152,7 +162,16 @@ def synth_note(family: str, midi_note: int, hold_s: float, total_s: float, rng: 
 # ---------------------------------------------------------------------------------------------
 # Fallback: filtered-noise and synthetic sound classes (used without recorded samples).
 
-SYNTH_SOUNDS = ("rumble", "hiss", "noise_burst", "chirp_up", "chirp_down", "click_train", "hum", "knock")
+SYNTH_SOUNDS = (
+    "rumble",
+    "hiss",
+    "noise_burst",
+    "chirp_up",
+    "chirp_down",
+    "click_train",
+    "hum",
+    "knock",
+)
 
 
 def _lowpass(x: np.ndarray, cutoff: float) -> np.ndarray:

@@ -55,17 +55,51 @@ GM_FAMILIES: dict[str, tuple[tuple[int, ...], tuple[int, int]]] = {
 }
 # sound category -> (folder attribute, glob patterns)
 SOUND_CATEGORIES: dict[str, tuple[tuple[str, str], ...]] = {
-    "kick": (("sonic", "bd_*.flac"), ("sonic", "drum_heavy_kick.flac"), ("sonic", "drum_bass_*.flac"),
-             ("sonic", "elec_*kick.flac")),
-    "snare": (("sonic", "sn_*.flac"), ("sonic", "drum_snare_*.flac"), ("sonic", "elec_*snare.flac")),
-    "cymbal": (("sonic", "drum_cymbal_*.flac"), ("sonic", "drum_splash_*.flac"), ("sonic", "elec_cymbal.flac")),
+    "kick": (
+        ("sonic", "bd_*.flac"),
+        ("sonic", "drum_heavy_kick.flac"),
+        ("sonic", "drum_bass_*.flac"),
+        ("sonic", "elec_*kick.flac"),
+    ),
+    "snare": (
+        ("sonic", "sn_*.flac"),
+        ("sonic", "drum_snare_*.flac"),
+        ("sonic", "elec_*snare.flac"),
+    ),
+    "cymbal": (
+        ("sonic", "drum_cymbal_*.flac"),
+        ("sonic", "drum_splash_*.flac"),
+        ("sonic", "elec_cymbal.flac"),
+    ),
     "tom": (("sonic", "drum_tom_*.flac"), ("sonic", "elec_fuzz_tom.flac")),
     "tabla": (("sonic", "tabla_*.flac"),),
     "ambient": (("sonic", "ambi_[!p]*.flac"),),
-    "electronic": tuple(("sonic", f"elec_{n}.flac") for n in (
-        "beep", "bell", "blip", "blip2", "blup", "bong", "chime", "flip", "ping", "plip", "pop", "tick",
-        "triangle", "twang", "twip", "wood")),
-    "alert": (("freedesktop", "[!a]*.oga"), ("freedesktop", "alarm*.oga"), ("oxygen", "Oxygen-*.ogg")),
+    "electronic": tuple(
+        ("sonic", f"elec_{n}.flac")
+        for n in (
+            "beep",
+            "bell",
+            "blip",
+            "blip2",
+            "blup",
+            "bong",
+            "chime",
+            "flip",
+            "ping",
+            "plip",
+            "pop",
+            "tick",
+            "triangle",
+            "twang",
+            "twip",
+            "wood",
+        )
+    ),
+    "alert": (
+        ("freedesktop", "[!a]*.oga"),
+        ("freedesktop", "alarm*.oga"),
+        ("oxygen", "Oxygen-*.ogg"),
+    ),
 }
 
 
@@ -124,8 +158,21 @@ def synthesize(engine: str, voice: str, text: str, speed: float, tmp: Path) -> n
         return au.resample(x.mean(axis=1), sr)
     if engine == "flite":
         path = tmp / f"flite-{voice}-{safe(text)}-{speed:.3f}.wav"
-        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path),
-                        "--setf", f"duration_stretch={1 / speed:.3f}"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "flite",
+                "-voice",
+                voice,
+                "-t",
+                text,
+                "-o",
+                str(path),
+                "--setf",
+                f"duration_stretch={1 / speed:.3f}",
+            ],
+            check=True,
+            capture_output=True,
+        )
         return au.load_mono(path)
     raise ValueError(f"unknown speech engine {engine!r}")
 
@@ -138,8 +185,10 @@ def make_words(n: int, rng: np.random.Generator, tmp: Path) -> tuple[list[Clip],
     notes = []
     missing = sorted({eng for eng, _ in VOICES} - {eng for eng, _ in voices})
     if missing:
-        notes.append(f"speech synthesizer(s) not found: {', '.join(missing)}; "
-                     f"word/voice tasks use {len(voices)} voice(s) only")
+        notes.append(
+            f"speech synthesizer(s) not found: {', '.join(missing)}; "
+            f"word/voice tasks use {len(voices)} voice(s) only"
+        )
     pairs = _balanced_pairs(n, len(WORDS), len(voices))
     speeds = rng.uniform(0.85, 1.2, size=n)
 
@@ -151,13 +200,23 @@ def make_words(n: int, rng: np.random.Generator, tmp: Path) -> tuple[list[Clip],
     for k, x in enumerate(_map_parallel(one, range(n))):
         w, v = pairs[k]
         length = max(int(1.0 * SR), len(x) + int(0.2 * SR))
-        x = au.fit_length(x, length, int(rng.integers(int(0.05 * SR), length - len(x) - int(0.05 * SR) + 1)))
+        x = au.fit_length(
+            x, length, int(rng.integers(int(0.05 * SR), length - len(x) - int(0.05 * SR) + 1))
+        )
         labels = {"word": WORDS[w], "domain": "speech"}
         if len(voices) >= 2:
             labels["voice"] = voice_label(*voices[v])
-        clips.append(Clip(f"speech-word-{k:05d}", "speech", voices[v][0].split("-")[0], _finish(x, rng),
-                          labels, source=f"{voices[v][0]}:{voices[v][1]}:{WORDS[w]}",
-                          group=safe(f"{voices[v][0]}-{voices[v][1]}-{WORDS[w]}")))
+        clips.append(
+            Clip(
+                f"speech-word-{k:05d}",
+                "speech",
+                voices[v][0].split("-")[0],
+                _finish(x, rng),
+                labels,
+                source=f"{voices[v][0]}:{voices[v][1]}:{WORDS[w]}",
+                group=safe(f"{voices[v][0]}-{voices[v][1]}-{WORDS[w]}"),
+            )
+        )
     return clips, notes
 
 
@@ -180,38 +239,56 @@ def make_language(n_per: int, rng: np.random.Generator) -> tuple[list[Clip], lis
     """Real recorded telephone prompts (asterisk), one speaker per language: label language."""
     speakers = asterisk_speakers()
     if len(speakers) < 2:
-        return [], [f"asterisk prompts found for {len(speakers)} language(s) (need 2+): language task skipped"]
+        return [], [
+            f"asterisk prompts found for {len(speakers)} language(s) (need 2+): language task "
+            "skipped"
+        ]
     clips = []
     for lang, folder in speakers.items():
         files = _asterisk_files(folder, 1.0, 3.5)
         for j, i in enumerate(rng.permutation(len(files))[:n_per]):
             x = au.load_mono(files[i])
-            clips.append(Clip(f"speech-lang-{lang}-{j:04d}", "speech", f"asterisk-{lang}", _finish(x, rng),
-                              {"language": lang, "domain": "speech"},
-                              source=f"asterisk/{folder.name}/{files[i].relative_to(folder)}"))
+            clips.append(
+                Clip(
+                    f"speech-lang-{lang}-{j:04d}",
+                    "speech",
+                    f"asterisk-{lang}",
+                    _finish(x, rng),
+                    {"language": lang, "domain": "speech"},
+                    source=f"asterisk/{folder.name}/{files[i].relative_to(folder)}",
+                )
+            )
     return clips, []
 
 
-def _speech_segments(n: int, rng: np.random.Generator, tmp: Path) -> tuple[list[tuple[np.ndarray, str, str]], str]:
+def _speech_segments(
+    n: int, rng: np.random.Generator, tmp: Path
+) -> tuple[list[tuple[np.ndarray, str, str]], str]:
     """n short trimmed speech segments: (audio, dataset, source), real if possible."""
     speakers = asterisk_speakers()
     if speakers:
         pool = [(lang, f) for lang, d in speakers.items() for f in _asterisk_files(d, 0.4, 1.6)]
         picks = rng.choice(len(pool), size=n, replace=len(pool) < n)
-        return [(au.trim(au.load_mono(pool[i][1])), f"asterisk-{pool[i][0]}", str(pool[i][1].name))
-                for i in picks], ""
+        return [
+            (au.trim(au.load_mono(pool[i][1])), f"asterisk-{pool[i][0]}", str(pool[i][1].name))
+            for i in picks
+        ], ""
     voices = available_voices()
     if voices:
         out = []
         for k in range(n):
             eng, v = voices[k % len(voices)]
             w = WORDS[int(rng.integers(len(WORDS)))]
-            out.append((au.trim(synthesize(eng, v, w, 1.0, tmp)), eng.split("-")[0], f"{eng}:{v}:{w}"))
+            out.append(
+                (au.trim(synthesize(eng, v, w, 1.0, tmp)), eng.split("-")[0], f"{eng}:{v}:{w}")
+            )
         return out, "no recorded speech (asterisk): activity task uses synthesized words"
     return [], "no recorded or synthesized speech: activity task skipped"
 
 
-def make_activity(n: int, rng: np.random.Generator, tmp: Path, length_s: float = 4.0) -> tuple[list[Clip], list[str]]:
+def make_activity(
+    n: int, rng: np.random.Generator, tmp: Path, length_s: float = 4.0
+) -> tuple[list[Clip], list[str]]:
     """Speech segments placed in faint noise: frame labels activity = speech | silence."""
     segs, note = _speech_segments(2 * n, rng, tmp)
     if not segs:
@@ -229,12 +306,23 @@ def make_activity(n: int, rng: np.random.Generator, tmp: Path, length_s: float =
             intervals.append((t / SR, (t + len(seg)) / SR, "speech"))
             t += len(seg) + int(rng.uniform(0.3, 0.9) * SR)
         frame = _fill_gaps(intervals, length_s, "silence")
-        clips.append(Clip(f"speech-activity-{k:04d}", "speech", segs[2 * k][1], _finish(x, rng),
-                          {"domain": "speech"}, {"activity": frame}, source=segs[2 * k][2]))
+        clips.append(
+            Clip(
+                f"speech-activity-{k:04d}",
+                "speech",
+                segs[2 * k][1],
+                _finish(x, rng),
+                {"domain": "speech"},
+                {"activity": frame},
+                source=segs[2 * k][2],
+            )
+        )
     return clips, [note] if note else []
 
 
-def _fill_gaps(intervals: list[tuple[float, float, str]], length: float, label: str) -> list[tuple[float, float, str]]:
+def _fill_gaps(
+    intervals: list[tuple[float, float, str]], length: float, label: str
+) -> list[tuple[float, float, str]]:
     out, t = [], 0.0
     for a, b, lab in intervals:
         if a > t:
@@ -269,7 +357,14 @@ def _note_plan(n: int, rng: np.random.Generator) -> list[Phrase]:
         pc = (i // len(fams) + 3 * f) % 12
         progs, (lo, hi) = GM_FAMILIES[fams[f]]
         note = int(rng.choice([m for m in range(lo, hi + 1) if m % 12 == pc]))
-        out.append(Phrase(fams[f], int(rng.choice(progs)), [(0.05, 0.85, note, int(rng.integers(80, 111)))], 1.25))
+        out.append(
+            Phrase(
+                fams[f],
+                int(rng.choice(progs)),
+                [(0.05, 0.85, note, int(rng.integers(80, 111)))],
+                1.25,
+            )
+        )
     return out
 
 
@@ -303,7 +398,9 @@ def _write_midi(phrases: Sequence[Phrase], path: Path, spacing: float) -> list[f
     for i, ph in enumerate(phrases):
         t0 = 1.0 + i * spacing
         starts.append(t0)
-        events.append((t0 - 0.6, 0, mido.Message("control_change", control=120, value=0)))  # all sound off
+        events.append(
+            (t0 - 0.6, 0, mido.Message("control_change", control=120, value=0))
+        )  # all sound off
         events.append((t0 - 0.5, 1, mido.Message("program_change", program=ph.program)))
         for on, off, note, vel in ph.notes:
             events.append((t0 + off, 2, mido.Message("note_off", note=note, velocity=0)))
@@ -330,11 +427,33 @@ def _render_fluidsynth(phrases: Sequence[Phrase], tmp: Path, name: str) -> list[
             return []
         mid, wav = tmp / f"{name}-{b}.mid", tmp / f"{name}-{b}.wav"
         starts = _write_midi(batches[b], mid, spacing)
-        subprocess.run(["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-O", "float", "-F", str(wav),
-                        "-r", str(SR), str(SOUNDFONT), str(mid)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "fluidsynth",
+                "-ni",
+                "-q",
+                "-R",
+                "0",
+                "-C",
+                "0",
+                "-O",
+                "float",
+                "-F",
+                str(wav),
+                "-r",
+                str(SR),
+                str(SOUNDFONT),
+                str(mid),
+            ],
+            check=True,
+            capture_output=True,
+        )
         y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
         y = au.resample(y.mean(axis=1), sr)
-        return [au.fit_length(y[int(t * SR):], int(p.length * SR)) for t, p in zip(starts, batches[b], strict=True)]
+        return [
+            au.fit_length(y[int(t * SR) :], int(p.length * SR))
+            for t, p in zip(starts, batches[b], strict=True)
+        ]
 
     a, b = _map_parallel(render, [0, 1])
     return a + b
@@ -345,7 +464,11 @@ def _render_numpy(phrases: Sequence[Phrase], rng: np.random.Generator) -> list[n
     for ph in phrases:
         x = np.zeros(int(ph.length * SR), np.float32)
         for on, off, note, vel in ph.notes:
-            y = au.synth_note(ph.family, note, off - on, min(off - on + 0.3, ph.length - on), rng) * vel / 127
+            y = (
+                au.synth_note(ph.family, note, off - on, min(off - on + 0.3, ph.length - on), rng)
+                * vel
+                / 127
+            )
             i = int(on * SR)
             x[i : i + len(y)] += y[: len(x) - i]
         out.append(x)
@@ -353,14 +476,23 @@ def _render_numpy(phrases: Sequence[Phrase], rng: np.random.Generator) -> list[n
 
 
 def music_backend() -> tuple[str, str]:
-    """("fluidsynth-gm", "") when fluidsynth, the soundfont and mido are there; else the fallback."""
-    missing = [what for what, ok in (
-        ("fluidsynth", shutil.which("fluidsynth")), (str(SOUNDFONT), SOUNDFONT.is_file()),
-        ("mido (PyPI)", _has_mido())) if not ok]
+    """("fluidsynth-gm", "") when fluidsynth, the soundfont and mido are there; else the
+    fallback."""
+    missing = [
+        what
+        for what, ok in (
+            ("fluidsynth", shutil.which("fluidsynth")),
+            (str(SOUNDFONT), SOUNDFONT.is_file()),
+            ("mido (PyPI)", _has_mido()),
+        )
+        if not ok
+    ]
     if not missing:
         return "fluidsynth-gm", ""
-    return "numpy-synth", (f"{', '.join(missing)} not found: music rendered by numpy additive synthesis "
-                           "(harmonic profile + ADSR per instrument family) instead of sampled instruments")
+    return "numpy-synth", (
+        f"{', '.join(missing)} not found: music rendered by numpy additive synthesis "
+        "(harmonic profile + ADSR per instrument family) instead of sampled instruments"
+    )
 
 
 def _has_mido() -> bool:
@@ -371,7 +503,9 @@ def _has_mido() -> bool:
     return True
 
 
-def make_music(n_notes: int, n_melodies: int, rng: np.random.Generator, tmp: Path) -> tuple[list[Clip], list[str]]:
+def make_music(
+    n_notes: int, n_melodies: int, rng: np.random.Generator, tmp: Path
+) -> tuple[list[Clip], list[str]]:
     """Single notes (instrument_family, pitch_class) and melodies (frame pitch_class)."""
     backend, note = music_backend()
     notes, melodies = _note_plan(n_notes, rng), _melody_plan(n_melodies, rng)
@@ -386,11 +520,22 @@ def make_music(n_notes: int, n_melodies: int, rng: np.random.Generator, tmp: Pat
         src = f"gm-program-{ph.program}"
         if k < len(notes):
             labels["pitch_class"] = au.pitch_class(ph.notes[0][2])
-            clips.append(Clip(f"music-note-{k:05d}", "music", backend, _finish(x, rng), labels, source=src))
+            clips.append(
+                Clip(f"music-note-{k:05d}", "music", backend, _finish(x, rng), labels, source=src)
+            )
         else:
             frames = [(on, off, au.pitch_class(m)) for on, off, m, _ in ph.notes]
-            clips.append(Clip(f"music-melody-{k - len(notes):04d}", "music", backend, _finish(x, rng), labels,
-                              {"pitch_class": frames}, source=src))
+            clips.append(
+                Clip(
+                    f"music-melody-{k - len(notes):04d}",
+                    "music",
+                    backend,
+                    _finish(x, rng),
+                    labels,
+                    {"pitch_class": frames},
+                    source=src,
+                )
+            )
     return clips, [note] if note else []
 
 
@@ -400,8 +545,11 @@ def make_music(n_notes: int, n_melodies: int, rng: np.random.Generator, tmp: Pat
 
 def sound_sources() -> dict[str, list[tuple[str, Path]]]:
     """category -> [(dataset, file)] for the recorded samples present on this machine."""
-    roots = {"sonic": ("sonic-pi", SONIC_PI_SAMPLES), "freedesktop": ("freedesktop", FREEDESKTOP_SOUNDS),
-             "oxygen": ("oxygen", OXYGEN_SOUNDS)}
+    roots = {
+        "sonic": ("sonic-pi", SONIC_PI_SAMPLES),
+        "freedesktop": ("freedesktop", FREEDESKTOP_SOUNDS),
+        "oxygen": ("oxygen", OXYGEN_SOUNDS),
+    }
     out = {}
     for cat, patterns in SOUND_CATEGORIES.items():
         files: dict[Path, str] = {}
@@ -428,14 +576,17 @@ def _cut_sound(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_sounds(n_per: int, rng: np.random.Generator) -> tuple[list[Clip], list[str]]:
-    """Recorded samples (sonic-pi, freedesktop, oxygen) by category; synthetic noise classes else."""
+    """Recorded samples (sonic-pi, freedesktop, oxygen) by category; synthetic noise classes
+    else."""
     sources = {c: fs for c, fs in sound_sources().items() if len(fs) >= 2}
     notes = []
     dropped = sorted(set(SOUND_CATEGORIES) - set(sources))
     if len(sources) < 3:
         return _synthetic_sounds(n_per, rng), [
-            "recorded samples (sonic-pi-samples, sound-theme-freedesktop, oxygen-sounds) not found: "
-            f"sound_category uses {len(au.SYNTH_SOUNDS)} synthetic noise/tone classes instead"]
+            "recorded samples (sonic-pi-samples, sound-theme-freedesktop, oxygen-sounds) not "
+            "found: "
+            f"sound_category uses {len(au.SYNTH_SOUNDS)} synthetic noise/tone classes instead"
+        ]
     if dropped:
         notes.append(f"no recorded samples for sound categories {dropped}: left out")
     clips, cache = [], {}
@@ -446,9 +597,17 @@ def make_sounds(n_per: int, rng: np.random.Generator) -> tuple[list[Clip], list[
             if f not in cache:
                 cache[f] = au.load_mono(f, max_seconds=8.0)
             x = _cut_sound(cache[f], rng)
-            clips.append(Clip(f"sound-{cat}-{j:04d}", "sound", ds, _finish(x, rng),
-                              {"sound_category": cat, "domain": "sound"}, source=f"{ds}/{f.name}",
-                              group=safe(f"{ds}-{f.stem}")))
+            clips.append(
+                Clip(
+                    f"sound-{cat}-{j:04d}",
+                    "sound",
+                    ds,
+                    _finish(x, rng),
+                    {"sound_category": cat, "domain": "sound"},
+                    source=f"{ds}/{f.name}",
+                    group=safe(f"{ds}-{f.stem}"),
+                )
+            )
     return clips, notes
 
 
@@ -457,8 +616,16 @@ def _synthetic_sounds(n_per: int, rng: np.random.Generator) -> list[Clip]:
     for cat in au.SYNTH_SOUNDS:
         for j in range(n_per):
             x = au.synth_sound(cat, float(rng.uniform(1.0, 2.0)), rng)
-            clips.append(Clip(f"sound-{cat.replace('_', '-')}-{j:04d}", "sound", "numpy-noise", _finish(x, rng),
-                              {"sound_category": cat, "domain": "sound"}, source=f"numpy:{cat}"))
+            clips.append(
+                Clip(
+                    f"sound-{cat.replace('_', '-')}-{j:04d}",
+                    "sound",
+                    "numpy-noise",
+                    _finish(x, rng),
+                    {"sound_category": cat, "domain": "sound"},
+                    source=f"numpy:{cat}",
+                )
+            )
     return clips
 
 

@@ -59,7 +59,9 @@ def _windows(files: list[Path], max_frames: int):
         yield np.concatenate(buf)
 
 
-def whisper_features(max_frames: int = 20000, layers: tuple[int, ...] = (2, 3, 4)) -> dict[str, np.ndarray]:
+def whisper_features(
+    max_frames: int = 20000, layers: tuple[int, ...] = (2, 3, 4)
+) -> dict[str, np.ndarray]:
     """``{"whisper-tiny.en/L{i}": (N, 384) float32}`` hidden states on real speech (N ≤ max_frames).
 
     Raises FileNotFoundError when the wheel or the speech package is not installed.

@@ -1,8 +1,8 @@
 """The demo's report: Markdown with PNG plots, rendered from ``results.json`` alone.
 
 Every number in it is measured by the demo run; the verdicts (who beats whom, which codec is
-the default) come from paired tests on the probes' per-item hits (``tools/demo/claims.py``), with the
-rules stated in the text, and each claim is marked decided or open.
+the default) come from paired tests on the probes' per-item hits (``tools/demo/claims.py``), with
+the rules stated in the text, and each claim is marked decided or open.
 """
 
 from __future__ import annotations
@@ -78,9 +78,13 @@ def mean_acc(results: dict, recipe: str, tasks: list[str]) -> float:
     return sum(vals) / max(1, len(vals))
 
 
-VERDICT_TEXT = {"A better": "**yes** (decided)", "B better": "**no**: worse (decided)",
-                "equivalent": "no difference beyond ±0.02 (decided)", "no worse": "not worse by 0.02 (decided)",
-                "open": "open"}
+VERDICT_TEXT = {
+    "A better": "**yes** (decided)",
+    "B better": "**no**: worse (decided)",
+    "equivalent": "no difference beyond ±0.02 (decided)",
+    "no worse": "not worse by 0.02 (decided)",
+    "open": "open",
+}
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -117,17 +121,33 @@ def smooth(values: list[float], window: int) -> list[float]:
 def plot_losses(results: dict, path: Path) -> None:
     """Unweighted per-teacher loss, omega = 10 (solid) against omega = 1 (dashed), first seed of
     each: raw points faint, a moving average, validation points as markers."""
-    teachers = sorted({t for name in (MAIN, OMEGA1) if (r := first(results, name))
-                       for t in teacher_losses([x for x in r["log"] if x.get("kind", "train") == "train"])})
-    fig, axes = plt.subplots(1, max(1, len(teachers)), figsize=(4 * max(1, len(teachers)), 4), squeeze=False)
+    teachers = sorted(
+        {
+            t
+            for name in (MAIN, OMEGA1)
+            if (r := first(results, name))
+            for t in teacher_losses([x for x in r["log"] if x.get("kind", "train") == "train"])
+        }
+    )
+    fig, axes = plt.subplots(
+        1, max(1, len(teachers)), figsize=(4 * max(1, len(teachers)), 4), squeeze=False
+    )
     for ax, teacher in zip(axes[0], teachers, strict=False):
         for name, style, colour, marker in ((MAIN, "-", "C0", "o"), (OMEGA1, "--", "C1", "s")):
             run = first(results, name)
             if run is None:
                 continue
-            steps, vals = teacher_losses([x for x in run["log"] if x.get("kind", "train") == "train"]).get(teacher, ([], []))
+            steps, vals = teacher_losses(
+                [x for x in run["log"] if x.get("kind", "train") == "train"]
+            ).get(teacher, ([], []))
             if steps:
-                ax.plot(steps, smooth(vals, max(1, len(vals) // 10)), style, color=colour, label=f"{name} (smoothed)")
+                ax.plot(
+                    steps,
+                    smooth(vals, max(1, len(vals) // 10)),
+                    style,
+                    color=colour,
+                    label=f"{name} (smoothed)",
+                )
                 ax.plot(steps, vals, style, color=colour, alpha=0.25, lw=0.8)
             vsteps, vvals = teacher_losses(run.get("val", [])).get(teacher, ([], []))
             if vsteps:
@@ -136,7 +156,9 @@ def plot_losses(results: dict, path: Path) -> None:
         ax.set_xlabel("step")
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("unweighted loss: L1/D - log sigmoid(cos)")
-    fig.suptitle("Per-teacher loss, the same (unweighted) quantity for both weightings", fontsize=10)
+    fig.suptitle(
+        "Per-teacher loss, the same (unweighted) quantity for both weightings", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -175,8 +197,12 @@ def plot_probes(results: dict, path: Path) -> None:
 def plot_bank_bytes(results: dict, path: Path) -> None:
     """Per codec bank: audio, feature codes, codec state and the rest, stacked (MiB)."""
     codecs = list(results["banks"])
-    parts = (("audio", "audio_bytes"), ("features", "feature_bytes"), ("codec state", "codec_state_bytes"),
-             ("other", "shard_other_bytes"))
+    parts = (
+        ("audio", "audio_bytes"),
+        ("features", "feature_bytes"),
+        ("codec state", "codec_state_bytes"),
+        ("other", "shard_other_bytes"),
+    )
     fig, ax = plt.subplots(figsize=(8, 4.5))
     bottom = [0.0] * len(codecs)
     for label, key in parts:
@@ -224,38 +250,64 @@ def claims_summary(decisions: dict, best: str, why: str) -> list[str]:
     vs = decisions["distilled_vs_random"]
     won = [t for t, c in vs["tasks"].items() if c["verdict"] == "A better"]
     om = decisions["omega10_vs_omega1"]["claim"]
-    lines = ["## Claims and their status", "",
-             f"Decided by paired tests on the same clips (95 % cluster-bootstrap intervals of the accuracy difference; "
-             f"'no measurable loss' = the interval's lower bound above −{MARGIN}). *Open* means this run's evidence "
-             "does not decide it.", "",
-             f"- Distilled beats random-init: decided on {len(won)} of {len(vs['tasks'])} tasks"
-             + (f" ({', '.join(won)})" if won else "") + ".",
-             f"- Distilled beats random-init on every task some teacher beats it on "
-             f"({', '.join(vs['taught_tasks']) or 'none'}): **{vs['claim']['status']}**.",
-             f"- omega = 10 against omega = 1 (mean over tasks): **{om['status']}**"
-             + (f" — {om['verdict'].replace('A', 'omega = 10').replace('B', 'omega = 1')}" if om["status"] == "decided" else "") + "."]
+    lines = [
+        "## Claims and their status",
+        "",
+        "Decided by paired tests on the same clips (95 % cluster-bootstrap intervals of the "
+        "accuracy difference; "
+        f"'no measurable loss' = the interval's lower bound above −{MARGIN}). *Open* means this "
+        "run's evidence "
+        "does not decide it.",
+        "",
+        f"- Distilled beats random-init: decided on {len(won)} of {len(vs['tasks'])} tasks"
+        + (f" ({', '.join(won)})" if won else "")
+        + ".",
+        f"- Distilled beats random-init on every task some teacher beats it on "
+        f"({', '.join(vs['taught_tasks']) or 'none'}): **{vs['claim']['status']}**.",
+        f"- omega = 10 against omega = 1 (mean over tasks): **{om['status']}**"
+        + (
+            f" — {om['verdict'].replace('A', 'omega = 10').replace('B', 'omega = 1')}"
+            if om["status"] == "decided"
+            else ""
+        )
+        + ".",
+    ]
     for c, v in decisions["codecs"].items():
-        state = {"yes": "decided: no measurable loss", "no": "decided: loses more than the margin",
-                 "open": "open"}[v["no_measurable_loss"]]
+        state = {
+            "yes": "decided: no measurable loss",
+            "no": "decided: loses more than the margin",
+            "open": "open",
+        }[v["no_measurable_loss"]]
         lines.append(f"- `{c}` loses nothing measurable against float32: **{state}**.")
     lines += [f"- Default codec from this run: **{best}** ({why}).", ""]
     return lines
 
 
 def codec_table(results: dict, decisions: dict) -> tuple[list[str], str, str]:
-    lines = ["| codec | bits / value (codes) | bits / value (with codec state) | audio MiB | features MiB | "
-             "codec state MiB | val loss vs float32 targets | mean probe acc. − float32 [95 % CI] | "
-             f"no measurable loss (lower bound > −{MARGIN}) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| codec | bits / value (codes) | bits / value (with codec state) | audio MiB | features "
+        "MiB | "
+        "codec state MiB | val loss vs float32 targets | mean probe acc. − float32 [95 % CI] | "
+        f"no measurable loss (lower bound > −{MARGIN}) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     ref_val = _mean(results["float32_val"].get("float32"))
     for codec in results["banks"]:
         z = results["banks"][codec]["sizes"]
         val = _mean(results["float32_val"].get(codec))
         d = decisions["codecs"].get(codec)
-        verdict = "reference" if d is None else {"yes": "yes", "no": "no (loss shown)", "open": "open"}[d["no_measurable_loss"]]
-        lines.append(f"| {codec} | {z['bits_per_value_codes']:.2f} | {z['bits_per_value']:.2f} | "
-                     f"{z['audio_bytes'] / 2**20:.1f} | {z['feature_bytes'] / 2**20:.1f} | {z['codec_state_bytes'] / 2**20:.2f} | "
-                     + (f"{val:.4f} ({val / ref_val - 1:+.1%})" if val is not None and ref_val else "—")
-                     + f" | {_diff(None if d is None else d['mean'])} | {verdict} |")
+        verdict = (
+            "reference"
+            if d is None
+            else {"yes": "yes", "no": "no (loss shown)", "open": "open"}[d["no_measurable_loss"]]
+        )
+        lines.append(
+            f"| {codec} | {z['bits_per_value_codes']:.2f} | {z['bits_per_value']:.2f} | "
+            f"{z['audio_bytes'] / 2**20:.1f} | {z['feature_bytes'] / 2**20:.1f} | "
+            f"{z['codec_state_bytes'] / 2**20:.2f} | "
+            + (f"{val:.4f} ({val / ref_val - 1:+.1%})" if val is not None and ref_val else "—")
+            + f" | {_diff(None if d is None else d['mean'])} | {verdict} |"
+        )
     best, why = claims.default_codec(decisions, {c: bits_of(results, c) for c in results["banks"]})
     return lines, best, why
 
@@ -281,23 +333,40 @@ def write_report(out: Path, results: dict) -> Path:
     seeds = cfg.get("seeds", 1)
     md = ["# audistill demo report", ""]
     c = results["corpus"]
-    md += [f"Corpus: {c['clips']} clips, {c['seconds'] / 60:.1f} min of speech, music and sound, built offline "
-           f"({len(c['tasks'])} probe tasks). Student: `{cfg['student']}`, {cfg['steps']} steps of "
-           f"{cfg['batch_seconds']:g} s of audio from each bank, {seeds} student seed{'s' * (seeds > 1)} "
-           f"(from {cfg['seed']}). Probes: {cfg.get('probe_folds', 5)}-fold cross-validated over every labelled clip. "
-           f"Whole run: {results['total_s'] / 60:.1f} min on this machine.", ""]
+    md += [
+        f"Corpus: {c['clips']} clips, {c['seconds'] / 60:.1f} min of speech, music and sound, "
+        "built offline "
+        f"({len(c['tasks'])} probe tasks). Student: `{cfg['student']}`, {cfg['steps']} steps of "
+        f"{cfg['batch_seconds']:g} s of audio from each bank, {seeds} student "
+        f"seed{'s' * (seeds > 1)} "
+        f"(from {cfg['seed']}). Probes: {cfg.get('probe_folds', 5)}-fold cross-validated over "
+        "every labelled clip. "
+        f"Whole run: {results['total_s'] / 60:.1f} min on this machine.",
+        "",
+    ]
     for n in results.get("notes", []):
         md.append(f"> note: {n}")
     lines, best, why = codec_table(results, decisions)
     md += [""] + claims_summary(decisions, best, why)
     md += _section_random(results, decisions, tasks)
     md += _section_omega(results, decisions, tasks)
-    md += ["## 3. Target precision: the same student from float32, int8, 4-bit and VQ banks", ""] + lines
-    md += ["", f"Bits per value count what decoding needs: the codes and the fitted codec state (VQ codebooks, "
-               f"int8-delta's statistics), over every stored teacher value. Rule: a codec loses nothing measurable when "
-               f"the 95 % interval of its student's mean probe accuracy minus the float32 student's, paired over the same "
-               f"clips, has its lower bound above −{MARGIN}. Default codec: **{best}** ({why}).", "",
-           "![bytes](figures/bank_bytes.png)", ""]
+    md += [
+        "## 3. Target precision: the same student from float32, int8, 4-bit and VQ banks",
+        "",
+    ] + lines
+    md += [
+        "",
+        "Bits per value count what decoding needs: the codes and the fitted codec state (VQ "
+        "codebooks, "
+        "int8-delta's statistics), over every stored teacher value. Rule: a codec loses nothing "
+        "measurable when "
+        "the 95 % interval of its student's mean probe accuracy minus the float32 student's, "
+        "paired over the same "
+        f"clips, has its lower bound above −{MARGIN}. Default codec: **{best}** ({why}).",
+        "",
+        "![bytes](figures/bank_bytes.png)",
+        "",
+    ]
     md += _section_pair(results)
     md += _section_teachers(results, decisions, tasks)
     md += _section_curves(results)
@@ -308,45 +377,88 @@ def write_report(out: Path, results: dict) -> Path:
 
 def _section_random(results: dict, decisions: dict, tasks: list[str]) -> list[str]:
     vs = decisions["distilled_vs_random"]
-    md = ["## 1. Distilled student against a randomly initialized one", "",
-          "| task | clips | chance | distilled (omega=10) | random init | difference [95 % CI], p | beats random |",
-          "|---|---|---|---|---|---|---|"]
+    md = [
+        "## 1. Distilled student against a randomly initialized one",
+        "",
+        "| task | clips | chance | distilled (omega=10) | random init | difference [95 % CI], p | "
+        "beats random |",
+        "|---|---|---|---|---|---|---|",
+    ]
     chance = claims.seed_runs(results, MAIN)[0]["tasks"]
     for t in tasks:
         cmp = vs["tasks"].get(t)
-        clips = "—" if cmp is None else f"{cmp['n_clusters']}" + (" (few)" if cmp["few_clips"] else "")
-        md.append(f"| {t} | {clips} | {chance[t]['chance']:.3f} | {_fmt(_acc(results, MAIN, t))}{_spread(results, MAIN, t)} | "
-                  f"{_fmt(_acc(results, RANDOM, t))} | {_diff(cmp)} | {VERDICT_TEXT[cmp['verdict']] if cmp else '—'} |")
-    md += ["", "Each difference is paired: both students are probed on the same clips with the same folds, and "
-               "clips are resampled together (a clip's frames as one unit). 'few' marks tasks with fewer than "
-               f"{decisions['min_clusters']} independent clips: their intervals are rough, and they stay open."]
+        clips = (
+            "—" if cmp is None else f"{cmp['n_clusters']}" + (" (few)" if cmp["few_clips"] else "")
+        )
+        md.append(
+            f"| {t} | {clips} | {chance[t]['chance']:.3f} | "
+            f"{_fmt(_acc(results, MAIN, t))}{_spread(results, MAIN, t)} | "
+            f"{_fmt(_acc(results, RANDOM, t))} | {_diff(cmp)} | "
+            f"{VERDICT_TEXT[cmp['verdict']] if cmp else '—'} |"
+        )
+    md += [
+        "",
+        "Each difference is paired: both students are probed on the same clips with the same "
+        "folds, and "
+        "clips are resampled together (a clip's frames as one unit). 'few' marks tasks with fewer "
+        "than "
+        f"{decisions['min_clusters']} independent clips: their intervals are rough, and they stay "
+        "open.",
+    ]
     if vs["taught_tasks"]:
-        md += ["", "Tasks some teacher beats random-init on (paired, decided): " + ", ".join(vs["taught_tasks"])
-               + f". The claim that distillation wins on all of them is **{vs['claim']['status']}**."]
+        md += [
+            "",
+            "Tasks some teacher beats random-init on (paired, decided): "
+            + ", ".join(vs["taught_tasks"])
+            + f". The claim that distillation wins on all of them is **{vs['claim']['status']}**.",
+        ]
     else:
-        md += ["", "No teacher is shown to beat random-init on any task here, so whether the distilled student "
-                   "carries what the teachers know is **open** at this scale."]
+        md += [
+            "",
+            "No teacher is shown to beat random-init on any task here, so whether the distilled "
+            "student "
+            "carries what the teachers know is **open** at this scale.",
+        ]
     return md + ["", "![probes](figures/probes.png)", ""]
 
 
 def _section_omega(results: dict, decisions: dict, tasks: list[str]) -> list[str]:
     om = decisions["omega10_vs_omega1"]
-    md = ["## 2. Domain-aware weighting (omega = 10) against plain multi-teacher (omega = 1)", "",
-          "| task | omega = 10 | omega = 1 | difference [95 % CI], p | verdict |", "|---|---|---|---|---|"]
+    md = [
+        "## 2. Domain-aware weighting (omega = 10) against plain multi-teacher (omega = 1)",
+        "",
+        "| task | omega = 10 | omega = 1 | difference [95 % CI], p | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for t in tasks:
         cmp = om["tasks"].get(t)
-        md.append(f"| {t} | {_fmt(_acc(results, MAIN, t))}{_spread(results, MAIN, t)} | "
-                  f"{_fmt(_acc(results, OMEGA1, t))}{_spread(results, OMEGA1, t)} | "
-                  f"{_diff(cmp)} | {cmp['verdict'] if cmp else '—'} |")
+        md.append(
+            f"| {t} | {_fmt(_acc(results, MAIN, t))}{_spread(results, MAIN, t)} | "
+            f"{_fmt(_acc(results, OMEGA1, t))}{_spread(results, OMEGA1, t)} | "
+            f"{_diff(cmp)} | {cmp['verdict'] if cmp else '—'} |"
+        )
     if om["mean"]:
-        md.append(f"| **mean over tasks** | {mean_acc(results, MAIN, tasks):.3f} | {mean_acc(results, OMEGA1, tasks):.3f} | "
-                  f"{_diff(om['mean'])} | {om['mean']['verdict']} |")
-    md += ["", "Verdicts: 'A better' / 'B better' (omega = 10 / omega = 1 ahead, p < 0.05 and the interval clear of 0), "
-               f"'equivalent' (interval inside ±{MARGIN}), 'no worse' (lower bound above −{MARGIN}), 'open'."]
+        md.append(
+            f"| **mean over tasks** | {mean_acc(results, MAIN, tasks):.3f} | "
+            f"{mean_acc(results, OMEGA1, tasks):.3f} | "
+            f"{_diff(om['mean'])} | {om['mean']['verdict']} |"
+        )
+    md += [
+        "",
+        "Verdicts: 'A better' / 'B better' (omega = 10 / omega = 1 ahead, p < 0.05 and the "
+        "interval clear of 0), "
+        f"'equivalent' (interval inside ±{MARGIN}), 'no worse' (lower bound above −{MARGIN}), "
+        "'open'.",
+    ]
     v10, v1 = _final_val(first(results, MAIN)), _final_val(first(results, OMEGA1))
     if v10 is not None and v1 is not None:
-        md += ["", f"Final validation loss, unweighted mean over teachers (the same quantity for both weightings): "
-                   f"omega = 10 {v10:.4f}, omega = 1 {v1:.4f} (first seed; one number per run, no interval)."]
+        md += [
+            "",
+            "Final validation loss, unweighted mean over teachers (the same quantity for both "
+            "weightings): "
+            f"omega = 10 {v10:.4f}, omega = 1 {v1:.4f} (first seed; one number per run, no "
+            "interval).",
+        ]
     return md + [""]
 
 
@@ -361,33 +473,60 @@ def _section_pair(results: dict) -> list[str]:
     pc, po = first(results, "pair-cached"), first(results, "pair-online")
     lc, lo = pc["losses"], po["losses"]
     diff = max(abs(a - b) for a, b in zip(lc, lo, strict=False)) if lc and lo else float("nan")
-    return ["## 4. Cached against online teachers", "",
-            f"The same student, seed and crops, {len(lc)} steps: from the float32 bank final loss {lc[-1]:.4f}, "
-            f"with the teachers run online {lo[-1]:.4f}; largest per-step difference {diff:.2e}. "
-            f"Speed: {pc['steps_per_s']:.2f} steps/s from the bank vs {po['steps_per_s']:.2f} steps/s online "
-            f"({pc['steps_per_s'] / max(po['steps_per_s'], 1e-9):.1f}x).", ""]
+    return [
+        "## 4. Cached against online teachers",
+        "",
+        f"The same student, seed and crops, {len(lc)} steps: from the float32 bank final loss "
+        f"{lc[-1]:.4f}, "
+        f"with the teachers run online {lo[-1]:.4f}; largest per-step difference {diff:.2e}. "
+        f"Speed: {pc['steps_per_s']:.2f} steps/s from the bank vs {po['steps_per_s']:.2f} steps/s "
+        "online "
+        f"({pc['steps_per_s'] / max(po['steps_per_s'], 1e-9):.1f}x).",
+        "",
+    ]
 
 
 def _section_teachers(results: dict, decisions: dict, tasks: list[str]) -> list[str]:
     teachers = [k for k in results["probes"] if k.startswith("teacher:")]
-    md = ["## 5. Teachers (reference, probed from the bank)", "",
-          "| task | " + " | ".join(f"{k[8:]} | {k[8:]} − random" for k in teachers) + " |",
-          "|---|" + "---|---|" * len(teachers)]
+    md = [
+        "## 5. Teachers (reference, probed from the bank)",
+        "",
+        "| task | " + " | ".join(f"{k[8:]} | {k[8:]} − random" for k in teachers) + " |",
+        "|---|" + "---|---|" * len(teachers),
+    ]
     for t in tasks:
         cells = []
         for k in teachers:
             cmp = decisions["teacher_vs_random"][k]["tasks"].get(t)
             cells += [_fmt(_acc(results, k, t)), _diff(cmp)]
         md.append(f"| {t} | " + " | ".join(cells) + " |")
-    return md + ["", "A dash: the teacher was not run on that domain (domain-aware skipping at extraction).", ""]
+    return md + [
+        "",
+        "A dash: the teacher was not run on that domain (domain-aware skipping at extraction).",
+        "",
+    ]
 
 
 def _section_curves(results: dict) -> list[str]:
-    md = ["## 6. Curves and throughput", "", "![loss](figures/loss_curves.png)", "",
-          "![throughput](figures/throughput.png)", "", "| stage | seconds |", "|---|---|"]
+    md = [
+        "## 6. Curves and throughput",
+        "",
+        "![loss](figures/loss_curves.png)",
+        "",
+        "![throughput](figures/throughput.png)",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+    ]
     md += [f"| {k} | {v:.1f} |" for k, v in results["stages_s"].items()]
     ext, main = results["extract"], first(results, MAIN)
-    md += ["", f"Extraction: {ext.get('segments_written', 0)} segments, {ext.get('seconds', 0) / 60:.1f} min of audio in "
-               f"{ext.get('wall_s', 0):.0f} s. Training from the bank: {main['steps_per_s']:.2f} steps/s, "
-               f"{main['audio_s_per_s']:.1f} audio-s/s, data-loader wait {main['loader_wait_frac']:.0%} of step time.", ""]
+    md += [
+        "",
+        f"Extraction: {ext.get('segments_written', 0)} segments, {ext.get('seconds', 0) / 60:.1f} "
+        "min of audio in "
+        f"{ext.get('wall_s', 0):.0f} s. Training from the bank: {main['steps_per_s']:.2f} steps/s, "
+        f"{main['audio_s_per_s']:.1f} audio-s/s, data-loader wait {main['loader_wait_frac']:.0%} "
+        "of step time.",
+        "",
+    ]
     return md

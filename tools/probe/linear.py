@@ -1,4 +1,5 @@
-"""Linear probes on frozen features: cross-validation folds, frame targets, the classifier, confidence intervals.
+"""Linear probes on frozen features: cross-validation folds, frame targets, the classifier,
+confidence intervals.
 
 Features come as ``(N, L, D)`` tensors (N items, L layers, D dims). The classifier standardizes
 each layer on the training folds, mixes the layers with learned softmax weights (SUPERB) or
@@ -23,8 +24,9 @@ WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1, 1.0)
 # Splits
 
 
-def grouped_folds(n: int, k: int, seed: int, labels: np.ndarray | None = None, groups: np.ndarray | None = None
-                  ) -> np.ndarray:
+def grouped_folds(
+    n: int, k: int, seed: int, labels: np.ndarray | None = None, groups: np.ndarray | None = None
+) -> np.ndarray:
     """(n,) fold index in [0, k) of each item, or -1 for an item left out. Items of one group
     (variants of one recording, clips of one source) share a fold. With ``labels`` the folds are
     stratified: each class's groups are dealt round-robin over the folds (from a running offset,
@@ -56,7 +58,10 @@ def fold_parts(fold: np.ndarray, f: int, k: int) -> tuple[np.ndarray, np.ndarray
     validation (model selection), the rest for training."""
     used = set(np.unique(fold[fold >= 0]).tolist())
     v = next((g % k for g in range(f + 1, f + k) if g % k in used), f)
-    test, val = np.flatnonzero(fold == f), np.flatnonzero(fold == v) if v != f else np.zeros(0, np.int64)
+    test, val = (
+        np.flatnonzero(fold == f),
+        np.flatnonzero(fold == v) if v != f else np.zeros(0, np.int64),
+    )
     train = np.flatnonzero((fold >= 0) & (fold != f) & (fold != v))
     return train, val, test
 
@@ -65,7 +70,9 @@ def fold_parts(fold: np.ndarray, f: int, k: int) -> tuple[np.ndarray, np.ndarray
 # Frame targets
 
 
-def frame_targets(intervals: list, n_frames: int, frame_rate: float, index: dict[str, int]) -> np.ndarray:
+def frame_targets(
+    intervals: list, n_frames: int, frame_rate: float, index: dict[str, int]
+) -> np.ndarray:
     """(n_frames,) class index of each frame: the interval that holds the frame's centre
     ``(t + 0.5) / frame_rate``; -1 where no interval (or an unknown label) covers it."""
     y = np.full(n_frames, -1, dtype=np.int64)
@@ -88,11 +95,14 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # holds p despite rounding
+    return max(0.0, min(p, centre - half)), min(
+        1.0, max(p, centre + half)
+    )  # holds p despite rounding
 
 
-def cluster_bootstrap_interval(correct: np.ndarray, total: np.ndarray, seed: int, reps: int = 2000
-                               ) -> tuple[float, float]:
+def cluster_bootstrap_interval(
+    correct: np.ndarray, total: np.ndarray, seed: int, reps: int = 2000
+) -> tuple[float, float]:
     """95 % percentile bootstrap of sum(correct)/sum(total), resampling clusters (clips): frames
     of one clip are not independent, so they are resampled together."""
     rng = np.random.default_rng(seed)
@@ -117,17 +127,23 @@ class LinearProbe:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, L, D) raw features -> (N, C)."""
-        return _logits((x.float() - self.mean) / self.std, self.layer_logits, self.weight, self.bias)
+        return _logits(
+            (x.float() - self.mean) / self.std, self.layer_logits, self.weight, self.bias
+        )
 
     def predict(self, x: torch.Tensor, batch: int = 8192) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([self.logits(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
+            return torch.cat(
+                [self.logits(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)]
+            )
 
     def layer_weights(self) -> list[float]:
         return torch.softmax(self.layer_logits, 0).tolist()
 
 
-def _logits(z: torch.Tensor, layer_logits: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def _logits(
+    z: torch.Tensor, layer_logits: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
     """(N, L, D) standardized -> (N, C)."""
     if z.shape[1] == 1:
         mixed = z[:, 0]  # (N, D)
@@ -136,9 +152,17 @@ def _logits(z: torch.Tensor, layer_logits: torch.Tensor, weight: torch.Tensor, b
     return torch.addmm(bias, mixed, weight.t())
 
 
-def _train_one(z: torch.Tensor, y: torch.Tensor, zv: torch.Tensor, yv: torch.Tensor, n_classes: int,
-               weight_decay: float, steps: int, lr: float, patience: int
-               ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], float, float]:
+def _train_one(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    zv: torch.Tensor,
+    yv: torch.Tensor,
+    n_classes: int,
+    weight_decay: float,
+    steps: int,
+    lr: float,
+    patience: int,
+) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], float, float]:
     L, D = z.shape[1:]
     layer_logits = torch.zeros(L, requires_grad=L > 1)
     weight = torch.zeros(n_classes, D, requires_grad=True)
@@ -166,9 +190,18 @@ def _train_one(z: torch.Tensor, y: torch.Tensor, zv: torch.Tensor, yv: torch.Ten
     return best[2], best[0], best[1]
 
 
-def fit_probe(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, n_classes: int, *,
-              weight_decays: tuple[float, ...] = WEIGHT_DECAYS, steps: int = 300, lr: float = 1e-2,
-              patience: int = 60) -> tuple[LinearProbe, dict]:
+def fit_probe(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    xv: torch.Tensor,
+    yv: torch.Tensor,
+    n_classes: int,
+    *,
+    weight_decays: tuple[float, ...] = WEIGHT_DECAYS,
+    steps: int = 300,
+    lr: float = 1e-2,
+    patience: int = 60,
+) -> tuple[LinearProbe, dict]:
     """Train on (x, y) for each weight decay; keep the one best on (xv, yv) (accuracy, then loss).
 
     x, xv: (N, L, D) float; y, yv: (N,) int64 in [0, n_classes).
@@ -187,4 +220,7 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tens
                 best_state, best_key, best_wd = state, (vacc, -vloss), wd
     finally:
         torch.set_num_threads(threads)
-    return LinearProbe(mean, std, *best_state), {"weight_decay": best_wd, "val_accuracy": best_key[0]}
+    return LinearProbe(mean, std, *best_state), {
+        "weight_decay": best_wd,
+        "val_accuracy": best_key[0],
+    }

@@ -7,9 +7,9 @@ layer or on a learned softmax-weighted sum of all layers - trained on k-2 folds 
 the remaining one. It reports the accuracy over every labelled item with a 95 % confidence
 interval, the chance level, and each item's hits (for paired comparisons, ``tools/probe/stats.py``).
 
-Manifest format: see ``audistill.tools.demo.corpus`` (``labels`` for utterance tasks, ``frame_labels``
-for frame tasks; a ``tasks.json`` beside the manifest names the tasks, else they are inferred:
-a frame task over key ``k`` is named ``frame_k``).
+Manifest format: see ``audistill.tools.demo.corpus`` (``labels`` for utterance tasks,
+``frame_labels`` for frame tasks; a ``tasks.json`` beside the manifest names the tasks, else they
+are inferred: a frame task over key ``k`` is named ``frame_k``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def read_manifest(path: str | Path) -> list[dict]:
     return records
 
 
-def manifest_tasks(records: list[dict], tasks_file: str | Path | None = None) -> dict[str, ProbeTask]:
+def manifest_tasks(
+    records: list[dict], tasks_file: str | Path | None = None
+) -> dict[str, ProbeTask]:
     """Tasks from ``tasks.json`` when given and present, else every label key in the records."""
     if tasks_file is not None and Path(tasks_file).is_file():
         doc = json.loads(Path(tasks_file).read_text())
@@ -119,16 +121,29 @@ class FeatureCache:
         with torch.inference_mode():
             hs = self.encoder.layers(load_wave(self.root / rec["path"]))
         if len(hs) != self.encoder.num_layers:
-            raise ProbeError(f"encoder returned {len(hs)} layers, says num_layers={self.encoder.num_layers}")
+            raise ProbeError(
+                f"encoder returned {len(hs)} layers, says num_layers={self.encoder.num_layers}"
+            )
         if len({h.shape[-1] for h in hs}) != 1:
-            raise ProbeError(f"encoder layers differ in width {[h.shape[-1] for h in hs]}; probes need one width")
+            raise ProbeError(
+                f"encoder layers differ in width {[h.shape[-1] for h in hs]}; probes need one width"
+            )
         t = min(h.shape[0] for h in hs)
         if t == 0:
             raise ProbeError(f"encoder returned no frames for clip {rec['id']!r}")
         return torch.stack([h[:t].float().cpu() for h in hs])  # (L, T, D)
 
-    def fill(self, records: list[dict], frame_ids: set[str], progress: Callable[[int, int], None] | None = None) -> None:
-        todo = [r for r in records if r["id"] not in self.pooled or (r["id"] in frame_ids and r["id"] not in self.frames)]
+    def fill(
+        self,
+        records: list[dict],
+        frame_ids: set[str],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        todo = [
+            r
+            for r in records
+            if r["id"] not in self.pooled or (r["id"] in frame_ids and r["id"] not in self.frames)
+        ]
         for i, rec in enumerate(todo):
             if progress:
                 progress(i, len(todo))
@@ -145,7 +160,9 @@ def _select(x: torch.Tensor, layer: str | int, num_layers: int) -> torch.Tensor:
     if isinstance(layer, int) and -num_layers <= layer < num_layers:
         i = layer % num_layers
         return x[:, i : i + 1]
-    raise ProbeError(f"layer must be 'weighted' or an index in [{-num_layers}, {num_layers}), got {layer!r}")
+    raise ProbeError(
+        f"layer must be 'weighted' or an index in [{-num_layers}, {num_layers}), got {layer!r}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,8 +172,16 @@ def _select(x: torch.Tensor, layer: str | int, num_layers: int) -> torch.Tensor:
 FOLDS = 5
 
 
-def probe_utterance(x: torch.Tensor, labels: list[str], *, groups: list[str] | None = None,
-                    ids: list[str] | None = None, seed: int = 0, folds: int = FOLDS, **fit) -> dict:
+def probe_utterance(
+    x: torch.Tensor,
+    labels: list[str],
+    *,
+    groups: list[str] | None = None,
+    ids: list[str] | None = None,
+    seed: int = 0,
+    folds: int = FOLDS,
+    **fit,
+) -> dict:
     """Utterance-level probe on pooled features x (N, L, D) with one label per item, k-fold
     cross-validated: every kept item is predicted once, by a probe that never saw it (nor any
     item of its group: variants of one recording share a fold). Each fold's probe is trained on
@@ -164,7 +189,9 @@ def probe_utterance(x: torch.Tensor, labels: list[str], *, groups: list[str] | N
     the chance level and the per-item hits (``items``) for paired comparisons."""
     y_all = np.asarray(labels)
     n = len(y_all)
-    groups_arr = np.asarray(groups) if groups is not None else np.asarray([str(i) for i in range(n)])
+    groups_arr = (
+        np.asarray(groups) if groups is not None else np.asarray([str(i) for i in range(n)])
+    )
     fold = lin.grouped_folds(n, folds, seed, labels=y_all, groups=groups_arr)
     kept = np.flatnonzero(fold >= 0)
     classes = sorted(set(y_all[kept]))
@@ -178,28 +205,46 @@ def probe_utterance(x: torch.Tensor, labels: list[str], *, groups: list[str] | N
         if len(te) == 0:
             continue
         if len(tr) == 0 or len(va) == 0:
-            raise ProbeError(f"fold {f} has no training or validation items ({len(kept)} items, {folds} folds)")
+            raise ProbeError(
+                f"fold {f} has no training or validation items ({len(kept)} items, {folds} folds)"
+            )
         probe, info = lin.fit_probe(x[tr], y[tr], x[va], y[va], len(classes), **fit)
         hits[te] = (probe.predict(x[te]) == y[te]).numpy()
         base[te] = (y[te] == int(torch.bincount(y[tr], minlength=len(classes)).argmax())).numpy()
         infos.append(info | {"layer_weights": probe.layer_weights()})
     correct, total = int(hits[kept].sum()), len(kept)
     if len(set(groups_arr[kept])) < total:  # variants of one recording are not independent items
-        lo, hi = lin.cluster_bootstrap_interval(*_by_cluster(hits[kept], np.ones(total), groups_arr[kept]), seed)
+        lo, hi = lin.cluster_bootstrap_interval(
+            *_by_cluster(hits[kept], np.ones(total), groups_arr[kept]), seed
+        )
         method = "group bootstrap"
     else:
         (lo, hi), method = lin.wilson_interval(correct, total), "wilson"
     item_ids = [str(i) for i in range(n)] if ids is None else list(ids)
     return {
-        "level": "utterance", "accuracy": correct / total, "ci95": [lo, hi], "ci_method": method,
-        "chance": float(base[kept].mean()), "n_classes": len(classes), "folds": folds, "n_items": total,
-        "n_test": total, "dropped_labels": sorted(set(y_all) - set(classes)), **_fold_summary(infos),
-        "items": {"ids": [item_ids[i] for i in kept], "correct": hits[kept].tolist(), "total": [1.0] * total,
-                  "clusters": [str(g) for g in groups_arr[kept]]},
+        "level": "utterance",
+        "accuracy": correct / total,
+        "ci95": [lo, hi],
+        "ci_method": method,
+        "chance": float(base[kept].mean()),
+        "n_classes": len(classes),
+        "folds": folds,
+        "n_items": total,
+        "n_test": total,
+        "dropped_labels": sorted(set(y_all) - set(classes)),
+        **_fold_summary(infos),
+        "items": {
+            "ids": [item_ids[i] for i in kept],
+            "correct": hits[kept].tolist(),
+            "total": [1.0] * total,
+            "clusters": [str(g) for g in groups_arr[kept]],
+        },
     }
 
 
-def _by_cluster(correct: np.ndarray, total: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _by_cluster(
+    correct: np.ndarray, total: np.ndarray, clusters: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-cluster sums of correct and total."""
     _, inv = np.unique(clusters, return_inverse=True)
     return np.bincount(inv, correct), np.bincount(inv, total)
@@ -207,24 +252,37 @@ def _by_cluster(correct: np.ndarray, total: np.ndarray, clusters: np.ndarray) ->
 
 def _fold_summary(infos: list[dict]) -> dict:
     """What the folds' probes chose: weight decays, validation accuracy, mean layer weights."""
-    return {"weight_decay": [i["weight_decay"] for i in infos],
-            "val_accuracy": float(np.mean([i["val_accuracy"] for i in infos])),
-            "layer_weights": np.mean([i["layer_weights"] for i in infos], 0).tolist()}
+    return {
+        "weight_decay": [i["weight_decay"] for i in infos],
+        "val_accuracy": float(np.mean([i["val_accuracy"] for i in infos])),
+        "layer_weights": np.mean([i["layer_weights"] for i in infos], 0).tolist(),
+    }
 
 
 MAX_TRAIN_FRAMES = 2000  # neighbouring frames are nearly copies: a seeded subset trains as well
 MAX_VAL_FRAMES = 1000
 
 
-def _subset(x: torch.Tensor, y: torch.Tensor, cap: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _subset(
+    x: torch.Tensor, y: torch.Tensor, cap: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     if len(y) <= cap:
         return x, y
     keep = np.sort(np.random.default_rng(seed).choice(len(y), size=cap, replace=False))
     return x[keep], y[keep]
 
 
-def probe_frames(feats: list[torch.Tensor], targets: list[np.ndarray], n_classes: int, *, seed: int = 0,
-                 ids: list[str] | None = None, groups: list[str] | None = None, folds: int = FOLDS, **fit) -> dict:
+def probe_frames(
+    feats: list[torch.Tensor],
+    targets: list[np.ndarray],
+    n_classes: int,
+    *,
+    seed: int = 0,
+    ids: list[str] | None = None,
+    groups: list[str] | None = None,
+    folds: int = FOLDS,
+    **fit,
+) -> dict:
     """Frame-level probe, k-fold cross-validated over clips (a clip's frames, and clips of one
     group, share a fold, so no frame is scored by a probe that trained on its neighbours); frames
     labelled -1 are not used; the interval is a bootstrap over clips. Training and validation use
@@ -270,19 +328,39 @@ def probe_frames(feats: list[torch.Tensor], targets: list[np.ndarray], n_classes
         raise ProbeError("no labelled frames")
     lo, hi = lin.cluster_bootstrap_interval(*_by_cluster(correct, sizes, groups_arr), seed)
     return {
-        "level": "frame", "accuracy": float(correct.sum() / sizes.sum()), "ci95": [lo, hi],
-        "ci_method": "clip bootstrap", "chance": float(base.sum() / sizes.sum()), "n_classes": n_classes,
-        "folds": folds, "n_items": n, "n_test": n, "n_test_frames": int(sizes.sum()),
-        "n_train_frames": int(np.mean(n_train_frames)), "n_train_frames_used": min(MAX_TRAIN_FRAMES, int(np.mean(n_train_frames))),
+        "level": "frame",
+        "accuracy": float(correct.sum() / sizes.sum()),
+        "ci95": [lo, hi],
+        "ci_method": "clip bootstrap",
+        "chance": float(base.sum() / sizes.sum()),
+        "n_classes": n_classes,
+        "folds": folds,
+        "n_items": n,
+        "n_test": n,
+        "n_test_frames": int(sizes.sum()),
+        "n_train_frames": int(np.mean(n_train_frames)),
+        "n_train_frames_used": min(MAX_TRAIN_FRAMES, int(np.mean(n_train_frames))),
         **_fold_summary(infos),
-        "items": {"ids": clip_ids, "correct": correct.tolist(), "total": sizes.tolist(),
-                  "clusters": [str(g) for g in groups_arr]},
+        "items": {
+            "ids": clip_ids,
+            "correct": correct.tolist(),
+            "total": sizes.tolist(),
+            "clusters": [str(g) for g in groups_arr],
+        },
     }
 
 
-def probe_manifest(encoder: Encoder, manifest_path: str | Path, tasks: list[str] | None = None,
-                   layer: str | int = "weighted", seed: int = 0, *, folds: int = FOLDS, cache: FeatureCache | None = None,
-                   progress: Callable[[str, int, int], None] | None = None) -> dict:
+def probe_manifest(
+    encoder: Encoder,
+    manifest_path: str | Path,
+    tasks: list[str] | None = None,
+    layer: str | int = "weighted",
+    seed: int = 0,
+    *,
+    folds: int = FOLDS,
+    cache: FeatureCache | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
     """Probe ``encoder`` on every task of the manifest (or those named), ``folds``-fold
     cross-validated; one result per task, with per-item hits for paired comparisons."""
     manifest_path = Path(manifest_path)
@@ -303,32 +381,63 @@ def probe_manifest(encoder: Encoder, manifest_path: str | Path, tasks: list[str]
             progress(task.name, i, len(chosen))
         recs = [r for r in used if _has(r, task)]
         if task.level == "utterance":
-            x = _select(torch.stack([cache.pooled[r["id"]] for r in recs]), layer, encoder.num_layers)
-            results[task.name] = probe_utterance(x, [r["labels"][task.key] for r in recs], ids=[r["id"] for r in recs],
-                                                 groups=[r.get("group", r["id"]) for r in recs], seed=seed, folds=folds)
+            x = _select(
+                torch.stack([cache.pooled[r["id"]] for r in recs]), layer, encoder.num_layers
+            )
+            results[task.name] = probe_utterance(
+                x,
+                [r["labels"][task.key] for r in recs],
+                ids=[r["id"] for r in recs],
+                groups=[r.get("group", r["id"]) for r in recs],
+                seed=seed,
+                folds=folds,
+            )
         else:
             results[task.name] = _probe_frame_task(cache, recs, task, layer, encoder, seed, folds)
-    return {"manifest": str(manifest_path), "layer": layer, "seed": seed, "folds": folds, "num_layers": encoder.num_layers,
-            "frame_rate": encoder.frame_rate, "tasks": results}
+    return {
+        "manifest": str(manifest_path),
+        "layer": layer,
+        "seed": seed,
+        "folds": folds,
+        "num_layers": encoder.num_layers,
+        "frame_rate": encoder.frame_rate,
+        "tasks": results,
+    }
 
 
 def _has(rec: dict, task: ProbeTask) -> bool:
     return task.key in (rec["labels"] if task.level == "utterance" else rec["frame_labels"])
 
 
-def _probe_frame_task(cache: FeatureCache, recs: list[dict], task: ProbeTask, layer: str | int,
-                      encoder: Encoder, seed: int, folds: int) -> dict:
+def _probe_frame_task(
+    cache: FeatureCache,
+    recs: list[dict],
+    task: ProbeTask,
+    layer: str | int,
+    encoder: Encoder,
+    seed: int,
+    folds: int,
+) -> dict:
     classes = sorted({lab for r in recs for _, _, lab in r["frame_labels"][task.key]})
     index = {c: i for i, c in enumerate(classes)}
     feats, targets = [], []
     for r in recs:
         h = cache.frames[r["id"]]  # (L, T, D)
         feats.append(_select(h.transpose(0, 1), layer, encoder.num_layers).transpose(0, 1))
-        targets.append(lin.frame_targets(r["frame_labels"][task.key], h.shape[1], encoder.frame_rate, index))
+        targets.append(
+            lin.frame_targets(r["frame_labels"][task.key], h.shape[1], encoder.frame_rate, index)
+        )
     if len(recs) < 3:
         raise ProbeError(f"task {task.name!r}: need 3+ clips, have {len(recs)}")
-    return probe_frames(feats, targets, len(classes), seed=seed, ids=[r["id"] for r in recs],
-                        groups=[r.get("group", r["id"]) for r in recs], folds=folds)
+    return probe_frames(
+        feats,
+        targets,
+        len(classes),
+        seed=seed,
+        ids=[r["id"] for r in recs],
+        groups=[r.get("group", r["id"]) for r in recs],
+        folds=folds,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +456,9 @@ def _load_random_student(size: str, seed: int, device: str) -> Encoder:
     try:
         from audistill.train.export import random_student
     except ImportError as e:
-        raise ProbeError(f"--random-student needs audistill.train.export.random_student ({e})") from None
+        raise ProbeError(
+            f"--random-student needs audistill.train.export.random_student ({e})"
+        ) from None
     return random_student(size, seed=seed, device=device)
 
 
@@ -355,7 +466,9 @@ def _load_teacher(spec: str, device: str) -> Encoder:
     try:
         from audistill.extract.teachers import teacher_encoder
     except ImportError as e:
-        raise ProbeError(f"--teacher needs audistill.extract.teachers.teacher_encoder, not available ({e})") from None
+        raise ProbeError(
+            f"--teacher needs audistill.extract.teachers.teacher_encoder, not available ({e})"
+        ) from None
     return teacher_encoder(spec, device=device)
 
 
@@ -369,30 +482,61 @@ def _parse_layer(text: str) -> str | int:
 
 
 def format_results(res: dict) -> str:
-    lines = [f"{'task':<20} {'level':<9} {'acc':>6} {'95% CI':>15} {'chance':>7} {'items':>7} {'folds':>5}"]
+    lines = [
+        f"{'task':<20} {'level':<9} {'acc':>6} {'95% CI':>15} {'chance':>7} {'items':>7} "
+        f"{'folds':>5}"
+    ]
     for name, r in res["tasks"].items():
-        lines.append(f"{name:<20} {r['level']:<9} {r['accuracy']:6.3f} "
-                     f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] {r['chance']:7.3f} {r['n_items']:>7} {r['folds']:>5}")
+        lines.append(
+            f"{name:<20} {r['level']:<9} {r['accuracy']:6.3f} "
+            f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] {r['chance']:7.3f} {r['n_items']:>7} "
+            f"{r['folds']:>5}"
+        )
     return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("probe")
     def probe(
-        manifest: Annotated[Path, typer.Argument(help="manifest.jsonl (tasks.json beside it names the tasks).")],
-        student: Annotated[str | None, typer.Option("--student", help="Exported student / checkpoint folder.")] = None,
-        teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher spec file or name.")] = None,
-        random_student: Annotated[str | None, typer.Option("--random-student", help="Untrained student of this size.")] = None,
-        task: Annotated[list[str] | None, typer.Option("--task", help="Task to probe (repeatable); default all.")] = None,
-        layer: Annotated[str, typer.Option("--layer", help="'weighted' (softmax over layers) or a layer index.")] = "weighted",
+        manifest: Annotated[
+            Path, typer.Argument(help="manifest.jsonl (tasks.json beside it names the tasks).")
+        ],
+        student: Annotated[
+            str | None, typer.Option("--student", help="Exported student / checkpoint folder.")
+        ] = None,
+        teacher: Annotated[
+            str | None, typer.Option("--teacher", help="Teacher spec file or name.")
+        ] = None,
+        random_student: Annotated[
+            str | None, typer.Option("--random-student", help="Untrained student of this size.")
+        ] = None,
+        task: Annotated[
+            list[str] | None,
+            typer.Option("--task", help="Task to probe (repeatable); default all."),
+        ] = None,
+        layer: Annotated[
+            str, typer.Option("--layer", help="'weighted' (softmax over layers) or a layer index.")
+        ] = "weighted",
         seed: Annotated[int, typer.Option("--seed", help="Random seed (folds).")] = 0,
-        folds: Annotated[int, typer.Option("--folds", help="Cross-validation folds (2+).", min=2)] = FOLDS,
-        device: Annotated[str, typer.Option("--device", help="torch device for the encoder.")] = "cpu",
+        folds: Annotated[
+            int, typer.Option("--folds", help="Cross-validation folds (2+).", min=2)
+        ] = FOLDS,
+        device: Annotated[
+            str, typer.Option("--device", help="torch device for the encoder.")
+        ] = "cpu",
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ) -> None:
-        """Cross-validated linear probes of a frozen encoder on a labeled manifest: accuracy, 95 % CI, chance."""
-        chosen = [(o, v) for o, v in (("--student", student), ("--teacher", teacher),
-                                      ("--random-student", random_student)) if v is not None]
+        """Cross-validated linear probes of a frozen encoder on a labeled manifest: accuracy, 95 %
+        CI, chance."""
+        chosen = [
+            (o, v)
+            for o, v in (
+                ("--student", student),
+                ("--teacher", teacher),
+                ("--random-student", random_student),
+            )
+            if v is not None
+        ]
         try:
             if len(chosen) != 1:
                 raise ProbeError("give exactly one of --student, --teacher, --random-student")
@@ -408,7 +552,15 @@ def register(app: typer.Typer) -> None:
                 if not as_json and (stage != "features" or i % 100 == 0):
                     typer.echo(f"  {stage} ({i}/{n})", err=True)
 
-            res = probe_manifest(encoder, manifest, task or None, _parse_layer(layer), seed, folds=folds, progress=show)
+            res = probe_manifest(
+                encoder,
+                manifest,
+                task or None,
+                _parse_layer(layer),
+                seed,
+                folds=folds,
+                progress=show,
+            )
         except (ProbeError, FileNotFoundError) as e:
             typer.echo(f"audistill: error: {e}", err=True)
             raise typer.Exit(2) from None

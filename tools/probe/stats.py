@@ -60,10 +60,16 @@ class Scores:
         total = d.get("total") or [1.0] * n
         clusters = d.get("clusters") or d["ids"]
         if not (len(d["correct"]) == len(total) == len(clusters) == n):
-            raise ValueError(f"per-item scores disagree in length: {n} ids, {len(d['correct'])} correct, "
-                             f"{len(total)} totals, {len(clusters)} clusters")
-        return cls(tuple(d["ids"]), np.asarray(d["correct"], np.float64), np.asarray(total, np.float64),
-                   tuple(clusters))
+            raise ValueError(
+                f"per-item scores disagree in length: {n} ids, {len(d['correct'])} correct, "
+                f"{len(total)} totals, {len(clusters)} clusters"
+            )
+        return cls(
+            tuple(d["ids"]),
+            np.asarray(d["correct"], np.float64),
+            np.asarray(total, np.float64),
+            tuple(clusters),
+        )
 
     @property
     def accuracy(self) -> float:
@@ -108,7 +114,9 @@ def bootstrap_weights(n_clusters: int, reps: int, seed: int) -> np.ndarray:
     """(reps, n_clusters) how often each cluster is drawn in each resample (each row sums to
     n_clusters)."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=reps).astype(np.float64)
+    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=reps).astype(
+        np.float64
+    )
 
 
 def _cluster_sums(scores: Scores, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +126,9 @@ def _cluster_sums(scores: Scores, index: dict[str, int]) -> tuple[np.ndarray, np
     return np.bincount(rows, scores.correct, k), np.bincount(rows, scores.total, k)
 
 
-def _interval_and_p(observed: float, resampled: np.ndarray, alpha: float) -> tuple[tuple[float, float], float]:
+def _interval_and_p(
+    observed: float, resampled: np.ndarray, alpha: float
+) -> tuple[tuple[float, float], float]:
     """Percentile interval and the matching two-sided p-value of a resampled difference."""
     d = resampled[np.isfinite(resampled)]
     lo, hi = np.percentile(d, [100 * alpha / 2, 100 * (1 - alpha / 2)])
@@ -127,13 +137,16 @@ def _interval_and_p(observed: float, resampled: np.ndarray, alpha: float) -> tup
     return (float(lo), float(hi)), p
 
 
-def paired_bootstrap(a: Scores, b: Scores, *, reps: int = REPS, seed: int = 0, alpha: float = ALPHA) -> Paired:
+def paired_bootstrap(
+    a: Scores, b: Scores, *, reps: int = REPS, seed: int = 0, alpha: float = ALPHA
+) -> Paired:
     """``acc(A) - acc(B)`` on the items both were scored on, clusters resampled together."""
     return paired_mean_bootstrap([(a, b)], reps=reps, seed=seed, alpha=alpha)
 
 
-def paired_mean_bootstrap(pairs: Sequence[tuple[Scores, Scores]], *, reps: int = REPS, seed: int = 0,
-                          alpha: float = ALPHA) -> Paired:
+def paired_mean_bootstrap(
+    pairs: Sequence[tuple[Scores, Scores]], *, reps: int = REPS, seed: int = 0, alpha: float = ALPHA
+) -> Paired:
     """The mean over tasks of ``acc(A) - acc(B)``, each task's items paired. Clusters that several
     tasks share (one clip labelled for two tasks) are drawn together, so the tasks' dependence
     is kept."""
@@ -147,7 +160,9 @@ def paired_mean_bootstrap(pairs: Sequence[tuple[Scores, Scores]], *, reps: int =
         cb, _ = _cluster_sums(b, index)
         observed.append((ca.sum() - cb.sum()) / n.sum())
         with np.errstate(invalid="ignore", divide="ignore"):
-            resampled.append((w @ (ca - cb)) / (w @ n))  # (reps,): nan where no item of the task was drawn
+            resampled.append(
+                (w @ (ca - cb)) / (w @ n)
+            )  # (reps,): nan where no item of the task was drawn
     diff = float(np.mean(observed))
     ci, p = _interval_and_p(diff, np.mean(resampled, 0), alpha)
     n_items = int(sum(a.total.sum() for a, _ in aligned))

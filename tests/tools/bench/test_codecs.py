@@ -15,9 +15,13 @@ from audistill.tools.bench.codecs import Target, register, run_codec_bench, synt
 @pytest.fixture(scope="module")
 def report() -> dict:
     feats = synthetic_features(n_frames=800, dim=48, layers=2, seed=1)
-    return run_codec_bench(feats, ["float32", "float16", "int8-channel", "int8-delta",
-                                   'mvq:{"codebooks": 4, "iters": 2}'],
-                           segment_frames=100, fit_frames=400, repeats=1)
+    return run_codec_bench(
+        feats,
+        ["float32", "float16", "int8-channel", "int8-delta", 'mvq:{"codebooks": 4, "iters": 2}'],
+        segment_frames=100,
+        fit_frames=400,
+        repeats=1,
+    )
 
 
 def _row(report: dict, name: str) -> dict:
@@ -57,13 +61,25 @@ def test_bench_numbers_are_sane(report):
 
 def test_targets_can_fail_and_pass():
     feats = synthetic_features(n_frames=400, dim=16, layers=1, seed=2)
-    strict = run_codec_bench(feats, ["float16"], baselines=False, repeats=1, segment_frames=50,
-                             target=Target(bits=1.0, rel_l2=1e-9, decode_mvps=1e9))
+    strict = run_codec_bench(
+        feats,
+        ["float16"],
+        baselines=False,
+        repeats=1,
+        segment_frames=50,
+        target=Target(bits=1.0, rel_l2=1e-9, decode_mvps=1e9),
+    )
     row = strict["results"][0]
     assert row["meets"] == {"bits": False, "rel_l2": False, "decode": False}
     assert strict["meets_target"] == [] and not row["meets_target"]
-    loose = run_codec_bench(feats, ["float16"], baselines=False, repeats=1, segment_frames=50,
-                            target=Target(bits=32.0, rel_l2=1.0, decode_mvps=1e-6))
+    loose = run_codec_bench(
+        feats,
+        ["float16"],
+        baselines=False,
+        repeats=1,
+        segment_frames=50,
+        target=Target(bits=32.0, rel_l2=1.0, decode_mvps=1e-6),
+    )
     assert loose["meets_target"] == ["float16"]
 
 
@@ -76,12 +92,26 @@ def test_cli_command_json_and_table():
         pass
 
     runner = CliRunner()
-    args = ["bench-codecs", "--source", "synthetic", "--max-frames", "300", "--codecs", "float16,int8-row",
-            "--segment-frames", "60", "--repeats", "1"]
+    args = [
+        "bench-codecs",
+        "--source",
+        "synthetic",
+        "--max-frames",
+        "300",
+        "--codecs",
+        "float16,int8-row",
+        "--segment-frames",
+        "60",
+        "--repeats",
+        "1",
+    ]
     res = runner.invoke(app, [*args, "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
-    assert out["source"] == "synthetic" and [r["name"] for r in out["results"]][:2] == ["float16", "int8-row"]
+    assert out["source"] == "synthetic" and [r["name"] for r in out["results"]][:2] == [
+        "float16",
+        "int8-row",
+    ]
     res = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "int8-row" in res.output and "lilcom" in res.output
     res = runner.invoke(app, [*args, "--require-target"])

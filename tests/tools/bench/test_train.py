@@ -16,14 +16,35 @@ def test_bench_train_tiny_cpu_json():
     def other() -> None:  # a second command, so bench-train is addressed by name
         """Unused."""
 
-    r = CliRunner().invoke(app, ["bench-train", "--size", "tiny", "--device", "cpu", "--workers", "0,1",
-                                 "--steps", "2", "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench-train",
+            "--size",
+            "tiny",
+            "--device",
+            "cpu",
+            "--workers",
+            "0,1",
+            "--steps",
+            "2",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output.strip().splitlines()[-1])
-    assert doc["cached"]["steps"] == 2 and doc["cached"]["steps_per_s"] > 0 and doc["online"]["steps_per_s"] > 0
+    assert (
+        doc["cached"]["steps"] == 2
+        and doc["cached"]["steps_per_s"] > 0
+        and doc["online"]["steps_per_s"] > 0
+    )
     assert set(doc["loader"]) == {"0", "1"} and all(v > 0 for v in doc["loader"].values())
     assert doc["rss_base"]["rss_mb"] > 0 and doc["rss_10x"]["rss_mb"] > 0
-    assert set(doc["targets"]) == {"cached_faster_than_online", "loader_keeps_up_le4_workers", "rss_flat_10x_bank"}
+    assert set(doc["targets"]) == {
+        "cached_faster_than_online",
+        "loader_keeps_up_le4_workers",
+        "rss_flat_10x_bank",
+    }
     assert all(isinstance(v, bool) for v in doc["targets"].values())
 
 
@@ -36,8 +57,20 @@ def test_bench_train_loader_only_json():
     def other() -> None:
         """Unused."""
 
-    r = CliRunner().invoke(app, ["bench-train", "--loader-only", "--size", "tiny", "--workers", "1",
-                                 "--batches", "2", "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench-train",
+            "--loader-only",
+            "--size",
+            "tiny",
+            "--workers",
+            "1",
+            "--batches",
+            "2",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output.strip().splitlines()[-1])
     assert doc["loader_only"] and doc["preset"] == "tiny"
@@ -54,12 +87,31 @@ def test_bench_train_step_only_reports_flops_and_mfu():
     def other() -> None:
         """Unused."""
 
-    r = CliRunner().invoke(app, ["bench-train", "--step-only", "--size", "tiny", "--device", "cpu",
-                                 "--step-seconds", "4,8", "--steps", "1", "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench-train",
+            "--step-only",
+            "--size",
+            "tiny",
+            "--device",
+            "cpu",
+            "--step-seconds",
+            "4,8",
+            "--steps",
+            "1",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output.strip().splitlines()[-1])
     assert [x["batch_seconds"] for x in doc["rows"]] == [4.0, 8.0]
     for x in doc["rows"]:
-        assert x["tflop_per_step"] > 0 and x["steps_per_s"] > 0 and 0 < x["mfu"] < 1.5 and x["loss_finite"]
+        assert (
+            x["tflop_per_step"] > 0
+            and x["steps_per_s"] > 0
+            and 0 < x["mfu"] < 1.5
+            and x["loss_finite"]
+        )
     # the FLOPs grow with the batch (the count is of the real step, not a constant)
     assert doc["rows"][1]["tflop_per_step"] > 1.5 * doc["rows"][0]["tflop_per_step"]

@@ -13,8 +13,13 @@ from ...shards.helpers import make_bank
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "audistill.tools.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "audistill.tools.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +58,15 @@ def test_convert_export_stats_round(tmp_path, bank_root):
     wds = str(tmp_path / "wds")
     assert cli("shards", "convert", bank_root, wds, "--to", "webdataset").returncode == 0
     out = str(tmp_path / "small")
-    r = cli("shards", "export", wds, out, "--teacher", "speechy", "--layers", "1,3", "--workers", "3")
+    r = cli(
+        "shards", "export", wds, out, "--teacher", "speechy", "--layers", "1,3", "--workers", "3"
+    )
     assert r.returncode == 0, r.stderr
     info = json.loads(cli("shards", "info", out, "--json").stdout)
-    assert list(info["teachers"]) == ["speechy"] and info["teachers"]["speechy"]["layers_kept"] == [1, 3]
+    assert list(info["teachers"]) == ["speechy"] and info["teachers"]["speechy"]["layers_kept"] == [
+        1,
+        3,
+    ]
     r = cli("shards", "stats", out, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["speechy"]["3"]["count"] > 0
     assert cli("shards", "verify", out).returncode == 0
@@ -73,7 +83,9 @@ def test_rebuild_makes_a_lost_catalog_again_and_refuses_over_an_existing_one(tmp
     make_bank(tmp_path / "b", "webdataset", codec="int8-delta")
     root = str(tmp_path / "b")
     r = cli("shards", "rebuild", root)
-    assert r.returncode == 2 and "has a bank.json" in r.stderr and "Traceback" not in r.stderr  # a user error
+    assert (
+        r.returncode == 2 and "has a bank.json" in r.stderr and "Traceback" not in r.stderr
+    )  # a user error
     os.remove(tmp_path / "b" / "bank.json")
     r = cli("shards", "rebuild", root)
     assert r.returncode == 0 and "rebuilt" in r.stdout and "speechy" in r.stdout, r.stderr
@@ -97,16 +109,34 @@ main()
 
 def test_shards_commands_need_no_audio_stack(tmp_path, bank_root):
     def run(*args):
-        return subprocess.run([sys.executable, "-c", _NO_AUDIO_STACK, *args], capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", _NO_AUDIO_STACK, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
-    for args in (("shards", "info", bank_root, "--json"), ("shards", "verify", bank_root),
-                 ("shards", "export", bank_root, str(tmp_path / "x"), "--teacher", "speechy", "--layers", "1")):
+    for args in (
+        ("shards", "info", bank_root, "--json"),
+        ("shards", "verify", bank_root),
+        (
+            "shards",
+            "export",
+            bank_root,
+            str(tmp_path / "x"),
+            "--teacher",
+            "speechy",
+            "--layers",
+            "1",
+        ),
+    ):
         r = run(*args)
         assert r.returncode == 0, (args, r.stderr)
 
 
-@pytest.mark.parametrize("args", [("shards", "verify"), ("shards", "verify", "--bogus", "x"), ("nosuch",)])
+@pytest.mark.parametrize(
+    "args", [("shards", "verify"), ("shards", "verify", "--bogus", "x"), ("nosuch",)]
+)
 def test_usage_errors_are_one_line_and_exit_2(args):
     r = cli(*args)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr

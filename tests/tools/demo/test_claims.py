@@ -13,10 +13,21 @@ N = 400  # items per task
 
 def probe(hits: dict[str, np.ndarray]) -> dict:
     """A probe result as ``probe_manifest`` returns it (only what claims read)."""
-    return {"tasks": {t: {"accuracy": float(h.mean()), "chance": 0.5,
-                          "items": {"ids": [f"clip{i}" for i in range(len(h))], "correct": h.astype(float).tolist(),
-                                    "total": [1.0] * len(h), "clusters": [f"clip{i}" for i in range(len(h))]}}
-                      for t, h in hits.items()}}
+    return {
+        "tasks": {
+            t: {
+                "accuracy": float(h.mean()),
+                "chance": 0.5,
+                "items": {
+                    "ids": [f"clip{i}" for i in range(len(h))],
+                    "correct": h.astype(float).tolist(),
+                    "total": [1.0] * len(h),
+                    "clusters": [f"clip{i}" for i in range(len(h))],
+                },
+            }
+            for t, h in hits.items()
+        }
+    }
 
 
 def flip(h: np.ndarray, frac: float, rng: np.random.Generator, to: bool) -> np.ndarray:
@@ -30,28 +41,57 @@ def flip(h: np.ndarray, frac: float, rng: np.random.Generator, to: bool) -> np.n
 def results() -> dict:
     rng = np.random.default_rng(0)
     base = {t: rng.random(N) < 0.55 for t in ("word", "pitch", "domain")}
-    better = {t: flip(h, 0.3, rng, True) for t, h in base.items()}  # distilled: ~+0.13 on every task
-    return {"probes": {
-        "omega10-float32": [probe(better), probe({t: flip(h, 0.02, rng, False) for t, h in better.items()})],
-        "omega1-float32": [probe(better)],
-        "random": [probe(base)],
-        "teacher:fcpe": [probe({"pitch": flip(base["pitch"], 0.5, rng, True)})],  # beats random on pitch only
-        "teacher:whisper": [probe({"word": base["word"]})],  # no better than random on word
-        "omega10-int8-delta": [probe(better)],
-        "omega10-mvq": [probe({t: flip(h, 0.25, rng, False) for t, h in better.items()})],  # ~-0.15
-        "omega10-int4-group": [probe({t: np.where(rng.random(N) < 0.5, h, rng.random(N) < 0.6) for t, h in better.items()})],
-    }}
+    better = {
+        t: flip(h, 0.3, rng, True) for t, h in base.items()
+    }  # distilled: ~+0.13 on every task
+    return {
+        "probes": {
+            "omega10-float32": [
+                probe(better),
+                probe({t: flip(h, 0.02, rng, False) for t, h in better.items()}),
+            ],
+            "omega1-float32": [probe(better)],
+            "random": [probe(base)],
+            "teacher:fcpe": [
+                probe({"pitch": flip(base["pitch"], 0.5, rng, True)})
+            ],  # beats random on pitch only
+            "teacher:whisper": [probe({"word": base["word"]})],  # no better than random on word
+            "omega10-int8-delta": [probe(better)],
+            "omega10-mvq": [
+                probe({t: flip(h, 0.25, rng, False) for t, h in better.items()})
+            ],  # ~-0.15
+            "omega10-int4-group": [
+                probe(
+                    {
+                        t: np.where(rng.random(N) < 0.5, h, rng.random(N) < 0.6)
+                        for t, h in better.items()
+                    }
+                )
+            ],
+        }
+    }
 
 
 def test_distilled_beats_random_where_a_teacher_does(results):
-    d = claims.decide(results, ["word", "pitch", "domain"], ["float32", "int8-delta", "int4-group", "mvq"])
+    d = claims.decide(
+        results, ["word", "pitch", "domain"], ["float32", "int8-delta", "int4-group", "mvq"]
+    )
     vs = d["distilled_vs_random"]
-    assert all(c["verdict"] == "A better" and c["p_value"] < 0.05 and c["ci95"][0] > 0 for c in vs["tasks"].values())
+    assert all(
+        c["verdict"] == "A better" and c["p_value"] < 0.05 and c["ci95"][0] > 0
+        for c in vs["tasks"].values()
+    )
     assert vs["taught_tasks"] == ["pitch"] and vs["claim"]["status"] == "decided: yes"
-    assert set(d["teacher_vs_random"]["teacher:whisper"]["tasks"]) == {"word"}  # paired on what it was probed on
+    assert set(d["teacher_vs_random"]["teacher:whisper"]["tasks"]) == {
+        "word"
+    }  # paired on what it was probed on
     assert d["teacher_vs_random"]["teacher:whisper"]["tasks"]["word"]["verdict"] != "A better"
-    assert d["teacher_vs_random"]["teacher:fcpe"]["tasks"]["pitch"]["mcnemar_p"] < 0.001  # one seed, 0/1 hits
-    assert all(c["mcnemar_p"] is None for c in vs["tasks"].values())  # two seeds averaged: not 0/1 hits
+    assert (
+        d["teacher_vs_random"]["teacher:fcpe"]["tasks"]["pitch"]["mcnemar_p"] < 0.001
+    )  # one seed, 0/1 hits
+    assert all(
+        c["mcnemar_p"] is None for c in vs["tasks"].values()
+    )  # two seeds averaged: not 0/1 hits
 
 
 def test_seeds_are_averaged_and_their_spread_reported(results):
@@ -65,7 +105,9 @@ def test_seeds_are_averaged_and_their_spread_reported(results):
 
 
 def test_codecs_decided_by_non_inferiority_and_the_default_follows(results):
-    d = claims.decide(results, ["word", "pitch", "domain"], ["float32", "int8-delta", "int4-group", "mvq"])
+    d = claims.decide(
+        results, ["word", "pitch", "domain"], ["float32", "int8-delta", "int4-group", "mvq"]
+    )
     codecs = d["codecs"]
     assert set(codecs) == {"int8-delta", "int4-group", "mvq"}
     assert codecs["int8-delta"]["no_measurable_loss"] == "yes"  # same hits as float32's first seed
@@ -76,8 +118,9 @@ def test_codecs_decided_by_non_inferiority_and_the_default_follows(results):
         assert (c["no_measurable_loss"] == "no") == (hi < -0.02)
         assert c["mean"]["ci95"] == [round(lo, 3), round(hi, 3)]
     bits = {"int8-delta": 6.5, "int4-group": 3.6, "mvq": 0.4}
-    assert claims.default_codec(d, bits)[0] == ("int4-group" if codecs["int4-group"]["no_measurable_loss"] == "yes"
-                                                 else "int8-delta")
+    assert claims.default_codec(d, bits)[0] == (
+        "int4-group" if codecs["int4-group"]["no_measurable_loss"] == "yes" else "int8-delta"
+    )
     none = {"codecs": {"mvq": {"no_measurable_loss": "open"}}}
     codec, why = claims.default_codec(none, {"mvq": 0.4})
     assert codec == "float32" and "open" in why
@@ -95,12 +138,28 @@ def test_omega_comparison_is_open_when_the_evidence_is_thin():
     rng = np.random.default_rng(1)
     a = {"t": rng.random(15) < 0.6}
     b = {"t": rng.random(15) < 0.6}
-    res = {"probes": {"omega10-float32": [probe(a)], "omega1-float32": [probe(b)], "random": [probe(b)]}}
+    res = {
+        "probes": {
+            "omega10-float32": [probe(a)],
+            "omega1-float32": [probe(b)],
+            "random": [probe(b)],
+        }
+    }
     d = claims.decide(res, ["t"], ["float32"])
     om = d["omega10_vs_omega1"]
     assert om["claim"]["status"] == "open" and om["tasks"]["t"]["few_clips"]
-    same = {"probes": {"omega10-float32": [probe(a)], "omega1-float32": [probe(a)], "random": [probe(b)]}}
+    same = {
+        "probes": {
+            "omega10-float32": [probe(a)],
+            "omega1-float32": [probe(a)],
+            "random": [probe(b)],
+        }
+    }
     om = claims.decide(same, ["t"], ["float32"])["omega10_vs_omega1"]
-    assert om["tasks"]["t"]["ci95"] == [0.0, 0.0] and om["tasks"]["t"]["verdict"] == "open"  # 15 clips decide nothing
+    assert (
+        om["tasks"]["t"]["ci95"] == [0.0, 0.0] and om["tasks"]["t"]["verdict"] == "open"
+    )  # 15 clips decide nothing
     assert om["mean"]["verdict"] == "open" and om["claim"]["status"] == "open"
-    assert d["distilled_vs_random"]["claim"]["status"] == "open"  # no teacher: nothing taught to compare on
+    assert (
+        d["distilled_vs_random"]["claim"]["status"] == "open"
+    )  # no teacher: nothing taught to compare on

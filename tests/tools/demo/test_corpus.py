@@ -19,9 +19,12 @@ from audistill.tools.demo import corpus, corpus_sources
 from audistill.tools.demo.corpus import build_demo_corpus
 
 SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
-HAVE_REAL = all(shutil.which(t) for t in ("espeak-ng", "flite", "fluidsynth")) and \
-    corpus_sources.SOUNDFONT.is_file() and corpus_sources.SONIC_PI_SAMPLES.is_dir() and \
-    len(corpus_sources.asterisk_speakers()) >= 2
+HAVE_REAL = (
+    all(shutil.which(t) for t in ("espeak-ng", "flite", "fluidsynth"))
+    and corpus_sources.SOUNDFONT.is_file()
+    and corpus_sources.SONIC_PI_SAMPLES.is_dir()
+    and len(corpus_sources.asterisk_speakers()) >= 2
+)
 
 
 def read(root: Path) -> tuple[list[dict], dict]:
@@ -88,7 +91,13 @@ def test_tasks_match_manifest_and_are_balanced(tiny):
             assert min(counts) >= 3  # enough for a train / val / test split
             if t["name"] != "domain":
                 assert max(counts) <= math.ceil(1.25 * min(counts)), (t["name"], t["counts"])
-    for name in ("instrument_family", "pitch_class", "frame_pitch_class", "sound_category", "domain"):
+    for name in (
+        "instrument_family",
+        "pitch_class",
+        "frame_pitch_class",
+        "sound_category",
+        "domain",
+    ):
         assert name in info.tasks  # the music and sound tasks exist with or without the packages
 
 
@@ -122,8 +131,16 @@ def test_refuses_to_overwrite_unless_asked(tiny):
 
 def hide_packages(monkeypatch, tmp_path, tools=("espeak-ng", "flite", "fluidsynth")):
     real_which = shutil.which
-    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name in tools else real_which(name, *a, **k))
-    for attr in ("ASTERISK_ROOT", "SOUNDFONT", "SONIC_PI_SAMPLES", "FREEDESKTOP_SOUNDS", "OXYGEN_SOUNDS"):
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **k: None if name in tools else real_which(name, *a, **k)
+    )
+    for attr in (
+        "ASTERISK_ROOT",
+        "SOUNDFONT",
+        "SONIC_PI_SAMPLES",
+        "FREEDESKTOP_SOUNDS",
+        "OXYGEN_SOUNDS",
+    ):
         monkeypatch.setattr(corpus_sources, attr, tmp_path / "missing" / attr.lower())
 
 
@@ -133,11 +150,21 @@ def test_fallbacks_when_packages_are_missing(monkeypatch, tmp_path):
     recs, meta = read(tmp_path / "fb")
     assert meta["fallbacks"] == info.fallbacks
     text = " ".join(info.fallbacks)
-    assert "no speech synthesizer" in text and "numpy additive synthesis" in text and "synthetic noise" in text
+    assert (
+        "no speech synthesizer" in text
+        and "numpy additive synthesis" in text
+        and "synthetic noise" in text
+    )
     assert {r["domain"] for r in recs} == {"music", "sound"}
     assert set(info.datasets) == {"numpy-synth", "numpy-noise"}
     assert not {"word", "voice", "language", "frame_activity"} & set(info.tasks)
-    assert {"instrument_family", "pitch_class", "frame_pitch_class", "sound_category", "domain"} <= set(info.tasks)
+    assert {
+        "instrument_family",
+        "pitch_class",
+        "frame_pitch_class",
+        "sound_category",
+        "domain",
+    } <= set(info.tasks)
     for r in recs[::10]:
         x, sr = sf.read(str(tmp_path / "fb" / r["path"]))
         assert sr == 16000 and x.ndim == 1 and np.isfinite(x).all() and np.abs(x).max() > 0.01
@@ -149,7 +176,9 @@ def test_words_with_one_engine_missing_say_so(monkeypatch, tmp_path):
     clips, notes = corpus_sources.make_words(8, np.random.default_rng(0), tmp_path)
     assert len(clips) == 8 and any("flite" in n for n in notes)
     assert {c.dataset for c in clips} == {"espeak"}
-    assert {c.labels["voice"] for c in clips} == {corpus_sources.voice_label(*v) for v in corpus_sources.VOICES[:4]}
+    assert {c.labels["voice"] for c in clips} == {
+        corpus_sources.voice_label(*v) for v in corpus_sources.VOICES[:4]
+    }
 
 
 def test_counts_scale_with_minutes():
@@ -170,7 +199,9 @@ def test_cli_build_corpus(tmp_path):
     corpus.register(app)
     runner = CliRunner()
     out = tmp_path / "cli"
-    res = runner.invoke(app, ["build-corpus", str(out), "--minutes", "0.2", "--seed", "1", "--json"])
+    res = runner.invoke(
+        app, ["build-corpus", str(out), "--minutes", "0.2", "--seed", "1", "--json"]
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout.strip().splitlines()[-1])
     assert doc["n_clips"] == len((out / "manifest.jsonl").read_text().splitlines())

@@ -1,4 +1,5 @@
-"""The main job end to end, shortened: real corpus, real packaged teachers, bank, students, probes, report."""
+"""The main job end to end, shortened: real corpus, real packaged teachers, bank, students, probes,
+report."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from audistill.tools.demo.run import (
 # faulthandler_timeout (300 s), whose thread dump would then land mid-run. pytest arms that timer
 # around each test and cancels it after; re-arming it here gives this run its own, longer limit
 # (a hang still dumps every thread's stack)
-DEMO_TIMEOUT_S = 1800  # a loaded 2-core machine (load 10+) took 26 min; unloaded it is a few minutes
+DEMO_TIMEOUT_S = (
+    1800  # a loaded 2-core machine (load 10+) took 26 min; unloaded it is a few minutes
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +40,26 @@ def demo_run(tmp_path_factory):
 def test_demo_writes_a_report_with_every_section(demo_run):
     out, report, lines = demo_run
     text = report.read_text()
-    for heading in ("Claims and their status", "Distilled student against a randomly initialized one", "Domain-aware weighting",
-                    "Target precision", "Cached against online teachers", "Teachers (reference"):
+    for heading in (
+        "Claims and their status",
+        "Distilled student against a randomly initialized one",
+        "Domain-aware weighting",
+        "Target precision",
+        "Cached against online teachers",
+        "Teachers (reference",
+    ):
         assert heading in text
     for fig in ("loss_curves", "probes", "bank_bytes", "throughput"):
         png = out / "figures" / f"{fig}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert any(line.startswith("[6/6]") for line in lines) and str(report) in lines[-1]
-    for stage in ("corpus: ", "re-encoding", ": training ", "probed ", "deciding the claims"):  # no silent stage
+    for stage in (
+        "corpus: ",
+        "re-encoding",
+        ": training ",
+        "probed ",
+        "deciding the claims",
+    ):  # no silent stage
         assert any(stage in line for line in lines), stage
 
 
@@ -55,19 +70,26 @@ def test_demo_results_are_measured_and_consistent(demo_run):
     codes = {c: b["sizes"]["bits_per_value_codes"] for c, b in res["banks"].items()}
     assert codes["mvq"] < codes["int4-group"] < codes["int8-delta"] < codes["float32"]
     sizes = res["banks"]["mvq"]["sizes"]
-    assert sizes["codec_state_bytes"] > 0 and sizes["bits_per_value"] > codes["mvq"]  # codebooks counted
+    assert (
+        sizes["codec_state_bytes"] > 0 and sizes["bits_per_value"] > codes["mvq"]
+    )  # codebooks counted
     assert sizes["audio_bytes"] > 0 and sizes["feature_bytes"] > 0
     [probe] = res["probes"]["omega10-float32"]  # one per student seed
     tasks = probe["tasks"]
     assert {"domain", "pitch_class", "sound_category"} <= set(tasks)
     for r in tasks.values():
         assert 0 <= r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] <= 1
-        assert len(r["items"]["ids"]) == r["n_items"]  # every labelled clip scored once (cross-validated)
+        assert (
+            len(r["items"]["ids"]) == r["n_items"]
+        )  # every labelled clip scored once (cross-validated)
     decided = res["claims"]
     assert set(decided["codecs"]) == {"int8-delta", "int4-group", "mvq"}
     assert set(decided["distilled_vs_random"]["tasks"]) == set(tasks)
     # cached and online teachers give the same targets on the same crops: the same losses
-    cached, online = res["runs"]["pair-cached"][0]["losses"], res["runs"]["pair-online"][0]["losses"]
+    cached, online = (
+        res["runs"]["pair-cached"][0]["losses"],
+        res["runs"]["pair-online"][0]["losses"],
+    )
     assert len(cached) == len(online) > 0
     assert online == pytest.approx(cached, rel=2e-3)
     assert all(v > 0 for seeds in res["float32_val"].values() for v in seeds)

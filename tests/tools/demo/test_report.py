@@ -21,9 +21,17 @@ CODECS = ("float32", "int8-delta", "int4-group", "mvq")
 def sizes(bits_codes: float, state: int) -> dict:
     values = 10_000_000
     code = int(bits_codes * values / 8)
-    return {"audio_bytes": 30 * 2**20, "feature_bytes": code + 4096, "codec_state_bytes": state, "shard_other_bytes": 8192,
-            "values": values, "code_bytes": code, "bits_per_value_codes": bits_codes,
-            "bits_per_value": 8 * (code + state) / values, "layers": {}}
+    return {
+        "audio_bytes": 30 * 2**20,
+        "feature_bytes": code + 4096,
+        "codec_state_bytes": state,
+        "shard_other_bytes": 8192,
+        "values": values,
+        "code_bytes": code,
+        "bits_per_value_codes": bits_codes,
+        "bits_per_value": 8 * (code + state) / values,
+        "layers": {},
+    }
 
 
 def run(omega_scale: float, seed: int) -> dict:
@@ -32,12 +40,35 @@ def run(omega_scale: float, seed: int) -> dict:
     for step in range(1, 31):
         a, b = 1.0 / step + rng.random() * 0.05, 2.0 / step + rng.random() * 0.05
         # the weighted total depends on omega; the per-target losses do not
-        log.append({"kind": "train", "step": step, "loss": omega_scale * a + b, "loss/fcpe__L02": a,
-                    "loss/fcpe__L06": a + 0.1, "loss/whisper__L04": b})
+        log.append(
+            {
+                "kind": "train",
+                "step": step,
+                "loss": omega_scale * a + b,
+                "loss/fcpe__L02": a,
+                "loss/fcpe__L06": a + 0.1,
+                "loss/whisper__L04": b,
+            }
+        )
         if step % 10 == 0:
-            val.append({"kind": "val", "step": step, "loss": omega_scale * a, "loss/fcpe__L02": a, "loss/whisper__L04": b})
-    return {"losses": [r["loss"] for r in log], "log": log, "val": val, "steps_per_s": 2.0, "audio_s_per_s": 30.0,
-            "loader_wait_frac": 0.1, "wall_s": 15.0}
+            val.append(
+                {
+                    "kind": "val",
+                    "step": step,
+                    "loss": omega_scale * a,
+                    "loss/fcpe__L02": a,
+                    "loss/whisper__L04": b,
+                }
+            )
+    return {
+        "losses": [r["loss"] for r in log],
+        "log": log,
+        "val": val,
+        "steps_per_s": 2.0,
+        "audio_s_per_s": 30.0,
+        "loader_wait_frac": 0.1,
+        "wall_s": 15.0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +77,44 @@ def results() -> dict:
     base = {t: rng.random(300) < 0.55 for t in TASKS}
     better = {t: flip(h, 0.3, rng, True) for t, h in base.items()}
     return {
-        "config": {"student": "mini", "steps": 30, "batch_seconds": 16.0, "seed": 0, "seeds": 2, "probe_folds": 5},
+        "config": {
+            "student": "mini",
+            "steps": 30,
+            "batch_seconds": 16.0,
+            "seed": 0,
+            "seeds": 2,
+            "probe_folds": 5,
+        },
         "corpus": {"clips": 300, "seconds": 900.0, "tasks": list(TASKS)},
-        "notes": [], "total_s": 600.0, "stages_s": {"corpus": 10.0, "train": 100.0},
+        "notes": [],
+        "total_s": 600.0,
+        "stages_s": {"corpus": 10.0, "train": 100.0},
         "extract": {"segments_written": 300, "seconds": 900.0, "wall_s": 60.0, "teachers": {}},
-        "banks": {"float32": {"sizes": sizes(29.9, 0)}, "int8-delta": {"sizes": sizes(6.5, 20_000)},
-                  "int4-group": {"sizes": sizes(3.6, 0)}, "mvq": {"sizes": sizes(0.18, 4_400_000)}},
+        "banks": {
+            "float32": {"sizes": sizes(29.9, 0)},
+            "int8-delta": {"sizes": sizes(6.5, 20_000)},
+            "int4-group": {"sizes": sizes(3.6, 0)},
+            "mvq": {"sizes": sizes(0.18, 4_400_000)},
+        },
         "float32_val": {c: [1.0 + 0.01 * i, 1.01 + 0.01 * i] for i, c in enumerate(CODECS)},
-        "runs": {"omega10-float32": [run(10, 0), run(10, 1)], "omega1-float32": [run(1, 2)],
-                 "pair-cached": [run(10, 3)], "pair-online": [run(10, 3)]},
+        "runs": {
+            "omega10-float32": [run(10, 0), run(10, 1)],
+            "omega1-float32": [run(1, 2)],
+            "pair-cached": [run(10, 3)],
+            "pair-online": [run(10, 3)],
+        },
         "probes": {
-            "omega10-float32": [probe(better), probe({t: flip(h, 0.02, rng, False) for t, h in better.items()})],
+            "omega10-float32": [
+                probe(better),
+                probe({t: flip(h, 0.02, rng, False) for t, h in better.items()}),
+            ],
             "omega1-float32": [probe({t: flip(h, 0.01, rng, False) for t, h in better.items()})],
             "random": [probe(base)],
             "teacher:fcpe": [probe({"pitch": flip(base["pitch"], 0.5, rng, True)})],
             "omega10-int8-delta": [probe(better)],
-            "omega10-int4-group": [probe({t: flip(h, 0.04, rng, False) for t, h in better.items()})],
+            "omega10-int4-group": [
+                probe({t: flip(h, 0.04, rng, False) for t, h in better.items()})
+            ],
             "omega10-mvq": [probe({t: flip(h, 0.25, rng, False) for t, h in better.items()})],
         },
     }
@@ -70,11 +123,17 @@ def results() -> dict:
 def test_report_marks_every_claim_and_keeps_its_own_rules(results, tmp_path):
     text = report.write_report(tmp_path, results).read_text()
     assert "## Claims and their status" in text
-    assert "Distilled beats random-init on every task some teacher beats it on (pitch): **decided: yes**" in text
+    assert (
+        "Distilled beats random-init on every task some teacher beats it on (pitch): **decided: "
+        "yes**" in text
+    )
     for fig in ("loss_curves", "probes", "bank_bytes", "throughput"):
         assert (tmp_path / "figures" / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "bits" not in line
-            and line.split(" | ")[0][2:] in CODECS]
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| ") and "bits" not in line and line.split(" | ")[0][2:] in CODECS
+    ]
     assert len(rows) == 4
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -82,16 +141,30 @@ def test_report_marks_every_claim_and_keeps_its_own_rules(results, tmp_path):
         if codec == "float32":
             assert verdict == "reference"
             continue
-        lo, hi = (float(x) for x in re.search(r"\[([-+]\d\.\d+), ([-+]\d\.\d+)\]", cells[7]).groups())
-        assert (verdict == "yes") == (lo > -0.02), row  # the verdict follows the stated rule on printed numbers
+        lo, hi = (
+            float(x) for x in re.search(r"\[([-+]\d\.\d+), ([-+]\d\.\d+)\]", cells[7]).groups()
+        )
+        assert (verdict == "yes") == (lo > -0.02), (
+            row
+        )  # the verdict follows the stated rule on printed numbers
         assert (verdict == "no (loss shown)") == (hi < -0.02), row
     mvq = next(r for r in rows if r.startswith("| mvq"))
-    assert "| 0.18 | 3.70 |" in mvq  # codebooks counted: 0.18 b/v of codes, 3.70 with the codec state
-    assert "int8-delta" in re.search(r"Default codec: \*\*(\S+)\*\*", text).group(1) or "int4-group" in text
+    assert (
+        "| 0.18 | 3.70 |" in mvq
+    )  # codebooks counted: 0.18 b/v of codes, 3.70 with the codec state
+    assert (
+        "int8-delta" in re.search(r"Default codec: \*\*(\S+)\*\*", text).group(1)
+        or "int4-group" in text
+    )
     omega_rows = text.split("## 2.")[1].split("## 3.")[0]
-    assert omega_rows.count("seeds: ") == len(TASKS)  # the two omega = 10 seeds' spread, in its own column
-    assert all(line.split(" | ")[1].count("seeds: ") == 1 for line in omega_rows.splitlines()
-               if line.startswith("| ") and line.split(" | ")[0][2:] in TASKS)
+    assert omega_rows.count("seeds: ") == len(
+        TASKS
+    )  # the two omega = 10 seeds' spread, in its own column
+    assert all(
+        line.split(" | ")[1].count("seeds: ") == 1
+        for line in omega_rows.splitlines()
+        if line.startswith("| ") and line.split(" | ")[0][2:] in TASKS
+    )
 
 
 def test_default_codec_is_the_fewest_bits_shown_to_lose_nothing(results):
@@ -108,7 +181,9 @@ def test_teacher_losses_are_unweighted_and_comparable_across_omegas():
     la, lb = teacher_losses(a["log"]), teacher_losses(b["log"])
     assert la == lb and set(la) == {"fcpe", "whisper"}
     steps, vals = la["fcpe"]
-    assert steps[:2] == [1, 2] and vals[0] == pytest.approx(a["log"][0]["loss/fcpe__L02"] + 0.05)  # mean of its 2 targets
+    assert steps[:2] == [1, 2] and vals[0] == pytest.approx(
+        a["log"][0]["loss/fcpe__L02"] + 0.05
+    )  # mean of its 2 targets
     assert teacher_losses(a["val"])["whisper"][0] == [10, 20, 30]
 
 

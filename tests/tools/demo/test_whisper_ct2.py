@@ -1,4 +1,5 @@
-"""CTranslate2 Whisper -> transformers, on a tiny CT2 file written here in the same binary format."""
+"""CTranslate2 Whisper -> transformers, on a tiny CT2 file written here in the same binary
+format."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from audistill.tools.demo.whisper_ct2 import (
 )
 
 D, MELS, HEADS, FFN, VOCAB, SRC, TGT = 8, 4, 2, 16, 60, 6, 5
-DTYPE_IDS = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.float16): 4}
+DTYPE_IDS = {
+    np.dtype(np.float32): 0,
+    np.dtype(np.int8): 1,
+    np.dtype(np.int16): 2,
+    np.dtype(np.float16): 4,
+}
 
 
 def _string(s: str) -> bytes:
@@ -26,14 +32,30 @@ def _string(s: str) -> bytes:
     return struct.pack("<H", len(b) + 1) + b + b"\0"
 
 
-def write_ct2(path: Path, variables: dict[str, np.ndarray], aliases: dict[str, str],
-              spec: str = "WhisperSpec", version: int = 6) -> None:
+def write_ct2(
+    path: Path,
+    variables: dict[str, np.ndarray],
+    aliases: dict[str, str],
+    spec: str = "WhisperSpec",
+    version: int = 6,
+) -> None:
     """CTranslate2's model.bin: header, then named tensors, then aliases (little-endian)."""
-    out = [struct.pack("<I", version), _string(spec), struct.pack("<I", 3), struct.pack("<I", len(variables))]
+    out = [
+        struct.pack("<I", version),
+        _string(spec),
+        struct.pack("<I", 3),
+        struct.pack("<I", len(variables)),
+    ]
     for name, a in variables.items():
         raw = np.ascontiguousarray(a).tobytes()
-        out += [_string(name), struct.pack("<B", a.ndim), *(struct.pack("<I", d) for d in a.shape),
-                struct.pack("<B", DTYPE_IDS[a.dtype]), struct.pack("<I", len(raw)), raw]
+        out += [
+            _string(name),
+            struct.pack("<B", a.ndim),
+            *(struct.pack("<I", d) for d in a.shape),
+            struct.pack("<B", DTYPE_IDS[a.dtype]),
+            struct.pack("<I", len(raw)),
+            raw,
+        ]
     out.append(struct.pack("<I", len(aliases)))
     for alias, target in aliases.items():
         out += [_string(alias), _string(target)]
@@ -90,10 +112,13 @@ def ct2_dir(tmp_path, rng) -> tuple[Path, dict[str, np.ndarray]]:
     d.mkdir()
     v = _tiny_whisper_vars(rng)
     write_ct2(d / "model.bin", v, {"decoder/projection/weight": "decoder/embeddings/weight"})
-    (d / "config.json").write_text(json.dumps({"suppress_ids": [1, 2], "suppress_ids_begin": [3],
-                                               "alignment_heads": [[0, 1]]}))
-    tokens = [{"id": 50 + i, "content": c, "special": True} for i, c in
-              enumerate(["<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>"])]
+    (d / "config.json").write_text(
+        json.dumps({"suppress_ids": [1, 2], "suppress_ids_begin": [3], "alignment_heads": [[0, 1]]})
+    )
+    tokens = [
+        {"id": 50 + i, "content": c, "special": True}
+        for i, c in enumerate(["<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>"])
+    ]
     (d / "tokenizer.json").write_text(json.dumps({"added_tokens": tokens}))
     return d, v
 
@@ -117,7 +142,12 @@ def test_convert_loads_with_automodel_and_maps_every_tensor(ct2_dir, tmp_path):
     assert type(model).__name__ == "WhisperModel"
     gen = WhisperForConditionalGeneration.from_pretrained(out)
     cfg = gen.config
-    assert (cfg.d_model, cfg.num_mel_bins, cfg.encoder_layers, cfg.decoder_layers) == (D, MELS, 1, 1)
+    assert (cfg.d_model, cfg.num_mel_bins, cfg.encoder_layers, cfg.decoder_layers) == (
+        D,
+        MELS,
+        1,
+        1,
+    )
     assert (cfg.encoder_attention_heads, cfg.encoder_ffn_dim, cfg.vocab_size) == (HEADS, FFN, VOCAB)
     assert (cfg.max_source_positions, cfg.max_target_positions) == (SRC, TGT)
     assert (cfg.eos_token_id, cfg.decoder_start_token_id) == (50, 51)
@@ -132,13 +162,22 @@ def test_convert_loads_with_automodel_and_maps_every_tensor(ct2_dir, tmp_path):
     same("model.encoder.layers.0.self_attn.q_proj.weight", fused[:D])
     same("model.encoder.layers.0.self_attn.k_proj.weight", fused[D : 2 * D])
     same("model.encoder.layers.0.self_attn.v_proj.weight", fused[2 * D :])
-    same("model.encoder.layers.0.self_attn.v_proj.bias", v["encoder/layer_0/self_attention/linear_0/bias"][2 * D :])
+    same(
+        "model.encoder.layers.0.self_attn.v_proj.bias",
+        v["encoder/layer_0/self_attention/linear_0/bias"][2 * D :],
+    )
     assert "model.encoder.layers.0.self_attn.k_proj.bias" not in sd
     kv = v["decoder/layer_0/attention/linear_1/weight"]
     same("model.decoder.layers.0.encoder_attn.k_proj.weight", kv[:D])
     same("model.decoder.layers.0.encoder_attn.v_proj.weight", kv[D:])
-    same("model.decoder.layers.0.encoder_attn.out_proj.weight", v["decoder/layer_0/attention/linear_2/weight"])
-    same("model.decoder.layers.0.encoder_attn_layer_norm.weight", v["decoder/layer_0/attention/layer_norm/gamma"])
+    same(
+        "model.decoder.layers.0.encoder_attn.out_proj.weight",
+        v["decoder/layer_0/attention/linear_2/weight"],
+    )
+    same(
+        "model.decoder.layers.0.encoder_attn_layer_norm.weight",
+        v["decoder/layer_0/attention/layer_norm/gamma"],
+    )
     same("model.encoder.layers.0.final_layer_norm.bias", v["encoder/layer_0/ffn/layer_norm/beta"])
     same("model.encoder.embed_positions.weight", v["encoder/position_encodings/encodings"])
     same("model.encoder.conv1.weight", v["encoder/conv1/weight"])
@@ -151,7 +190,8 @@ def test_convert_loads_with_automodel_and_maps_every_tensor(ct2_dir, tmp_path):
 
 
 def test_encoder_matches_a_manual_forward(ct2_dir, tmp_path):
-    """The (only) encoder layer recomputed in numpy from the CT2 tensors (fused attention) directly."""
+    """The (only) encoder layer recomputed in numpy from the CT2 tensors (fused attention)
+    directly."""
     from transformers import WhisperModel
 
     d, v = ct2_dir
@@ -177,7 +217,11 @@ def test_encoder_matches_a_manual_forward(ct2_dir, tmp_path):
         att = q[:, sl] @ k[:, sl].T / np.sqrt(hd)
         att = np.exp(att - att.max(-1, keepdims=True))
         heads.append((att / att.sum(-1, keepdims=True)) @ val[:, sl])
-    x = x + np.concatenate(heads, -1) @ f[f"{p}/self_attention/linear_1/weight"].T + f[f"{p}/self_attention/linear_1/bias"]
+    x = (
+        x
+        + np.concatenate(heads, -1) @ f[f"{p}/self_attention/linear_1/weight"].T
+        + f[f"{p}/self_attention/linear_1/bias"]
+    )
     h = ln(x, f"{p}/ffn/layer_norm") @ f[f"{p}/ffn/linear_0/weight"].T + f[f"{p}/ffn/linear_0/bias"]
     h = torch.nn.functional.gelu(torch.from_numpy(h)).numpy()
     x = x + h @ f[f"{p}/ffn/linear_1/weight"].T + f[f"{p}/ffn/linear_1/bias"]

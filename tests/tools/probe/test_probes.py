@@ -1,5 +1,6 @@
 """Linear probes: accuracy on separable data, chance on shuffled labels, frame-label mapping,
-cross-validation folds, confidence intervals, seeded determinism, the manifest API end to end and the CLI."""
+cross-validation folds, confidence intervals, seeded determinism, the manifest API end to end and
+the CLI."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ class SpectrumEncoder:
         t = len(wave) // hop
         frames = wave[: t * hop].reshape(t, hop)  # (T, 320)
         spec = torch.fft.rfft(frames * torch.hann_window(hop), dim=1).abs() ** 2  # (T, 161)
-        bands = torch.stack([b.sum(1) for b in torch.tensor_split(spec, self.dim, dim=1)], 1)  # (T, D)
+        bands = torch.stack(
+            [b.sum(1) for b in torch.tensor_split(spec, self.dim, dim=1)], 1
+        )  # (T, D)
         h0 = (bands + 1e-8).log()
         noise = torch.randn(t, self.dim, generator=torch.Generator().manual_seed(len(wave)))
         return [h0, torch.tanh(h0 @ self.proj / 10), noise]
@@ -45,7 +48,9 @@ class SpectrumEncoder:
 
 def tone(freq: float, dur: float, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(int(dur * SR)) / SR
-    return (0.3 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6)) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    return (
+        0.3 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6)) + 0.01 * rng.standard_normal(len(t))
+    ).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +69,29 @@ def manifest(tmp_path_factory) -> Path:
     for i in range(12):
         a, b = rng.choice(list(bands), 2, replace=False)
         cut = rng.uniform(0.6, 1.4)
-        x = np.concatenate([tone(bands[a], cut, rng), np.zeros(int(0.2 * SR), np.float32), tone(bands[b], 2.0 - cut, rng)])
-        recs.append({"id": f"f{i}", "path": f"f{i}.wav", "labels": {},
-                     "frame_labels": {"band": [[0.0, cut, a], [cut + 0.2, 2.2, b]]}})
+        x = np.concatenate(
+            [
+                tone(bands[a], cut, rng),
+                np.zeros(int(0.2 * SR), np.float32),
+                tone(bands[b], 2.0 - cut, rng),
+            ]
+        )
+        recs.append(
+            {
+                "id": f"f{i}",
+                "path": f"f{i}.wav",
+                "labels": {},
+                "frame_labels": {"band": [[0.0, cut, a], [cut + 0.2, 2.2, b]]},
+            }
+        )
         sf.write(str(root / f"f{i}.wav"), x, SR)
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return root / "manifest.jsonl"
 
 
-def clusters(n: int, n_classes: int, seed: int, L: int = 3, D: int = 16) -> tuple[torch.Tensor, list[str]]:
+def clusters(
+    n: int, n_classes: int, seed: int, L: int = 3, D: int = 16
+) -> tuple[torch.Tensor, list[str]]:
     """(N, L, D): only layer 1 carries the class (separable means); other layers are noise."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % n_classes
@@ -110,7 +129,8 @@ def test_one_layer_probe_sees_only_that_layer():
 def test_frame_targets_use_frame_centres():
     idx = {"a": 0, "b": 1}
     y = lin.frame_targets([[0.0, 0.5, "a"], [0.55, 1.0, "b"], [1.0, 1.1, "unknown"]], 12, 10.0, idx)
-    # centres 0.05, 0.15, ..., 1.15: 0.45 -> a; 0.55 -> b (start inclusive); 0.95 -> b; 1.05/1.15 -> none
+    # centres 0.05, 0.15, ..., 1.15: 0.45 -> a; 0.55 -> b (start inclusive); 0.95 -> b; 1.05/1.15 ->
+    # none
     assert y.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, -1, -1]
     assert lin.frame_targets([], 3, 50.0, idx).tolist() == [-1, -1, -1]
 
@@ -129,7 +149,9 @@ def test_intervals_contain_the_estimate():
 
 def test_folds_are_stratified_grouped_and_cover_every_kept_item():
     labels = np.array(["a"] * 20 + ["b"] * 15 + ["c"] * 2)
-    groups = np.array([f"a{i // 2}" for i in range(20)] + [f"b{i}" for i in range(15)] + ["c0", "c1"])
+    groups = np.array(
+        [f"a{i // 2}" for i in range(20)] + [f"b{i}" for i in range(15)] + ["c0", "c1"]
+    )
     fold = lin.grouped_folds(len(labels), 5, seed=0, labels=labels, groups=groups)
     assert (fold[-2:] == -1).all() and (fold[:-2] >= 0).all()  # class c (2 items) left out
     for g in set(groups[:-2]):
@@ -142,14 +164,17 @@ def test_folds_are_stratified_grouped_and_cover_every_kept_item():
     assert np.bincount(fold[fold >= 0]).tolist() == [7, 7, 7, 7, 7]
     assert (lin.grouped_folds(37, 5, seed=0, labels=labels, groups=groups) == fold).all()
     assert not (lin.grouped_folds(37, 5, seed=1, labels=labels, groups=groups) == fold).all()
-    # fewer groups than folds: empty folds are skipped, validation takes the next fold that has items
+    # fewer groups than folds: empty folds are skipped, validation takes the next fold that has
+    # items
     few = lin.grouped_folds(6, 5, seed=0, groups=np.array(list("xxyyzz")))
     assert len(set(few.tolist())) == 3
     for f in set(few.tolist()):
         tr, va, te = lin.fold_parts(few, f, 5)
         assert len(tr) == len(va) == len(te) == 2
     # a group labelled under two classes still keeps one fold
-    shared = lin.grouped_folds(6, 3, seed=0, labels=np.array(list("aaabbb")), groups=np.array(list("xyzxyz")))
+    shared = lin.grouped_folds(
+        6, 3, seed=0, labels=np.array(list("aaabbb")), groups=np.array(list("xyzxyz"))
+    )
     assert all(shared[i] == shared[i + 3] for i in range(3))
 
 
@@ -159,8 +184,11 @@ def test_cross_validation_does_not_leak_a_group():
     g = torch.Generator().manual_seed(0)
     n_groups, per = 40, 4
     centres = torch.randn(n_groups, 1, 64, generator=g) * 5
-    x = (centres.repeat_interleave(per, 0) + 0.1 * torch.randn(n_groups * per, 1, 64, generator=g))
-    labels = [f"c{v}" for v in torch.randint(0, 2, (n_groups,), generator=g).repeat_interleave(per).tolist()]
+    x = centres.repeat_interleave(per, 0) + 0.1 * torch.randn(n_groups * per, 1, 64, generator=g)
+    labels = [
+        f"c{v}"
+        for v in torch.randint(0, 2, (n_groups,), generator=g).repeat_interleave(per).tolist()
+    ]
     groups = [f"g{i // per}" for i in range(n_groups * per)]
     grouped = probe_utterance(x, labels, groups=groups, seed=0)
     leaky = probe_utterance(x, labels, seed=0)
@@ -174,14 +202,18 @@ def test_probe_manifest_end_to_end(manifest):
     r = probe_manifest(enc, manifest, seed=0)
     assert set(r["tasks"]) == {"band", "frame_band"}
     utt, frm = r["tasks"]["band"], r["tasks"]["frame_band"]
-    assert utt["accuracy"] >= 0.9 and utt["n_classes"] == 3 and utt["n_items"] == 45  # every clip scored once
+    assert (
+        utt["accuracy"] >= 0.9 and utt["n_classes"] == 3 and utt["n_items"] == 45
+    )  # every clip scored once
     assert frm["level"] == "frame" and frm["accuracy"] >= 0.9
     assert frm["ci95"][0] <= frm["accuracy"] <= frm["ci95"][1]
     assert frm["n_items"] == 12 and frm["n_test_frames"] == sum(frm["items"]["total"]) > 12 * 80
     assert utt["items"]["ids"] == [f"u{i}" for i in range(45)]
     assert sum(utt["items"]["correct"]) == pytest.approx(utt["accuracy"] * 45)
     assert frm["items"]["ids"] == [f"f{i}" for i in range(12)]
-    assert sum(frm["items"]["correct"]) / sum(frm["items"]["total"]) == pytest.approx(frm["accuracy"])
+    assert sum(frm["items"]["correct"]) / sum(frm["items"]["total"]) == pytest.approx(
+        frm["accuracy"]
+    )
     assert r["tasks"]["band"]["layer_weights"][2] < 0.5  # the noise layer is not the one used
     # determinism: same seed, same everything; the layer-2 (noise) probe is near chance
     assert probe_manifest(enc, manifest, seed=0) == r
@@ -223,13 +255,23 @@ def cli_app() -> typer.Typer:
 
 
 def test_cli_probe(manifest, monkeypatch):
-    monkeypatch.setattr(probe_mod, "_load_random_student", lambda size, seed, device: SpectrumEncoder())
+    monkeypatch.setattr(
+        probe_mod, "_load_random_student", lambda size, seed, device: SpectrumEncoder()
+    )
     runner = CliRunner()
-    res = runner.invoke(cli_app(), ["probe", str(manifest), "--random-student", "tiny", "--task", "band", "--json"])
+    res = runner.invoke(
+        cli_app(), ["probe", str(manifest), "--random-student", "tiny", "--task", "band", "--json"]
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout.strip().splitlines()[-1])
-    assert doc["encoder"] == {"kind": "random-student", "value": "tiny"} and doc["tasks"]["band"]["accuracy"] >= 0.9
-    res = runner.invoke(cli_app(), ["probe", str(manifest), "--random-student", "tiny", "--layer", "0", "--folds", "3"])
+    assert (
+        doc["encoder"] == {"kind": "random-student", "value": "tiny"}
+        and doc["tasks"]["band"]["accuracy"] >= 0.9
+    )
+    res = runner.invoke(
+        cli_app(),
+        ["probe", str(manifest), "--random-student", "tiny", "--layer", "0", "--folds", "3"],
+    )
     assert res.exit_code == 0 and "band" in res.stdout and "95% CI" in res.stdout
     row = next(line for line in res.stdout.splitlines() if line.startswith("band "))
     assert row.split()[-2:] == ["45", "3"]  # every clip scored, 3 folds
@@ -239,5 +281,7 @@ def test_cli_needs_exactly_one_encoder(manifest):
     runner = CliRunner()
     res = runner.invoke(cli_app(), ["probe", str(manifest)])
     assert res.exit_code == 2 and "exactly one" in res.output
-    res = runner.invoke(cli_app(), ["probe", str(manifest), "--student", "a", "--random-student", "b"])
+    res = runner.invoke(
+        cli_app(), ["probe", str(manifest), "--student", "a", "--random-student", "b"]
+    )
     assert res.exit_code == 2 and "exactly one" in res.output

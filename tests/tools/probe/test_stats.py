@@ -89,18 +89,30 @@ def test_per_clip_sums_equal_per_frame_items():
     rng = np.random.default_rng(6)
     frames_a, frames_b = rng.random(600) < 0.8, rng.random(600) < 0.6
     clusters = [f"c{i // 30}" for i in range(600)]
-    per_frame = paired_bootstrap(items(frames_a, clusters=clusters), items(frames_b, clusters=clusters), seed=0)
+    per_frame = paired_bootstrap(
+        items(frames_a, clusters=clusters), items(frames_b, clusters=clusters), seed=0
+    )
     ids = tuple(f"c{k}" for k in range(20))
-    summed = [Scores(ids, f.reshape(20, 30).sum(1).astype(float), np.full(20, 30.0), ids) for f in (frames_a, frames_b)]
+    summed = [
+        Scores(ids, f.reshape(20, 30).sum(1).astype(float), np.full(20, 30.0), ids)
+        for f in (frames_a, frames_b)
+    ]
     per_clip = paired_bootstrap(*summed, seed=0)
     assert per_clip.diff == pytest.approx(per_frame.diff)
-    assert per_clip.ci95 == pytest.approx(per_frame.ci95) and per_clip.p_value == pytest.approx(per_frame.p_value)
+    assert per_clip.ci95 == pytest.approx(per_frame.ci95) and per_clip.p_value == pytest.approx(
+        per_frame.p_value
+    )
 
 
 def test_items_are_paired_by_id_whatever_their_order():
     a, b = pair(300, 0.8, 0.6, seed=7)
     order = np.random.default_rng(0).permutation(300)
-    b_shuffled = Scores(tuple(b.ids[i] for i in order), b.correct[order], b.total[order], tuple(b.clusters[i] for i in order))
+    b_shuffled = Scores(
+        tuple(b.ids[i] for i in order),
+        b.correct[order],
+        b.total[order],
+        tuple(b.clusters[i] for i in order),
+    )
     assert paired_bootstrap(a, b_shuffled, seed=0) == paired_bootstrap(a, b, seed=0)
     with pytest.raises(ValueError, match="share no scored items"):
         paired_bootstrap(a, items(b.correct, prefix="x"), seed=0)
@@ -158,6 +170,10 @@ def test_frame_rates_that_differ_weigh_each_clip_the_same():
     a = Scores(ids, np.array([50.0, 25.0, 0.0, 50.0]), np.full(4, 50.0), ids)
     b = Scores(ids, np.array([100.0, 50.0, 0.0, 0.0]), np.full(4, 100.0), ids)
     r = paired_bootstrap(a, b, seed=0)
-    assert r.diff == pytest.approx((1 + 0.5 + 0 + 1) / 4 - (1 + 0.5 + 0 + 0) / 4) and r.n_items == 200
-    empty = Scores(ids, np.zeros(4), np.array([50.0, 0.0, 50.0, 50.0]), ids)  # a clip with no labelled frames
+    assert (
+        r.diff == pytest.approx((1 + 0.5 + 0 + 1) / 4 - (1 + 0.5 + 0 + 0) / 4) and r.n_items == 200
+    )
+    empty = Scores(
+        ids, np.zeros(4), np.array([50.0, 0.0, 50.0, 50.0]), ids
+    )  # a clip with no labelled frames
     assert paired_bootstrap(empty, b, seed=0).n_clusters == 3
