@@ -44,6 +44,7 @@ LEASES = "leases"
 LOCKS = "locks"
 LEASE_TTL_S = float(os.environ.get("AUDISTILL_LEASE_TTL_S", "120"))
 CLAIM_POLL_S = 0.2
+RELEASE_WAIT_S = 10.0  # at exit, removing this process's leases waits at most this long
 CLAIM_WAIT_S = 3600.0  # a claim held longer than this by a live run is an error, not a wait
 
 _RUN_RE = re.compile(r"(?:^|[.\-])run([0-9a-f]{16})(?=[.\-]|$)")
@@ -158,9 +159,8 @@ def read_lease(fs: BankFS, run: str) -> dict | None:
 
 
 # -- holding leases --------------------------------------------------------------------------------
-_held: dict[
-    tuple[str, str], BankFS
-] = {}  # (run, bank url) -> the bank this process holds a lease on
+# (run, bank url) -> the bank this process holds a lease on
+_held: dict[tuple[str, str], BankFS] = {}
 _held_lock = threading.Lock()
 _beater: tuple[int, threading.Thread] | None = None
 
@@ -205,6 +205,19 @@ def release_leases() -> None:
         mine = [(run, fs) for (run, _url), fs in _held.items() if run == run_id()]
         for run, fs in mine:
             _held.pop((run, fs.url), None)
+    if not mine:
+        return
+    # in a daemon thread, waited for a bounded time: a store that stopped answering (its server
+    # gone, the network down) must not hold the process's exit for a client's retries; a lease
+    # left behind dies with its process (same host) or its heartbeat's TTL (elsewhere)
+    t = threading.Thread(
+        target=_remove_leases, args=(mine,), name="audistill-lease-release", daemon=True
+    )
+    t.start()
+    t.join(RELEASE_WAIT_S)
+
+
+def _remove_leases(mine: list[tuple[str, BankFS]]) -> None:
     for run, fs in mine:
         try:
             fs.remove_file(lease_path(run))

@@ -256,3 +256,30 @@ def test_layers_another_run_added_meanwhile_are_not_added_twice(tmp_path):
     ):  # a caller that knew they are there: refused
         with Bank.open(str(tmp_path / "b")).add_field("shard-00000", "late"):
             pass
+
+
+_EXIT_WITH_A_DEAD_STORE = """
+import sys, time
+from audistill.shards import lease
+from audistill.shards.fs import BankFS
+
+fs = BankFS(sys.argv[1])
+lease.hold_lease(fs)
+fs.remove_file = lambda rel: time.sleep(600)  # the store stopped answering (its server gone)
+lease.RELEASE_WAIT_S = 1.0
+print("held", flush=True)
+"""
+
+
+def test_a_store_that_stopped_answering_does_not_hold_the_exit(tmp_path):
+    """Leases are removed at exit, but a store that no longer answers (an S3 server gone, whose
+    client retries for minutes) must not keep the process alive: the lease dies with it anyway."""
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-c", _EXIT_WITH_A_DEAD_STORE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and "held" in r.stdout, r.stderr
+    assert time.monotonic() - t0 < 60
