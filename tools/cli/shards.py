@@ -133,6 +133,24 @@ CopyWorkersOpt = Annotated[
 ]
 
 
+def _copied(copy, bank: str, out: str, storage_options: str, workers: int, *args, **kw) -> None:
+    """Run a bank copy (``copy_bank`` / ``recode_bank``) with the CLI's stores, workers and
+    progress lines, and say what it wrote."""
+    target = copy(
+        bank,
+        out,
+        *args,
+        src_options=_opts(bank, storage_options),
+        dst_options=_opts(out, storage_options),
+        workers=workers or None,
+        progress=lambda s: console.print(f"shard {s}", highlight=False),
+        **kw,
+    )
+    console.print(
+        f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}"
+    )
+
+
 @shards_app.command()
 def convert(
     bank: BankArg,
@@ -148,18 +166,7 @@ def convert(
 
     if to not in layout_names():
         raise typer.BadParameter(f"--to must be one of {', '.join(layout_names())}")
-    target = copy_bank(
-        bank,
-        out,
-        layout=to,
-        src_options=_opts(bank, storage_options),
-        dst_options=_opts(out, storage_options),
-        workers=workers or None,
-        progress=lambda s: console.print(f"shard {s}", highlight=False),
-    )
-    console.print(
-        f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}"
-    )
+    _copied(copy_bank, bank, out, storage_options, workers, layout=to)
 
 
 @shards_app.command()
@@ -182,19 +189,7 @@ def export(
     from audistill.shards.copy import copy_bank
 
     want = {t: _parse_layers(layers) for t in teacher}
-    target = copy_bank(
-        bank,
-        out,
-        layout=to,
-        teachers=want,
-        src_options=_opts(bank, storage_options),
-        dst_options=_opts(out, storage_options),
-        workers=workers or None,
-        progress=lambda s: console.print(f"shard {s}", highlight=False),
-    )
-    console.print(
-        f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}"
-    )
+    _copied(copy_bank, bank, out, storage_options, workers, layout=to, teachers=want)
 
 
 @shards_app.command()
@@ -216,20 +211,8 @@ def recode(
     """Copy a bank with its features re-encoded by another codec (fitted codecs are fitted here)."""
     from audistill.shards.copy import recode_bank
 
-    target = recode_bank(
-        bank,
-        out,
-        codec,
-        layout=to,
-        teachers={t: None for t in teacher} if teacher else None,
-        src_options=_opts(bank, storage_options),
-        dst_options=_opts(out, storage_options),
-        workers=workers or None,
-        progress=lambda s: console.print(f"shard {s}", highlight=False),
-    )
-    console.print(
-        f"wrote {target.root}: {len(target.catalog.shards)} shards, {_gib(target.catalog.bytes)}"
-    )
+    teachers = {t: None for t in teacher} if teacher else None
+    _copied(recode_bank, bank, out, storage_options, workers, codec, layout=to, teachers=teachers)
 
 
 @shards_app.command()
