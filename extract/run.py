@@ -21,6 +21,7 @@ import torch
 from audistill.shards import lease
 from audistill.shards.bank import CATALOG, Bank
 from audistill.shards.codecs import Codec, codec_from_record
+from audistill.shards.devices import device_problem
 from audistill.shards.errors import CatalogError
 from audistill.shards.layouts import LayoutName, layout_names
 from audistill.shards.segments import SAMPLE_RATE
@@ -170,26 +171,6 @@ class RunSummary:
         d["errors"] = self.errors[:100]
         del d["commits"]  # one per shard: the figures above summarize them
         return d
-
-
-def device_problem(name: str) -> str | None:
-    """Why ``name`` cannot run extraction on this machine (None: it can): checked before any work,
-    not found when the first model moves to it."""
-    if name == "auto":
-        return None
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        return f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps ...)"
-    if dev.type == "cpu":
-        return None
-    backend = getattr(torch, dev.type, None) if dev.type != "mps" else torch.backends.mps
-    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
-        return f"device {name!r}: no {dev.type} device on this machine (use --device cpu or auto)"
-    count = getattr(backend, "device_count", None)
-    if dev.index is not None and count is not None and dev.index >= count():
-        return f"device {name!r}: this machine has {count()} {dev.type} device(s)"
-    return None
 
 
 def resolve_device(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Small host/device tensor helpers shared by the codecs, the teachers and the student."""
+"""Small host/device helpers shared by the codecs, the teachers, extraction and training."""
 
 from __future__ import annotations
 
@@ -21,3 +21,23 @@ def length_mask(lengths, t: int, device) -> torch.Tensor:
     (``lengths``: a host list or tensor, copied without a stream sync)."""
     device = torch.device(device)
     return torch.arange(t, device=device)[None] < host_to_device(lengths, device)[:, None]
+
+
+def device_problem(name: str) -> str | None:
+    """Why torch device ``name`` cannot be used on this machine (None: it can), so that extraction
+    and training refuse it before any work rather than when the first model moves to it."""
+    if name == "auto":
+        return None
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps ...)"
+    if dev.type == "cpu":
+        return None
+    backend = getattr(torch, dev.type, None) if dev.type != "mps" else torch.backends.mps
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        return f"device {name!r}: no {dev.type} device on this machine (use cpu or auto)"
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        return f"device {name!r}: this machine has {count()} {dev.type} device(s)"
+    return None

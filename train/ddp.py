@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from audistill.shards.devices import device_problem
+
 from .errors import ConfigError
 
 
@@ -31,15 +33,10 @@ def setup(device: str) -> tuple[Dist, torch.device]:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    problem = device_problem(device)
+    if problem:
+        raise ConfigError(f"run.device: {problem}")
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"run.device {device!r}: this machine has no CUDA device (use cpu or auto)"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(
-            f"run.device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-        )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local if world > 1 else 0)
     if dev.type == "cuda":
