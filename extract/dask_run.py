@@ -16,6 +16,8 @@ from dataclasses import replace
 
 import torch
 
+from audistill.shards.devices import resolve_device
+
 from .corpus import error_record
 from .errors import ExtractError
 from .pipeline import (
@@ -31,7 +33,6 @@ from .run import (
     ExtractConfig,
     RunSummary,
     append_errors,
-    resolve_device,
     start_run,
     stop_progress,
     summarize,

@@ -16,12 +16,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
-import torch
 
 from audistill.shards import lease
 from audistill.shards.bank import CATALOG, Bank
 from audistill.shards.codecs import Codec, codec_from_record
-from audistill.shards.devices import device_problem
+from audistill.shards.devices import device_problem, resolve_device
 from audistill.shards.errors import CatalogError
 from audistill.shards.layouts import LayoutName, layout_names
 from audistill.shards.segments import SAMPLE_RATE
@@ -171,12 +170,6 @@ class RunSummary:
         d["errors"] = self.errors[:100]
         del d["commits"]  # one per shard: the figures above summarize them
         return d
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def segment_seconds(specs: list[TeacherSpec], cfg: ExtractConfig) -> float:

@@ -23,6 +23,13 @@ def length_mask(lengths, t: int, device) -> torch.Tensor:
     return torch.arange(t, device=device)[None] < host_to_device(lengths, device)[:, None]
 
 
+def resolve_device(name: str) -> str:
+    """``auto`` made concrete: CUDA where there is one, else the CPU; other names as given."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def device_problem(name: str) -> str | None:
     """Why torch device ``name`` cannot be used on this machine (None: it can), so that extraction
     and training refuse it before any work rather than when the first model moves to it."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from audistill.shards.devices import device_problem
+from audistill.shards.devices import device_problem, resolve_device
 
 from .errors import ConfigError
 
@@ -31,8 +31,7 @@ def setup(device: str) -> tuple[Dist, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     problem = device_problem(device)
     if problem:
         raise ConfigError(f"run.device: {problem}")

@@ -485,8 +485,8 @@ def run_bench(
 
     import torch
 
-    from audistill.extract.run import resolve_device
     from audistill.extract.teachers import load_teacher
+    from audistill.shards.devices import resolve_device
 
     device = resolve_device(device)
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:

@@ -28,6 +28,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from audistill.shards.devices import resolve_device
 from audistill.shards.segments import SAMPLE_RATE
 from audistill.tools.cli.options import DeviceOpt, JsonOpt
 
@@ -492,8 +493,7 @@ def run_step_bench(
     from audistill.train.model import count_parameters
     from audistill.train.sizes import student_config
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     peak = matmul_peak(torch.device(device))
     crop = 10.0
     rows = [
@@ -591,8 +591,7 @@ def run_bench(
 
     from .synth import write_bank
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     preset = PRESETS["tiny" if size == "tiny" else "gpu"]
     workers = workers or preset.workers
     n_steps = steps or preset.steps
