@@ -10,6 +10,7 @@ import dataclasses
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -202,9 +203,15 @@ def init_from(model: Distiller, ckpt: str) -> None:
         raise CheckpointError(f"{ckpt}: student weights do not fit this student size")
 
 
-def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
+def train(
+    cfg: RunConfig,
+    stop_after: int | None = None,
+    online=None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> dict:
     """Train; returns a summary. ``stop_after`` ends after that many steps of this call (tests,
-    benchmarks); ``online`` (an ``online.OnlineTeachers``) computes targets in the loop."""
+    benchmarks); ``online`` (an ``online.OnlineTeachers``) computes targets in the loop;
+    ``progress(step, max_steps, row)`` is called on the main rank with every logged train row."""
     d, device = ddp.setup(cfg.run.device)
     if online is None and cfg.run.online_teachers:
         from .online import OnlineTeachers
@@ -306,20 +313,19 @@ def train(cfg: RunConfig, stop_after: int | None = None, online=None) -> dict:
         if log_due:
             dt = time.perf_counter() - t_last
             audio_all = ddp.all_reduce_mean(secs, d, device) * d.world  # every rank takes part
-            log.write(
-                "train",
-                step,
-                {
-                    "loss": losses[-1],
-                    "lr": sched.get_last_lr()[0],
-                    "grad_norm": float(gnorm),
-                    "steps_per_s": n_steps / dt,
-                    "audio_h_per_s": audio_all / 3600 / dt,
-                    "loader_wait_s": wait / n_steps,
-                    "epoch": epoch,
-                    **{k: float(torch.stack(v).mean()) for k, v in parts.items()},
-                },
-            )
+            row = {
+                "loss": losses[-1],
+                "lr": sched.get_last_lr()[0],
+                "grad_norm": float(gnorm),
+                "steps_per_s": n_steps / dt,
+                "audio_h_per_s": audio_all / 3600 / dt,
+                "loader_wait_s": wait / n_steps,
+                "epoch": epoch,
+                **{k: float(torch.stack(v).mean()) for k, v in parts.items()},
+            }
+            log.write("train", step, row)
+            if progress is not None and d.main:
+                progress(step, cfg.optim.max_steps, row)
             t_last, wait, secs, n_steps, parts = time.perf_counter(), 0.0, 0.0, 0, {}
         if val_shards and step % cfg.log.val_every == 0:
             v = validate(model, cfg, infos, val_shards, d, device, amp, online)

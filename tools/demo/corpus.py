@@ -51,7 +51,7 @@ DEBIAN_PACKAGES = (
 )
 PYPI_PACKAGES = ("mido",)
 
-DEFAULT_MINUTES = 13.0  # the base counts below come to about this much audio
+DEFAULT_MINUTES = 15.0  # the base counts below come to about this much audio
 
 # (task name, level, key in labels / frame_labels, domain)
 TASKS = (
@@ -115,11 +115,11 @@ class Counts:
             return max(floor, m * int(round(x / m)))
 
         return cls(
-            words=mult(120 * s, 40, 40),
+            words=mult(160 * s, 40, 40),  # 16 voices x 10 words: every pair once
             language_per_class=max(3, round(10 * s)),
-            activity=max(4, round(24 * s)),
+            activity=max(4, round(32 * s)),
             notes=mult(120 * s, 24, 48),
-            melodies=mult(32 * s, 8, 8),
+            melodies=mult(40 * s, 8, 8),
             sound_per_class=max(5, round(16 * s)),
         )
 

@@ -32,15 +32,24 @@ OXYGEN_SOUNDS = Path("/usr/share/sounds")
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 # (engine, voice) pairs; the label is "<engine>-<voice>" made key-safe.
+# Every voice both packages ship (flite's five; espeak-ng's accents, each with its own variant).
 VOICES = (
     ("espeak-ng", "en-us+m1"),
     ("espeak-ng", "en-us+f2"),
     ("espeak-ng", "en-gb-scotland+m3"),
     ("espeak-ng", "en-029+f4"),
+    ("espeak-ng", "en-gb-x-rp+m2"),
+    ("espeak-ng", "en-us-nyc+f3"),
+    ("espeak-ng", "en-gb-x-gbclan+m4"),
+    ("espeak-ng", "en-gb-x-gbcwmd+f1"),
+    ("espeak-ng", "en+m7"),
+    ("espeak-ng", "en-us+f5"),
+    ("espeak-ng", "en-gb+klatt"),
     ("flite", "awb"),
     ("flite", "rms"),
     ("flite", "slt"),
     ("flite", "kal16"),
+    ("flite", "kal"),
 )
 # General MIDI program families used (program numbers) and a playable range (MIDI notes).
 GM_FAMILIES: dict[str, tuple[tuple[int, ...], tuple[int, int]]] = {

@@ -333,7 +333,10 @@ def write_report(out: Path, results: dict) -> Path:
     seeds = cfg.get("seeds", 1)
     md = ["# audistill demo report", ""]
     c = results["corpus"]
+    profile = cfg.get("profile", "default")
     md += [
+        f"Profile: **{profile}** (`audistill demo{'' if profile == 'default' else ' --' + profile}`"
+        "). "
         f"Corpus: {c['clips']} clips, {c['seconds'] / 60:.1f} min of speech, music and sound, "
         "built offline "
         f"({len(c['tasks'])} probe tasks). Student: `{cfg['student']}`, {cfg['steps']} steps of "

@@ -51,11 +51,11 @@ CODECS = ("float32", "int8-delta", "int4-group", "mvq")
 class DemoConfig:
     """Knobs of the demo; the defaults fit 15 minutes on 2 CPU cores."""
 
-    minutes: float = 12.0  # corpus size
+    minutes: float = 14.0  # corpus size: 16 voices x 10 words once each, 120 notes, 40 melodies
     seed: int = 0
     device: str = "cpu"
     student: str = "mini"
-    steps: int = 200  # per training run
+    steps: int = 250  # per training run: what 5 students x 1 seed afford in 15 min on 2 cores
     batch_seconds: float = 16.0
     crop_seconds: float = 2.0
     lr: float = 2e-3
@@ -66,6 +66,7 @@ class DemoConfig:
     probe_seed: int = 0
     probe_folds: int = 5
     seeds: int = 1  # student seeds per compared recipe (3+ for claims that must hold across seeds)
+    profile: str = "default"  # which profile these knobs started from (quick, default, full)
 
     def __post_init__(self) -> None:
         if self.seeds < 1 or self.steps < 1 or self.minutes <= 0 or self.probe_folds < 2:
@@ -341,7 +342,7 @@ def run_training(raw: dict, say: Say, label: str) -> dict:
     shutil.rmtree(cfg.run_dir, ignore_errors=True)  # every demo run trains from scratch
     say(f"  {label}: training {cfg.optim.max_steps} steps ...")
     t0 = time.perf_counter()
-    res = train(cfg)
+    res = train(cfg, progress=_train_progress(say, label))
     wall = time.perf_counter() - t0
     rows = read_log(cfg.run_dir)
     vals = read_log(cfg.run_dir, "val")
@@ -361,6 +362,20 @@ def run_training(raw: dict, say: Say, label: str) -> dict:
         "audio_s_per_s": sum(res["audio_seconds"]) / max(sum(steps), 1e-9),
         "loader_wait_frac": sum(res["wait_seconds"]) / max(sum(steps), 1e-9),
     }
+
+
+def _train_progress(say: Say, label: str) -> Callable[[int, int, dict], None]:
+    """Speaks at about each quarter of a run: step, loss and pace so far."""
+    state = {"next": 0.25, "t0": time.perf_counter()}
+
+    def show(step: int, total: int, row: dict) -> None:
+        if total < 40 or step / total < state["next"] or step == total:
+            return  # short runs and the last step: the summary line says it
+        state["next"] = math.floor(step / total * 4 + 1) / 4
+        wall = time.perf_counter() - state["t0"]
+        say(f"    {label}: step {step}/{total}, loss {row['loss']:.3f}, {step / wall:.1f} steps/s")
+
+    return show
 
 
 def checkpoint_of(run_dir: str) -> Path:
@@ -705,36 +720,38 @@ def register(app) -> None:
         ] = Path("demo_out"),
         minutes: Annotated[
             float | None,
-            typer.Option(
-                help=f"Corpus size in minutes of audio [default: {DemoConfig.minutes:g}; --quick: "
-                f"{QUICK['minutes']:g}]."
-            ),
+            typer.Option(help=f"Corpus size in minutes of audio ({_per_profile('minutes')})."),
         ] = None,
         steps: Annotated[
             int | None,
-            typer.Option(
-                help=f"Training steps per student [default: {DemoConfig.steps}; --quick: "
-                f"{QUICK['steps']}]."
-            ),
+            typer.Option(help=f"Training steps per student ({_per_profile('steps')})."),
         ] = None,
         student: Annotated[
             str | None,
-            typer.Option(
-                help=f"Student size [default: {DemoConfig.student}; --quick: {QUICK['student']}]."
-            ),
+            typer.Option(help=f"Student size ({_per_profile('student')})."),
         ] = None,
-        device: Annotated[str | None, typer.Option(help="torch device [default: cpu].")] = None,
+        device: Annotated[str | None, typer.Option(help="torch device (default: cpu).")] = None,
         seeds: Annotated[
             int | None,
             typer.Option(
-                help="Student seeds per compared recipe (3+ to measure the spread) [default: 1]."
+                help="Student seeds per compared recipe (3+ to measure the spread) "
+                f"({_per_profile('seeds')})."
             ),
         ] = None,
         quick: Annotated[
             bool,
             typer.Option(
                 "--quick",
-                help="A much shorter run (tests, smoke checks); the options above still apply.",
+                help="A run of a few minutes (tests, smoke checks); the options above still apply.",
+            ),
+        ] = False,
+        full: Annotated[
+            bool,
+            typer.Option(
+                "--full",
+                help=f"The deciding run: {FULL['minutes']:g} min of audio, {FULL['steps']} steps, "
+                f"{FULL['seeds']} seeds (a night on 2 CPU cores; under an hour on one GPU); the "
+                "options above still apply.",
             ),
         ] = False,
     ) -> None:
@@ -753,7 +770,9 @@ def register(app) -> None:
             if v is not None
         }
         try:
-            cfg = demo_config(quick, **given)
+            if quick and full:
+                raise ValueError("demo: --quick and --full exclude each other")
+            cfg = demo_config("quick" if quick else "full" if full else "default", **given)
         except ValueError as e:
             typer.echo(f"audistill: error: {e}", err=True)
             raise typer.Exit(2) from None
@@ -761,7 +780,8 @@ def register(app) -> None:
         console.print(f"[bold]report: {path}[/]")
 
 
-# A run of a few minutes: the whole pipeline, tiny numbers.
+# The profiles: options given explicitly apply on top of any of them.
+# --quick: the whole pipeline with tiny numbers, a few minutes (the end-to-end test).
 QUICK = {
     "minutes": 1.0,
     "steps": 10,
@@ -772,17 +792,44 @@ QUICK = {
     "fit_frames": 2000,
     "probe_folds": 3,
 }
+# --full: the run that decides what the default profile leaves open - four times the corpus, eight
+# times the steps, three student seeds per recipe. About 5 h on 2 CPU cores (a night), well under
+# one GPU-hour with --device cuda.
+FULL = {
+    "minutes": 60.0,
+    "steps": 2400,
+    "seeds": 3,
+    "shard_minutes": 2.0,
+    "fit_frames": 20000,
+    "online_steps": 12,
+}
+PROFILES = {"quick": QUICK, "default": {}, "full": FULL}
 
 
-def demo_config(quick: bool = False, **over) -> DemoConfig:
-    """The default profile, or with ``quick`` the short one; options given explicitly apply to
-    either (a ValueError names a bad one)."""
-    unknown = sorted(set(over) - {f for f in DemoConfig.__dataclass_fields__})
+def demo_config(profile: bool | str = "default", **over) -> DemoConfig:
+    """A profile ("quick", "default" or "full"; True means "quick") with the options given
+    explicitly on top (a ValueError names a bad one)."""
+    name = {True: "quick", False: "default"}.get(profile, profile)
+    if name not in PROFILES:
+        raise ValueError(f"demo: unknown profile {name!r} (known: {', '.join(PROFILES)})")
+    known = set(DemoConfig.__dataclass_fields__) - {"profile"}
+    unknown = sorted(set(over) - known)
     if unknown:
         raise ValueError(f"demo: unknown option(s) {unknown}")
-    return DemoConfig(**((QUICK if quick else {}) | over))
+    return DemoConfig(**(PROFILES[name] | over | {"profile": name}))
+
+
+def _per_profile(knob: str) -> str:
+    """ "default: 200; --quick: 10; --full: 2400" for a --help text."""
+
+    def value(name: str) -> str:
+        v = PROFILES[name].get(knob, getattr(DemoConfig, knob))
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    order = ("default", "quick", "full")
+    return "; ".join(f"{'' if n == 'default' else '--'}{n}: {value(n)}" for n in order)
 
 
 def quick_config(**over) -> DemoConfig:
     """The short profile (tests, smoke checks)."""
-    return demo_config(True, **over)
+    return demo_config("quick", **over)

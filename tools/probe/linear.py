@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1, 1.0)
+SMALL = 2_000_000  # feature values x weight decays below which a probe trains on one thread
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,42 +153,71 @@ def _logits(
     return torch.addmm(bias, mixed, weight.t())
 
 
-def _train_one(
+def _mix_many(z: torch.Tensor, layer_logits: torch.Tensor) -> torch.Tensor:
+    """(N, L, D) standardized, (W, L) layer logits -> (W, N, D): each probe's layer mix."""
+    if z.shape[1] == 1:
+        return z[:, 0].expand(layer_logits.shape[0], -1, -1)
+    return torch.einsum("wl,nld->wnd", torch.softmax(layer_logits, 1), z)
+
+
+def _train_all(
     z: torch.Tensor,
     y: torch.Tensor,
     zv: torch.Tensor,
     yv: torch.Tensor,
     n_classes: int,
-    weight_decay: float,
+    weight_decays: tuple[float, ...],
     steps: int,
     lr: float,
     patience: int,
-) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], float, float]:
-    L, D = z.shape[1:]
-    layer_logits = torch.zeros(L, requires_grad=L > 1)
-    weight = torch.zeros(n_classes, D, requires_grad=True)
-    bias = torch.zeros(n_classes, requires_grad=True)
+) -> list[tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], float, float]]:
+    """One probe per weight decay, trained side by side as one batch of W independent linear
+    maps: each probe's loss, gradient, Adam moments and decoupled weight decay are its own, so
+    every probe follows the path it would follow alone (AdamW: decay, then the Adam step), in a
+    quarter of the calls. Each keeps its best validation state and stops on its own patience.
+    Returns per weight decay (state, val accuracy, val loss)."""
+    W, (L, D) = len(weight_decays), z.shape[1:]
+    layer_logits = torch.zeros(W, L, requires_grad=L > 1)
+    weight = torch.zeros(W, n_classes, D, requires_grad=True)
+    bias = torch.zeros(W, n_classes, requires_grad=True)
     params = [weight, bias] + ([layer_logits] if L > 1 else [])
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    best = (-1.0, math.inf, None)  # (val acc, val loss, state)
-    since = 0
+    opt = torch.optim.Adam(params, lr=lr)  # the decay is applied below, per probe
+    keep = [1.0 - lr * wd for wd in weight_decays]
+    shrink = {id(p): torch.tensor(keep).view(-1, *[1] * (p.ndim - 1)) for p in params}
+    n = len(y)
+    y_all = y.repeat(W)
+    best: list[tuple[float, float, list | None]] = [(-1.0, math.inf, None)] * W
+    since, live = [0] * W, [True] * W
     for step in range(steps):
         opt.zero_grad()
-        F.cross_entropy(_logits(z, layer_logits, weight, bias), y).backward()
+        logits = torch.baddbmm(bias[:, None, :], _mix_many(z, layer_logits), weight.transpose(1, 2))
+        # the sum of each probe's mean loss: probe w's gradient is its own loss's gradient
+        (F.cross_entropy(logits.reshape(W * n, n_classes), y_all, reduction="sum") / n).backward()
+        with torch.no_grad():
+            for p in params:
+                p.mul_(shrink[id(p)])
         opt.step()
         if step % 5 == 4 or step == steps - 1:
             with torch.no_grad():
-                out = _logits(zv, layer_logits, weight, bias)
-                vloss = float(F.cross_entropy(out, yv))
-                vacc = float((out.argmax(1) == yv).float().mean())
-            if (vacc, -vloss) > (best[0], -best[1]):
-                best = (vacc, vloss, [p.detach().clone() for p in (layer_logits, weight, bias)])
-                since = 0
-            else:
-                since += 5
-                if since >= patience:
-                    break
-    return best[2], best[0], best[1]
+                out = torch.baddbmm(
+                    bias[:, None, :], _mix_many(zv, layer_logits), weight.transpose(1, 2)
+                )  # (W, Nv, C)
+                vloss = F.cross_entropy(out.transpose(1, 2), yv.expand(W, -1), reduction="none")
+                vloss = vloss.mean(1).tolist()
+                vacc = (out.argmax(2) == yv).float().mean(1).tolist()
+            for w in range(W):
+                if not live[w]:
+                    continue
+                if (vacc[w], -vloss[w]) > (best[w][0], -best[w][1]):
+                    state = [p.detach()[w].clone() for p in (layer_logits, weight, bias)]
+                    best[w] = (vacc[w], vloss[w], state)
+                    since[w] = 0
+                else:
+                    since[w] += 5
+                    live[w] = since[w] < patience
+            if not any(live):
+                break
+    return [(tuple(b[2]), b[0], b[1]) for b in best]
 
 
 def fit_probe(
@@ -207,16 +237,17 @@ def fit_probe(
     x, xv: (N, L, D) float; y, yv: (N,) int64 in [0, n_classes).
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny full-batch steps: threads cost more than they give
+    if x.numel() * len(weight_decays) < SMALL:  # tiny full-batch steps: threads cost more
+        torch.set_num_threads(1)
     try:
         x = x.float()
         mean = x.mean(0)  # (L, D)
         std = x.std(0, unbiased=False).clamp_min(1e-5)
         z, zv = (x - mean) / std, (xv.float() - mean) / std
         best_state, best_key, best_wd = None, None, None
-        for wd in weight_decays:
-            state, vacc, vloss = _train_one(z, y, zv, yv, n_classes, wd, steps, lr, patience)
-            if best_key is None or (vacc, -vloss) > best_key:
+        fitted = _train_all(z, y, zv, yv, n_classes, tuple(weight_decays), steps, lr, patience)
+        for wd, (state, vacc, vloss) in zip(weight_decays, fitted, strict=True):
+            if best_key is None or (vacc, -vloss) > best_key:  # the first of equals
                 best_state, best_key, best_wd = state, (vacc, -vloss), wd
     finally:
         torch.set_num_threads(threads)

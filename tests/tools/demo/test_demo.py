@@ -116,6 +116,26 @@ def test_quick_honours_the_options_it_is_given():
         demo_config(True, colour="red")
 
 
+def test_profiles_and_their_overrides():
+    full = demo_config("full")
+    assert (full.profile, full.seeds) == ("full", 3) and full.steps > 4 * DemoConfig().steps
+    assert full.minutes > DemoConfig().minutes and demo_config().profile == "default"
+    assert demo_config("full", seeds=5, device="cuda").seeds == 5  # flags apply on top
+    assert quick_config().profile == "quick" and demo_config(True) == quick_config()
+    with pytest.raises(ValueError, match="unknown profile"):
+        demo_config("huge")
+
+
+def test_cli_refuses_quick_with_full(tmp_path):
+    from typer.testing import CliRunner
+
+    from audistill.tools.cli.app import app
+
+    res = CliRunner().invoke(app, ["demo", "--quick", "--full", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--quick and --full exclude each other" in res.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_refuses_a_bad_option_in_one_line(tmp_path):
     from typer.testing import CliRunner
 
