@@ -24,6 +24,7 @@ from audistill.tools.probe import stats
 from audistill.tools.probe.stats import Paired, Scores
 
 MARGIN = 0.02
+ONLINE_TOLERANCE = 1e-4  # |loss from the bank - loss with the teachers online| per step
 MIN_CLUSTERS = 20  # fewer independent clips than this: the interval is reported as unreliable
 MAIN, OMEGA1, RANDOM = "omega10-float32", "omega1-float32", "random"
 
@@ -142,6 +143,7 @@ def decide(results: dict, tasks: list[str], codecs: list[str], seed: int = 0) ->
     return {
         "margin": MARGIN,
         "min_clusters": MIN_CLUSTERS,
+        "cached_vs_online": cached_vs_online(results),
         "distilled_vs_random": vs_random
         | {"claim": _beats_where_taught(vs_random, taught), "taught_tasks": taught},
         "teacher_vs_random": teacher_vs_random,
@@ -191,3 +193,26 @@ def default_codec(decisions: dict, bits: dict[str, float]) -> tuple[str, str]:
         "float32",
         "no lower-precision codec was shown to lose nothing measurable at this scale (open)",
     )
+
+
+def cached_vs_online(results: dict) -> dict | None:
+    """The same student, seed and crops trained from the bank and with the teachers online: the
+    per-step loss differences, and whether every one is within ONLINE_TOLERANCE. Step 1 starts
+    from equal weights, so its difference is the targets' alone; later steps add the drift of two
+    float32 trajectories apart."""
+    runs = results.get("runs", {})
+    if not runs.get("pair-cached") or not runs.get("pair-online"):
+        return None
+    lc, lo = runs["pair-cached"][0]["losses"], runs["pair-online"][0]["losses"]
+    diffs = [a - b for a, b in zip(lc, lo, strict=False)]
+    if not diffs:
+        return None
+    worst = max(abs(d) for d in diffs)
+    return {
+        "steps": len(diffs),
+        "diffs": diffs,
+        "first_step": diffs[0],
+        "max_abs": worst,
+        "tolerance": ONLINE_TOLERANCE,
+        "within": worst <= ONLINE_TOLERANCE,
+    }

@@ -163,3 +163,16 @@ def test_omega_comparison_is_open_when_the_evidence_is_thin():
     assert (
         d["distilled_vs_random"]["claim"]["status"] == "open"
     )  # no teacher: nothing taught to compare on
+
+
+def pair(cached: list[float], online: list[float]) -> dict:
+    return {"runs": {"pair-cached": [{"losses": cached}], "pair-online": [{"losses": online}]}}
+
+
+def test_cached_against_online_per_step_within_the_tolerance():
+    ok = claims.cached_vs_online(pair([1.5, 1.4, 1.3], [1.5 - 1e-7, 1.4 + 5e-5, 1.3 - 9e-5]))
+    assert ok["within"] and ok["steps"] == 3 and ok["first_step"] == pytest.approx(1e-7)
+    assert ok["max_abs"] == pytest.approx(9e-5)
+    drift = claims.cached_vs_online(pair([1.5, 1.4, 1.3], [1.5, 1.4, 1.3 + 2e-4]))
+    assert not drift["within"] and drift["max_abs"] == pytest.approx(2e-4)
+    assert claims.cached_vs_online({"runs": {}}) is None
