@@ -750,8 +750,8 @@ def register(app) -> None:
             typer.Option(
                 "--full",
                 help=f"The deciding run: {FULL['minutes']:g} min of audio, {FULL['steps']} steps, "
-                f"{FULL['seeds']} seeds (a night on 2 CPU cores; under an hour on one GPU); the "
-                "options above still apply.",
+                f"{FULL['seeds']} seeds (about 3.5 h on 2 CPU cores, estimated); the options above "
+                "still apply.",
             ),
         ] = False,
     ) -> None:
@@ -792,16 +792,15 @@ QUICK = {
     "fit_frames": 2000,
     "probe_folds": 3,
 }
-# --full: the run that decides what the default profile leaves open - four times the corpus, eight
-# times the steps, three student seeds per recipe. About 5 h on 2 CPU cores (a night), well under
-# one GPU-hour with --device cuda.
+# --full: the run that decides what the default profile leaves open - about four times the
+# corpus, ten times the steps, three student seeds per recipe. Estimated from the default run's
+# stage rates (not yet measured): about 3.5 h on 2 CPU cores, mostly the 15 trainings.
 FULL = {
     "minutes": 60.0,
     "steps": 2400,
     "seeds": 3,
     "shard_minutes": 2.0,
     "fit_frames": 20000,
-    "online_steps": 12,
 }
 PROFILES = {"quick": QUICK, "default": {}, "full": FULL}
 
