@@ -115,7 +115,7 @@ class Counts:
             return max(floor, m * int(round(x / m)))
 
         return cls(
-            words=mult(160 * s, 40, 40),  # 16 voices x 10 words: every pair once
+            words=mult(160 * s, 80, 48),  # 16 voices x 10 words, every pair once; 3+ per voice
             language_per_class=max(3, round(10 * s)),
             activity=max(4, round(32 * s)),
             notes=mult(120 * s, 24, 48),
