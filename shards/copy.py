@@ -71,6 +71,16 @@ def _copy_shards(
         saver.save()
 
 
+def _kept_stats(source: Bank, wanted: dict[str, list[int]]) -> dict[str, dict]:
+    """The source's per-layer statistics of the teachers and layers a copy keeps."""
+    stats = source.catalog.stats
+    return {
+        t: {str(k): v for k, v in stats[t].items() if int(k) in layers}
+        for t, layers in wanted.items()
+        if t in stats
+    }
+
+
 def copy_bank(
     src: str | Bank,
     dst: str,
@@ -104,15 +114,7 @@ def copy_bank(
             state = source.load_codec_state(name, layer)
             if state is not None:
                 target.save_codec_state(name, layer, state, save=False)
-    target.catalog.stats.update(
-        {
-            t: {
-                str(k): v for k, v in source.catalog.stats.get(t, {}).items() if int(k) in wanted[t]
-            }
-            for t in wanted
-            if t in source.catalog.stats
-        }
-    )
+    target.catalog.stats.update(_kept_stats(source, wanted))
     target.catalog.config.setdefault("copied_from", []).append(
         {"bank": source.root, "teachers": wanted}
     )
@@ -204,15 +206,7 @@ def recode_bank(
             if st:
                 target.save_codec_state(name, layer, st, save=False)
             states[(name, layer)] = st
-    target.catalog.stats.update(
-        {
-            t: {
-                str(k): v for k, v in source.catalog.stats.get(t, {}).items() if int(k) in wanted[t]
-            }
-            for t in wanted
-            if t in source.catalog.stats
-        }
-    )
+    target.catalog.stats.update(_kept_stats(source, wanted))
     target.catalog.config.setdefault("recoded_from", []).append(
         {"bank": source.root, "codec": new.record()}
     )

@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from audistill.shards.devices import usable_cores
 from audistill.tools.bench.common import emit
 from audistill.tools.cli.options import JsonOpt
 
@@ -72,7 +73,7 @@ def run_busy_bench(jobs: int, size: str, seconds: float, steps: int) -> dict:
         "size": size,
         "batch_seconds": seconds,
         "steps": steps,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cores": usable_cores(),
         "rows": rows,
         "passive_over_active_busy": by["PASSIVE"]["busy_total_steps_per_s"]
         / by["ACTIVE"]["busy_total_steps_per_s"],

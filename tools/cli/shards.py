@@ -123,6 +123,9 @@ def verify(
         raise typer.Exit(1)
 
 
+ToLayoutOpt = Annotated[
+    str | None, typer.Option("--to", help="Layout of the new bank (default: same).")
+]
 CopyWorkersOpt = Annotated[
     int,
     typer.Option(
@@ -178,9 +181,7 @@ def export(
         str | None,
         typer.Option("--layers", help="Layers to keep, e.g. 3,6,9,12 (all teachers given)."),
     ] = None,
-    to: Annotated[
-        str | None, typer.Option("--to", help="Layout of the new bank (default: same).")
-    ] = None,
+    to: ToLayoutOpt = None,
     workers: CopyWorkersOpt = 0,
     storage_options: StorageOpt = "",
 ) -> None:
@@ -202,9 +203,7 @@ def recode(
     teacher: Annotated[
         list[str] | None, typer.Option("--teacher", help="Teacher to keep (repeat; default all).")
     ] = None,
-    to: Annotated[
-        str | None, typer.Option("--to", help="Layout of the new bank (default: same).")
-    ] = None,
+    to: ToLayoutOpt = None,
     workers: CopyWorkersOpt = 0,
     storage_options: StorageOpt = "",
 ) -> None:

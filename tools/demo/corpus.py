@@ -31,6 +31,7 @@ import numpy as np
 import soundfile as sf
 import typer
 
+from audistill.tools.cli.options import SeedOpt
 from audistill.tools.demo import corpus_sources as src
 from audistill.tools.demo.corpus_audio import SAMPLE_RATE
 
@@ -269,7 +270,7 @@ def register(app: typer.Typer) -> None:
         minutes: Annotated[
             float, typer.Option("--minutes", help="About how many minutes of audio.")
         ] = DEFAULT_MINUTES,
-        seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+        seed: SeedOpt = 0,
         overwrite: Annotated[
             bool, typer.Option("--overwrite", help="Replace an existing corpus.")
         ] = False,

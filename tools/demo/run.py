@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -37,6 +36,7 @@ import torch
 import typer
 
 from audistill.shards.bank import Bank
+from audistill.shards.devices import usable_cores
 from audistill.shards.info import bank_info
 from audistill.shards.segments import make_segment_id
 from audistill.shards.verify import verify_bank
@@ -75,21 +75,6 @@ class DemoConfig:
                 f"(got seeds={self.seeds}, steps={self.steps}, minutes={self.minutes:g}, "
                 f"probe_folds={self.probe_folds})"
             )
-
-
-def usable_cores() -> int:
-    """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
 
 
 def set_threads(cores: int) -> int:

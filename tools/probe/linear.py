@@ -182,8 +182,8 @@ def _train_all(
     bias = torch.zeros(W, n_classes, requires_grad=True)
     params = [weight, bias] + ([layer_logits] if L > 1 else [])
     opt = torch.optim.Adam(params, lr=lr)  # the decay is applied below, per probe
-    keep = [1.0 - lr * wd for wd in weight_decays]
-    shrink = {id(p): torch.tensor(keep).view(-1, *[1] * (p.ndim - 1)) for p in params}
+    keep = torch.tensor([1.0 - lr * wd for wd in weight_decays])
+    shrink = [keep.view(-1, *[1] * (p.ndim - 1)) for p in params]  # per probe, per parameter
     n = len(y)
     y_all = y.repeat(W)
     best: list[tuple[float, float, list | None]] = [(-1.0, math.inf, None)] * W
@@ -194,8 +194,8 @@ def _train_all(
         # the sum of each probe's mean loss: probe w's gradient is its own loss's gradient
         (F.cross_entropy(logits.reshape(W * n, n_classes), y_all, reduction="sum") / n).backward()
         with torch.no_grad():
-            for p in params:
-                p.mul_(shrink[id(p)])
+            for p, k in zip(params, shrink, strict=True):
+                p.mul_(k)
         opt.step()
         if step % 5 == 4 or step == steps - 1:
             with torch.no_grad():
