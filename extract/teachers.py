@@ -290,3 +290,43 @@ def _cast_inputs(dtype: torch.dtype):
         return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
     return hook
+
+
+class TeacherEncoder:
+    """A loaded teacher as a probe sees an encoder: its kept layers of one 16 kHz waveform."""
+
+    def __init__(self, teacher: Teacher):
+        self.teacher = teacher
+        self.num_layers = len(teacher.layers)
+        self.frame_rate = teacher.frame_rate
+
+    def layers(self, wave) -> list[torch.Tensor]:
+        """(N,) float 16 kHz -> one (T, D) tensor per kept layer, on the CPU."""
+        w = torch.as_tensor(wave, dtype=torch.float32).reshape(1, -1)
+        feats, flen = self.teacher.extract(w, torch.tensor([w.shape[1]]))
+        return [feats[k][0, : int(flen[0])].float().cpu() for k in self.teacher.layers]
+
+
+def teacher_encoder(spec: str, device="cpu") -> TeacherEncoder:
+    """``SPEC.toml`` (one teacher) or ``SPEC.toml:NAME`` -> that teacher, loaded, as an encoder;
+    SpecError / TeacherError naming what is wrong."""
+    from pathlib import Path
+
+    from .errors import SpecError
+    from .spec import load_teacher_specs
+
+    path, name = spec, None
+    if not Path(spec).is_file() and ":" in spec:
+        path, name = spec.rsplit(":", 1)
+    specs = load_teacher_specs(path)
+    if name is None and len(specs) != 1:
+        raise SpecError(
+            f"{path} names {len(specs)} teachers ({', '.join(s.name for s in specs)}): "
+            f"choose one with {path}:NAME"
+        )
+    chosen = [s for s in specs if name is None or s.name == name]
+    if not chosen:
+        raise SpecError(
+            f"{path} has no teacher {name!r} (it has {', '.join(s.name for s in specs)})"
+        )
+    return TeacherEncoder(load_teacher(chosen[0], device))

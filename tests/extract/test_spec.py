@@ -81,3 +81,15 @@ def test_spec_json_round_trip():
         )
         == s
     )
+
+
+def test_the_shipped_teacher_specs_parse_and_name_known_kinds():
+    from pathlib import Path
+
+    from audistill.extract.teachers import plugin_names
+
+    shipped = sorted((Path(__file__).parents[2] / "extract" / "configs").glob("*.toml"))
+    assert shipped
+    for path in shipped:
+        specs = load_teacher_specs(path)
+        assert specs and all(s.kind == "hf" or s.kind in plugin_names() for s in specs), path

@@ -463,13 +463,14 @@ def _load_random_student(size: str, seed: int, device: str) -> Encoder:
 
 
 def _load_teacher(spec: str, device: str) -> Encoder:
+    """``--teacher SPEC.toml`` (one teacher) or ``SPEC.toml:NAME``: the kept layers it lists."""
+    from audistill.extract.errors import ExtractError
+    from audistill.extract.teachers import teacher_encoder
+
     try:
-        from audistill.extract.teachers import teacher_encoder
-    except ImportError as e:
-        raise ProbeError(
-            f"--teacher needs audistill.extract.teachers.teacher_encoder, not available ({e})"
-        ) from None
-    return teacher_encoder(spec, device=device)
+        return teacher_encoder(spec, device=device)
+    except ExtractError as e:
+        raise ProbeError(f"--teacher {spec}: {e}") from None
 
 
 def _parse_layer(text: str) -> str | int:
@@ -505,7 +506,11 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--student", help="Exported student / checkpoint folder.")
         ] = None,
         teacher: Annotated[
-            str | None, typer.Option("--teacher", help="Teacher spec file or name.")
+            str | None,
+            typer.Option(
+                "--teacher",
+                help="Teacher spec file (one teacher), or SPEC:NAME for one of several.",
+            ),
         ] = None,
         random_student: Annotated[
             str | None, typer.Option("--random-student", help="Untrained student of this size.")

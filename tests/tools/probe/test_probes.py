@@ -285,3 +285,31 @@ def test_cli_needs_exactly_one_encoder(manifest):
         cli_app(), ["probe", str(manifest), "--student", "a", "--random-student", "b"]
     )
     assert res.exit_code == 2 and "exactly one" in res.output
+
+
+def test_cli_probes_a_teacher_from_its_spec(manifest, tmp_path):
+    """``--teacher SPEC.toml:NAME`` loads that teacher (a GE2E checkpoint of random weights here)
+    and probes its kept layers; an ambiguous or wrong name is one line and exit 2."""
+    lstm, linear = torch.nn.LSTM(40, 256, 3), torch.nn.Linear(256, 256)
+    state = {f"lstm.{k}": v for k, v in lstm.state_dict().items()}
+    state |= {f"linear.{k}": v for k, v in linear.state_dict().items()}
+    torch.save({"model_state": state}, tmp_path / "ge2e.pt")
+    spec = tmp_path / "teachers.toml"
+    spec.write_text(
+        "".join(
+            f'[[teacher]]\nname = "{name}"\nsource = "{(tmp_path / "ge2e.pt").as_posix()}"\n'
+            f'kind = "ge2e"\nlayers = {layers}\ncodec = "float32"\n'
+            for name, layers in (("spk", "[1, 3]"), ("top", "[3]"))
+        )
+    )
+    runner = CliRunner()
+    args = ["probe", str(manifest), "--task", "band", "--folds", "3", "--json", "--teacher"]
+    res = runner.invoke(cli_app(), [*args, f"{spec}:spk"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    band = doc["tasks"]["band"]
+    assert doc["num_layers"] == 2 and len(band["layer_weights"]) == 2 and band["n_test"] == 45
+    res = runner.invoke(cli_app(), [*args, str(spec)])
+    assert res.exit_code == 2 and "names 2 teachers (spk, top)" in res.output
+    res = runner.invoke(cli_app(), [*args, f"{spec}:ghost"])
+    assert res.exit_code == 2 and "no teacher 'ghost'" in res.output
