@@ -35,7 +35,7 @@ import torch
 from audistill.shards.bank import Bank, CatalogSaver
 from audistill.shards.catalog import ShardRecord
 from audistill.shards.codecs import Codec, codec_from_record
-from audistill.shards.devices import host_to_device
+from audistill.shards.devices import host_to_device, usable_cores
 from audistill.shards.segments import SAMPLE_RATE
 
 from .batching import Decoded, batch_work, decoded_batches, equal_length_groups
@@ -77,9 +77,10 @@ class RunOptions:
 
     def resolved(self, device: torch.device | str) -> RunOptions:
         """These options (only these fields, also when called on a subclass) with the "auto"
-        decode and writer counts made concrete for ``device``."""
+        decode and writer counts made concrete for ``device``, from the cores this process may use
+        (its affinity and cgroup quota: a job given 8 cores of a 64-core node sizes for 8)."""
         cuda = torch.device(device).type == "cuda"
-        cores = os.cpu_count() or 2
+        cores = usable_cores()
         kw = {f.name: getattr(self, f.name) for f in fields(RunOptions)}
         if not kw["writers"]:
             kw["writers"] = min(8, max(2, cores // 2)) if cuda else 2

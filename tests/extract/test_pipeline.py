@@ -603,3 +603,17 @@ def test_run_options_are_the_configs_own_fields():
         "switch_interval_ms": 1.0,
     }
     assert ExtractConfig(device="cpu").run_options() == RunOptions(loader_workers=2, writers=2)
+
+
+def test_auto_workers_follow_the_cores_this_process_may_use(monkeypatch):
+    """On CUDA the automatic decode and writer counts come from the usable cores (affinity and
+    cgroup quota), not the host's count: 8 cores of a 64-core node size for 8."""
+    from audistill.extract import pipeline
+    from audistill.extract.pipeline import RunOptions
+
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 64)
+    for usable, loaders, writers in ((8, 2, 4), (64, 8, 8), (1, 2, 2)):
+        monkeypatch.setattr(pipeline, "usable_cores", lambda n=usable: n)
+        opts = RunOptions().resolved("cuda")
+        assert (opts.loader_workers, opts.writers) == (loaders, writers), usable
+    assert RunOptions().resolved("cpu") == RunOptions(loader_workers=2, writers=2)
