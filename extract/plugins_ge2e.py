@@ -70,7 +70,8 @@ class GE2E(nn.Module):
 
     def mel(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, N) 16 kHz, valid ``lengths`` -> (B, T, 40) power mel after volume normalization."""
-        n = lengths.to(wave.device).clamp(min=1).to(wave.dtype)
+        wave = wave.float()  # the mel in float32 whatever the weights run in (cuFFT: no half 400)
+        n = lengths.to(wave.device).clamp(min=1).float()
         rms = (wave.pow(2).sum(1) / n).sqrt().clamp(min=_MIN_RMS)
         gain = (10 ** (TARGET_DBFS / 20) / rms).clamp(min=1.0)  # increase only
         x = wave * gain[:, None]
@@ -78,15 +79,15 @@ class GE2E(nn.Module):
             x,
             N_FFT,
             HOP,
-            window=self.window,
+            window=self.window.float(),
             center=True,
             pad_mode="constant",
             return_complex=True,
         )
-        return (spec.abs().pow(2).transpose(1, 2) @ self.mel_fb).float()  # (B, T, 40)
+        return spec.abs().pow(2).transpose(1, 2) @ self.mel_fb.float()  # (B, T, 40)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        x = self.mel(wave, lengths)
+        x = self.mel(wave, lengths).to(self.linear.weight.dtype)
         hs = []
         for lstm in self.lstms:
             x, _ = lstm(x)

@@ -171,3 +171,25 @@ def test_the_packaged_weights_load_and_tell_two_voices_apart():
     sim = e @ e.T
     assert sim[0, 1] > sim[0, 2] and sim[0, 1] > sim[0, 3]
     assert sim[2, 3] > sim[2, 0] and sim[2, 3] > sim[2, 1]
+
+
+def test_weights_in_bfloat16_keep_the_mel_in_float32(ckpt):
+    """``precision = "weights"`` casts the network (and its buffers) to bfloat16: the mel is still
+    computed in float32 and the LSTM layers run in bfloat16, close to the float32 teacher."""
+    full = load_teacher(spec(ckpt))
+    half = load_teacher(
+        TeacherSpec(
+            name="spk",
+            source=str(ckpt),
+            kind="ge2e",
+            layers="all",
+            codec="float32",
+            dtype="bf16",
+            precision="weights",
+        )
+    )
+    wave, n = voices()
+    a, _ = full.extract(wave, n)
+    b, _ = half.extract(wave, n)
+    assert b[3].dtype == torch.bfloat16
+    torch.testing.assert_close(b[3].float(), a[3], atol=0.05, rtol=0.05)
