@@ -405,11 +405,13 @@ def test_pace_runs_from_the_first_commit_to_the_last():
 
 
 def test_auto_decode_workers_and_writers_follow_the_device_and_cores(monkeypatch):
-    """On CUDA the defaults scale with the cores, so the loader keeps a fast GPU fed; explicit
-    values win; the CPU default stays small."""
+    """On CUDA the defaults scale with the cores this process may use (affinity, cgroup quota:
+    not the host's count), so the loader keeps a fast GPU fed; explicit values win; the CPU
+    default stays small."""
     import audistill.extract.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 64)  # the host; never read for this
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 16)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with one GPU
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     gpu = ExtractConfig(device="cuda").run_options()
@@ -418,8 +420,11 @@ def test_auto_decode_workers_and_writers_follow_the_device_and_cores(monkeypatch
     assert (
         ExtractConfig(device="cuda", loader_workers=0, writers=3).run_options().loader_workers == 0
     )
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 64)
     assert ExtractConfig(device="cuda").run_options().loader_workers == 8
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 8)  # 8 cores of a 64-core node
+    gpu = ExtractConfig(device="cuda").run_options()
+    assert (gpu.loader_workers, gpu.writers) == (2, 4)
     with pytest.raises(ExtractError, match="loader_workers"):
         ExtractConfig(loader_workers=-1)
 
@@ -603,17 +608,3 @@ def test_run_options_are_the_configs_own_fields():
         "switch_interval_ms": 1.0,
     }
     assert ExtractConfig(device="cpu").run_options() == RunOptions(loader_workers=2, writers=2)
-
-
-def test_auto_workers_follow_the_cores_this_process_may_use(monkeypatch):
-    """On CUDA the automatic decode and writer counts come from the usable cores (affinity and
-    cgroup quota), not the host's count: 8 cores of a 64-core node size for 8."""
-    from audistill.extract import pipeline
-    from audistill.extract.pipeline import RunOptions
-
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 64)
-    for usable, loaders, writers in ((8, 2, 4), (64, 8, 8), (1, 2, 2)):
-        monkeypatch.setattr(pipeline, "usable_cores", lambda n=usable: n)
-        opts = RunOptions().resolved("cuda")
-        assert (opts.loader_workers, opts.writers) == (loaders, writers), usable
-    assert RunOptions().resolved("cpu") == RunOptions(loader_workers=2, writers=2)
