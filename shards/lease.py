@@ -5,8 +5,9 @@ Dask workers), on a local disk or an object store, so exclusion rests on two pri
 store has: a whole-object write and an exclusive create (local ``O_EXCL``; S3 ``If-None-Match``).
 
 - **Leases.** A process that writes a bank holds ``leases/RUN.json`` (its run id, host, pid and a
-  heartbeat time), rewritten by a daemon thread every ``LEASE_TTL_S / 4`` and removed when the
-  process exits. A lease is live while its process runs (same host: checked by pid and process
+  heartbeat time), rewritten by a daemon thread every ``LEASE_TTL_S / 4`` while the bank is in use
+  (a claim held, or one taken or released within ``LEASE_TTL_S``) and removed when the process
+  exits. A lease is live while its process runs (same host: checked by pid and process
   start time, so a killed run's lease is dead at once) or, from another host, while its heartbeat
   is younger than ``LEASE_TTL_S``.
 - **Temporaries carry their run.** Everything a writer stages has ``run<ID>`` in its ``.tmp-``
@@ -159,21 +160,33 @@ def read_lease(fs: BankFS, run: str) -> dict | None:
 
 
 # -- holding leases --------------------------------------------------------------------------------
-# (run, bank url) -> the bank this process holds a lease on
+# A lease is refreshed while its bank is in use: a claim of this run on it is held, or one was
+# taken or released within the last ``LEASE_TTL_S``. A bank idle longer than that *rests*: its
+# lease file stays (on this host the pid keeps it live, as before) but is no longer rewritten, so
+# a long-lived process (a notebook, a Dask worker) that wrote many banks does not keep writing to
+# all of them - nor warn every beat about a store that went away. The next claim writes it afresh;
+# at exit every lease, beaten or resting, is removed.
+# (run, bank url) -> the bank whose lease is refreshed
 _held: dict[tuple[str, str], BankFS] = {}
+# (run, bank url) -> the bank whose lease rests (written, not refreshed)
+_resting: dict[tuple[str, str], BankFS] = {}
+# (run, bank url) -> [claims held now, time.monotonic() of the last claim taken or released]
+_use: dict[tuple[str, str], list] = {}
 _held_lock = threading.Lock()
 _beater: tuple[int, threading.Thread] | None = None
 
 
 def hold_lease(fs: BankFS) -> str:
-    """Hold this process's lease on the bank at ``fs`` (written now, refreshed until the process
-    exits); returns the run id. Idempotent."""
+    """Hold this process's lease on the bank at ``fs`` (written now, refreshed while the bank is
+    in use, removed when the process exits); returns the run id. Idempotent."""
     global _beater
     key = (run_id(), fs.url)
     with _held_lock:
+        _use.setdefault(key, [0, 0.0])[1] = time.monotonic()
         if key in _held:
             return key[0]
         fs.write_bytes_atomic(lease_path(key[0]), json.dumps(owner_record()).encode())
+        _resting.pop(key, None)
         _held[key] = fs
         if _beater is None or _beater[0] != os.getpid() or not _beater[1].is_alive():
             t = threading.Thread(target=_heartbeat, name="audistill-lease", daemon=True)
@@ -183,15 +196,35 @@ def hold_lease(fs: BankFS) -> str:
     return key[0]
 
 
+def _claims(fs: BankFS, delta: int) -> None:
+    """A claim of this run on ``fs``'s bank was taken (+1) or released (-1)."""
+    with _held_lock:
+        use = _use.setdefault((run_id(), fs.url), [0, 0.0])
+        use[0], use[1] = max(0, use[0] + delta), time.monotonic()
+
+
+def _to_beat(now: float) -> list[tuple[str, BankFS]]:
+    """The leases to refresh now; those idle longer than ``LEASE_TTL_S`` are set to rest."""
+    out = []
+    with _held_lock:
+        for key, fs in list(_held.items()):
+            if key[0] != run_id():
+                continue
+            claims, last = _use.get(key, (0, now))
+            if claims == 0 and now - last > LEASE_TTL_S:
+                _resting[key] = _held.pop(key)
+            else:
+                out.append((key[0], fs))
+    return out
+
+
 def _heartbeat() -> None:
     me = os.getpid()
     while True:
         time.sleep(LEASE_TTL_S / 4)
         if os.getpid() != me:
             return
-        with _held_lock:
-            held = [(run, fs) for (run, _url), fs in _held.items() if run == run_id()]
-        for run, fs in held:
+        for run, fs in _to_beat(time.monotonic()):
             try:
                 fs.write_bytes_atomic(lease_path(run), json.dumps(owner_record()).encode())
             # noqa: BLE001 - a missed beat is retried; the lease expires only after 4
@@ -202,9 +235,15 @@ def _heartbeat() -> None:
 def release_leases() -> None:
     """Remove this process's leases (at exit; a killed process's lease is dead by its pid)."""
     with _held_lock:
-        mine = [(run, fs) for (run, _url), fs in _held.items() if run == run_id()]
+        mine = [
+            (run, fs)
+            for held in (_held, _resting)
+            for (run, _url), fs in held.items()
+            if run == run_id()
+        ]
         for run, fs in mine:
             _held.pop((run, fs.url), None)
+            _resting.pop((run, fs.url), None)
     if not mine:
         return
     # in a daemon thread, waited for a bounded time: a store that stopped answering (its server
@@ -322,6 +361,7 @@ class Claim:
         if (got or {}).get("run") != me["run"]:
             return str((got or {}).get("run", "?"))
         self.mine, self.stale = rel, [gens[g] for g in sorted(gens)]
+        _claims(self.fs, +1)
         return None
 
     def acquire(self) -> None:
@@ -342,12 +382,15 @@ class Claim:
         """Remove the claim (the dead generations it took over first)."""
         if self.mine is None:
             return
-        for rel in [*self.stale, self.mine]:
-            try:
-                self.fs.remove_file(rel)
-            except FileNotFoundError:
-                pass
-        self.mine, self.stale = None, []
+        try:
+            for rel in [*self.stale, self.mine]:
+                try:
+                    self.fs.remove_file(rel)
+                except FileNotFoundError:
+                    pass
+        finally:
+            self.mine, self.stale = None, []
+            _claims(self.fs, -1)
 
 
 def stale_files(fs: BankFS) -> list[str]:

@@ -283,3 +283,43 @@ def test_a_store_that_stopped_answering_does_not_hold_the_exit(tmp_path):
     )
     assert r.returncode == 0 and "held" in r.stdout, r.stderr
     assert time.monotonic() - t0 < 60
+
+
+_IDLE_LEASE = """
+import json, sys, time
+from audistill.shards import lease
+from audistill.shards.fs import BankFS
+
+fs = BankFS(sys.argv[1])
+run = lease.hold_lease(fs)
+path = lease.lease_path(run)
+
+def beat():
+    return json.loads(fs.read_bytes(path))["heartbeat"]
+
+h0 = beat(); time.sleep(0.5); h1 = beat()     # in use (just held): refreshed
+time.sleep(1.5); h2 = beat(); time.sleep(0.8); h3 = beat()   # idle past the TTL: resting
+with lease.Claim(fs, "shards", "s0"):
+    time.sleep(1.6); h4 = beat()               # a claim held: refreshed again, idle or not
+print(json.dumps({"in_use": h1 > h0, "rests": h3 == h2, "claimed": h4 > h3}), flush=True)
+"""
+
+
+def test_an_idle_banks_lease_rests_and_a_claim_wakes_it(tmp_path):
+    """A process refreshes its lease on a bank only while it uses the bank (a claim held, or one
+    taken or released within the TTL): a long-lived process that wrote many banks does not keep
+    rewriting them all. The resting lease file stays until the process exits, then goes."""
+    r = subprocess.run(
+        [sys.executable, "-c", _IDLE_LEASE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AUDISTILL_LEASE_TTL_S": "0.8"},  # a beat every 0.2 s
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {
+        "in_use": True,
+        "rests": True,
+        "claimed": True,
+    }
+    assert not list((tmp_path / "leases").glob("*.json"))  # removed at exit, resting or not
