@@ -35,6 +35,9 @@ def s3_server():
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     yield endpoint
+    from audistill.shards import lease
+
+    lease.release_leases()  # while the server still answers: no beat at a store that went away
     server.stop()
 
 
