@@ -69,11 +69,17 @@ class DemoConfig:
     profile: str = "default"  # which profile these knobs started from (quick, default, full)
 
     def __post_init__(self) -> None:
-        if self.seeds < 1 or self.steps < 1 or self.minutes <= 0 or self.probe_folds < 2:
+        if (
+            self.seeds < 1
+            or self.steps < 1
+            or self.minutes <= 0
+            or self.probe_folds < 2
+            or self.batch_seconds <= 0
+        ):
             raise ValueError(
-                f"demo: seeds and steps must be 1+, minutes > 0, probe_folds 2+ "
+                f"demo: seeds and steps must be 1+, minutes and batch_seconds > 0, probe_folds 2+ "
                 f"(got seeds={self.seeds}, steps={self.steps}, minutes={self.minutes:g}, "
-                f"probe_folds={self.probe_folds})"
+                f"batch_seconds={self.batch_seconds:g}, probe_folds={self.probe_folds})"
             )
 
 
@@ -715,6 +721,12 @@ def register(app) -> None:
             str | None,
             typer.Option(help=f"Student size ({_per_profile('student')})."),
         ] = None,
+        batch_seconds: Annotated[
+            float | None,
+            typer.Option(
+                help=f"Seconds of audio per training batch ({_per_profile('batch_seconds')})."
+            ),
+        ] = None,
         device: Annotated[str | None, typer.Option(help="torch device (default: cpu).")] = None,
         seeds: Annotated[
             int | None,
@@ -749,6 +761,7 @@ def register(app) -> None:
                 ("minutes", minutes),
                 ("steps", steps),
                 ("student", student),
+                ("batch_seconds", batch_seconds),
                 ("device", device),
                 ("seeds", seeds),
             )

@@ -144,6 +144,15 @@ def test_cli_refuses_a_bad_option_in_one_line(tmp_path):
     res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path / "o"), "--steps", "0"])
     assert res.exit_code == 2 and "audistill: error: demo: seeds and steps must be 1+" in res.output
     assert not (tmp_path / "o").exists()
+    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "o"), "--batch-seconds", "0"])
+    assert res.exit_code == 2 and "batch_seconds=0" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_batch_seconds_is_a_knob_on_top_of_any_profile():
+    assert demo_config("default", batch_seconds=8.0).batch_seconds == 8.0
+    assert demo_config("full", batch_seconds=8.0).steps == demo_config("full").steps
+    assert quick_config(batch_seconds=4.0).batch_seconds == 4.0
 
 
 def test_threads_follow_the_usable_cores(monkeypatch):
