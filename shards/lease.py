@@ -210,7 +210,7 @@ def _to_beat(now: float) -> list[tuple[str, BankFS]]:
         for key, fs in list(_held.items()):
             if key[0] != run_id():
                 continue
-            claims, last = _use.get(key, (0, now))
+            claims, last = _use[key]  # hold_lease set it
             if claims == 0 and now - last > LEASE_TTL_S:
                 _resting[key] = _held.pop(key)
             else:

