@@ -203,8 +203,9 @@ def _claims(fs: BankFS, delta: int) -> None:
         use[0], use[1] = max(0, use[0] + delta), time.monotonic()
 
 
-def _to_beat(now: float) -> list[tuple[str, BankFS]]:
-    """The leases to refresh now; those idle longer than ``LEASE_TTL_S`` are set to rest."""
+def _to_beat(now: float) -> list[tuple[str, BankFS, int]]:
+    """The leases to refresh now, with the claims held on each bank; those idle longer than
+    ``LEASE_TTL_S`` are set to rest."""
     out = []
     with _held_lock:
         for key, fs in list(_held.items()):
@@ -214,7 +215,7 @@ def _to_beat(now: float) -> list[tuple[str, BankFS]]:
             if claims == 0 and now - last > LEASE_TTL_S:
                 _resting[key] = _held.pop(key)
             else:
-                out.append((key[0], fs))
+                out.append((key[0], fs, claims))
     return out
 
 
@@ -224,8 +225,13 @@ def _heartbeat() -> None:
         time.sleep(LEASE_TTL_S / 4)
         if os.getpid() != me:
             return
-        for run, fs in _to_beat(time.monotonic()):
+        for run, fs, claims in _to_beat(time.monotonic()):
             try:
+                # a lease gone while no claim is held: the bank was deleted (or its lease cleaned)
+                # after its last use; rewriting it would make the deleted bank's folder again (a
+                # stray leases/ under a removed root). The next claim writes it afresh.
+                if not claims and not fs.exists(lease_path(run)):
+                    continue
                 fs.write_bytes_atomic(lease_path(run), json.dumps(owner_record()).encode())
             # noqa: BLE001 - a missed beat is retried; the lease expires only after 4
             except Exception as e:

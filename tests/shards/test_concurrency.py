@@ -323,3 +323,45 @@ def test_an_idle_banks_lease_rests_and_a_claim_wakes_it(tmp_path):
         "claimed": True,
     }
     assert not list((tmp_path / "leases").glob("*.json"))  # removed at exit, resting or not
+
+
+_DELETED_BANK = """
+import json, os, shutil, sys, time
+from audistill.shards import lease
+from audistill.shards.fs import BankFS
+
+root = sys.argv[1]
+fs = BankFS(root)
+with lease.Claim(fs, "shards", "s0"):
+    pass
+shutil.rmtree(root)                       # the bank deleted right after its last use
+time.sleep(0.6)                           # three beats, still inside the TTL
+gone = not os.path.exists(root)
+fs2 = BankFS(sys.argv[2])
+with lease.Claim(fs2, "shards", "s0"):
+    run = lease.run_id()
+    os.remove(os.path.join(sys.argv[2], lease.lease_path(run)))  # cleaned while a claim is held
+    time.sleep(0.6)
+    back = os.path.exists(os.path.join(sys.argv[2], lease.lease_path(run)))
+print(json.dumps({"stays_deleted": gone, "rewritten_under_claim": back}), flush=True)
+"""
+
+
+def test_a_deleted_banks_lease_is_not_written_back(tmp_path):
+    """Deleting a bank right after using it must not make its folder again: the heartbeat skips a
+    lease that is gone while no claim is held (a rewrite made a stray ``leases/`` under the removed
+    root, found under the benches' deleted temporary banks). A lease removed while a claim is held
+    is still written back: the claim needs it."""
+    r = subprocess.run(
+        [sys.executable, "-c", _DELETED_BANK, str(tmp_path / "bank"), str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AUDISTILL_LEASE_TTL_S": "0.8"},  # a beat every 0.2 s
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {
+        "stays_deleted": True,
+        "rewritten_under_claim": True,
+    }
+    assert not (tmp_path / "bank").exists()  # nor at exit
