@@ -40,6 +40,7 @@ from audistill.shards.devices import usable_cores
 from audistill.shards.info import bank_info
 from audistill.shards.segments import make_segment_id
 from audistill.shards.verify import verify_bank
+from audistill.tools.demo.stages import Stages, plain
 
 Say = Callable[[str], None]
 
@@ -233,25 +234,32 @@ def _extract_progress(say: Say):
 
 
 def make_codec_banks(
-    f32: Path, out: Path, codecs: tuple, fit_frames: int, say: Say
+    f32: Path, out: Path, keys: dict[str, dict], stages: Stages, say: Say
 ) -> dict[str, Path]:
+    """The float32 bank re-encoded with every other codec in ``keys`` (codec -> its stage key),
+    with its statistics; a bank made from the same float32 bank and options is reused."""
     from audistill.shards.copy import recode_bank
+    from audistill.shards.stats import compute_stats
 
     banks = {"float32": f32}
     n_shards = len(Bank.open(str(f32)).catalog.shards)
-    for name in codecs:
+    for name, key in keys.items():
         if name == "float32":
             continue
         dst = out / f"bank-{name}"
-        if not (dst / "bank.json").exists() or not Bank.open(str(dst)).catalog.shards:
+        if not stages.reuse(f"bank-{name}", key, f"the {name} bank")[0]:
+            stages.forget(f"bank-{name}")
+            shutil.rmtree(dst, ignore_errors=True)
             say(f"  re-encoding the float32 bank as {name} ({n_shards} shards)")
             recode_bank(
                 str(f32),
                 str(dst),
                 name,
-                fit_frames=fit_frames,
+                fit_frames=key["fit_frames"],
                 progress=_every_fifth(say, name, n_shards),
             )
+            compute_stats(str(dst))
+            stages.done(f"bank-{name}", key)
         banks[name] = dst
     return banks
 
@@ -330,7 +338,7 @@ def run_training(raw: dict, say: Say, label: str) -> dict:
     from audistill.train.loop import train
 
     cfg = from_dict(raw)
-    shutil.rmtree(cfg.run_dir, ignore_errors=True)  # every demo run trains from scratch
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)  # a run not finished before starts afresh
     say(f"  {label}: training {cfg.optim.max_steps} steps ...")
     t0 = time.perf_counter()
     res = train(cfg, progress=_train_progress(say, label))
@@ -508,9 +516,13 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
         "worker(s)"
     )
 
+    stages = Stages(out, say)
     corpus = out / "corpus"
-    if not (corpus / "manifest.jsonl").exists():
-        say(f"[1/6] building the demo corpus ({cfg.minutes:g} min of speech, music and sound)")
+    corpus_key = {"minutes": cfg.minutes, "seed": cfg.seed}
+    say(f"[1/6] the demo corpus ({cfg.minutes:g} min of speech, music and sound)")
+    if not stages.reuse("corpus", corpus_key, "the corpus")[0]:
+        stages.forget("corpus")
+        shutil.rmtree(corpus, ignore_errors=True)
         info = timer.run(
             "corpus",
             build_demo_corpus,
@@ -521,6 +533,7 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
         )
         for fb in info.fallbacks:
             say(f"  fallback: {fb}")
+        stages.done("corpus", corpus_key)
     tasks_meta = json.loads((corpus / "tasks.json").read_text())
     notes += [f"corpus fallback: {fb}" for fb in tasks_meta.get("fallbacks", [])]
     results["corpus"] = {
@@ -535,16 +548,25 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     notes += tnotes
 
     say("[3/6] extracting every teacher once into a float32 bank")
-    f32 = _float32_bank(out, corpus, spec, cfg, say, workers, timer, results)
+    # what the float32 bank is made from; every later stage's key holds it
+    bank_key = {
+        "corpus": corpus_key,
+        "teachers": spec.read_text(),
+        "shard_minutes": cfg.shard_minutes,
+        "device": cfg.device,
+    }
+    f32 = _float32_bank(out, corpus, spec, cfg, say, workers, timer, results, stages, bank_key)
     say("  per-layer statistics and a verification of the float32 bank")
     timer.run("stats", compute_stats, str(f32))
     report = verify_bank(str(f32))
     if not report.ok:
         raise RuntimeError(f"the float32 bank does not verify: {report.broken}")
-    banks = timer.run("recode", make_codec_banks, f32, out, cfg.codecs, cfg.fit_frames, say)
-    for name, root in banks.items():
-        if name != "float32":
-            compute_stats(str(root))
+    bank_keys = {"float32": bank_key} | {
+        c: {"float32": bank_key, "codec": c, "fit_frames": cfg.fit_frames}
+        for c in cfg.codecs
+        if c != "float32"
+    }
+    banks = timer.run("recode", make_codec_banks, f32, out, bank_keys, stages, say)
     results["banks"] = {
         name: bank_info(str(root)) | {"sizes": bank_sizes(str(root))}
         for name, root in banks.items()
@@ -555,7 +577,9 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
         "recipe"
     )
     t0 = time.perf_counter()
-    runs, raws = train_students(f32, banks, spec, out / "runs", cfg, workers, say)
+    runs, raws = train_students(
+        f32, banks, spec, out / "runs", cfg, workers, say, stages, bank_keys
+    )
     timer.stages["train"] = round(time.perf_counter() - t0, 2)
     say("  validation of every codec's students against the float32 targets")
     results["float32_val"] = {
@@ -569,7 +593,9 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
 
     say("[5/6] probing: distilled students, random students, and each teacher")
     t0 = time.perf_counter()
-    results["probes"] = probe_all(runs, f32, corpus / "manifest.jsonl", cfg, say)
+    results["probes"] = probe_all(
+        runs, f32, corpus / "manifest.jsonl", cfg, say, stages, corpus_key, raws, bank_keys
+    )
     timer.stages["probe"] = round(time.perf_counter() - t0, 2)
     say("  deciding the claims (paired bootstrap over clips)")
     from audistill.tools.demo.claims import decide
@@ -602,20 +628,30 @@ def _float32_bank(
     workers: int,
     timer: Timer,
     results: dict,
+    stages: Stages,
+    key: dict,
 ) -> Path:
-    manifest = shuffled_manifest(corpus, cfg.seed)
     f32 = out / "bank-float32"
-    summary_file = out / "extract_summary.json"
-    if summary_file.exists() and (f32 / "bank.json").exists():
-        say("  (the bank is already there: reusing it)")
-        results["extract"] = json.loads(summary_file.read_text())
-    else:
+    reused, summary = stages.reuse("bank-float32", key, "the float32 bank")
+    if not reused:
+        stages.forget("bank-float32")
         shutil.rmtree(f32, ignore_errors=True)
-        results["extract"] = timer.run(
-            "extract", extract_bank, manifest, spec, f32, cfg, say, workers
+        manifest = shuffled_manifest(corpus, cfg.seed)
+        summary = stages.done(
+            "bank-float32",
+            key,
+            timer.run("extract", extract_bank, manifest, spec, f32, cfg, say, workers),
         )
-        summary_file.write_text(json.dumps(results["extract"], default=_json_default))
+    results["extract"] = summary
     return f32
+
+
+def train_key(raw: dict, bank_key: dict) -> dict:
+    """What a student is made from: its training configuration (less the loader's worker count:
+    how fast, not what) and its bank's stage key."""
+    key = {"train": plain(raw), "bank": bank_key}
+    key["train"]["data"].pop("num_workers", None)
+    return key
 
 
 def train_students(
@@ -626,10 +662,23 @@ def train_students(
     cfg: DemoConfig,
     workers: int,
     say: Say,
+    stages: Stages,
+    bank_keys: dict[str, dict],
 ) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
     """Every recipe for every student seed (omega = 10 from each bank, omega = 1 from float32),
     then the cached-vs-online pair (first seed). Returns runs and their configs, per recipe a
-    list over seeds."""
+    list over seeds. A student trained before with the same configuration from the same bank is
+    reused (the stage key: its configuration, less the loader's worker count, and its bank's)."""
+
+    def trained(raw: dict, codec: str, label: str) -> dict:
+        key = train_key(raw, bank_keys[codec])
+        name = f"run-{raw['run']['name']}"
+        reused, run = stages.reuse(name, key, label)
+        if reused and (Path(run["run_dir"]) / "checkpoints").is_dir():
+            return run
+        stages.forget(name)
+        return stages.done(name, key, run_training(raw, say, label))
+
     from audistill.train.sizes import student_config
 
     bank = Bank.open(str(f32))
@@ -643,18 +692,20 @@ def train_students(
         **{"data.num_workers": workers},
     )
     base["teachers"] = teacher_maps(bank, student_config(cfg.student).depth)
-    recipes = [(f"omega10-{c}", banks[c], 10.0, f"omega=10, {c} bank") for c in cfg.codecs]
-    recipes.append(("omega1-float32", f32, 1.0, "omega=1 (plain multi-teacher), float32 bank"))
+    recipes = [(f"omega10-{c}", c, 10.0, f"omega=10, {c} bank") for c in cfg.codecs]
+    recipes.append(
+        ("omega1-float32", "float32", 1.0, "omega=1 (plain multi-teacher), float32 bank")
+    )
     runs: dict[str, list[dict]] = {}
     raws: dict[str, list[dict]] = {}
     for k in range(cfg.seeds):
         seed = cfg.seed + k
-        for name, root, omega, label in recipes:
+        for name, codec, omega, label in recipes:
             raw = json.loads(json.dumps(base))
             raw["run"].update({"name": f"{name}-s{seed}", "seed": seed})
-            raw["bank"]["root"], raw["distill"]["omega"] = str(root), omega
+            raw["bank"]["root"], raw["distill"]["omega"] = str(banks[codec]), omega
             raws.setdefault(name, []).append(raw)
-            runs.setdefault(name, []).append(run_training(raw, say, f"{label}, seed {seed}"))
+            runs.setdefault(name, []).append(trained(raw, codec, f"{label}, seed {seed}"))
     for mode in ("cached", "online"):
         raw = json.loads(json.dumps(base))
         raw["run"]["name"] = f"pair-{mode}"
@@ -664,30 +715,73 @@ def train_students(
         if mode == "online":
             raw["run"]["online_teachers"] = str(spec)
         runs[f"pair-{mode}"] = [
-            run_training(raw, say, f"{cfg.online_steps} steps, teachers {mode}")
+            trained(raw, "float32", f"{cfg.online_steps} steps, teachers {mode}")
         ]
     return runs, raws
 
 
 def probe_all(
-    runs: dict[str, list[dict]], f32: Path, manifest: Path, cfg: DemoConfig, say: Say
+    runs: dict[str, list[dict]],
+    f32: Path,
+    manifest: Path,
+    cfg: DemoConfig,
+    say: Say,
+    stages: Stages,
+    corpus_key: dict,
+    raws: dict[str, list[dict]],
+    bank_keys: dict[str, dict],
 ) -> dict[str, list[dict]]:
     """Per recipe, one probe result per student seed; random-init students, one per seed; each
-    teacher once (its features come from the bank)."""
+    teacher once (its features come from the bank). A probe of the same encoder on the same
+    corpus with the same probe settings is reused."""
+    how = {"corpus": corpus_key, "probe_seed": cfg.probe_seed, "probe_folds": cfg.probe_folds}
+
+    def probed(name: str, encoder: dict, label: str, make: Callable[[], dict]) -> dict:
+        key = how | {"encoder": encoder}
+        reused, res = stages.reuse(f"probe-{name}", key, f"the probe of {label}")
+        if reused:
+            return res
+        stages.forget(f"probe-{name}")
+        return stages.done(f"probe-{name}", key, make())
+
     probes: dict[str, list[dict]] = {}
-    for key in [f"omega10-{c}" for c in cfg.codecs] + ["omega1-float32"]:
-        probes[key] = [
-            probe_student(checkpoint_of(r["run_dir"]), manifest, cfg, 0, say, f"{key} seed {k}")
-            for k, r in enumerate(runs[key])
+    for recipe in [f"omega10-{c}" for c in cfg.codecs] + ["omega1-float32"]:
+        codec = recipe.split("-", 1)[1]
+        probes[recipe] = [
+            probed(
+                f"{recipe}-{k}",
+                train_key(raw, bank_keys[codec]),
+                f"{recipe} seed {k}",
+                lambda r=r, label=f"{recipe} seed {k}": probe_student(
+                    checkpoint_of(r["run_dir"]), manifest, cfg, 0, say, label
+                ),
+            )
+            for k, (r, raw) in enumerate(zip(runs[recipe], raws[recipe], strict=True))
         ]
     probes["random"] = [
-        probe_student(None, manifest, cfg, cfg.seed + k + 1, say, f"random init {k}")
+        probed(
+            f"random-{k}",
+            {"random_init": cfg.seed + k + 1, "student": cfg.student},
+            f"random init {k}",
+            lambda k=k: probe_student(
+                None, manifest, cfg, cfg.seed + k + 1, say, f"random init {k}"
+            ),
+        )
         for k in range(cfg.seeds)
     ]
     for teacher in sorted(Bank.open(str(f32)).catalog.teachers):
-        say(f"  probing teacher {teacher} from the bank")
+
+        def make(teacher: str = teacher) -> dict:
+            say(f"  probing teacher {teacher} from the bank")
+            return bank_teacher_probe(f32, teacher, manifest, cfg.probe_seed, cfg.probe_folds)
+
         probes[f"teacher:{teacher}"] = [
-            bank_teacher_probe(f32, teacher, manifest, cfg.probe_seed, cfg.probe_folds)
+            probed(
+                f"teacher-{teacher}",
+                {"teacher": teacher, "bank": bank_keys["float32"]},
+                teacher,
+                make,
+            )
         ]
     return probes
 

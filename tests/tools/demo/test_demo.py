@@ -166,3 +166,23 @@ def test_threads_follow_the_usable_cores(monkeypatch):
         torch.set_num_threads(before)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
     assert 1 <= usable_cores() <= 3
+
+
+def test_a_rerun_reuses_every_finished_stage(demo_run):
+    """Re-running into the same folder with the same options makes nothing again: no corpus, no
+    extraction, no re-encoding, no training, no probe; the claims and the report come out the same.
+    (Last in this file: it rewrites the folder the tests above read.)"""
+    out, _, _ = demo_run
+    before = json.loads((out / "results.json").read_text())
+    lines: list[str] = []
+    run_demo(out, quick_config(), say=lines.append)
+    after = json.loads((out / "results.json").read_text())
+    for made in ("  corpus: ", "  extract ", "  re-encoding", ": training ", "  probed "):
+        assert not any(made in line for line in lines), made  # what making each stage says
+    assert not any(line.startswith("  probing teacher") for line in lines)
+    reused = [line for line in lines if line.endswith("reused (made with the same inputs)")]
+    n_runs = sum(len(seeds) for seeds in after["runs"].values())
+    n_probes = sum(len(seeds) for seeds in after["probes"].values())
+    assert len(reused) == 1 + 4 + n_runs + n_probes  # the corpus, 4 banks, students, probes
+    assert after["probes"] == before["probes"] and after["runs"] == before["runs"]
+    assert after["claims"] == before["claims"]
