@@ -352,7 +352,7 @@ def write_report(out: Path, results: dict) -> Path:
         f"seed{'s' * (seeds > 1)} "
         f"(from {cfg['seed']}). Probes: {cfg.get('probe_folds', 5)}-fold cross-validated over "
         "every labelled clip. "
-        f"Whole run: {results['total_s'] / 60:.1f} min on this machine.",
+        f"Whole run: {results['total_s'] / 60:.1f} min on this machine{_reused(results)}.",
         "",
     ]
     for n in results.get("notes", []):
@@ -540,6 +540,17 @@ def _section_teachers(results: dict, decisions: dict, tasks: list[str]) -> list[
         "A dash: the teacher was not run on that domain (domain-aware skipping at extraction).",
         "",
     ]
+
+
+def _reused(results: dict) -> str:
+    """What of the run was taken from an earlier one into the same folder (not in its time)."""
+    reused = results.get("reused_stages", [])
+    if not reused:
+        return ""
+    return (
+        f" (this invocation; {len(reused)} finished stage{'s' * (len(reused) > 1)} reused from an "
+        "earlier one, their time not counted)"
+    )
 
 
 def _section_curves(results: dict) -> list[str]:

@@ -612,6 +612,7 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     say("[6/6] writing the report")
     results["notes"] = notes
     results["stages_s"] = timer.stages
+    results["reused_stages"] = stages.reused
     results["total_s"] = round(time.perf_counter() - t_start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
     path = write_report(out, results)

@@ -41,6 +41,7 @@ class Stages:
     def __init__(self, out: Path, say: Callable[[str], None]):
         self.dir = Path(out) / "stages"
         self.say = say
+        self.reused: list[str] = []  # the stages this run took from an earlier one
 
     def _path(self, name: str) -> Path:
         return self.dir / f"{name.replace('/', '_')}.json"
@@ -59,6 +60,7 @@ class Stages:
         key = plain(key)
         if rec.get("key") == key:
             self.say(f"  {what}: reused (made with the same inputs)")
+            self.reused.append(name)
             return True, rec.get("result")
         self.say(
             f"  {what}: made from other inputs ({_changed(rec.get('key'), key)}): making it again"

@@ -184,5 +184,10 @@ def test_a_rerun_reuses_every_finished_stage(demo_run):
     n_runs = sum(len(seeds) for seeds in after["runs"].values())
     n_probes = sum(len(seeds) for seeds in after["probes"].values())
     assert len(reused) == 1 + 4 + n_runs + n_probes  # the corpus, 4 banks, students, probes
+    assert len(after["reused_stages"]) == len(reused) and not before.get("reused_stages")
+    assert (
+        f"{len(reused)} finished stages reused from an earlier one"
+        in (out / "report.md").read_text()
+    )
     assert after["probes"] == before["probes"] and after["runs"] == before["runs"]
     assert after["claims"] == before["claims"]

@@ -18,6 +18,7 @@ def test_a_stage_is_reused_only_with_its_own_key(tmp_path):
     assert st.done("corpus", key, {"clips": np.int64(515)}) == {"clips": 515}
     assert st.reuse("corpus", dict(key), "the corpus") == (True, {"clips": 515})
     assert said[-1] == "  the corpus: reused (made with the same inputs)"
+    assert st.reused == ["corpus"]
     assert st.reuse("corpus", key | {"minutes": 60.0}, "the corpus") == (False, None)
     assert said[-1] == "  the corpus: made from other inputs (minutes changed): making it again"
     st.forget("corpus")
