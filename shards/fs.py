@@ -224,9 +224,12 @@ class BankFS:
         return None
 
     @_named("writing")
-    def write_bytes_atomic(self, rel: str, data: bytes) -> None:
+    def write_bytes_atomic(self, rel: str, data: bytes, make_folders: bool = True) -> None:
+        """Replace ``rel`` whole. Without ``make_folders`` a missing folder is a
+        ``FileNotFoundError`` (a lease's heartbeat must not make a deleted bank's folder again)."""
         target = self.path(rel)
-        self._make_folder(posixpath.dirname(target))
+        if make_folders:
+            self._make_folder(posixpath.dirname(target))
         if self.is_local:
             tmp = f"{target}.tmp-{temp_tag()}"
             with open(tmp, "wb") as f:

@@ -7,9 +7,10 @@ store has: a whole-object write and an exclusive create (local ``O_EXCL``; S3 ``
 - **Leases.** A process that writes a bank holds ``leases/RUN.json`` (its run id, host, pid and a
   heartbeat time), rewritten by a daemon thread every ``LEASE_TTL_S / 4`` while the bank is in use
   (a claim held, or one taken or released within ``LEASE_TTL_S``) and removed when the process
-  exits. A lease is live while its process runs (same host: checked by pid and process
-  start time, so a killed run's lease is dead at once) or, from another host, while its heartbeat
-  is younger than ``LEASE_TTL_S``.
+  exits. A lease found gone while no claim is held (its bank deleted after its last use) is not
+  written back: that would make the deleted bank's folder again. A lease is live while its
+  process runs (same host: checked by pid and process start time, so a killed run's lease is dead
+  at once) or, from another host, while its heartbeat is younger than ``LEASE_TTL_S``.
 - **Temporaries carry their run.** Everything a writer stages has ``run<ID>`` in its ``.tmp-``
   name (:func:`temp_tag`). Cleaning removes a temporary only when no live lease owns it: its run's
   lease is dead, or it has none and the temporary is older than ``LEASE_TTL_S``. Temporaries
@@ -164,8 +165,10 @@ def read_lease(fs: BankFS, run: str) -> dict | None:
 # taken or released within the last ``LEASE_TTL_S``. A bank idle longer than that *rests*: its
 # lease file stays (on this host the pid keeps it live, as before) but is no longer rewritten, so
 # a long-lived process (a notebook, a Dask worker) that wrote many banks does not keep writing to
-# all of them - nor warn every beat about a store that went away. The next claim writes it afresh;
-# at exit every lease, beaten or resting, is removed.
+# all of them - nor warn every beat about a store that went away. A lease found gone while no claim
+# is held (the bank deleted, or the lease cleaned, after the bank's last use) rests at once rather
+# than making the deleted bank's folder again. The next claim writes it afresh; at exit every
+# lease, beaten or resting, is removed.
 # (run, bank url) -> the bank whose lease is refreshed
 _held: dict[tuple[str, str], BankFS] = {}
 # (run, bank url) -> the bank whose lease rests (written, not refreshed)
@@ -226,16 +229,30 @@ def _heartbeat() -> None:
         if os.getpid() != me:
             return
         for run, fs, claims in _to_beat(time.monotonic()):
+            path = lease_path(run)
             try:
-                # a lease gone while no claim is held: the bank was deleted (or its lease cleaned)
-                # after its last use; rewriting it would make the deleted bank's folder again (a
-                # stray leases/ under a removed root). The next claim writes it afresh.
-                if not claims and not fs.exists(lease_path(run)):
+                # unused now and its lease gone: the bank was deleted (or the lease cleaned) after
+                # its last use; writing the lease back would make the deleted bank's folder again
+                if not claims and not fs.exists(path):
+                    _rest_if_unused(run, fs)
                     continue
-                fs.write_bytes_atomic(lease_path(run), json.dumps(owner_record()).encode())
+                # a claim held: its lease must be there, whatever removed it
+                fs.write_bytes_atomic(
+                    path, json.dumps(owner_record()).encode(), make_folders=bool(claims)
+                )
+            except FileNotFoundError:  # its folder went between the look and the write
+                _rest_if_unused(run, fs)
             # noqa: BLE001 - a missed beat is retried; the lease expires only after 4
             except Exception as e:
-                log.warning("could not refresh the lease %s of %s: %s", lease_path(run), fs.url, e)
+                log.warning("could not refresh the lease %s of %s: %s", path, fs.url, e)
+
+
+def _rest_if_unused(run: str, fs: BankFS) -> None:
+    """Set a lease to rest unless a claim was taken on its bank meanwhile."""
+    with _held_lock:
+        key = (run, fs.url)
+        if key in _held and _use[key][0] == 0:
+            _resting[key] = _held.pop(key)
 
 
 def release_leases() -> None:
@@ -368,6 +385,7 @@ class Claim:
             return str((got or {}).get("run", "?"))
         self.mine, self.stale = rel, [gens[g] for g in sorted(gens)]
         _claims(self.fs, +1)
+        hold_lease(self.fs)  # no I/O unless the heartbeat let the lease rest meanwhile
         return None
 
     def acquire(self) -> None:

@@ -334,24 +334,29 @@ root = sys.argv[1]
 fs = BankFS(root)
 with lease.Claim(fs, "shards", "s0"):
     pass
+time.sleep(0.1)                           # a beat that began while the claim was held is over
 shutil.rmtree(root)                       # the bank deleted right after its last use
-time.sleep(0.6)                           # three beats, still inside the TTL
+time.sleep(0.45)                          # two beats, still inside the TTL (not resting for idling)
 gone = not os.path.exists(root)
+with lease.Claim(fs, "shards", "s1"):     # a bank made again at the same path
+    at_once = os.path.exists(os.path.join(root, lease.lease_path(lease.run_id())))
 fs2 = BankFS(sys.argv[2])
 with lease.Claim(fs2, "shards", "s0"):
     run = lease.run_id()
     os.remove(os.path.join(sys.argv[2], lease.lease_path(run)))  # cleaned while a claim is held
     time.sleep(0.6)
     back = os.path.exists(os.path.join(sys.argv[2], lease.lease_path(run)))
-print(json.dumps({"stays_deleted": gone, "rewritten_under_claim": back}), flush=True)
+print(json.dumps({"stays_deleted": gone, "again_at_once": at_once, "rewritten_under_claim": back}),
+      flush=True)
 """
 
 
 def test_a_deleted_banks_lease_is_not_written_back(tmp_path):
-    """Deleting a bank right after using it must not make its folder again: the heartbeat skips a
-    lease that is gone while no claim is held (a rewrite made a stray ``leases/`` under the removed
-    root, found under the benches' deleted temporary banks). A lease removed while a claim is held
-    is still written back: the claim needs it."""
+    """Deleting a bank right after using it must not make its folder again: a lease gone while no
+    claim is held rests instead of being rewritten (a rewrite made a stray ``leases/`` under the
+    removed root, found under the benches' deleted temporary banks), so a bank made again at the
+    same path gets its lease with its first claim. A lease removed while a claim is held is still
+    written back: the claim needs it."""
     r = subprocess.run(
         [sys.executable, "-c", _DELETED_BANK, str(tmp_path / "bank"), str(tmp_path / "other")],
         capture_output=True,
@@ -362,6 +367,7 @@ def test_a_deleted_banks_lease_is_not_written_back(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {
         "stays_deleted": True,
+        "again_at_once": True,  # the gone lease rested: the next claim writes it at once
         "rewritten_under_claim": True,
     }
-    assert not (tmp_path / "bank").exists()  # nor at exit
+    assert not list((tmp_path / "bank" / "leases").glob("*.json"))  # removed at exit
