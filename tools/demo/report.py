@@ -548,9 +548,14 @@ def _reused(results: dict) -> str:
     if not reused:
         return ""
     return (
-        f" (this invocation; {len(reused)} finished stage{'s' * (len(reused) > 1)} reused from an "
-        "earlier one, their time not counted)"
+        f" (this invocation; {len(reused)} finished stage{'s' * (len(reused) > 1)} reused from "
+        "earlier runs, their time not counted)"
     )
+
+
+def _reused_list(results: dict) -> str:
+    names = results["reused_stages"]
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
 def _section_curves(results: dict) -> list[str]:
@@ -565,6 +570,8 @@ def _section_curves(results: dict) -> list[str]:
         "|---|---|",
     ]
     md += [f"| {k} | {v:.1f} |" for k, v in results["stages_s"].items()]
+    if results.get("reused_stages"):
+        md += ["", f"Stages reused from earlier runs are not timed here: {_reused_list(results)}."]
     ext, main = results["extract"], first(results, MAIN)
     md += [
         "",

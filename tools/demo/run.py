@@ -40,12 +40,23 @@ from audistill.shards.devices import usable_cores
 from audistill.shards.info import bank_info
 from audistill.shards.segments import make_segment_id
 from audistill.shards.verify import verify_bank
-from audistill.tools.demo.stages import Stages, plain
+from audistill.tools.demo.stages import Stages, code_of, plain
 
 Say = Callable[[str], None]
 
 # float32 (reference), int8 (delta-coded, the low-bit codec), 4-bit groups, product VQ.
 CODECS = ("float32", "int8-delta", "int4-group", "mvq")
+# modules of shards/ that keep the books (leases, listings, checks) and change no stored number:
+# left out of the code fingerprint of the stages that run shards/, so a fix there remakes nothing
+BOOKKEEPING = (
+    "lease.py",
+    "fs.py",
+    "devices.py",
+    "verify.py",
+    "info.py",
+    "recovery.py",
+    "errors.py",
+)
 
 
 @dataclass(frozen=True)
@@ -247,7 +258,7 @@ def make_codec_banks(
         if name == "float32":
             continue
         dst = out / f"bank-{name}"
-        if not stages.reuse(f"bank-{name}", key, f"the {name} bank")[0]:
+        if not stages.reuse(f"bank-{name}", key, f"the {name} bank", output=dst / "bank.json")[0]:
             stages.forget(f"bank-{name}")
             shutil.rmtree(dst, ignore_errors=True)
             say(f"  re-encoding the float32 bank as {name} ({n_shards} shards)")
@@ -498,8 +509,12 @@ def _probe_progress(say: Say, label: str) -> Callable[[str, int, int], None]:
 # -- the job --------------------------------------------------------------------------------------
 
 
-def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) -> Path:
-    """Run everything into ``out``; returns the report's path. Re-running reuses finished stages."""
+def run_demo(
+    out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print, fresh: bool = False
+) -> Path:
+    """Run everything into ``out``; returns the report's path. Re-running reuses every finished
+    stage made from the same inputs (``tools/demo/stages.py``); ``fresh`` makes every stage
+    again."""
     from audistill.shards.stats import compute_stats
     from audistill.tools.demo.bank_sizes import bank_sizes
     from audistill.tools.demo.corpus import build_demo_corpus
@@ -516,11 +531,19 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
         "worker(s)"
     )
 
-    stages = Stages(out, say)
+    stages = Stages(out, say, fresh=fresh)
+    if fresh:
+        say("--fresh: every stage is made again")
     corpus = out / "corpus"
-    corpus_key = {"minutes": cfg.minutes, "seed": cfg.seed}
+    corpus_key = {
+        "minutes": cfg.minutes,
+        "seed": cfg.seed,
+        "code": code_of(
+            "tools.demo.corpus", "tools.demo.corpus_audio", "tools.demo.corpus_sources"
+        ),
+    }
     say(f"[1/6] the demo corpus ({cfg.minutes:g} min of speech, music and sound)")
-    if not stages.reuse("corpus", corpus_key, "the corpus")[0]:
+    if not stages.reuse("corpus", corpus_key, "the corpus", output=corpus / "tasks.json")[0]:
         stages.forget("corpus")
         shutil.rmtree(corpus, ignore_errors=True)
         info = timer.run(
@@ -548,25 +571,31 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
     notes += tnotes
 
     say("[3/6] extracting every teacher once into a float32 bank")
-    # what the float32 bank is made from; every later stage's key holds it
-    bank_key = {
-        "corpus": corpus_key,
+    bank_key = {  # what the float32 bank is made from
+        "corpus": stages.made("corpus"),
         "teachers": spec.read_text(),
         "shard_minutes": cfg.shard_minutes,
         "device": cfg.device,
+        "code": code_of("extract", "shards", "tools.demo.whisper_ct2", skip=BOOKKEEPING),
     }
     f32 = _float32_bank(out, corpus, spec, cfg, say, workers, timer, results, stages, bank_key)
     say("  per-layer statistics and a verification of the float32 bank")
     timer.run("stats", compute_stats, str(f32))
     report = verify_bank(str(f32))
     if not report.ok:
+        stages.forget("bank-float32")  # the next run extracts it again
         raise RuntimeError(f"the float32 bank does not verify: {report.broken}")
-    bank_keys = {"float32": bank_key} | {
-        c: {"float32": bank_key, "codec": c, "fit_frames": cfg.fit_frames}
+    codec_keys = {
+        c: {
+            "float32": stages.made("bank-float32"),
+            "codec": c,
+            "fit_frames": cfg.fit_frames,
+            "code": code_of("shards", skip=BOOKKEEPING),
+        }
         for c in cfg.codecs
         if c != "float32"
     }
-    banks = timer.run("recode", make_codec_banks, f32, out, bank_keys, stages, say)
+    banks = timer.run("recode", make_codec_banks, f32, out, codec_keys, stages, say)
     results["banks"] = {
         name: bank_info(str(root)) | {"sizes": bank_sizes(str(root))}
         for name, root in banks.items()
@@ -577,9 +606,7 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
         "recipe"
     )
     t0 = time.perf_counter()
-    runs, raws = train_students(
-        f32, banks, spec, out / "runs", cfg, workers, say, stages, bank_keys
-    )
+    runs, raws = train_students(f32, banks, spec, out / "runs", cfg, workers, say, stages)
     timer.stages["train"] = round(time.perf_counter() - t0, 2)
     say("  validation of every codec's students against the float32 targets")
     results["float32_val"] = {
@@ -593,9 +620,7 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print) 
 
     say("[5/6] probing: distilled students, random students, and each teacher")
     t0 = time.perf_counter()
-    results["probes"] = probe_all(
-        runs, f32, corpus / "manifest.jsonl", cfg, say, stages, corpus_key, raws, bank_keys
-    )
+    results["probes"] = probe_all(runs, f32, corpus / "manifest.jsonl", cfg, say, stages)
     timer.stages["probe"] = round(time.perf_counter() - t0, 2)
     say("  deciding the claims (paired bootstrap over clips)")
     from audistill.tools.demo.claims import decide
@@ -633,7 +658,7 @@ def _float32_bank(
     key: dict,
 ) -> Path:
     f32 = out / "bank-float32"
-    reused, summary = stages.reuse("bank-float32", key, "the float32 bank")
+    reused, summary = stages.reuse("bank-float32", key, "the float32 bank", f32 / "bank.json")
     if not reused:
         stages.forget("bank-float32")
         shutil.rmtree(f32, ignore_errors=True)
@@ -647,10 +672,14 @@ def _float32_bank(
     return f32
 
 
-def train_key(raw: dict, bank_key: dict) -> dict:
+def train_key(raw: dict, bank: str) -> dict:
     """What a student is made from: its training configuration (less the loader's worker count:
-    how fast, not what) and its bank's stage key."""
-    key = {"train": plain(raw), "bank": bank_key}
+    how fast, not what), the made id of its bank and the training code."""
+    key = {
+        "train": plain(raw),
+        "bank": bank,
+        "code": code_of("train", "shards", "extract", skip=BOOKKEEPING),
+    }
     key["train"]["data"].pop("num_workers", None)
     return key
 
@@ -664,18 +693,20 @@ def train_students(
     workers: int,
     say: Say,
     stages: Stages,
-    bank_keys: dict[str, dict],
 ) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
     """Every recipe for every student seed (omega = 10 from each bank, omega = 1 from float32),
     then the cached-vs-online pair (first seed). Returns runs and their configs, per recipe a
     list over seeds. A student trained before with the same configuration from the same bank is
-    reused (the stage key: its configuration, less the loader's worker count, and its bank's)."""
+    reused (``train_key``)."""
+
+    def has_checkpoint(run) -> bool:
+        return any((Path(run["run_dir"]) / "checkpoints").glob("ckpt-*"))
 
     def trained(raw: dict, codec: str, label: str) -> dict:
-        key = train_key(raw, bank_keys[codec])
+        key = train_key(raw, stages.made(f"bank-{codec}"))
         name = f"run-{raw['run']['name']}"
-        reused, run = stages.reuse(name, key, label)
-        if reused and (Path(run["run_dir"]) / "checkpoints").is_dir():
+        reused, run = stages.reuse(name, key, label, valid=has_checkpoint)
+        if reused:
             return run
         stages.forget(name)
         return stages.done(name, key, run_training(raw, say, label))
@@ -728,14 +759,16 @@ def probe_all(
     cfg: DemoConfig,
     say: Say,
     stages: Stages,
-    corpus_key: dict,
-    raws: dict[str, list[dict]],
-    bank_keys: dict[str, dict],
 ) -> dict[str, list[dict]]:
     """Per recipe, one probe result per student seed; random-init students, one per seed; each
     teacher once (its features come from the bank). A probe of the same encoder on the same
     corpus with the same probe settings is reused."""
-    how = {"corpus": corpus_key, "probe_seed": cfg.probe_seed, "probe_folds": cfg.probe_folds}
+    how = {
+        "corpus": stages.made("corpus"),
+        "probe_seed": cfg.probe_seed,
+        "probe_folds": cfg.probe_folds,
+        "code": code_of("tools.probe", "tools.demo.run", "train", "shards", skip=BOOKKEEPING),
+    }
 
     def probed(name: str, encoder: dict, label: str, make: Callable[[], dict]) -> dict:
         key = how | {"encoder": encoder}
@@ -747,17 +780,16 @@ def probe_all(
 
     probes: dict[str, list[dict]] = {}
     for recipe in [f"omega10-{c}" for c in cfg.codecs] + ["omega1-float32"]:
-        codec = recipe.split("-", 1)[1]
         probes[recipe] = [
             probed(
                 f"{recipe}-{k}",
-                train_key(raw, bank_keys[codec]),
+                {"student": stages.made(f"run-{Path(r['run_dir']).name}")},
                 f"{recipe} seed {k}",
                 lambda r=r, label=f"{recipe} seed {k}": probe_student(
                     checkpoint_of(r["run_dir"]), manifest, cfg, 0, say, label
                 ),
             )
-            for k, (r, raw) in enumerate(zip(runs[recipe], raws[recipe], strict=True))
+            for k, r in enumerate(runs[recipe])
         ]
     probes["random"] = [
         probed(
@@ -779,7 +811,7 @@ def probe_all(
         probes[f"teacher:{teacher}"] = [
             probed(
                 f"teacher-{teacher}",
-                {"teacher": teacher, "bank": bank_keys["float32"]},
+                {"teacher": teacher, "bank": stages.made("bank-float32")},
                 teacher,
                 make,
             )
@@ -802,7 +834,12 @@ def register(app) -> None:
     @app.command("demo")
     def demo(
         out: Annotated[
-            Path, typer.Option("--out", help="Output folder (reused: finished stages are kept).")
+            Path,
+            typer.Option(
+                "--out",
+                help="Output folder. A re-run reuses every stage finished there from the same "
+                "inputs (options, code, library versions) and makes the rest.",
+            ),
         ] = Path("demo_out"),
         minutes: Annotated[
             float | None,
@@ -846,6 +883,12 @@ def register(app) -> None:
                 "still apply.",
             ),
         ] = False,
+        fresh: Annotated[
+            bool,
+            typer.Option(
+                "--fresh", help="Make every stage again, whatever an earlier run left in --out."
+            ),
+        ] = False,
     ) -> None:
         """The main job on a built-in example: corpus -> real teachers -> bank -> students -> probes
         -> report."""
@@ -869,7 +912,7 @@ def register(app) -> None:
         except ValueError as e:
             typer.echo(f"audistill: error: {e}", err=True)
             raise typer.Exit(2) from None
-        path = run_demo(out, cfg, say=lambda m: console.print(m, highlight=False))
+        path = run_demo(out, cfg, say=lambda m: console.print(m, highlight=False), fresh=fresh)
         console.print(f"[bold]report: {path}[/]")
 
 

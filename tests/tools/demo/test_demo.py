@@ -186,8 +186,24 @@ def test_a_rerun_reuses_every_finished_stage(demo_run):
     assert len(reused) == 1 + 4 + n_runs + n_probes  # the corpus, 4 banks, students, probes
     assert len(after["reused_stages"]) == len(reused) and not before.get("reused_stages")
     assert (
-        f"{len(reused)} finished stages reused from an earlier one"
-        in (out / "report.md").read_text()
+        f"{len(reused)} finished stages reused from earlier runs" in (out / "report.md").read_text()
     )
     assert after["probes"] == before["probes"] and after["runs"] == before["runs"]
     assert after["claims"] == before["claims"]
+
+
+def test_a_changed_option_remakes_only_what_depends_on_it(demo_run):
+    """--online-steps changes the cached-vs-online pair's training configuration and nothing else:
+    that pair is trained again, every other stage is reused. (After the re-run test above.)"""
+    out, _, _ = demo_run
+    lines: list[str] = []
+    run_demo(out, quick_config(online_steps=3), say=lines.append)
+    trained = [line for line in lines if ": training " in line]
+    assert trained == [
+        "  3 steps, teachers cached: training 3 steps ...",
+        "  3 steps, teachers online: training 3 steps ...",
+    ]
+    assert sum("made from other inputs (train.optim" in line for line in lines) == 2
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["runs"]["pair-online"][0]["losses"]) == 3
+    assert not any("probed " in line for line in lines)
