@@ -509,6 +509,24 @@ def _probe_progress(say: Say, label: str) -> Callable[[str, int, int], None]:
 # -- the job --------------------------------------------------------------------------------------
 
 
+def audio_sources() -> dict:
+    """What the corpus can draw real audio from on this machine (``tools/install-audio-sources.sh``
+    installs it): a corpus built with fallbacks is built again once the sources are there."""
+    from audistill.tools.demo.corpus_sources import (
+        asterisk_speakers,
+        available_voices,
+        music_backend,
+        sound_sources,
+    )
+
+    return {
+        "voices": available_voices(),
+        "recorded_speech": sorted(asterisk_speakers()),
+        "music": music_backend()[0],
+        "sounds": {cat: len(files) for cat, files in sound_sources().items()},
+    }
+
+
 def run_demo(
     out: str | Path, cfg: DemoConfig = DemoConfig(), say: Say = print, fresh: bool = False
 ) -> Path:
@@ -538,6 +556,7 @@ def run_demo(
     corpus_key = {
         "minutes": cfg.minutes,
         "seed": cfg.seed,
+        "sources": audio_sources(),
         "code": code_of(
             "tools.demo.corpus", "tools.demo.corpus_audio", "tools.demo.corpus_sources"
         ),

@@ -155,6 +155,20 @@ def test_batch_seconds_is_a_knob_on_top_of_any_profile():
     assert quick_config(batch_seconds=4.0).batch_seconds == 4.0
 
 
+def test_the_corpus_key_follows_the_audio_sources(monkeypatch):
+    """A corpus built with fallbacks (no synthesizer, no soundfont) is not reused once the sources
+    are installed: what the machine offers is part of the corpus's stage key."""
+    from audistill.tools.demo import corpus_sources
+    from audistill.tools.demo.run import audio_sources
+
+    here = audio_sources()
+    assert set(here) == {"voices", "recorded_speech", "music", "sounds"}
+    monkeypatch.setattr(corpus_sources.shutil, "which", lambda _name: None)
+    bare = audio_sources()
+    assert bare["voices"] == [] and bare["music"] == "numpy-synth"
+    assert (bare == here) == (here["voices"] == [] and here["music"] == "numpy-synth")
+
+
 def test_threads_follow_the_usable_cores(monkeypatch):
     import torch
 
