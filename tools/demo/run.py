@@ -898,8 +898,9 @@ def register(app) -> None:
             typer.Option(
                 "--full",
                 help=f"The deciding run: {FULL['minutes']:g} min of audio, {FULL['steps']} steps, "
-                f"{FULL['seeds']} seeds (about 3.5 h on 2 CPU cores, estimated); the options above "
-                "still apply.",
+                f"{FULL['seeds']} seeds (about 3.5 h on 2 CPU cores, estimated; interrupted, the "
+                "same command goes on from the first unfinished stage); the options above still "
+                "apply.",
             ),
         ] = False,
         fresh: Annotated[
