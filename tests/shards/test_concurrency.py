@@ -305,19 +305,25 @@ print(json.dumps({"in_use": h1 > h0, "rests": h3 == h2, "claimed": h4 > h3}), fl
 """
 
 
+def _with_short_ttl(script: str, *args) -> dict:
+    """Run ``script`` in a fresh process with a 0.8 s lease TTL (a beat every 0.2 s); its last
+    stdout line, as JSON."""
+    r = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AUDISTILL_LEASE_TTL_S": "0.8"},
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def test_an_idle_banks_lease_rests_and_a_claim_wakes_it(tmp_path):
     """A process refreshes its lease on a bank only while it uses the bank (a claim held, or one
     taken or released within the TTL): a long-lived process that wrote many banks does not keep
     rewriting them all. The resting lease file stays until the process exits, then goes."""
-    r = subprocess.run(
-        [sys.executable, "-c", _IDLE_LEASE, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "AUDISTILL_LEASE_TTL_S": "0.8"},  # a beat every 0.2 s
-    )
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == {
+    assert _with_short_ttl(_IDLE_LEASE, tmp_path) == {
         "in_use": True,
         "rests": True,
         "claimed": True,
@@ -357,15 +363,7 @@ def test_a_deleted_banks_lease_is_not_written_back(tmp_path):
     removed root, found under the benches' deleted temporary banks), so a bank made again at the
     same path gets its lease with its first claim. A lease removed while a claim is held is still
     written back: the claim needs it."""
-    r = subprocess.run(
-        [sys.executable, "-c", _DELETED_BANK, str(tmp_path / "bank"), str(tmp_path / "other")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "AUDISTILL_LEASE_TTL_S": "0.8"},  # a beat every 0.2 s
-    )
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == {
+    assert _with_short_ttl(_DELETED_BANK, tmp_path / "bank", tmp_path / "other") == {
         "stays_deleted": True,
         "again_at_once": True,  # the gone lease rested: the next claim writes it at once
         "rewritten_under_claim": True,

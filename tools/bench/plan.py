@@ -96,11 +96,18 @@ def _memory(folder: Path, segments: int) -> dict:
     )
     _unpack.cache_clear()
     packed, peak = tracemalloc.get_traced_memory()
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    objects = [tuple(sh.segments) for sh in plan]  # the plan as it was held before packing
-    _unpack.cache_clear()
-    as_objects = tracemalloc.get_traced_memory()[0] - base
+    # planning's cyclic garbage collected now, not in the middle of the next measurement (a
+    # collection there freed more than the objects took: a negative size, seen in CI)
+    gc.collect()
+    gc.disable()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        objects = [tuple(sh.segments) for sh in plan]  # the plan as it was held before packing
+        _unpack.cache_clear()
+        as_objects = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        gc.enable()
     tracemalloc.stop()
     del objects
     # a slice's start: planning the corpus itself, against reading its shards from a plan file
