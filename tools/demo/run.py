@@ -40,7 +40,7 @@ from audistill.shards.devices import usable_cores
 from audistill.shards.info import bank_info
 from audistill.shards.segments import make_segment_id
 from audistill.shards.verify import verify_bank
-from audistill.tools.demo.stages import Stages, code_of, plain
+from audistill.tools.demo.stages import Stages, code_of, json_default, plain
 
 Say = Callable[[str], None]
 
@@ -658,7 +658,7 @@ def run_demo(
     results["stages_s"] = timer.stages
     results["reused_stages"] = stages.reused
     results["total_s"] = round(time.perf_counter() - t_start, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=json_default))
     path = write_report(out, results)
     say(f"done in {results['total_s'] / 60:.1f} min: report at {path}")
     return path
@@ -836,14 +836,6 @@ def probe_all(
             )
         ]
     return probes
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON: {type(o).__name__}")
 
 
 def register(app) -> None:

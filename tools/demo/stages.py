@@ -20,13 +20,14 @@ import functools
 import hashlib
 import importlib
 import json
-import os
 import uuid
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+
+from audistill.shards.fs import BankFS
 
 # the libraries whose versions can change a stage's numbers
 LIBRARIES = ("numpy", "torch", "torchaudio", "transformers", "torchfcpe", "torchcrepe", "scipy")
@@ -35,10 +36,12 @@ LIBRARIES = ("numpy", "torch", "torchaudio", "transformers", "torchfcpe", "torch
 def plain(value):
     """``value`` as JSON reads it back (tuples as lists, paths as strings, numpy scalars as
     numbers): a reused stage and a freshly made one give the same objects."""
-    return json.loads(json.dumps(value, default=_json_default))
+    return json.loads(json.dumps(value, default=json_default))
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dumps``'s ``default`` for what the demo's results hold (numpy numbers and
+    arrays, paths)."""
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -130,13 +133,10 @@ class Stages:
     def done(self, name: str, key, result=None):
         """Record stage ``name`` as finished with ``key`` (a new made id); returns ``result`` as
         a reuse would."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         result = plain(result)
         made = uuid.uuid4().hex[:12]
-        path = self._path(name)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"key": plain(key), "made": made, "result": result}))
-        os.replace(tmp, path)
+        record = {"key": plain(key), "made": made, "result": result}
+        BankFS(str(self.dir)).write_bytes_atomic(self._path(name).name, json.dumps(record).encode())
         self._made[name] = made
         return result
 
