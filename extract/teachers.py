@@ -273,6 +273,8 @@ def apply_speed_levers(teacher: Teacher) -> Teacher:
     fingerprint does too), with dynamo's automatic dynamic shapes: a second batch shape compiles
     one graph for every later shape instead of one per shape."""
     spec, model = teacher.spec, teacher.model
+    if teacher.run_dtype != torch.float32:
+        check_reduced_precision_convs(teacher)
     if spec.precision == "weights" and teacher.run_dtype != torch.float32:
         teacher.fingerprint()
         model.to(teacher.run_dtype)
@@ -280,6 +282,59 @@ def apply_speed_levers(teacher: Teacher) -> Teacher:
     if spec.compile != "off":
         model.compile(mode=None if spec.compile == "default" else spec.compile)
     return teacher
+
+
+# A convolution that computes in bfloat16 / float16 stays within this relative error of float32
+# (8 / 11 bits of mantissa, accumulated in float32: about 0.003 / 0.0005 measured); a kernel that
+# is wrong is off by ~1.
+REDUCED_PRECISION_TOLERANCE = 0.05
+
+
+def check_reduced_precision_convs(teacher: Teacher) -> None:
+    """Run each distinct convolution of ``teacher.model`` once on a short random input in float32
+    and in the run dtype, on the model's device, and raise TeacherError naming the module when
+    they disagree beyond REDUCED_PRECISION_TOLERANCE.
+
+    Why: a reduced-precision kernel can be wrong for some shapes on some machines, and its
+    features would go into the bank looking fine. Seen with torch 2.11 on AMX CPUs: bfloat16
+    grouped conv1d with fewer than 16 channels per group and a kernel of 8 or more has a relative
+    error of ~1.1 (oneDNN; right with ONEDNN_MAX_CPU_ISA=AVX512_CORE). One call per distinct
+    shape and dtype configuration, before the weights are cast."""
+    dtype = teacher.run_dtype
+    seen: set[tuple] = set()
+    gen = torch.Generator().manual_seed(0)
+    for name, mod in teacher.model.named_modules():
+        if not isinstance(mod, torch.nn.Conv1d | torch.nn.Conv2d):
+            continue
+        key = (
+            type(mod), mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride,
+            mod.padding, mod.dilation, mod.groups, mod.padding_mode,
+        )  # fmt: skip
+        if key in seen:
+            continue
+        seen.add(key)
+        with torch.no_grad():
+            w = mod.weight.detach().float()
+            b = None if mod.bias is None else mod.bias.detach().float()
+            side = [
+                2 * ((k - 1) * d + 1) * s + 16
+                for k, s, d in zip(mod.kernel_size, mod.stride, mod.dilation, strict=True)
+            ]
+            x = torch.randn(1, mod.in_channels, *side, generator=gen).to(w.device)
+            want = mod._conv_forward(x, w, b).float()
+            got = mod._conv_forward(
+                x.to(dtype), w.to(dtype), None if b is None else b.to(dtype)
+            ).float()
+            err = float((got - want).norm() / want.norm().clamp_min(1e-12))
+        if not err <= REDUCED_PRECISION_TOLERANCE:
+            raise TeacherError(
+                f"teacher {teacher.spec.name!r}: {_DTYPE_NAMES[dtype]} convolution {name!r} "
+                f"({type(mod).__name__}, {mod.in_channels}->{mod.out_channels}, kernel "
+                f"{mod.kernel_size}, groups {mod.groups}) is wrong on this machine (relative "
+                f"error {err:.2f} against float32; at most {REDUCED_PRECISION_TOLERANCE} "
+                f'expected): use dtype = "fp32" for it here'
+                + (" or set ONEDNN_MAX_CPU_ISA=AVX512_CORE" if teacher.device.type == "cpu" else "")
+            )
 
 
 def _cast_inputs(dtype: torch.dtype):

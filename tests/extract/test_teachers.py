@@ -295,6 +295,72 @@ def _real_frames(feats, flen):
     return {k: torch.cat([v[b, :n] for b, n in enumerate(flen.tolist())]) for k, v in feats.items()}
 
 
+def test_a_reduced_precision_conv_that_is_wrong_here_is_refused_at_load(tiny_dir, monkeypatch):
+    """A convolution whose bfloat16 kernel is wrong on this machine (simulated: the kernel of one
+    shape is off; seen for real on AMX CPUs, see check_reduced_precision_convs) is named at load
+    instead of writing wrong features into a bank; float32 loads as before."""
+    real = torch.nn.Conv1d._conv_forward
+
+    def broken(self, x, w, b):
+        y = real(self, x, w, b)
+        return -y if w.dtype == torch.bfloat16 and self.groups > 1 else y
+
+    monkeypatch.setattr(torch.nn.Conv1d, "_conv_forward", broken)
+    with pytest.raises(TeacherError) as e:
+        _teacher(tiny_dir, "hubert", layers="all", dtype="bf16", precision="weights")
+    msg = str(e.value)
+    assert "'hubert'" in msg and "'encoder.pos_conv_embed.conv'" in msg
+    assert "bf16" in msg and "relative error 2.00" in msg and 'dtype = "fp32"' in msg
+    assert "ONEDNN_MAX_CPU_ISA" in msg  # the CPU's workaround
+    t = _teacher(tiny_dir, "hubert", layers="all", dtype="fp32", precision="weights")
+    assert t.run_dtype == torch.float32
+
+
+def test_the_reduced_precision_check_runs_each_distinct_conv_once_per_dtype(tiny_dir, monkeypatch):
+    """Every distinct conv shape of a bf16 teacher is run in float32 and in bfloat16 (inputs long
+    enough for its kernel, stride and dilation), and a sound kernel passes."""
+    from audistill.extract.teachers import check_reduced_precision_convs
+
+    t = _teacher(tiny_dir, "wavlm", layers="all", dtype="bf16", precision="weights")
+    real, calls = torch.nn.Conv1d._conv_forward, []
+
+    def counted(self, x, w, b):
+        calls.append((id(self), w.dtype))
+        return real(self, x, w, b)
+
+    monkeypatch.setattr(torch.nn.Conv1d, "_conv_forward", counted)
+    check_reduced_precision_convs(t)
+    convs = {id(m) for m in t.model.modules() if isinstance(m, torch.nn.Conv1d)}
+    assert len(convs) == 4  # the tiny feature encoder's 3 convs (all shapes differ) + pos conv
+    want = {(i, d) for i in convs for d in (torch.float32, torch.bfloat16)}
+    assert len(calls) == len(want) and set(calls) == want
+
+
+def test_a_teacher_hit_by_the_amx_bf16_grouped_conv_bug_is_refused(tmp_path):
+    """For real, where this machine has the bug (torch 2.11, AMX CPUs): a WavLM-shaped teacher with
+    8 channels per positional-conv group loads in float32 and is refused in bfloat16."""
+    import torch.nn.functional as F
+    import transformers as tf
+
+    x, w = torch.randn(1, 32, 60), torch.randn(32, 8, 16)
+    want = F.conv1d(x, w, padding=8, groups=4)
+    got = F.conv1d(x.bfloat16(), w.bfloat16(), padding=8, groups=4).float()
+    if float((got - want).norm() / want.norm()) < 0.05:
+        pytest.skip("this machine's bfloat16 grouped conv1d is right (no AMX bug to refuse)")
+    torch.manual_seed(0)
+    cfg = tf.HubertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, feat_extract_norm="group",
+        conv_dim=(32, 32, 32), conv_stride=(5, 4, 16), conv_kernel=(10, 8, 16),
+    )  # fmt: skip
+    tf.HubertModel(cfg).save_pretrained(tmp_path / "m")
+    tf.Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(tmp_path / "m")
+    spec = {"name": "g4", "source": str(tmp_path / "m"), "layers": "all"}
+    load_teacher(TeacherSpec(**spec, dtype="fp32", precision="weights"))
+    with pytest.raises(TeacherError, match="pos_conv_embed.conv.*wrong on this machine"):
+        load_teacher(TeacherSpec(**spec, dtype="bf16", precision="weights"))
+
+
 @pytest.mark.parametrize("kind", ["wavlm", "wav2vec2", "hubert", "whisper", "ast"])
 def test_bf16_weights_stay_within_bf16_tolerance(tiny_dir, kind, tmp_path):
     """precision = "weights": the model in bfloat16 (no autocast; on the CPU too) gives the float32
