@@ -26,16 +26,22 @@ def pitch_class(midi_note: int) -> str:
 def _resampler(sr: int, target: int):
     import torchaudio
 
-    return torchaudio.transforms.Resample(sr, target)  # builds its sinc kernel once
+    # float64: torch's float32 convolution sums in an order that follows its thread count, so a
+    # float32 resample changed low bits with torch.set_num_threads (5e-7 between 2 and 4
+    # threads), enough to move a trim boundary and make "the same seed, the same corpus" false
+    # (a CI run built speech-word-00001 two ways). In float64 those differences stay far below
+    # float32's resolution; the result is cast back to float32.
+    return torchaudio.transforms.Resample(sr, target, dtype=torch.float64)  # kernel built once
 
 
 def resample(x: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample a mono float array with torchaudio (sinc interpolation)."""
+    """Resample a mono float array with torchaudio (sinc interpolation), computed in float64 so
+    the result does not depend on torch's thread count."""
     if sr == target:
         return x.astype(np.float32, copy=False)
     with torch.inference_mode():
-        y = _resampler(sr, target)(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-    return y.numpy()
+        y = _resampler(sr, target)(torch.from_numpy(np.ascontiguousarray(x, np.float64)))
+    return y.numpy().astype(np.float32)
 
 
 def load_mono(
