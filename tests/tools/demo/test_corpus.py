@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -116,17 +117,24 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` for the block, then put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_deterministic_given_seed(tiny, tmp_path):
     """The same seed gives the same bytes, also when torch runs on another number of threads
     (the fixture's corpus was built with the suite's 2)."""
     root, _ = tiny
     again = tmp_path / "again"
-    before = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
+    with torch_threads(4):
         build_demo_corpus(again, minutes=0.5, seed=3)
-    finally:
-        torch.set_num_threads(before)
     assert (again / "manifest.jsonl").read_bytes() == (root / "manifest.jsonl").read_bytes()
     recs, _ = read(root)
     # digests, not bytes: pytest's diff of two differing WAV files ran for over 5 minutes
@@ -230,14 +238,10 @@ def test_resample_does_not_depend_on_torchs_thread_count(sr):
     enough to move a trim boundary; the corpus's resampler must give the same bits."""
     rng = np.random.default_rng(sr)
     xs = [rng.standard_normal(int(sr * s)).astype(np.float32) for s in (0.3, 0.77, 1.5)]
-    before = torch.get_num_threads()
     out = {}
-    try:
-        for t in (1, 2, 4):
-            torch.set_num_threads(t)
+    for t in (1, 2, 4):
+        with torch_threads(t):
             out[t] = [corpus_audio.resample(x, sr) for x in xs]
-    finally:
-        torch.set_num_threads(before)
     for x, y in zip(xs, out[1], strict=True):
         assert y.dtype == np.float32 and abs(len(y) - len(x) * 16000 / sr) <= 1
     for t in (2, 4):
