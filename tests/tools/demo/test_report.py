@@ -175,6 +175,24 @@ def test_default_codec_is_the_fewest_bits_shown_to_lose_nothing(results):
     assert decisions["codecs"]["mvq"]["no_measurable_loss"] == "no"
 
 
+@pytest.mark.parametrize(
+    ("profile", "seeds", "chosen", "expected"),
+    [
+        ("full", 3, "int8-delta", "its choice is the library's default codec (`int8-delta`)"),
+        ("full", 3, "mvq", "its choice (`mvq`) is not the library's default codec (`int8-delta`)"),
+        ("default", 1, "mvq", "this run (default profile, 1 seed) is advisory"),
+        ("full", 1, "int8-delta", "this run (full profile, 1 seed) is advisory"),
+    ],
+)
+def test_library_default_note_never_claims_a_default_it_does_not_have(
+    monkeypatch, profile, seeds, chosen, expected
+):
+    monkeypatch.setattr("audistill.extract.spec.DEFAULT_CODEC", "int8-delta")
+    note = report._library_default_note({"profile": profile, "seeds": seeds}, chosen)
+    assert expected in note
+    assert "follows the choice" not in note
+
+
 def test_teacher_losses_are_unweighted_and_comparable_across_omegas():
     a, b = run(10, 0), run(1, 0)  # same per-target losses, different weightings
     assert [r["loss"] for r in a["log"]] != [r["loss"] for r in b["log"]]
