@@ -31,6 +31,7 @@ import torch
 import typer
 
 from audistill.shards.codecs import Codec, get_codec
+from audistill.shards.devices import torch_threads
 from audistill.tools.cli.options import JsonOpt, SeedOpt
 
 DEFAULT_CODECS = (
@@ -322,10 +323,8 @@ def run_codec_bench(
     """
     if not features:
         raise ValueError("no features to benchmark")
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     numcodecs.blosc.set_nthreads(1)
-    try:
+    with torch_threads(1):
         layers = {}
         for name, x in features.items():
             x = np.ascontiguousarray(x, dtype=np.float32)
@@ -347,8 +346,6 @@ def run_codec_bench(
             rows += [
                 _bench_baseline(n, e, d, b, layers, repeats) for n, (e, d, b) in BASELINES.items()
             ]
-    finally:
-        torch.set_num_threads(prev_threads)
     for r in rows:
         r["meets"] = target.check(r)
         r["meets_target"] = all(r["meets"].values())

@@ -16,20 +16,18 @@ from rich.table import Table
 @contextmanager
 def one_core():
     """Pin numpy/torch math to one thread (throughput is reported per core)."""
-    import torch
+    from audistill.shards.devices import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(1):
+    with torch_threads(1):
+        if threadpool_limits is not None:
+            with threadpool_limits(1):
+                yield
+        else:
             yield
-    else:
-        yield
-    torch.set_num_threads(before)
 
 
 def timed(fn, *, min_seconds: float = 0.3, max_repeats: int = 50) -> float:

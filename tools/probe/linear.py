@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from audistill.shards.devices import torch_threads
+
 WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1, 1.0)
 SMALL = 2_000_000  # feature values x weight decays below which a probe trains on one thread
 
@@ -236,10 +238,8 @@ def fit_probe(
 
     x, xv: (N, L, D) float; y, yv: (N,) int64 in [0, n_classes).
     """
-    threads = torch.get_num_threads()
-    if x.numel() * len(weight_decays) < SMALL:  # tiny full-batch steps: threads cost more
-        torch.set_num_threads(1)
-    try:
+    tiny = x.numel() * len(weight_decays) < SMALL  # tiny full-batch steps: threads cost more
+    with torch_threads(1 if tiny else torch.get_num_threads()):
         x = x.float()
         mean = x.mean(0)  # (L, D)
         std = x.std(0, unbiased=False).clamp_min(1e-5)
@@ -249,8 +249,6 @@ def fit_probe(
         for wd, (state, vacc, vloss) in zip(weight_decays, fitted, strict=True):
             if best_key is None or (vacc, -vloss) > best_key:  # the first of equals
                 best_state, best_key, best_wd = state, (vacc, -vloss), wd
-    finally:
-        torch.set_num_threads(threads)
     return LinearProbe(mean, std, *best_state), {
         "weight_decay": best_wd,
         "val_accuracy": best_key[0],

@@ -8,16 +8,15 @@ import json
 import math
 import re
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 import typer
 from typer.testing import CliRunner
 
+from audistill.shards.devices import torch_threads
 from audistill.tools.demo import corpus, corpus_audio, corpus_sources
 from audistill.tools.demo.corpus import build_demo_corpus
 
@@ -115,17 +114,6 @@ def test_real_sources_used_when_installed(tiny):
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@contextmanager
-def torch_threads(n: int):
-    """torch's intra-op thread count set to ``n`` for the block, then put back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_deterministic_given_seed(tiny, tmp_path):
