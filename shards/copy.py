@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .bank import Bank, CatalogSaver
 from .catalog import ShardRecord
 from .errors import CatalogError, MissingDataError
+from .fidelity import spread_order
 from .reader import BankReader, TeacherRequest
 
 
@@ -247,7 +248,7 @@ def _sample_frames(reader: BankReader, teacher: str, layer: int, limit: int, see
     rng = np.random.default_rng(seed)
     chunks, total = [], 0
     sub = BankReader(reader.bank, {teacher: [layer]}, audio=False, check="none", max_open_shards=1)
-    for k in _spread_order(len(sub.shards)):
+    for k in spread_order(len(sub.shards)):
         for sd in sub.iter_shard(sub.shards[k]):
             x = sd.features.get(teacher, {}).get(layer)
             if x is not None and len(x):
@@ -264,9 +265,3 @@ def _sample_frames(reader: BankReader, teacher: str, layer: int, limit: int, see
     if total > limit:
         allx = allx[np.sort(rng.choice(total, size=limit, replace=False))]
     return allx
-
-
-def _spread_order(n: int) -> list[int]:
-    """0..n-1 ordered by their bit-reversed value: each prefix is spread over the whole range."""
-    bits = max(1, (n - 1).bit_length())
-    return sorted(range(n), key=lambda i: int(f"{i:0{bits}b}"[::-1], 2))

@@ -32,6 +32,7 @@ import typer
 
 from audistill.shards.codecs import Codec, get_codec
 from audistill.shards.devices import torch_threads
+from audistill.shards.fidelity import ErrorStats, summarize
 from audistill.tools.cli.options import JsonOpt, SeedOpt
 
 DEFAULT_CODECS = (
@@ -106,33 +107,17 @@ def load_features(source: str, max_frames: int, seed: int = 0) -> tuple[str, dic
 # Measuring
 
 
-class _Errors:
-    """Accumulates error statistics over layers and segments."""
+def _errors(layers: list[ErrorStats]) -> dict:
+    """``rel_l2``, ``chan_err``, ``cosine`` and ``variance_lost`` over every layer benched."""
+    out = summarize(layers)
+    del out["frames"]
+    return out
 
-    def __init__(self):
-        self.err2 = self.sig2 = 0.0
-        self.chan: list[np.ndarray] = []
-        self.cos: list[np.ndarray] = []
 
-    def add_layer(self, x: np.ndarray, xh: np.ndarray) -> None:
-        e = (xh.astype(np.float64) - x) ** 2
-        self.err2 += float(e.sum())
-        self.sig2 += float(np.square(x, dtype=np.float64).sum())
-        var = x.var(0, dtype=np.float64)
-        ok = var > 1e-12 * max(float(var.max()), 1e-30)
-        self.chan.append(e.mean(0)[ok] / var[ok])
-        nx, nh = np.linalg.norm(x, axis=1), np.linalg.norm(xh, axis=1)
-        good = (nx > 0) & (nh > 0)
-        self.cos.append((x * xh).sum(1)[good] / (nx[good] * nh[good]))
-
-    def result(self) -> dict:
-        chan = np.concatenate(self.chan) if self.chan else np.zeros(0)
-        cos = np.concatenate(self.cos) if self.cos else np.zeros(0)
-        return {
-            "rel_l2": float(np.sqrt(self.err2 / self.sig2)) if self.sig2 > 0 else 0.0,
-            "chan_err": float(np.sqrt(chan.mean())) if chan.size else 0.0,
-            "cosine": float(cos.mean()) if cos.size else 1.0,
-        }
+def _layer(x: np.ndarray, xh: np.ndarray) -> ErrorStats:
+    st = ErrorStats()
+    st.add(x, xh)
+    return st
 
 
 def _segments(x: np.ndarray, segment_frames: int) -> list[np.ndarray]:
@@ -169,7 +154,7 @@ def _timed_map(fn: Callable, items: list, repeats: int) -> tuple[list, float]:
 def _bench_codec(
     codec: Codec, layers: dict[str, tuple[np.ndarray, list[np.ndarray]]], repeats: int
 ) -> dict:
-    errors, nbytes, values, t_enc, t_dec = _Errors(), 0, 0, 0.0, 0.0
+    errors, nbytes, values, t_enc, t_dec = [], 0, 0, 0.0, 0.0
     for fit_sample, segs in layers.values():
         dim = segs[0].shape[1]
         specs = codec.parts(dim)
@@ -197,11 +182,11 @@ def _bench_codec(
         decoded, t = _timed_map(decode_one, blobs, repeats)
         t_dec += t
         x = np.concatenate(segs)
-        errors.add_layer(x, np.concatenate(decoded))
+        errors.append(_layer(x, np.concatenate(decoded)))
         values += x.size
     return {
         "bits": nbytes * 8 / values,
-        **errors.result(),
+        **_errors(errors),
         "encode_mvps": values / t_enc / 1e6,
         "decode_mvps": values / t_dec / 1e6,
     }
@@ -217,7 +202,7 @@ def _bench_baseline(
 ) -> dict:
     """A baseline as per-segment ``encode``/``decode`` plus ``stored_bytes(blobs, segs)``: the size
     of the files it really writes (tar headers, npy headers, a lengths file)."""
-    errors, nbytes, values, t_enc, t_dec = _Errors(), 0, 0, 0.0, 0.0
+    errors, nbytes, values, t_enc, t_dec = [], 0, 0, 0.0, 0.0
     for _, segs in layers.values():
         blobs, t = _timed_map(encode, segs, repeats)
         t_enc += t
@@ -225,13 +210,13 @@ def _bench_baseline(
         decoded, t = _timed_map(decode, blobs, repeats)
         t_dec += t
         x = np.concatenate(segs)
-        errors.add_layer(x, np.concatenate(decoded))
+        errors.append(_layer(x, np.concatenate(decoded)))
         values += x.size
     return {
         "name": name,
         "baseline": True,
         "bits": nbytes * 8 / values,
-        **errors.result(),
+        **_errors(errors),
         "encode_mvps": values / t_enc / 1e6,
         "decode_mvps": values / t_dec / 1e6,
     }
