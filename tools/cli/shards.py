@@ -215,6 +215,48 @@ def recode(
 
 
 @shards_app.command()
+def compare(
+    bank: BankArg,
+    other: Annotated[str, typer.Argument(help="A recode or convert of BANK (the same segments).")],
+    teacher: Annotated[
+        list[str] | None,
+        typer.Option("--teacher", help="Teacher to compare (repeat; default all in common)."),
+    ] = None,
+    frames: Annotated[
+        int, typer.Option("--frames", min=1, help="Frames compared per teacher layer, at most.")
+    ] = 40000,
+    json_out: JsonOpt = False,
+    storage_options: StorageOpt = "",
+) -> None:
+    """What OTHER's features lost against BANK's, per teacher layer: the share of variance lost,
+    relative L2, per-channel error and frame cosine (e.g. after `shards recode --codec mvq`)."""
+    from audistill.shards.fidelity import compare_banks
+
+    res = compare_banks(
+        bank,
+        other,
+        teachers={t: None for t in teacher} if teacher else None,
+        max_frames=frames,
+        reference_options=_opts(bank, storage_options),
+        other_options=_opts(other, storage_options),
+    )
+    if json_out:
+        print(json.dumps(res))
+        return
+    table = Table("teacher/layer", "frames", "variance lost", "rel. L2", "channel err.", "cosine")
+    for key, r in res.items():
+        table.add_row(
+            key,
+            str(r["frames"]),
+            f"{r['variance_lost']:.5f}",
+            f"{r['rel_l2']:.5f}",
+            f"{r['chan_err']:.5f}",
+            f"{r['cosine']:.5f}",
+        )
+    console.print(table)
+
+
+@shards_app.command()
 def codecs() -> None:
     """List the feature codecs this audistill knows."""
     from audistill.shards.codecs import codec_names, get_codec

@@ -72,6 +72,22 @@ def test_convert_export_stats_round(tmp_path, bank_root):
     assert cli("shards", "verify", out).returncode == 0
 
 
+def test_compare_measures_what_a_recode_lost_per_layer(tmp_path, bank_root):
+    out = str(tmp_path / "i8")
+    assert cli("shards", "recode", bank_root, out, "--codec", "int8-delta").returncode == 0
+    r = cli("shards", "compare", bank_root, out, "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert set(res) == {"speechy/L1", "speechy/L2", "speechy/L3", "soundy/L2", "soundy/L4"}
+    assert all(0 < v["variance_lost"] < 1e-3 and v["frames"] > 0 for v in res.values())
+    r = cli("shards", "compare", bank_root, out, "--teacher", "soundy")
+    assert r.returncode == 0 and "soundy/L4" in r.stdout and "speechy" not in r.stdout
+    make_bank(tmp_path / "other", "zarr", per_shard=3)
+    r = cli("shards", "compare", bank_root, str(tmp_path / "other"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "different segments" in r.stderr and "shard-00000" in r.stderr
+
+
 def test_user_errors_are_one_line_and_exit_2(tmp_path, bank_root):
     r = cli("shards", "info", str(tmp_path / "nothing"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not a bank" in r.stderr
