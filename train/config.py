@@ -31,6 +31,9 @@ class RunSection:
     online_teachers: str = (
         ""  # a teacher-spec file: run the teachers in the loop instead of the bank
     )
+    # online mode: also read the bank's targets and log, every step, the loss of the same weights
+    # against them (``loss_bank``): what the bank changes, apart from how two runs drift apart
+    online_check_bank: bool = False
     compile: bool = (
         False  # torch.compile the student (measure with `audistill tools bench-train --compile`)
     )

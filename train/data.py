@@ -226,7 +226,10 @@ class BankBatches(torch.utils.data.IterableDataset):
             range(len(items)), key=lambda k: (items[k].shard, items[k].index)
         )  # read in shard order
         keep = {it.shard for it in items}
-        crops = [None if self.spec.full_audio else (it.start, it.num) for it in items]
+        # the teachers' frames always cover the crop; in full_audio mode (online teachers) the
+        # audio is the whole segment, cropped after the teachers ran
+        crops = [(it.start, it.num) for it in items]
+        audio_crops = [None if self.spec.full_audio else c for c in crops]
         audio, windows = (
             [None] * len(items),
             {name: [None] * len(items) for name in self.spec.teachers},
@@ -234,7 +237,7 @@ class BankBatches(torch.utils.data.IterableDataset):
         for k in order:
             it = items[k]
             self.open_shard(it.shard, keep)
-            audio[k] = r.read_audio(it.shard, it.index, crops[k])
+            audio[k] = r.read_audio(it.shard, it.index, audio_crops[k])
             for name in self.spec.teachers:
                 windows[name][k] = r.frame_window(it.shard, it.index, name, crops[k])
         waves = (

@@ -69,11 +69,23 @@ class Distiller(nn.Module):
                 targets[t][layer] = (targets[t][layer] - mean) / std  # (B, T, Dt)
         return {**batch, "targets": targets}
 
-    def forward(self, batch: dict, norm: float):
-        batch = self.normalize(batch)
+    def forward(self, batch: dict, norm: float, against: dict | None = None):
+        """``against``: other ``targets`` / ``target_lengths`` / ``present`` for the same items;
+        their loss from the same student outputs is added to the logs as ``loss_against``
+        (detached) - one forward, so a difference is the targets' alone."""
         hidden = self.student(
             batch["wave"], batch.get("host_lengths", batch["lengths"])
         )  # depth + 1 x (B, T, D)
+        loss, logs = self._loss(hidden, self.normalize(batch), norm)
+        if against is not None:
+            with torch.no_grad():
+                other, _ = self._loss(
+                    [h.detach() for h in hidden], self.normalize({**batch, **against}), norm
+                )
+            logs["loss_against"] = other
+        return loss, logs
+
+    def _loss(self, hidden: list[torch.Tensor], batch: dict, norm: float):
         s_len = batch["lengths"] // self.student.cfg.hop
         return distill_loss(
             hidden,
@@ -165,15 +177,25 @@ def target_stats(
 
 
 def loader_spec(
-    cfg: RunConfig, model: Distiller, infos, shards, d: ddp.Dist, online: bool
+    cfg: RunConfig,
+    model: Distiller,
+    infos,
+    shards,
+    d: ddp.Dist,
+    online: bool,
+    bank_targets: bool = False,
 ) -> LoaderSpec:
+    """What the loader reads: the bank's targets unless ``online`` (then the whole segments'
+    audio for the teachers), or both with ``bank_targets``."""
     hops = [i.hop for i in infos.values() if abs(i.hop - round(i.hop)) < 1e-6]
     align = lcm(model.student.cfg.hop, crop_hop(hops))
     aug = dataclasses.asdict(cfg.augment)
     active = aug["gain_db"] or aug["noise_files"] or aug["time_mask_seconds"]
     return LoaderSpec(
         root=cfg.bank.root,
-        teachers={} if online else {n: list(i.layers) for n, i in infos.items()},
+        teachers={n: list(i.layers) for n, i in infos.items()}
+        if bank_targets or not online
+        else {},
         shards=tuple(shards),
         crop_samples=int(cfg.data.crop_seconds * SAMPLE_RATE) // align * align or align,
         align_hop=align,
@@ -255,7 +277,8 @@ def train(
             device_ids=[device] if device.type == "cuda" else None,
             find_unused_parameters=top < model.student.cfg.depth,
         )
-    spec = loader_spec(cfg, model, infos, shards, d, online is not None)
+    check = online is not None and cfg.run.online_check_bank
+    spec = loader_spec(cfg, model, infos, shards, d, online is not None, bank_targets=check)
     pin = device.type == "cuda"
     log = RunLog(cfg.run_dir, d.main, cfg.log.tensorboard)
     conf = resolved(cfg)
@@ -296,7 +319,7 @@ def train(
             epoch, micro = b["epoch"], b["index"] + 1
             audio += float(b["lengths"].sum()) / SAMPLE_RATE  # host tensor: no sync
             batches.append(to_device(b, device))
-        total, gnorm, logs = update(net, model, batches, opt, cfg.optim.clip, d, amp, online)
+        total, gnorm, logs = update(net, model, batches, opt, cfg.optim.clip, d, amp, online, check)
         sched.step()
         pending.append(total)
         for k, v in logs.items():
@@ -361,20 +384,31 @@ def update(
     d: ddp.Dist,
     amp,
     online=None,
+    check_bank: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
     """One optimizer update over the step's micro-batches (on the device), without a host sync:
-    the summed loss and the gradient norm stay on the device. ``clip`` > 0 clips the norm to it."""
-    total, parts = None, {}
+    the summed loss and the gradient norm stay on the device. ``clip`` > 0 clips the norm to it.
+    With ``check_bank`` (online mode) the batches also hold the bank's targets: ``loss_bank`` in
+    the logs is the step's loss of the same outputs against them, summed as the loss is."""
+    total, parts, bank_total = None, {}, None
     for a, b in enumerate(batches):
+        bank = None
         if online is not None:
+            if check_bank:  # fill() replaces the targets in place: keep the bank's
+                bank = {k: dict(b[k]) for k in ("targets", "target_lengths", "present")}
             online.fill(b)
         sync = net.no_sync() if d.world > 1 and a < len(batches) - 1 else contextlib.nullcontext()
         with sync, amp:
-            loss, logs = net(b, b["global_items"] / d.world)
+            loss, logs = net(b, b["global_items"] / d.world, bank)
         loss.backward()
         total = loss.detach() if total is None else total + loss.detach()
+        if bank is not None:
+            other = logs.pop("loss_against")
+            bank_total = other if bank_total is None else bank_total + other
         for k, v in logs.items():
             parts.setdefault(k, []).append(v)
+    if bank_total is not None:
+        parts["loss_bank"] = [bank_total]
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
     opt.step()
     opt.zero_grad(set_to_none=True)
