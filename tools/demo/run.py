@@ -46,9 +46,11 @@ Say = Callable[[str], None]
 
 # float32 (reference), int8 (delta-coded, the low-bit codec), 4-bit groups, product VQ.
 CODECS = ("float32", "int8-delta", "int4-group", "mvq")
-# modules of shards/ that keep the books (leases, listings, checks) and change no stored number:
-# left out of the code fingerprint of the stages that run shards/, so a fix there remakes nothing
+# modules of shards/ that keep the books (leases, listings, checks) or only read a bank
+# (fidelity) and change no stored number: left out of the code fingerprint of the stages that
+# write banks, so a fix there remakes no bank
 BOOKKEEPING = (
+    "fidelity.py",
     "lease.py",
     "fs.py",
     "devices.py",
@@ -273,6 +275,41 @@ def make_codec_banks(
             stages.done(f"bank-{name}", key)
         banks[name] = dst
     return banks
+
+
+def bank_fidelity(banks: dict[str, Path], stages: Stages, say: Say) -> dict[str, dict]:
+    """Per codec bank, what its features lost against the float32 bank they were re-encoded from
+    (``shards.fidelity.compare_banks``, per teacher layer): the number the probes cannot give, how
+    much of each target a student is asked to learn is the codec's and not the teacher's."""
+    from audistill.shards.fidelity import compare_banks
+
+    out = {}
+    for name, root in banks.items():
+        if name == "float32":
+            continue
+        key = {
+            "float32": stages.made("bank-float32"),
+            "bank": stages.made(f"bank-{name}"),
+            "code": code_of("shards"),
+        }
+        what = f"what the {name} bank lost against float32"
+        reused, lost = stages.reuse(f"fidelity-{name}", key, what, valid=_per_layer)
+        if not reused:
+            stages.forget(f"fidelity-{name}")
+            lost = stages.done(f"fidelity-{name}", key, compare_banks(banks["float32"], root))
+            worst = max(lost.items(), key=lambda kv: kv[1]["variance_lost"])
+            say(
+                f"  {what}: at most {worst[1]['variance_lost']:.4f} of a layer's variance "
+                f"({worst[0]})"
+            )
+        out[name] = lost
+    return out
+
+
+def _per_layer(result) -> bool:
+    return isinstance(result, dict) and all(
+        isinstance(v, dict) and "variance_lost" in v for v in result.values()
+    )
 
 
 def _every_fifth(say: Say, what: str, total: int) -> Callable[[str], None]:
@@ -619,6 +656,8 @@ def run_demo(
         name: bank_info(str(root)) | {"sizes": bank_sizes(str(root))}
         for name, root in banks.items()
     }
+    for name, lost in timer.run("fidelity", bank_fidelity, banks, stages, say).items():
+        results["banks"][name]["fidelity"] = lost
 
     say(
         f"[4/6] training students from the banks (no teacher loaded), {cfg.seeds} seed(s) per "
@@ -763,8 +802,8 @@ def train_students(
         raw["optim"]["max_steps"] = cfg.online_steps
         raw["optim"]["warmup_steps"] = min(raw["optim"]["warmup_steps"], cfg.online_steps)
         raw["log"].update({"every": 1, "val_every": 10**9, "ckpt_every": 10**9})
-        if mode == "online":
-            raw["run"]["online_teachers"] = str(spec)
+        if mode == "online":  # scored against the bank's targets too, on the same weights
+            raw["run"].update(online_teachers=str(spec), online_check_bank=True)
         runs[f"pair-{mode}"] = [
             trained(raw, "float32", f"{cfg.online_steps} steps, teachers {mode}")
         ]

@@ -121,6 +121,14 @@ def test_codecs_decided_by_non_inferiority_and_the_default_follows(results):
     assert claims.default_codec(d, bits)[0] == (
         "int4-group" if codecs["int4-group"]["no_measurable_loss"] == "yes" else "int8-delta"
     )
+    # the targets' own error: a codec that loses more than 1 % of a layer's variance is left out
+    passed = {"codecs": {c: {"no_measurable_loss": "yes"} for c in bits}}
+    lost = {"int8-delta": 0.0005, "int4-group": 0.08, "mvq": 0.36}
+    codec, why = claims.default_codec(passed, bits, lost)
+    assert codec == "int8-delta" and "int4-group (loses up to 8.0%" in why and "mvq" in why
+    assert claims.default_codec(passed, bits, {**lost, "int4-group": 0.01})[0] == "int4-group"
+    codec, why = claims.default_codec(passed, bits, {c: 0.5 for c in bits})
+    assert codec == "float32" and "keeps 99% of every layer's variance" in why
     none = {"codecs": {"mvq": {"no_measurable_loss": "open"}}}
     codec, why = claims.default_codec(none, {"mvq": 0.4})
     assert codec == "float32" and "open" in why
@@ -176,3 +184,20 @@ def test_cached_against_online_per_step_within_the_tolerance():
     drift = claims.cached_vs_online(pair([1.5, 1.4, 1.3], [1.5, 1.4, 1.3 + 2e-4]))
     assert not drift["within"] and drift["max_abs"] == pytest.approx(2e-4)
     assert claims.cached_vs_online({"runs": {}}) is None
+
+
+def test_cached_against_online_is_decided_on_the_same_weights_when_logged():
+    """The online run's same-weights losses decide; the two runs' drift is shown, not decided on
+    (here it exceeds the tolerance by step 3, as two float32 runs did on one CPU)."""
+    res = pair([1.5, 1.4, 1.3], [1.5, 1.4 + 2e-6, 1.3 + 1.6e-4])
+    res["runs"]["pair-online"][0]["log"] = [
+        {"step": 1, "loss": 1.5, "loss_bank": 1.5},
+        {"step": 2, "loss": 1.4 + 2e-6, "loss_bank": 1.4 + 2e-6 + 3e-8},
+        {"step": 3, "loss": 1.3 + 1.6e-4, "loss_bank": 1.3 + 1.6e-4 - 5e-8},
+    ]
+    co = claims.cached_vs_online(res)
+    assert co["same_weights"] and co["within"] and co["max_abs"] == pytest.approx(5e-8, abs=1e-9)
+    assert co["max_drift"] == pytest.approx(1.6e-4)
+    res["runs"]["pair-online"][0]["log"][2]["loss_bank"] += 3e-4  # the bank's targets differ
+    co = claims.cached_vs_online(res)
+    assert not co["within"] and co["max_abs"] == pytest.approx(3e-4, rel=1e-3)

@@ -74,6 +74,14 @@ def test_demo_results_are_measured_and_consistent(demo_run):
         sizes["codec_state_bytes"] > 0 and sizes["bits_per_value"] > codes["mvq"]
     )  # codebooks counted
     assert sizes["audio_bytes"] > 0 and sizes["feature_bytes"] > 0
+    # what each codec bank lost against the float32 bank, per teacher layer of the real teachers
+    worst = {
+        c: max(r["variance_lost"] for r in res["banks"][c]["fidelity"].values())
+        for c in ("int8-delta", "int4-group", "mvq")
+    }
+    assert set(res["banks"]["mvq"]["fidelity"]) == set(res["banks"]["int8-delta"]["fidelity"])
+    assert 0 < worst["int8-delta"] < 0.01 < min(worst["int4-group"], worst["mvq"])
+    assert max(worst.values()) < 1
     [probe] = res["probes"]["omega10-float32"]  # one per student seed
     tasks = probe["tasks"]
     assert {"domain", "pitch_class", "sound_category"} <= set(tasks)
@@ -197,7 +205,8 @@ def test_a_rerun_reuses_every_finished_stage(demo_run):
     reused = [line for line in lines if line.endswith("reused (made with the same inputs)")]
     n_runs = sum(len(seeds) for seeds in after["runs"].values())
     n_probes = sum(len(seeds) for seeds in after["probes"].values())
-    assert len(reused) == 1 + 4 + n_runs + n_probes  # the corpus, 4 banks, students, probes
+    # the corpus, 4 banks, what 3 of them lost against float32, students, probes
+    assert len(reused) == 1 + 4 + 3 + n_runs + n_probes
     assert len(after["reused_stages"]) == len(reused) and not before.get("reused_stages")
     assert (
         f"{len(reused)} finished stages reused from earlier runs" in (out / "report.md").read_text()
