@@ -115,6 +115,11 @@ def test_shards_cli_reaches_the_store_through_storage_options(s3_bucket, tmp_pat
     r = cli("export", root, str(tmp_path / "mine"), "--teacher", "speechy", "--layers", "1")
     assert r.returncode == 0, r.stderr
     assert verify_bank(str(tmp_path / "mine")).ok  # the local side took no storage options
+    r = cli("compare", root, str(tmp_path / "mine"), "--json")  # shared bank vs local export
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert list(res) == ["speechy/L1"]  # the one layer both banks hold
+    assert res["speechy/L1"]["frames"] > 0 and res["speechy/L1"]["variance_lost"] == 0.0
     r = cli("sync", root)
     assert r.returncode == 0 and "0 shard(s) added" in r.stdout, r.stderr
 
