@@ -13,7 +13,8 @@ Lhotse's default ``tick_power=-5``.
 
 Errors against float32: relative L2 (over everything), per-channel-normalized error (RMS over
 channels of the channel's error RMS divided by its standard deviation, so crushing small channels
-shows), and the mean cosine similarity of frames.
+shows), the share of the layers' variance lost (what ``audistill shards compare`` reports for a
+recoded bank) and the mean cosine similarity of frames.
 """
 
 from __future__ import annotations
@@ -376,6 +377,7 @@ def _table(report: dict):
         "codec",
         "bits/value",
         "rel L2",
+        "var. lost",
         "chan err",
         "cosine",
         "enc M/s",
@@ -394,6 +396,7 @@ def _table(report: dict):
             name,
             mark(m["bits"], f"{r['bits']:.2f}"),
             mark(m["rel_l2"], f"{r['rel_l2']:.4f}"),
+            f"{r['variance_lost']:.4f}",
             f"{r['chan_err']:.4f}",
             f"{r['cosine']:.4f}",
             f"{r['encode_mvps']:.0f}",

@@ -40,7 +40,7 @@ def test_bench_numbers_are_sane(report):
     names = [r["name"] for r in report["results"]]
     assert names[-3:] == ["wds-float16-npy", "fairseq-float32-npy", "lilcom(tick=-5)"]
     f32, f16 = _row(report, "float32"), _row(report, "float16")
-    assert f32["rel_l2"] == 0 and f32["cosine"] == pytest.approx(1.0)
+    assert f32["rel_l2"] == 0 and f32["variance_lost"] == 0 and f32["cosine"] == pytest.approx(1.0)
     assert 0 < f16["rel_l2"] < 1e-3 and 10 < f16["bits"] < 17
     fairseq = _row(report, "fairseq-float32-npy")
     assert 32 <= fairseq["bits"] < 33  # raw float32 plus the npy header and a lengths file
@@ -55,6 +55,7 @@ def test_bench_numbers_are_sane(report):
     for r in report["results"]:
         assert r["encode_mvps"] > 0 and r["decode_mvps"] > 0
         assert r["chan_err"] >= 0 and -1 <= r["cosine"] <= 1.0 + 1e-6
+        assert r["variance_lost"] >= 0
     assert report["held_out_values"] == 2 * 400 * 48
     json.dumps(report)  # JSON-able
 
