@@ -11,8 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .bank import Bank, CatalogSaver
 from .catalog import ShardRecord
 from .errors import CatalogError, MissingDataError
-from .fidelity import spread_order
-from .reader import BankReader, TeacherRequest
+from .reader import BankReader, TeacherRequest, spread_order
 
 
 def default_workers(*banks: Bank) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .bank import Bank
 from .errors import MissingDataError, ShardError
-from .reader import BankReader
+from .reader import BankReader, spread_order
 
 
 class ErrorStats:
@@ -37,7 +37,6 @@ class ErrorStats:
         self.n = 0
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None  # sum of squared deviations from the mean, per channel
-        self.sq: np.ndarray | None = None  # sum of squares, per channel
         self.err2: np.ndarray | None = None  # sum of squared errors, per channel
         self.cos_sum, self.cos_n = 0.0, 0
 
@@ -55,14 +54,13 @@ class ErrorStats:
         m2 = ((x - mean) ** 2).sum(0)
         if self.mean is None:
             self.n, self.mean, self.m2 = n, mean, m2
-            self.sq, self.err2 = np.zeros_like(mean), np.zeros_like(mean)
+            self.err2 = np.zeros_like(mean)
         else:
             total = self.n + n
             delta = mean - self.mean
             self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
             self.mean = self.mean + delta * n / total
             self.n = total
-        self.sq += (x**2).sum(0)
         self.err2 += ((xh - x) ** 2).sum(0)
         nx, nh = np.linalg.norm(x, axis=1), np.linalg.norm(xh, axis=1)
         good = (nx > 0) & (nh > 0)
@@ -80,7 +78,7 @@ def summarize(stats: Iterable[ErrorStats]) -> dict:
     if not stats:
         return {"frames": 0, "variance_lost": 0.0, "rel_l2": 0.0, "chan_err": 0.0, "cosine": 1.0}
     err2 = sum(float(s.err2.sum()) for s in stats)
-    sq = sum(float(s.sq.sum()) for s in stats)
+    sq = sum(float(s.m2.sum() + s.n * np.square(s.mean).sum()) for s in stats)  # sum of x**2
     var = sum(float(s.m2.sum()) for s in stats)
     chans = []
     for s in stats:
@@ -96,12 +94,6 @@ def summarize(stats: Iterable[ErrorStats]) -> dict:
         "chan_err": float(np.sqrt(chan.mean())) if chan.size else 0.0,
         "cosine": sum(s.cos_sum for s in stats) / cos_n if cos_n else 1.0,
     }
-
-
-def spread_order(n: int) -> list[int]:
-    """0..n-1 ordered by their bit-reversed value: each prefix is spread over the whole range."""
-    bits = max(1, (n - 1).bit_length())
-    return sorted(range(n), key=lambda i: int(f"{i:0{bits}b}"[::-1], 2))
 
 
 def compare_banks(

@@ -280,3 +280,9 @@ def crop_hop(hops: Iterable[float]) -> int:
             )
         out = out * hi // math.gcd(out, hi)
     return out
+
+
+def spread_order(n: int) -> list[int]:
+    """0..n-1 ordered by their bit-reversed value: each prefix is spread over the whole range."""
+    bits = max(1, (n - 1).bit_length())
+    return sorted(range(n), key=lambda i: int(f"{i:0{bits}b}"[::-1], 2))

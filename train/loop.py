@@ -277,8 +277,9 @@ def train(
             device_ids=[device] if device.type == "cuda" else None,
             find_unused_parameters=top < model.student.cfg.depth,
         )
-    check = online is not None and cfg.run.online_check_bank
-    spec = loader_spec(cfg, model, infos, shards, d, online is not None, bank_targets=check)
+    spec = loader_spec(
+        cfg, model, infos, shards, d, online is not None, bank_targets=cfg.run.online_check_bank
+    )
     pin = device.type == "cuda"
     log = RunLog(cfg.run_dir, d.main, cfg.log.tensorboard)
     conf = resolved(cfg)
@@ -319,7 +320,7 @@ def train(
             epoch, micro = b["epoch"], b["index"] + 1
             audio += float(b["lengths"].sum()) / SAMPLE_RATE  # host tensor: no sync
             batches.append(to_device(b, device))
-        total, gnorm, logs = update(net, model, batches, opt, cfg.optim.clip, d, amp, online, check)
+        total, gnorm, logs = update(net, model, batches, opt, cfg.optim.clip, d, amp, online)
         sched.step()
         pending.append(total)
         for k, v in logs.items():
@@ -384,17 +385,16 @@ def update(
     d: ddp.Dist,
     amp,
     online=None,
-    check_bank: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
     """One optimizer update over the step's micro-batches (on the device), without a host sync:
     the summed loss and the gradient norm stay on the device. ``clip`` > 0 clips the norm to it.
-    With ``check_bank`` (online mode) the batches also hold the bank's targets: ``loss_bank`` in
-    the logs is the step's loss of the same outputs against them, summed as the loss is."""
+    In online mode, batches that also hold the bank's targets (``run.online_check_bank``) log
+    ``loss_bank``: the step's loss of the same outputs against them, summed as the loss is."""
     total, parts, bank_total = None, {}, None
     for a, b in enumerate(batches):
         bank = None
         if online is not None:
-            if check_bank:  # fill() replaces the targets in place: keep the bank's
+            if b["targets"]:  # the bank's, read for the check: fill() replaces them in place
                 bank = {k: dict(b[k]) for k in ("targets", "target_lengths", "present")}
             online.fill(b)
         sync = net.no_sync() if d.world > 1 and a < len(batches) - 1 else contextlib.nullcontext()

@@ -86,7 +86,7 @@ def test_recode_gives_the_same_bank_with_any_number_of_workers(tmp_path):
 
 
 def test_recode_fits_on_shards_spread_over_the_bank_not_on_all_of_it(tmp_path, monkeypatch):
-    from audistill.shards.fidelity import spread_order
+    from audistill.shards.reader import spread_order
 
     assert spread_order(8) == [0, 4, 2, 6, 1, 5, 3, 7]
     assert all(sorted(spread_order(n)) == list(range(n)) for n in range(1, 70))
